@@ -26,3 +26,6 @@ test-fast: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check annotation_io model backend tests

@@ -1,0 +1,130 @@
+"""Strict JSON reading and writing for annotation files: typed field access with error locations.
+
+`FieldReader` reads fields from parsed JSON and raises AnnotationFormatError naming the file, the
+entry and the field (e.g. ``x.json: annotations[3].keypoints: expected 51 numbers, got 48``);
+`write_json` writes plain, stable JSON (no numpy types, NaN rejected).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annotation_io.errors import AnnotationFormatError
+
+JsonInput = str | os.PathLike[str] | dict[str, Any]
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    names = {dict: "object", list: "array", str: "string", int: "integer", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+@dataclass(frozen=True)
+class FieldReader:
+    """Shared: typed access to parsed JSON that raises AnnotationFormatError naming file and field."""
+
+    source: str
+
+    def error(self, message: str, where: str | None) -> AnnotationFormatError:
+        return AnnotationFormatError(message, source=self.source, where=where or None)
+
+    def dict_(self, value: Any, where: str | None) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(f"expected an object, got {_json_type(value)}", where)
+        return value
+
+    def list_(self, value: Any, where: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.error(f"expected an array, got {_json_type(value)}", where)
+        return value
+
+    def req(self, obj: dict[str, Any], key: str, where: str | None) -> Any:
+        if key not in obj:
+            raise self.error(f"missing required field {key!r}", where)
+        return obj[key]
+
+    def int_(self, value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(f"expected an integer, got {_json_type(value)} {value!r}", where)
+        return value
+
+    def num(self, value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(f"expected a number, got {_json_type(value)} {value!r}", where)
+        if not math.isfinite(value):
+            raise self.error(f"expected a finite number, got {value!r}", where)
+        return float(value)
+
+    def str_(self, value: Any, where: str) -> str:
+        if not isinstance(value, str):
+            raise self.error(f"expected a string, got {_json_type(value)} {value!r}", where)
+        return value
+
+    def nums(self, value: Any, where: str, count: int | None = None) -> list[float]:
+        values = self.list_(value, where)
+        if count is not None and len(values) != count:
+            raise self.error(f"expected {count} numbers, got {len(values)}", where)
+        return [self.num(v, f"{where}[{i}]") for i, v in enumerate(values)]
+
+
+def read_json(path_or_dict: JsonInput, source: str | None = None) -> tuple[Any, str]:
+    """Shared: the parsed JSON and the name errors use (`source`, else the path, else "<dict>")."""
+    if isinstance(path_or_dict, dict):
+        return path_or_dict, source or "<dict>"
+    name = source or str(path_or_dict)
+    try:
+        with open(path_or_dict, encoding="utf-8") as f:
+            return json.load(f), name
+    except json.JSONDecodeError as exc:
+        raise AnnotationFormatError(
+            f"invalid JSON: {exc.msg}", source=name, where=f"line {exc.lineno} column {exc.colno}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise AnnotationFormatError(f"not UTF-8 text: {exc.reason}", source=name) from exc
+
+
+def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Shared: write `data` as strict JSON (no NaN), one line, key order as built."""
+    text = json.dumps(data, allow_nan=False)
+    Path(path).write_text(text + "\n", encoding="utf-8")
+
+
+def json_number(value: Any) -> int | float:
+    """Shared: a plain int (integral values) or float; raises ValueError for NaN/inf."""
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValueError(f"cannot write the non-finite number {x} to JSON")
+    return int(x) if x.is_integer() and abs(x) < 2**53 else x
+
+
+def plain(value: Any) -> Any:
+    """Shared: a copy of a passed-through `extra` value with numpy types made plain Python."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def add_extra(out: dict[str, Any], extra: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
+    """Shared: copy `extra` fields into `out`, except ones already set, private, LS or in `skip`."""
+    skip = set(skip)
+    for key, value in extra.items():
+        if key in out or key in skip or key.startswith(("_", "ls_")):
+            continue
+        out[key] = plain(value)
+    return out

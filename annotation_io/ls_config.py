@@ -1,0 +1,285 @@
+"""Label Studio labelling config and frame-task data: the XML config, its parsed form, task keys.
+
+One LS task is one video frame; its `data` carries `image`, `video_id`, `frame_index`, `nframes`
+(and optionally `fps`): every part of the project reads and writes these keys through this module.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+from annotation_io.errors import AnnotationFormatError
+from annotation_io.skeletons import KEYPOINT_INDEX, LABELLED_SLOTS, LS_JOINTS
+
+# One distinct colour per LS joint, in LS_JOINTS order (a 15-colour high-contrast palette).
+JOINT_COLOURS: tuple[str, ...] = (
+    "#e6194b", "#f58231", "#ffe119", "#3cb44b", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
+    "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#000075", "#808000",
+)  # fmt: skip
+
+
+class ConfigError(AnnotationFormatError):
+    """A labelling config that this backend cannot serve; the message names what is missing."""
+
+
+class ImageSize(NamedTuple):
+    """Original image size in pixels."""
+
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """The parts of an LS labelling config that pose annotation uses.
+
+    Attributes:
+        image_name: name of the <Image> tag (the results' `to_name`).
+        image_value: task data key the image URL is read from (`value="$image"` -> "image").
+        person_from_name: name of the <RectangleLabels> control holding person boxes.
+        person_label: its label value for persons.
+        keypoint_from_name: name of the <KeyPointLabels> control.
+        joint_labels: keypoint label value -> 17-slot joint index.
+        track_from_name: name of the per-region <TextArea>/<Number> holding track ids, if any.
+        track_type: result type of that control, "textarea" or "number".
+    """
+
+    image_name: str
+    image_value: str
+    person_from_name: str
+    person_label: str
+    keypoint_from_name: str
+    joint_labels: dict[str, int]
+    track_from_name: str | None = None
+    track_type: str = "textarea"
+
+    @property
+    def slot_labels(self) -> dict[int, str]:
+        """17-slot joint index -> keypoint label value."""
+        return {slot: label for label, slot in self.joint_labels.items()}
+
+    def role_types(self) -> dict[str, tuple[str, str]]:
+        """from_name -> (role "box" | "kp" | "track", expected result type)."""
+        roles = {
+            self.person_from_name: ("box", "rectanglelabels"),
+            self.keypoint_from_name: ("kp", "keypointlabels"),
+        }
+        if self.track_from_name:
+            roles[self.track_from_name] = ("track", self.track_type)
+        return roles
+
+
+def label_config(
+    *, image: str = "image", person: str = "person", keypoints: str = "kp", track: str | None = "track_id"
+) -> str:
+    """The recommended labelling config (reference/labelstudio.md §6) as XML.
+
+    The image URL is always read from task data key "image" (see `task_data`).
+
+    Args:
+        image: name of the <Image> tag.
+        person: name of the person <RectangleLabels>.
+        keypoints: name of the <KeyPointLabels> (15 PoseTrack joints, `model_index` 0..14).
+        track: name of the per-region track-id <TextArea>; None leaves it out.
+
+    Raises:
+        ConfigError: two tags would share a name.
+    """
+    names = [n for n in (image, person, keypoints, track) if n is not None]
+    if len(set(names)) != len(names) or not all(names):
+        raise ConfigError(f"tag names must be distinct and non-empty, got {names}")
+    root = ET.Element("View")
+    ET.SubElement(root, "Image", name=image, value="$image", zoom="true", zoomControl="true")
+    rect = ET.SubElement(root, "RectangleLabels", name=person, toName=image, strokeWidth="2")
+    ET.SubElement(rect, "Label", value="person", background="#00aa00")
+    kp = ET.SubElement(root, "KeyPointLabels", name=keypoints, toName=image, strokeWidth="1")
+    for i, (joint, colour) in enumerate(zip(LS_JOINTS, JOINT_COLOURS, strict=True)):
+        ET.SubElement(kp, "Label", value=joint, model_index=str(i), background=colour)
+    if track is not None:
+        view = ET.SubElement(root, "View", visibleWhen="region-selected", whenTagName=person)
+        attrs = {"perRegion": "true", "editable": "true", "maxSubmissions": "1", "rows": "1"}
+        ET.SubElement(view, "TextArea", name=track, toName=image, **attrs)
+    ET.indent(root, space="  ")
+    return ET.tostring(root, encoding="unicode")
+
+
+@lru_cache(maxsize=1)
+def default_config() -> LabelConfig:
+    """`parse_config(label_config())`: what the converters assume when given no config."""
+    return parse_config(label_config())
+
+
+def _targets(el: ET.Element) -> list[str]:
+    return [t.strip() for t in (el.get("toName") or "").split(",") if t.strip()]
+
+
+def parse_config(xml: str) -> LabelConfig:
+    """Reads the image, person, keypoint and track-id controls out of an LS labelling config.
+
+    Raises:
+        ConfigError: invalid XML, or a missing/unusable control (the message says which).
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise ConfigError(f"label config is not valid XML: {exc}") from exc
+    images = {el.get("name"): el.get("value") or "" for el in root.iter("Image") if el.get("name")}
+    kp = next((el for el in root.iter("KeyPointLabels") if set(_targets(el)) & images.keys()), None)
+    if kp is None or not kp.get("name"):
+        raise ConfigError("no <KeyPointLabels> bound to an <Image> (its toName must name an <Image> tag)")
+    image_name = next(t for t in _targets(kp) if t in images)
+    if not images[image_name].startswith("$"):
+        raise ConfigError(f"<Image name={image_name!r}> has no value=\"$key\" naming its task data key")
+    rect = next((el for el in root.iter("RectangleLabels") if image_name in _targets(el)), None)
+    if rect is None or not rect.get("name"):
+        raise ConfigError(f"no <RectangleLabels> bound to <Image name={image_name!r}> (person boxes)")
+    rect_labels = [el.get("value") for el in rect.iter("Label") if el.get("value")]
+    if "person" in rect_labels or len(rect_labels) == 1:
+        person_label = "person" if "person" in rect_labels else rect_labels[0]
+    else:
+        raise ConfigError(f"<RectangleLabels name={rect.get('name')!r}> has no 'person' label: {rect_labels}")
+    track = next(
+        (
+            el
+            for el in root.iter()
+            if el.tag in ("TextArea", "Number")
+            and el.get("perRegion") == "true"
+            and image_name in _targets(el)
+            and el.get("name")
+        ),
+        None,
+    )
+    return LabelConfig(
+        image_name=image_name,
+        image_value=images[image_name][1:],
+        person_from_name=str(rect.get("name")),
+        person_label=str(person_label),
+        keypoint_from_name=str(kp.get("name")),
+        joint_labels=_joint_labels(kp),
+        track_from_name=None if track is None else track.get("name"),
+        track_type="number" if track is not None and track.tag == "Number" else "textarea",
+    )
+
+
+def _joint_labels(kp: ET.Element) -> dict[str, int]:
+    """Label value -> 17-slot index, by `model_index` (index into LS_JOINTS) else by joint name."""
+    labels: dict[str, int] = {}
+    unknown: list[str] = []
+    for el in kp.iter("Label"):
+        value = el.get("value")
+        if not value:
+            raise ConfigError(f"a <Label> of <KeyPointLabels name={kp.get('name')!r}> has no value")
+        index = el.get("model_index")
+        if index is not None:
+            if not index.strip().isdigit() or int(index) >= len(LS_JOINTS):
+                last = len(LS_JOINTS) - 1
+                raise ConfigError(f"joint label {value!r}: model_index={index!r} is not in 0..{last}")
+            slot = LABELLED_SLOTS[int(index)]
+        elif value in LS_JOINTS:
+            slot = KEYPOINT_INDEX[value]
+        else:
+            unknown.append(value)
+            continue
+        if slot in labels.values():
+            raise ConfigError(f"joint label {value!r} maps to the same joint as another label (slot {slot})")
+        labels[value] = slot
+    if unknown:
+        raise ConfigError(
+            f"unknown joint labels: {', '.join(unknown)} (expected PoseTrack joint names: "
+            f"{', '.join(LS_JOINTS)}, or a model_index attribute)"
+        )
+    if not labels:
+        raise ConfigError(f"<KeyPointLabels name={kp.get('name')!r}> has no <Label>")
+    return labels
+
+
+# ----------------------------------------------------------------------------- task data
+
+
+@dataclass(frozen=True)
+class FrameTask:
+    """One LS task = one video frame (the task `data` keys every part of the project uses)."""
+
+    image: str
+    video_id: str
+    frame_index: int
+    nframes: int
+    fps: float | None = None
+    task_id: int | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return task_data(self.image, self.video_id, self.frame_index, self.nframes, self.fps)
+
+
+def task_data(
+    image_url: str, video_id: str, frame_index: int, nframes: int, fps: float | None = None
+) -> dict[str, Any]:
+    """The `data` of a frame task: image URL, video id, 0-based frame index, frame count, fps.
+
+    Raises:
+        AnnotationFormatError: a value of the wrong type or range.
+    """
+    data: dict[str, Any] = {"image": image_url, "video_id": video_id, "frame_index": frame_index}
+    data["nframes"] = nframes
+    if fps is not None:
+        data["fps"] = fps
+    parse_task({"data": data})
+    return data
+
+
+def parse_task(task: dict) -> FrameTask:
+    """Reads a frame task: an LS task `{"id", "data": {...}}` or its bare `data` dict.
+
+    Raises:
+        AnnotationFormatError: a key is missing or has the wrong type/range (names task id and key).
+    """
+    if not isinstance(task, dict):
+        raise AnnotationFormatError(f"a task must be a JSON object, got {type(task).__name__}")
+    task_id = task.get("id")
+    data = task.get("data", task)
+    source = f"task {task_id}" if task_id is not None else None
+
+    def bad(key: str, why: str) -> AnnotationFormatError:
+        return AnnotationFormatError(why, source=source, where=f"data.{key}")
+
+    if not isinstance(data, dict):
+        raise AnnotationFormatError("task data must be a JSON object", source=source, where="data")
+    for key in ("image", "video_id", "frame_index", "nframes"):
+        if key not in data:
+            raise bad(key, "missing (frame tasks need image, video_id, frame_index, nframes)")
+    image, video_id = data["image"], data["video_id"]
+    if not isinstance(image, str) or not image:
+        raise bad("image", f"must be a non-empty URL string, got {image!r}")
+    if isinstance(video_id, bool) or not isinstance(video_id, (str, int)) or video_id == "":
+        raise bad("video_id", f"must be a non-empty string, got {video_id!r}")
+    frame_index, nframes = _integer(data["frame_index"]), _integer(data["nframes"])
+    if frame_index is None or frame_index < 0:
+        raise bad("frame_index", f"must be an integer >= 0, got {data['frame_index']!r}")
+    if nframes is None or nframes <= frame_index:
+        raise bad("nframes", f"must be an integer > frame_index ({frame_index}), got {data['nframes']!r}")
+    fps = data.get("fps")
+    if fps is not None and (not _is_number(fps) or not fps > 0):
+        raise bad("fps", f"must be a positive number or absent, got {fps!r}")
+    return FrameTask(
+        image=image,
+        video_id=str(video_id),
+        frame_index=frame_index,
+        nframes=nframes,
+        fps=None if fps is None else float(fps),
+        task_id=_integer(task_id),
+    )
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v: Any) -> int | None:
+    """v as an int when it is an integral number (JSON may write 3.0), else None."""
+    if _is_number(v) and float(v).is_integer():
+        return int(v)
+    return None

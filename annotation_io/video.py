@@ -1,0 +1,480 @@
+"""Frame access for video files and frame folders: counts, fps, random access, iteration, extraction.
+
+This is the only module of `annotation_io` that imports cv2. Frames are numpy arrays (H, W, 3) uint8
+in BGR order, as cv2 gives them. Frame indices are 0-based positions: for a folder, the position of
+the image in natural sort order (PoseTrack 2017's `00000001.jpg` is index 0).
+
+Video files are read with cv2's FFmpeg backend. Two things make that less simple than it looks:
+- `CAP_PROP_FRAME_COUNT` is what the container declares (or an estimate from duration x fps). A file
+  cut off mid-write still declares the full count. `FileSource` therefore checks on open that the
+  declared count decodes (all of it when that is cheap, else the last frame) and raises
+  `VideoError` naming the number of frames that really decode.
+- Seeking (`CAP_PROP_POS_FRAMES`) lands on the wrong frame for some codecs/containers. The first
+  seek is verified against a sequential decode; if they differ, the source falls back to sequential
+  decoding (re-opening to go backwards) for the rest of its life.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
+# Declared counts up to this many frames are verified by decoding every frame on open (grab() only,
+# about 0.1-0.5 ms per frame at PoseTrack sizes); longer files get a last-frame check instead.
+FULL_VERIFY_MAX_FRAMES = 300
+# The first seek is checked against a sequential decode only when the target is this close to 0.
+SEEK_CHECK_MAX_INDEX = 300
+
+
+class VideoError(Exception):
+    """A video file or frame folder cannot be read as asked (missing, unsupported, empty, truncated)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Basic facts about a video file or frame folder.
+
+    Attributes:
+        num_frames: frames that can be read.
+        fps: frames per second; None for frame folders (unless given).
+        width, height: frame size in pixels.
+    """
+
+    num_frames: int
+    fps: float | None
+    width: int
+    height: int
+
+
+class FrameSource(ABC):
+    """Random access to the frames of a video file or a frame folder. Use as a context manager.
+
+    Attributes:
+        path: the file or folder.
+        num_frames: number of readable frames (> 0).
+        fps: frames per second, or None where unknown.
+        width, height: frame size in pixels.
+    """
+
+    path: Path
+    num_frames: int
+    fps: float | None
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def info(self) -> VideoInfo:
+        return VideoInfo(self.num_frames, self.fps, self.width, self.height)
+
+    def _check_index(self, index: int) -> int:
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise TypeError(f"frame index must be an int, got {type(index).__name__}")
+        if not 0 <= index < self.num_frames:
+            raise VideoError(
+                f"{self.path}: frame index {index} out of range (the video has {self.num_frames} frames,"
+                f" valid indices 0..{self.num_frames - 1})"
+            )
+        return int(index)
+
+    def _check_range(self, step: int, start: int, stop: int | None) -> range:
+        if step < 1:
+            raise ValueError(f"step must be >= 1, got {step}")
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        stop = self.num_frames if stop is None else min(stop, self.num_frames)
+        return range(start, stop, step)
+
+    @abstractmethod
+    def read(self, index: int) -> np.ndarray:
+        """The frame at `index` as (H, W, 3) uint8 BGR; raises VideoError if out of range or unreadable."""
+
+    @abstractmethod
+    def iter_frames(
+        self, step: int = 1, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (index, frame) for index in range(start, stop, step); `stop` is clamped to num_frames."""
+
+    def close(self) -> None:
+        """Release the underlying resources (idempotent)."""
+
+
+def _natural_key(name: str) -> list[int | str]:
+    """Sort key that orders digit runs numerically: 2.jpg < 10.jpg."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+class FolderSource(FrameSource):
+    """Frames stored as image files in one folder (PoseTrack `%06d.jpg`, `%08d.jpg`, any *.jpg/*.png).
+
+    Args:
+        path: the folder.
+        fps: frames per second to report (folders carry none).
+    """
+
+    def __init__(self, path: str | Path, *, fps: float | None = None) -> None:
+        self.path = Path(path)
+        files = [p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise VideoError(
+                f"{self.path}: empty frame folder: no image files ({', '.join(IMAGE_SUFFIXES)}) in it"
+            )
+        self.files: list[Path] = sorted(files, key=lambda p: _natural_key(p.name))
+        self.num_frames = len(self.files)
+        self.fps = fps
+        first = self._load(0)
+        self.height, self.width = first.shape[:2]
+        self._cache: tuple[int, np.ndarray] | None = (0, first)
+
+    def _load(self, index: int) -> np.ndarray:
+        file = self.files[index]
+        frame = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise VideoError(
+                f"{file}: cannot decode image (frame {index} of folder {self.path}); corrupt or not an image"
+            )
+        if index and frame.shape[:2] != (self.height, self.width):
+            raise VideoError(
+                f"{file}: frame {index} is {frame.shape[1]}x{frame.shape[0]} but the folder's first frame is"
+                f" {self.width}x{self.height}; all frames of a video must have one size"
+            )
+        return frame
+
+    def read(self, index: int) -> np.ndarray:
+        index = self._check_index(index)
+        if self._cache is None or self._cache[0] != index:
+            self._cache = (index, self._load(index))
+        return self._cache[1].copy()
+
+    def iter_frames(
+        self, step: int = 1, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        for index in self._check_range(step, start, stop):
+            yield index, self._load(index)
+
+    def close(self) -> None:
+        self._cache = None
+
+
+class FileSource(FrameSource):
+    """A video file read with cv2.VideoCapture (mp4, avi, mkv, ... whatever cv2's FFmpeg reads).
+
+    Args:
+        path: the video file.
+        fps: overrides the fps the file declares.
+        strict: if True (default) a file whose declared frame count does not decode raises
+            VideoError; if False the decodable count is used and a warning is logged. FFmpeg
+            conceals a frame cut in the middle, so the last decodable frame may be part-damaged.
+    """
+
+    def __init__(self, path: str | Path, *, fps: float | None = None, strict: bool = True) -> None:
+        self.path = Path(path)
+        self._closed = False
+        self._cap = self._open()
+        declared = round(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        file_fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps is not None else (float(file_fps) if file_fps and file_fps > 0 else None)
+        self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self._pos = 0  # index of the frame the next grab() decodes
+        self._cache: tuple[int, np.ndarray] | None = None
+        self._seek_ok: bool | None = None  # None: not yet verified
+        try:
+            self.num_frames = self._verified_count(declared, strict)
+        except VideoError:
+            self._cap.release()
+            raise
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            raise VideoError(f"{self.path}: cannot open as a video: {_diagnose_unopenable(self.path)}")
+        return cap
+
+    def _reopen(self) -> None:
+        self._cap.release()
+        self._cap = self._open()
+        self._pos = 0
+
+    def _count_by_decoding(self) -> int:
+        self._reopen()
+        count = 0
+        while self._cap.grab():
+            count += 1
+        self._reopen()
+        return count
+
+    def _verified_count(self, declared: int, strict: bool) -> int:
+        if 0 < declared <= FULL_VERIFY_MAX_FRAMES:
+            decoded = self._count_by_decoding()
+        elif declared > 0:
+            # Long file: trust the declaration if its last frame decodes.
+            try:
+                self.num_frames = declared
+                self._cache = (declared - 1, self._seek_read(declared - 1))
+                return declared
+            except VideoError:
+                decoded = self._count_by_decoding()
+        else:  # the container declares nothing (some streams): count
+            decoded = self._count_by_decoding()
+        if decoded == 0:
+            raise VideoError(f"{self.path}: empty video: no frame decodes (declared frame count {declared})")
+        if declared > 0 and decoded < declared:
+            message = (
+                f"{self.path}: truncated or corrupt video: it declares {declared} frames but only"
+                f" {decoded} decode (frames 0..{decoded - 1})"
+            )
+            if strict:
+                raise VideoError(message + "; re-encode or re-download it, or open with strict=False")
+            logger.warning(
+                "%s; using the %d decodable frames (the last may be part-damaged)", message, decoded
+            )
+        elif declared > 0 and decoded > declared:
+            logger.info("%s: declares %d frames, %d decode; using %d", self.path, declared, decoded, decoded)
+        return decoded
+
+    def _grab_to(self, index: int) -> None:
+        """Decode forward (re-opening when behind) until the next grab() yields `index`."""
+        if index < self._pos:
+            self._reopen()
+        while self._pos < index:
+            if not self._cap.grab():
+                self._truncated_at(self._pos)
+            self._pos += 1
+
+    def _next(self) -> np.ndarray:
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            self._truncated_at(self._pos)
+        self._pos += 1
+        return frame
+
+    def _truncated_at(self, index: int) -> None:
+        raise VideoError(
+            f"{self.path}: truncated or corrupt video: frame {index} does not decode"
+            f" (expected {self.num_frames} frames)"
+        )
+
+    def _seek_read(self, index: int) -> np.ndarray:
+        """Read `index` by seeking (if seeking is trusted) or by sequential decoding."""
+        if index == self._pos or self._seek_ok is False or (0 <= index - self._pos <= 16):
+            self._grab_to(index)
+            return self._next()
+        if self._seek_ok is None and index <= SEEK_CHECK_MAX_INDEX:
+            return self._verify_seek(index)
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        landed = round(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
+        if landed != index:
+            logger.info(
+                "%s: seek to %d landed at %d; switching to sequential decoding", self.path, index, landed
+            )
+            self._seek_ok = False
+            self._grab_to(index)
+            return self._next()
+        self._pos = index
+        try:
+            return self._next()
+        except VideoError:
+            if self._seek_ok:
+                raise
+            # A failed unverified seek says nothing about the file: retry sequentially before blaming it.
+            self._seek_ok = False
+            self._grab_to(index)
+            return self._next()
+
+    def _verify_seek(self, index: int) -> np.ndarray:
+        """First seek: compare the seeked frame with the sequentially decoded one."""
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, seeked = self._cap.read()
+        self._reopen()
+        self._grab_to(index)
+        frame = self._next()
+        self._seek_ok = bool(ok) and seeked is not None and np.array_equal(seeked, frame)
+        if not self._seek_ok:
+            logger.info("%s: seeking is inexact for this file; using sequential decoding", self.path)
+        return frame
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise VideoError(f"{self.path}: the video was closed; open it again to read frames")
+
+    def read(self, index: int) -> np.ndarray:
+        self._require_open()
+        index = self._check_index(index)
+        if self._cache is None or self._cache[0] != index:
+            self._cache = (index, self._seek_read(index))
+        return self._cache[1].copy()
+
+    def iter_frames(
+        self, step: int = 1, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        indices = self._check_range(step, start, stop)
+        for index in indices:
+            self._require_open()
+            if self._cache is not None and self._cache[0] == index:
+                frame = self._cache[1].copy()
+            else:
+                frame = self._seek_read(index)
+            yield index, frame
+
+    def close(self) -> None:
+        self._cap.release()
+        self._closed = True
+        self._cache = None
+
+
+def _diagnose_unopenable(path: Path) -> str:
+    """Best explanation for a file cv2 cannot open."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    with path.open("rb") as fh:
+        head = fh.read(64)
+    if len(head) >= 8 and head[4:8] in (b"ftyp", b"mdat", b"moov", b"free", b"wide"):
+        boxes = _mp4_top_level_boxes(path)
+        if b"moov" not in boxes:
+            return (
+                "incomplete MP4/MOV: its 'moov' index box is missing (recording interrupted or file cut off);"
+                " re-download it or re-mux the complete original"
+            )
+        return "MP4/MOV container that FFmpeg rejects (corrupt index or unsupported codec)"
+    return "not a video or an unsupported/corrupt format (cv2's FFmpeg backend cannot read it)"
+
+
+def _mp4_top_level_boxes(path: Path) -> list[bytes]:
+    """Types of the top-level ISO-BMFF boxes, stopping at the first box that runs past the end."""
+    types: list[bytes] = []
+    size_total = path.stat().st_size
+    with path.open("rb") as fh:
+        offset = 0
+        while offset + 8 <= size_total:
+            fh.seek(offset)
+            size, kind = struct.unpack(">I4s", fh.read(8))
+            if size == 1:
+                size = struct.unpack(">Q", fh.read(8))[0]
+            elif size == 0:
+                size = size_total - offset
+            if size < 8 or offset + size > size_total:
+                break
+            types.append(kind)
+            offset += size
+    return types
+
+
+def open_video(path: str | Path, *, fps: float | None = None, strict: bool = True) -> FrameSource:
+    """Open a video file or a frame folder for reading.
+
+    Args:
+        path: a video file (anything cv2's FFmpeg backend reads) or a folder of images.
+        fps: frames per second to report; overrides the file's value (folders have none otherwise).
+        strict: for files, raise VideoError when the declared frame count does not decode
+            (default); with False, use the frames that decode and log a warning.
+
+    Returns:
+        A FrameSource; close it (or use `with`).
+
+    Raises:
+        VideoError: the path is missing, not a video, empty or truncated.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such video file or frame folder")
+    if path.is_dir():
+        return FolderSource(path, fps=fps)
+    return FileSource(path, fps=fps, strict=strict)
+
+
+def video_info(path: str | Path) -> VideoInfo:
+    """Frame count, fps and size of a video file or frame folder (VideoError if unreadable)."""
+    with open_video(path) as source:
+        return source.info
+
+
+def count_frames(path: str | Path) -> int:
+    """Number of readable frames of a video file or frame folder (VideoError if unreadable)."""
+    return video_info(path).num_frames
+
+
+def extract_frames(
+    path: str | Path,
+    out_dir: str | Path,
+    *,
+    step: int = 1,
+    pattern: str = "%06d.jpg",
+    quality: int = 95,
+    progress: bool = False,
+) -> list[Path]:
+    """Write every `step`-th frame of a video (or frame folder) as an image named by its frame index.
+
+    Names are `pattern % index` (PoseTrack 2018 style `000000.jpg` by default), so re-running
+    writes the same files.
+
+    Args:
+        path: the video file or frame folder.
+        out_dir: the folder to write into (created if missing).
+        step: keep frames 0, step, 2*step, ...
+        pattern: printf-style file name with one integer field; its suffix picks the format.
+        quality: JPEG quality 0..100 (ignored for other formats).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The written files, in frame order.
+
+    Raises:
+        VideoError: the video cannot be read (see `open_video`) or a file cannot be written.
+        ValueError: bad `step`, `pattern` or `quality`.
+    """
+    try:
+        example = pattern % 0
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"pattern must hold exactly one integer field like '%06d.jpg', got {pattern!r}"
+        ) from exc
+    if pattern % 1 == example:
+        raise ValueError(f"pattern must hold exactly one integer field like '%06d.jpg', got {pattern!r}")
+    if Path(example).suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"pattern {pattern!r} must end in one of {', '.join(IMAGE_SUFFIXES)}")
+    if not 0 <= quality <= 100:
+        raise ValueError(f"quality must be in 0..100, got {quality}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    written: list[Path] = []
+    with open_video(path) as source:
+        indices = source._check_range(step, 0, None)
+        frames = source.iter_frames(step=step)
+        if progress:
+            from tqdm import tqdm
+
+            frames = tqdm(frames, total=len(indices), desc=f"extract {Path(path).name}", unit="frame")
+        for index, frame in frames:
+            target = out / (pattern % index)
+            if not cv2.imwrite(str(target), frame, params):
+                raise VideoError(f"{target}: cv2 could not write the frame image")
+            written.append(target)
+    logger.info("extracted %d frames of %s to %s", len(written), path, out)
+    return written
