@@ -1,0 +1,20 @@
+"""The backend's database: SQLAlchemy 2 typed tables, engines/sessions, Alembic migrations, queries.
+
+Map:
+- `tables`: ORM classes (Project, VideoRecord, Task, ModelVersion, Prediction, Annotation,
+  Correction, Job, WebhookEvent) and the UTC datetime type.
+- `session`: `make_engine(url)` (SQLite WAL / PostgreSQL via psycopg 3), `session_factory`,
+  `session_scope` (commit/rollback), `migrate(url_or_engine)` (alembic upgrade head, no alembic.ini),
+  `default_sqlite_url(data_dir)`.
+- `queries`: plain functions with a keyword-only `session` (idempotent upserts, corrections,
+  acceptance metrics, model versions, jobs, webhook events).
+- `migrations/`: Alembic environment and revisions (`versions/0001_initial.py` creates everything).
+
+Typical use::
+
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    factory = session_factory(engine)
+    with session_scope(factory) as session:
+        queries.upsert_project(session=session, project_id=1, title="poses")
+"""

@@ -1,0 +1,101 @@
+"""Received webhook events: dedup keys, secret stripping, recording and status."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.db.queries import (
+    NotFoundError,
+    _fresh,
+    _insert,
+)
+from backend.db.tables import (
+    EVENT_STATUSES,
+    WebhookEvent,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+SECRET_KEYS = frozenset(
+    {"token", "task_data_password", "access_token", "refresh_token", "password", "api_key"}
+)
+PROJECT_KEYS_KEPT = ("id", "title", "label_config", "created_at", "updated_at")
+
+
+# ----------------------------------------------------------------------------- webhook events
+
+
+def event_dedup_key(
+    action: str,
+    annotation_ids: Iterable[int] = (),
+    updated_at: str | datetime | None = None,
+    extra: str | None = None,
+) -> str:
+    """sha256 hex of the action, the sorted annotation ids and the LS `updated_at` (plus `extra`)."""
+    when = updated_at.astimezone(UTC).isoformat() if isinstance(updated_at, datetime) else updated_at
+    text = json.dumps([action, sorted(int(i) for i in annotation_ids), when, extra])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sanitize_payload(payload: Any) -> Any:
+    """A copy without secrets (project token, task_data_password, ...); `project` cut to a few fields."""
+    if isinstance(payload, Mapping):
+        out = {}
+        for key, value in payload.items():
+            if key in SECRET_KEYS:
+                continue
+            if key == "project" and isinstance(value, Mapping):
+                value = {k: value[k] for k in PROJECT_KEYS_KEPT if k in value}
+            out[key] = sanitize_payload(value)
+        return out
+    if isinstance(payload, list):
+        return [sanitize_payload(v) for v in payload]
+    return payload
+
+
+def record_event(
+    *,
+    session: Session,
+    action: str,
+    dedup_key: str,
+    project_id: int | None = None,
+    annotation_id: int | None = None,
+    payload: Mapping[str, Any] | None = None,
+) -> tuple[WebhookEvent, bool]:
+    """Store a received webhook once. Returns the event and whether it is new (False: a repeat)."""
+    values = {
+        "action": action,
+        "dedup_key": dedup_key,
+        "project_id": project_id,
+        "annotation_id": annotation_id,
+        "payload": sanitize_payload(dict(payload or {})),
+        "status": "received",
+        "received_at": utcnow(),
+    }
+    stmt = (
+        _insert(session, WebhookEvent).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
+    )
+    inserted = session.execute(stmt.returning(WebhookEvent.id)).first()
+    event = session.scalars(_fresh(select(WebhookEvent).where(WebhookEvent.dedup_key == dedup_key))).one()
+    return event, inserted is not None
+
+
+def mark_event(*, session: Session, event_id: int, status: str, error: str | None = None) -> WebhookEvent:
+    """Record how an event was handled (processed, ignored or failed)."""
+    if status not in EVENT_STATUSES:
+        raise ValueError(f"event status must be one of {EVENT_STATUSES}, got {status!r}")
+    event = session.get(WebhookEvent, event_id)
+    if event is None:
+        raise NotFoundError(f"webhook event {event_id} does not exist")
+    event.status, event.error, event.processed_at = status, error, utcnow()
+    session.flush()
+    return event
