@@ -1,0 +1,52 @@
+"""PyTorch side of the project: networks, checkpoints, backbones and the video Predictor.
+
+Map of the package:
+- `hrnet`, `blocks`, `dcpose`: HRNet backbone, RSB blocks + DCNv2, the DCPose temporal head.
+- `transforms`, `heatmaps`: crop geometry and the heatmap codec shared by training and inference.
+- `checkpoint`: save/load our checkpoints, official DCPose files and bare HRNet state dicts.
+- `blazepose`: mediapipe BlazePose as the offline backbone and last-resort person detector.
+- `backbones`: the Backbone protocol (crops -> heatmaps), HRNet and BlazePose adapters, build_backbone.
+- `tracking`: person boxes and track ids (human, interpolated, carried, detected).
+- `inference`: Predictor / InferConfig: boxes, neighbour frames, cached/exact modes, label-aware head.
+- `simulated`: a ground-truth backbone that errs like real ones (benchmarks and tests, never served).
+- `dataset`, `losses`, `train`: head training on cached backbone heatmaps (`python -m model.train`).
+- `predict`, `predict_input`, `render`: the prediction CLI (`python -m model.predict`) and overlays.
+- `bench`, `bench_video`: network and video-pipeline benchmarks.
+
+The names below are re-exported lazily, so `import model` imports neither torch nor mediapipe.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.dcpose import DCPose, build_dcpose
+    from model.inference import InferConfig, Predictor
+
+__all__ = ["DCPose", "InferConfig", "Predictor", "build_dcpose", "load_checkpoint", "save_checkpoint"]
+
+_SOURCES = {
+    "DCPose": "model.dcpose",
+    "build_dcpose": "model.dcpose",
+    "InferConfig": "model.inference",
+    "Predictor": "model.inference",
+    "load_checkpoint": "model.checkpoint",
+    "save_checkpoint": "model.checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Imports a re-exported name on first use (PEP 562)."""
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
