@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from annotation_io.label_studio import task_data
+from annotation_io.types import Video
 from backend.db.session import current_revision, head_revision, make_engine, migrate, session_factory
 from backend.db.tables import Base
+from backend.settings import Settings
 
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_BACKENDS = ("sqlite", "postgresql")
@@ -109,3 +117,113 @@ def db_session(db_factory: sessionmaker[Session]) -> Iterator[Session]:
     yield session
     session.rollback()
     session.close()
+
+
+# ----------------------------------------------------------------------------- Flask app fixtures
+# (backend service: a synthetic video, a fast simulated predictor, the app on the test database)
+
+
+@dataclass
+class SynthVideo:
+    """A synthetic video written to disk: frames as JPEG files and its full ground truth."""
+
+    name: str
+    gt: Video
+    paths: list[Path]
+    width: int
+    height: int
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.paths)
+
+    def task(self, frame: int, task_id: int | None = None, project: int = 1, **extra: object) -> dict:
+        """An LS frame task (as /predict sends it) whose image is the local frame file."""
+        data = task_data(str(self.paths[frame]), self.name, frame, self.num_frames)
+        task_id = 100 + frame if task_id is None else task_id
+        return {
+            "id": task_id,
+            "data": data,
+            "project": project,
+            "annotations": [],
+            "predictions": [],
+            **extra,
+        }
+
+
+@pytest.fixture(scope="session")
+def synth_video(tmp_path_factory: pytest.TempPathFactory) -> SynthVideo:
+    """6 frames, 2 people, 160x120 (about 20 ms to generate)."""
+    from annotation_io.posetrack import load
+    from annotation_io.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    (path,) = generate(root, videos=1, frames=6, people=2, seed=5, size=(160, 120))
+    gt = load(path)
+    paths = [root / "images" / gt.name / f"{t:06d}.jpg" for t in range(gt.num_frames)]
+    return SynthVideo(gt.name, gt, paths, 160, 120)
+
+
+class GTDetector:
+    """Person detector stub: the ground-truth boxes of the frame it is shown (matched by pixels)."""
+
+    def __init__(self, video: SynthVideo) -> None:
+        import cv2
+
+        gt = video.gt.frames
+        self.frames = [
+            (cv2.imread(str(p)), [q.box for q in gt[t].persons]) for t, p in enumerate(video.paths)
+        ]
+        self.calls = 0
+
+    def __call__(self, image: np.ndarray) -> list:
+        self.calls += 1
+        for pixels, boxes in self.frames:
+            if pixels.shape == image.shape and np.array_equal(pixels, image):
+                return list(boxes)
+        return []
+
+
+def simulated_factory(video: SynthVideo, calls: list | None = None) -> Callable:
+    """A predictor factory for `create_app`: a real Predictor over the simulated backbone (fast)."""
+    import torch
+
+    from model.inference import Predictor
+    from model.simulated import SimulatedBackbone
+
+    # Tiny tensors: one intra-op thread is ~10x faster than two on the 2-core test machines.
+    torch.set_num_threads(1)
+
+    def factory(spec: object) -> Predictor:
+        if calls is not None:
+            calls.append(spec)
+        return Predictor(SimulatedBackbone(video.gt, seed=0), None, detector=GTDetector(video))
+
+    return factory
+
+
+@pytest.fixture
+def backend_settings(db_url: str, tmp_path: Path) -> Settings:
+    """Settings on the test database (SQLite file, then PostgreSQL) with caches in tmp_path."""
+    return Settings(data_dir=tmp_path / "data", database_url=db_url, frame_cache_dir=tmp_path / "frames",
+                    model_dir=tmp_path / "models")  # fmt: skip
+
+
+@pytest.fixture
+def backend_app(backend_settings: Settings, synth_video: SynthVideo) -> Iterator[Flask]:
+    """The service app with the simulated predictor; its context is closed afterwards."""
+    from backend.app import create_app
+
+    app = create_app(backend_settings, predictor_factory=simulated_factory(synth_video))
+    yield app
+    app.extensions["dcpose"].close()
+
+
+@pytest.fixture
+def app_client(backend_app: Flask) -> FlaskClient:
+    return backend_app.test_client()
+
+
+def drain(app: Flask, timeout: float = 10.0) -> None:
+    """Waits until the app's background work (webhook processing, jobs) is done."""
+    assert app.extensions["dcpose"].runner.drain(timeout), "background work did not finish in time"

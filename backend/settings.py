@@ -1,0 +1,204 @@
+"""Service settings: one frozen dataclass, read once from the environment; the only module reading os.environ.
+
+Every variable has an embedded default, so `python -m backend` starts with no environment at all
+(SQLite in ./data, BlazePose, CPU). `Settings.from_env()` validates everything up front and names
+the variable at fault; its repr masks the secrets (API key, basic-auth password, passwords inside
+DATABASE_URL and REDIS_URL).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+logger = logging.getLogger(__name__)
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
+_BACKBONE = re.compile(r"blazepose|hrnet_w\d+")
+_SECRET_FIELDS = ("label_studio_api_key", "basic_auth_pass")
+_URL_FIELDS = ("database_url", "redis_url")
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the service cannot use (the message names it)."""
+
+
+def mask_url_password(url: str | None) -> str | None:
+    """`url` with the password of its user-info part replaced by ***."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment (variable names in capitals).
+
+    Attributes:
+        label_studio_url: LABEL_STUDIO_URL, e.g. http://127.0.0.1:8080 (needed to download LS-hosted
+            images and to push bulk predictions; /setup's hostname is used when unset).
+        label_studio_api_key: LABEL_STUDIO_API_KEY, a legacy token or a personal access token.
+        data_dir: DATA_DIR (default ./data): the SQLite database, models and frame cache live here.
+        database_url: DATABASE_URL (default sqlite:///DATA_DIR/backend.db; PostgreSQL via
+            postgresql+psycopg://user@host/db).
+        model_dir: MODEL_DIR (default DATA_DIR/models): trained heads.
+        frame_cache_dir: FRAME_CACHE_DIR (default DATA_DIR/frames): downloaded task images.
+        device: DEVICE, "cpu", "cuda", "cuda:N" or "auto" (cuda when available).
+        backbone: BACKBONE, "blazepose" (default, offline) or "hrnet_w48" (needs a checkpoint).
+        backbone_checkpoint: BACKBONE_CHECKPOINT, HRNet weights (bare HRNet or official DCPose file).
+        basic_auth_user, basic_auth_pass: BASIC_AUTH_USER / BASIC_AUTH_PASS: both or neither.
+        redis_url: REDIS_URL: jobs go to an RQ queue on Redis instead of an in-process thread.
+        max_request_mb: MAX_REQUEST_MB (default 32): larger request bodies get 413.
+        train_min_corrections: TRAIN_MIN_CORRECTIONS (default 50): new corrections that trigger training.
+        train_interval_s: TRAIN_INTERVAL_S (default 0 = off): periodic training timer.
+        promote_margin: PROMOTE_MARGIN (default 0.01): how much a new version must beat the serving one.
+        log_level: LOG_LEVEL (default INFO).
+    """
+
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = field(default=None, repr=False)
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    model_dir: Path = Path("data/models")
+    frame_cache_dir: Path = Path("data/frames")
+    device: str = "cpu"
+    backbone: str = "blazepose"
+    backbone_checkpoint: Path | None = None
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = field(default=None, repr=False)
+    redis_url: str | None = None
+    max_request_mb: float = 32.0
+    train_min_corrections: int = 50
+    train_interval_s: float = 0.0
+    promote_margin: float = 0.01
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            path = Path(self.data_dir).expanduser().resolve() / "backend.db"
+            object.__setattr__(self, "database_url", f"sqlite:///{path}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks the values together.
+
+        Raises:
+            SettingsError: the first bad value, naming its environment variable.
+        """
+        if not _DEVICE.fullmatch(self.device):
+            raise SettingsError(f"DEVICE={self.device!r}: expected cpu, cuda, cuda:N or auto")
+        if not _BACKBONE.fullmatch(self.backbone):
+            raise SettingsError(
+                f"BACKBONE={self.backbone!r}: expected blazepose or hrnet_w48 (hrnet_w<width>)"
+            )
+        if self.backbone == "blazepose" and self.backbone_checkpoint is not None:
+            raise SettingsError(
+                "BACKBONE_CHECKPOINT is set but BACKBONE=blazepose uses mediapipe's bundled "
+                "weights; set BACKBONE=hrnet_w48 or unset BACKBONE_CHECKPOINT"
+            )
+        if self.backbone.startswith("hrnet") and self.backbone_checkpoint is None:
+            raise SettingsError(
+                f"BACKBONE={self.backbone} needs BACKBONE_CHECKPOINT (an HRNet state dict or "
+                "the official DCPose checkpoint); nothing can be downloaded"
+            )
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if self.label_studio_url and urlsplit(self.label_studio_url).scheme not in ("http", "https"):
+            raise SettingsError(f"LABEL_STUDIO_URL={self.label_studio_url!r}: expected http(s)://host:port")
+        if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise SettingsError(
+                f"REDIS_URL={mask_url_password(self.redis_url)!r}: expected redis://host:port/db"
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"LOG_LEVEL={self.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
+        if not self.max_request_mb > 0:
+            raise SettingsError(f"MAX_REQUEST_MB must be positive, got {self.max_request_mb}")
+        if self.train_min_corrections < 1:
+            raise SettingsError(f"TRAIN_MIN_CORRECTIONS must be >= 1, got {self.train_min_corrections}")
+        if not self.train_interval_s >= 0:
+            raise SettingsError(f"TRAIN_INTERVAL_S must be >= 0 (0 = off), got {self.train_interval_s}")
+        if not self.promote_margin >= 0:
+            raise SettingsError(f"PROMOTE_MARGIN must be >= 0, got {self.promote_margin}")
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)
+
+    @property
+    def basic_auth(self) -> tuple[str, str] | None:
+        """(user, password) when basic auth is configured."""
+        if self.basic_auth_user and self.basic_auth_pass:
+            return self.basic_auth_user, self.basic_auth_pass
+        return None
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS:
+                value = "***" if value else None
+            elif f.name in _URL_FIELDS:
+                value = mask_url_password(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from environment variables (see the class docstring); empty values count as unset.
+
+        Raises:
+            SettingsError: a value that does not parse or does not fit (names the variable).
+        """
+        env = {
+            k: v.strip() for k, v in (os.environ if environ is None else environ).items() if v and v.strip()
+        }
+        data_dir = Path(env.get("DATA_DIR", "data")).expanduser()
+        checkpoint = env.get("BACKBONE_CHECKPOINT")
+        return cls(
+            label_studio_url=env.get("LABEL_STUDIO_URL", "").rstrip("/") or None,
+            label_studio_api_key=env.get("LABEL_STUDIO_API_KEY"),
+            data_dir=data_dir,
+            database_url=env.get("DATABASE_URL", ""),
+            model_dir=Path(env.get("MODEL_DIR", str(data_dir / "models"))).expanduser(),
+            frame_cache_dir=Path(env.get("FRAME_CACHE_DIR", str(data_dir / "frames"))).expanduser(),
+            device=env.get("DEVICE", "cpu").lower(),
+            backbone=env.get("BACKBONE", "blazepose").lower(),
+            backbone_checkpoint=Path(checkpoint).expanduser() if checkpoint else None,
+            basic_auth_user=env.get("BASIC_AUTH_USER"),
+            basic_auth_pass=env.get("BASIC_AUTH_PASS"),
+            redis_url=env.get("REDIS_URL"),
+            max_request_mb=_number(env, "MAX_REQUEST_MB", 32.0, float),
+            train_min_corrections=_number(env, "TRAIN_MIN_CORRECTIONS", 50, int),
+            train_interval_s=_number(env, "TRAIN_INTERVAL_S", 0.0, float),
+            promote_margin=_number(env, "PROMOTE_MARGIN", 0.01, float),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r} is not a finite number")
+    return value

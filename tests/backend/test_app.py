@@ -1,0 +1,355 @@
+"""Tests of the service: settings, the Flask routes and errors, auth, and one end-to-end run on a real server."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.serving import make_server
+
+from annotation_io.label_studio import label_config
+from backend.app import create_app
+from backend.db import versions
+from backend.db.session import session_scope
+from backend.db.tables import Annotation, Project
+from backend.settings import Settings, SettingsError
+from tests.backend.conftest import SynthVideo, drain, simulated_factory
+from tests.backend.test_webhooks import corrected, event
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = label_config()
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_settings_defaults_need_no_environment(tmp_path: Path) -> None:
+    s = Settings.from_env({})
+    assert (s.backbone, s.device, s.backbone_checkpoint, s.redis_url, s.basic_auth) == (
+        "blazepose",
+        "cpu",
+        None,
+        None,
+        None,
+    )
+    assert s.database_url == f"sqlite:///{Path('data').resolve() / 'backend.db'}"
+    assert (s.model_dir, s.frame_cache_dir) == (Path("data/models"), Path("data/frames"))
+    assert (s.train_min_corrections, s.train_interval_s, s.max_request_mb, s.log_level) == (
+        50,
+        0.0,
+        32.0,
+        "INFO",
+    )
+    env = {"DATA_DIR": str(tmp_path), "DEVICE": "AUTO", "LABEL_STUDIO_URL": "http://ls:8080/", "MAX_REQUEST_MB": "2",
+           "LABEL_STUDIO_API_KEY": "key-0123456789abcdef", "BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "hunter2-pass",
+           "DATABASE_URL": "postgresql+psycopg://app:db-secret@db:5432/ml", "REDIS_URL": "redis://:redis-pw@r:6379/0",
+           "TRAIN_MIN_CORRECTIONS": "10", "TRAIN_INTERVAL_S": "3600", "PROMOTE_MARGIN": "0.02", "LOG_LEVEL": "debug",
+           "BACKBONE": "hrnet_w48", "BACKBONE_CHECKPOINT": "/w/dcpose.pth", "FRAME_CACHE_DIR": ""}  # fmt: skip
+    s = Settings.from_env(env)
+    assert (s.device, s.label_studio_url, s.max_request_bytes, s.basic_auth) == (
+        "auto", "http://ls:8080", 2 * 1024 * 1024, ("ls", "hunter2-pass"))  # fmt: skip
+    assert (s.model_dir, s.frame_cache_dir, s.backbone_checkpoint) == (tmp_path / "models", tmp_path / "frames",
+                                                                        Path("/w/dcpose.pth"))  # fmt: skip
+    assert (s.train_min_corrections, s.train_interval_s, s.promote_margin, s.log_level) == (
+        10,
+        3600.0,
+        0.02,
+        "DEBUG",
+    )
+    shown = repr(s)
+    for secret in ("key-0123456789abcdef", "hunter2-pass", "db-secret", "redis-pw"):
+        assert secret not in shown
+    assert "postgresql+psycopg://app:***@db:5432/ml" in shown and "basic_auth_user='ls'" in shown
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"DEVICE": "gpu"}, "DEVICE"),
+        ({"BACKBONE": "resnet"}, "BACKBONE"),
+        ({"BACKBONE": "hrnet_w48"}, "BACKBONE_CHECKPOINT"),
+        ({"BACKBONE_CHECKPOINT": "/w.pth"}, "BACKBONE_CHECKPOINT"),
+        ({"BASIC_AUTH_USER": "ls"}, "BASIC_AUTH_PASS"),
+        ({"MAX_REQUEST_MB": "lots"}, "MAX_REQUEST_MB"),
+        ({"MAX_REQUEST_MB": "0"}, "MAX_REQUEST_MB"),
+        ({"TRAIN_MIN_CORRECTIONS": "2.5"}, "TRAIN_MIN_CORRECTIONS"),
+        ({"TRAIN_INTERVAL_S": "nan"}, "TRAIN_INTERVAL_S"),
+        ({"LABEL_STUDIO_URL": "ls:8080"}, "LABEL_STUDIO_URL"),
+        ({"REDIS_URL": "http://r:6379"}, "REDIS_URL"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ],
+)
+def test_settings_errors_name_the_variable(env: dict[str, str], names: str) -> None:
+    with pytest.raises(SettingsError, match=names):
+        Settings.from_env(env)
+
+
+# ----------------------------------------------------------------------------- routes
+
+
+def test_health_setup_and_versions(app_client: FlaskClient, backend_app: Flask) -> None:
+    health = app_client.get("/health").json
+    version = health["model_version"]
+    assert (
+        health["status"] == "UP" and version.startswith("simulated:") and app_client.get("/").json == health
+    )
+    resp = app_client.post("/setup", json={"project": "3.1795471908", "schema": CONFIG, "hostname": "http://ls:8080",
+                                           "access_token": "ls-legacy-token", "extra_params": None})  # fmt: skip
+    assert resp.status_code == 200 and resp.json == {"model_version": version}
+    ctx = backend_app.extensions["dcpose"]
+    assert (ctx.ls.url, ctx.ls.api_key) == ("http://ls:8080", "ls-legacy-token")  # settings give none
+    with session_scope(ctx.sessions) as session:
+        assert session.get(Project, 3).label_config == CONFIG
+    assert app_client.get("/versions").json == {"versions": [version], "serving": version, "details": [
+        {"name": version, "state": "serving", "backbone": "blazepose", "project_id": None, "builtin": True}]}  # fmt: skip
+    with session_scope(ctx.sessions) as session:
+        versions.create_model_version(session=session, name="p3-v2", backbone="blazepose", project_id=3,
+                                      head_path="/m/p3-v2.pt", metrics={"mAP": 71.5})  # fmt: skip
+        versions.set_serving(session=session, name="p3-v2")
+    assert app_client.post("/setup", json={"project": 3, "schema": CONFIG}).json == {"model_version": "p3-v2"}
+    listed = app_client.get("/versions?project=3").json
+    assert listed["serving"] == "p3-v2" and listed["versions"] == ["p3-v2"]
+    assert listed["details"][0]["metrics"] == {"mAP": 71.5} and listed["details"][0]["state"] == "serving"
+    assert app_client.get("/versions?project=4").json["serving"] == version
+
+
+def test_predict_answers_every_task_in_order(
+    app_client: FlaskClient, synth_video: SynthVideo, tmp_path: Path
+) -> None:
+    tasks = [synth_video.task(t) for t in (4, 0, 2)]
+    gone = synth_video.task(5, task_id=999)
+    gone["data"]["image"] = str(tmp_path / "gone.jpg")
+    body = {"tasks": [*tasks, gone], "project": "1.1795471908", "label_config": CONFIG,
+            "params": {"login": None, "password": None, "context": None}}  # fmt: skip
+    resp = app_client.post("/predict", json=body)
+    assert resp.status_code == 200
+    results = resp.json["results"]
+    assert len(results) == 4 and all(r["model_version"] == resp.json["model_version"] for r in results)
+    for task, result in zip(tasks, results):
+        ids = {i["id"] for i in result["result"]}
+        assert all(i.startswith(f"t{task['id']}_") for i in ids) and 0 < result["score"] <= 1
+    assert results[3]["result"] == [] and "gone.jpg" in results[3]["error"]
+    moved = app_client.post("/predict", json={**body, "project": 2, "tasks": tasks[:1]})
+    assert moved.status_code == 409 and "task 104 is stored under project 1" in moved.json["error"]
+
+
+def _post(client: FlaskClient, path: str, body: Any = None, **kwargs: Any) -> Any:
+    if isinstance(body, (bytes, str)):
+        return client.post(path, data=body, content_type="application/json", **kwargs)
+    return client.post(path, json=body, **kwargs)
+
+
+def test_bad_input_gets_4xx_json_with_the_reason(app_client: FlaskClient, synth_video: SynthVideo,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    unreachable = synth_video.task(1)
+    unreachable["data"]["image"] = "http://127.0.0.1:9/frames/000001.jpg?token=SECRET-TOKEN-123"
+    no_keypoints = "<View><Image name='image' value='$image'/></View>"
+    cases = [
+        ("/predict", b"{not json", 400, "malformed JSON"),
+        ("/predict", b"", 400, "empty request body"),
+        ("/predict", [1], 400, "expected a JSON object"),
+        ("/predict", {"project": 1, "label_config": CONFIG}, 400, "'tasks' must be a non-empty list"),
+        ("/predict", {"project": 1, "label_config": CONFIG, "tasks": []}, 400, "'tasks' must be a non-empty list"),
+        ("/predict", {"label_config": CONFIG, "tasks": [{"id": 1, "data": {}}]}, 400, "no project"),
+        ("/predict", {"project": "x.1", "tasks": [synth_video.task(1)]}, 400, "project must be an id"),
+        ("/predict", {"project": 1, "label_config": 5, "tasks": [synth_video.task(1)]}, 400, "'label_config' must be"),
+        ("/predict", {"project": 77, "tasks": [synth_video.task(1)]}, 400, "no labelling config"),
+        ("/predict", {"project": 1, "label_config": no_keypoints, "tasks": [synth_video.task(1)]}, 400,
+         "no <KeyPointLabels>"),
+        ("/predict", {"project": 1, "label_config": CONFIG, "tasks": [{"id": 5, "data": {"image": "a.jpg"}}]}, 400,
+         "task 5: data.video_id: missing"),
+        ("/predict", {"project": 1, "label_config": CONFIG, "tasks": [unreachable]}, 422,
+         "http://127.0.0.1:9/frames/000001.jpg"),
+        ("/setup", {"project": 1, "schema": CONFIG.replace('value="nose" model_index="0"', 'value="snout"')}, 400,
+         "unknown joint labels: snout"),
+        ("/setup", {"project": 1, "schema": ["x"]}, 400, "'schema' must be"),
+        ("/preannotate", {"video_id": "a"}, 400, "'project'"),
+        ("/preannotate", {"project": 1, "tasks": ["a"]}, 400, "integer task ids"),
+        ("/preannotate", {"project": 1}, 400, "LABEL_STUDIO_URL"),
+    ]  # fmt: skip
+    for path, body, status, reason in cases:
+        resp = _post(app_client, path, body)
+        assert (resp.status_code, resp.is_json) == (status, True), (path, body, resp.data[:300])
+        assert reason in resp.json["error"], (reason, resp.json)
+    resp = _post(app_client, "/predict", {"project": 1, "label_config": CONFIG, "tasks": [unreachable]})
+    assert (
+        resp.json["url"].startswith("http://127.0.0.1:9/frames/000001.jpg")
+        and "SECRET-TOKEN" not in resp.text
+    )
+    assert app_client.get("/nowhere").status_code == 404 and app_client.get("/nowhere").is_json
+    wrong_method = app_client.get("/predict")
+    assert wrong_method.status_code == 405 and "error" in wrong_method.json
+    assert (
+        app_client.get("/jobs/nope").status_code == 404
+        and "no job 'nope'" in app_client.get("/jobs/nope").json["error"]
+    )
+    assert app_client.get("/jobs?limit=x").status_code == 400
+
+
+def test_oversized_bodies_get_413(backend_settings: Settings, synth_video: SynthVideo) -> None:
+    from dataclasses import replace
+
+    app = create_app(
+        replace(backend_settings, max_request_mb=0.01), predictor_factory=simulated_factory(synth_video)
+    )
+    try:
+        resp = app.test_client().post("/webhook", json={"action": "TASKS_CREATED", "tasks": ["x" * 20_000]})
+        assert resp.status_code == 413 and resp.is_json and resp.json["error"]
+    finally:
+        app.extensions["dcpose"].close()
+
+
+def test_basic_auth_guards_everything_but_health(backend_settings: Settings, synth_video: SynthVideo) -> None:
+    from dataclasses import replace
+
+    settings = replace(backend_settings, basic_auth_user="ls", basic_auth_pass="s3cret-pass")
+    app = create_app(settings, predictor_factory=simulated_factory(synth_video))
+    client = app.test_client()
+
+    def auth(user: str, password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+    try:
+        assert client.get("/health").status_code == 200 and client.get("/").status_code == 200
+        for path, method in (("/setup", "post"), ("/predict", "post"), ("/webhook", "post"), ("/versions", "get"),
+                             ("/metrics", "get"), ("/jobs", "get"), ("/preannotate", "post")):  # fmt: skip
+            for headers in (
+                {},
+                auth("ls", "wrong"),
+                auth("other", "s3cret-pass"),
+                {"Authorization": "Bearer x"},
+            ):
+                resp = getattr(client, method)(path, json={}, headers=headers)
+                assert resp.status_code == 401 and resp.json["error"].startswith("authentication required")
+                assert resp.headers["WWW-Authenticate"].startswith("Basic realm=")
+        ok = client.post("/setup", json={"project": 1, "schema": CONFIG}, headers=auth("ls", "s3cret-pass"))
+        assert ok.status_code == 200 and ok.json["model_version"]
+        assert client.get("/metrics", headers=auth("ls", "s3cret-pass")).status_code == 200
+    finally:
+        app.extensions["dcpose"].close()
+
+
+def test_bugs_give_500_json_and_are_logged_with_the_task_ids(
+    backend_app: Flask, app_client: FlaskClient, synth_video: SynthVideo, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        version = "broken-1"
+
+        def predict_video(self, *args: Any, **kwargs: Any) -> Any:
+            raise KeyError("a bug")
+
+    backend_app.extensions["dcpose"].predictors.factory = lambda spec: Broken()
+    with caplog.at_level(logging.ERROR):
+        resp = app_client.post(
+            "/predict", json={"project": 1, "label_config": CONFIG, "tasks": [synth_video.task(3)]}
+        )
+    assert resp.status_code == 500 and resp.json == {
+        "error": "internal error (KeyError); see the backend log"
+    }
+    assert "tasks [103]" in caplog.text and "KeyError" in caplog.text
+
+
+# ----------------------------------------------------------------------------- a real server
+
+
+@pytest.fixture
+def live_server(backend_app: Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, backend_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_end_to_end_on_a_real_server(live_server: str, backend_app: Flask, synth_video: SynthVideo) -> None:
+    """LS's sequence: health, setup, predict, then the annotator's submit, a repeat, an update, a delete."""
+    http = requests.Session()
+    assert http.get(f"{live_server}/health", timeout=5).json()["status"] == "UP"
+    version = http.post(f"{live_server}/setup", json={"project": "1.17", "schema": CONFIG}, timeout=5).json()[
+        "model_version"
+    ]
+    tasks = [synth_video.task(t) for t in range(synth_video.num_frames)]
+    predicted = http.post(f"{live_server}/predict", timeout=30,
+                          json={"project": "1.17", "label_config": CONFIG, "tasks": tasks}).json()["results"]  # fmt: skip
+    assert [r["model_version"] for r in predicted] == [version] * len(tasks)
+    result, _ = corrected(predicted[2]["result"], synth_video)
+    submit = event("ANNOTATION_CREATED", 7, tasks[2], result, "2026-04-01T09:00:00Z")
+    start = time.perf_counter()
+    first = http.post(f"{live_server}/webhook", json=submit, timeout=5)
+    elapsed = time.perf_counter() - start
+    assert first.status_code == 201 and elapsed < 0.5  # LS gives up after 1 s
+    assert http.post(f"{live_server}/webhook", json=submit, timeout=5).json()["status"] == "duplicate"
+    drain(backend_app)
+    stats = http.get(f"{live_server}/metrics?project=1", timeout=5).json()
+    overall = stats["model_versions"][version]["overall"]
+    assert (stats["annotations_received"], overall["moved"], overall["deleted"]) == (1, 2, 1)
+    assert stats["predictions_served"] == len(tasks)
+    delete = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 7}], "project": {"id": 1}}
+    assert http.post(f"{live_server}/webhook", json=delete, timeout=5).status_code == 201
+    drain(backend_app)
+    assert http.get(f"{live_server}/metrics?project=1", timeout=5).json()["annotations_received"] == 0
+    with session_scope(backend_app.extensions["dcpose"].sessions) as session:
+        assert session.get(Annotation, 7).deleted
+
+
+def test_python_m_backend_starts_on_embedded_defaults(tmp_path: Path) -> None:
+    """`make run` = `python -m backend` with no environment: SQLite in ./data, BlazePose, CPU."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", "0"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert "listening on http://127.0.0.1:" in line, (
+            line,
+            proc.stderr.read() if proc.poll() is not None else "",
+        )
+        url = line.split("listening on ")[1].split()[0]
+        assert (
+            "backbone blazepose, device cpu" in line
+            and f"sqlite:///{tmp_path / 'data' / 'backend.db'}" in line
+        )
+        health = requests.get(f"{url}/health", timeout=10).json()
+        assert health == {
+            "status": "UP",
+            "model_class": "DCPoseBackend",
+            "model_version": "blazepose-backbone-only",
+        }
+        assert (tmp_path / "data" / "backend.db").is_file()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.slow
+def test_the_default_blazepose_model_serves_predictions(
+    backend_settings: Settings, synth_video: SynthVideo
+) -> None:
+    """No injected predictor: `model.inference.Predictor.create("blazepose")` (mediapipe on the CPU)."""
+    app = create_app(backend_settings)
+    try:
+        client = app.test_client()
+        assert client.post("/setup", json={"project": 1, "schema": CONFIG}).json == {
+            "model_version": "blazepose-backbone-only"
+        }
+        tasks = [synth_video.task(t) for t in range(3)]
+        resp = client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": tasks})
+        assert resp.status_code == 200, resp.json
+        results = resp.json["results"]
+        assert [r["model_version"] for r in results] == ["blazepose-backbone-only"] * 3
+        assert all("error" not in r for r in results)
+        assert client.get("/metrics").json["predictions_served"] == 3
+    finally:
+        app.extensions["dcpose"].close()
