@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Sequence, TypeVar
+from typing import Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -112,12 +113,25 @@ class CropGeometry:
         return self.pixel_std * float(self.scale[0]) / self.heatmap_size[0]
 
     def affine(self, space: Space = "crop", *, inv: bool = False) -> np.ndarray:
-        """(2, 3) map frame -> `space` pixels (or back with `inv`)."""
+        """(2, 3) map frame -> `space` pixels (or back with `inv`); a fresh copy the caller may change."""
+        return self._affine(space, inv).copy()
+
+    def _affine(self, space: Space, inv: bool) -> np.ndarray:
+        """The cached (2, 3) affine, read-only: solved once per geometry, space and direction."""
         if space not in ("crop", "heatmap"):
             raise ValueError(f"space must be 'crop' or 'heatmap', got {space!r}")
-        size = self.input_size if space == "crop" else self.heatmap_size
-        return get_affine_transform(self.center, self.scale, self.rotation, size, inv=inv,
-                                    pixel_std=self.pixel_std)
+        # The cache lives in the instance dict, not in a field, so equality, hash, repr and `replace`
+        # ignore it; the fields are frozen (read-only arrays), so an entry never goes stale.
+        cache: dict[tuple[str, bool], np.ndarray] = self.__dict__.setdefault("_affines", {})
+        key = (space, bool(inv))
+        mat = cache.get(key)
+        if mat is None:
+            size = self.input_size if space == "crop" else self.heatmap_size
+            mat = get_affine_transform(self.center, self.scale, self.rotation, size, inv=inv,
+                                       pixel_std=self.pixel_std)
+            mat.setflags(write=False)
+            cache[key] = mat
+        return mat
 
     def scaled(self, factor: float) -> CropGeometry:
         """Same centre, box size multiplied by `factor` (zooms out for factor > 1)."""
@@ -261,27 +275,27 @@ def compose_affines(second: np.ndarray, first: np.ndarray) -> np.ndarray:
 
 def frame_to_crop(points: np.ndarray, geom: CropGeometry) -> np.ndarray:
     """(..., 2) frame pixels -> crop pixels (input_size)."""
-    return apply_affine(points, geom.affine("crop"))
+    return apply_affine(points, geom._affine("crop", False))
 
 
 def crop_to_frame(points: np.ndarray, geom: CropGeometry) -> np.ndarray:
     """(..., 2) crop pixels -> frame pixels."""
-    return apply_affine(points, geom.affine("crop", inv=True))
+    return apply_affine(points, geom._affine("crop", True))
 
 
 def frame_to_heatmap(points: np.ndarray, geom: CropGeometry) -> np.ndarray:
     """(..., 2) frame pixels -> heatmap pixels (heatmap_size)."""
-    return apply_affine(points, geom.affine("heatmap"))
+    return apply_affine(points, geom._affine("heatmap", False))
 
 
 def heatmap_to_frame(points: np.ndarray, geom: CropGeometry) -> np.ndarray:
     """(..., 2) heatmap pixels -> frame pixels; at rotation 0, x = cx + (x_hm - W_hm/2) * k (§6)."""
-    return apply_affine(points, geom.affine("heatmap", inv=True))
+    return apply_affine(points, geom._affine("heatmap", True))
 
 
 def heatmap_to_heatmap_affine(src: CropGeometry, dst: CropGeometry) -> np.ndarray:
     """(2, 3) map from `src`'s heatmap pixels to `dst`'s heatmap pixels (through the frame)."""
-    return compose_affines(dst.affine("heatmap"), src.affine("heatmap", inv=True))
+    return compose_affines(dst._affine("heatmap", False), src._affine("heatmap", True))
 
 
 def inside_crop(points_crop: np.ndarray, size: Size = INPUT_SIZE) -> np.ndarray:
@@ -296,7 +310,7 @@ def crop_image(image: np.ndarray, geom: CropGeometry) -> np.ndarray:
     img = np.asarray(image)
     if img.ndim not in (2, 3) or img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f"image must be a non-empty (H, W) or (H, W, C) array, got shape {img.shape}")
-    out = cv2.warpAffine(img, geom.affine("crop"), geom.input_size, flags=cv2.INTER_LINEAR,
+    out = cv2.warpAffine(img, geom._affine("crop", False), geom.input_size, flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out.reshape(out.shape[:2] + img.shape[2:])  # cv2 drops a trailing 1-channel axis
 
