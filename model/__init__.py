@@ -6,8 +6,9 @@ Map of the package:
 - `checkpoint`: save/load our checkpoints, official DCPose files and bare HRNet state dicts.
 - `blazepose`: mediapipe BlazePose as the offline backbone and last-resort person detector.
 - `backbones`: the Backbone protocol (crops -> heatmaps), HRNet and BlazePose adapters, build_backbone.
-- `tracking`: person boxes and track ids (human, interpolated, carried, detected).
-- `inference`: Predictor / InferConfig: boxes, neighbour frames, cached/exact modes, label-aware head.
+- `tracking`, `assignment`: person boxes and track ids (human, interpolated, carried, detected).
+- `inference`: Predictor / InferConfig (the facade); `video_job`: one call's pipeline (boxes,
+  neighbour frames, cached/exact modes, label-aware heatmaps, output assembly).
 - `simulated`: a ground-truth backbone that errs like real ones (benchmarks and tests, never served).
 - `dataset`, `losses`, `train`: head training on cached backbone heatmaps (`python -m model.train`).
 - `predict`, `predict_input`, `render`: the prediction CLI (`python -m model.predict`) and overlays.
