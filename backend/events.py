@@ -11,8 +11,11 @@ queues `process_event`; it answers in a few milliseconds. Processing is idempote
   latest prediction served for the task replaces the annotation's corrections;
 - ANNOTATIONS_DELETED (plural, as LS sends it): the annotations are marked deleted;
 - PROJECT_UPDATED: the project row (title, labelling config) is refreshed;
-- START_TRAINING (carries only the project): recorded; it queues a "train" job once the
-  fine-tuning issue registers one (`backend.jobs.training_available`).
+- START_TRAINING (carries only the project): queues a "train" job (later triggers coalesce into
+  it). The answer names it `job_id`, not `job`: with `job`, Label Studio would poll a `/job_status`
+  route; our job state is at `GET /jobs/<id>`.
+After an annotation event is processed, training is queued when TRAIN_MIN_CORRECTIONS new
+corrections have arrived since the last run (`backend.versions_api.maybe_trigger_training`).
 
 Other Label Studio actions are acknowledged and ignored; unknown ones are refused.
 """
@@ -158,29 +161,18 @@ def receive(ctx: BackendContext, payload: Any) -> tuple[dict[str, Any], int]:
         event, new = db_events.record_event(session=session, action=action, dedup_key=key, project_id=project_id,
                                             annotation_id=annotation_id, payload=payload)  # fmt: skip
         event_id = event.id
-        if new and action == "START_TRAINING" and not _training_hook():
-            db_events.mark_event(session=session, event_id=event_id, status="ignored",
-                                 error="training is not available yet")  # fmt: skip
     if not new:
         logger.info("webhook %s (project %s) is a repeat of event %s", action, project_id, event_id)
         return {"status": "duplicate", "event": event_id}, 200
     if action == "START_TRAINING":
-        if not _training_hook():
-            return {"status": "recorded", "event": event_id}, 200
         assert ctx.runner is not None
         job_id = ctx.runner.submit("train", project_id, "train", trigger="START_TRAINING")
         with session_scope(ctx.sessions) as session:
             db_events.mark_event(session=session, event_id=event_id, status="processed")
-        return {"status": "queued", "job": job_id, "event": event_id}, 201
+        return {"status": "queued", "job_id": job_id, "event": event_id}, 201
     assert ctx.runner is not None
     ctx.runner.enqueue("process_event", event_id=event_id)
     return {"status": "queued", "event": event_id}, 201
-
-
-def _training_hook() -> bool:
-    from backend.jobs import training_available
-
-    return training_available()
 
 
 # ----------------------------------------------------------------------------- processing
@@ -284,9 +276,18 @@ def process_event(ctx: BackendContext, *, event_id: int) -> str:
                 return event.status
             status = _handle(session, event)
             db_events.mark_event(session=session, event_id=event_id, status=status)
-            return status
+            action, project_id = event.action, event.project_id
     except (AnnotationFormatError, ValueError, LookupError) as exc:  # bad payload content, missing rows
         logger.warning("webhook event %s failed: %s", event_id, exc)
         with session_scope(ctx.sessions) as session:
             db_events.mark_event(session=session, event_id=event_id, status="failed", error=str(exc)[:4000])
         return "failed"
+    if action in ANNOTATION_ACTIONS and status == "processed" and project_id is not None:
+        from backend.jobs import JobQueueError
+        from backend.versions_api import maybe_trigger_training  # imported late: it imports the app side
+
+        try:
+            maybe_trigger_training(ctx, project_id)
+        except JobQueueError as exc:  # the event itself is stored; training waits for the next trigger
+            logger.warning("training for project %s not queued: %s", project_id, exc)
+    return status

@@ -23,9 +23,10 @@ import functools
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import cv2

@@ -18,8 +18,8 @@ by `updated_at`, but a delete overtaken by its create is only caught by a check 
 
 Functions are named, not passed, so that RQ can find them: `JOB_FUNCTIONS` maps a name to
 "module:function"; a function takes (ctx, *, job_id, report, project_id, **params) and returns a JSON-able
-result dict. Hook for the fine-tuning issue: register "train" there; START_TRAINING then submits
-a "train" job (see `training_available` and `backend.events`).
+result dict. START_TRAINING, `POST /train` and the correction-count trigger submit a "train" job
+(`backend.finetune.run_training`).
 """
 
 from __future__ import annotations
@@ -58,18 +58,13 @@ PREANNOTATE_CHUNK = 256  # frames per predict_video call in bulk pre-annotation
 JOB_FUNCTIONS: dict[str, str] = {
     "preannotate": "backend.jobs:run_preannotate",
     "process_event": "backend.events:process_event",
-    # "train": "backend.finetune:run_training",  <- the fine-tuning issue registers its job here
+    "train": "backend.finetune:run_training",
 }
 JobFunction = Callable[..., Mapping[str, Any] | None]
 
 
 class JobQueueError(RuntimeError):
     """The job queue (Redis) cannot take the job."""
-
-
-def training_available() -> bool:
-    """Whether a "train" job function is registered (the fine-tuning issue adds it)."""
-    return "train" in JOB_FUNCTIONS
 
 
 def resolve(fn_name: str) -> JobFunction:
@@ -435,6 +430,7 @@ def run_worker(ctx: BackendContext, *, burst: bool = False, fork: bool = True) -
         raise JobQueueError("the RQ worker needs REDIS_URL (without it, jobs run inside the web process)")
     assert isinstance(runner, RQRunner)
     set_worker_context(ctx)
+    runner.start()  # a worker started after a crash fails the jobs its dead predecessor left running
     worker_class = Worker if fork else SimpleWorker
     worker_class([runner.queue], connection=runner.connection).work(burst=burst)
 

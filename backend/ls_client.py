@@ -15,8 +15,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 

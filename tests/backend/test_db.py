@@ -613,7 +613,8 @@ def test_concurrent_writers(db_factory: sessionmaker[Session]) -> None:
         t.join(timeout=60)
     assert not errors, errors
     with session_scope(db_factory) as s:
-        count = lambda table: s.scalar(select(func.count()).select_from(table))
+        def count(table):
+            return s.scalar(select(func.count()).select_from(table))
         assert (count(Annotation), count(Prediction), count(WebhookEvent)) == (rounds, rounds, rounds)
         # the later updated_at wins whichever thread wrote last
         assert {a.ls_updated_at for a in s.scalars(select(Annotation))} == {T0 + timedelta(seconds=2)}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import unquote
 
 import cv2
@@ -281,7 +282,7 @@ def test_cli_without_token_fails_with_a_clear_message(
 @pytest.fixture()
 def real_project(
     label_studio: LabelStudioServer, request: pytest.FixtureRequest
-) -> tuple[Any, int]:  # noqa: F811
+) -> tuple[Any, int]:
     client = label_studio.client()
     return client, int(client.create_project(f"importers {request.node.name}"[:50], label_config())["id"])
 
@@ -289,7 +290,7 @@ def real_project(
 @pytest.mark.slow
 def test_real_import_video_images_download(
     label_studio: LabelStudioServer, real_project: tuple, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     client, project = real_project
     video = write_synthetic_mp4(tmp_path / "walk.mp4", frames=6, seed=5)
     summary = import_video(
@@ -358,7 +359,7 @@ def test_real_import_posetrack(label_studio: LabelStudioServer, real_project: tu
 def test_real_cli_import_video(
     label_studio: LabelStudioServer,
     real_project: tuple,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -6,8 +6,9 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -364,7 +365,7 @@ def ls_project(label_studio: LabelStudioServer) -> tuple[LabelStudioClient, int,
 @pytest.mark.slow
 def test_real_whoami_project_and_tasks(
     label_studio: LabelStudioServer, ls_project: tuple
-) -> None:  # noqa: F811
+) -> None:
     client, project, ids = ls_project
     assert client.whoami()["email"] == label_studio.username
     config = parse_config(client.get_project(project)["label_config"])
@@ -410,9 +411,8 @@ def test_real_prediction_is_stored(ls_project: tuple) -> None:
 @pytest.mark.slow
 def test_real_bad_token_is_a_401_without_the_token(label_studio: LabelStudioServer) -> None:  # noqa: F811
     wrong = "not-the-right-token-0123456789"
-    with LabelStudioClient(label_studio.url, wrong) as client:
-        with pytest.raises(LabelStudioError) as err:
-            client.whoami()
+    with LabelStudioClient(label_studio.url, wrong) as client, pytest.raises(LabelStudioError) as err:
+        client.whoami()
     assert err.value.status == 401 and wrong not in str(err.value)
 
 

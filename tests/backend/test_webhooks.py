@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from annotation_io.label_studio import label_config
+from backend.db import jobs as db_jobs
 from backend.db.session import session_scope
 from backend.db.tables import Annotation, Correction, Project, WebhookEvent
 from tests.backend.conftest import SynthVideo, drain
@@ -151,22 +152,29 @@ def test_project_updates_training_and_other_actions(app_client: FlaskClient, bac
     assert app_client.post("/webhook", json=payload).status_code == 201
     assert app_client.post("/webhook", json=payload).json["status"] == "duplicate"
     drain(backend_app)
-    for _ in range(2):  # each click of "Start Training" is its own event
+    job_ids = []
+    for _ in range(2):  # each click of "Start Training" is its own event; the second coalesces
         resp = app_client.post(
             "/webhook", json={"action": "START_TRAINING", "project": {"id": 4, "token": SECRET}}
         )
-        assert resp.status_code == 200 and resp.json["status"] == "recorded" and "job" not in resp.json
+        # `job_id`, not `job`: with `job` Label Studio would poll a /job_status route
+        assert resp.status_code == 201 and resp.json["status"] == "queued" and "job" not in resp.json
+        job_ids.append(resp.json["job_id"])
+    ctx = backend_app.extensions["dcpose"]
+    with session_scope(ctx.sessions) as session:
+        job = db_jobs.get_job(session=session, job_id=job_ids[0])
+        assert job is not None and job.kind == "train" and job.trigger == "START_TRAINING"
+        assert job_ids[1] == job_ids[0] or job.state in ("succeeded", "failed", "rejected")
     ignored = app_client.post(
         "/webhook", json={"action": "TASKS_CREATED", "tasks": [{"id": 1}], "project": {"id": 4}}
     )
     assert ignored.status_code == 200 and ignored.json == {"status": "ignored", "action": "TASKS_CREATED"}
-    ctx = backend_app.extensions["dcpose"]
     with session_scope(ctx.sessions) as session:
         project = session.get(Project, 4)
         assert (project.title, project.label_config) == ("renamed", config)
         events = session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)).all()
         assert [(e.action, e.status) for e in events] == [
-            ("PROJECT_UPDATED", "processed"), ("START_TRAINING", "ignored"), ("START_TRAINING", "ignored")]  # fmt: skip
+            ("PROJECT_UPDATED", "processed"), ("START_TRAINING", "processed"), ("START_TRAINING", "processed")]  # fmt: skip
 
 
 BAD_WEBHOOKS = [
@@ -259,3 +267,26 @@ def test_webhook_answers_fast(app_client: FlaskClient, backend_app: Flask, synth
         times.append(time.perf_counter() - start)
     drain(backend_app)
     assert statistics.median(times) < 0.05, times
+
+
+def test_enough_corrections_from_webhooks_queue_training(backend_settings: Any, synth_video: SynthVideo) -> None:
+    """TRAIN_MIN_CORRECTIONS is checked after each processed annotation event (no timer needed)."""
+    from dataclasses import replace
+
+    from backend.app import create_app
+    from tests.backend.conftest import simulated_factory
+
+    app = create_app(replace(backend_settings, train_min_corrections=5),
+                     predictor_factory=simulated_factory(synth_video))  # fmt: skip
+    try:
+        client = app.test_client()
+        task = synth_video.task(2)
+        result, _ = corrected(predict(client, task)["result"], synth_video)
+        client.post("/webhook", json=event("ANNOTATION_CREATED", 11, task, result, "2026-03-01T10:00:05Z"))
+        drain(app, timeout=60)
+        ctx = app.extensions["dcpose"]
+        with session_scope(ctx.sessions) as session:
+            train = db_jobs.list_jobs(session=session, project_id=1, kind="train")
+        assert [j.trigger for j in train] == ["corrections"], "the correction count queues one training job"
+    finally:
+        app.extensions["dcpose"].close()
