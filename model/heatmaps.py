@@ -15,7 +15,7 @@ torch renderer, as in tensor shapes.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

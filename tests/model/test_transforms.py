@@ -34,7 +34,6 @@ from model.transforms import (
     warp_heatmaps,
 )
 
-
 # ---------------------------------------------------------------- box -> centre / scale
 
 
