@@ -7,13 +7,15 @@ entry and the field (e.g. ``x.json: annotations[3].keypoints: expected 51 number
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -97,6 +99,36 @@ def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Shared: write `data` as strict JSON (no NaN), one line, key order as built."""
     text = json.dumps(data, allow_nan=False)
     Path(path).write_text(text + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Opens a temporary file beside `path` for writing; on success it replaces `path` in one step.
+
+    The data is fsynced before the rename and the folder after it, so a crash or kill leaves either
+    the old file or the new one, never a torn one; on an exception the temporary file is removed.
+    `mode` is "w" (text, UTF-8) or "wb".
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable (POSIX); not every folder opens
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def json_number(value: Any) -> int | float:

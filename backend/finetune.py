@@ -38,7 +38,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -49,6 +48,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from annotation_io.errors import AnnotationFormatError
+from annotation_io.jsonio import atomic_open
 from annotation_io.types import Frame, Video
 from backend.corrections import persons_from_json
 from backend.db import versions as db_versions
@@ -271,17 +271,8 @@ def versions_dir(model_dir: str | os.PathLike[str]) -> Path:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """JSON written to a temporary file in the same folder, fsynced, then moved over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, allow_nan=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, allow_nan=False)
 
 
 def clean_json(value: Any) -> Any:

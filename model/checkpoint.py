@@ -17,12 +17,10 @@ official DCPose names (or an :class:`~model.hrnet.HRNet`) can be loaded into.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,8 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+
+from annotation_io.jsonio import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -241,30 +241,10 @@ def save_checkpoint(
         "extra": extra,
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
     logger.info("saved checkpoint %s (version %s, %d tensors)", path, version, len(payload["state_dict"]))
     return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (POSIX); skipped where a directory cannot be opened."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # -------------------------------------------------------------------------------------------- reading
