@@ -10,7 +10,8 @@ Map of the package:
 - `inference`: Predictor / InferConfig (the facade); `video_job`: one call's pipeline (boxes,
   neighbour frames, cached/exact modes, label-aware heatmaps, output assembly).
 - `simulated`: a ground-truth backbone that errs like real ones (benchmarks and tests, never served).
-- `dataset`, `losses`, `train`: head training on cached backbone heatmaps (`python -m model.train`).
+- `dataset`, `heatmap_cache`, `losses`, `train`, `train_cli`: head training on cached backbone
+  heatmaps (`python -m model.train`).
 - `predict`, `predict_input`, `render`: the prediction CLI (`python -m model.predict`) and overlays.
 - `bench`, `bench_video`: network and video-pipeline benchmarks.
 
