@@ -11,7 +11,12 @@ Map of the package:
 - `predictor_cache`: loaded Predictors by (backbone, weights, head, device); thread-safe leases.
 - `frames`: task images (LS downloads with auth, local paths), disk cache, FrameReader over a video.
 - `events`: webhook intake (validate, record, dedup, queue) and background processing.
-- `jobs`: BackendContext, JobRunner (worker threads or RQ on Redis), the bulk "preannotate" job.
+- `context`: BackendContext (settings, DB sessions, predictor cache, job runner) and build_context.
+- `jobs`: JobRunner (worker threads or RQ on Redis), job execution and progress, the RQ worker.
+- `preannotate`: the bulk "preannotate" job pushing predictions into LS.
+- `finetune`: the "train" job (samples, head training, version files); `training_data`: the
+  human-checked frames gathered from the DB; `gate`: held-out evaluation and promote/reject;
+  `versions_api`: /train, /versions/<v>, /versions/<v>/promote, periodic triggers.
 - `corrections`: prediction vs final annotation, joint by joint.
 - `ls_client`: a small Label Studio REST client over requests.
 - `importers`: `import-video` / `import-posetrack` commands.

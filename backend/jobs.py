@@ -1,4 +1,4 @@
-"""Background work: the BackendContext, a JobRunner (in-process threads or RQ on Redis), job execution.
+"""Background work: a JobRunner (in-process threads or RQ on Redis) and job execution.
 
 Two kinds of background work go through a `JobRunner`:
 - jobs (`submit`): rows in the `jobs` table with state and progress, at most one active per
@@ -19,33 +19,33 @@ by `updated_at`, but a delete overtaken by its create is only caught by a check 
 Functions are named, not passed, so that RQ can find them: `JOB_FUNCTIONS` maps a name to
 "module:function"; a function takes (ctx, *, job_id, report, project_id, **params) and returns a JSON-able
 result dict. START_TRAINING, `POST /train` and the correction-count trigger submit a "train" job
-(`backend.finetune.run_training`).
+(`backend.finetune.run_training`); `POST /preannotate` and the CLI a "preannotate" job
+(`backend.preannotate.run_preannotate`).
+
+`BackendContext` and `build_context` live in `backend.context`, the bulk pre-annotation job in
+`backend.preannotate`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
-import os
 import queue
 import threading
 import time
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
 
+from backend.context import BackendContext, build_context
 from backend.db import jobs as db_jobs
 from backend.db.queries import ConflictError, NotFoundError
-from backend.db.session import make_engine, migrate, session_factory, session_scope
+from backend.db.session import session_scope
 from backend.db.tables import WebhookEvent
-from backend.frames import FrameStore, LabelStudioAccess
-from backend.predictor_cache import PredictorCache, PredictorFactory
+from backend.preannotate import PREANNOTATE_CHUNK as PREANNOTATE_CHUNK  # re-exported (moved)
+from backend.preannotate import run_preannotate as run_preannotate  # re-exported (moved)
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -54,9 +54,8 @@ QUEUE_NAME = "dcpose"
 RQ_JOB_TIMEOUT_S = 24 * 3600
 PROGRESS_INTERVAL_S = 1.0
 EVENT_LANE = "events"
-PREANNOTATE_CHUNK = 256  # frames per predict_video call in bulk pre-annotation
 JOB_FUNCTIONS: dict[str, str] = {
-    "preannotate": "backend.jobs:run_preannotate",
+    "preannotate": "backend.preannotate:run_preannotate",
     "process_event": "backend.events:process_event",
     "train": "backend.finetune:run_training",
 }
@@ -78,72 +77,6 @@ def resolve(fn_name: str) -> JobFunction:
         raise ValueError(f"unknown job function {fn_name!r}; registered: {', '.join(sorted(JOB_FUNCTIONS))}")
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-@dataclass
-class BackendContext:
-    """Everything a request or a job needs; built once per process by `build_context`."""
-
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    predictors: PredictorCache
-    frames: FrameStore
-    ls: LabelStudioAccess
-    runner: JobRunner | None = None
-    pid: int = field(default_factory=os.getpid)
-
-    def after_fork(self) -> None:
-        """In a forked child (gunicorn --preload worker, RQ work horse): drop the parent's pooled DB
-        connections and its worker threads, which did not come along."""
-        if self.pid != os.getpid():
-            self.engine.dispose(close=False)
-            if self.runner is not None:
-                self.runner.after_fork()
-            self.pid = os.getpid()
-
-    def close(self) -> None:
-        """Stops the runner, closes predictors, clients and the engine."""
-        if self.runner is not None:
-            self.runner.stop()
-        self.predictors.close()
-        self.ls.close()
-        self.engine.dispose()
-
-
-def build_context(settings: Settings, *, predictor_factory: PredictorFactory | None = None,
-                  migrate_db: bool = True, runner: str | None = None) -> BackendContext:  # fmt: skip
-    """Engine (schema migrated), predictor cache, frame store and job runner for `settings`.
-
-    Args:
-        runner: "thread", "rq" or "none"; default "rq" when REDIS_URL is set, else "thread".
-            The runner is created but not started (`JobRunner.start`).
-    """
-    if settings.database_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
-    if migrate_db:
-        migrate(engine)
-    access = LabelStudioAccess(settings.label_studio_url, settings.label_studio_api_key)
-    ctx = BackendContext(settings, engine, session_factory(engine), PredictorCache(predictor_factory),
-                         FrameStore(settings.frame_cache_dir, access), access)  # fmt: skip
-    os.register_at_fork(after_in_child=functools.partial(_after_fork_in_child, weakref.ref(ctx)))
-    kind = runner or ("rq" if settings.redis_url else "thread")
-    if kind == "rq":
-        if not settings.redis_url:
-            raise ValueError("the RQ runner needs REDIS_URL")
-        ctx.runner = RQRunner(ctx, settings.redis_url)
-    elif kind == "thread":
-        ctx.runner = ThreadRunner(ctx)
-    elif kind != "none":
-        raise ValueError(f"runner must be 'thread', 'rq' or 'none', got {kind!r}")
-    return ctx
-
-
-def _after_fork_in_child(ref: weakref.ref[BackendContext]) -> None:
-    ctx = ref()
-    if ctx is not None:
-        ctx.after_fork()
 
 
 # ----------------------------------------------------------------------------- execution
@@ -433,93 +366,3 @@ def run_worker(ctx: BackendContext, *, burst: bool = False, fork: bool = True) -
     runner.start()  # a worker started after a crash fails the jobs its dead predecessor left running
     worker_class = Worker if fork else SimpleWorker
     worker_class([runner.queue], connection=runner.connection).work(burst=burst)
-
-
-# ----------------------------------------------------------------------------- bulk pre-annotation
-
-
-def _has_prediction(task: Mapping[str, Any], version: str) -> bool:
-    return any(
-        isinstance(p, dict) and p.get("model_version") == version for p in task.get("predictions") or []
-    )
-
-
-def run_preannotate(ctx: BackendContext, *, job_id: str, report: ProgressReporter, project_id: int,
-                    video_id: str | None = None, task_ids: list[int] | None = None,
-                    force: bool = False) -> dict[str, Any]:  # fmt: skip
-    """The "preannotate" job: predicts a project's (or one video's) frame tasks, pushes them to LS.
-
-    Tasks come from `GET /api/tasks`; those that already hold a prediction of the serving version
-    are skipped unless `force`. Each video is predicted in frame order in one `predict_video`
-    call (cached mode: one backbone pass per person-frame), then each task's prediction is pushed
-    with `POST /api/predictions` and recorded in the DB.
-
-    Raises:
-        ValueError: Label Studio is not configured, or the project's config cannot be served.
-        backend.ls_client.LabelStudioError: Label Studio refused a call.
-    """
-    from annotation_io.errors import AnnotationFormatError
-    from annotation_io.label_studio import parse_config
-    from backend.prediction import frame_item, predict_video_tasks, register_tasks, serving_model
-
-    client = ctx.ls.client()
-    if client is None:
-        raise ValueError("pushing predictions needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
-    raw_config = client.get_project(project_id).get("label_config") or ""
-    config = parse_config(raw_config)
-    serving = serving_model(ctx, project_id)
-    wanted = None if task_ids is None else {int(t) for t in task_ids}
-    items, todo, skipped = [], [], {"not_frame_task": 0, "already_predicted": 0}
-    for task in client.iter_tasks(project_id):
-        if wanted is not None and task.get("id") not in wanted:
-            continue
-        try:
-            item = frame_item(task)
-        except AnnotationFormatError as exc:
-            skipped["not_frame_task"] += 1
-            logger.debug("task %s is not a frame task: %s", task.get("id"), exc)
-            continue
-        if video_id is not None and item.frame.video_id != str(video_id):
-            continue
-        items.append(item)
-        if not force and _has_prediction(task, serving.name):
-            skipped["already_predicted"] += 1
-        else:
-            todo.append(item)
-    register_tasks(ctx, project_id, items, raw_config)
-    videos: dict[str, list[Any]] = {}
-    for item in sorted(todo, key=lambda i: (i.frame.video_id, i.frame.frame_index)):
-        videos.setdefault(item.frame.video_id, []).append(item)
-    counts = {"pushed": 0, "failed": 0}
-    report(model_version=serving.name, videos_total=len(videos), videos_done=0, tasks_total=len(todo),
-           tasks_done=0, skipped=skipped, **counts)  # fmt: skip
-    report.flush()
-    labelled = {}
-    for item in items:
-        labelled.setdefault(item.frame.video_id, []).append(item)
-    for n, (key, group) in enumerate(videos.items()):
-        # Chunks bound the frames held per call and keep the job's heartbeat going on long videos.
-        for chunk in (group[i : i + PREANNOTATE_CHUNK] for i in range(0, len(group), PREANNOTATE_CHUNK)):
-            done = counts["pushed"] + counts["failed"]
-            predictions = predict_video_tasks(
-                ctx, serving, config, project_id, chunk, context_items=labelled.get(key, []),
-                progress=lambda d, _t, base=done, key=key: report(video=key, tasks_done=base, frames_in_call=d),
-            )  # fmt: skip
-            for item in chunk:
-                p = predictions[item.task_id]
-                if p.error is not None:
-                    counts["failed"] += 1
-                    logger.warning("job %s: task %s not predicted: %s", job_id, item.task_id, p.error)
-                else:
-                    client.create_prediction(item.task_id, p.result, p.score, serving.name)
-                    counts["pushed"] += 1
-                report(tasks_done=counts["pushed"] + counts["failed"], **counts)
-        report(videos_done=n + 1)
-    report.flush()
-    return {
-        "model_version": serving.name,
-        "videos": len(videos),
-        "tasks": len(todo),
-        "skipped": skipped,
-        **counts,
-    }

@@ -253,7 +253,7 @@ def ls_app(backend_settings: Settings, synth_video: SynthVideo, fake_ls: FakeLab
 def test_preannotate_pushes_a_projects_predictions_in_frame_order(
     ls_app: Flask, fake_ls: FakeLabelStudio, synth_video: SynthVideo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs, "PREANNOTATE_CHUNK", 2)  # several predict_video calls per video
+    monkeypatch.setattr("backend.preannotate.PREANNOTATE_CHUNK", 2)  # several predict_video calls per video
     client = ls_app.test_client()
     version = client.get("/health").json["model_version"]
     fake_ls.tasks[4]["predictions"] = [{"id": 3, "model_version": version, "result": []}]  # already done
