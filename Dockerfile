@@ -12,7 +12,7 @@ FROM python:${PYTHON_VERSION}-slim-bookworm
 
 # cpu: torch from TORCH_INDEX_URL (the PyTorch CPU index; ~200 MB instead of several GB of CUDA).
 # cuda: torch + torchvision (the DCNv2 fast path) from TORCH_CUDA_INDEX_URL; PyPI's Linux wheels of
-#       torch 2.13.0 / torchvision 0.28.0 are CUDA 13 builds and bring their CUDA runtime with them,
+#       torch 2.14.1 / torchvision 0.29.1 are CUDA 13 builds and bring their CUDA runtime with them,
 #       so only the host's NVIDIA driver (and the NVIDIA container toolkit) is needed.
 ARG DEVICE=cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -44,13 +44,13 @@ RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
     apt-get update; \
     apt-get install -y --no-install-recommends libgl1 libglib2.0-0 libsm6 libxext6
 
-# torch first, from the index matching DEVICE; requirements.txt pins torch==2.13.0 too, and pip
-# treats the installed 2.13.0+cpu as satisfying it, so the next step never pulls a CUDA build.
+# torch first, from the index matching DEVICE; requirements.txt pins torch==2.14.1 and torchvision==0.29.1 too, and pip
+# treats the installed +cpu builds as satisfying it, so the next step never pulls a CUDA build.
 RUN --mount=type=cache,target=/root/.cache/pip \
     set -eu; \
     case "$DEVICE" in \
-      cpu) pip install --index-url "$TORCH_INDEX_URL" "torch==2.13.0" ;; \
-      cuda) pip install --index-url "$TORCH_CUDA_INDEX_URL" "torch==2.13.0" "torchvision==0.28.0" ;; \
+      cpu) pip install --index-url "$TORCH_INDEX_URL" "torch==2.14.1" "torchvision==0.29.1" ;; \
+      cuda) pip install --index-url "$TORCH_CUDA_INDEX_URL" "torch==2.14.1" "torchvision==0.29.1" ;; \
       *) echo "build arg DEVICE must be 'cpu' or 'cuda', got '$DEVICE'" >&2; exit 2 ;; \
     esac
 
@@ -61,8 +61,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip install -r requirements.txt; \
     pip install --no-deps -r requirements-nodeps.txt; \
     if [ "$TEST_ENV" = "true" ]; then pip install -r requirements-test.txt; fi; \
-    python -c "import cv2, mediapipe, torch, flask, sqlalchemy, psycopg, gunicorn"; \
-    if [ "$DEVICE" = "cuda" ]; then python -c "import torchvision"; fi
+    python -c "import cv2, mediapipe, torch, torchvision, flask, sqlalchemy, psycopg, gunicorn"
 
 # Non-root user owning the data folder (database, models, frame cache, LS local files).
 RUN set -eux; \

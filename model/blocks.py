@@ -71,6 +71,13 @@ def torchvision_deform_conv2d_available() -> bool:
     return _torchvision_deform_conv2d() is not None
 
 
+def _torchvision_supports(x: Tensor) -> bool:
+    """Whether torchvision's kernel takes this input: its CPU kernel has no bfloat16/float16 path."""
+    if x.device.type == "cpu":
+        return x.dtype in (torch.float32, torch.float64)
+    return x.dtype in (torch.float32, torch.float64, torch.float16)
+
+
 def _check_deform_args(
     x: Tensor,
     offset: Tensor,
@@ -202,6 +209,8 @@ def deform_conv2d(
     if impl not in ("auto", "pytorch", "torchvision"):
         raise ValueError(f"impl must be 'auto', 'pytorch' or 'torchvision', got {impl!r}")
     op = None if impl == "pytorch" else _torchvision_deform_conv2d()
+    if impl == "auto" and op is not None and not _torchvision_supports(x):
+        op = None
     if impl == "torchvision" and op is None:
         raise RuntimeError(
             "impl='torchvision' requested but torchvision.ops.deform_conv2d cannot be "
