@@ -18,7 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from backend.importers import add_import_commands
+from backend.ls.importers import add_import_commands
 from backend.settings import Settings, SettingsError, mask_url_password
 
 logger = logging.getLogger("backend")
@@ -50,7 +50,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
     """Runs the RQ worker of queue "dcpose" (same as `rq worker -u $REDIS_URL dcpose`)."""
-    from backend.jobs import build_context, run_worker
+    from backend.jobs.runners import build_context, run_worker
 
     if not settings.redis_url:
         print("error: REDIS_URL is not set; without Redis, jobs run inside the web process", file=sys.stderr)
@@ -68,7 +68,7 @@ def preannotate(args: argparse.Namespace, settings: Settings) -> int:
     from backend.db.jobs import get_job
     from backend.db.queries import ConflictError
     from backend.db.session import session_scope
-    from backend.jobs import build_context, run_job_now
+    from backend.jobs.runners import build_context, run_job_now
 
     if not (settings.label_studio_url and settings.label_studio_api_key):
         print("error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY: predictions are pushed to Label Studio",

@@ -32,14 +32,14 @@ from backend.db.metrics import acceptance_metrics
 from backend.db.queries import ConflictError, NotFoundError
 from backend.db.session import session_scope
 from backend.db.tables import Job
-from backend.events import WebhookPayloadError
-from backend.frames import ImageUnavailableError
-from backend.jobs import BackendContext, JobQueueError, build_context
-from backend.ls_model import DCPoseBackend, RequestFormatError, parse_project_id
-from backend.prediction import serving_model
-from backend.predictor_cache import ModelUnavailableError, PredictorFactory
+from backend.services.events import WebhookPayloadError
+from backend.ls.frames import ImageUnavailableError
+from backend.jobs.runners import BackendContext, JobQueueError, build_context
+from backend.http.ls_model import DCPoseBackend, RequestFormatError, parse_project_id
+from backend.services.prediction import serving_model
+from backend.services.predictor_cache import ModelUnavailableError, PredictorFactory
 from backend.settings import Settings
-from backend.versions_api import blueprint as training_routes
+from backend.http.versions import blueprint as training_routes
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None, *, predictor_factory: Predictor
     Args:
         settings: default `Settings.from_env()`.
         predictor_factory: builds predictors (tests inject fast ones); default
-            `model.inference.Predictor.create` through `backend.predictor_cache`.
+            `model.pipeline.predictor.Predictor.create` through `backend.services.predictor_cache`.
         context: a ready BackendContext (else built from `settings`: DB migrated, runner chosen).
         start_runner: start the job runner (fails stale jobs, requeues unprocessed events).
 
@@ -243,7 +243,7 @@ def create_app(settings: Settings | None = None, *, predictor_factory: Predictor
                 raise ApiError(404, f"no job {job_id!r}")
             return job_json(job)
 
-    app.register_blueprint(training_routes)  # /train, /versions/<name>/... (backend.versions_api)
+    app.register_blueprint(training_routes)  # /train, /versions/<name>/... (backend.http.versions)
     return app
 
 

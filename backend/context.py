@@ -1,7 +1,7 @@
 """The BackendContext: settings, database, predictors, frames, LS access and job runner of one process.
 
 `build_context(settings)` makes it once per process (web app, RQ worker, CLI); requests and jobs
-receive it as their first argument. The job runners themselves live in `backend.jobs`, which
+receive it as their first argument. The job runners themselves live in `backend.jobs.runners`, which
 re-exports `BackendContext` and `build_context` (their historical home).
 """
 
@@ -17,12 +17,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.session import make_engine, migrate, session_factory
-from backend.frames import FrameStore, LabelStudioAccess
-from backend.predictor_cache import PredictorCache, PredictorFactory
+from backend.ls.frames import FrameStore, LabelStudioAccess
+from backend.services.predictor_cache import PredictorCache, PredictorFactory
 from backend.settings import Settings
 
 if TYPE_CHECKING:
-    from backend.jobs import JobRunner
+    from backend.jobs.runners import JobRunner
 
 
 @dataclass
@@ -64,7 +64,7 @@ def build_context(settings: Settings, *, predictor_factory: PredictorFactory | N
         runner: "thread", "rq" or "none"; default "rq" when REDIS_URL is set, else "thread".
             The runner is created but not started (`JobRunner.start`).
     """
-    from backend.jobs import RQRunner, ThreadRunner  # backend.jobs imports this module
+    from backend.jobs.runners import RQRunner, ThreadRunner  # backend.jobs.runners imports this module
 
     if settings.database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)

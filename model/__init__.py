@@ -11,8 +11,8 @@ Map of the package:
   neighbour frames, cached/exact modes, label-aware heatmaps, output assembly).
 - `simulated`: a ground-truth backbone that errs like real ones (benchmarks and tests, never served).
 - `dataset`, `heatmap_cache`, `losses`, `train`, `train_cli`: head training on cached backbone
-  heatmaps (`python -m model.train`).
-- `predict`, `predict_input`, `render`: the prediction CLI (`python -m model.predict`) and overlays.
+  heatmaps (`python -m model.training.loop`).
+- `predict`, `predict_input`, `render`: the prediction CLI (`python -m model.cli.predict`) and overlays.
 - `bench`, `bench_video`: network and video-pipeline benchmarks.
 
 The names below are re-exported lazily, so `import model` imports neither torch nor mediapipe.
@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from model.checkpoint import load_checkpoint, save_checkpoint
-    from model.dcpose import DCPose, build_dcpose
-    from model.inference import InferConfig, Predictor
+    from model.nets.dcpose import DCPose, build_dcpose
+    from model.pipeline.predictor import InferConfig, Predictor
 
 __all__ = ["DCPose", "InferConfig", "Predictor", "build_dcpose", "load_checkpoint", "save_checkpoint"]
 
 _SOURCES = {
-    "DCPose": "model.dcpose",
-    "build_dcpose": "model.dcpose",
-    "InferConfig": "model.inference",
-    "Predictor": "model.inference",
+    "DCPose": "model.nets.dcpose",
+    "build_dcpose": "model.nets.dcpose",
+    "InferConfig": "model.pipeline.predictor",
+    "Predictor": "model.pipeline.predictor",
     "load_checkpoint": "model.checkpoint",
     "save_checkpoint": "model.checkpoint",
 }

@@ -12,7 +12,7 @@ Three kinds of file are accepted (detected from their content, never from the fi
 
 Everything is read with ``torch.load(map_location="cpu", weights_only=True)``: no arbitrary pickle code runs.
 The target model is inspected only through its ``state_dict()`` key prefixes, so any module that uses the
-official DCPose names (or an :class:`~model.hrnet.HRNet`) can be loaded into.
+official DCPose names (or an :class:`~model.nets.hrnet.HRNet`) can be loaded into.
 """
 
 from __future__ import annotations
@@ -410,7 +410,7 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, strict: b
 
     Official DCPose checkpoints fill the whole DCPose model, or only its head when the model was built
     without a backbone. A bare HRNet state dict fills ``rough_pose_estimation_net.*`` of a DCPose model, or
-    an :class:`~model.hrnet.HRNet` directly. Our own files are matched the same way by their keys.
+    an :class:`~model.nets.hrnet.HRNet` directly. Our own files are matched the same way by their keys.
 
     Args:
         path: the checkpoint file.

@@ -6,8 +6,8 @@ fresh database: SQLite in a temporary folder, or a temporary PostgreSQL database
 temporary folder. Webhooks are ANNOTATION_CREATED events, each with the full result of a
 prediction (boxes, 15 keypoints per person, track ids), as Label Studio sends them on submit.
 
-Predictors: "simulated" (default; a real `model.inference.Predictor` over
-`model.simulated.SimulatedBackbone`, so the figures are the service's own cost) or "blazepose"
+Predictors: "simulated" (default; a real `model.pipeline.predictor.Predictor` over
+`model.testing.simulated.SimulatedBackbone`, so the figures are the service's own cost) or "blazepose"
 (the default serving model: mediapipe on the CPU).
 
     python -m scripts.bench_backend [--requests 200] [--backbone simulated|blazepose]
@@ -67,8 +67,8 @@ def temporary_postgres(stack: ExitStack, admin_url: str) -> str:
 def predictor_factory(kind: str, gt: Any, frames: list[np.ndarray]) -> Any:
     if kind == "blazepose":
         return None  # the service's default: Predictor.create("blazepose")
-    from model.inference import Predictor
-    from model.simulated import SimulatedBackbone
+    from model.pipeline.predictor import Predictor
+    from model.testing.simulated import SimulatedBackbone
 
     boxes = {f.index: [p.box for p in f.persons] for f in gt.frames}
 

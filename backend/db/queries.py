@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from annotation_io.types import Person
-from backend.corrections import CorrectionRow, persons_to_json
+from backend.services.corrections import CorrectionRow, persons_to_json
 from backend.db.tables import (
     CORRECTION_KINDS,
     Annotation,

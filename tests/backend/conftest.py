@@ -188,8 +188,8 @@ def simulated_factory(video: SynthVideo, calls: list | None = None) -> Callable:
     """A predictor factory for `create_app`: a real Predictor over the simulated backbone (fast)."""
     import torch
 
-    from model.inference import Predictor
-    from model.simulated import SimulatedBackbone
+    from model.pipeline.predictor import Predictor
+    from model.testing.simulated import SimulatedBackbone
 
     # Tiny tensors: one intra-op thread is ~10x faster than two on the 2-core test machines.
     torch.set_num_threads(1)

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from backend.ls_client import LabelStudioClient
+from backend.ls.client import LabelStudioClient
 
 LS_VERSION = "1.23.2"
 USERNAME = "tests@example.com"

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from backend.db.session import session_scope
 from backend.db.tables import Annotation, Project
 from backend.settings import Settings, SettingsError
 from tests.backend.conftest import SynthVideo, drain, simulated_factory
-from tests.backend.test_webhooks import corrected, event
+from tests.backend.services.test_events import corrected, event
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = label_config()
@@ -287,10 +286,8 @@ def test_end_to_end_on_a_real_server(live_server: str, backend_app: Flask, synth
     assert [r["model_version"] for r in predicted] == [version] * len(tasks)
     result, _ = corrected(predicted[2]["result"], synth_video)
     submit = event("ANNOTATION_CREATED", 7, tasks[2], result, "2026-04-01T09:00:00Z")
-    start = time.perf_counter()
-    first = http.post(f"{live_server}/webhook", json=submit, timeout=5)
-    elapsed = time.perf_counter() - start
-    assert first.status_code == 201 and elapsed < 0.5  # LS gives up after 1 s
+    first = http.post(f"{live_server}/webhook", json=submit, timeout=5)  # latency: scripts/bench_backend
+    assert first.status_code == 201
     assert http.post(f"{live_server}/webhook", json=submit, timeout=5).json()["status"] == "duplicate"
     drain(backend_app)
     stats = http.get(f"{live_server}/metrics?project=1", timeout=5).json()
@@ -337,7 +334,7 @@ def test_python_m_backend_starts_on_embedded_defaults(tmp_path: Path) -> None:
 def test_the_default_blazepose_model_serves_predictions(
     backend_settings: Settings, synth_video: SynthVideo
 ) -> None:
-    """No injected predictor: `model.inference.Predictor.create("blazepose")` (mediapipe on the CPU)."""
+    """No injected predictor: `model.pipeline.predictor.Predictor.create("blazepose")` (mediapipe on the CPU)."""
     app = create_app(backend_settings)
     try:
         client = app.test_client()

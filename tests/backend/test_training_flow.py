@@ -28,17 +28,17 @@ from flask.testing import FlaskClient
 from annotation_io.label_studio import persons_to_results
 from annotation_io.posetrack import load
 from annotation_io.synth import generate
-from backend import jobs
+from backend.jobs import runners as jobs
 from backend.app import create_app
 from backend.db import jobs as db_jobs
 from backend.db import versions
 from backend.db.session import session_scope
-from backend.finetune import version_files
-from backend.jobs import BackendContext, RQRunner, build_context, run_worker
+from backend.services.finetune import version_files
+from backend.jobs.runners import BackendContext, RQRunner, build_context, run_worker
 from backend.settings import Settings
-from backend.versions_api import wait_for_job
+from backend.http.versions import wait_for_job
 from tests.backend.conftest import GTDetector, SynthVideo
-from tests.backend.test_webhooks import CONFIG, event
+from tests.backend.services.test_events import CONFIG, event
 
 # The Done-when run: how much video, labels and training it takes to beat the backbone alone.
 # The simulated backbone's fixed per-joint offset is raised from 1.5 to 4 heatmap px (about the PCKh@0.5
@@ -63,8 +63,8 @@ def make_video(root: Path, frames: int, size: tuple[int, int] = (320, 240), seed
 
 def head_factory(video: SynthVideo, **simulation: Any) -> Any:
     """Predictor factory honouring the spec's head: the simulated backbone (one instance) + the stored head."""
-    from model.inference import Predictor, load_head
-    from model.simulated import SimulatedBackbone, SimulationConfig
+    from model.pipeline.predictor import Predictor, load_head
+    from model.testing.simulated import SimulatedBackbone, SimulationConfig
 
     backbone = SimulatedBackbone(video.gt, seed=0, config=SimulationConfig(**simulation))
 
@@ -182,7 +182,7 @@ def damage(head: Any) -> None:
 def test_training_flow_gate_rejects_a_damaged_head_and_rollback_restores_serving(
     quick_world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model.train
+    import model.training.loop
 
     world, ctx = quick_world, quick_world.ctx
     cold = world.setup_version()
@@ -214,14 +214,14 @@ def test_training_flow_gate_rejects_a_damaged_head_and_rollback_restores_serving
     assert serving == "p1-v1" and version_row(ctx, "p1-v0").parent == cold
 
     # A damaged head: the real training, then its correction weights wrecked before it is written.
-    real = model.train.train_head
+    real = model.training.loop.train_head
 
     def damaged_training(head: Any, *args: Any, **kwargs: Any) -> Any:
         result = real(head, *args, **kwargs)
         damage(head)
         return result
 
-    monkeypatch.setattr(model.train, "train_head", damaged_training)
+    monkeypatch.setattr(model.training.loop, "train_head", damaged_training)
     resp = world.client.post("/train", json={"project": 1})
     assert resp.status_code == 202
     job = world.job(resp.json["job"])
@@ -245,11 +245,11 @@ def test_training_flow_gate_rejects_a_damaged_head_and_rollback_restores_serving
 def test_a_job_that_dies_leaves_serving_intact_and_stale_jobs_fail_at_start_up(
     quick_world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model.train
+    import model.training.loop
 
     world, ctx = quick_world, quick_world.ctx
     cold = world.setup_version()
-    real = model.train.train_head
+    real = model.training.loop.train_head
 
     def dying(head: Any, *args: Any, progress: Any = None, **kwargs: Any) -> Any:
         def report(epoch: int, step: int, loss: float) -> None:
@@ -258,7 +258,7 @@ def test_a_job_that_dies_leaves_serving_intact_and_stale_jobs_fail_at_start_up(
 
         return real(head, *args, progress=report, **kwargs)
 
-    monkeypatch.setattr(model.train, "train_head", dying)
+    monkeypatch.setattr(model.training.loop, "train_head", dying)
     job = world.job(world.client.post("/train", json={"project": 1}).json["job"])
     assert job["state"] == "failed" and "worker killed during epoch 1" in job["error"]
     assert job["progress"]["phase"] == "train" and job["progress"]["step"] == 1
@@ -337,10 +337,10 @@ def test_epoch_time_with_cached_heatmaps_vs_the_backbone_in_the_loop(tmp_path: P
     of two epochs per mode counts (the machine is shared). The one-off cache fill is timed apart.
     """
     from annotation_io.video import open_video
-    from model.backbones import build_backbone
-    from model.dataset import BackboneHeatmapCache, build_samples
-    from model.dcpose import build_dcpose
-    from model.train import TrainConfig, train_head
+    from model.backbones.base import build_backbone
+    from model.training.samples import BackboneHeatmapCache, build_samples
+    from model.nets.dcpose import build_dcpose
+    from model.training.loop import TrainConfig, train_head
 
     video = make_video(tmp_path / "synth", 6)
     samples = build_samples({video.name: video.gt})[:8]

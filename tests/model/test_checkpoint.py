@@ -20,8 +20,8 @@ from model.checkpoint import (
     save_checkpoint,
     state_dict_kind,
 )
-from model.dcpose import DCPose, build_dcpose
-from model.hrnet import HRNet
+from model.nets.dcpose import DCPose, build_dcpose
+from model.nets.hrnet import HRNet
 
 BACKBONE = "hrnet_w8"  # tiny HRNet keeps the full DCPose fast on CPU
 

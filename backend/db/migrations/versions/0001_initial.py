@@ -6,7 +6,7 @@ Create Date: 2026-11-24
 
 Written from an autogenerate run against PostgreSQL, then tidied by hand: parents before children,
 `UTCDateTime` spelled as its storage type (``DateTime(timezone=True)``), partial unique indexes for
-both dialects. tests/backend/test_db.py checks that it matches `backend.db.tables`.
+both dialects. tests/backend/db/test_db.py checks that it matches `backend.db.tables`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,280 @@
+"""Task images: Label Studio access, downloads with an on-disk cache, and a FrameReader over a video's tasks.
+
+Task image URLs (reference/labelstudio.md §9.4) are LS-relative (`/data/local-files/?d=...`,
+`/data/upload/...`), absolute http(s), `file://` or plain local paths. LS URLs are downloaded
+through `backend.ls.client.LabelStudioClient.download` (auth header, token refresh) and cached on
+disk under FRAME_CACHE_DIR, keyed by the SHA-256 of the resolved URL; local files are read in place.
+Only bytes that decode as an image are cached, so an error page never poisons the cache.
+
+Errors name the URL through `safe_url` (no user-info, secret-looking query values masked); the
+API key only ever travels in headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+import requests
+
+from backend.ls.client import LabelStudioClient, LabelStudioError
+
+logger = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT_S = 10.0  # per attempt; LS gives /predict 100 s in all
+DOWNLOAD_RETRIES = 1
+_SECRET_PARAMS = ("token", "key", "sig", "signature", "password", "secret", "credential", "auth", "access")
+
+
+class ImageUnavailableError(Exception):
+    """A task image cannot be read; `url` is safe to show (see `safe_url`)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = safe_url(url)
+        self.reason = reason
+        super().__init__(f"image {self.url} cannot be read: {reason}")
+
+
+def safe_url(url: str) -> str:
+    """`url` without user-info and with secret-looking query values (token, signature, ...) masked."""
+    text = str(url)
+    parts = urlsplit(text)
+    if not parts.scheme and not parts.query:
+        return text[:500]
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    query = [(k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v)
+             for k, v in parse_qsl(parts.query, keep_blank_values=True)]  # fmt: skip
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="/*")))[:500]
+
+
+def _is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return True
+    return not parts.scheme and not url.startswith("/data/") and Path(url).exists()
+
+
+class LabelStudioAccess:
+    """Where Label Studio is and how to authenticate: settings first, else what `/setup` told us.
+
+    LS sends its `hostname` and the project creator's legacy token with every `/setup`; they are
+    used only when LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY are not set, kept in memory only.
+    """
+
+    def __init__(self, url: str | None = None, api_key: str | None = None) -> None:
+        self._configured = (url, api_key)
+        self._learned: tuple[str | None, str | None] = (None, None)
+        self._clients: dict[tuple[str, str, str], LabelStudioClient] = {}
+        self._lock = threading.Lock()
+
+    def learn(self, hostname: str | None, access_token: str | None) -> None:
+        """Remembers /setup's hostname and token (ignored where settings give them)."""
+        if isinstance(hostname, str) and urlsplit(hostname).scheme in ("http", "https"):
+            self._learned = (hostname.rstrip("/"), self._learned[1])
+        if isinstance(access_token, str) and access_token.strip():
+            self._learned = (self._learned[0], access_token.strip())
+
+    @property
+    def url(self) -> str | None:
+        return self._configured[0] or self._learned[0]
+
+    @property
+    def api_key(self) -> str | None:
+        return self._configured[1] or self._learned[1]
+
+    def client(self, purpose: str = "api") -> LabelStudioClient | None:
+        """A client (cached per URL, key and purpose); None when URL or key is unknown.
+
+        Args:
+            purpose: "frames" (short timeouts: downloads must fit LS's predict timeout) or "api".
+        """
+        url, key = self.url, self.api_key
+        if not url or not key:
+            return None
+        with self._lock:
+            client = self._clients.get((url, key, purpose))
+            if client is None:
+                options = (
+                    {"timeout": DOWNLOAD_TIMEOUT_S, "retries": DOWNLOAD_RETRIES}
+                    if purpose == "frames"
+                    else {}
+                )
+                client = self._clients[(url, key, purpose)] = LabelStudioClient(url, key, **options)
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+class FrameStore:
+    """Reads task images as BGR arrays: local files in place, remote ones through the disk cache.
+
+    Args:
+        cache_dir: FRAME_CACHE_DIR (created on first download).
+        access: Label Studio location and credentials.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike[str], access: LabelStudioAccess) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.access = access
+
+    def cache_path(self, absolute_url: str) -> Path:
+        digest = hashlib.sha256(absolute_url.encode("utf-8")).hexdigest()
+        return self.cache_dir / digest[:2] / digest
+
+    def image(self, url: str) -> np.ndarray:
+        """(H, W, 3) uint8 BGR image of a task URL or path.
+
+        Raises:
+            ImageUnavailableError: not found, unreachable, refused, or not an image.
+        """
+        if not isinstance(url, str) or not url:
+            raise ImageUnavailableError(str(url), "the task has no image URL")
+        if _is_local(url):
+            path = Path(urlsplit(url).path) if url.startswith("file:") else Path(url)
+            try:
+                return _decode(path.read_bytes(), url)
+            except OSError as exc:
+                raise ImageUnavailableError(url, f"cannot read the file: {exc.strerror or exc}") from None
+        absolute = self._absolute(url)
+        cached = self.cache_path(absolute)
+        try:
+            return _decode(cached.read_bytes(), url)
+        except (OSError, ImageUnavailableError):
+            pass
+        data = self._download(url)
+        image = _decode(data, url)
+        _write_atomic(cached, data)
+        return image
+
+    def _absolute(self, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https"):
+            return url
+        if parts.scheme:
+            raise ImageUnavailableError(
+                url, f"unsupported URL scheme {parts.scheme!r} (http(s), file or a path)"
+            )
+        if not url.startswith("/"):
+            raise ImageUnavailableError(url, "no such file, and not a Label Studio URL")
+        base = self.access.url
+        if base is None:
+            raise ImageUnavailableError(url, "a Label Studio-relative URL needs LABEL_STUDIO_URL (or a /setup "
+                                             "from Label Studio) to be downloaded")  # fmt: skip
+        return base + url
+
+    def _download(self, url: str) -> bytes:
+        client = self.access.client("frames")
+        try:
+            if client is not None:
+                return client.download(url)
+            if not url.startswith(("http://", "https://")):
+                raise ImageUnavailableError(url, "downloading from Label Studio needs LABEL_STUDIO_API_KEY")
+            resp = requests.get(url, timeout=DOWNLOAD_TIMEOUT_S)
+            if resp.status_code >= 400:
+                raise ImageUnavailableError(url, f"HTTP {resp.status_code}")
+            return resp.content
+        except LabelStudioError as exc:
+            reason = f"HTTP {exc.status}" if exc.status else "Label Studio cannot be reached"
+            raise ImageUnavailableError(url, f"{reason}: {exc.reason or exc}") from None
+        except requests.RequestException as exc:
+            raise ImageUnavailableError(url, f"cannot be reached ({type(exc).__name__})") from None
+        except (FileNotFoundError, ValueError) as exc:
+            raise ImageUnavailableError(url, str(exc)) from None
+
+
+def _decode(data: bytes, url: str) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise ImageUnavailableError(url, f"the {len(data)} bytes are not a decodable image")
+    return image
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:  # a full or read-only cache must not fail the prediction
+        logger.warning("frame cache %s not written: %s", path.parent, exc)
+
+
+class VideoFrames:
+    """`model.pipeline.predictor.FrameReader` over the tasks of one video: frame index -> task image.
+
+    A frame no task shows yet (or whose image fails) is stood in for by the `anchor` frame (the
+    frame being predicted), else by the nearest known frame; images of another size are resized
+    to the video's size.
+
+    Args:
+        store: where images come from.
+        urls: frame index -> image URL of the known tasks.
+        num_frames: frames in the video.
+        anchor: the stand-in frame (must be in `urls`); None: nearest known frame.
+
+    Raises:
+        ImageUnavailableError: the anchor's (else the first known frame's) image cannot be read.
+        ValueError: no URL at all, or an anchor without a URL.
+    """
+
+    def __init__(self, store: FrameStore, urls: Mapping[int, str], num_frames: int, *,
+                 anchor: int | None = None) -> None:  # fmt: skip
+        if not urls:
+            raise ValueError("a video needs at least one known frame")
+        if anchor is not None and anchor not in urls:
+            raise ValueError(f"anchor frame {anchor} has no image URL")
+        self.store = store
+        self.urls = dict(urls)
+        self.num_frames = int(num_frames)
+        self.anchor = anchor
+        self.stand_ins = 0
+        first = anchor if anchor is not None else min(self.urls)
+        probe = store.image(self.urls[first])
+        self.height, self.width = probe.shape[:2]
+        self._last: tuple[int, np.ndarray] = (first, probe)
+
+    def _source(self, index: int) -> int:
+        if index in self.urls:
+            return index
+        if self.anchor is not None:
+            return self.anchor
+        return min(self.urls, key=lambda k: (abs(k - index), k))
+
+    def read(self, index: int) -> np.ndarray:
+        """(H, W, 3) uint8 BGR frame `index` (or its stand-in)."""
+        source = self._source(index)
+        if source != index:
+            self.stand_ins += 1
+            logger.debug("frame %d: no task image, frame %d stands in", index, source)
+        if self._last[0] == source:
+            return self._last[1]
+        try:
+            image = self.store.image(self.urls[source])
+        except ImageUnavailableError as exc:
+            fallback = self.anchor if self.anchor is not None and source != self.anchor else None
+            if fallback is None:
+                raise
+            logger.warning("frame %d: %s; frame %d stands in", index, exc, fallback)
+            self.stand_ins += 1
+            return self.read(fallback)
+        if image.shape[:2] != (self.height, self.width):
+            logger.warning("frame %d is %dx%d, the video %dx%d: resized", source, image.shape[1], image.shape[0],
+                           self.width, self.height)  # fmt: skip
+            image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        self._last = (source, image)
+        return image

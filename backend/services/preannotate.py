@@ -1,0 +1,107 @@
+"""The bulk pre-annotation job ("preannotate"): predicts a project's frame tasks and pushes them to LS.
+
+Registered in `backend.jobs.runners.JOB_FUNCTIONS` as "backend.services.preannotate:run_preannotate" and run by a
+`backend.jobs.runners.JobRunner` (worker thread or RQ worker), or from the CLI (`python -m backend preannotate`).
+`backend.jobs.runners` re-exports `run_preannotate` and `PREANNOTATE_CHUNK`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backend.context import BackendContext
+    from backend.jobs.runners import ProgressReporter
+
+logger = logging.getLogger(__name__)
+
+PREANNOTATE_CHUNK = 256  # frames per predict_video call in bulk pre-annotation
+
+
+def _has_prediction(task: Mapping[str, Any], version: str) -> bool:
+    return any(
+        isinstance(p, dict) and p.get("model_version") == version for p in task.get("predictions") or []
+    )
+
+
+def run_preannotate(ctx: BackendContext, *, job_id: str, report: ProgressReporter, project_id: int,
+                    video_id: str | None = None, task_ids: list[int] | None = None,
+                    force: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The "preannotate" job: predicts a project's (or one video's) frame tasks, pushes them to LS.
+
+    Tasks come from `GET /api/tasks`; those that already hold a prediction of the serving version
+    are skipped unless `force`. Each video is predicted in frame order in one `predict_video`
+    call (cached mode: one backbone pass per person-frame), then each task's prediction is pushed
+    with `POST /api/predictions` and recorded in the DB.
+
+    Raises:
+        ValueError: Label Studio is not configured, or the project's config cannot be served.
+        backend.ls.client.LabelStudioError: Label Studio refused a call.
+    """
+    from annotation_io.errors import AnnotationFormatError
+    from annotation_io.label_studio import parse_config
+    from backend.services.prediction import frame_item, predict_video_tasks, register_tasks, serving_model
+
+    client = ctx.ls.client()
+    if client is None:
+        raise ValueError("pushing predictions needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+    raw_config = client.get_project(project_id).get("label_config") or ""
+    config = parse_config(raw_config)
+    serving = serving_model(ctx, project_id)
+    wanted = None if task_ids is None else {int(t) for t in task_ids}
+    items, todo, skipped = [], [], {"not_frame_task": 0, "already_predicted": 0}
+    for task in client.iter_tasks(project_id):
+        if wanted is not None and task.get("id") not in wanted:
+            continue
+        try:
+            item = frame_item(task)
+        except AnnotationFormatError as exc:
+            skipped["not_frame_task"] += 1
+            logger.debug("task %s is not a frame task: %s", task.get("id"), exc)
+            continue
+        if video_id is not None and item.frame.video_id != str(video_id):
+            continue
+        items.append(item)
+        if not force and _has_prediction(task, serving.name):
+            skipped["already_predicted"] += 1
+        else:
+            todo.append(item)
+    register_tasks(ctx, project_id, items, raw_config)
+    videos: dict[str, list[Any]] = {}
+    for item in sorted(todo, key=lambda i: (i.frame.video_id, i.frame.frame_index)):
+        videos.setdefault(item.frame.video_id, []).append(item)
+    counts = {"pushed": 0, "failed": 0}
+    report(model_version=serving.name, videos_total=len(videos), videos_done=0, tasks_total=len(todo),
+           tasks_done=0, skipped=skipped, **counts)  # fmt: skip
+    report.flush()
+    labelled = {}
+    for item in items:
+        labelled.setdefault(item.frame.video_id, []).append(item)
+    for n, (key, group) in enumerate(videos.items()):
+        # Chunks bound the frames held per call and keep the job's heartbeat going on long videos.
+        for chunk in (group[i : i + PREANNOTATE_CHUNK] for i in range(0, len(group), PREANNOTATE_CHUNK)):
+            done = counts["pushed"] + counts["failed"]
+            predictions = predict_video_tasks(
+                ctx, serving, config, project_id, chunk, context_items=labelled.get(key, []),
+                progress=lambda d, _t, base=done, key=key: report(video=key, tasks_done=base, frames_in_call=d),
+            )  # fmt: skip
+            for item in chunk:
+                p = predictions[item.task_id]
+                if p.error is not None:
+                    counts["failed"] += 1
+                    logger.warning("job %s: task %s not predicted: %s", job_id, item.task_id, p.error)
+                else:
+                    client.create_prediction(item.task_id, p.result, p.score, serving.name)
+                    counts["pushed"] += 1
+                report(tasks_done=counts["pushed"] + counts["failed"], **counts)
+        report(videos_done=n + 1)
+    report.flush()
+    return {
+        "model_version": serving.name,
+        "videos": len(videos),
+        "tasks": len(todo),
+        "skipped": skipped,
+        **counts,
+    }

@@ -1,0 +1,354 @@
+"""LS frame tasks -> frames, stored labels and task regions -> Predictor -> LS result items, logged to the DB.
+
+For each frame task (data keys `image`, `video_id`, `frame_index`, `nframes`) the pipeline gets:
+- the video's frames: the image URLs of every stored task of the same video, read through
+  `backend.ls.frames` (a frame no task shows yet is stood in for by the current frame);
+- the human labels stored for the video: the newest live, not-cancelled annotation of each frame;
+- the regions already on the task (interactive context, else the newest draft, else the newest
+  submitted annotation), which replace the stored labels of that frame.
+
+Tasks of one video are predicted in one `Predictor.predict_video` call. The answer is converted
+with `annotation_io.label_studio.persons_to_results` using the project's labelling config, and
+every prediction is recorded with `backend.db.queries.record_prediction`. A task that cannot be
+processed (bad data, unreadable image, malformed regions) is logged with its id and answered
+with an empty result carrying `error`; when every task fails, its error is raised instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from annotation_io.errors import AnnotationFormatError
+from annotation_io.label_studio import (
+    FrameTask,
+    ImageSize,
+    LabelConfig,
+    parse_task,
+    persons_to_results,
+    results_to_persons,
+)
+from annotation_io.types import Frame, Person, Video
+from backend.services.corrections import persons_from_json
+from backend.db import queries, versions
+from backend.db.session import session_scope
+from backend.db.tables import Annotation, Task, VideoRecord
+from backend.ls.frames import ImageUnavailableError, VideoFrames
+from backend.services.predictor_cache import PredictorSpec
+
+if TYPE_CHECKING:
+    from backend.jobs.runners import BackendContext
+
+logger = logging.getLogger(__name__)
+
+TaskError = AnnotationFormatError | ImageUnavailableError
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """The model version that answers a project: its name and how to build it."""
+
+    name: str
+    spec: PredictorSpec
+
+
+@dataclass
+class FrameItem:
+    """One frame task to predict.
+
+    Attributes:
+        task_id: LS task id.
+        frame: the parsed task data.
+        regions: result items already on the task and whether they are a submitted annotation.
+        data: the task's raw `data` (stored with the task row).
+    """
+
+    task_id: int
+    frame: FrameTask
+    regions: tuple[list[dict[str, Any]], bool] | None = None
+    data: dict[str, Any] | None = None
+
+
+@dataclass
+class TaskPrediction:
+    """The answer for one task: LS result items and score, or the error that stopped it."""
+
+    task_id: int | None
+    result: list[dict[str, Any]]
+    score: float
+    persons: list[Person]
+    error: TaskError | None = None
+
+    def to_ls(self, model_version: str) -> dict[str, Any]:
+        """The LS prediction dict (`error` added when the task failed)."""
+        out: dict[str, Any] = {"result": self.result, "score": self.score, "model_version": model_version}
+        if self.error is not None:
+            out["error"] = str(self.error)
+        return out
+
+
+def failed(task_id: int | None, error: TaskError) -> TaskPrediction:
+    return TaskPrediction(task_id, [], 0.0, [], error)
+
+
+def base_spec(ctx: BackendContext) -> PredictorSpec:
+    """The spec of the configured backbone without a head (the cold-start model)."""
+    s = ctx.settings
+    checkpoint = str(s.backbone_checkpoint) if s.backbone_checkpoint is not None else None
+    return PredictorSpec(s.backbone, checkpoint, None, s.device)
+
+
+def serving_model(ctx: BackendContext, project_id: int | None) -> ServingModel:
+    """The DB's serving version of the project (else the global one), else the cold-start backbone.
+
+    A stored version's `backbone` may be a name or a backbone version ("hrnet_w48:1a2b3c4d"); the
+    configured BACKBONE_CHECKPOINT serves it when the names agree.
+    """
+    with session_scope(ctx.sessions) as session:
+        version = versions.serving_version(session=session, project_id=project_id)
+        stored = None if version is None else (version.name, version.backbone, version.head_path)
+    base = base_spec(ctx)
+    if stored is None:
+        return ServingModel(ctx.predictors.version(base), base)
+    name, backbone, head = stored
+    backbone = backbone.split(":")[0]
+    checkpoint = base.checkpoint if backbone == base.backbone else None
+    return ServingModel(name, PredictorSpec(backbone, checkpoint, head, base.device))
+
+
+# ----------------------------------------------------------------------------- reading tasks
+
+
+def _newest(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(items, key=lambda d: (str(d.get("updated_at") or d.get("created_at") or ""), str(d.get("id"))))
+
+
+def task_regions(task: Mapping[str, Any], context: Mapping[str, Any] | None = None
+                 ) -> tuple[list[dict[str, Any]], bool] | None:  # fmt: skip
+    """Regions already on a task: interactive context, else newest draft, else newest annotation.
+
+    Returns:
+        (result items, whether they are a submitted annotation), or None when there are none.
+    """
+    if isinstance(context, Mapping) and isinstance(context.get("result"), list) and context["result"]:
+        return list(context["result"]), False
+
+    def usable(key: str) -> list[dict[str, Any]]:
+        entries = task.get(key) or []
+        return [e for e in entries if isinstance(e, dict) and isinstance(e.get("result"), list) and e["result"]
+                and not e.get("was_cancelled")]  # fmt: skip
+
+    if drafts := usable("drafts"):
+        return list(_newest(drafts)["result"]), False
+    if annotations := usable("annotations"):
+        return list(_newest(annotations)["result"]), True
+    return None
+
+
+def frame_item(task: Any, context: Mapping[str, Any] | None = None) -> FrameItem:
+    """Parses one LS task into a FrameItem.
+
+    Raises:
+        AnnotationFormatError: not a frame task, or no integer id (names the task and the key).
+    """
+    frame = parse_task(task)
+    if frame.task_id is None:
+        raise AnnotationFormatError("the task has no integer 'id'", where="id")
+    data = task.get("data") if isinstance(task.get("data"), dict) else None
+    return FrameItem(frame.task_id, frame, task_regions(task, context), data)
+
+
+def register_tasks(ctx: BackendContext, project_id: int, items: Sequence[FrameItem],
+                   label_config: str | None = None) -> None:  # fmt: skip
+    """Upserts the project, the videos and the task rows (one short transaction)."""
+    with session_scope(ctx.sessions) as session:
+        queries.upsert_project(session=session, project_id=project_id, label_config=label_config)
+        for item in items:
+            f = item.frame
+            queries.upsert_task(session=session, task_id=item.task_id, project_id=project_id, data=item.data or f.to_data(),
+                                image=f.image, video_key=f.video_id, frame_index=f.frame_index,
+                                nframes=f.nframes)  # fmt: skip
+
+
+def _stored_labels(session: Session, video_row: int) -> dict[int, list[Person]]:
+    """frame index -> persons of the newest live, not-cancelled annotation of that frame."""
+    stmt = (
+        select(Task.frame_index, Annotation.persons, Annotation.id)
+        .join(Annotation, Annotation.task_id == Task.id)
+        .where(Task.video_id == video_row, Task.frame_index.is_not(None))
+        .where(Annotation.deleted.is_(False), Annotation.was_cancelled.is_(False))
+        .order_by(Annotation.ls_updated_at, Annotation.id)
+    )
+    labels: dict[int, list[Person]] = {}
+    for index, persons, annotation_id in session.execute(stmt):
+        try:
+            labels[int(index)] = persons_from_json(persons or [], source=f"annotation {annotation_id}")
+        except AnnotationFormatError as exc:
+            logger.warning("stored annotation %s skipped: %s", annotation_id, exc)
+    return labels
+
+
+def _video_state(
+    ctx: BackendContext, project_id: int, key: str
+) -> tuple[int, dict[int, str], dict[int, list[Person]]]:
+    """(stored frame count, frame -> image URL of the stored tasks, frame -> stored human labels)."""
+    with session_scope(ctx.sessions) as session:
+        video = session.scalars(
+            select(VideoRecord).where(VideoRecord.project_id == project_id, VideoRecord.key == key)
+        ).first()
+        if video is None:
+            return 0, {}, {}
+        stmt = select(Task.frame_index, Task.image).where(
+            Task.video_id == video.id, Task.frame_index.is_not(None), Task.image.is_not(None)
+        )
+        urls = {int(i): str(u) for i, u in session.execute(stmt.order_by(Task.id))}
+        return int(video.nframes or 0), urls, _stored_labels(session, video.id)
+
+
+# ----------------------------------------------------------------------------- predicting
+
+
+def _known(labels: dict[int, list[Person]], items: Sequence[FrameItem], context_items: Sequence[FrameItem],
+           config: LabelConfig, size: ImageSize, errors: dict[int, TaskError]) -> dict[int, Frame]:  # fmt: skip
+    """Human labels by frame: stored ones, replaced by the regions on the context tasks, then on the tasks."""
+    frames = {i: Frame(i, persons, is_labeled=True) for i, persons in labels.items()}
+    predicted = {id(item) for item in items}
+    for item in [*context_items, *items]:
+        if item.regions is None:
+            continue
+        result, submitted = item.regions
+        try:
+            persons, _ = results_to_persons(result, config, source=f"task {item.task_id}", image_size=size,
+                                            as_labels=True)  # fmt: skip
+        except AnnotationFormatError as exc:
+            if id(item) in predicted:
+                errors[item.task_id] = exc
+            else:
+                logger.warning("regions of task %s not used: %s", item.task_id, exc)
+            continue
+        frames[item.frame.frame_index] = Frame(item.frame.frame_index, persons, is_labeled=submitted)
+    return frames
+
+
+def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: LabelConfig, project_id: int,
+                        items: Sequence[FrameItem], *, context_items: Sequence[FrameItem] = (),
+                        progress: Progress | None = None) -> dict[int, TaskPrediction]:  # fmt: skip
+    """Predicts frame tasks of ONE video (already registered) and records the predictions.
+
+    Args:
+        context_items: other tasks of the video whose regions count as human labels.
+        progress: callable(frames done, frames total).
+
+    Returns:
+        task id -> its prediction (or error).
+    """
+    if not items:
+        return {}
+    key = items[0].frame.video_id
+    stored_frames, urls, labels = _video_state(ctx, project_id, key)
+    nframes = max([stored_frames] + [i.frame.nframes for i in items])
+    errors: dict[int, TaskError] = {}
+    for item in items:
+        urls[item.frame.frame_index] = item.frame.image
+        try:
+            ctx.frames.image(item.frame.image)
+        except ImageUnavailableError as exc:
+            errors[item.task_id] = exc
+            urls.pop(item.frame.frame_index)
+            logger.warning("task %s: %s", item.task_id, exc)
+    ok = [i for i in items if i.task_id not in errors]
+    indices = sorted({i.frame.frame_index for i in ok})
+    if not indices:
+        return {i.task_id: failed(i.task_id, errors[i.task_id]) for i in items}
+    reader = VideoFrames(ctx.frames, urls, nframes, anchor=indices[0] if len(indices) == 1 else None)
+    size = ImageSize(reader.width, reader.height)
+    known = _known(labels, ok, context_items, config, size, errors)
+    for task_id in errors.keys() & {i.task_id for i in ok}:
+        logger.warning("task %s: %s", task_id, errors[task_id])
+    ok = [i for i in ok if i.task_id not in errors]
+    indices = sorted({i.frame.frame_index for i in ok})
+    out: dict[int, TaskPrediction] = {t: failed(t, e) for t, e in errors.items()}
+    if not indices:
+        return out
+    video = Video(key, nframes, width=size.width, height=size.height)
+    known_video = (
+        Video(key, nframes, list(known.values()), width=size.width, height=size.height) if known else None
+    )
+    start = time.perf_counter()
+    try:
+        with ctx.predictors.lease(serving.spec) as predictor:
+            predicted = predictor.predict_video(video, known_video, frames=indices, reader=reader,
+                                                progress=progress or False)  # fmt: skip
+    except Exception:
+        logger.exception("project %s video %s tasks %s: prediction failed", project_id, key,
+                         [i.task_id for i in ok])  # fmt: skip
+        raise
+    logger.info("project %s video %s: %d task(s), %d frame(s) in %.2f s (%s, %d stand-in reads)", project_id, key,
+                len(ok), len(indices), time.perf_counter() - start, serving.name, reader.stand_ins)  # fmt: skip
+    by_frame = {f.index: f.persons for f in predicted.frames}
+    for item in ok:
+        persons = by_frame.get(item.frame.frame_index, [])
+        result = persons_to_results(persons, size.width, size.height, config, id_prefix=f"t{item.task_id}_")
+        scores = [p.score for p in persons if p.score is not None]
+        out[item.task_id] = TaskPrediction(item.task_id, result, float(sum(scores) / len(scores)) if scores else 0.0,
+                                           persons)  # fmt: skip
+    _record(ctx, project_id, key, size, serving.name, [out[i.task_id] for i in ok])
+    return out
+
+
+def _record(ctx: BackendContext, project_id: int, key: str, size: ImageSize, version: str,
+            predictions: Sequence[TaskPrediction]) -> None:  # fmt: skip
+    with session_scope(ctx.sessions) as session:
+        queries.upsert_video(
+            session=session, project_id=project_id, key=key, width=size.width, height=size.height
+        )
+        for p in predictions:
+            assert p.task_id is not None
+            queries.record_prediction(session=session, task_id=p.task_id, model_version=version, result=p.result,
+                                      persons=p.persons, score=p.score)  # fmt: skip
+
+
+def predict_tasks(ctx: BackendContext, *, project_id: int, config: LabelConfig, tasks: Sequence[Any],
+                  context: Mapping[str, Any] | None = None, label_config: str | None = None
+                  ) -> tuple[ServingModel, list[TaskPrediction]]:  # fmt: skip
+    """Predicts LS tasks (one answer per task, in order) with the project's serving model.
+
+    Args:
+        project_id: LS project id.
+        config: the project's parsed labelling config.
+        tasks: LS task dicts.
+        context: interactive context (its `result` counts as regions of a single task).
+        label_config: the raw config XML, stored with the project.
+
+    Raises:
+        AnnotationFormatError | ImageUnavailableError: every task failed (the first task's error).
+        backend.services.predictor_cache.ModelUnavailableError: the model cannot be built.
+    """
+    serving = serving_model(ctx, project_id)
+    answers: list[TaskPrediction | FrameItem] = []
+    for task in tasks:
+        try:
+            answers.append(frame_item(task, context if len(tasks) == 1 else None))
+        except AnnotationFormatError as exc:
+            task_id = task.get("id") if isinstance(task, dict) else None
+            logger.warning("task %s skipped: %s", task_id, exc)
+            answers.append(failed(task_id if isinstance(task_id, int) else None, exc))
+    items = [a for a in answers if isinstance(a, FrameItem)]
+    register_tasks(ctx, project_id, items, label_config)
+    groups: dict[str, list[FrameItem]] = {}
+    for item in items:
+        groups.setdefault(item.frame.video_id, []).append(item)
+    done: dict[int, TaskPrediction] = {}
+    for group in groups.values():
+        done.update(predict_video_tasks(ctx, serving, config, project_id, group))
+    out = [done[a.task_id] if isinstance(a, FrameItem) else a for a in answers]
+    if out and all(p.error is not None for p in out):
+        raise out[0].error  # type: ignore[misc]
+    return serving, out

@@ -1,0 +1,219 @@
+"""Process-wide cache of loaded Predictors keyed by what defines them (backbone, weights, head, device).
+
+Label Studio builds its model object on every request (reference/labelstudio.md §2), so the loaded
+networks live here, not on the model object. A predictor is built once per `PredictorSpec`, under a
+lock per spec (two first requests do not load twice), and used under a lease: one prediction at a
+time per predictor, because mediapipe graphs and a shared LRU of frames are not thread-safe. The
+cache keeps a few predictors (least recently used ones are closed).
+
+`model` (and with it torch) is imported only when a predictor is built, so `/setup` and `/health`
+never pay for it (see `PredictorCache.version`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from model.pipeline.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CAPACITY = 2
+COLD_START_SUFFIX = "-backbone-only"  # model.pipeline.predictor.Predictor.version without a head
+
+
+class ModelUnavailableError(RuntimeError):
+    """The model of a spec cannot be built (missing or mismatching weights); a server-side problem."""
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """What a Predictor is built from.
+
+    Attributes:
+        backbone: backbone name ("blazepose", "hrnet_w48", ...).
+        checkpoint: backbone weights file (HRNet); None for BlazePose.
+        head: trained DCPose head checkpoint; None: backbone only (cold start).
+        device: "cpu", "cuda", "cuda:N" or "auto".
+    """
+
+    backbone: str = "blazepose"
+    checkpoint: str | None = None
+    head: str | None = None
+    device: str = "cpu"
+
+
+PredictorFactory = Callable[[PredictorSpec], "Predictor"]
+
+
+def resolve_device(device: str) -> str:
+    """ "auto" -> "cuda" when torch sees a GPU, else "cpu"; other values unchanged."""
+    if device != "auto":
+        return device
+    import torch  # lazy: only when a model is built
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_factory(spec: PredictorSpec) -> Predictor:
+    """`model.pipeline.predictor.Predictor.create` for a spec."""
+    from model.pipeline.predictor import Predictor  # lazy: imports torch
+
+    return Predictor.create(spec.backbone, spec.checkpoint, spec.head, device=resolve_device(spec.device))
+
+
+_DIGESTS: dict[tuple[str, float, int], str] = {}
+_DIGEST_LOCK = threading.Lock()
+
+
+def _weights_digest(path: str) -> str:
+    """model.backbones.base.file_digest of a weights file, memoised by (path, mtime, size)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_mtime, stat.st_size)
+    with _DIGEST_LOCK:
+        if key not in _DIGESTS:
+            from model.backbones.base import file_digest
+
+            _DIGESTS[key] = file_digest(path)
+        return _DIGESTS[key]
+
+
+def cold_start_version(spec: PredictorSpec) -> str:
+    """The version name `default_factory(spec)` will report, without building it.
+
+    Mirrors `Predictor.version` for a head-less predictor: "<backbone version>-backbone-only", the
+    backbone version being "blazepose" or "<hrnet name>:<sha1[:8] of the weights>" (a test keeps
+    the two in step).
+
+    Raises:
+        ValueError: the spec has a head (its version comes from the head checkpoint).
+        ModelUnavailableError: an HRNet checkpoint that cannot be read.
+    """
+    if spec.head is not None:
+        raise ValueError("a spec with a head has no cold-start version")
+    if spec.backbone == "blazepose":
+        return "blazepose" + COLD_START_SUFFIX
+    if spec.checkpoint is None:
+        raise ModelUnavailableError(f"backbone {spec.backbone} has no checkpoint (set BACKBONE_CHECKPOINT)")
+    try:
+        return f"{spec.backbone}:{_weights_digest(spec.checkpoint)}{COLD_START_SUFFIX}"
+    except OSError as exc:
+        raise ModelUnavailableError(f"backbone weights {spec.checkpoint} cannot be read: {exc}") from exc
+
+
+class _Entry:
+    def __init__(self) -> None:
+        self.build_lock = threading.Lock()
+        self.use_lock = threading.Lock()
+        self.predictor: Predictor | None = None
+        self.leases = 0
+
+
+class PredictorCache:
+    """Built predictors by spec; thread-safe.
+
+    Args:
+        factory: builds a predictor for a spec (default `default_factory`; tests inject fast ones).
+        capacity: predictors kept; the least recently used idle one beyond it is closed.
+    """
+
+    def __init__(self, factory: PredictorFactory | None = None, *, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.factory = factory or default_factory
+        self.capacity = capacity
+        self._entries: OrderedDict[PredictorSpec, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _entry(self, spec: PredictorSpec) -> _Entry:
+        with self._lock:
+            entry = self._entries.get(spec)
+            if entry is None:
+                entry = self._entries[spec] = _Entry()
+            self._entries.move_to_end(spec)
+            return entry
+
+    def _build(self, spec: PredictorSpec, entry: _Entry) -> Predictor:
+        with entry.build_lock:
+            if entry.predictor is None:
+                start = time.perf_counter()
+                try:
+                    entry.predictor = self.factory(spec)
+                except (ValueError, OSError) as exc:  # missing/mismatching weights, unknown backbone
+                    raise ModelUnavailableError(f"model {spec} cannot be loaded: {exc}") from exc
+                logger.info("predictor %s built in %.2f s (%s)", entry.predictor.version,
+                            time.perf_counter() - start, spec)  # fmt: skip
+                self._evict()
+            return entry.predictor
+
+    def get(self, spec: PredictorSpec) -> Predictor:
+        """The predictor of `spec`, built on first use (use `lease` to predict with it)."""
+        return self._build(spec, self._entry(spec))
+
+    @contextmanager
+    def lease(self, spec: PredictorSpec) -> Iterator[Predictor]:
+        """Exclusive use of the spec's predictor for one prediction.
+
+        Raises:
+            ModelUnavailableError: the predictor cannot be built.
+        """
+        entry = self._entry(spec)
+        with self._lock:
+            entry.leases += 1
+        try:
+            predictor = self._build(spec, entry)
+            with entry.use_lock:
+                yield predictor
+        finally:
+            with self._lock:
+                entry.leases -= 1
+
+    def loaded(self, spec: PredictorSpec) -> Predictor | None:
+        """The spec's predictor if it is built already (never builds)."""
+        with self._lock:
+            entry = self._entries.get(spec)
+        return None if entry is None else entry.predictor
+
+    def version(self, spec: PredictorSpec) -> str:
+        """The version name of the spec's predictor, cheaply: the loaded predictor's, else computed
+        without loading for the default factory (`cold_start_version`), else built (custom factories)."""
+        loaded = self.loaded(spec)
+        if loaded is not None:
+            return loaded.version
+        if self.factory is default_factory and spec.head is None:
+            return cold_start_version(spec)
+        return self.get(spec).version
+
+    def _evict(self) -> None:
+        with self._lock:
+            idle = [s for s, e in self._entries.items() if e.leases == 0 and e.predictor is not None]
+            built = sum(1 for e in self._entries.values() if e.predictor is not None)
+            victims = idle[: max(built - self.capacity, 0)]
+            entries = [self._entries.pop(s) for s in victims]
+        for spec, entry in zip(victims, entries):
+            logger.info("predictor for %s closed (cache holds %d)", spec, self.capacity)
+            _close(entry.predictor)
+
+    def close(self) -> None:
+        """Closes every predictor (frees mediapipe graphs)."""
+        with self._lock:
+            entries = list(self._entries.values())
+            self._entries.clear()
+        for entry in entries:
+            _close(entry.predictor)
+
+
+def _close(predictor: Any) -> None:
+    close = getattr(predictor, "close", None)
+    if callable(close):
+        close()

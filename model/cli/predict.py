@@ -1,0 +1,343 @@
+"""`python -m model.cli.predict`: keypoints for a video, frame folder or PoseTrack JSON, as PoseTrack 2018 JSON.
+
+    python -m model.cli.predict INPUT --out PRED.json [--labels LABELS.json] [--no-labels]
+        [--backbone blazepose|hrnet_w48] [--checkpoint CKPT] [--head HEAD_CKPT] [--device cpu|cuda]
+        [--mode cached|exact] [--no-label-aware] [--frames a:b] [--images-root DIR]
+        [--render OVERLAY.mp4]
+
+INPUT is one of
+- a video file or a frame folder: its frames are predicted; `--labels` (a PoseTrack JSON indexed
+  by the video's frames) supplies human labels;
+- a PoseTrack 2018 (or 2017) JSON: its labelled frames are the human labels (unless
+  `--no-labels`; `--labels` replaces them), and its images are found from their `file_name`
+  relative to `--images-root`, the JSON's folder, or the folders above it (PoseTrack's layout is
+  `<root>/annotations/x.json` + `<root>/images/...`, so the parent is usually the one).
+
+The output copies the video name, frame count, image ids, file names and `is_labeled` flags of the
+input JSON (or of `--labels`), so `python -m annotation_io.evaluate GT.json PRED.json` scores it.
+Every requested frame is written, with per-keypoint `scores`, a person `score` and `track_id`.
+
+Errors a user can fix (unreadable or missing input, a labels file that does not parse, a checkpoint
+that does not fit the backbone, CUDA asked for but unavailable, bad `--frames`) print one line to
+stderr and exit with status 2. `-v` logs more, with tracebacks.
+
+A hidden `--backbone simulated --sim-gt GT.json` runs the ground-truth-derived backbone of
+`model.testing.simulated` (tests and benchmarks; it needs the ground truth and is never for real use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+
+from annotation_io import posetrack
+from annotation_io.types import Video
+from annotation_io.video import VideoError
+from model.cli.predict_input import (
+    PredictInput,
+    PredictInputError,
+    load_input,
+    load_labels,
+    parse_frames,
+    select_frames,
+)
+
+if TYPE_CHECKING:
+    from model.pipeline.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EXIT_USAGE",
+    "PredictInput",
+    "PredictInputError",
+    "build_predictor",
+    "load_input",
+    "main",
+    "parse_frames",
+    "run_predict",
+    "select_frames",
+]
+
+EXIT_USAGE = 2
+BACKBONES = ("blazepose", "hrnet_w48")
+_HIDDEN_BACKBONES = ("simulated",)
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+_FFMPEG_LOG = "OPENCV_FFMPEG_LOGLEVEL"
+
+
+# ---------------------------------------------------------------------------------------- running
+
+
+def _check_device(device: str) -> None:
+    if _DEVICE.fullmatch(device) is None:
+        raise PredictInputError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PredictInputError(
+                f"--device {device} asked for, but CUDA is not available here; use --device cpu"
+            )
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise PredictInputError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+
+
+def build_predictor(
+    *,
+    backbone: str,
+    checkpoint: str | Path | None,
+    head: str | Path | None,
+    device: str,
+    mode: str,
+    label_aware: bool,
+    sim_gt: Video | None = None,
+) -> Predictor:
+    """The Predictor the options describe (`simulated` needs the ground truth `sim_gt`)."""
+    from model.pipeline.predictor import InferConfig, Predictor
+
+    config = InferConfig(mode=mode, label_aware=label_aware)  # type: ignore[arg-type]
+    if backbone != "simulated":
+        return Predictor.create(
+            backbone=backbone, checkpoint=checkpoint, head=head, device=device, config=config
+        )
+    if sim_gt is None:
+        raise PredictInputError(
+            "--backbone simulated needs ground truth: --sim-gt GT.json (or a GT JSON as INPUT)"
+        )
+    if checkpoint is not None:
+        raise PredictInputError("--backbone simulated takes no --checkpoint")
+    from model.pipeline.predictor import load_head
+    from model.testing.simulated import SimulatedBackbone
+
+    net, version = load_head(head, "simulated") if head is not None else (None, None)
+    return Predictor(SimulatedBackbone(sim_gt), net, device=device, config=config, head_version=version)
+
+
+def _output_video(pred: Video, inp: PredictInput) -> Video:
+    """Predictions dressed with the template's ids, file names and flags (what evaluation pairs on)."""
+    if inp.template is None:
+        return replace(inp.video, frames=pred.frames)
+    meta = inp.template.frame_map()
+    frames = [replace(meta[f.index], persons=f.persons) if f.index in meta else f for f in pred.frames]
+    return replace(inp.video, frames=frames, extra=dict(inp.template.extra))
+
+
+def _check_outputs(inp_paths: Sequence[str | Path | None], outputs: Sequence[str | Path | None]) -> None:
+    """Refuse to overwrite an input; create the output folders before the slow part runs."""
+    sources = {Path(p).resolve() for p in inp_paths if p is not None}
+    for out in (Path(p) for p in outputs if p is not None):
+        if out.resolve() in sources:
+            raise PredictInputError(f"{out} is an input of this run; write the output elsewhere")
+        if out.is_dir():
+            raise PredictInputError(f"{out} is a folder; give a file name")
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def run_predict(
+    input_path: str | Path,
+    out_path: str | Path,
+    *,
+    labels: str | Path | None = None,
+    use_labels: bool = True,
+    images_root: str | Path | None = None,
+    backbone: str = "blazepose",
+    checkpoint: str | Path | None = None,
+    head: str | Path | None = None,
+    device: str = "cpu",
+    mode: str = "cached",
+    label_aware: bool = True,
+    frames: slice | Sequence[int] | None = None,
+    render: str | Path | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+    sim_gt: str | Path | None = None,
+    predictor: Predictor | None = None,
+) -> Video:
+    """Predict the keypoints of INPUT and write them as PoseTrack 2018 JSON (and an overlay video).
+
+    Args:
+        input_path: a video file, a frame folder or a PoseTrack JSON (see the module docstring).
+        out_path: the prediction JSON to write.
+        labels: a PoseTrack JSON of human labels for the video (replaces a JSON input's own labels).
+        use_labels: use human labels at all (False: `--no-labels`).
+        images_root: the folder a JSON input's `file_name`s are relative to.
+        backbone, checkpoint, head, device, mode, label_aware: the Predictor (`Predictor.create`).
+        frames: the frames to predict (a slice or indices); default every frame.
+        render: also write an overlay video (mp4v) of the predicted frames here.
+        progress: True for a tqdm bar, or a callable(done, total).
+        sim_gt: ground truth for `backbone="simulated"` (default: a JSON INPUT itself).
+        predictor: use this Predictor instead of building one from the options.
+
+    Returns:
+        The predictions as written.
+
+    Raises:
+        PredictInputError, VideoError, AnnotationFormatError, FileNotFoundError,
+        model.checkpoint.CheckpointError: see `main` (each is a one-line error there).
+    """
+    if mode not in ("cached", "exact"):
+        raise PredictInputError(f"--mode must be cached or exact, got {mode!r}")
+    if backbone not in BACKBONES + _HIDDEN_BACKBONES:
+        raise PredictInputError(f"--backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    _check_device(device)
+    _check_outputs([input_path, labels, sim_gt, checkpoint, head], [out_path, render])
+    inp = load_input(input_path, labels=labels, use_labels=use_labels, images_root=images_root)
+    own = predictor is None
+    try:
+        wanted = select_frames(frames, inp.video.num_frames)
+        if predictor is None:
+            gt = None
+            if backbone == "simulated":
+                gt = load_labels(Path(sim_gt)) if sim_gt is not None else inp.template
+            predictor = build_predictor(
+                backbone=backbone, checkpoint=checkpoint, head=head, device=device, mode=mode,
+                label_aware=label_aware, sim_gt=gt,
+            )  # fmt: skip
+        started = time.perf_counter()
+        pred = predictor.predict_video(
+            inp.video, inp.known, frames=wanted, reader=inp.reader, progress=progress
+        )
+        out = _output_video(pred, inp)
+        posetrack.dump_2018(out, out_path)
+        logger.info(
+            "%s: %d frames, %d persons in %.1f s (%s) -> %s", out.name, len(out.frames),
+            sum(len(f.persons) for f in out.frames), time.perf_counter() - started, predictor.version, out_path,
+        )  # fmt: skip
+        if render is not None:
+            from model.cli.render import render_video
+
+            render_video(inp.reader, out, render, inp.video.fps, frames=wanted, progress=progress is True)
+    finally:
+        inp.reader.close()
+        if own and predictor is not None:
+            predictor.close()
+    return out
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m model.cli.predict",
+        description="Keypoints for a video file, frame folder or PoseTrack JSON, written as PoseTrack 2018 "
+        "JSON. A JSON INPUT's labelled frames are used as human labels unless --no-labels.",
+    )
+    parser.add_argument("input", type=Path, help="video file, frame folder or PoseTrack JSON")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="prediction file to write (PoseTrack 2018 JSON)"
+    )
+    parser.add_argument("--labels", type=Path, help="PoseTrack JSON of human labels for the video")
+    parser.add_argument("--no-labels", action="store_true", help="ignore the labels of a JSON INPUT")
+    parser.add_argument("--images-root", type=Path, help="folder a JSON INPUT's file names are relative to")
+    parser.add_argument(
+        "--backbone",
+        default="blazepose",
+        choices=BACKBONES + _HIDDEN_BACKBONES,
+        metavar="{" + ",".join(BACKBONES) + "}",
+        help="rough pose estimator (default blazepose)",
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="backbone weights (hrnet_w48: HRNet or official DCPose file)"
+    )
+    parser.add_argument("--head", type=Path, help="DCPose head checkpoint; without one, backbone-only")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument(
+        "--mode",
+        default="cached",
+        choices=("cached", "exact"),
+        help="cached: one backbone pass per person-frame (default); exact: released 3 crops",
+    )
+    parser.add_argument("--no-label-aware", action="store_true", help="do not feed human labels to the head")
+    parser.add_argument("--frames", type=str, help="frames a:b to predict (default all)")
+    parser.add_argument("--render", type=Path, help="also write an overlay video (mp4v) here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details and tracebacks")
+    parser.add_argument("--sim-gt", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line; a checkpoint mismatch keeps its headline, counts and one example."""
+    from model.checkpoint import CheckpointMismatchError
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if isinstance(exc, CheckpointMismatchError):
+        counts = (len(exc.missing), len(exc.unexpected), len(exc.shape_mismatches))
+        text = "{} missing keys, {} unexpected keys, {} shape mismatches".format(*counts)
+        if exc.shape_mismatches:
+            key, got, want = exc.shape_mismatches[0]
+            text += f", e.g. {key} {list(got)} vs {list(want)}"
+        return f"{lines[0]}: {text}"
+    return "; ".join(lines) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet_native_logs() -> Iterator[None]:
+    """Silence OpenCV's and FFmpeg's own stderr chatter ("moov atom not found") for one-line errors."""
+    level = cv2.getLogLevel()
+    had = os.environ.get(_FFMPEG_LOG)
+    os.environ.setdefault(_FFMPEG_LOG, "-8")  # AV_LOG_QUIET, read when FFmpeg opens a file
+    cv2.setLogLevel(2)  # errors only
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(level)
+        if had is None:
+            os.environ.pop(_FFMPEG_LOG, None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns 0, or 2 with a one-line message on stderr."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
+        return int(exc.code or 0)
+    if not logging.getLogger().handlers:
+        level = logging.INFO if args.verbose else logging.WARNING
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    quiet = contextlib.nullcontext() if args.verbose else _quiet_native_logs()
+    try:
+        with quiet:
+            run_predict(
+                args.input,
+                args.out,
+                labels=args.labels,
+                use_labels=not args.no_labels,
+                images_root=args.images_root,
+                backbone=args.backbone,
+                checkpoint=args.checkpoint,
+                head=args.head,
+                device=args.device,
+                mode=args.mode,
+                label_aware=not args.no_label_aware,
+                frames=parse_frames(args.frames) if args.frames is not None else None,
+                render=args.render,
+                progress=not args.no_progress,
+                sim_gt=args.sim_gt,
+            )
+    # ValueError covers PredictInputError, AnnotationFormatError, CheckpointError and bad values found
+    # deeper (frame ranges, head/backbone mismatch); ImportError covers a missing mediapipe.
+    except (ValueError, VideoError, OSError, ImportError) as exc:
+        logger.info("prediction failed", exc_info=True)  # the traceback, with -v
+        sys.stderr.write(f"error: {_one_line(exc)}\n")
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

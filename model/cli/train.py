@@ -1,0 +1,203 @@
+"""`python -m model.training.loop`: the head-training command line (argparse, checkpoint and curve writing).
+
+Loads PoseTrack labels and the videos' frames, builds samples and a held-out split
+(`model.training.samples`), trains the head with `model.training.loop.train_head` and, on rank 0 only, writes our
+checkpoint (`model.checkpoint.save_checkpoint`) and its training curve (``<stem>_curve.png``, see
+`curve_path`). `model.training.loop` re-exports the public names here and its ``__main__`` block calls
+`main`, so ``python -m model.training.loop ...`` and ``torchrun ... -m model.training.loop ...`` are the entry points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from annotation_io.types import Video
+
+if TYPE_CHECKING:
+    from model.training.loop import TrainResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["curve_path", "main", "run", "save_training_curve"]
+
+
+def save_training_curve(result: TrainResult, path: str | os.PathLike[str], *, title: str = "DCPose head") -> Path:
+    """Write the training (and held-out) loss per epoch of `result` as a PNG (matplotlib Agg backend)."""
+    path = Path(path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    epochs = np.arange(1, len(result.epoch_losses) + 1)
+    ax.plot(epochs, result.epoch_losses, marker="o", label="training loss")
+    if result.holdout_losses:
+        ax.plot(epochs, result.holdout_losses, marker="s", label="held-out loss")
+    if result.best_epoch >= 0:
+        ax.axvline(result.best_epoch + 1, color="grey", linestyle=":", label="best epoch")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("weighted heatmap MSE")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def curve_path(checkpoint: str | os.PathLike[str]) -> Path:
+    """Where the training curve of a checkpoint goes: next to it, ``<stem>_curve.png``."""
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}_curve.png")
+
+
+_VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def _find_frames(root: Path, video: Video) -> Path:
+    """The frame folder or video file of `video` under `root` (by name, file stem or file_name)."""
+    candidates = [root / video.name, *(root / f"{video.name}{s}" for s in _VIDEO_SUFFIXES)]
+    named = next((f.file_name for f in video.frames if f.file_name), None)
+    if named:
+        candidates += [(root / named).parent, root / Path(named).parent.name]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise FileNotFoundError(
+        f"frames of video {video.name!r} not found under {root}; tried {', '.join(str(c) for c in candidates)}"
+    )
+
+
+def _load_videos(folder: Path, what: str) -> dict[str, Video]:
+    from annotation_io import posetrack
+
+    if folder.is_file():
+        videos = [posetrack.load(folder)]
+    elif folder.is_dir():
+        videos = list(posetrack.load_dir(folder).values())
+    else:
+        raise FileNotFoundError(f"{what} not found: {folder} (a PoseTrack JSON file or a folder of them)")
+    if not videos:
+        raise FileNotFoundError(f"{what}: no PoseTrack JSON files in {folder}")
+    return {v.name: v for v in videos}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from model.training import loop as train_module
+
+    # The first line of model.training.loop's docstring, the description the command has always shown.
+    description = next(iter((train_module.__doc__ or "").splitlines()), None)
+    parser = argparse.ArgumentParser(prog="python -m model.training.loop", description=description)
+    parser.add_argument("--videos", type=Path, required=True,
+                        help="folder holding each video's frames (a frame folder or video file per video name, "
+                             "or the root its file_names are relative to)")
+    parser.add_argument("--labels", type=Path, required=True, help="PoseTrack JSON file or folder of them (labels)")
+    parser.add_argument("--backbone", default="blazepose", help="blazepose | hrnet_w48 | hrnet_w32 | simulated")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet weights (hrnet backbones)")
+    parser.add_argument("--gt", type=Path, default=None,
+                        help="full ground truth for --backbone simulated (default: --labels)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--holdout", type=float, default=0.2, help="held-out fraction (by video / frame range)")
+    parser.add_argument("--distance", type=int, default=1, help="neighbour frame distance")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--no-cache", action="store_true", help="run the backbone in the loop every step")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="keep cached heatmaps as files here")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (cache mode)")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the head")
+    parser.add_argument("--version", default=None, help="version string stored in the checkpoint")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint to write (our format)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> TrainResult:
+    """What `main` does after parsing: load, train, save checkpoint and curve (rank 0)."""
+    from annotation_io.video import open_video
+    from model.training import loop as train_module
+    from model.training.samples import build_samples, split_holdout
+    from model.nets.dcpose import DILATIONS, build_dcpose
+
+    labels = _load_videos(args.labels, "labels")
+    if args.backbone == "simulated":
+        from model.testing.simulated import SimulatedBackbone
+
+        gt = _load_videos(args.gt, "ground truth") if args.gt else labels
+        backbone: Any = SimulatedBackbone(gt, seed=args.seed)
+    else:
+        from model.backbones.base import build_backbone
+
+        device = args.device
+        if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one GPU per rank under torchrun
+        backbone = build_backbone(args.backbone, args.checkpoint, device)
+    samples = build_samples(labels, distance=args.distance)
+    if not samples:
+        raise ValueError(f"{args.labels}: no labelled frame holds a human pose; nothing to train on")
+    train, holdout = split_holdout(samples, fraction=args.holdout, seed=args.seed, distance=args.distance)
+    readers = {name: open_video(_find_frames(args.videos, v)) for name, v in labels.items()}
+    config = train_module.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         augment=not args.no_augment, use_cache=not args.no_cache, device=args.device,
+                         num_workers=args.workers, cache_dir=str(args.cache_dir) if args.cache_dir else None,
+                         amp=args.amp)
+    head = build_dcpose(backbone=None)
+    logger.info("training on %d samples, %d held out, backbone %s", len(train), len(holdout), backbone.version)
+    from tqdm import tqdm
+
+    steps_per_epoch = math.ceil(len(train) / (config.batch_size * int(os.environ.get("WORLD_SIZE", "1"))))
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    bar = tqdm(total=steps_per_epoch * config.epochs, desc="train head", unit="step", disable=not rank0)
+
+    def progress(epoch: int, step: int, loss: float) -> None:
+        bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.2e}")
+        bar.update(1)
+
+    try:
+        # Looked up on model.training.loop at call time, so patching model.training.loop.train_head still reaches the CLI.
+        result = train_module.train_head(head, backbone, readers, train, config=config, holdout=holdout,
+                                         progress=progress)
+    finally:
+        bar.close()
+        for r in readers.values():
+            r.close()
+    if rank0:
+        version = args.version or f"{args.backbone}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        model_config = {"backbone": backbone.name,
+                        "num_joints": head.num_joints, "dilations": list(DILATIONS), "head": "dcpose"}
+        extra = {"epochs": len(result.epoch_losses), "best_epoch": result.best_epoch,
+                 "epoch_losses": result.epoch_losses, "holdout_losses": result.holdout_losses,
+                 "train_samples": len(train), "holdout_samples": len(holdout),
+                 "backbone_version": backbone.version, "lr": config.lr, "batch_size": config.batch_size}
+        from model.checkpoint import save_checkpoint
+
+        save_checkpoint(args.out, head, model_config=model_config, version=version, extra=extra)
+        curve = save_training_curve(result, curve_path(args.out), title=f"DCPose head on {backbone.name} ({version})")
+        logger.info("wrote %s and %s", args.out, curve)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (2 for bad arguments or input)."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(args)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        logger.error("%s", exc)
+        return 2
+    return 0

@@ -1,0 +1,339 @@
+"""Predictor: a video and the human labels known so far in, keypoints for every person-frame out.
+
+Pipeline of one `Predictor.predict_video` call (issue 4 items 1-7, reference/dcpose.md §5.2-§6):
+
+1. Boxes and track ids come from `model.pipeline.tracking.plan_boxes` (human > interpolated > carried >
+   detected). Carried boxes are moved frame by frame outward from their label: frame f is cropped
+   with the box of frame f-1 (f+1 going backwards), the backbone heatmaps of that crop are decoded,
+   and `update_with_keypoints` moves the box with the joint motion for the next frame. The carry uses
+   backbone keypoints (the head's output for f needs f+1's pass, whose crop needs f's box).
+2. Neighbours as released: p = max(t - d, 0), n = min(t + d, N - 1) with d = `InferConfig.distance`;
+   at the ends the current frame stands in with margin 1, otherwise the margins are the real deltas
+   (the head weighs the previous frame right / (left + right)).
+3. ``exact`` mode crops p, t and n with t's box (the released design: up to 3 backbone passes per
+   person-frame). ``cached`` mode runs each (frame, track) crop once, keeps it in an LRU, and
+   resamples it into the current crop's heatmap geometry (`heatmap_to_heatmap_affine` +
+   `warp_heatmaps`) when it serves as a neighbour; a neighbour frame where the track has no box is
+   cropped with t's box instead. Passes are keyed by (frame, crop geometry), so identical crops are
+   never run twice in either mode.
+4. Label-aware (`InferConfig.label_aware`): a neighbour holding a human pose of the same track gets
+   Gaussians (peak 1) at the human joints, in t's heatmap geometry, instead of backbone heatmaps. A
+   complete pose (its frame is marked labelled, or all 15 PoseTrack joints are placed) replaces the
+   whole heatmap (absent joints are zeros, no backbone pass); a partial pose replaces only its
+   joints' channels. Sigma: the backbone's own rendering sigma where it has one (BlazePose: 2),
+   else 3, the sigma of the training targets that HRNet learns to reproduce. A current frame with a
+   complete human pose is returned as is (its placed joints with v = 2 and score 1, as predictions
+   are written; extra["source"] = "human"); on a partial one the placed joints overwrite the
+   prediction (extra["source"] = "model+human"). With label_aware off, labels only provide boxes.
+5. The head refines (hc, hp, hn, margin); without a head (cold start) the current backbone heatmaps
+   are decoded directly and no neighbour is computed. Decoding is `decode_to_frame`; keypoint score
+   = peak value clipped to [0, 1], v = 2 where the peak is > 0 (else 0 and x = y = 0); person score =
+   box score x mean of the best 10 of the 15 PoseTrack joint scores.
+
+This module is the facade (Predictor, InferConfig, load_head: creation, checks, frame access,
+progress); the per-call work above lives in `model.pipeline.video_job.VideoJob`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from annotation_io.skeletons import NUM_KEYPOINTS
+from annotation_io.types import Box, Frame, Video
+from model.backbones.base import Backbone, BlazePoseHeatmaps, build_backbone, file_digest
+from model.nets.dcpose import DCPose
+from model.pipeline.video_job import TARGET_SIGMA, TOP_JOINTS, VideoJob, assemble_output  # noqa: F401 (re-exported)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FrameReader", "InferConfig", "Predictor", "load_head"]
+
+Mode = Literal["cached", "exact"]
+PersonDetector = Callable[[np.ndarray], list[Box]]
+Progress = bool | Callable[[int, int], None]  # True: a tqdm bar; a callable gets (done, total)
+
+
+class FrameReader(Protocol):
+    """Random access to frames (`annotation_io.video.FrameSource` satisfies it)."""
+
+    num_frames: int
+
+    def read(self, index: int) -> np.ndarray:
+        """(H, W, 3) uint8 BGR frame."""
+        ...
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """How a Predictor runs.
+
+    Attributes:
+        mode: "cached" (one backbone pass per person-frame) or "exact" (released 3-crop design).
+        label_aware: feed human poses of neighbour frames to the head and keep human poses.
+        distance: neighbour frame distance d (t - d, t + d), 1 as released.
+        batch_size: crops per backbone call and samples per head call.
+        detect: run the person detector on frames no label reaches.
+        label_sigma: sigma of the label Gaussians in heatmap pixels; None: the backbone's (see module).
+        cache_size: backbone heatmaps kept for reuse (17x96x72 float32 = 470 kB each).
+    """
+
+    mode: Mode = "cached"
+    label_aware: bool = True
+    distance: int = 1
+    batch_size: int = 32
+    detect: bool = True
+    label_sigma: float | None = None
+    cache_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("cached", "exact"):
+            raise ValueError(f"InferConfig.mode must be 'cached' or 'exact', got {self.mode!r}")
+        for name in ("distance", "batch_size", "cache_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"InferConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.label_sigma is not None and not self.label_sigma > 0:
+            raise ValueError(f"InferConfig.label_sigma must be positive, got {self.label_sigma}")
+
+
+class Predictor:
+    """Pre-annotates videos: boxes, tracks, backbone heatmaps, optional DCPose head, decoding.
+
+    Args:
+        backbone: the rough pose estimator.
+        head: a trained DCPose head (only `refine` is used), or None for backbone-only output.
+        device: where the head runs (the backbone has its own device).
+        config: inference options.
+        head_version: names the head's weights in `version`.
+        detector: full-frame person detector (BGR frame -> boxes); None: BlazePose's `detect_people`
+            (OpenCV HOG if mediapipe cannot be used), created on first use.
+    """
+
+    def __init__(self, backbone: Backbone, head: DCPose | None, *, device: str | torch.device = "cpu",
+                 config: InferConfig = InferConfig(), head_version: str | None = None,
+                 detector: PersonDetector | None = None) -> None:
+        self.backbone = backbone
+        self.device = torch.device(device)
+        self.config = config
+        self.head = None if head is None else head.to(self.device).eval()
+        self.head_version = None if head is None else (head_version or "custom")
+        self._detector = detector
+        self._owned_pose: Any = None  # a BlazePose graph for detection when the backbone is not BlazePose
+        self._lock = threading.Lock()
+
+    @property
+    def version(self) -> str:
+        """Model version: "<backbone version>-backbone-only" or "<backbone version>+head-<head version>"."""
+        if self.head is None:
+            return f"{self.backbone.version}-backbone-only"
+        return f"{self.backbone.version}+head-{self.head_version}"
+
+    @classmethod
+    def create(cls, backbone: str | Backbone = "blazepose", checkpoint: str | os.PathLike[str] | None = None,
+               head: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu",
+               config: InferConfig = InferConfig()) -> Predictor:
+        """A predictor for a model version: a backbone (with weights) and an optional trained head.
+
+        Args:
+            backbone: "blazepose", "hrnet_w48", ... or a Backbone instance.
+            checkpoint: HRNet weights (bare HRNet, official DCPose or ours); for an HRNet backbone it
+                defaults to `head` when that is an official DCPose checkpoint holding the backbone.
+            head: a head checkpoint (ours, whose model_config["backbone"] must name this backbone, or
+                the official DCPose one); None: backbone-only (cold start). A head is never built
+                with untrained weights.
+            device: where HRNet and the head run.
+            config: inference options.
+        """
+        if isinstance(backbone, str):
+            if checkpoint is None and head is not None and backbone.startswith("hrnet"):
+                from model.checkpoint import read_checkpoint_info
+
+                if read_checkpoint_info(head).content == "dcpose":
+                    checkpoint = head
+            bb: Backbone = build_backbone(backbone, checkpoint, device, batch_size=config.batch_size)
+        else:
+            if checkpoint is not None:
+                raise ValueError("checkpoint= applies to a backbone given by name, not to a Backbone instance")
+            bb = backbone
+        if head is None:
+            return cls(bb, None, device=device, config=config)
+        net, version = load_head(head, bb.name)
+        return cls(bb, net, device=device, config=config, head_version=version)
+
+    def detect(self, frame_bgr: np.ndarray) -> list[Box]:
+        """Person boxes on a whole frame (the last-resort detector)."""
+        if self._detector is not None:
+            return self._detector(frame_bgr)
+        from model.backbones.blazepose import MediaPipeUnavailableError, detect_people, hog_people
+
+        try:
+            pose = self.backbone.pose if isinstance(self.backbone, BlazePoseHeatmaps) else self._own_pose()
+        except MediaPipeUnavailableError as exc:
+            logger.warning("person detection falls back to OpenCV HOG: %s", exc)
+            self._detector = hog_people
+            return hog_people(frame_bgr)
+        return detect_people(frame_bgr, backbone=pose)
+
+    def _own_pose(self) -> Any:
+        with self._lock:
+            if self._owned_pose is None:
+                from model.backbones.blazepose import BlazePoseBackbone
+
+                self._owned_pose = BlazePoseBackbone()
+            return self._owned_pose
+
+    def close(self) -> None:
+        """Frees mediapipe graphs held by the predictor."""
+        if self._owned_pose is not None:
+            self._owned_pose.close()
+            self._owned_pose = None
+        if isinstance(self.backbone, BlazePoseHeatmaps):
+            self.backbone.close()
+
+    def refine(self, hc: torch.Tensor, hp: torch.Tensor, hn: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
+        """The head on (B, K, H, W) CPU heatmaps, in batches on the device; returns CPU float32."""
+        assert self.head is not None
+        outs = []
+        bs = self.config.batch_size
+        with torch.inference_mode():
+            for s in range(0, len(hc), bs):
+                args = [x[s : s + bs].to(self.device) for x in (hc, hp, hn, margin)]
+                outs.append(self.head.refine(*args).to("cpu", torch.float32))
+        return torch.cat(outs)
+
+    def predict_video(self, video: Video, known: Video | None = None, *, frames: Iterable[int] | None = None,
+                      reader: FrameReader | None = None,
+                      progress: Progress = False) -> Video:
+        """Predicted persons for the requested frames of `video`.
+
+        Args:
+            video: the video (num_frames, size, source); its frames' file names and ids are kept.
+            known: human labels so far (boxes and/or keypoints with track ids); None: none.
+            frames: frame indices to predict; None: all.
+            reader: frame access; default `annotation_io.video.open_video(video.source)`.
+            progress: True for a tqdm bar, or a callable(done, total) called as frames finish.
+
+        Returns:
+            A Video with one Frame per requested index (sorted) holding the predicted persons.
+
+        Raises:
+            ValueError: a frame index outside the video, or no way to read the frames.
+        """
+        num_frames = video.num_frames
+        requested = sorted(set(range(num_frames) if frames is None else (_index(f, video) for f in frames)))
+        own_reader = reader is None
+        if reader is None:
+            if not video.source:
+                raise ValueError(f"video {video.name!r} has no source; pass reader= to read its frames")
+            from annotation_io.video import open_video
+
+            reader = open_video(video.source)
+        try:
+            if reader.num_frames < num_frames:
+                logger.warning("video %s: %d frames announced, %d readable", video.name, num_frames,
+                               reader.num_frames)
+                num_frames = reader.num_frames
+                if requested and requested[-1] >= num_frames:
+                    raise ValueError(f"frame {requested[-1]} cannot be read: the frames of video "
+                                     f"{video.name!r} hold only {num_frames} images")
+            return self._predict(video, known, requested, reader, num_frames, progress)
+        finally:
+            if own_reader and hasattr(reader, "close"):
+                reader.close()
+
+    def predict_frame(self, video: Video, index: int, known: Video | None = None,
+                      reader: FrameReader | None = None) -> Frame:
+        """Predicted persons of one frame; computes only what that frame needs.
+
+        That is its crops and its neighbours' (and, for a carried box, the chain of frames back to
+        the label it is carried from), so the result equals the same frame of `predict_video`
+        wherever the boxes come from labels.
+        """
+        return self.predict_video(video, known, frames=[index], reader=reader).frames[0]
+
+    def _predict(self, video: Video, known: Video | None, requested: list[int], reader: FrameReader,
+                 num_frames: int, progress: Progress) -> Video:
+        if not (video.width and video.height) and getattr(reader, "width", None):
+            video = replace(video, width=int(reader.width), height=int(reader.height))  # type: ignore[attr-defined]
+        if not requested:
+            return assemble_output(video, requested, {})
+        job = VideoJob(self, video, known, reader, num_frames)
+        job.plan(requested)
+        bar, report = _progress(progress, len(requested), video.name)
+        try:
+            persons = job.run(requested, report)
+        finally:
+            if bar is not None:
+                bar.close()
+        count = sum(len(v) for v in persons.values())
+        logger.info("%s: %d frames, %d persons, %d backbone passes (%s, %s)", video.name, len(requested),
+                    count, job.passes, self.config.mode, self.version)
+        return assemble_output(video, requested, persons)
+
+
+def _index(value: Any, video: Video) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"frame indices must be integers, got {value!r}")
+    if not 0 <= int(value) < video.num_frames:
+        raise ValueError(f"frame {int(value)} is outside video {video.name!r}, which has {video.num_frames} "
+                         f"frames (valid 0..{video.num_frames - 1})")
+    return int(value)
+
+
+def _progress(progress: Progress, total: int, name: str) -> tuple[Any, Callable[[int, int], None]]:
+    if callable(progress):
+        return None, progress
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"predict {name}", unit="frame")
+        return bar, lambda done, _total: bar.update(done - bar.n)
+    return None, lambda done, _total: None
+
+
+def load_head(path: str | os.PathLike[str], backbone_name: str) -> tuple[DCPose, str]:
+    """A trained DCPose head from our checkpoint or the official one, checked against the backbone.
+
+    Returns:
+        (head in eval mode, head version).
+
+    Raises:
+        ValueError: the file holds no head, or a head trained on another backbone's heatmaps.
+        model.checkpoint.CheckpointMismatchError: the tensors do not fit.
+    """
+    from model.checkpoint import load_checkpoint, read_checkpoint_info
+    from model.nets.dcpose import DILATIONS, build_dcpose
+
+    path = Path(path)
+    info = read_checkpoint_info(path)
+    if info.content not in ("dcpose", "head"):
+        raise ValueError(f"{path}: holds {info.content} weights, not a DCPose head; pass backbone weights "
+                         "as checkpoint= and a trained head as head=")
+    num_joints, dilations = info.num_joints or NUM_KEYPOINTS, DILATIONS
+    if info.kind == "ours":
+        cfg = info.model_config or {}
+        trained_on = cfg.get("backbone")
+        if trained_on is None:
+            raise ValueError(f"{path}: model_config has no 'backbone' field; cannot tell which backbone's "
+                             "heatmaps the head was trained on")
+        num_joints = int(cfg.get("num_joints", num_joints))
+        dilations = tuple(cfg.get("dilations", DILATIONS))
+        version = str(info.version)
+    else:
+        trained_on = f"hrnet_w{info.backbone_width or 48}"
+        version = f"dcpose-official:{file_digest(path)}"
+    if trained_on != backbone_name:
+        raise ValueError(f"{path}: the head was trained on {trained_on} heatmaps but the backbone is "
+                         f"{backbone_name}; use a head trained for {backbone_name}")
+    head = build_dcpose(backbone=None, num_joints=num_joints, dilations=dilations)
+    load_checkpoint(path, head)
+    logger.info("head %s loaded from %s", version, path)
+    return head.eval(), version

@@ -1,0 +1,505 @@
+"""Person boxes and track ids for the video pipeline: human, interpolated, carried, detected.
+
+`plan_boxes` decides, for every requested frame, which person boxes to crop and under which track
+id, in this order of trust (issue 4 item 2):
+1. "human": a person labelled on that frame (its box, else its joints' box).
+2. "interpolated": a track labelled on the nearest labelled frames on both sides; box corners are
+   interpolated linearly.
+3. "carried": a track labelled on the nearest labelled frame on one side only; the box is a copy of
+   that label's box (the predictor then moves it frame by frame with `carry_with_keypoints`).
+4. "detected": frames where no track reaches; detector boxes get track ids by IoU matching
+   (optimal assignment on 1 - IoU, `model.pipeline.assignment`) against the tracks of the neighbouring frames.
+
+A frame counts as labelled when it holds a human person, or is marked `is_labeled` and holds no
+prediction. A labelled frame is complete: a track missing from it is absent there, so it is neither
+interpolated across it nor carried past it. Tracks reach at most `max_gap` frames from their nearest
+label. Box scores: human 1; interpolated 0.5 + 0.5 q and carried 0.8 q with
+q = 1 - d / (max_gap + 1), d the distance to the nearest label; detected 0.5 (the detector gives none).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Literal
+
+import numpy as np
+
+from annotation_io.types import Box, Person, Video
+from model.pipeline.assignment import hungarian, iou_matrix, match_by_iou  # noqa: F401 (re-exported)
+
+logger = logging.getLogger(__name__)
+
+BoxSource = Literal["human", "interpolated", "carried", "detected"]
+Detector = Callable[[int], list[Box]]
+
+MIN_MAX_GAP = 30  # default max_gap is max(this, median label spacing): ~1 s at 25-30 fps
+KEYPOINT_MARGIN = 0.06  # joint box grows by this x its long side per side (fit on synthetic GT boxes)
+MIN_SCORE = 0.3  # joints below this confidence do not move or size boxes
+IOU_THRESHOLD = 0.3  # least IoU for a detection to continue a track
+LINK_IOU = 0.1  # least IoU to link untracked labels on consecutive labelled frames (they lie K apart)
+MAX_LOST = 10  # frames a track missed by the detector is remembered
+DETECTED_SCORE = 0.5
+MIN_VISIBLE = 0.25  # a box with less of its area inside the frame has left it
+_SCALE_LIMITS = (0.67, 1.5)  # most a box may grow or shrink in one carry step
+
+
+@dataclass(frozen=True)
+class TrackBox:
+    """A person box to crop on one frame, with its track id, where it came from and its score."""
+
+    track_id: int
+    box: Box
+    source: BoxSource
+    score: float
+
+
+def box_from_keypoints(
+    kps: np.ndarray,
+    scores: np.ndarray | None = None,
+    *,
+    margin: float = KEYPOINT_MARGIN,
+    min_score: float = MIN_SCORE,
+) -> Box:
+    """Person box around the present (and, with scores, confident) joints.
+
+    Each side grows by `margin` x the joint box's longer side: hands, feet, hair and limb
+    thickness reach past joint centres by a fraction of body size, not of the joint box's own
+    width (a side-on walker's joints can be ten times taller than wide).
+
+    Args:
+        kps: (K, 3) x, y, v; joints with v > 0 count.
+        scores: (K,) confidences; joints below `min_score` are left out. None: v alone decides.
+        margin: growth per side, as a fraction of the joint box's longer side.
+        min_score: least confidence of a joint that counts.
+
+    Raises:
+        ValueError: bad shapes, or fewer than two distinct joints to box.
+    """
+    kps = _keypoints(kps, "kps")
+    use = _usable(kps, scores, min_score, "scores")
+    box = Box.from_points(kps[use, :2])
+    if box is None or use.sum() < 2 or max(box.w, box.h) <= 0:
+        raise ValueError(
+            f"box_from_keypoints needs at least 2 distinct joints with v > 0 and "
+            f"score >= {min_score}; got {int(use.sum())}"
+        )
+    pad = margin * max(box.w, box.h)
+    x1, y1, x2, y2 = box.xyxy
+    return Box.from_xyxy(x1 - pad, y1 - pad, x2 + pad, y2 + pad)
+
+
+def carry_with_keypoints(
+    prev_box: Box,
+    prev_kps: np.ndarray,
+    new_kps: np.ndarray,
+    *,
+    prev_scores: np.ndarray | None = None,
+    new_scores: np.ndarray | None = None,
+    min_score: float = MIN_SCORE,
+) -> Box:
+    """Moves and scales a box with the motion of the joints seen on both frames.
+
+    The joints present (and confident) on both frames give the motion: scale = median ratio of
+    pairwise joint distances (3+ joints, clamped to [0.67, 1.5]), then translation = per-axis
+    median of new - scale x old over the joints. Medians keep a few wrong joints from dragging
+    the box. With no joint in common the box stays where it was.
+
+    Args:
+        prev_box: the box on the earlier frame.
+        prev_kps: (K, 3) joints on the earlier frame, new_kps: on the new frame (v > 0 = present).
+        prev_scores, new_scores: (K,) confidences, or None to use v alone.
+        min_score: least confidence of a joint that counts.
+    """
+    prev_kps, new_kps = _keypoints(prev_kps, "prev_kps"), _keypoints(new_kps, "new_kps")
+    if prev_kps.shape != new_kps.shape:
+        raise ValueError(f"prev_kps {prev_kps.shape} and new_kps {new_kps.shape} differ in shape")
+    common = _usable(prev_kps, prev_scores, min_score, "prev_scores")
+    common &= _usable(new_kps, new_scores, min_score, "new_scores")
+    if not common.any():
+        logger.debug("no joint seen on both frames: box %s stays", prev_box.xywh)
+        return prev_box
+    p, q = prev_kps[common, :2], new_kps[common, :2]
+    scale = 1.0
+    if len(p) >= 3:
+        pairs = np.array(list(combinations(range(len(p)), 2)))
+        d_prev = np.linalg.norm(p[pairs[:, 0]] - p[pairs[:, 1]], axis=1)
+        d_new = np.linalg.norm(q[pairs[:, 0]] - q[pairs[:, 1]], axis=1)
+        ok = d_prev > 1.0  # pixel; shorter pairs give noisy ratios
+        if ok.any():
+            scale = float(np.clip(np.median(d_new[ok] / d_prev[ok]), *_SCALE_LIMITS))
+    shift = np.median(q - scale * p, axis=0)  # each joint's vote for the translation
+    corners = scale * np.array(prev_box.xyxy).reshape(2, 2) + shift
+    return Box.from_xyxy(*corners.ravel())
+
+
+def update_with_keypoints(
+    track: TrackBox,
+    prev_kps: np.ndarray,
+    new_kps: np.ndarray,
+    *,
+    prev_scores: np.ndarray | None = None,
+    new_scores: np.ndarray | None = None,
+    frame_size: tuple[int, int] | None = None,
+    min_score: float = MIN_SCORE,
+) -> TrackBox | None:
+    """Carries a track's box onto the next frame with `carry_with_keypoints`.
+
+    Args:
+        track: the track's box on the frame of `prev_kps`.
+        prev_kps, new_kps, prev_scores, new_scores, min_score: as in `carry_with_keypoints`.
+        frame_size: (W, H); when given the box is clipped to the frame, and a box with less than
+            a quarter of its area inside means the track has left the frame.
+
+    Returns:
+        The "carried" box with the same id and score, or None when the track left the frame.
+    """
+    box = carry_with_keypoints(
+        track.box, prev_kps, new_kps, prev_scores=prev_scores, new_scores=new_scores, min_score=min_score
+    )
+    if frame_size is not None:
+        if not box_in_frame(box, *frame_size):
+            return None
+        box = box.clip(*frame_size)
+    return TrackBox(track.track_id, box, "carried", track.score)
+
+
+def box_in_frame(box: Box, width: int, height: int, *, min_visible: float = MIN_VISIBLE) -> bool:
+    """Whether at least `min_visible` of the box's area lies inside a width x height frame."""
+    return box.area > 0 and box.clip(width, height).area >= min_visible * box.area
+
+
+def assign_tracks(
+    prev: Sequence[TrackBox],
+    boxes: Sequence[Box],
+    *,
+    next_id: int,
+    iou_threshold: float = IOU_THRESHOLD,
+    source: BoxSource = "detected",
+    score: float = DETECTED_SCORE,
+) -> list[TrackBox]:
+    """Gives each box a track id: a previous track's (best total IoU, at least `iou_threshold`) or a new one.
+
+    Args:
+        prev: tracks on the neighbouring frame, at most one box per id.
+        boxes: new boxes, e.g. a detector's.
+        next_id: first id for unmatched boxes (numbered in box order); above every id in `prev`.
+        iou_threshold: least IoU of a match.
+        source, score: given to every returned box.
+
+    Returns:
+        One TrackBox per box, in the order of `boxes`.
+
+    Raises:
+        ValueError: an id repeats in `prev`, `next_id` is not above them, or a bad threshold.
+    """
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    ids = [t.track_id for t in prev]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"prev repeats a track id: {sorted(ids)}")
+    if ids and next_id <= max(ids):
+        raise ValueError(f"next_id {next_id} must be above every previous track id (max {max(ids)})")
+    matched = match_by_iou([t.box for t in prev], list(boxes), iou_threshold)  # box -> prev index
+    out = []
+    for c, box in enumerate(boxes):
+        if c in matched:
+            tid = ids[matched[c]]
+        else:
+            tid, next_id = next_id, next_id + 1
+        out.append(TrackBox(tid, box, source, score))
+    return out
+
+
+def _keypoints(kps: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(kps, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{name} must be (K, 3) x, y, v, got shape {arr.shape}")
+    return arr
+
+
+def _usable(kps: np.ndarray, scores: np.ndarray | None, min_score: float, name: str) -> np.ndarray:
+    """(K,) bool: joints with v > 0, finite x, y and (with scores) score >= min_score."""
+    use = (kps[:, 2] > 0) & np.isfinite(kps[:, :2]).all(axis=1)
+    if scores is not None:
+        sc = np.asarray(scores, dtype=np.float64)
+        if sc.shape != (len(kps),):
+            raise ValueError(f"{name} must have shape ({len(kps)},), got {sc.shape}")
+        use &= sc >= min_score
+    return use
+
+
+@dataclass
+class _Memo:
+    """Last box of a track in the detection pass, with its centre velocity (px per frame)."""
+
+    frame: int
+    box: Box
+    velocity: np.ndarray | None = None
+
+    def predict(self, frame: int) -> Box:
+        if self.velocity is None:
+            return self.box
+        dx, dy = self.velocity * (frame - self.frame)
+        return Box(self.box.x + dx, self.box.y + dy, self.box.w, self.box.h)
+
+    def update(self, frame: int, box: Box) -> None:
+        step = (np.array(box.center) - np.array(self.box.center)) / (frame - self.frame)
+        self.velocity = step if self.velocity is None else 0.5 * self.velocity + 0.5 * step
+        self.frame, self.box = frame, box
+
+
+def _remember(memory: dict[int, _Memo], track_id: int, frame: int, box: Box) -> None:
+    if track_id in memory:
+        memory[track_id].update(frame, box)
+    else:
+        memory[track_id] = _Memo(frame, box)
+
+
+class _Labels:
+    """Human boxes per labelled frame, keyed by track id (untracked people get fresh ids)."""
+
+    def __init__(self, known: Video | None, max_gap: int | None, frame_size: tuple[int, int] | None) -> None:
+        self.boxes: dict[int, dict[int, Box]] = {}
+        self.next_id = 0
+        self.frame_size = frame_size
+        untracked: dict[int, list[Box]] = {}
+        if known is not None:
+            self.next_id = max(known.track_ids(), default=-1) + 1
+            for frame in known.frames:
+                humans = [p for p in frame.persons if not p.is_prediction]
+                if not humans and (not frame.is_labeled or frame.persons):
+                    continue
+                mine = self.boxes.setdefault(frame.index, {})
+                for person in humans:
+                    box = _human_box(person, known.name, frame.index)
+                    if box is None:
+                        continue
+                    if person.track_id is not None and person.track_id not in mine:
+                        mine[int(person.track_id)] = box
+                    else:
+                        if person.track_id is not None:
+                            logger.warning(
+                                "%s frame %d: track id %d labelled twice; the second gets a fresh id",
+                                known.name,
+                                frame.index,
+                                person.track_id,
+                            )
+                        untracked.setdefault(frame.index, []).append(box)
+        self.frames = sorted(self.boxes)
+        spacing = int(np.median(np.diff(self.frames))) if len(self.frames) > 1 else 0
+        self.max_gap = max(MIN_MAX_GAP, spacing) if max_gap is None else max_gap
+        if untracked:
+            self._link(untracked)
+        self._cache: dict[int, list[TrackBox]] = {}
+
+    def _link(self, untracked: dict[int, list[Box]]) -> None:
+        """Gives untracked labels fresh ids, linked by IoU to the untracked labels of the previous
+        labelled frame (moved at their velocity so far) when some frame lies within reach of both."""
+        memory: dict[int, _Memo] = {}
+        for k, index in enumerate(self.frames):
+            prev: list[TrackBox] = []
+            if k > 0 and index - self.frames[k - 1] <= 2 * self.max_gap + 1:
+                prev = [
+                    TrackBox(t, m.predict(index), "human", 1.0)
+                    for t, m in memory.items()
+                    if m.frame == self.frames[k - 1] and t not in self.boxes[index]
+                ]
+            for tb in assign_tracks(
+                prev, untracked.get(index, []), next_id=self.next_id, iou_threshold=LINK_IOU
+            ):
+                self.boxes[index][tb.track_id] = tb.box
+                self.next_id = max(self.next_id, tb.track_id + 1)
+                _remember(memory, tb.track_id, index, tb.box)
+
+    def state(self, index: int) -> dict[int, _Memo]:
+        """Track positions and velocities at a frame, seeding the detector pass. Velocities come from
+        the track's two nearest labels (consecutive labelled frames); carried boxes move on at that
+        velocity here (the plan itself keeps them still: the predictor moves them with the joints)."""
+        k = bisect.bisect_right(self.frames, index)
+        left, right = self.frames[max(k - 2, 0) : k][::-1], self.frames[k : k + 2]  # nearest first
+        out = {}
+        for tb in self.plan(index):
+            pair = [f for f in (left[:1] + right[:1]) if tb.track_id in self.boxes[f]]
+            if len(pair) < 2:
+                side = left if pair and pair[0] in left else right
+                pair = [f for f in side if tb.track_id in self.boxes[f]][:2] if pair else []
+            memo = _Memo(index, tb.box)
+            if len(pair) == 2:
+                a, b = sorted(pair)
+                step = np.subtract(self.boxes[b][tb.track_id].center, self.boxes[a][tb.track_id].center)
+                memo.velocity = step / (b - a)
+                if tb.source == "carried":
+                    memo.box = _Memo(pair[0], self.boxes[pair[0]][tb.track_id], memo.velocity).predict(index)
+            out[tb.track_id] = memo
+        return out
+
+    def plan(self, index: int) -> list[TrackBox]:
+        """The label-derived boxes of one frame (human, interpolated or carried), by track id."""
+        if index not in self._cache:
+            self._cache[index] = self._plan(index)
+        return self._cache[index]
+
+    def _plan(self, index: int) -> list[TrackBox]:
+        if index < 0:
+            return []
+        if index in self.boxes:
+            return [TrackBox(t, b, "human", 1.0) for t, b in sorted(self.boxes[index].items())]
+        k = bisect.bisect_left(self.frames, index)
+        left = self.frames[k - 1] if k > 0 else None
+        right = self.frames[k] if k < len(self.frames) else None
+        lbox = self.boxes[left] if left is not None else {}
+        rbox = self.boxes[right] if right is not None else {}
+        out = []
+        for tid in sorted(set(lbox) | set(rbox)):
+            d_left = index - left if tid in lbox else None
+            d_right = right - index if tid in rbox else None
+            d = min(x for x in (d_left, d_right) if x is not None)
+            if d > self.max_gap:
+                continue
+            q = 1.0 - d / (self.max_gap + 1)
+            if d_left is not None and d_right is not None:
+                w = d_left / (d_left + d_right)
+                a, b = np.array(lbox[tid].xyxy), np.array(rbox[tid].xyxy)
+                tb = TrackBox(tid, Box.from_xyxy(*((1 - w) * a + w * b)), "interpolated", 0.5 + 0.5 * q)
+            else:
+                tb = TrackBox(tid, lbox[tid] if d_left is not None else rbox[tid], "carried", 0.8 * q)
+            if self.frame_size is not None:
+                if not box_in_frame(tb.box, *self.frame_size):
+                    continue
+                tb = TrackBox(tid, tb.box.clip(*self.frame_size), tb.source, tb.score)
+            out.append(tb)
+        return out
+
+
+def _human_box(person: Person, video: str, index: int) -> Box | None:
+    if person.box is not None and person.box.area > 0:
+        return person.box
+    try:
+        return box_from_keypoints(person.keypoints)
+    except ValueError:
+        logger.debug("%s frame %d: a labelled person without box or 2 joints is skipped", video, index)
+        return None
+
+
+def plan_boxes(
+    video: Video,
+    known: Video | None,
+    frames: Sequence[int],
+    *,
+    detector: Detector | None = None,
+    max_gap: int | None = None,
+    iou_threshold: float = IOU_THRESHOLD,
+) -> dict[int, list[TrackBox]]:
+    """The person boxes to crop on each requested frame, with stable track ids.
+
+    Args:
+        video: the video predicted; gives `num_frames` and, where known, the frame size
+            (`known`'s size is used when `video` has none).
+        known: human labels (persons with `scores is None`); None or empty: detector only.
+        frames: frame indices to plan.
+        detector: frame index -> person boxes, called only for frames no label reaches (not for
+            labelled frames, even empty ones). None: such frames get no box.
+        max_gap: farthest a track reaches from its nearest label, in frames. Default:
+            max(30, median spacing of labelled frames), so a gap between two typical labels is
+            interpolated throughout and a last label is carried for about a second.
+        iou_threshold: least IoU for a detection to continue a track. Tracks are matched at
+            their position predicted from their velocity; a track the detector misses is kept
+            for MAX_LOST (10) frames, so requested frames further apart share no ids.
+
+    Returns:
+        Requested frame index -> its TrackBoxes sorted by track id (possibly empty). New ids (for
+        untracked labels and unmatched detections) lie above every id in `known`.
+
+    Raises:
+        ValueError: a frame outside the video, a negative `max_gap`, or a bad `iou_threshold`.
+        TypeError: the detector returned something other than a list of Box.
+    """
+    wanted = sorted({_frame_index(f, video) for f in frames})
+    if max_gap is not None and max_gap < 0:
+        raise ValueError(f"max_gap must be >= 0 frames, got {max_gap}")
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    width = video.width or (known.width if known is not None else None)
+    height = video.height or (known.height if known is not None else None)
+    labels = _Labels(known, max_gap, (width, height) if width and height else None)
+    plans = {f: labels.plan(f) for f in wanted}
+    todo = [f for f in wanted if not plans[f] and f not in labels.boxes]
+    if todo and detector is not None:
+        _detect(plans, todo, wanted, labels, detector, iou_threshold)
+    counts: dict[str, int] = {}
+    for tbs in plans.values():
+        for tb in tbs:
+            counts[tb.source] = counts.get(tb.source, 0) + 1
+    logger.info(
+        "%s: planned %d frames (%d labelled, max_gap %d): %s",
+        video.name,
+        len(wanted),
+        len(labels.frames),
+        labels.max_gap,
+        counts,
+    )
+    return plans
+
+
+def _frame_index(value: int, video: Video) -> int:
+    try:
+        index = operator.index(value)
+    except TypeError as exc:
+        raise ValueError(f"frame indices must be integers, got {value!r}") from exc
+    if index < 0 or (video.num_frames > 0 and index >= video.num_frames):
+        raise ValueError(f"frame {index} is outside video {video.name!r} (0..{video.num_frames - 1})")
+    return index
+
+
+def _runs(todo: list[int], wanted: list[int]) -> list[list[int]]:
+    """Splits detector frames into runs: no other requested frame and no jump over MAX_LOST inside."""
+    todo_set, runs, current = set(todo), [], []
+    for f in wanted:
+        if f not in todo_set or (current and f - current[-1] > MAX_LOST):
+            if current:
+                runs.append(current)
+            current = []
+        if f in todo_set:
+            current.append(f)
+    return runs + ([current] if current else [])
+
+
+def _detect(
+    plans: dict[int, list[TrackBox]],
+    todo: list[int],
+    wanted: list[int],
+    labels: _Labels,
+    detector: Detector,
+    iou_threshold: float,
+) -> None:
+    """Fills detector frames run by run, continuing the label-derived tracks beside each run: forward
+    from the frame before it, or backward from the frame after it when only that one has tracks;
+    tracks found only on the far side are candidates too."""
+    for run in _runs(todo, wanted):
+        order, step = run, 1
+        if not labels.plan(run[0] - 1) and labels.plan(run[-1] + 1):
+            order, step = run[::-1], -1
+        memory = labels.state(order[0] - step)  # tracks beside the run, and those beyond its end
+        memory.update({t: m for t, m in labels.state(order[-1] + step).items() if t not in memory})
+        for f in order:
+            boxes = detector(f)
+            if not isinstance(boxes, list) or not all(isinstance(b, Box) for b in boxes):
+                raise TypeError(f"detector({f}) must return a list of Box, got {type(boxes).__name__}")
+            prev = []
+            for tid, memo in list(memory.items()):
+                guess, lag = memo.predict(f), (f - memo.frame) * step  # lag < 0: a track met ahead
+                seen = labels.frame_size is None or box_in_frame(guess, *labels.frame_size)
+                if lag > MAX_LOST or (lag > 0 and not seen):  # lost too long ago, or walked out
+                    del memory[tid]
+                elif seen and -lag <= MAX_LOST:
+                    prev.append(TrackBox(tid, guess, "detected", DETECTED_SCORE))
+            assigned = assign_tracks(prev, boxes, next_id=labels.next_id, iou_threshold=iou_threshold)
+            for tb in assigned:
+                labels.next_id = max(labels.next_id, tb.track_id + 1)
+                _remember(memory, tb.track_id, f, tb.box)
+            plans[f] = sorted(assigned, key=lambda t: t.track_id)

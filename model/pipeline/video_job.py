@@ -1,0 +1,448 @@
+"""The work of one `Predictor.predict_video` call: box chains, crop batches, neighbours, output.
+
+`model.pipeline.predictor` describes the pipeline (its module docstring, items 1-5) and keeps the public
+facade (Predictor, InferConfig, load_head); this module holds the per-call state and steps:
+carried box chains (`VideoJob.plan`), batched backbone passes through an LRU of heatmaps
+(`VideoJob.heatmaps`), neighbour assembly with label-aware Gaussians (`VideoJob.predict_chunk`)
+and the output Video (`assemble_output`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from annotation_io.skeletons import LABELLED_SLOTS, NUM_KEYPOINTS
+from annotation_io.types import Box, Frame, Person, Video
+from model.heatmaps import decode_to_frame, render_gaussians
+from model.pipeline.tracking import TrackBox, box_from_keypoints, plan_boxes, update_with_keypoints
+from model.transforms import (
+    CropGeometry,
+    crop_geometry,
+    crop_image,
+    frame_to_heatmap,
+    heatmap_to_heatmap_affine,
+    warp_heatmaps,
+)
+
+if TYPE_CHECKING:
+    from model.pipeline.predictor import FrameReader, Predictor
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TARGET_SIGMA", "TOP_JOINTS", "VideoJob", "assemble_output"]
+
+TOP_JOINTS = 10  # person score: mean of the best 10 of the 15 labelled joints (robust to occlusion)
+TARGET_SIGMA = 3.0  # sigma of the training targets (dcpose.md §5.5)
+_FRAME_MEMORY = 8  # decoded frames kept while cropping (passes are sorted by frame)
+_Key = tuple[int, CropGeometry]  # a backbone pass: (frame index, crop geometry)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One person crop to predict: its track, crop geometry, output box, box source and score."""
+
+    track_id: int
+    geom: CropGeometry
+    box: Box
+    source: str
+    score: float
+
+
+@dataclass(frozen=True)
+class _Pose:
+    """A human pose of one track on one frame."""
+
+    person: Person
+    complete: bool
+
+
+@dataclass
+class _Side:
+    """Where one neighbour heatmap of one item comes from."""
+
+    frame: int
+    margin: float
+    key: _Key | None = None  # backbone pass, None: the current heatmap (stand-in) or labels only
+    affine: np.ndarray | None = None  # resample the pass into the current geometry
+    pose: _Pose | None = None  # label-aware replacement
+
+
+class _LRU(OrderedDict):
+    """Least-recently-used map with a fixed number of entries."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def get_fresh(self, key: Any) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+def _human_poses(known: Video | None, plan: dict[int, list[TrackBox]]) -> dict[tuple[int, int], _Pose]:
+    """(frame, track id) -> human pose; untracked labels take the id the planner gave their box."""
+    poses: dict[tuple[int, int], _Pose] = {}
+    if known is None:
+        return poses
+    for frame in known.frames:
+        humans = {b.box: b.track_id for b in plan.get(frame.index, []) if b.source == "human"}
+        for person in frame.persons:
+            if person.is_prediction or not person.present.any():
+                continue
+            tid = person.track_id
+            if tid is None:
+                tid = humans.get(person.box) if person.box is not None else None
+                tid = tid if tid is not None else _match_keypoint_box(person, humans)
+            if tid is None or (frame.index, int(tid)) in poses:
+                continue
+            complete = frame.is_labeled or bool(person.present[list(LABELLED_SLOTS)].all())
+            poses[(frame.index, int(tid))] = _Pose(person, complete)
+    return poses
+
+
+def _match_keypoint_box(person: Person, humans: dict[Box, int]) -> int | None:
+    try:
+        return humans.get(box_from_keypoints(person.keypoints))
+    except ValueError:
+        return None
+
+
+def _neighbours(t: int, distance: int, num_frames: int) -> tuple[tuple[int, float], tuple[int, float]]:
+    """((p, margin_left), (n, margin_right)); the current frame stands in (margin 1) at the ends."""
+    p, n = max(t - distance, 0), min(t + distance, num_frames - 1)
+    return (p, float(t - p) or 1.0), (n, float(n - t) or 1.0)
+
+
+def _keypoints(xy: np.ndarray, maxvals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 2) frame xy and (K,) peaks -> (K, 3) x, y, v (2 where placed) and (K,) scores in [0, 1]."""
+    placed = maxvals > 0
+    kps = np.zeros((len(xy), 3))
+    kps[placed, :2] = xy[placed]
+    kps[placed, 2] = 2.0
+    return kps, np.clip(maxvals, 0.0, 1.0)
+
+
+def _person_score(scores: np.ndarray, box_score: float) -> float:
+    top = np.sort(scores[list(LABELLED_SLOTS)])[::-1][:TOP_JOINTS]
+    return float(box_score * top.mean())
+
+
+class VideoJob:
+    """State of one predict_video call: slots, human poses and the heatmap cache.
+
+    Args:
+        predictor: supplies the backbone, the head (`refine`), the detector and the InferConfig.
+        video: the video predicted (frame size, num_frames).
+        known: human labels so far, or None.
+        reader: frame access.
+        num_frames: frames that can be read (at most `video.num_frames`).
+    """
+
+    def __init__(self, predictor: Predictor, video: Video, known: Video | None, reader: FrameReader,
+                 num_frames: int) -> None:
+        self.p = predictor
+        self.cfg = predictor.config
+        self.video, self.known, self.reader, self.num_frames = video, known, reader, num_frames
+        self.frame_size = (video.width, video.height) if video.width and video.height else None
+        self.cache = _LRU(self.cfg.cache_size)
+        self.images = _LRU(_FRAME_MEMORY)
+        self.slots: dict[int, dict[int, _Slot]] = defaultdict(dict)
+        self.own_keys: set[_Key] = set()  # passes with a track's own box: reused as neighbours
+        self.human: dict[tuple[int, int], _Pose] = {}  # every human pose (anchors of carried chains)
+        self.poses: dict[tuple[int, int], _Pose] = {}  # the ones label-aware refinement uses
+        self.passes = 0
+        self.use_neighbours = predictor.head is not None
+        backbone_sigma = getattr(predictor.backbone, "sigma", None)
+        self.sigma = self.cfg.label_sigma or (float(backbone_sigma) if backbone_sigma else TARGET_SIGMA)
+
+    def run(self, requested: list[int], report: Callable[[int, int], None] | None = None,
+            ) -> dict[int, list[Person]]:
+        """Predicts `requested` chunk by chunk, after `plan(requested)`; frame -> persons.
+
+        Args:
+            requested: sorted frame indices, as given to `plan`.
+            report: called with (frames done, frames requested) after each chunk.
+        """
+        persons: dict[int, list[Person]] = {}
+        done = 0
+        for chunk in self._chunks(requested):
+            persons.update(self.predict_chunk(chunk))
+            self.prune(before=chunk[-1] + 1 - self.cfg.distance)
+            done += len(chunk)
+            if report is not None:
+                report(done, len(requested))
+        return persons
+
+    def _chunks(self, requested: list[int]) -> Iterator[list[int]]:
+        """Consecutive requested frames holding about `batch_size` person crops (at least one frame)."""
+        batch_size = self.cfg.batch_size
+        chunk: list[int] = []
+        items = 0
+        for t in requested:
+            chunk.append(t)
+            items += len(self.slots.get(t, {}))
+            if items >= batch_size or len(chunk) >= 4 * batch_size:
+                yield chunk
+                chunk, items = [], 0
+        if chunk:
+            yield chunk
+
+    # -- frames and backbone passes ------------------------------------------------------------------
+    def image(self, index: int) -> np.ndarray:
+        img = self.images.get_fresh(index)
+        if img is None:
+            img = np.asarray(self.reader.read(index))
+            self.images.put(index, img)
+        return img
+
+    def heatmaps(self, keys: Iterable[_Key]) -> dict[_Key, torch.Tensor]:
+        """Backbone heatmaps (K, H, W) of each pass, from the cache or computed in batches."""
+        out: dict[_Key, torch.Tensor] = {}
+        missing = []
+        for key in dict.fromkeys(keys):
+            hit = self.cache.get_fresh(key)
+            if hit is None:
+                missing.append(key)
+            else:
+                out[key] = hit
+        missing.sort(key=lambda k: k[0])  # each frame is decoded once
+        bs = self.cfg.batch_size
+        for start in range(0, len(missing), bs):
+            group = missing[start : start + bs]
+            hm = self._backbone(group)
+            self.passes += len(group)
+            # Cloned: a view would pin its whole batch in memory for as long as the entry is cached.
+            for key, one in zip(group, hm.to("cpu", torch.float32)):
+                out[key] = one.clone()
+                if key in self.own_keys:  # crops with a neighbour's box are used once: not kept
+                    self.cache.put(key, out[key])
+        return out
+
+    def _backbone(self, group: list[_Key]) -> torch.Tensor:
+        """(B, K, H, W) backbone heatmaps of one batch of passes, shape-checked."""
+        crops = np.stack([crop_image(self.image(f), g) for f, g in group])
+        hm = self.p.backbone.heatmaps(crops, [g for _, g in group], [f for f, _ in group])
+        w, h = group[0][1].heatmap_size
+        if not isinstance(hm, torch.Tensor) or tuple(hm.shape[1:]) != (NUM_KEYPOINTS, h, w) \
+                or hm.shape[0] != len(group):
+            raise RuntimeError(f"backbone {self.p.backbone.name} returned heatmaps of shape "
+                               f"{tuple(getattr(hm, 'shape', ()))} for {len(group)} crops; expected "
+                               f"({len(group)}, {NUM_KEYPOINTS}, {h}, {w})")
+        return hm
+
+    def prune(self, before: int) -> None:
+        """Drops cached passes of frames before `before` (frames are predicted in increasing order)."""
+        for key in [k for k in self.cache if k[0] < before]:
+            del self.cache[key]
+
+    def add_slot(self, frame: int, slot: _Slot) -> None:
+        self.slots[frame][slot.track_id] = slot
+        self.own_keys.add((frame, slot.geom))
+
+    # -- boxes -----------------------------------------------------------------------------------------
+    def plan(self, requested: list[int]) -> None:
+        """Slots for the requested frames (and their neighbours in cached mode), carried chains run."""
+        label_plan = plan_boxes(self.video, self.known, range(self.num_frames))
+        detector = self._detect if self.cfg.detect else None
+        main = plan_boxes(self.video, self.known, requested, detector=detector)
+        need = set(requested)
+        if self.cfg.mode == "cached" and self.use_neighbours:
+            for t in requested:
+                need.update(f for f, _ in _neighbours(t, self.cfg.distance, self.num_frames))
+        for f in need:
+            for tb in main.get(f, label_plan[f]):
+                if tb.source != "carried":
+                    self.add_slot(f, _Slot(tb.track_id, crop_geometry(tb.box), tb.box, tb.source, tb.score))
+        self.human = _human_poses(self.known, label_plan)
+        self.poses = self.human if self.cfg.label_aware else {}
+        self._carry(label_plan, need)
+
+    def _detect(self, index: int) -> list[Box]:
+        return self.p.detect(self.image(index))
+
+    def _chains(self, label_plan: dict[int, list[TrackBox]], need: set[int]) -> list[list[Any]]:
+        """[track, anchor frame, path frames] of each carried run holding a needed frame, path
+        ordered outward from the label it is carried from, cut after the last needed frame."""
+        carried: dict[int, list[int]] = defaultdict(list)
+        for f in range(self.num_frames):
+            for tb in label_plan[f]:
+                if tb.source == "carried":
+                    carried[tb.track_id].append(f)
+        chains = []
+        for tid, frames in carried.items():
+            runs = np.split(np.array(frames), np.flatnonzero(np.diff(frames) != 1) + 1)
+            for run in (list(map(int, r)) for r in runs):
+                wanted = [i for i, f in enumerate(run) if f in need]
+                if not wanted:
+                    continue
+                if self._human_box(label_plan, run[0] - 1, tid) is not None:
+                    chains.append([tid, run[0] - 1, run[: wanted[-1] + 1]])
+                elif self._human_box(label_plan, run[-1] + 1, tid) is not None:
+                    chains.append([tid, run[-1] + 1, run[wanted[0]:][::-1]])
+        return chains
+
+    def _carry(self, label_plan: dict[int, list[TrackBox]], need: set[int]) -> None:
+        """Runs carried tracks outward from their label, all chains one step per backbone call."""
+        chains = self._chains(label_plan, need)
+        if not chains:
+            return
+        states = [self._anchor_state(label_plan, tid, anchor) for tid, anchor, _ in chains]
+        for k in range(max(len(path) for _, _, path in chains)):
+            active = [i for i, (_, _, path) in enumerate(chains) if k < len(path) and states[i] is not None]
+            if not active:
+                break
+            keys = [(chains[i][2][k], crop_geometry(states[i][0].box)) for i in active]
+            self.own_keys.update(keys)  # these become the carried frames' own passes
+            hm = self.heatmaps(keys)
+            xy, maxvals = decode_to_frame(torch.stack([hm[key] for key in keys]), [g for _, g in keys])
+            for j, i in enumerate(active):
+                tid, _, path = chains[i]
+                track, prev_kps, prev_scores = states[i]
+                kps, scores = _keypoints(xy[j], maxvals[j])
+                moved = update_with_keypoints(track, prev_kps, kps, prev_scores=prev_scores,
+                                              new_scores=scores, frame_size=self.frame_size)
+                score = next(tb.score for tb in label_plan[path[k]] if tb.track_id == tid)
+                out_box = moved.box if moved is not None else track.box
+                self.add_slot(path[k], _Slot(tid, keys[j][1], out_box, "carried", score))
+                states[i] = None if moved is None else (moved, kps, scores)
+
+    @staticmethod
+    def _human_box(plan: dict[int, list[TrackBox]], frame: int, tid: int) -> TrackBox | None:
+        return next((tb for tb in plan.get(frame, []) if tb.track_id == tid and tb.source == "human"), None)
+
+    def _anchor_state(self, plan: dict[int, list[TrackBox]], tid: int,
+                      anchor: int) -> tuple[TrackBox, np.ndarray, np.ndarray | None]:
+        """The labelled box and joints a chain starts from (backbone joints if the label has < 2)."""
+        tb = self._human_box(plan, anchor, tid)
+        if tb is None:
+            raise RuntimeError(f"carried track {tid} has no human box on its anchor frame {anchor}")
+        pose = self.human.get((anchor, tid))
+        if pose is not None and pose.person.present.sum() >= 2:
+            return tb, pose.person.keypoints, None
+        key = (anchor, crop_geometry(tb.box))
+        xy, maxvals = decode_to_frame(self.heatmaps([key])[key][None], [key[1]])
+        kps, scores = _keypoints(xy[0], maxvals[0])
+        return tb, kps, scores
+
+    # -- prediction ------------------------------------------------------------------------------------
+    def predict_chunk(self, frames: Sequence[int]) -> dict[int, list[Person]]:
+        """Persons of each frame in `frames` (one batch of backbone passes and head calls)."""
+        out: dict[int, list[Person]] = {t: [] for t in frames}
+        items: list[tuple[int, _Slot, _Pose | None]] = []
+        for t in frames:
+            for tid, slot in sorted(self.slots.get(t, {}).items()):
+                pose = self.poses.get((t, tid))
+                if pose is not None and pose.complete:
+                    out[t].append(_human_person(pose, slot))
+                else:
+                    items.append((t, slot, pose))
+        if not items:
+            return out
+        cur = [(t, slot.geom) for t, slot, _ in items]
+        sides = [self._sides(t, slot) for t, slot, _ in items] if self.use_neighbours else []
+        extra = [s.key for pair in sides for s in pair if s.key is not None]
+        hm = self.heatmaps(cur + extra)
+        hc = torch.stack([hm[key] for key in cur])
+        if self.use_neighbours:
+            hp = self._side_heatmaps([s[0] for s in sides], hc, hm, cur)
+            hn = self._side_heatmaps([s[1] for s in sides], hc, hm, cur)
+            margin = torch.tensor([[s[0].margin, s[1].margin] for s in sides], dtype=torch.float32)
+            result = self.p.refine(hc, hp, hn, margin)
+        else:
+            result = hc
+        xy, maxvals = decode_to_frame(result, [g for _, g in cur])
+        for j, (t, slot, pose) in enumerate(items):
+            out[t].append(_predicted_person(xy[j], maxvals[j], slot, pose))
+        for persons in out.values():
+            persons.sort(key=lambda p: p.track_id)
+        return out
+
+    def _sides(self, t: int, slot: _Slot) -> tuple[_Side, _Side]:
+        pair = []
+        for f, margin in _neighbours(t, self.cfg.distance, self.num_frames):
+            side = _Side(f, margin)
+            if f != t:
+                side.pose = self.poses.get((f, slot.track_id))
+                if side.pose is None or not side.pose.complete:
+                    own = self.slots.get(f, {}).get(slot.track_id) if self.cfg.mode == "cached" else None
+                    side.key = (f, own.geom if own is not None else slot.geom)
+                    if own is not None and own.geom != slot.geom:
+                        side.affine = heatmap_to_heatmap_affine(own.geom, slot.geom)
+            pair.append(side)
+        return pair[0], pair[1]
+
+    def _side_heatmaps(self, sides: list[_Side], hc: torch.Tensor, hm: dict[_Key, torch.Tensor],
+                       cur: list[_Key]) -> torch.Tensor:
+        """(B, K, H, W) neighbour heatmaps: stand-in, cached/resampled or exact pass, then labels."""
+        out = torch.stack([hm[s.key] if s.key is not None else
+                           (torch.zeros_like(hc[i]) if s.pose is not None else hc[i])
+                           for i, s in enumerate(sides)])
+        warp = [i for i, s in enumerate(sides) if s.affine is not None]
+        if warp:
+            affines = np.stack([sides[i].affine for i in warp])
+            out[warp] = warp_heatmaps(out[warp], affines)
+        labelled = [i for i, s in enumerate(sides) if s.pose is not None]
+        if labelled:
+            kps = [sides[i].pose.person.keypoints for i in labelled]
+            xy = np.stack([frame_to_heatmap(k[:, :2], cur[i][1]) for k, i in zip(kps, labelled)])
+            present = torch.from_numpy(np.stack([k[:, 2] > 0 for k in kps]))
+            h, w = hc.shape[-2:]
+            gauss = render_gaussians(torch.from_numpy(xy).float(), present.float(), size=(h, w),
+                                     sigma=self.sigma)
+            # Partial poses keep the backbone channels of the joints the human did not place.
+            keep = torch.stack([present[j] | sides[i].pose.complete for j, i in enumerate(labelled)])
+            out[labelled] = torch.where(keep[:, :, None, None], gauss, out[labelled])
+        return out
+
+
+def _human_person(pose: _Pose, slot: _Slot) -> Person:
+    """A complete human pose as written out: placed joints with v = 2 and score 1."""
+    present = pose.person.present
+    kps = np.zeros((NUM_KEYPOINTS, 3))
+    kps[present, :2] = pose.person.xy[present]
+    kps[present, 2] = 2.0
+    return Person(kps, present.astype(np.float64), slot.track_id, slot.box, pose.person.head_box,
+                  1.0, extra={"source": "human", "box_source": slot.source})
+
+
+def _predicted_person(xy: np.ndarray, maxvals: np.ndarray, slot: _Slot, pose: _Pose | None) -> Person:
+    """A decoded person; the joints of a partial human pose overwrite the prediction."""
+    kps, scores = _keypoints(xy, maxvals)
+    source = "model"
+    if pose is not None:  # a partial human pose: its joints win
+        present = pose.person.present
+        kps[present, :2], kps[present, 2], scores[present] = pose.person.xy[present], 2.0, 1.0
+        source = "model+human"
+    return Person(kps, scores, slot.track_id, slot.box, None, _person_score(scores, slot.score),
+                  extra={"source": source, "box_source": slot.source})
+
+
+def assemble_output(video: Video, requested: list[int], persons: dict[int, list[Person]]) -> Video:
+    """A Video with one Frame per requested index holding its persons; the frames' metadata (labelled
+    flag, file name, image id, extra) and the video's fields are copied from `video`."""
+    sources = video.frame_map()  # one pass: Video.frame(t) would scan the frames for every t
+    frames = []
+    for t in requested:
+        src = sources.get(t)
+        meta: dict[str, Any] = {}
+        if src is not None:
+            meta = {"is_labeled": src.is_labeled, "file_name": src.file_name, "image_id": src.image_id,
+                    "extra": dict(src.extra)}
+        frames.append(Frame(t, persons.get(t, []), **meta))
+    return Video(video.name, video.num_frames, frames, fps=video.fps, source=video.source,
+                 width=video.width, height=video.height, extra=dict(video.extra))

@@ -1,0 +1,202 @@
+"""backend.services.corrections: per-joint comparison of predicted and final persons, persons <-> JSON."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from annotation_io.errors import AnnotationFormatError
+from annotation_io.skeletons import KEYPOINT_INDEX, LABELLED_SLOTS, NUM_KEYPOINTS
+from annotation_io.types import Box, Person
+from backend.services.corrections import compare, head_size, match_persons, persons_from_json, persons_to_json
+
+
+def make_person(
+    x0: float,
+    y0: float,
+    *,
+    track: int | None = None,
+    scores: bool = True,
+    head: Box | None = None,
+    ears: bool = False,
+) -> Person:
+    """A 17-joint person laid out on a grid from (x0, y0), 10 px apart; ears absent unless asked."""
+    kp = np.zeros((NUM_KEYPOINTS, 3))
+    for j in range(NUM_KEYPOINTS):
+        kp[j] = (x0 + 10 * (j % 3), y0 + 10 * (j // 3), 2)
+    if not ears:
+        kp[[3, 4], 2] = 0
+    xy = kp[kp[:, 2] > 0, :2]
+    box = Box.from_points(xy).expand(1.2)
+    return Person(
+        keypoints=kp,
+        scores=np.linspace(0.5, 0.9, NUM_KEYPOINTS) if scores else None,
+        track_id=track,
+        box=box,
+        head_box=head,
+    )
+
+
+def as_label(p: Person) -> Person:
+    """The same person as a human label (no scores)."""
+    q = p.copy()
+    q.scores = None
+    q.score = None
+    return q
+
+
+def kinds(rows: list) -> dict[int, str]:
+    return {r.joint: r.kind for r in rows}
+
+
+def test_unchanged_person_is_all_kept_even_after_a_percent_round_trip() -> None:
+    pred = make_person(100, 50, track=1)
+    final = as_label(pred)
+    final.keypoints[:, :2] += 1e-4  # LS stores percent; x/w*100*w/100 drifts by this much
+    rows = compare([pred], [final])
+    assert len(rows) == len(LABELLED_SLOTS)  # ears are absent on both sides and not compared
+    assert set(kinds(rows).values()) == {"kept"}
+    assert all(r.distance_px is not None and r.distance_px < 1e-3 for r in rows)
+    assert all(r.track_id == 1 for r in rows)
+
+
+def test_moved_deleted_and_added_joints() -> None:
+    pred = make_person(100, 50, track=7)
+    pred.keypoints[KEYPOINT_INDEX["right_ankle"], 2] = 0  # the model placed no right ankle
+    final = as_label(pred)
+    final.keypoints[KEYPOINT_INDEX["nose"], :2] += (3.0, 4.0)  # moved by 5 px
+    final.keypoints[KEYPOINT_INDEX["left_wrist"], :2] += (0.24, 0.32)  # 0.4 px: within tolerance
+    final.keypoints[KEYPOINT_INDEX["left_knee"], 2] = 0  # deleted by the annotator
+    final.keypoints[KEYPOINT_INDEX["right_ankle"]] = (140.0, 210.0, 1)  # added by hand (occluded)
+    rows = {r.joint: r for r in compare([pred], [final])}
+
+    nose = rows[KEYPOINT_INDEX["nose"]]
+    assert nose.kind == "moved" and nose.distance_px == pytest.approx(5.0)
+    assert (nose.pred_x, nose.pred_y) == (100.0, 50.0) and (nose.final_x, nose.final_y) == (103.0, 54.0)
+    assert rows[KEYPOINT_INDEX["left_wrist"]].kind == "kept"
+    knee = rows[KEYPOINT_INDEX["left_knee"]]
+    assert knee.kind == "deleted" and knee.final_x is None and knee.distance_px is None
+    ankle = rows[KEYPOINT_INDEX["right_ankle"]]
+    assert ankle.kind == "added" and (ankle.final_x, ankle.final_y) == (140.0, 210.0) and ankle.pred_x is None
+    counts = {k: sum(r.kind == k for r in rows.values()) for k in ("kept", "moved", "deleted", "added")}
+    assert counts == {"kept": 12, "moved": 1, "deleted": 1, "added": 1}
+
+
+def test_tolerance_decides_kept_or_moved() -> None:
+    pred = make_person(0, 0, track=1)
+    final = as_label(pred)
+    final.keypoints[0, :2] += (0.6, 0.8)  # 1 px
+    assert kinds(compare([pred], [final]))[0] == "moved"
+    assert kinds(compare([pred], [final], kept_tolerance_px=1.5))[0] == "kept"
+
+
+def test_head_size_from_final_head_box() -> None:
+    pred = make_person(0, 0, track=1)
+    final = as_label(pred)
+    final.head_box = Box(0, 0, 30, 40)  # diagonal 50 -> poseval head size 0.6 * 50
+    rows = compare([pred], [final])
+    assert head_size(final) == pytest.approx(30.0)
+    assert all(r.head_size_px == pytest.approx(30.0) for r in rows)
+    assert all(r.head_size_px is None for r in compare([pred], [as_label(pred)]))
+
+
+def test_whole_person_deleted_and_another_drawn_by_hand() -> None:
+    pred = make_person(0, 0, track=1)
+    drawn = as_label(make_person(500, 400))  # far away, no track id: a different person
+    rows = compare([pred], [drawn])
+    deleted = [r for r in rows if r.kind == "deleted"]
+    added = [r for r in rows if r.kind == "added"]
+    assert len(deleted) == len(added) == len(LABELLED_SLOTS) and len(rows) == 2 * len(LABELLED_SLOTS)
+    assert {r.track_id for r in deleted} == {1} and {r.track_id for r in added} == {None}
+    assert all(r.final_x is None for r in deleted) and all(r.pred_x is None for r in added)
+
+
+def test_geometric_matching_ignores_order() -> None:
+    a, b = make_person(0, 0), make_person(300, 0)  # no track ids
+    rows = compare([a, b], [as_label(b), as_label(a)])
+    assert {r.kind for r in rows} == {"kept"} and len(rows) == 2 * len(LABELLED_SLOTS)
+    assert match_persons([a, b], [as_label(b), as_label(a)]) == [(0, 1), (1, 0)]
+
+
+def test_track_id_wins_over_geometry() -> None:
+    a, b = make_person(0, 0, track=1), make_person(300, 0, track=2)
+    fa, fb = as_label(b), as_label(a)  # positions swapped, ids kept: the annotator moved both persons
+    fa.track_id, fb.track_id = 1, 2
+    rows = compare([a, b], [fa, fb])
+    assert {r.kind for r in rows} == {"moved"}
+    assert all(r.distance_px == pytest.approx(300.0) for r in rows)
+
+
+def test_partial_overlap_prefers_the_best_pair() -> None:
+    pred = make_person(0, 0)
+    near = as_label(make_person(2, 0))  # shifted 2 px
+    far = as_label(make_person(25, 0))  # overlaps less
+    pairs = match_persons([pred], [far, near])
+    assert pairs == [(0, 1)]
+    rows = compare([pred], [far, near])
+    assert sum(r.kind == "moved" for r in rows) == len(LABELLED_SLOTS)
+    assert sum(r.kind == "added" for r in rows) == len(LABELLED_SLOTS)
+
+
+def test_ears_compared_only_when_asked() -> None:
+    pred = make_person(0, 0, track=1, ears=True)
+    final = as_label(pred)
+    final.keypoints[[3, 4], 2] = 0
+    assert {r.joint for r in compare([pred], [final])} == set(LABELLED_SLOTS)
+    rows = compare([pred], [final], joints=range(NUM_KEYPOINTS))
+    assert kinds(rows)[3] == kinds(rows)[4] == "deleted"
+
+
+def test_empty_inputs() -> None:
+    assert compare([], []) == []
+    final = as_label(make_person(0, 0))
+    assert {r.kind for r in compare([], [final])} == {"added"}
+
+
+def test_bad_input_is_named() -> None:
+    pred = make_person(0, 0, track=1)
+    with pytest.raises(ValueError, match="kept_tolerance_px"):
+        compare([pred], [pred], kept_tolerance_px=-1)
+    with pytest.raises(ValueError, match="0..16"):
+        compare([pred], [pred], joints=[17])
+    broken = as_label(pred)
+    broken.keypoints[5, 0] = np.nan
+    with pytest.raises(ValueError, match=r"final person 0 \(track 1\): joints \[5\]"):
+        compare([pred], [broken])
+
+
+def test_persons_json_round_trip() -> None:
+    p = make_person(10.25, 20.5, track=3, head=Box(1, 2, 3, 4))
+    p.score = 0.75
+    p.scores[2] = np.nan  # no confidence for one joint
+    p.region_id = "box-1"
+    p.extra = {"ls_keypoint_ids": np.array([1, 2]), "note": "é"}
+    q = as_label(make_person(0, 0))
+    data = persons_to_json([p, q])
+    assert data[0]["scores"][2] is None  # JSON has no NaN
+    import json
+
+    back = persons_from_json(json.loads(json.dumps(data, allow_nan=False)))
+    np.testing.assert_array_equal(back[0].keypoints, p.keypoints)
+    np.testing.assert_array_equal(back[0].scores, p.scores)  # NaN back in its place
+    assert math.isnan(back[0].scores[2])
+    assert (back[0].track_id, back[0].score, back[0].region_id) == (3, 0.75, "box-1")
+    assert back[0].box == p.box and back[0].head_box == p.head_box
+    assert back[0].extra == {"ls_keypoint_ids": [1, 2], "note": "é"}
+    assert back[1].scores is None and back[1].track_id is None and back[1].head_box is None
+
+
+def test_persons_json_errors_name_the_field() -> None:
+    good = persons_to_json([make_person(0, 0)])[0]
+    with pytest.raises(AnnotationFormatError, match=r"persons\[1\]\.keypoints"):
+        persons_from_json([good, {**good, "keypoints": [[0, 0, 2]] * 15}])
+    with pytest.raises(AnnotationFormatError, match=r"persons\[0\]\.box"):
+        persons_from_json([{**good, "box": [1, 2]}])
+    with pytest.raises(AnnotationFormatError, match=r"persons\[0\]"):
+        persons_from_json([["not", "a", "dict"]])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"persons\[0\]\.extra\.obj"):
+        bad = make_person(0, 0)
+        bad.extra = {"obj": object()}
+        persons_to_json([bad])

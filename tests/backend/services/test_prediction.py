@@ -1,0 +1,404 @@
+"""Tests of backend.services.prediction, backend.ls.frames and backend.services.predictor_cache on a synthetic video."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import pytest
+from flask import Flask
+
+from annotation_io.errors import AnnotationFormatError
+from annotation_io.label_studio import label_config, parse_config, persons_to_results, results_to_persons
+from backend.services.corrections import persons_from_json
+from backend.db import queries, versions
+from backend.db.session import session_scope
+from backend.db.tables import Prediction, Task
+from backend.ls.frames import FrameStore, ImageUnavailableError, LabelStudioAccess, VideoFrames, safe_url
+from backend.services.prediction import predict_tasks, serving_model
+from backend.services.predictor_cache import (
+    ModelUnavailableError,
+    PredictorCache,
+    PredictorSpec,
+    cold_start_version,
+)
+from tests.backend.conftest import SynthVideo, simulated_factory
+
+CUSTOM = label_config(image="img", person="body", keypoints="joints", track="tid")
+
+
+class SpyPredictor:
+    """Wraps a Predictor and records what each predict_video call got."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[dict[str, Any]] = []
+
+    @property
+    def version(self) -> str:
+        return self.inner.version
+
+    def predict_video(self, video: Any, known: Any = None, **kwargs: Any) -> Any:
+        reader = kwargs["reader"]
+        self.calls.append({"video": video, "known": known, "frames": list(kwargs["frames"]), "reader": reader,
+                           "stand_in_3": reader.read(3) if reader.num_frames > 3 else None})  # fmt: skip
+        return self.inner.predict_video(video, known, **kwargs)
+
+
+@pytest.fixture
+def spy(backend_app: Flask, synth_video: SynthVideo) -> SpyPredictor:
+    """The predictor of the app's cache, wrapped so tests can see its inputs."""
+    ctx = backend_app.extensions["dcpose"]
+    wrapped = SpyPredictor(simulated_factory(synth_video)(None))
+    ctx.predictors.factory = lambda spec: wrapped
+    return wrapped
+
+
+def ctx_of(app: Flask) -> Any:
+    return app.extensions["dcpose"]
+
+
+def gt_results(video: SynthVideo, frame: int, shift: float = 0.0) -> list[dict]:
+    persons = []
+    for p in video.gt.frames[frame].persons:
+        q = p.copy()
+        q.keypoints[q.present, 0] += shift
+        q.keypoints[q.present, 2] = 2.0
+        persons.append(q)
+    return persons_to_results(persons, video.width, video.height, id_prefix=f"gt{frame}_")
+
+
+def test_predictions_follow_task_order_use_the_config_names_and_are_recorded(
+    backend_app: Flask, synth_video: SynthVideo
+) -> None:
+    ctx, config = ctx_of(backend_app), parse_config(CUSTOM)
+    tasks = [synth_video.task(3), synth_video.task(1), synth_video.task(4)]
+    serving, answers = predict_tasks(ctx, project_id=7, config=config, tasks=tasks, label_config=CUSTOM)
+    assert [a.task_id for a in answers] == [103, 101, 104] and all(a.error is None for a in answers)
+    errors = []
+    for task, answer in zip(tasks, answers):
+        items = answer.result
+        boxes = {i["id"] for i in items if i["type"] == "rectanglelabels"}
+        assert len(boxes) == len(answer.persons) == 2
+        assert {i["from_name"] for i in items} == {"body", "joints", "tid"} and {
+            i["to_name"] for i in items
+        } == {"img"}
+        assert all(i["parentID"] in boxes for i in items if i["type"] == "keypointlabels")
+        assert all(0 <= i["score"] <= 1 for i in items if "score" in i)
+        assert answer.score == pytest.approx(np.mean([p.score for p in answer.persons]))
+        # LS percent -> pixels gives back the recorded persons, which lie on the ground truth.
+        back, size = results_to_persons(items, config)
+        assert size == (synth_video.width, synth_video.height)
+        for p, q in zip(back, answer.persons):
+            np.testing.assert_allclose(p.xy[p.present], q.xy[p.present], atol=1e-6)
+        for gt in synth_video.gt.frames[task["data"]["frame_index"]].persons:
+            errors.append(min(np.linalg.norm(p.xy[gt.present & p.present] - gt.xy[gt.present & p.present],
+                                             axis=1).mean() for p in back))  # fmt: skip
+    assert np.median(errors) < 5.0, errors  # the simulated backbone errs by a few pixels
+    with session_scope(ctx.sessions) as session:
+        rows = session.query(Prediction).order_by(Prediction.task_id).all()
+        assert [(r.task_id, r.model_version) for r in rows] == [(t, serving.name) for t in (101, 103, 104)]
+        stored = persons_from_json(rows[0].persons)
+        np.testing.assert_allclose(stored[0].keypoints, answers[1].persons[0].keypoints)
+        task = session.get(Task, 103)
+        assert (task.project_id, task.frame_index, task.image) == (7, 3, str(synth_video.paths[3]))
+
+
+def test_neighbour_frames_and_stored_labels_reach_the_predictor(
+    backend_app: Flask, synth_video: SynthVideo, spy: SpyPredictor
+) -> None:
+    ctx, config = ctx_of(backend_app), parse_config(label_config())
+    predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(0), synth_video.task(1)])
+    labels = synth_video.gt.frames[1].persons
+    with session_scope(ctx.sessions) as session:  # a human annotation of frame 1
+        queries.upsert_annotation(session=session, annotation_id=9, task_id=101, project_id=1,
+                                  result=gt_results(synth_video, 1), persons=labels,
+                                  ls_updated_at=queries.parse_ls_datetime("2026-01-01T10:00:00Z"))  # fmt: skip
+    _, (answer,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(2)])
+    call = spy.calls[-1]
+    reader = call["reader"]
+    assert call["frames"] == [2] and call["video"].num_frames == synth_video.num_frames
+    assert reader.urls == {t: str(synth_video.paths[t]) for t in (0, 1, 2)}
+    assert np.array_equal(reader.read(1), cv2.imread(str(synth_video.paths[1])))
+    assert np.array_equal(
+        call["stand_in_3"], cv2.imread(str(synth_video.paths[2]))
+    )  # unknown: current stands in
+    (frame,) = call["known"].frames
+    assert frame.index == 1 and frame.is_labeled
+    assert [p.track_id for p in frame.persons] == [p.track_id for p in labels]
+    np.testing.assert_allclose(frame.persons[0].keypoints, labels[0].keypoints)
+    # The label carries its track ids to frame 2.
+    assert sorted(p.track_id for p in answer.persons) == sorted(p.track_id for p in labels)
+    assert {p.extra["box_source"] for p in answer.persons} == {"carried"}
+
+
+def test_regions_on_the_task_count_as_labels(
+    backend_app: Flask, synth_video: SynthVideo, spy: SpyPredictor
+) -> None:
+    ctx, config = ctx_of(backend_app), parse_config(label_config())
+    draft = {"result": gt_results(synth_video, 2, shift=4.0), "updated_at": "2026-01-02T00:00:00Z"}
+    old = {"result": gt_results(synth_video, 2, shift=-9.0), "updated_at": "2026-01-01T00:00:00Z"}
+    predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(2, drafts=[old, draft])])
+    (frame,) = spy.calls[-1]["known"].frames
+    gt = synth_video.gt.frames[2].persons[0]
+    assert not frame.is_labeled  # a draft is partial work
+    assert frame.persons[0].xy[gt.present][0, 0] == pytest.approx(gt.xy[gt.present][0, 0] + 4.0, abs=1e-6)
+
+    submitted = {
+        "result": gt_results(synth_video, 2),
+        "updated_at": "2026-01-03T00:00:00Z",
+        "was_cancelled": False,
+    }
+    _, (answer,) = predict_tasks(
+        ctx, project_id=1, config=config, tasks=[synth_video.task(2, annotations=[submitted])]
+    )
+    assert spy.calls[-1]["known"].frames[0].is_labeled
+    # A complete human frame is answered as the humans left it.
+    assert {p.extra["source"] for p in answer.persons} == {"human"}
+    np.testing.assert_allclose(
+        sorted(p.xy[p.present][0, 0] for p in answer.persons),
+        sorted(p.xy[p.present][0, 0] for p in synth_video.gt.frames[2].persons),
+        atol=1e-6,
+    )
+
+    context = {"result": gt_results(synth_video, 2, shift=2.0)}
+    predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(2, annotations=[submitted])],
+                  context=context)  # fmt: skip
+    frame = spy.calls[-1]["known"].frames[0]
+    assert not frame.is_labeled
+    assert frame.persons[0].xy[gt.present][0, 0] == pytest.approx(gt.xy[gt.present][0, 0] + 2.0, abs=1e-6)
+
+
+def test_a_failing_task_keeps_its_place_and_says_why(backend_app: Flask, synth_video: SynthVideo,
+                                                     tmp_path: Path) -> None:  # fmt: skip
+    ctx, config = ctx_of(backend_app), parse_config(label_config())
+    missing = synth_video.task(3, task_id=500)
+    missing["data"]["image"] = str(tmp_path / "nope" / "000003.jpg")
+    no_video = synth_video.task(4, task_id=501)
+    del no_video["data"]["video_id"]
+    bad_regions = synth_video.task(5, task_id=502, annotations=[{"result": [{"id": "x", "from_name": "kp",
+        "to_name": "image", "type": "keypointlabels", "original_width": 160, "original_height": 120,
+        "value": {"x": 5, "y": 5, "width": 1, "keypointlabels": ["tail"]}}]}])  # fmt: skip
+    _, answers = predict_tasks(ctx, project_id=1, config=config,
+                               tasks=[synth_video.task(2), missing, no_video, bad_regions])  # fmt: skip
+    assert [a.task_id for a in answers] == [102, 500, 501, 502]
+    assert answers[0].error is None and answers[0].result
+    assert all(a.result == [] and a.score == 0.0 for a in answers[1:])
+    assert isinstance(answers[1].error, ImageUnavailableError) and "nope/000003.jpg" in str(answers[1].error)
+    assert "data.video_id" in str(answers[2].error) and "task 501" in str(answers[2].error)
+    assert "unknown joint label 'tail'" in str(answers[3].error)
+    assert answers[1].to_ls("v")["error"].startswith("image ")
+    with pytest.raises(ImageUnavailableError, match="nope"):
+        predict_tasks(ctx, project_id=1, config=config, tasks=[missing])
+    with pytest.raises(AnnotationFormatError, match="integer 'id'"):
+        predict_tasks(ctx, project_id=1, config=config, tasks=[{"data": synth_video.task(1)["data"]}])
+
+
+def test_the_serving_version_comes_from_the_database(backend_app: Flask, synth_video: SynthVideo) -> None:
+    ctx = ctx_of(backend_app)
+    specs: list[PredictorSpec] = []
+    ctx.predictors.factory = simulated_factory(synth_video, specs)
+    cold = serving_model(ctx, 3)
+    assert cold.name.endswith("-backbone-only") and cold.spec.head is None
+    with session_scope(ctx.sessions) as session:
+        versions.create_model_version(session=session, name="p3-head-1", backbone="blazepose", project_id=3,
+                                      head_path="/models/p3-head-1.pt")  # fmt: skip
+        versions.set_serving(session=session, name="p3-head-1")
+    served = serving_model(ctx, 3)
+    assert (served.name, served.spec.head, served.spec.backbone) == (
+        "p3-head-1",
+        "/models/p3-head-1.pt",
+        "blazepose",
+    )
+    assert serving_model(ctx, 4).name == cold.name  # other projects keep the backbone
+    predict_tasks(ctx, project_id=3, config=parse_config(label_config()), tasks=[synth_video.task(1)])
+    assert specs[-1].head == "/models/p3-head-1.pt"
+    with session_scope(ctx.sessions) as session:
+        assert queries.latest_prediction(session=session, task_id=101).model_version == "p3-head-1"
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+class _Images(http.server.BaseHTTPRequestHandler):
+    token = "legacy-token-0123456789abcdef"
+    files: ClassVar[dict[str, bytes]] = {}
+    hits: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.hits.append(self.path)
+        if self.headers.get("Authorization") != f"Token {self.token}":
+            self._send(401, b'{"detail": "Authentication credentials were not provided."}')
+        elif self.path in self.files:
+            self._send(200, self.files[self.path])
+        else:
+            self._send(404, b"not found")
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def image_server(synth_video: SynthVideo) -> Iterator[str]:
+    _Images.files = {
+        "/data/upload/1/f0.jpg": synth_video.paths[0].read_bytes(),
+        "/data/upload/1/bad.jpg": b"<html>",
+    }
+    _Images.hits = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Images)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_frame_store_downloads_with_auth_and_caches(image_server: str, synth_video: SynthVideo,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    store = FrameStore(tmp_path / "cache", LabelStudioAccess(image_server, _Images.token))
+    expected = cv2.imread(str(synth_video.paths[0]))
+    assert np.array_equal(store.image("/data/upload/1/f0.jpg"), expected)
+    assert np.array_equal(store.image(f"{image_server}/data/upload/1/f0.jpg"), expected)  # same file: cached
+    assert _Images.hits == ["/data/upload/1/f0.jpg"]
+    assert store.cache_path(f"{image_server}/data/upload/1/f0.jpg").is_file()
+    with pytest.raises(ImageUnavailableError, match="not a decodable image") as bad:
+        store.image("/data/upload/1/bad.jpg")
+    assert not store.cache_path(f"{image_server}/data/upload/1/bad.jpg").exists()
+    with pytest.raises(ImageUnavailableError, match="404") as missing:
+        store.image("/data/upload/1/none.jpg")
+    assert missing.value.url == "/data/upload/1/none.jpg"
+    wrong = FrameStore(tmp_path / "cache2", LabelStudioAccess(image_server, "wrong-token-abcdefghijklmnop"))
+    with pytest.raises(ImageUnavailableError, match="401") as refused:
+        wrong.image("/data/upload/1/f0.jpg")
+    assert "wrong-token" not in str(refused.value) and _Images.token not in str(bad.value)
+
+
+def test_frame_store_errors_name_the_image_and_learn_from_setup(image_server: str, tmp_path: Path) -> None:
+    access = LabelStudioAccess()
+    store = FrameStore(tmp_path, access)
+    with pytest.raises(ImageUnavailableError, match="needs LABEL_STUDIO_URL"):
+        store.image("/data/local-files/?d=frames/a.jpg")
+    with pytest.raises(ImageUnavailableError, match=r"no such file.*|not a Label Studio URL"):
+        store.image("frames/a.jpg")
+    with pytest.raises(ImageUnavailableError, match="cannot read the file") as local:
+        store.image(f"file://{tmp_path}/missing.jpg")
+    assert "missing.jpg" in local.value.url
+    access.learn(image_server, _Images.token)  # what /setup sends when settings have none
+    assert store.image("/data/upload/1/f0.jpg").shape == (120, 160, 3)
+    configured = LabelStudioAccess("http://ls.example:8080", "from-settings")
+    configured.learn(image_server, "from-setup")
+    assert (configured.url, configured.api_key) == ("http://ls.example:8080", "from-settings")
+
+
+def test_safe_url_masks_secrets() -> None:
+    url = safe_url("https://user:pw@bucket.s3.amazonaws.com/a.jpg?X-Amz-Signature=abc123&token=t0k&d=x/y.jpg")
+    assert "pw" not in url and "abc123" not in url and "t0k" not in url
+    assert "d=x/y.jpg" in url and "bucket.s3.amazonaws.com/a.jpg" in url
+    assert (
+        safe_url("/data/local-files/?d=frames/v1/000001.jpg") == "/data/local-files/?d=frames/v1/000001.jpg"
+    )
+
+
+def test_video_frames_stand_ins_and_sizes(synth_video: SynthVideo, tmp_path: Path) -> None:
+    store = FrameStore(tmp_path, LabelStudioAccess())
+    small = tmp_path / "small.jpg"
+    cv2.imwrite(str(small), cv2.resize(cv2.imread(str(synth_video.paths[4])), (80, 60)))
+    urls = {
+        0: str(synth_video.paths[0]),
+        2: str(synth_video.paths[2]),
+        4: str(small),
+        5: str(tmp_path / "gone.jpg"),
+    }
+    image = {t: cv2.imread(str(synth_video.paths[t])) for t in (0, 2)}
+    anchored = VideoFrames(store, urls, 6, anchor=2)
+    assert (anchored.width, anchored.height, anchored.num_frames) == (160, 120, 6)
+    assert np.array_equal(anchored.read(1), image[2]) and np.array_equal(anchored.read(0), image[0])
+    assert anchored.read(4).shape == (120, 160, 3)  # another size is resized to the video's
+    assert np.array_equal(anchored.read(5), image[2])  # an unreadable neighbour: the anchor stands in
+    assert anchored.stand_ins == 2
+    nearest = VideoFrames(store, {0: urls[0], 2: urls[2]}, 6)
+    assert np.array_equal(nearest.read(1), image[0]) and np.array_equal(nearest.read(3), image[2])
+    with pytest.raises(ValueError, match="anchor frame 3"):
+        VideoFrames(store, urls, 6, anchor=3)
+    with pytest.raises(ImageUnavailableError):
+        VideoFrames(store, {5: urls[5]}, 6, anchor=5)
+
+
+# ----------------------------------------------------------------------------- predictor cache
+
+
+class _Fake:
+    def __init__(self, spec: PredictorSpec) -> None:
+        self.version, self.closed, self.busy = f"fake-{spec.backbone}", False, 0
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_predictor_cache_builds_once_and_leases_exclusively() -> None:
+    built: list[PredictorSpec] = []
+
+    def factory(spec: PredictorSpec) -> _Fake:
+        built.append(spec)
+        time.sleep(0.05)
+        return _Fake(spec)
+
+    cache = PredictorCache(factory, capacity=1)
+    spec = PredictorSpec("blazepose")
+    overlaps: list[int] = []
+
+    def use() -> None:
+        with cache.lease(spec) as predictor:
+            predictor.busy += 1
+            overlaps.append(predictor.busy)
+            time.sleep(0.01)
+            predictor.busy -= 1
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert built == [spec] and overlaps == [1, 1, 1, 1]
+    first = cache.loaded(spec)
+    assert cache.version(spec) == "fake-blazepose"
+    cache.get(PredictorSpec("hrnet_w48", "w.pth"))  # capacity 1: the idle older one is closed
+    assert first.closed and cache.loaded(spec) is None
+
+
+def test_predictor_cache_errors_and_cold_start_versions(tmp_path: Path) -> None:
+    def broken(spec: PredictorSpec) -> Any:
+        raise FileNotFoundError(f"no weights at {spec.checkpoint}")
+
+    with (
+        pytest.raises(ModelUnavailableError, match="no weights at /w.pth"),
+        PredictorCache(broken).lease(PredictorSpec("hrnet_w48", "/w.pth")),
+    ):
+        pass
+    # The default factory's version needs no model: it matches what Predictor.create reports.
+    from model.backbones.base import file_digest
+    from model.pipeline.predictor import Predictor
+
+    cache = PredictorCache()
+    assert (
+        cache.version(PredictorSpec()) == Predictor.create("blazepose").version == "blazepose-backbone-only"
+    )
+    assert cache.loaded(PredictorSpec()) is None
+    weights = tmp_path / "w48.pth"
+    weights.write_bytes(b"weights" * 100)
+    spec = PredictorSpec("hrnet_w48", str(weights))
+    assert cold_start_version(spec) == f"hrnet_w48:{file_digest(weights)}-backbone-only"
+    with pytest.raises(ModelUnavailableError, match="cannot be read"):
+        cold_start_version(PredictorSpec("hrnet_w48", str(tmp_path / "missing.pth")))

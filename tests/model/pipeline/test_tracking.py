@@ -1,0 +1,405 @@
+"""Tests of model.pipeline.tracking on synthetic walkers: label-derived boxes, IoU tracking, keypoint carrying."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from annotation_io.posetrack import load
+from annotation_io.synth import generate, sparsify
+from annotation_io.types import Box, Frame, Person, Video
+from model.pipeline.tracking import (
+    TrackBox,
+    assign_tracks,
+    box_from_keypoints,
+    carry_with_keypoints,
+    hungarian,
+    iou_matrix,
+    plan_boxes,
+    update_with_keypoints,
+)
+
+FRAMES, EVERY, SIZE = 40, 8, (160, 120)
+SEEDS = (0, 1, 2, 3)  # each: people 0 and 1 cross, person 2 walks in from an edge
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Video]:
+    """Full ground truth of one 40-frame, 3-person synthetic video per seed."""
+    out = {}
+    for seed in SEEDS:
+        (path,) = generate(
+            tmp_path_factory.mktemp(f"synth{seed}"), videos=1, frames=FRAMES, people=3, seed=seed, size=SIZE
+        )
+        out[seed] = load(path)
+    return out
+
+
+def gt_box(video: Video, index: int, track_id: int) -> Box | None:
+    person = video.frame_map()[index].person_by_track(track_id)
+    return None if person is None else person.box
+
+
+class FakeDetector:
+    """Returns the GT boxes of a frame, shuffled, some dropped, never a mere hand or foot at the edge;
+    remembers which GT track each returned box belongs to and which frames it was asked for."""
+
+    def __init__(self, video: Video, seed: int, drop: float = 0.0) -> None:
+        self.frames = video.frame_map()
+        self.rng = np.random.default_rng(seed)
+        self.drop = drop
+        self.truth: dict[tuple[int, tuple[float, ...]], int] = {}
+        self.calls: list[int] = []
+
+    def __call__(self, index: int) -> list[Box]:
+        self.calls.append(index)
+        persons = [p for p in self.frames[index].persons if p.present.sum() >= 6]  # a body, not a hand
+        persons = [p for p in persons if self.rng.random() >= self.drop]
+        self.rng.shuffle(persons)
+        for p in persons:
+            self.truth[(index, p.box.xyxy)] = p.track_id
+        return [p.box for p in persons]
+
+    def gt_id(self, index: int, tb: TrackBox) -> int:
+        return self.truth[(index, tb.box.xyxy)]
+
+
+# --- assignment ---------------------------------------------------------------------------------
+
+
+def test_hungarian_finds_the_minimum_cost_assignment() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        n, m = (int(x) for x in rng.integers(1, 6, size=2))
+        cost = rng.random((n, m)).round(2)  # rounding makes ties
+        pairs = hungarian(cost)
+        assert len(pairs) == min(n, m)
+        assert len({r for r, _ in pairs}) == len({c for _, c in pairs}) == len(pairs)
+        if n <= m:
+            best = min(sum(cost[r, c] for r, c in enumerate(p)) for p in itertools.permutations(range(m), n))
+        else:
+            best = min(sum(cost[r, c] for c, r in enumerate(p)) for p in itertools.permutations(range(n), m))
+        assert sum(cost[r, c] for r, c in pairs) == pytest.approx(best)
+    assert hungarian(np.zeros((0, 3))) == []
+    with pytest.raises(ValueError, match="finite"):
+        hungarian(np.array([[np.inf, 1.0]]))
+
+
+def test_iou_matrix_agrees_with_box_iou() -> None:
+    rng = np.random.default_rng(1)
+    a = [Box(*rng.uniform(0, 50, 2), *rng.uniform(1, 30, 2)) for _ in range(5)]
+    b = [Box(*rng.uniform(0, 50, 2), *rng.uniform(1, 30, 2)) for _ in range(4)]
+    expected = np.array([[x.iou(y) for y in b] for x in a])
+    np.testing.assert_allclose(iou_matrix(a, b), expected, atol=1e-12)
+    assert iou_matrix([], b).shape == (0, 4)
+
+
+def test_assign_tracks_keeps_ids_of_moved_shuffled_boxes_and_numbers_new_ones() -> None:
+    prev = [
+        TrackBox(3, Box(0, 0, 20, 40), "human", 1.0),
+        TrackBox(7, Box(50, 0, 20, 40), "human", 1.0),
+        TrackBox(9, Box(100, 0, 20, 40), "human", 1.0),
+    ]
+    # person 7 moved 4 px, person 3 moved 3 px, a new person far away, person 9 missing
+    boxes = [Box(54, 1, 20, 40), Box(200, 0, 20, 40), Box(3, 0, 20, 40), Box(300, 0, 5, 5)]
+    out = assign_tracks(prev, boxes, next_id=10)
+    assert [t.track_id for t in out] == [7, 10, 3, 11]
+    assert [t.box for t in out] == boxes and {t.source for t in out} == {"detected"}
+    # a box overlapping two tracks goes to the better one; below the threshold nothing matches
+    out = assign_tracks(prev, [Box(40, 0, 20, 40)], next_id=10)
+    assert out[0].track_id == 7
+    assert assign_tracks(prev, [Box(40, 0, 20, 40)], next_id=10, iou_threshold=0.8)[0].track_id == 10
+
+
+def test_assign_tracks_rejects_bad_input() -> None:
+    prev = [TrackBox(3, Box(0, 0, 2, 2), "human", 1.0), TrackBox(3, Box(5, 0, 2, 2), "human", 1.0)]
+    with pytest.raises(ValueError, match="repeats a track id"):
+        assign_tracks(prev, [], next_id=4)
+    with pytest.raises(ValueError, match="next_id 3 must be above"):
+        assign_tracks(prev[:1], [], next_id=3)
+    with pytest.raises(ValueError, match="iou_threshold"):
+        assign_tracks(prev[:1], [], next_id=4, iou_threshold=0.0)
+
+
+# --- boxes from and with keypoints ----------------------------------------------------------------
+
+
+def test_box_from_keypoints_fits_the_drawn_people(videos: dict[int, Video]) -> None:
+    ious = [
+        box_from_keypoints(p.keypoints).clip(*SIZE).iou(p.box)
+        for v in videos.values()
+        for f in v.frames
+        for p in f.persons
+        if p.present.sum() >= 2
+    ]
+    assert np.mean(ious) > 0.8  # measured 0.84-0.88 per video
+    assert np.mean(ious) > np.mean(
+        [  # better than the bare joint box
+            p.keypoint_box().iou(p.box)
+            for v in videos.values()
+            for f in v.frames
+            for p in f.persons
+            if p.present.sum() >= 2
+        ]
+    )
+
+
+def test_box_from_keypoints_uses_confident_joints_only() -> None:
+    kps = np.zeros((17, 3))
+    kps[[0, 15, 16]] = [[50, 10, 2], [40, 110, 2], [60, 110, 2]]
+    box = box_from_keypoints(kps, margin=0.1)
+    assert box.xyxy == pytest.approx((30, 0, 70, 120))  # 0.1 x the long side (100) per side
+    kps[9] = [400, 60, 2]  # a wild joint with a low score
+    scores = np.where(np.arange(17) == 9, 0.05, 0.9)
+    assert box_from_keypoints(kps, scores, margin=0.1).xyxy == pytest.approx(box.xyxy)
+    with pytest.raises(ValueError, match="at least 2 distinct joints"):
+        box_from_keypoints(np.where(np.arange(17)[:, None] == 0, kps, 0))
+    with pytest.raises(ValueError, match=r"scores must have shape \(17,\)"):
+        box_from_keypoints(kps, np.ones(15))
+
+
+def test_carry_with_keypoints_follows_a_similarity_and_ignores_outliers() -> None:
+    rng = np.random.default_rng(2)
+    kps = np.column_stack([rng.uniform(100, 160, 17), rng.uniform(50, 200, 17), np.full(17, 2.0)])
+    box = Box(90, 40, 80, 170)
+    s, t, o = 1.2, np.array([13.0, -7.0]), np.array([120.0, 90.0])
+    moved = kps.copy()
+    moved[:, :2] = o + s * (kps[:, :2] - o) + t
+    x1, y1, x2, y2 = box.xyxy
+    expected = Box.from_xyxy(*(o + s * (np.array([x1, y1]) - o) + t), *(o + s * (np.array([x2, y2]) - o) + t))
+    assert carry_with_keypoints(box, kps, moved).xyxy == pytest.approx(expected.xyxy)
+    wild = moved.copy()
+    wild[[2, 9], :2] += 300  # two joints jump away
+    assert carry_with_keypoints(box, kps, wild).iou(expected) > 0.85
+    gone = moved.copy()
+    gone[:, 2] = 0
+    assert carry_with_keypoints(box, kps, gone) == box  # nothing seen on both frames: stays
+    with pytest.raises(ValueError, match="differ in shape"):
+        carry_with_keypoints(box, kps, moved[:15])
+
+
+def test_carrying_with_joint_motion_beats_copying_the_box(videos: dict[int, Video]) -> None:
+    carried, copied = [], []
+    for v in videos.values():
+        fm = v.frame_map()
+        for start in range(0, FRAMES - EVERY, EVERY):
+            for first in fm[start].persons:
+                box, prev = first.box, first
+                for f in range(start + 1, start + EVERY):
+                    person = fm[f].person_by_track(first.track_id)
+                    if person is None:
+                        break
+                    box, prev = carry_with_keypoints(box, prev.keypoints, person.keypoints), person
+                    carried.append(box.iou(person.box))
+                    copied.append(first.box.iou(person.box))
+    assert np.mean(carried) > np.mean(copied) + 0.05  # measured ~0.74 vs ~0.64
+
+
+def test_update_with_keypoints_stops_a_track_that_leaves_the_frame() -> None:
+    kps = np.zeros((17, 3))
+    kps[:5] = [[10, 10, 2], [20, 10, 2], [10, 50, 2], [20, 50, 2], [15, 30, 2]]
+    track = TrackBox(4, Box(140, 5, 15, 50), "carried", 0.7)
+    step = kps.copy()
+    step[:, 0] += 10
+    inside = update_with_keypoints(track, kps, step, frame_size=SIZE)
+    assert inside is not None and inside.track_id == 4 and inside.score == 0.7
+    assert inside.box.xyxy == pytest.approx((150, 5, 160, 55))  # clipped to the frame
+    step[:, 0] += 30
+    assert update_with_keypoints(track, kps, step, frame_size=SIZE) is None
+
+
+# --- plan_boxes from labels -------------------------------------------------------------------------
+
+
+def test_plan_boxes_human_interpolated_and_carried(videos: dict[int, Video]) -> None:
+    crossing_checked = 0
+    for seed, gt in videos.items():
+        labels = sparsify(gt, EVERY)
+        detector = FakeDetector(gt, seed)
+        plan = plan_boxes(gt, labels, range(FRAMES), detector=detector)
+        assert detector.calls == []  # every frame lies within reach of a label
+        last = max(f.index for f in labels.labeled_frames())
+        interp_ious = []
+        for f in range(FRAMES):
+            sources = {tb.source for tb in plan[f]}
+            if f % EVERY == 0:  # human boxes win on labelled frames
+                assert sources == {"human"}
+                assert {tb.track_id: tb.box for tb in plan[f]} == {
+                    p.track_id: p.box for p in labels.frame(f).persons
+                }
+            elif f > last:  # one-sided: a copy of the last label, trusted less with distance
+                assert sources == {"carried"}
+                for tb in plan[f]:
+                    assert tb.box == gt_box(gt, last, tb.track_id)
+                    previous = next(t for t in plan[f - 1] if t.track_id == tb.track_id)
+                    assert tb.score < previous.score
+            for tb in plan[f]:
+                if tb.source != "interpolated":
+                    continue
+                true = gt_box(gt, f, tb.track_id)
+                interp_ious.append(true.iou(tb.box))
+                # ids never swap: the box is nearer its own person than any other (where they are apart)
+                cx = tb.box.center[0]
+                for other in gt.frame_map()[f].persons:
+                    ox = other.box.center[0]
+                    if other.track_id == tb.track_id or abs(ox - true.center[0]) <= 0.25 * true.h:
+                        continue
+                    assert abs(cx - true.center[0]) < abs(cx - ox), (seed, f, tb.track_id)
+                    crossing_checked += {tb.track_id, other.track_id} == {0, 1}
+        assert np.mean(np.array(interp_ious) > 0.5) > 0.9, seed
+        x0 = [gt_box(gt, f, 0).center[0] - gt_box(gt, f, 1).center[0] for f in (0, FRAMES - 1)]
+        assert x0[0] * x0[1] < 0, f"seed {seed}: people 0 and 1 should cross"
+    assert crossing_checked > 100
+
+
+def test_plan_boxes_scores_fall_with_distance_to_labels(videos: dict[int, Video]) -> None:
+    gt = videos[1]
+    plan = plan_boxes(gt, sparsify(gt, EVERY), range(FRAMES))
+    score = {(f, tb.track_id): (tb.source, tb.score) for f in plan for tb in plan[f]}
+    assert score[(1, 0)][0] == score[(4, 0)][0] == "interpolated"
+    assert 1.0 > score[(1, 0)][1] > score[(4, 0)][1] > 0.5
+    assert score[(7, 0)][1] == pytest.approx(score[(1, 0)][1])
+    assert score[(33, 0)][0] == "carried" and score[(33, 0)][1] < score[(1, 0)][1]
+
+
+def test_max_gap_hands_far_frames_to_the_detector_with_ids_continued(videos: dict[int, Video]) -> None:
+    for seed, gt in videos.items():
+        detector = FakeDetector(gt, seed)
+        plan = plan_boxes(gt, sparsify(gt, EVERY), range(FRAMES), detector=detector, max_gap=3)
+        far = [4, 12, 20, 28, 36, 37, 38, 39]  # 4 from both neighbouring labels, or 4+ past the last
+        assert detector.calls == far
+        assert all(tb.source == "carried" for f in (33, 34, 35) for tb in plan[f])
+        for f in far:
+            assert plan[f] and all(tb.source == "detected" and tb.score == 0.5 for tb in plan[f])
+            assert [tb.track_id for tb in plan[f]] == sorted(detector.gt_id(f, tb) for tb in plan[f]), (
+                seed,
+                f,
+            )
+
+
+def test_detector_runs_before_the_first_label_continue_its_tracks_backwards(videos: dict[int, Video]) -> None:
+    for seed, gt in videos.items():
+        one = Video(
+            gt.name, FRAMES, [replace(gt.frame_map()[30], persons=[p.copy() for p in gt.frame(30).persons])]
+        )
+        detector = FakeDetector(gt, seed)
+        plan = plan_boxes(gt, one, range(FRAMES), detector=detector, max_gap=2)
+        assert sorted(detector.calls) == list(range(28)) + list(range(33, FRAMES))
+        known_ids = set(one.track_ids())
+        right = [
+            tb.track_id == detector.gt_id(f, tb)
+            for f in detector.calls
+            for tb in plan[f]
+            if detector.gt_id(f, tb) in known_ids
+        ]
+        assert len(right) > 50 and all(right), seed
+
+
+@pytest.mark.parametrize("step", [1, 3])  # every frame, or every third (there motion prediction matters)
+def test_detector_only_ids_stay_stable_through_crossings_and_misses(
+    videos: dict[int, Video], step: int
+) -> None:
+    for seed, gt in videos.items():
+        detector = FakeDetector(gt, seed, drop=0.15)
+        plan = plan_boxes(gt, None, range(0, FRAMES, step), detector=detector)
+        ids_of: dict[int, list[int]] = defaultdict(list)
+        for f in plan:
+            for tb in plan[f]:
+                ids_of[detector.gt_id(f, tb)].append(tb.track_id)
+        assert detector.calls == list(range(0, FRAMES, step))
+        for g in (0, 1):  # the crossing pair: one id each, all along
+            assert len(set(ids_of[g])) == 1, (seed, g, Counter(ids_of[g]))
+        assert ids_of[0][0] != ids_of[1][0]
+        if 2 in ids_of:  # the newcomer gets ids of its own
+            assert not set(ids_of[2]) & {ids_of[0][0], ids_of[1][0]}
+            assert Counter(ids_of[2]).most_common(1)[0][1] >= 0.8 * len(ids_of[2])
+
+
+def test_untracked_labels_get_fresh_ids_linked_across_labelled_frames(videos: dict[int, Video]) -> None:
+    for seed, gt in videos.items():
+        labels = sparsify(gt, EVERY)
+        for frame in labels.frames:
+            for p in frame.persons:
+                p.track_id = 7 if p.track_id == 2 else None  # only the newcomer keeps an id
+        plan = plan_boxes(gt, labels, range(0, FRAMES, EVERY))
+        pairs = {
+            (gt_id, tb.track_id)
+            for f in plan
+            for tb in plan[f]
+            for gt_id in [next(p.track_id for p in gt.frame(f).persons if p.box == tb.box)]
+        }
+        mine = {tid for g, tid in pairs if g in (0, 1)}
+        assert len(mine) == 2 and min(mine) >= 8, (seed, pairs)  # fresh ids above the known 7
+        for tid in mine:  # one person per fresh id, through the crossing
+            assert len({g for g, t in pairs if t == tid}) == 1, (seed, pairs)
+
+
+# --- hand-made edge cases -----------------------------------------------------------------------------
+
+
+def person(box: Box, track_id: int | None = None, scores: np.ndarray | None = None) -> Person:
+    return Person(track_id=track_id, box=box, scores=scores)
+
+
+def test_a_labelled_frame_is_complete() -> None:
+    a, b = Box(10, 10, 20, 40), Box(60, 10, 20, 40)
+    known = Video(
+        "v",
+        20,
+        [
+            Frame(0, [person(a, 1), person(b, 2)], True),
+            Frame(5, [person(b, 2)], True),
+            Frame(10, [], True),
+            Frame(15, [person(a, 1)], True),
+        ],
+    )
+    calls: list[int] = []
+    plan = plan_boxes(Video("v", 20), known, range(20), detector=lambda f: calls.append(f) or [])
+    assert plan[10] == [] and 10 not in calls  # labelled as empty: nobody, no detector
+    assert [(t.track_id, t.source) for t in plan[3]] == [(1, "carried"), (2, "interpolated")]
+    assert [(t.track_id, t.source) for t in plan[7]] == [(2, "carried")]  # 1 is absent on frame 5
+    assert [(t.track_id, t.source) for t in plan[12]] == [(1, "carried")]  # 2 is absent on frame 10
+
+
+def test_predictions_in_known_are_not_labels_and_frame_size_clips_or_drops() -> None:
+    pred = person(Box(10, 10, 20, 40), 1, scores=np.full(17, 0.9))
+    edge = person(Box(150, 10, 20, 40), 2)  # half inside the 160 x 120 frame
+    out = person(Box(155, 10, 40, 40), 3)  # an eighth inside
+    known = Video("v", 10, [Frame(0, [pred], True), Frame(4, [edge, out], True)])
+    plan = plan_boxes(Video("v", 10, width=160, height=120), known, range(10))
+    assert [(t.track_id, t.source) for t in plan[4]] == [(2, "human"), (3, "human")]  # labels stay as drawn
+    for f in (0, 5):  # frame 0 holds only a prediction: not a label, so track 2 is carried onto it
+        assert [(t.track_id, t.source, t.box.xyxy) for t in plan[f]] == [(2, "carried", (150, 10, 160, 50))]
+    plan = plan_boxes(Video("v", 10), known, [5])  # frame size unknown: nothing clipped or dropped
+    assert [(t.track_id, t.box) for t in plan[5]] == [(2, edge.box), (3, out.box)]
+
+
+def test_a_detected_track_that_walks_out_of_the_frame_stops() -> None:
+    def detector(f: int) -> list[Box]:
+        if f <= 1:  # seen on frames 0 and 1, walking right at 5 px per frame, then missed
+            return [Box(50 + 5 * f, 20, 40, 50)]
+        return [Box(90, 20, 10, 50)] if f == 9 else []  # someone at the right edge
+
+    video = Video("v", 10, width=100, height=100)
+    plan = plan_boxes(video, None, range(10), detector=detector, iou_threshold=0.1)
+    # on frame 9 the walker would be at x 95..135 (12% inside): gone, so the newcomer gets a new id
+    assert [t.track_id for t in plan[9]] == [1] and [t.track_id for t in plan[1]] == [0]
+    plan = plan_boxes(
+        replace(video, width=None, height=None), None, range(10), detector=detector, iou_threshold=0.1
+    )
+    assert [t.track_id for t in plan[9]] == [0]  # frame size unknown: it cannot tell
+
+
+def test_plan_boxes_rejects_bad_requests() -> None:
+    video = Video("clip", 10)
+    with pytest.raises(ValueError, match="frame 10 is outside video 'clip'"):
+        plan_boxes(video, None, [3, 10])
+    with pytest.raises(ValueError, match="max_gap"):
+        plan_boxes(video, None, [3], max_gap=-1)
+    with pytest.raises(TypeError, match=r"detector\(3\) must return a list of Box"):
+        plan_boxes(video, None, [3], detector=lambda f: [(0, 0, 5, 5)])
+    assert plan_boxes(video, None, [3, 3, 1]) == {1: [], 3: []}
