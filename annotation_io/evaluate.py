@@ -1,7 +1,7 @@
 """poseval-compatible multi-person pose AP (PoseTrack `evaluateAP`) on Videos, plus its CLI.
 
 Re-implements poseval's `eval_helpers.assignGTmulti` + `evaluateAP.computeMetrics`
-(reference/dcpose.md §8) in numpy:
+(the released DCPose code) in numpy:
 
 1. only ground-truth frames with at least one person count; the prediction frame with the same
    index is evaluated against it (other prediction frames are ignored);

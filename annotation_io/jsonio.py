@@ -2,7 +2,8 @@
 
 `FieldReader` reads fields from parsed JSON and raises AnnotationFormatError naming the file, the
 entry and the field (e.g. ``x.json: annotations[3].keypoints: expected 51 numbers, got 48``);
-`write_json` writes plain, stable JSON (no numpy types, NaN rejected).
+`write_json` writes plain, stable JSON (no numpy types, NaN rejected); `atomic_open` replaces a file
+all or nothing; `finite_json` makes a value JSON-ready (NaN/inf -> null).
 """
 
 from __future__ import annotations
@@ -102,12 +103,13 @@ def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, durable: bool = True) -> Iterator[IO[Any]]:
     """Opens a temporary file beside `path` for writing; on success it replaces `path` in one step.
 
-    The data is fsynced before the rename and the folder after it, so a crash or kill leaves either
-    the old file or the new one, never a torn one; on an exception the temporary file is removed.
-    `mode` is "w" (text, UTF-8) or "wb".
+    Readers see the old file or the whole new one, never a torn one; on an exception the temporary
+    file is removed. With `durable` (the default) the data is fsynced before the rename and the
+    folder after it, so a crash or kill cannot lose it either; caches that can be recomputed pass
+    ``durable=False``. `mode` is "w" (text, UTF-8) or "wb".
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
@@ -117,12 +119,15 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     with contextlib.suppress(OSError):  # make the rename durable (POSIX); not every folder opens
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -150,6 +155,30 @@ def plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def finite_json(value: Any, where: str = "value") -> Any:
+    """Shared: a JSON-ready copy of `value`: NaN/inf -> None, numpy -> plain, tuples -> lists, keys -> str.
+
+    JSON has no NaN, and PostgreSQL's json type refuses it; every writer of floats that may be
+    non-finite (stored persons, metrics, job results) goes through here.
+
+    Raises:
+        TypeError: a value JSON cannot hold (names where it is).
+    """
+    if isinstance(value, np.ndarray):
+        return finite_json(value.tolist(), where)
+    if isinstance(value, np.generic):
+        return finite_json(value.item(), where)
+    if isinstance(value, dict):
+        return {str(k): finite_json(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    raise TypeError(f"{where}: {type(value).__name__} cannot be stored as JSON")
 
 
 def add_extra(out: dict[str, Any], extra: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:

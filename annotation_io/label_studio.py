@@ -1,8 +1,7 @@
 """Label Studio formats: labelling config, frame-task data, result items <-> Persons, validation.
 
 Label Studio (LS) stores region geometry in percent of the original image (x = px / width * 100);
-percentages exist only in this module, everything it returns is in pixels (reference/labelstudio.md
-§6). One LS task is one video frame; a person is a `rectanglelabels` box, its joints are
+percentages exist only in this module, everything it returns is in pixels (Label Studio 1.23's payloads). One LS task is one video frame; a person is a `rectanglelabels` box, its joints are
 `keypointlabels` regions pointing at the box through `parentID`, and its track id is a per-region
 `textarea` result that reuses the box id.
 """
@@ -254,7 +253,7 @@ def _assign(
         else:
             members[parent][k.slot] = k
     for k in orphans:
-        # Hand-drawn keypoints have no parentID (reference/labelstudio.md §5): smallest box that
+        # Hand-drawn keypoints have no parentID (Label Studio 1.23's payloads): smallest box that
         # contains the point first, then the others by distance; a box keeps its own joint.
         def rank(box_id: str, k: _Keypoint = k) -> tuple[int, float]:
             box = boxes[box_id][0]
@@ -330,7 +329,7 @@ def persons_to_results(
     keypoint_width: float = 0.6,
     id_prefix: str | None = None,
 ) -> list[dict]:
-    """Converts Persons (pixels) into LS result items (reference/labelstudio.md §6).
+    """Converts Persons (pixels) into LS result items (Label Studio 1.23's payloads).
 
     Per person: a `rectanglelabels` box (with `score` when known), one `keypointlabels` item per
     joint with v > 0 that the config has a label for (ears have none), each with `parentID` = box

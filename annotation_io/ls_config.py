@@ -76,7 +76,7 @@ class LabelConfig:
 def label_config(
     *, image: str = "image", person: str = "person", keypoints: str = "kp", track: str | None = "track_id"
 ) -> str:
-    """The recommended labelling config (reference/labelstudio.md §6) as XML.
+    """The recommended labelling config (Label Studio 1.23's payloads) as XML.
 
     The image URL is always read from task data key "image" (see `task_data`).
 

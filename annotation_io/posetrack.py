@@ -1,6 +1,6 @@
 """PoseTrack 2018 per-video JSON and PoseTrack 2017 annolist JSON <-> Video (GT and predictions).
 
-PoseTrack 2018 (reference/dcpose.md §8.1) is COCO-style: one file per video, `images[]` with
+PoseTrack 2018 (the released DCPose code) is COCO-style: one file per video, `images[]` with
 `file_name`, `id`, `frame_id`, `vid_id`, `nframes`, `is_labeled`, optional `ignore_regions_x/_y`,
 `annotations[]` with 51 `keypoints` in the 17-slot order, `bbox`, `bbox_head`, `track_id` and
 `scores` ([] in GT). The shared COCO-style parsing lives in `annotation_io.coco`.

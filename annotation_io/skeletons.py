@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # The 17-slot "PoseTrack COCO order" used by PoseTrack 2018 files, DCPose and HRNet heatmaps
-# (reference/dcpose.md §5.1). Slots 3/4 (ears) are never annotated in PoseTrack; models still
+# (the released DCPose code). Slots 3/4 (ears) are never annotated in PoseTrack; models still
 # output 17 channels and the ears get target weight 0.
 POSETRACK_KEYPOINTS: tuple[str, ...] = (
     "nose",
@@ -46,7 +46,7 @@ DRAW_LIMBS: tuple[tuple[int, int], ...] = (
     (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16),
 )
 
-# poseval's 15 joint ids (reference/dcpose.md §7.1/§8.1) and their names as poseval prints them.
+# poseval's 15 joint ids (the released DCPose code) and their names as poseval prints them.
 POSEVAL_JOINTS: tuple[str, ...] = (
     "right_ankle",
     "right_knee",
@@ -81,5 +81,5 @@ POSEVAL_GROUPS: dict[str, tuple[int, ...]] = {
 }
 
 # Label Studio KeyPointLabels: the 15 PoseTrack joints, `model_index` 0..14 in this order
-# (17-slot order without the ears, reference/labelstudio.md §6).
+# (17-slot order without the ears, Label Studio 1.23's payloads).
 LS_JOINTS: tuple[str, ...] = tuple(POSETRACK_KEYPOINTS[i] for i in LABELLED_SLOTS)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import cv2
 import numpy as np
@@ -57,6 +57,20 @@ class VideoInfo:
     fps: float | None
     width: int
     height: int
+
+
+class FrameReader(Protocol):
+    """Random access to frames, as the predictor, the trainer and the renderer read them.
+
+    `FrameSource` satisfies it; so does any object with `num_frames` and `read(index)` (a reader
+    over Label Studio task images, a list of arrays in tests).
+    """
+
+    num_frames: int
+
+    def read(self, index: int) -> np.ndarray:
+        """(H, W, 3) uint8 BGR frame."""
+        ...
 
 
 class FrameSource(ABC):

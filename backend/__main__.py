@@ -18,6 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from backend.logs import configure_logging
 from backend.ls.importers import add_import_commands
 from backend.settings import Settings, SettingsError, mask_url_password
 
@@ -50,12 +51,14 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
     """Runs the RQ worker of queue "dcpose" (same as `rq worker -u $REDIS_URL dcpose`)."""
-    from backend.jobs.runners import build_context, run_worker
+    from backend.context import build_context
+    from backend.jobs.runners import runner_factory
+    from backend.jobs.worker import run_worker
 
     if not settings.redis_url:
         print("error: REDIS_URL is not set; without Redis, jobs run inside the web process", file=sys.stderr)
         return 2
-    ctx = build_context(settings, runner="rq")
+    ctx = build_context(settings, runner=runner_factory(settings, "rq"))
     try:
         run_worker(ctx, burst=args.burst)
     finally:
@@ -65,23 +68,24 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def preannotate(args: argparse.Namespace, settings: Settings) -> int:
     """Runs a "preannotate" job in the foreground; prints its outcome."""
+    from backend.context import build_context
     from backend.db.jobs import get_job
     from backend.db.queries import ConflictError
     from backend.db.session import session_scope
-    from backend.jobs.runners import build_context, run_job_now
+    from backend.jobs.execution import run_job_now
+    from backend.jobs.registry import PREANNOTATE
 
     if not (settings.label_studio_url and settings.label_studio_api_key):
         print("error: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY: predictions are pushed to Label Studio",
               file=sys.stderr)  # fmt: skip
         return 2
-    ctx = build_context(settings, runner="none")
+    ctx = build_context(settings)  # no runner: the job runs here, in the foreground
     try:
-        job_id = run_job_now(ctx, "preannotate", args.project, "preannotate", trigger="cli", video_id=args.video,
+        job_id = run_job_now(ctx, PREANNOTATE, args.project, trigger="cli", video_id=args.video,
                              task_ids=args.task or None, force=args.force)  # fmt: skip
         with session_scope(ctx.sessions) as session:
             job = get_job(session=session, job_id=job_id)
-            assert job is not None
-            state, result, error = job.state, job.result, job.error
+            state, result, error = (job.state, job.result, job.error) if job else ("missing", None, "job row gone")
     except ConflictError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -122,15 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list.insert(0, "serve")
     args = build_parser().parse_args(args_list)
     if not getattr(args, "settings", False):  # the import commands read their own environment
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging("INFO")
         return int(args.func(args))
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from backend.app import configure_logging
-
     configure_logging(settings.log_level)
     return int(args.func(args, settings))
 

@@ -1,8 +1,10 @@
 """The BackendContext: settings, database, predictors, frames, LS access and job runner of one process.
 
-`build_context(settings)` makes it once per process (web app, RQ worker, CLI); requests and jobs
-receive it as their first argument. The job runners themselves live in `backend.jobs.runners`, which
-re-exports `BackendContext` and `build_context` (their historical home).
+`build_context(settings, runner=...)` makes it once per process (web app, RQ worker, CLI); requests
+and jobs receive it as their first argument. It is the composition root and sits below the code
+that uses it: it imports settings, `backend.db`, `backend.ls` and the predictor cache, never a job
+runner or a service. The runner is built by a factory passed in (`backend.jobs.runners.runner_factory`)
+and seen here only through the `JobRunner` protocol.
 """
 
 from __future__ import annotations
@@ -10,19 +12,44 @@ from __future__ import annotations
 import functools
 import os
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.session import make_engine, migrate, session_factory
+from backend.db.tables import JobKind
 from backend.ls.frames import FrameStore, LabelStudioAccess
-from backend.services.predictor_cache import PredictorCache, PredictorFactory
+from backend.predictor_cache import PredictorCache, PredictorFactory
 from backend.settings import Settings
 
-if TYPE_CHECKING:
-    from backend.jobs.runners import JobRunner
+
+class NoRunnerError(RuntimeError):
+    """This process has no job runner, so background work cannot be queued (an HTTP 503)."""
+
+
+class JobRunner(Protocol):
+    """What requests and services use of a job runner (`backend.jobs.runners.JobRunner`)."""
+
+    mode: str
+
+    def submit(self, kind: JobKind, project_id: int, function: str | None = None, *, trigger: str = "api",
+               **params: Any) -> str: ...  # fmt: skip
+
+    def enqueue(self, function: str, *, lane: str = ..., **params: Any) -> None: ...
+
+    def start(self) -> None: ...
+
+    def drain(self, timeout: float = 30.0) -> bool: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def after_fork(self) -> None: ...
+
+
+RunnerFactory = Callable[["BackendContext"], JobRunner]
 
 
 @dataclass
@@ -37,6 +64,16 @@ class BackendContext:
     ls: LabelStudioAccess
     runner: JobRunner | None = None
     pid: int = field(default_factory=os.getpid)
+
+    def require_runner(self, purpose: str) -> JobRunner:
+        """The job runner.
+
+        Raises:
+            NoRunnerError: this process has none (names `purpose`, what could not be queued).
+        """
+        if self.runner is None:
+            raise NoRunnerError(f"this process has no job runner; {purpose} cannot be queued")
+        return self.runner
 
     def after_fork(self) -> None:
         """In a forked child (gunicorn --preload worker, RQ work horse): drop the parent's pooled DB
@@ -56,16 +93,16 @@ class BackendContext:
         self.engine.dispose()
 
 
-def build_context(settings: Settings, *, predictor_factory: PredictorFactory | None = None,
-                  migrate_db: bool = True, runner: str | None = None) -> BackendContext:  # fmt: skip
+def build_context(settings: Settings, *, runner: RunnerFactory | None = None,
+                  predictor_factory: PredictorFactory | None = None, migrate_db: bool = True) -> BackendContext:  # fmt: skip
     """Engine (schema migrated), predictor cache, frame store and job runner for `settings`.
 
     Args:
-        runner: "thread", "rq" or "none"; default "rq" when REDIS_URL is set, else "thread".
-            The runner is created but not started (`JobRunner.start`).
+        runner: builds the job runner from the context (`backend.jobs.runners.runner_factory`);
+            None: no runner (CLI jobs run in the foreground). The runner is created, not started.
+        predictor_factory: builds predictors (tests inject fast ones); default
+            `model.pipeline.predictor.Predictor.create` through the predictor cache.
     """
-    from backend.jobs.runners import RQRunner, ThreadRunner  # backend.jobs.runners imports this module
-
     if settings.database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
@@ -75,15 +112,8 @@ def build_context(settings: Settings, *, predictor_factory: PredictorFactory | N
     ctx = BackendContext(settings, engine, session_factory(engine), PredictorCache(predictor_factory),
                          FrameStore(settings.frame_cache_dir, access), access)  # fmt: skip
     os.register_at_fork(after_in_child=functools.partial(_after_fork_in_child, weakref.ref(ctx)))
-    kind = runner or ("rq" if settings.redis_url else "thread")
-    if kind == "rq":
-        if not settings.redis_url:
-            raise ValueError("the RQ runner needs REDIS_URL")
-        ctx.runner = RQRunner(ctx, settings.redis_url)
-    elif kind == "thread":
-        ctx.runner = ThreadRunner(ctx)
-    elif kind != "none":
-        raise ValueError(f"runner must be 'thread', 'rq' or 'none', got {kind!r}")
+    if runner is not None:
+        ctx.runner = runner(ctx)
     return ctx
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from backend.app import configure_logging, create_app
+from backend.app import create_app
+from backend.logs import configure_logging
 from backend.settings import Settings
 
 _settings = Settings.from_env()

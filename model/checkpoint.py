@@ -5,7 +5,7 @@ Three kinds of file are accepted (detected from their content, never from the fi
 * ``"ours"``: ``{"format": "dcpose-ls/1", "model_config": {...}, "version": str, "state_dict": {...},
   "extra": {...}}``, written by :func:`save_checkpoint` (atomically).
 * ``"official"``: a DCPose training checkpoint, ``{"state_dict", "begin_epoch", "optimizer", ...}`` with
-  keys ``rough_pose_estimation_net.*`` (HRNet) plus the temporal head (reference/dcpose.md §3), possibly
+  keys ``rough_pose_estimation_net.*`` (HRNet) plus the temporal head (the released DCPose code), possibly
   with ``module.`` prefixes from ``DataParallel``. A bare dict with those keys is accepted as well.
 * ``"hrnet"``: a bare HRNet state dict (``conv1.weight`` ... ``final_layer.bias``), e.g. the HRNet pose
   weights or PoseWarper's ``pretrained_coco_model.pth``; it is loaded into the backbone.

@@ -1,6 +1,6 @@
 """The heatmap codec shared by training and inference: encode joints, render Gaussians, decode peaks.
 
-Conventions (reference/dcpose.md §5.5, §6; HRNet's released "biased" ones):
+Conventions (the released DCPose code; HRNet's released "biased" ones):
 - A heatmap pixel (x, y) is the sample at integer heatmap coordinates; heatmap = crop / stride
   (stride 4), with no half-pixel correction, matching `model.transforms`' affine maps.
 - Training targets (`encode`) put an unnormalised Gaussian (peak 1, sigma 3) at the *integer*
@@ -24,13 +24,15 @@ from model.transforms import CropGeometry, heatmap_to_frame
 
 logger = logging.getLogger(__name__)
 
+TARGET_SIGMA = 3.0  # sigma (heatmap px) of the training targets, DCPose's and HRNet's setting
+
 
 def encode(
     joints_crop: np.ndarray,
     visible: np.ndarray,
     *,
     heatmap_size: tuple[int, int] = (72, 96),
-    sigma: float = 3.0,
+    sigma: float = TARGET_SIGMA,
     stride: float = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training targets for one person (§5.5).
@@ -83,7 +85,7 @@ def render_gaussians(
     weight: torch.Tensor,
     *,
     size: tuple[int, int] = (96, 72),
-    sigma: float = 3.0,
+    sigma: float = TARGET_SIGMA,
     window: float | None = 3.0,
 ) -> torch.Tensor:
     """Batched Gaussians at sub-pixel heatmap coordinates (e.g. labels or BlazePose landmarks).

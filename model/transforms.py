@@ -1,6 +1,6 @@
 """Crop geometry: box -> (centre, scale) -> affine maps between frame, crop and heatmap pixels.
 
-Conventions are HRNet's "biased" ones that DCPose was trained with (reference/dcpose.md §5.3, §6):
+Conventions are HRNet's "biased" ones that DCPose was trained with (the released DCPose code):
 the affine is built from three points using only the box width, the crop centre is
 (W/2, H/2) with no half-pixel correction, and heatmap coordinates are crop coordinates divided by
 the stride (4). Keeping these exact is what lets official weights reproduce published numbers.

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import requests
 
+from backend.logs import configure_logging
+
 
 def percentiles(samples: Sequence[float]) -> tuple[float, float, float]:
     """(p50, p95, max) in milliseconds."""
@@ -177,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=lambda s: tuple(int(v) for v in s.split("x")), default=(640, 360),
                         help="frame size WxH (default 640x360)")  # fmt: skip
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging("WARNING")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     rows = run(args)
     print(f"{'endpoint':<24}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}  n")

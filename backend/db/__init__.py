@@ -6,8 +6,12 @@ Map:
 - `session`: `make_engine(url)` (SQLite WAL / PostgreSQL via psycopg 3), `session_factory`,
   `session_scope` (commit/rollback), `migrate(url_or_engine)` (alembic upgrade head, no alembic.ini),
   `default_sqlite_url(data_dir)`.
-- `queries`: plain functions with a keyword-only `session` (idempotent upserts, corrections,
-  acceptance metrics, model versions, jobs, webhook events).
+- `queries`: plain functions with a keyword-only `session`: idempotent upserts of projects, videos,
+  tasks, predictions and annotations; corrections.
+- `persons`: the JSON of the `persons` columns (NaN stored as null).
+- `versions`: model versions, the one serving version per project, gate verdicts, rollback targets.
+- `jobs`: job rows (create, update, list, stale ones); `events`: webhook events (dedup, status).
+- `metrics`: acceptance statistics of the predictions.
 - `migrations/`: Alembic environment and revisions (`versions/0001_initial.py` creates everything).
 
 Typical use::

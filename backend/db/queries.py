@@ -12,14 +12,14 @@ import json
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from annotation_io.types import Person
-from backend.services.corrections import CorrectionRow, persons_to_json
+from backend.db.persons import persons_to_json
 from backend.db.tables import (
     CORRECTION_KINDS,
     Annotation,
@@ -36,6 +36,20 @@ from backend.db.tables import (
 logger = logging.getLogger(__name__)
 
 NO_MODEL_VERSION = "(none)"  # metrics key for annotations made without a stored prediction
+
+
+class CorrectionFields(Protocol):
+    """What a correction row stores about one joint (`backend.services.corrections.CorrectionRow`)."""
+
+    joint: int
+    kind: str
+    track_id: int | None
+    pred_x: float | None
+    pred_y: float | None
+    final_x: float | None
+    final_y: float | None
+    distance_px: float | None
+    head_size_px: float | None
 
 
 class NotFoundError(LookupError):
@@ -304,7 +318,7 @@ def replace_corrections(
     *,
     session: Session,
     annotation: Annotation,
-    rows: Sequence[CorrectionRow],
+    rows: Sequence[CorrectionFields],
     model_version: str | None = None,
     prediction_id: int | None = None,
 ) -> list[Correction]:

@@ -6,9 +6,9 @@ Conventions:
 - Every datetime is timezone-aware UTC in Python (`UTCDateTime`); SQLite stores it as naive UTC text,
   PostgreSQL as `timestamptz`.
 - JSON columns use SQLAlchemy's portable `JSON` (TEXT on SQLite, `json` on PostgreSQL). NaN is not
-  JSON: the engine rejects it (session.py), and `backend.services.corrections.persons_to_json` writes None.
+  JSON: the engine rejects it (session.py), and `backend.db.persons.persons_to_json` writes None.
 - Keypoints are pixels of the original frame, as everywhere in the project; `persons` columns hold
-  `backend.services.corrections.persons_to_json` output.
+  `backend.db.persons.persons_to_json` output.
 - The schema itself is created by the Alembic migration in `backend/db/migrations/versions/`; a test
   checks that it matches these classes.
 """

@@ -1,4 +1,4 @@
-"""Model versions: create, update, list, and the one serving version per project (promote/rollback)."""
+"""Model versions: create, update, list, the one serving version per project (promote/rollback), gate verdicts."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from annotation_io.jsonio import finite_json
 from backend.db.queries import (
     ConflictError,
     NotFoundError,
@@ -151,3 +152,67 @@ def list_versions(*, session: Session, project_id: int | None = None) -> list[Mo
     if project_id is not None:
         stmt = stmt.where((ModelVersion.project_id == project_id) | ModelVersion.project_id.is_(None))
     return list(session.scalars(stmt.order_by(ModelVersion.created_at, ModelVersion.id)))
+
+
+def remember_previous(*, session: Session, project_id: int, serving_name: str, backbone_version: str,
+                      metrics: Mapping[str, Any] | None = None) -> str | None:  # fmt: skip
+    """Before a project's first own version serves: registers what served it until then.
+
+    The project's "p<project>-v0" (state retired) stands for the global version (its head) or the
+    backbone alone, so that promoting it rolls the project back. Nothing is done when the project
+    already has a serving version of its own, or a v0.
+
+    Returns:
+        The v0 name, or None when the project already serves its own version.
+    """
+    current = serving_version(session=session, project_id=project_id)
+    if current is not None and current.project_id is not None:
+        return None
+    name = f"p{project_id}-v0"
+    if get_model_version(session=session, name=name) is None:
+        create_model_version(
+            session=session, name=name, backbone=current.backbone if current is not None else backbone_version,
+            project_id=project_id, head_path=current.head_path if current is not None else None, state="retired",
+            metrics=None if metrics is None else finite_json(metrics), parent=serving_name,
+            training_summary={"baseline_of": serving_name},
+        )  # fmt: skip
+        logger.info("project %s: %s registered for %s (rollback target)", project_id, name, serving_name)
+    return name
+
+
+def apply_gate_verdict(*, session: Session, candidate: str, project_id: int, promote: bool, judged_against: str,
+                       gate: Mapping[str, Any], holdout: Mapping[str, Any], baseline_holdout: Mapping[str, Any],
+                       backbone_version: str) -> str:  # fmt: skip
+    """Records the gate's figures on a candidate and promotes or rejects it; call in ONE transaction.
+
+    A promotion in a project that has no version of its own yet first registers that project's
+    "p<project>-v0" (`remember_previous`), so that a manual rollback can return to it. When the
+    serving version is no longer `judged_against` (a manual promotion while the candidate trained),
+    the candidate is left a candidate.
+
+    Args:
+        gate: the verdict as JSON; holdout / baseline_holdout: the candidate's / serving version's
+            held-out figures.
+
+    Returns:
+        "promoted", "rejected" or "candidate".
+
+    Raises:
+        NotFoundError: the candidate is not registered.
+    """
+    row = _version(session, candidate)
+    metrics = finite_json({**(row.metrics or {}), "gate": dict(gate), "holdout": dict(holdout)})
+    current = serving_version(session=session, project_id=project_id)
+    current_name = current.name if current is not None else None
+    if current_name is not None and current_name != judged_against:
+        metrics["gate"]["reason"] += f"; not applied: {current_name} was promoted meanwhile"
+        update_model_version(session=session, name=candidate, metrics=metrics)
+        return "candidate"
+    if not promote:
+        update_model_version(session=session, name=candidate, metrics=metrics, state="rejected")
+        return "rejected"
+    update_model_version(session=session, name=candidate, metrics=metrics)
+    remember_previous(session=session, project_id=project_id, serving_name=judged_against,
+                      backbone_version=backbone_version, metrics={"holdout": dict(baseline_holdout)})  # fmt: skip
+    set_serving(session=session, name=candidate)
+    return "promoted"

@@ -3,7 +3,7 @@
 Users of label-studio-ml recognise the class: built per request with the project and its
 labelling config, `setup()` (cheap), `predict(tasks, context=None, **kwargs)` returning one
 prediction dict per task, `fit(event, data, **kwargs)`. It holds no state between requests: loaded
-networks live in `backend.services.predictor_cache`, everything else in the database. The work is done by
+networks live in `backend.predictor_cache`, everything else in the database. The work is done by
 `backend.services.prediction` (predict) and `backend.services.events` (fit). The file is not called model.py: LS
 templates do `from model import ...`, which would find this project's `model/` package.
 """
@@ -15,33 +15,16 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from annotation_io.label_studio import LabelConfig, parse_config
-from backend.services import events
-from backend.services import prediction
 from backend.db import queries
 from backend.db.session import session_scope
 from backend.db.tables import Project
+from backend.http.inputs import RequestFormatError, parse_project_id
+from backend.services import events, prediction
 
 if TYPE_CHECKING:
-    from backend.jobs.runners import BackendContext
+    from backend.context import BackendContext
 
 logger = logging.getLogger(__name__)
-
-
-class RequestFormatError(ValueError):
-    """A /setup or /predict body that misses a field or has one of the wrong type."""
-
-
-def parse_project_id(value: Any) -> int | None:
-    """LS project reference -> id: 3, "3" and LS's "<id>.<created_at unix>" ("3.1795471908")."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise RequestFormatError(f"project must be an id, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.split(".", 1)[0].strip().isdigit():
-        return int(value.split(".", 1)[0])
-    raise RequestFormatError(f"project must be an id like 3 or '3.1795471908', got {value!r}")
 
 
 class DCPoseBackend:

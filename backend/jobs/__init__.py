@@ -1,0 +1,8 @@
+"""Background work: jobs (tracked rows, one active per project and kind) and untracked calls.
+
+Map:
+- `registry`: the job kinds (`backend.db.tables.JobKind`) and the functions run in the background, by name.
+- `execution`: running one job (state, progress, result) or call.
+- `runners`: `ThreadRunner` (in-process) and `RQRunner` (Redis), and `runner_factory`.
+- `worker`: the RQ worker (`python -m backend worker`).
+"""

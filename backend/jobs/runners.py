@@ -1,4 +1,4 @@
-"""Background work: a JobRunner (in-process threads or RQ on Redis) and job execution.
+"""Job runners: queue jobs and calls, in-process (`ThreadRunner`) or on Redis (`RQRunner`).
 
 Two kinds of background work go through a `JobRunner`:
 - jobs (`submit`): rows in the `jobs` table with state and progress, at most one active per
@@ -8,157 +8,42 @@ Two kinds of background work go through a `JobRunner`:
 
 `ThreadRunner` (default) runs them in this process: one worker thread per lane (events, each job
 kind), so a long bulk pre-annotation never delays webhook processing; `RQRunner` (when REDIS_URL
-is set) puts them on the RQ queue "dcpose", executed by a worker process::
+is set) puts them on the RQ queue "dcpose", executed by `python -m backend worker`
+(`backend.jobs.worker`). Run one worker for the queue when event order matters (events of one
+annotation are idempotent by `updated_at`, but a delete overtaken by its create is only caught by a
+check on recorded events).
 
-    python -m backend worker          # same as: rq worker -u $REDIS_URL dcpose
-                                      # (with the service's environment: DATABASE_URL, ...)
-
-Run one worker for the queue when event order matters (events of one annotation are idempotent
-by `updated_at`, but a delete overtaken by its create is only caught by a check on recorded events).
-
-Functions are named, not passed, so that RQ can find them: `JOB_FUNCTIONS` maps a name to
-"module:function"; a function takes (ctx, *, job_id, report, project_id, **params) and returns a JSON-able
-result dict. START_TRAINING, `POST /train` and the correction-count trigger submit a "train" job
-(`backend.services.finetune.run_training`); `POST /preannotate` and the CLI a "preannotate" job
-(`backend.services.preannotate.run_preannotate`).
-
-`BackendContext` and `build_context` live in `backend.context`, the bulk pre-annotation job in
-`backend.services.preannotate`; both are re-exported here.
+What runs is named in `backend.jobs.registry`. `runner_factory(settings, mode)` is what
+`backend.context.build_context` is given to build a runner.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 
-from backend.context import BackendContext, build_context
+from backend.context import BackendContext, RunnerFactory
 from backend.db import jobs as db_jobs
-from backend.db.queries import ConflictError, NotFoundError
+from backend.db.queries import ConflictError
 from backend.db.session import session_scope
-from backend.db.tables import WebhookEvent
-from backend.services.preannotate import PREANNOTATE_CHUNK as PREANNOTATE_CHUNK  # re-exported (moved)
-from backend.services.preannotate import run_preannotate as run_preannotate  # re-exported (moved)
+from backend.db.tables import JobKind, WebhookEvent
+from backend.jobs.execution import Item, run_item
+from backend.jobs.registry import PROCESS_EVENT, JobQueueError, resolve
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 QUEUE_NAME = "dcpose"
 RQ_JOB_TIMEOUT_S = 24 * 3600
-PROGRESS_INTERVAL_S = 1.0
 EVENT_LANE = "events"
-JOB_FUNCTIONS: dict[str, str] = {
-    "preannotate": "backend.services.preannotate:run_preannotate",
-    "process_event": "backend.services.events:process_event",
-    "train": "backend.services.finetune:run_training",
-}
-JobFunction = Callable[..., Mapping[str, Any] | None]
-
-
-class JobQueueError(RuntimeError):
-    """The job queue (Redis) cannot take the job."""
-
-
-def resolve(fn_name: str) -> JobFunction:
-    """The function registered under `fn_name`.
-
-    Raises:
-        ValueError: no such name.
-    """
-    target = JOB_FUNCTIONS.get(fn_name)
-    if target is None:
-        raise ValueError(f"unknown job function {fn_name!r}; registered: {', '.join(sorted(JOB_FUNCTIONS))}")
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-# ----------------------------------------------------------------------------- execution
-
-
-class ProgressReporter:
-    """`report(**progress)`: stores a job's progress (at most every `interval` s; `flush` forces it)."""
-
-    def __init__(self, ctx: BackendContext, job_id: str, base: Mapping[str, Any] | None = None,
-                 interval: float = PROGRESS_INTERVAL_S) -> None:  # fmt: skip
-        self.ctx, self.job_id, self.interval = ctx, job_id, interval
-        self.progress: dict[str, Any] = dict(base or {})
-        self._last = 0.0
-
-    def __call__(self, **progress: Any) -> None:
-        self.progress.update(progress)
-        if time.monotonic() - self._last >= self.interval:
-            self.flush()
-
-    def flush(self) -> None:
-        with session_scope(self.ctx.sessions) as session:
-            db_jobs.update_job(session=session, job_id=self.job_id, progress=self.progress)
-        self._last = time.monotonic()
-
-
-def execute_job(ctx: BackendContext, job_id: str, fn_name: str, params: Mapping[str, Any]) -> None:
-    """Runs a queued job: running -> succeeded | failed (| rejected when the result says so)."""
-    try:
-        with session_scope(ctx.sessions) as session:
-            job = db_jobs.update_job(session=session, job_id=job_id, state="running")
-            base, project_id = dict(job.progress or {}), job.project_id
-    except (ConflictError, NotFoundError) as exc:  # failed as stale meanwhile, or gone
-        logger.warning("job %s not run: %s", job_id, exc)
-        return
-    report = ProgressReporter(ctx, job_id, base)
-    start = time.perf_counter()
-    try:
-        result = dict(
-            resolve(fn_name)(ctx, job_id=job_id, report=report, project_id=project_id, **params) or {}
-        )
-    except Exception as exc:  # the job boundary: whatever broke, the job must end failed, with its reason
-        logger.exception("job %s (%s) failed", job_id, fn_name)
-        with session_scope(ctx.sessions) as session:
-            db_jobs.update_job(session=session, job_id=job_id, state="failed", progress=report.progress,
-                               error=f"{type(exc).__name__}: {exc}"[:4000])  # fmt: skip
-        return
-    state = "rejected" if result.get("state") == "rejected" else "succeeded"
-    with session_scope(ctx.sessions) as session:
-        db_jobs.update_job(
-            session=session, job_id=job_id, state=state, progress=report.progress, result=result
-        )
-    logger.info("job %s (%s) %s in %.1f s", job_id, fn_name, state, time.perf_counter() - start)
-
-
-def call(ctx: BackendContext, fn_name: str, params: Mapping[str, Any]) -> None:
-    """Runs an untracked function (its failures are logged; it records its own status)."""
-    try:
-        resolve(fn_name)(ctx, **params)
-    except Exception:  # a worker must survive any one call
-        logger.exception("background call %s(%s) failed", fn_name, dict(params))
-
-
-def run_job_now(ctx: BackendContext, kind: str, project_id: int, fn_name: str, *, trigger: str = "cli",
-                **params: Any) -> str:  # fmt: skip
-    """Creates a job row and runs it in the calling thread (CLI); returns the job id.
-
-    Raises:
-        ConflictError: the project already has an active job of this kind.
-    """
-    resolve(fn_name)
-    with session_scope(ctx.sessions) as session:
-        job = db_jobs.create_job(session=session, project_id=project_id, kind=kind, trigger=trigger,
-                                 progress={"params": params})  # fmt: skip
-        job_id = job.id
-    execute_job(ctx, job_id, fn_name, params)
-    return job_id
-
-
-# ----------------------------------------------------------------------------- runners
-
-
-_Item = tuple[str, str, str | None, dict[str, Any]]  # ("job" | "call", fn_name, job_id, params)
+RQ_ENTRY = "backend.jobs.worker.rq_entry"  # named: RQ imports it in the worker
+RunnerMode = Literal["thread", "rq", "none"]
 
 
 class JobRunner(ABC):
@@ -169,12 +54,17 @@ class JobRunner(ABC):
     def __init__(self, ctx: BackendContext) -> None:
         self.ctx = ctx
 
-    def submit(self, kind: str, project_id: int, fn_name: str, *, trigger: str = "api", **params: Any) -> str:
+    def submit(self, kind: JobKind, project_id: int, function: str | None = None, *, trigger: str = "api",
+               **params: Any) -> str:  # fmt: skip
         """Queues a job, or returns the active job of this (project, kind) that it coalesces into.
+
+        Args:
+            function: the registered function to run; default the kind's own.
 
         Raises:
             ValueError: an unknown function or kind. JobQueueError: the queue refused it.
         """
+        fn_name = function or kind
         resolve(fn_name)
         with session_scope(self.ctx.sessions) as session:
             active = db_jobs.active_job(session=session, project_id=project_id, kind=kind)
@@ -200,10 +90,10 @@ class JobRunner(ABC):
         logger.info("job %s queued: %s for project %s (%s)", job_id, kind, project_id, trigger)
         return job_id
 
-    def enqueue(self, fn_name: str, *, lane: str = EVENT_LANE, **params: Any) -> None:
+    def enqueue(self, function: str, *, lane: str = EVENT_LANE, **params: Any) -> None:
         """Queues an untracked call."""
-        resolve(fn_name)
-        self._dispatch(lane, ("call", fn_name, None, dict(params)))
+        resolve(function)
+        self._dispatch(lane, ("call", function, None, dict(params)))
 
     def start(self) -> None:
         """Start-up housekeeping: fail jobs left by dead processes, requeue unprocessed events."""
@@ -217,12 +107,12 @@ class JobRunner(ABC):
         if stale:
             logger.warning("%d stale job(s) marked failed at start-up", len(stale))
         for event_id in pending:
-            self.enqueue("process_event", event_id=event_id)
+            self.enqueue(PROCESS_EVENT, event_id=event_id)
         if pending:
             logger.info("%d unprocessed webhook event(s) requeued", len(pending))
 
     @abstractmethod
-    def _dispatch(self, lane: str, item: _Item) -> None: ...
+    def _dispatch(self, lane: str, item: Item) -> None: ...
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Waits until everything queued here is done (in-process only); False on timeout."""
@@ -235,14 +125,6 @@ class JobRunner(ABC):
         """Called in a forked child process."""
 
 
-def _run_item(ctx: BackendContext, item: _Item) -> None:
-    kind, fn_name, job_id, params = item
-    if kind == "job" and job_id is not None:
-        execute_job(ctx, job_id, fn_name, params)
-    else:
-        call(ctx, fn_name, params)
-
-
 class ThreadRunner(JobRunner):
     """In-process: one FIFO queue and daemon thread per lane, created on first use."""
 
@@ -250,28 +132,28 @@ class ThreadRunner(JobRunner):
 
     def __init__(self, ctx: BackendContext) -> None:
         super().__init__(ctx)
-        self._lanes: dict[str, tuple[queue.Queue[_Item | None], threading.Thread]] = {}
+        self._lanes: dict[str, tuple[queue.Queue[Item | None], threading.Thread]] = {}
         self._lock = threading.Lock()
         self._stopped = False
 
-    def _dispatch(self, lane: str, item: _Item) -> None:
+    def _dispatch(self, lane: str, item: Item) -> None:
         with self._lock:
             if self._stopped:
                 raise JobQueueError("the job runner is stopped")
             if lane not in self._lanes:
-                q: queue.Queue[_Item | None] = queue.Queue()
+                q: queue.Queue[Item | None] = queue.Queue()
                 thread = threading.Thread(target=self._work, args=(q,), name=f"dcpose-{lane}", daemon=True)
                 self._lanes[lane] = (q, thread)
                 thread.start()
             self._lanes[lane][0].put(item)
 
-    def _work(self, q: queue.Queue[_Item | None]) -> None:
+    def _work(self, q: queue.Queue[Item | None]) -> None:
         while True:
             item = q.get()
             try:
                 if item is None:
                     return
-                _run_item(self.ctx, item)
+                run_item(self.ctx, item)
             finally:
                 q.task_done()
 
@@ -301,7 +183,7 @@ class ThreadRunner(JobRunner):
 
 
 class RQRunner(JobRunner):
-    """RQ on Redis: everything goes to queue "dcpose" (see the module docstring for the worker)."""
+    """RQ on Redis: everything goes to queue "dcpose" (run `python -m backend worker` beside it)."""
 
     mode = "rq"
 
@@ -313,12 +195,12 @@ class RQRunner(JobRunner):
         self.connection = Redis.from_url(redis_url)
         self.queue = Queue(queue_name, connection=self.connection)
 
-    def _dispatch(self, lane: str, item: _Item) -> None:
+    def _dispatch(self, lane: str, item: Item) -> None:
         from redis.exceptions import RedisError
 
         kind, fn_name, job_id, params = item
         try:
-            self.queue.enqueue("backend.jobs.runners.rq_entry", kind, fn_name, job_id, params, job_id=job_id,
+            self.queue.enqueue(RQ_ENTRY, kind, fn_name, job_id, params, job_id=job_id,
                                job_timeout=RQ_JOB_TIMEOUT_S, result_ttl=3600, failure_ttl=7 * 24 * 3600,
                                description=f"{fn_name} {job_id or ''}".strip())  # fmt: skip
         except RedisError as exc:
@@ -327,42 +209,23 @@ class RQRunner(JobRunner):
             ) from exc
 
 
-_worker_context: BackendContext | None = None
-_worker_lock = threading.Lock()
+def runner_factory(settings: Settings, mode: RunnerMode | None = None) -> RunnerFactory | None:
+    """What builds the runner of `backend.context.build_context`; None for mode "none".
 
+    Args:
+        mode: "thread", "rq" or "none"; default "rq" when REDIS_URL is set, else "thread".
 
-def set_worker_context(ctx: BackendContext | None) -> None:
-    """The context RQ jobs of this process use (`python -m backend worker` and tests set it)."""
-    global _worker_context
-    with _worker_lock:
-        _worker_context = ctx
-
-
-def worker_context() -> BackendContext:
-    """This worker process's context: the one set, else built once from the environment."""
-    global _worker_context
-    with _worker_lock:
-        if _worker_context is None:
-            settings = Settings.from_env()
-            _worker_context = build_context(settings, runner="rq" if settings.redis_url else "none")
-        _worker_context.after_fork()
-        return _worker_context
-
-
-def rq_entry(kind: str, fn_name: str, job_id: str | None, params: dict[str, Any]) -> None:
-    """What the RQ worker executes for every queued item."""
-    _run_item(worker_context(), (kind, fn_name, job_id, params))
-
-
-def run_worker(ctx: BackendContext, *, burst: bool = False, fork: bool = True) -> None:
-    """Runs an RQ worker on queue "dcpose" with `ctx` (blocks; `burst` stops when the queue is empty)."""
-    from rq import SimpleWorker, Worker
-
-    runner = ctx.runner
-    if getattr(runner, "mode", None) != "rq":
-        raise JobQueueError("the RQ worker needs REDIS_URL (without it, jobs run inside the web process)")
-    assert isinstance(runner, RQRunner)
-    set_worker_context(ctx)
-    runner.start()  # a worker started after a crash fails the jobs its dead predecessor left running
-    worker_class = Worker if fork else SimpleWorker
-    worker_class([runner.queue], connection=runner.connection).work(burst=burst)
+    Raises:
+        ValueError: an unknown mode, or "rq" without REDIS_URL.
+    """
+    mode = mode or ("rq" if settings.redis_url else "thread")
+    if mode == "rq":
+        redis_url = settings.redis_url
+        if not redis_url:
+            raise ValueError("the RQ runner needs REDIS_URL")
+        return lambda ctx: RQRunner(ctx, redis_url)
+    if mode == "thread":
+        return ThreadRunner
+    if mode == "none":
+        return None
+    raise ValueError(f"runner must be 'thread', 'rq' or 'none', got {mode!r}")

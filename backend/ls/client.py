@@ -1,6 +1,6 @@
 """A small Label Studio REST client over `requests` (label-studio-sdk clashes with mediapipe's numpy).
 
-Auth (reference/labelstudio.md §4): a legacy token is sent as `Authorization: Token <key>`; a
+Auth (Label Studio's access-token documentation): a legacy token is sent as `Authorization: Token <key>`; a
 personal access token is a JWT *refresh* token, exchanged at `POST /api/token/refresh/` for a
 short-lived access token sent as `Bearer`. The kind is detected from the key's shape. Access tokens
 are refreshed shortly before they expire and once more on a 401. The key never appears in logs,

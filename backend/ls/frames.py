@@ -1,6 +1,6 @@
 """Task images: Label Studio access, downloads with an on-disk cache, and a FrameReader over a video's tasks.
 
-Task image URLs (reference/labelstudio.md §9.4) are LS-relative (`/data/local-files/?d=...`,
+Task image URLs are LS-relative (`/data/local-files/?d=...`,
 `/data/upload/...`), absolute http(s), `file://` or plain local paths. LS URLs are downloaded
 through `backend.ls.client.LabelStudioClient.download` (auth header, token refresh) and cached on
 disk under FRAME_CACHE_DIR, keyed by the SHA-256 of the resolved URL; local files are read in place.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 import requests
 
+from annotation_io.jsonio import atomic_open
 from backend.ls.client import LabelStudioClient, LabelStudioError
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class FrameStore:
             pass
         data = self._download(url)
         image = _decode(data, url)
-        _write_atomic(cached, data)
+        _cache_write(cached, data)
         return image
 
     def _absolute(self, url: str) -> str:
@@ -203,13 +203,10 @@ def _decode(data: bytes, url: str) -> np.ndarray:
     return image
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _cache_write(path: Path, data: bytes) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_open(path, "wb") as handle:
             handle.write(data)
-        os.replace(tmp, path)
     except OSError as exc:  # a full or read-only cache must not fail the prediction
         logger.warning("frame cache %s not written: %s", path.parent, exc)
 

@@ -1,6 +1,6 @@
 """Import videos and PoseTrack datasets into a Label Studio project: one task per frame.
 
-Frames reach Label Studio (LS) as local files (reference/labelstudio.md §4): the images must lie
+Frames reach Label Studio (LS) as local files (LS's local storage documentation): the images must lie
 under LS's `LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`, the project needs a local-files storage whose
 path contains them (created here, or reused), and the task's image URL is
 `/data/local-files/?d=<path relative to the document root>`. Task `data` is

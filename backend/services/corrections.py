@@ -1,4 +1,4 @@
-"""Compare predicted persons with the human-corrected ones, joint by joint; store persons as JSON.
+"""Compare predicted persons with the human-corrected ones, joint by joint.
 
 Pure functions on `annotation_io.types.Person` (pixel coordinates): no database, no Label Studio.
 
@@ -22,18 +22,16 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import numpy as np
 
-from annotation_io.errors import AnnotationFormatError
 from annotation_io.evaluate import HEAD_SIZE_FACTOR
 from annotation_io.skeletons import LABELLED_SLOTS, NUM_KEYPOINTS
 from annotation_io.types import Box, Person
+from backend.db.tables import CorrectionKind
 
 logger = logging.getLogger(__name__)
 
-CorrectionKind = Literal["kept", "moved", "deleted", "added"]
 
 DEFAULT_KEPT_TOLERANCE_PX = 0.5
 # Pairs less similar than this are not the same person (one was deleted, the other drawn by hand).
@@ -208,108 +206,3 @@ def compare(
         if j not in matched_f:
             rows.extend(_joint_rows(None, f, joints, kept_tolerance_px))
     return rows
-
-
-# ----------------------------------------------------------------------------- persons <-> JSON
-
-
-def _num(value: float) -> float | None:
-    # JSON has no NaN (PostgreSQL's json type refuses it): write None, read back NaN.
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _box_json(box: Box | None) -> list[float | None] | None:
-    return None if box is None else [_num(v) for v in box.xywh]
-
-
-def _jsonable(value: Any, where: str) -> Any:
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist(), where)
-    if isinstance(value, np.generic):
-        return _jsonable(value.item(), where)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, float):
-        return _num(value)
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    raise TypeError(f"{where}: {type(value).__name__} cannot be stored as JSON")
-
-
-def persons_to_json(persons: Sequence[Person]) -> list[dict[str, Any]]:
-    """Persons as JSON-ready dicts (the `persons` columns of predictions and annotations)."""
-    out = []
-    for i, p in enumerate(persons):
-        out.append(
-            {
-                "track_id": p.track_id,
-                "keypoints": [[_num(v) for v in row] for row in p.keypoints],
-                "scores": None if p.scores is None else [_num(v) for v in p.scores],
-                "box": _box_json(p.box),
-                "head_box": _box_json(p.head_box),
-                "score": None if p.score is None else _num(p.score),
-                "region_id": p.region_id,
-                "extra": _jsonable(p.extra, f"persons[{i}].extra"),
-            }
-        )
-    return out
-
-
-def _box_from(value: Any, where: str) -> Box | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) != 4:
-        raise AnnotationFormatError("box must be [x, y, w, h]", where=where)
-    return Box(*(math.nan if v is None else float(v) for v in value))
-
-
-def _floats(value: Any, where: str) -> np.ndarray:
-    try:
-        return np.array([[math.nan if v is None else v for v in row] for row in value], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise AnnotationFormatError(f"not a table of numbers: {exc}", where=where) from exc
-
-
-def persons_from_json(data: Sequence[dict[str, Any]], *, source: str | None = None) -> list[Person]:
-    """Inverse of `persons_to_json`.
-
-    Raises:
-        AnnotationFormatError: an entry is not a person dict, or has a wrong shape (names which).
-    """
-    persons = []
-    for i, item in enumerate(data):
-        where = f"persons[{i}]"
-        if not isinstance(item, dict) or "keypoints" not in item:
-            raise AnnotationFormatError("expected a dict with 'keypoints'", source=source, where=where)
-        kp = _floats(item["keypoints"], f"{where}.keypoints")
-        if kp.shape != (NUM_KEYPOINTS, 3):
-            raise AnnotationFormatError(
-                f"keypoints must be {NUM_KEYPOINTS} rows of [x, y, v], got shape {kp.shape}",
-                source=source,
-                where=f"{where}.keypoints",
-            )
-        scores = item.get("scores")
-        sc = None if scores is None else _floats([scores], f"{where}.scores")[0]
-        if sc is not None and sc.shape != (NUM_KEYPOINTS,):
-            raise AnnotationFormatError(
-                f"scores must have {NUM_KEYPOINTS} values, got {sc.shape[0]}",
-                source=source,
-                where=f"{where}.scores",
-            )
-        score = item.get("score")
-        persons.append(
-            Person(
-                keypoints=kp,
-                scores=sc,
-                track_id=None if item.get("track_id") is None else int(item["track_id"]),
-                box=_box_from(item.get("box"), f"{where}.box"),
-                head_box=_box_from(item.get("head_box"), f"{where}.head_box"),
-                score=None if score is None else float(score),
-                region_id=item.get("region_id"),
-                extra=dict(item.get("extra") or {}),
-            )
-        )
-    return persons

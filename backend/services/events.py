@@ -1,7 +1,7 @@
 """Label Studio webhooks: validate, record (deduplicated), queue; then process in the background.
 
-Label Studio sends project webhooks synchronously inside the annotator's submit, with a 1 s
-timeout and no retry (reference/labelstudio.md §5, §9.2). `receive` therefore only validates the
+Label Studio sends project webhooks synchronously inside the annotator's submit, with a short
+timeout and no retry. `receive` therefore only validates the
 payload, records the event (`backend.db.events.record_event`, deduplicated, secrets stripped) and
 queues `process_event`; it answers in a few milliseconds. Processing is idempotent:
 
@@ -11,11 +11,12 @@ queues `process_event`; it answers in a few milliseconds. Processing is idempote
   latest prediction served for the task replaces the annotation's corrections;
 - ANNOTATIONS_DELETED (plural, as LS sends it): the annotations are marked deleted;
 - PROJECT_UPDATED: the project row (title, labelling config) is refreshed;
-- START_TRAINING (carries only the project): queues a "train" job (later triggers coalesce into
+- START_TRAINING (carries only the project): queues a "train" job through
+  `backend.services.training.submit_training`, as ``POST /train`` does (later triggers coalesce into
   it). The answer names it `job_id`, not `job`: with `job`, Label Studio would poll a `/job_status`
   route; our job state is at `GET /jobs/<id>`.
 After an annotation event is processed, training is queued when TRAIN_MIN_CORRECTIONS new
-corrections have arrived since the last run (`backend.http.versions.maybe_trigger_training`).
+corrections have arrived since the last run (`backend.services.training.maybe_trigger_training`).
 
 Other Label Studio actions are acknowledged and ignored; unknown ones are refused.
 """
@@ -38,14 +39,17 @@ from annotation_io.label_studio import (
     parse_task,
     results_to_persons,
 )
-from backend.services.corrections import compare, persons_from_json
 from backend.db import events as db_events
 from backend.db import queries
+from backend.db.persons import persons_from_json
 from backend.db.session import session_scope
 from backend.db.tables import Project, WebhookEvent
+from backend.jobs.registry import PROCESS_EVENT, JobQueueError
+from backend.services import training
+from backend.services.corrections import compare
 
 if TYPE_CHECKING:
-    from backend.jobs.runners import BackendContext
+    from backend.context import BackendContext
 
 logger = logging.getLogger(__name__)
 
@@ -165,13 +169,11 @@ def receive(ctx: BackendContext, payload: Any) -> tuple[dict[str, Any], int]:
         logger.info("webhook %s (project %s) is a repeat of event %s", action, project_id, event_id)
         return {"status": "duplicate", "event": event_id}, 200
     if action == "START_TRAINING":
-        assert ctx.runner is not None
-        job_id = ctx.runner.submit("train", project_id, "train", trigger="START_TRAINING")
+        job_id = training.submit_training(ctx, project_id, trigger="START_TRAINING")
         with session_scope(ctx.sessions) as session:
             db_events.mark_event(session=session, event_id=event_id, status="processed")
         return {"status": "queued", "job_id": job_id, "event": event_id}, 201
-    assert ctx.runner is not None
-    ctx.runner.enqueue("process_event", event_id=event_id)
+    ctx.require_runner("webhook processing").enqueue(PROCESS_EVENT, event_id=event_id)
     return {"status": "queued", "event": event_id}, 201
 
 
@@ -283,11 +285,8 @@ def process_event(ctx: BackendContext, *, event_id: int) -> str:
             db_events.mark_event(session=session, event_id=event_id, status="failed", error=str(exc)[:4000])
         return "failed"
     if action in ANNOTATION_ACTIONS and status == "processed" and project_id is not None:
-        from backend.jobs.runners import JobQueueError
-        from backend.http.versions import maybe_trigger_training  # imported late: it imports the app side
-
         try:
-            maybe_trigger_training(ctx, project_id)
+            training.maybe_trigger_training(ctx, project_id)
         except JobQueueError as exc:  # the event itself is stored; training waits for the next trigger
             logger.warning("training for project %s not queued: %s", project_id, exc)
     return status

@@ -31,8 +31,11 @@ from typing import Any
 import numpy as np
 
 from annotation_io.evaluate import EvaluationError, evaluate
+from annotation_io.jsonio import finite_json
 from annotation_io.skeletons import KEYPOINT_INDEX
 from annotation_io.types import Box, Frame, Person, Video
+from backend.db import versions
+from backend.db.queries import NotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -203,18 +206,17 @@ class VersionScore:
     groups: dict[str, float | None] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        def clean(v: float) -> float | None:
-            return None if v is None or not math.isfinite(v) else round(float(v), 4)
-
-        return {
-            "version": self.version,
-            "map": clean(self.map),
-            "within_pckh": clean(self.within_pckh),
-            "frames": self.frames,
-            "persons": self.persons,
-            "seconds": round(self.seconds, 3),
-            "groups": {k: clean(v) if v is not None else None for k, v in self.groups.items()},
-        }
+        return finite_json(
+            {
+                "version": self.version,
+                "map": round(float(self.map), 4),
+                "within_pckh": round(float(self.within_pckh), 4),
+                "frames": self.frames,
+                "persons": self.persons,
+                "seconds": round(self.seconds, 3),
+                "groups": {k: None if v is None else round(float(v), 4) for k, v in self.groups.items()},
+            }
+        )
 
 
 def score_version(predictor_for: Any, holdout: HoldoutFrames, *, version: str) -> VersionScore:
@@ -236,7 +238,9 @@ def score_version(predictor_for: Any, holdout: HoldoutFrames, *, version: str) -
     for name, gt in holdout.gt.items():
         predictor = predictor_for(name)
         indices = [f.index for f in gt.frames]
-        preds[name] = predictor.predict_video(gt, holdout.known[name], frames=indices, reader=holdout.readers[name])
+        preds[name] = predictor.predict_video(
+            gt, holdout.known[name], frames=indices, reader=holdout.readers[name]
+        )
     try:
         result = evaluate(holdout.gt, preds)
     except EvaluationError as exc:  # a bug of ours: with_head_boxes gave every person a head box
@@ -248,10 +252,17 @@ def score_version(predictor_for: Any, holdout: HoldoutFrames, *, version: str) -
         frames=holdout.frames,
         persons=holdout.persons,
         seconds=time.perf_counter() - t0,
-        groups={k: (None if math.isnan(v) else float(v)) for k, v in result.groups.items()},
+        groups=finite_json({k: float(v) for k, v in result.groups.items()}),
     )
-    logger.info("gate: %s on %d held-out frames (%d persons): mAP %.2f, within PCKh@0.5 %.1f%% (%.1f s)",
-                version, score.frames, score.persons, score.map, score.within_pckh, score.seconds)
+    logger.info(
+        "gate: %s on %d held-out frames (%d persons): mAP %.2f, within PCKh@0.5 %.1f%% (%.1f s)",
+        version,
+        score.frames,
+        score.persons,
+        score.map,
+        score.within_pckh,
+        score.seconds,
+    )
     return score
 
 
@@ -282,14 +293,16 @@ class GateDecision:
         return self.candidate.map - self.serving.map
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "promote": self.promote,
-            "candidate": self.candidate.to_json(),
-            "serving": self.serving.to_json(),
-            "margin": self.margin,
-            "delta_map": None if not math.isfinite(self.delta) else round(self.delta, 4),
-            "reason": self.reason,
-        }
+        return finite_json(
+            {
+                "promote": self.promote,
+                "candidate": self.candidate.to_json(),
+                "serving": self.serving.to_json(),
+                "margin": self.margin,
+                "delta_map": round(self.delta, 4),
+                "reason": self.reason,
+            }
+        )
 
 
 def decide(candidate: VersionScore, serving: VersionScore, *, margin: float) -> GateDecision:
@@ -301,18 +314,28 @@ def decide(candidate: VersionScore, serving: VersionScore, *, margin: float) -> 
     if not (math.isfinite(margin) and margin >= 0):
         raise ValueError(f"the promotion margin must be a finite number >= 0 (mAP points), got {margin!r}")
     if not math.isfinite(candidate.map):
-        return GateDecision(False, candidate, serving, margin,
-                            f"candidate {candidate.version} has no mAP on the held-out frames")
+        return GateDecision(
+            False,
+            candidate,
+            serving,
+            margin,
+            f"candidate {candidate.version} has no mAP on the held-out frames",
+        )
     if not math.isfinite(serving.map):
-        return GateDecision(True, candidate, serving, margin,
-                            f"serving {serving.version} has no mAP on the held-out frames")
+        return GateDecision(
+            True, candidate, serving, margin, f"serving {serving.version} has no mAP on the held-out frames"
+        )
     delta = candidate.map - serving.map
     if delta >= margin:
-        reason = (f"candidate {candidate.version} mAP {candidate.map:.2f} beats serving {serving.version} "
-                  f"{serving.map:.2f} by {delta:+.2f} >= {margin:.2f} points")
+        reason = (
+            f"candidate {candidate.version} mAP {candidate.map:.2f} beats serving {serving.version} "
+            f"{serving.map:.2f} by {delta:+.2f} >= {margin:.2f} points"
+        )
         return GateDecision(True, candidate, serving, margin, reason)
-    reason = (f"candidate {candidate.version} mAP {candidate.map:.2f} vs serving {serving.version} "
-              f"{serving.map:.2f}: {delta:+.2f} < required {margin:.2f} points")
+    reason = (
+        f"candidate {candidate.version} mAP {candidate.map:.2f} vs serving {serving.version} "
+        f"{serving.map:.2f}: {delta:+.2f} < required {margin:.2f} points"
+    )
     return GateDecision(False, candidate, serving, margin, reason)
 
 
@@ -332,8 +355,9 @@ def evaluate_candidate(backbone: Any, candidate_head: Any, serving_head: Any | N
         margin: PROMOTE_MARGIN, mAP points.
         device: where the heads run.
     """
-    from model.pipeline.predictor import InferConfig, Predictor
-    from model.testing.simulated import bind_video
+    from model.backbones.base import bind_video
+    from model.pipeline.config import InferConfig
+    from model.pipeline.predictor import Predictor
 
     config = InferConfig(mode="exact", label_aware=False, detect=False)
 
@@ -350,68 +374,19 @@ def evaluate_candidate(backbone: Any, candidate_head: Any, serving_head: Any | N
 
 def apply_decision(session: Any, decision: GateDecision, *, candidate: str, project_id: int,
                    backbone_version: str) -> str:  # fmt: skip
-    """Records the gate's figures on the candidate and promotes or rejects it; call in ONE transaction.
+    """Records the verdict on the candidate and promotes or rejects it (`backend.db.versions.apply_gate_verdict`).
 
-    A promotion in a project that has no version of its own yet first registers that project's
-    "p<project>-v0" (`remember_previous`), so that a manual rollback can return to it. When the serving version
-    changed while the candidate trained (a manual promotion), the candidate is left a candidate.
+    Call in ONE transaction. Returns "promoted", "rejected" or "candidate" (the serving version
+    changed while the candidate trained).
 
-    Returns:
-        "promoted", "rejected" or "candidate".
+    Raises:
+        GateError: the candidate is not registered.
     """
-    from backend.db import versions
-
-    row = versions.get_model_version(session=session, name=candidate)
-    if row is None:
-        raise GateError(f"candidate {candidate!r} is not registered")
-    metrics = {**(row.metrics or {}), "gate": decision.to_json(),
-               "holdout": decision.candidate.to_json()}  # fmt: skip
-    current = versions.serving_version(session=session, project_id=project_id)
-    current_name = current.name if current is not None else None
-    if current_name is not None and current_name != decision.serving.version:
-        metrics["gate"]["reason"] += f"; not applied: {current_name} was promoted meanwhile"
-        versions.update_model_version(session=session, name=candidate, metrics=_clean(metrics))
-        return "candidate"
-    if not decision.promote:
-        versions.update_model_version(session=session, name=candidate, metrics=_clean(metrics), state="rejected")
-        return "rejected"
-    versions.update_model_version(session=session, name=candidate, metrics=_clean(metrics))
-    remember_previous(session, project_id=project_id, serving_name=decision.serving.version,
-                      backbone_version=backbone_version, metrics={"holdout": decision.serving.to_json()})  # fmt: skip
-    versions.set_serving(session=session, name=candidate)
-    return "promoted"
-
-
-def remember_previous(session: Any, *, project_id: int, serving_name: str, backbone_version: str,
-                      metrics: dict[str, Any] | None = None) -> str | None:  # fmt: skip
-    """Before a project's first own version serves: registers what served it until then.
-
-    The project's "p<project>-v0" (state retired) stands for the global version (its head) or the
-    backbone alone, so that promoting it rolls the project back. Nothing is done when the project
-    already has a serving version of its own, or a v0.
-
-    Returns:
-        The v0 name, or None when the project already serves its own version.
-    """
-    from backend.db import versions
-
-    current = versions.serving_version(session=session, project_id=project_id)
-    if current is not None and current.project_id is not None:
-        return None
-    name = f"p{project_id}-v0"
-    if versions.get_model_version(session=session, name=name) is None:
-        versions.create_model_version(
-            session=session, name=name, backbone=current.backbone if current is not None else backbone_version,
-            project_id=project_id, head_path=current.head_path if current is not None else None, state="retired",
-            metrics=metrics, parent=serving_name, training_summary={"baseline_of": serving_name},
+    try:
+        return versions.apply_gate_verdict(
+            session=session, candidate=candidate, project_id=project_id, promote=decision.promote,
+            judged_against=decision.serving.version, gate=decision.to_json(), holdout=decision.candidate.to_json(),
+            baseline_holdout=decision.serving.to_json(), backbone_version=backbone_version,
         )  # fmt: skip
-        logger.info("project %s: %s registered for %s (rollback target)", project_id, name, serving_name)
-    return name
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+    except NotFoundError:
+        raise GateError(f"candidate {candidate!r} is not registered") from None

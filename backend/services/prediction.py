@@ -35,15 +35,15 @@ from annotation_io.label_studio import (
     results_to_persons,
 )
 from annotation_io.types import Frame, Person, Video
-from backend.services.corrections import persons_from_json
 from backend.db import queries, versions
+from backend.db.persons import persons_from_json
 from backend.db.session import session_scope
 from backend.db.tables import Annotation, Task, VideoRecord
 from backend.ls.frames import ImageUnavailableError, VideoFrames
-from backend.services.predictor_cache import PredictorSpec
+from backend.predictor_cache import PredictorSpec
 
 if TYPE_CHECKING:
-    from backend.jobs.runners import BackendContext
+    from backend.context import BackendContext
 
 logger = logging.getLogger(__name__)
 
@@ -299,19 +299,18 @@ def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: Labe
         scores = [p.score for p in persons if p.score is not None]
         out[item.task_id] = TaskPrediction(item.task_id, result, float(sum(scores) / len(scores)) if scores else 0.0,
                                            persons)  # fmt: skip
-    _record(ctx, project_id, key, size, serving.name, [out[i.task_id] for i in ok])
+    _record(ctx, project_id, key, size, serving.name, [(i.task_id, out[i.task_id]) for i in ok])
     return out
 
 
 def _record(ctx: BackendContext, project_id: int, key: str, size: ImageSize, version: str,
-            predictions: Sequence[TaskPrediction]) -> None:  # fmt: skip
+            predictions: Sequence[tuple[int, TaskPrediction]]) -> None:  # fmt: skip
     with session_scope(ctx.sessions) as session:
         queries.upsert_video(
             session=session, project_id=project_id, key=key, width=size.width, height=size.height
         )
-        for p in predictions:
-            assert p.task_id is not None
-            queries.record_prediction(session=session, task_id=p.task_id, model_version=version, result=p.result,
+        for task_id, p in predictions:
+            queries.record_prediction(session=session, task_id=task_id, model_version=version, result=p.result,
                                       persons=p.persons, score=p.score)  # fmt: skip
 
 
@@ -329,7 +328,7 @@ def predict_tasks(ctx: BackendContext, *, project_id: int, config: LabelConfig, 
 
     Raises:
         AnnotationFormatError | ImageUnavailableError: every task failed (the first task's error).
-        backend.services.predictor_cache.ModelUnavailableError: the model cannot be built.
+        backend.predictor_cache.ModelUnavailableError: the model cannot be built.
     """
     serving = serving_model(ctx, project_id)
     answers: list[TaskPrediction | FrameItem] = []

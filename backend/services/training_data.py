@@ -2,7 +2,7 @@
 
 `gather_project_data` reads the newest live, not cancelled annotation of each (video, frame) task
 of a project as a `ProjectData` (videos named by `safe_video_name`, which also names the heatmap
-cache folders). Used by `backend.services.finetune.run_training`, which re-exports these names.
+cache folders). Used by `backend.services.finetune.run_training`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.types import Frame, Video
-from backend.services.corrections import persons_from_json
+from backend.db.persons import persons_from_json
 from backend.db.tables import Annotation, Correction, Task, VideoRecord
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Network benchmark: HRNet backbone per crop, DCPose head per person-frame, DCNv2 implementations.
 
-Run ``python -m model.bench.nets [--device cpu|cuda] [--json] [--batch N] [--backbone hrnet_w48|hrnet_w32]
+Run ``python -m model bench [--device cpu|cuda] [--json] [--batch N] [--backbone hrnet_w48|hrnet_w32]
 [--repeats R]``. Timings are medians of ``R`` runs after warm-up, under ``torch.inference_mode``;
 on CUDA every timed call is bracketed by ``torch.cuda.synchronize``. Weights are random (no weights
 ship with the project), drawn with a variance-preserving scale so activations keep trained-like
@@ -35,13 +35,13 @@ from model.nets.hrnet import HRNet, count_parameters
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BenchResult", "Section", "main", "run_benchmark"]
+__all__ = ["BenchResult", "Section", "handle", "register_parser", "run_benchmark"]
 
 Backbone = Literal["hrnet_w48", "hrnet_w32"]
 BACKBONE_WIDTHS: dict[str, int] = {"hrnet_w48": 48, "hrnet_w32": 32}
 CROP = (384, 288)  # H x W of the released DCPose / HRNet-W48 input
 HEATMAP = (96, 72)  # CROP / 4
-DILATIONS = (3, 6, 9, 12, 15)  # the five PCN branches (reference/dcpose.md §2.1)
+DILATIONS = (3, 6, 9, 12, 15)  # the five PCN branches (the released DCPose code)
 
 
 @dataclass
@@ -298,9 +298,10 @@ def format_result(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m model.bench.nets", description=__doc__.splitlines()[0])
+def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
+    """Adds the `bench` command."""
+    parser = subparsers.add_parser(name, help="backbone, head and DCNv2 timings, parameters, memory",
+                                   description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--batch", type=int, default=1, help="crops / person-frames per call (default 1)")
@@ -308,20 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per section (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per section (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser.set_defaults(handle=handle, log_level="WARNING")
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Runs the benchmark and prints its figures; 2 for bad options."""
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
         result = run_benchmark(args.device, args.backbone, args.batch, args.repeats, args.warmup)
     except ValueError as exc:
-        parser.error(str(exc))
-    if args.json:
-        print(json.dumps(asdict(result), indent=2))
-    else:
-        print(format_result(result))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(result), indent=2) if args.json else format_result(result))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

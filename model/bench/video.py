@@ -1,6 +1,6 @@
 """Video pipeline benchmark on synthetic videos: cost of backbone-only / cached / exact, and accuracy.
 
-``python -m model.bench.video [--json] [--quick] [--sections cost,accuracy,training]``
+``python -m model bench-video [--json] [--quick] [--sections cost,accuracy,training]``
 
 Everything runs on videos from `annotation_io.synth`, generated into a temporary folder: training
 videos, separate test videos and a short cost clip.
@@ -55,11 +55,11 @@ from annotation_io.video import open_video
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BenchSettings", "VideoBenchResult", "format_result", "main", "run_video_bench"]
+__all__ = ["BenchSettings", "VideoBenchResult", "format_result", "handle", "register_parser", "run_video_bench"]
 
 SECTIONS = ("cost", "accuracy", "training")
 LABEL_SPACINGS = (4, 8)
-FLOP_RATIO_CACHED = 1.33  # (32.9 + 11.0) / 32.9 GMACs, reference/dcpose.md §10
+FLOP_RATIO_CACHED = 1.33  # (32.9 + 11.0) / 32.9 GMACs, the released DCPose code
 FLOP_RATIO_EXACT = 3.33  # (3 * 32.9 + 11.0) / 32.9
 
 
@@ -263,7 +263,8 @@ def _random_head() -> Any:
 def _predict(backbone: Any, head: Any, video: Video, known: Video | None, reader: Any,
              frames: Sequence[int] | None = None, **cfg: Any) -> tuple[Video, int]:
     """Predictor output (no detector: boxes come from `known`) and the backbone crops it ran."""
-    from model.pipeline.predictor import InferConfig, Predictor
+    from model.pipeline.config import InferConfig
+    from model.pipeline.predictor import Predictor
 
     predictor = Predictor(backbone, head, config=InferConfig(**cfg), detector=lambda frame: [])
     passes = _count_passes(predictor)
@@ -301,7 +302,8 @@ def _count_passes(predictor: Any) -> Callable[[], int]:
 
 
 def _cost_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -> None:
-    from model.backbones.base import BlazePoseHeatmaps, build_backbone
+    from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
+    from model.backbones.factory import build_backbone
 
     video = data.gt[data.cost]
     template = replace(video, frames=[Frame(f.index, [], False) for f in video.frames])
@@ -374,9 +376,9 @@ def _time_head(head: Any, n: int, batch: int, repeats: int) -> float:
 
 
 def _train_for_accuracy(data: _Data, s: BenchSettings, result: VideoBenchResult, sim: Any) -> Any:
-    from model.training.samples import build_samples
     from model.nets.dcpose import build_dcpose
     from model.training.loop import TrainConfig, train_head
+    from model.training.samples import build_samples
 
     train_gt = {k: data.gt[k] for k in data.train}
     samples = build_samples(train_gt)
@@ -469,10 +471,11 @@ def _only(pred: Video, gt: Video) -> Video:
 
 
 def _training_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -> None:
-    from model.backbones.base import BlazePoseHeatmaps, build_backbone
-    from model.training.samples import build_samples
+    from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
+    from model.backbones.factory import build_backbone
     from model.nets.dcpose import build_dcpose
     from model.training.loop import TrainConfig, train_head
+    from model.training.samples import build_samples
 
     samples = build_samples({k: data.gt[k] for k in data.train})[: s.timing_samples]
     makers: list[tuple[str, Callable[[], Any]]] = [
@@ -582,9 +585,10 @@ def format_result(r: VideoBenchResult) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m model.bench.video", description=__doc__.splitlines()[0])
+def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
+    """Adds the `bench-video` command."""
+    parser = subparsers.add_parser(name, help="cached/exact cost and accuracy on synthetic videos",
+                                   description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
@@ -592,8 +596,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (accuracy section)")
     parser.add_argument("--train-samples", type=int, default=None, help="training samples (accuracy section)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the generated videos here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser.set_defaults(handle=handle, log_level="WARNING")
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Runs the benchmark and prints its figures; 2 for bad options."""
     settings = BenchSettings.quick() if args.quick else BenchSettings()
     overrides = {"seed": args.seed}
     if args.epochs is not None:
@@ -609,7 +616,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(json.dumps(result.to_json(), indent=2) if args.json else format_result(result))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

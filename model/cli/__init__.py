@@ -1,0 +1,1 @@
+"""Command lines, `python -m model COMMAND`: `main` (dispatch, logging), `predict` + `predict_input` + `render`, `train`."""

@@ -1,6 +1,6 @@
-"""`python -m model.cli.predict`: keypoints for a video, frame folder or PoseTrack JSON, as PoseTrack 2018 JSON.
+"""`python -m model predict`: keypoints for a video, frame folder or PoseTrack JSON, as PoseTrack 2018 JSON.
 
-    python -m model.cli.predict INPUT --out PRED.json [--labels LABELS.json] [--no-labels]
+    python -m model predict INPUT --out PRED.json [--labels LABELS.json] [--no-labels]
         [--backbone blazepose|hrnet_w48] [--checkpoint CKPT] [--head HEAD_CKPT] [--device cpu|cuda]
         [--mode cached|exact] [--no-label-aware] [--frames a:b] [--images-root DIR]
         [--render OVERLAY.mp4]
@@ -21,8 +21,8 @@ Errors a user can fix (unreadable or missing input, a labels file that does not 
 that does not fit the backbone, CUDA asked for but unavailable, bad `--frames`) print one line to
 stderr and exit with status 2. `-v` logs more, with tracebacks.
 
-A hidden `--backbone simulated --sim-gt GT.json` runs the ground-truth-derived backbone of
-`model.testing.simulated` (tests and benchmarks; it needs the ground truth and is never for real use).
+`run_predict` and `handle` take a `predictor_factory` (the options -> a Predictor): the seam where
+tests put a backbone of their own.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,14 +44,15 @@ import cv2
 from annotation_io import posetrack
 from annotation_io.types import Video
 from annotation_io.video import VideoError
+from model.backbones.names import BACKBONE_NAMES
 from model.cli.predict_input import (
     PredictInput,
     PredictInputError,
     load_input,
-    load_labels,
     parse_frames,
     select_frames,
 )
+from model.pipeline.config import MODES
 
 if TYPE_CHECKING:
     from model.pipeline.predictor import Predictor
@@ -62,17 +63,17 @@ __all__ = [
     "EXIT_USAGE",
     "PredictInput",
     "PredictInputError",
+    "PredictOptions",
     "build_predictor",
+    "handle",
     "load_input",
-    "main",
     "parse_frames",
+    "register_parser",
     "run_predict",
     "select_frames",
 ]
 
 EXIT_USAGE = 2
-BACKBONES = ("blazepose", "hrnet_w48")
-_HIDDEN_BACKBONES = ("simulated",)
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 _FFMPEG_LOG = "OPENCV_FFMPEG_LOGLEVEL"
 
@@ -97,35 +98,29 @@ def _check_device(device: str) -> None:
             )
 
 
-def build_predictor(
-    *,
-    backbone: str,
-    checkpoint: str | Path | None,
-    head: str | Path | None,
-    device: str,
-    mode: str,
-    label_aware: bool,
-    sim_gt: Video | None = None,
-) -> Predictor:
-    """The Predictor the options describe (`simulated` needs the ground truth `sim_gt`)."""
-    from model.pipeline.predictor import InferConfig, Predictor
+@dataclass(frozen=True)
+class PredictOptions:
+    """What the command line says about the model: backbone, weights, head, device and mode."""
 
-    config = InferConfig(mode=mode, label_aware=label_aware)  # type: ignore[arg-type]
-    if backbone != "simulated":
-        return Predictor.create(
-            backbone=backbone, checkpoint=checkpoint, head=head, device=device, config=config
-        )
-    if sim_gt is None:
-        raise PredictInputError(
-            "--backbone simulated needs ground truth: --sim-gt GT.json (or a GT JSON as INPUT)"
-        )
-    if checkpoint is not None:
-        raise PredictInputError("--backbone simulated takes no --checkpoint")
-    from model.pipeline.predictor import load_head
-    from model.testing.simulated import SimulatedBackbone
+    backbone: str = "blazepose"
+    checkpoint: str | Path | None = None
+    head: str | Path | None = None
+    device: str = "cpu"
+    mode: str = "cached"
+    label_aware: bool = True
 
-    net, version = load_head(head, "simulated") if head is not None else (None, None)
-    return Predictor(SimulatedBackbone(sim_gt), net, device=device, config=config, head_version=version)
+
+PredictorFactory = Callable[[PredictOptions], "Predictor"]
+
+
+def build_predictor(options: PredictOptions) -> Predictor:
+    """The Predictor the options describe (`Predictor.create`)."""
+    from model.pipeline.config import InferConfig
+    from model.pipeline.predictor import Predictor
+
+    config = InferConfig(mode=options.mode, label_aware=options.label_aware)  # type: ignore[arg-type]
+    return Predictor.create(backbone=options.backbone, checkpoint=options.checkpoint, head=options.head,
+                            device=options.device, config=config)
 
 
 def _output_video(pred: Video, inp: PredictInput) -> Video:
@@ -155,17 +150,11 @@ def run_predict(
     labels: str | Path | None = None,
     use_labels: bool = True,
     images_root: str | Path | None = None,
-    backbone: str = "blazepose",
-    checkpoint: str | Path | None = None,
-    head: str | Path | None = None,
-    device: str = "cpu",
-    mode: str = "cached",
-    label_aware: bool = True,
+    options: PredictOptions = PredictOptions(),
     frames: slice | Sequence[int] | None = None,
     render: str | Path | None = None,
     progress: bool | Callable[[int, int], None] = False,
-    sim_gt: str | Path | None = None,
-    predictor: Predictor | None = None,
+    predictor_factory: PredictorFactory | None = None,
 ) -> Video:
     """Predict the keypoints of INPUT and write them as PoseTrack 2018 JSON (and an overlay video).
 
@@ -175,12 +164,12 @@ def run_predict(
         labels: a PoseTrack JSON of human labels for the video (replaces a JSON input's own labels).
         use_labels: use human labels at all (False: `--no-labels`).
         images_root: the folder a JSON input's `file_name`s are relative to.
-        backbone, checkpoint, head, device, mode, label_aware: the Predictor (`Predictor.create`).
+        options: the model (`Predictor.create`).
         frames: the frames to predict (a slice or indices); default every frame.
         render: also write an overlay video (mp4v) of the predicted frames here.
         progress: True for a tqdm bar, or a callable(done, total).
-        sim_gt: ground truth for `backbone="simulated"` (default: a JSON INPUT itself).
-        predictor: use this Predictor instead of building one from the options.
+        predictor_factory: builds the Predictor from `options` (default `build_predictor`); it is
+            closed when the run ends.
 
     Returns:
         The predictions as written.
@@ -189,24 +178,15 @@ def run_predict(
         PredictInputError, VideoError, AnnotationFormatError, FileNotFoundError,
         model.checkpoint.CheckpointError: see `main` (each is a one-line error there).
     """
-    if mode not in ("cached", "exact"):
-        raise PredictInputError(f"--mode must be cached or exact, got {mode!r}")
-    if backbone not in BACKBONES + _HIDDEN_BACKBONES:
-        raise PredictInputError(f"--backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
-    _check_device(device)
-    _check_outputs([input_path, labels, sim_gt, checkpoint, head], [out_path, render])
+    if options.mode not in MODES:
+        raise PredictInputError(f"--mode must be cached or exact, got {options.mode!r}")
+    _check_device(options.device)
+    _check_outputs([input_path, labels, options.checkpoint, options.head], [out_path, render])
     inp = load_input(input_path, labels=labels, use_labels=use_labels, images_root=images_root)
-    own = predictor is None
+    predictor = None
     try:
         wanted = select_frames(frames, inp.video.num_frames)
-        if predictor is None:
-            gt = None
-            if backbone == "simulated":
-                gt = load_labels(Path(sim_gt)) if sim_gt is not None else inp.template
-            predictor = build_predictor(
-                backbone=backbone, checkpoint=checkpoint, head=head, device=device, mode=mode,
-                label_aware=label_aware, sim_gt=gt,
-            )  # fmt: skip
+        predictor = (predictor_factory or build_predictor)(options)
         started = time.perf_counter()
         pred = predictor.predict_video(
             inp.video, inp.known, frames=wanted, reader=inp.reader, progress=progress
@@ -223,7 +203,7 @@ def run_predict(
             render_video(inp.reader, out, render, inp.video.fps, frames=wanted, progress=progress is True)
     finally:
         inp.reader.close()
-        if own and predictor is not None:
+        if predictor is not None:
             predictor.close()
     return out
 
@@ -231,44 +211,31 @@ def run_predict(
 # ------------------------------------------------------------------------------------------- CLI
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m model.cli.predict",
+def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
+    """Adds the `predict` command."""
+    parser = subparsers.add_parser(
+        name, help="keypoints for a video, frame folder or PoseTrack JSON",
         description="Keypoints for a video file, frame folder or PoseTrack JSON, written as PoseTrack 2018 "
         "JSON. A JSON INPUT's labelled frames are used as human labels unless --no-labels.",
-    )
+    )  # fmt: skip
     parser.add_argument("input", type=Path, help="video file, frame folder or PoseTrack JSON")
-    parser.add_argument(
-        "--out", type=Path, required=True, help="prediction file to write (PoseTrack 2018 JSON)"
-    )
+    parser.add_argument("--out", type=Path, required=True, help="prediction file to write (PoseTrack 2018 JSON)")
     parser.add_argument("--labels", type=Path, help="PoseTrack JSON of human labels for the video")
     parser.add_argument("--no-labels", action="store_true", help="ignore the labels of a JSON INPUT")
     parser.add_argument("--images-root", type=Path, help="folder a JSON INPUT's file names are relative to")
-    parser.add_argument(
-        "--backbone",
-        default="blazepose",
-        choices=BACKBONES + _HIDDEN_BACKBONES,
-        metavar="{" + ",".join(BACKBONES) + "}",
-        help="rough pose estimator (default blazepose)",
-    )
-    parser.add_argument(
-        "--checkpoint", type=Path, help="backbone weights (hrnet_w48: HRNet or official DCPose file)"
-    )
+    parser.add_argument("--backbone", default="blazepose", choices=BACKBONE_NAMES,
+                        help="rough pose estimator (default blazepose)")
+    parser.add_argument("--checkpoint", type=Path, help="backbone weights (hrnet_w48: HRNet or official DCPose file)")
     parser.add_argument("--head", type=Path, help="DCPose head checkpoint; without one, backbone-only")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    parser.add_argument(
-        "--mode",
-        default="cached",
-        choices=("cached", "exact"),
-        help="cached: one backbone pass per person-frame (default); exact: released 3 crops",
-    )
+    parser.add_argument("--mode", default="cached", choices=MODES,
+                        help="cached: one backbone pass per person-frame (default); exact: released 3 crops")
     parser.add_argument("--no-label-aware", action="store_true", help="do not feed human labels to the head")
     parser.add_argument("--frames", type=str, help="frames a:b to predict (default all)")
     parser.add_argument("--render", type=Path, help="also write an overlay video (mp4v) here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details and tracebacks")
-    parser.add_argument("--sim-gt", type=Path, help=argparse.SUPPRESS)
-    return parser
+    parser.set_defaults(handle=handle, log_level="WARNING")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -301,35 +268,19 @@ def _quiet_native_logs() -> Iterator[None]:
             os.environ.pop(_FFMPEG_LOG, None)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; returns 0, or 2 with a one-line message on stderr."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
-        return int(exc.code or 0)
-    if not logging.getLogger().handlers:
-        level = logging.INFO if args.verbose else logging.WARNING
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+def handle(args: argparse.Namespace, *, predictor_factory: PredictorFactory | None = None) -> int:
+    """Runs the command: 0, or 2 with a one-line message on stderr."""
     quiet = contextlib.nullcontext() if args.verbose else _quiet_native_logs()
+    options = PredictOptions(backbone=args.backbone, checkpoint=args.checkpoint, head=args.head,
+                             device=args.device, mode=args.mode, label_aware=not args.no_label_aware)
     try:
         with quiet:
             run_predict(
-                args.input,
-                args.out,
-                labels=args.labels,
-                use_labels=not args.no_labels,
-                images_root=args.images_root,
-                backbone=args.backbone,
-                checkpoint=args.checkpoint,
-                head=args.head,
-                device=args.device,
-                mode=args.mode,
-                label_aware=not args.no_label_aware,
+                args.input, args.out, labels=args.labels, use_labels=not args.no_labels,
+                images_root=args.images_root, options=options,
                 frames=parse_frames(args.frames) if args.frames is not None else None,
-                render=args.render,
-                progress=not args.no_progress,
-                sim_gt=args.sim_gt,
-            )
+                render=args.render, progress=not args.no_progress, predictor_factory=predictor_factory,
+            )  # fmt: skip
     # ValueError covers PredictInputError, AnnotationFormatError, CheckpointError and bad values found
     # deeper (frame ranges, head/backbone mismatch); ImportError covers a missing mediapipe.
     except (ValueError, VideoError, OSError, ImportError) as exc:
@@ -337,7 +288,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {_one_line(exc)}\n")
         return EXIT_USAGE
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Inputs of `python -m model.cli.predict`: a video file, a frame folder or a PoseTrack JSON, plus labels.
+"""Inputs of `python -m model predict`: a video file, a frame folder or a PoseTrack JSON, plus labels.
 
 A PoseTrack JSON's images are found from their `file_name` relative to `--images-root`, the JSON's
 folder, or the folders above it (PoseTrack's layout is `<root>/annotations/x.json` +

@@ -17,18 +17,17 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
 
 import cv2
 import numpy as np
 
 from annotation_io.skeletons import DRAW_LIMBS, UNLABELLED_SLOTS
 from annotation_io.types import Person, Video
+from annotation_io.video import FrameReader
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "FrameReader",
     "RenderError",
     "confidence_colour",
     "draw_frame",
@@ -43,14 +42,6 @@ _LABEL_RING = (255, 255, 255)
 
 class RenderError(OSError):
     """An overlay video cannot be written (codec unavailable, folder not writable, bad frame)."""
-
-
-class FrameReader(Protocol):
-    """Random access to video frames: `annotation_io.video.FrameSource` satisfies it."""
-
-    num_frames: int
-
-    def read(self, index: int) -> np.ndarray: ...
 
 
 def confidence_colour(score: float) -> tuple[int, int, int]:

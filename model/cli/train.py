@@ -1,10 +1,10 @@
-"""`python -m model.training.loop`: the head-training command line (argparse, checkpoint and curve writing).
+"""`python -m model train`: train a DCPose head on labelled videos (head only, backbone frozen).
 
 Loads PoseTrack labels and the videos' frames, builds samples and a held-out split
-(`model.training.samples`), trains the head with `model.training.loop.train_head` and, on rank 0 only, writes our
-checkpoint (`model.checkpoint.save_checkpoint`) and its training curve (``<stem>_curve.png``, see
-`curve_path`). `model.training.loop` re-exports the public names here and its ``__main__`` block calls
-`main`, so ``python -m model.training.loop ...`` and ``torchrun ... -m model.training.loop ...`` are the entry points.
+(`model.training.samples`), trains the head with `model.training.loop.train_head` and, on rank 0 only,
+writes our checkpoint (`model.checkpoint.save_checkpoint`) and its training curve
+(``<stem>_curve.png``, `model.training.curve`). Under torchrun (``torchrun --nproc_per_node=N -m
+model train ...``) every rank trains with DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -13,54 +13,22 @@ import argparse
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from annotation_io.types import Video
 
 if TYPE_CHECKING:
+    from model.backbones.base import Backbone
     from model.training.loop import TrainResult
+
+BackboneFactory = Callable[[argparse.Namespace], "Backbone"]
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["curve_path", "main", "run", "save_training_curve"]
-
-
-def save_training_curve(result: TrainResult, path: str | os.PathLike[str], *, title: str = "DCPose head") -> Path:
-    """Write the training (and held-out) loss per epoch of `result` as a PNG (matplotlib Agg backend)."""
-    path = Path(path)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    epochs = np.arange(1, len(result.epoch_losses) + 1)
-    ax.plot(epochs, result.epoch_losses, marker="o", label="training loss")
-    if result.holdout_losses:
-        ax.plot(epochs, result.holdout_losses, marker="s", label="held-out loss")
-    if result.best_epoch >= 0:
-        ax.axvline(result.best_epoch + 1, color="grey", linestyle=":", label="best epoch")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("weighted heatmap MSE")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def curve_path(checkpoint: str | os.PathLike[str]) -> Path:
-    """Where the training curve of a checkpoint goes: next to it, ``<stem>_curve.png``."""
-    path = Path(checkpoint)
-    return path.with_name(f"{path.stem}_curve.png")
+__all__ = ["handle", "register_parser", "run"]
 
 
 _VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -94,20 +62,18 @@ def _load_videos(folder: Path, what: str) -> dict[str, Video]:
     return {v.name: v for v in videos}
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    from model.training import loop as train_module
+def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
+    """Adds the `train` command."""
+    from model.backbones.names import BACKBONE_NAMES
 
-    # The first line of model.training.loop's docstring, the description the command has always shown.
-    description = next(iter((train_module.__doc__ or "").splitlines()), None)
-    parser = argparse.ArgumentParser(prog="python -m model.training.loop", description=description)
+    parser = subparsers.add_parser(name, help="train a DCPose head on labelled videos",
+                                   description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--videos", type=Path, required=True,
                         help="folder holding each video's frames (a frame folder or video file per video name, "
                              "or the root its file_names are relative to)")
     parser.add_argument("--labels", type=Path, required=True, help="PoseTrack JSON file or folder of them (labels)")
-    parser.add_argument("--backbone", default="blazepose", help="blazepose | hrnet_w48 | hrnet_w32 | simulated")
+    parser.add_argument("--backbone", default="blazepose", choices=BACKBONE_NAMES, help="rough pose estimator")
     parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet weights (hrnet backbones)")
-    parser.add_argument("--gt", type=Path, default=None,
-                        help="full ground truth for --backbone simulated (default: --labels)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -122,29 +88,33 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the head")
     parser.add_argument("--version", default=None, help="version string stored in the checkpoint")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint to write (our format)")
-    return parser
+    parser.set_defaults(handle=handle, log_level="INFO")
 
 
-def run(args: argparse.Namespace) -> TrainResult:
-    """What `main` does after parsing: load, train, save checkpoint and curve (rank 0)."""
+def _build_backbone(args: argparse.Namespace) -> Backbone:
+    from model.backbones.factory import build_backbone
+
+    device = args.device
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one GPU per rank under torchrun
+    return build_backbone(args.backbone, args.checkpoint, device)
+
+
+def run(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = None) -> TrainResult:
+    """Load, train, save checkpoint and curve (rank 0).
+
+    Args:
+        args: the parsed command line.
+        backbone_factory: builds the backbone from the arguments; default: `build_backbone` by name.
+    """
     from annotation_io.video import open_video
-    from model.training import loop as train_module
-    from model.training.samples import build_samples, split_holdout
     from model.nets.dcpose import DILATIONS, build_dcpose
+    from model.training import loop as train_module
+    from model.training.curve import curve_path, save_training_curve
+    from model.training.samples import build_samples, split_holdout
 
     labels = _load_videos(args.labels, "labels")
-    if args.backbone == "simulated":
-        from model.testing.simulated import SimulatedBackbone
-
-        gt = _load_videos(args.gt, "ground truth") if args.gt else labels
-        backbone: Any = SimulatedBackbone(gt, seed=args.seed)
-    else:
-        from model.backbones.base import build_backbone
-
-        device = args.device
-        if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one GPU per rank under torchrun
-        backbone = build_backbone(args.backbone, args.checkpoint, device)
+    backbone = (backbone_factory or _build_backbone)(args)
     samples = build_samples(labels, distance=args.distance)
     if not samples:
         raise ValueError(f"{args.labels}: no labelled frame holds a human pose; nothing to train on")
@@ -167,7 +137,6 @@ def run(args: argparse.Namespace) -> TrainResult:
         bar.update(1)
 
     try:
-        # Looked up on model.training.loop at call time, so patching model.training.loop.train_head still reaches the CLI.
         result = train_module.train_head(head, backbone, readers, train, config=config, holdout=holdout,
                                          progress=progress)
     finally:
@@ -190,13 +159,10 @@ def run(args: argparse.Namespace) -> TrainResult:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 for bad arguments or input)."""
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def handle(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = None) -> int:
+    """Runs the command; 2 for bad input (a one-line error in the log)."""
     try:
-        run(args)
+        run(args, backbone_factory=backbone_factory)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         logger.error("%s", exc)
         return 2

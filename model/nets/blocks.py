@@ -2,7 +2,7 @@
 
 DCNv2 is pure PyTorch (one `F.grid_sample` call plus a matmul), with the offset/mask layout and
 border rule of the kernel DCPose ships (mmdetection v1) and of `torchvision.ops.deform_conv2d`
-(reference/dcpose.md §4):
+(the released DCPose code):
 
 - offset channel ``g*2*K + 2*k`` is the y shift and ``+1`` the x shift of kernel tap ``k``
   (``k = i*kw + j``) for deformable group ``g``; mask channel ``g*K + k``; input channels are split
@@ -12,8 +12,8 @@ border rule of the kernel DCPose ships (mmdetection v1) and of `torchvision.ops.
 
 `torchvision.ops.deform_conv2d` is used as an optional fast path where `import torchvision` works
 (the registry wheel is a CUDA build that cannot be imported with the CPU torch, see
-reference/offline-models.md §1). The RSB (Residual Steps Block, from RSN) classes reproduce
-reference/dcpose.md §2.2 exactly so that the released checkpoint loads with its own key names.
+measured on mediapipe 0.10.21). The RSB (Residual Steps Block, from RSN) classes reproduce
+the released DCPose code exactly so that the released checkpoint loads with its own key names.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import math
 from collections.abc import Callable
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,7 +36,7 @@ IntPair = int | tuple[int, int]
 _torchvision_op: Callable[..., Tensor] | None | Literal[False] = None
 
 
-def _pair(value: IntPair, name: str) -> tuple[int, int]:
+def pair(value: IntPair, name: str) -> tuple[int, int]:
     """Returns ``(value, value)`` for an int, the pair itself for a 2-tuple."""
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
@@ -78,7 +77,7 @@ def _torchvision_supports(x: Tensor) -> bool:
     return x.dtype in (torch.float32, torch.float64, torch.float16)
 
 
-def _check_deform_args(
+def check_deform_args(
     x: Tensor,
     offset: Tensor,
     weight: Tensor,
@@ -140,11 +139,11 @@ def deform_conv2d_grid_sample(
     Args: as `deform_conv2d`. Returns (N, O, Ho, Wo). Gradients come from autograd.
     """
     stride, padding, dilation = (
-        _pair(stride, "stride"),
-        _pair(padding, "padding"),
-        _pair(dilation, "dilation"),
+        pair(stride, "stride"),
+        pair(padding, "padding"),
+        pair(dilation, "dilation"),
     )
-    groups, ho, wo = _check_deform_args(x, offset, weight, bias, mask, stride, padding, dilation)
+    groups, ho, wo = check_deform_args(x, offset, weight, bias, mask, stride, padding, dilation)
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     k = kh * kw
@@ -220,72 +219,9 @@ def deform_conv2d(
         return deform_conv2d_grid_sample(
             x, offset, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask
         )
-    pairs = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-    _check_deform_args(x, offset, weight, bias, mask, *pairs)
+    pairs = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
+    check_deform_args(x, offset, weight, bias, mask, *pairs)
     return op(x, offset, weight, bias, stride=pairs[0], padding=pairs[1], dilation=pairs[2], mask=mask)
-
-
-def _bilinear_reference(img: np.ndarray, y: float, x: float) -> float:
-    """Bilinear sample of a 2-D map with the DCN border rule (see module docstring)."""
-    h, w = img.shape
-    if y <= -1 or y >= h or x <= -1 or x >= w:
-        return 0.0
-    y0, x0 = math.floor(y), math.floor(x)
-    ly, lx = y - y0, x - x0
-    total = 0.0
-    for yy, wy in ((y0, 1 - ly), (y0 + 1, ly)):
-        for xx, wx in ((x0, 1 - lx), (x0 + 1, lx)):
-            if 0 <= yy < h and 0 <= xx < w:
-                total += wy * wx * float(img[yy, xx])
-    return total
-
-
-def deform_conv2d_reference(
-    x: Tensor,
-    offset: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    *,
-    stride: IntPair = 1,
-    padding: IntPair = 0,
-    dilation: IntPair = 1,
-    mask: Tensor | None = None,
-) -> Tensor:
-    """Direct-loop float64 DCNv2 (numpy, scalar bilinear), for tests only; slow.
-
-    Args: as `deform_conv2d`. Returns a float64 (N, O, Ho, Wo) tensor on the CPU.
-    """
-    stride, padding, dilation = (
-        _pair(stride, "stride"),
-        _pair(padding, "padding"),
-        _pair(dilation, "dilation"),
-    )
-    groups, ho, wo = _check_deform_args(x, offset, weight, bias, mask, stride, padding, dilation)
-    xs, offs, ws = (t.detach().cpu().double().numpy() for t in (x, offset, weight))
-    ms = None if mask is None else mask.detach().cpu().double().numpy()
-    n, c, _, _ = xs.shape
-    o, _, kh, kw = ws.shape
-    per_group = c // groups
-    out = np.zeros((n, o, ho, wo))
-    for b in range(n):
-        for r in range(ho):
-            for s in range(wo):
-                column = np.zeros((c, kh, kw))
-                for ch in range(c):
-                    g = ch // per_group
-                    for i in range(kh):
-                        for j in range(kw):
-                            tap = i * kw + j
-                            dy = offs[b, g * 2 * kh * kw + 2 * tap, r, s]
-                            dx = offs[b, g * 2 * kh * kw + 2 * tap + 1, r, s]
-                            y = r * stride[0] - padding[0] + i * dilation[0] + dy
-                            xx = s * stride[1] - padding[1] + j * dilation[1] + dx
-                            m = 1.0 if ms is None else ms[b, g * kh * kw + tap, r, s]
-                            column[ch, i, j] = m * _bilinear_reference(xs[b, ch], y, xx)
-                out[b, :, r, s] = np.tensordot(ws, column, axes=([1, 2, 3], [0, 1, 2]))
-    if bias is not None:
-        out += bias.detach().cpu().double().numpy()[None, :, None, None]
-    return torch.from_numpy(out)
 
 
 class ModulatedDeformConv(nn.Module):
@@ -360,7 +296,7 @@ class ModulatedDeformConv(nn.Module):
 
 
 class ConvBnRelu(nn.Module):
-    """Conv2d (with bias) + BatchNorm2d + optional ReLU; RSN's ``conv_bn_relu`` (dcpose.md §2.2)."""
+    """Conv2d (with bias) + BatchNorm2d + optional ReLU; RSN's ``conv_bn_relu`` (the released DCPose code)."""
 
     def __init__(
         self,
@@ -386,7 +322,7 @@ class ConvBnRelu(nn.Module):
 
 
 class RSBBlock(nn.Module):
-    """Residual Steps Block (RSN, used by DCPose's PRF/PTM/combiner; dcpose.md §2.2).
+    """Residual Steps Block (RSN, used by DCPose's PRF/PTM/combiner; the released DCPose code).
 
     A 1x1 conv widens to 4 branches of ``in_planes*26//64`` channels; branch b runs b+1 3x3
     convs, each step adding the previous branch's output at the same depth; the four branch ends
@@ -460,6 +396,5 @@ __all__ = [
     "RSBBlock",
     "deform_conv2d",
     "deform_conv2d_grid_sample",
-    "deform_conv2d_reference",
     "torchvision_deform_conv2d_available",
 ]

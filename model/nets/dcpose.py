@@ -1,6 +1,6 @@
 """DCPose (Liu et al., CVPR 2021): HRNet rough poses refined by a temporal head with DCNv2.
 
-Architecture and key names follow the released `DcPose_RSN` (reference/dcpose.md §2-§4), so the
+Architecture and key names follow the released `DcPose_RSN` (the released DCPose code§4), so the
 official checkpoint ``PoseTrack17_DCPose.pth`` loads with ``strict=True``:
 
 - ``rough_pose_estimation_net``: HRNet, one pass over [current; previous; next] crops (frozen).
@@ -30,13 +30,13 @@ from model.nets.blocks import ChainOfRSBBlocks, ModulatedDeformConv
 
 logger = logging.getLogger(__name__)
 
-DILATIONS: tuple[int, ...] = (3, 6, 9, 12, 15)  # PCN branches (dcpose.md §2.1)
+DILATIONS: tuple[int, ...] = (3, 6, 9, 12, 15)  # PCN branches (the released DCPose code)
 _PCN_ATTR = "pose_correction"
 _PCN_PARTS = ("offset_mask_combine_conv", "offsets_list", "masks_list", "modulated_deform_conv_list")
 
 
 def temporal_weights(margin: Tensor | None, batch: int, like: Tensor) -> tuple[Tensor, Tensor]:
-    """Weights of the previous and next frame from their distances (dcpose.md §2.1).
+    """Weights of the previous and next frame from their distances (the released DCPose code).
 
     Args:
         margin: (B, 2) = (margin_left, margin_right): frame distance to the previous / next frame.
@@ -206,7 +206,7 @@ class PoseCorrectionNetwork(nn.Module):
 
 
 def init_dcpose_weights(module: nn.Module) -> None:
-    """Released initialisation (dcpose.md §2.4): convs N(0, 0.001) bias 0, BN 1/0, DCN identity."""
+    """Released initialisation (the released DCPose code): convs N(0, 0.001) bias 0, BN 1/0, DCN identity."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.normal_(m.weight, std=0.001)
@@ -276,7 +276,7 @@ class DCPose(nn.Module):
     def train(self, mode: bool = True) -> DCPose:
         """Sets train/eval mode; a frozen backbone stays in eval so its BN statistics do not drift.
 
-        (The original code let them drift, dcpose.md §1.6; the released buffers are loaded as-is.)
+        (The original code let them drift, the released DCPose code; the released buffers are loaded as-is.)
         """
         super().train(mode)
         if self._backbone_frozen and self.rough_pose_estimation_net is not None:
@@ -322,7 +322,7 @@ class DCPose(nn.Module):
         self,
         current: Tensor,
         previous: Tensor,
-        next: Tensor,  # house vocabulary (STYLE.md)
+        next: Tensor,  # the project's method vocabulary: forward(current, previous, next, margin)
         margin: Tensor | None = None,
     ) -> Tensor:
         """Refined heatmaps of the current frame.

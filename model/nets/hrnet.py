@@ -4,7 +4,7 @@ The module and parameter names follow the public HRNet pose layout (stem ``conv1
 ``layer1``, ``transition1..3``, ``stage2..4`` made of high-resolution modules with ``branches`` and
 ``fuse_layers``, ``final_layer``) so that official checkpoints (HRNet pose weights, PoseWarper's
 ``pretrained_coco_model.pth``, DCPose's ``rough_pose_estimation_net.*`` after stripping the prefix) load
-one to one with ``strict=True``. See reference/dcpose.md §2.3 and §3 for the key names and shapes.
+one to one with ``strict=True``. See the released DCPose code for the key names and shapes.
 
 Shapes: input ``(B, 3, H, W)`` normalised RGB crops; output ``(B, K, H/4, W/4)`` raw heatmaps.
 """

@@ -1,6 +1,6 @@
 """Predictor: a video and the human labels known so far in, keypoints for every person-frame out.
 
-Pipeline of one `Predictor.predict_video` call (issue 4 items 1-7, reference/dcpose.md §5.2-§6):
+Pipeline of one `Predictor.predict_video` call (the released DCPose inference, §5.2-§6 of its paper):
 
 1. Boxes and track ids come from `model.pipeline.tracking.plan_boxes` (human > interpolated > carried >
    detected). Carried boxes are moved frame by frame outward from their label: frame f is cropped
@@ -30,8 +30,10 @@ Pipeline of one `Predictor.predict_video` call (issue 4 items 1-7, reference/dcp
    = peak value clipped to [0, 1], v = 2 where the peak is > 0 (else 0 and x = y = 0); person score =
    box score x mean of the best 10 of the 15 PoseTrack joint scores.
 
-This module is the facade (Predictor, InferConfig, load_head: creation, checks, frame access,
-progress); the per-call work above lives in `model.pipeline.video_job.VideoJob`.
+This module is the facade (Predictor, load_head: creation, checks, frame access, progress); the
+options are `model.pipeline.config.InferConfig`; the per-call work above lives in
+`model.pipeline.video_job.VideoJob`, which is given the stages (backbone, head, detector), not the
+Predictor.
 """
 
 from __future__ import annotations
@@ -40,68 +42,28 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from annotation_io.skeletons import NUM_KEYPOINTS
 from annotation_io.types import Box, Frame, Video
-from model.backbones.base import Backbone, BlazePoseHeatmaps, build_backbone, file_digest
+from annotation_io.video import FrameReader
+from model.backbones.base import Backbone, file_digest
+from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
+from model.backbones.factory import build_backbone
 from model.nets.dcpose import DCPose
-from model.pipeline.video_job import TARGET_SIGMA, TOP_JOINTS, VideoJob, assemble_output  # noqa: F401 (re-exported)
+from model.pipeline.config import InferConfig, Progress
+from model.pipeline.video_job import JobStages, VideoJob, assemble_output
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FrameReader", "InferConfig", "Predictor", "load_head"]
+__all__ = ["Predictor", "load_head"]
 
-Mode = Literal["cached", "exact"]
 PersonDetector = Callable[[np.ndarray], list[Box]]
-Progress = bool | Callable[[int, int], None]  # True: a tqdm bar; a callable gets (done, total)
-
-
-class FrameReader(Protocol):
-    """Random access to frames (`annotation_io.video.FrameSource` satisfies it)."""
-
-    num_frames: int
-
-    def read(self, index: int) -> np.ndarray:
-        """(H, W, 3) uint8 BGR frame."""
-        ...
-
-
-@dataclass(frozen=True)
-class InferConfig:
-    """How a Predictor runs.
-
-    Attributes:
-        mode: "cached" (one backbone pass per person-frame) or "exact" (released 3-crop design).
-        label_aware: feed human poses of neighbour frames to the head and keep human poses.
-        distance: neighbour frame distance d (t - d, t + d), 1 as released.
-        batch_size: crops per backbone call and samples per head call.
-        detect: run the person detector on frames no label reaches.
-        label_sigma: sigma of the label Gaussians in heatmap pixels; None: the backbone's (see module).
-        cache_size: backbone heatmaps kept for reuse (17x96x72 float32 = 470 kB each).
-    """
-
-    mode: Mode = "cached"
-    label_aware: bool = True
-    distance: int = 1
-    batch_size: int = 32
-    detect: bool = True
-    label_sigma: float | None = None
-    cache_size: int = 256
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("cached", "exact"):
-            raise ValueError(f"InferConfig.mode must be 'cached' or 'exact', got {self.mode!r}")
-        for name in ("distance", "batch_size", "cache_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"InferConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.label_sigma is not None and not self.label_sigma > 0:
-            raise ValueError(f"InferConfig.label_sigma must be positive, got {self.label_sigma}")
 
 
 class Predictor:
@@ -172,7 +134,8 @@ class Predictor:
         """Person boxes on a whole frame (the last-resort detector)."""
         if self._detector is not None:
             return self._detector(frame_bgr)
-        from model.backbones.blazepose import MediaPipeUnavailableError, detect_people, hog_people
+        from model.backbones.blazepose import MediaPipeUnavailableError
+        from model.backbones.detectors import detect_people, hog_people
 
         try:
             pose = self.backbone.pose if isinstance(self.backbone, BlazePoseHeatmaps) else self._own_pose()
@@ -197,6 +160,11 @@ class Predictor:
             self._owned_pose = None
         if isinstance(self.backbone, BlazePoseHeatmaps):
             self.backbone.close()
+
+    def _stages(self) -> JobStages:
+        """What one call's job is given: the backbone, the head (if any), the detector, the options."""
+        return JobStages(backbone=self.backbone, config=self.config, detect=self.detect,
+                         refine=self.refine if self.head is not None else None)
 
     def refine(self, hc: torch.Tensor, hp: torch.Tensor, hn: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
         """The head on (B, K, H, W) CPU heatmaps, in batches on the device; returns CPU float32."""
@@ -265,7 +233,7 @@ class Predictor:
             video = replace(video, width=int(reader.width), height=int(reader.height))  # type: ignore[attr-defined]
         if not requested:
             return assemble_output(video, requested, {})
-        job = VideoJob(self, video, known, reader, num_frames)
+        job = VideoJob(self._stages(), video, known, reader, num_frames)
         job.plan(requested)
         bar, report = _progress(progress, len(requested), video.name)
         try:

@@ -1,7 +1,7 @@
 """Person boxes and track ids for the video pipeline: human, interpolated, carried, detected.
 
 `plan_boxes` decides, for every requested frame, which person boxes to crop and under which track
-id, in this order of trust (issue 4 item 2):
+id, in this order of trust:
 1. "human": a person labelled on that frame (its box, else its joints' box).
 2. "interpolated": a track labelled on the nearest labelled frames on both sides; box corners are
    interpolated linearly.

@@ -1,7 +1,7 @@
 """The work of one `Predictor.predict_video` call: box chains, crop batches, neighbours, output.
 
 `model.pipeline.predictor` describes the pipeline (its module docstring, items 1-5) and keeps the public
-facade (Predictor, InferConfig, load_head); this module holds the per-call state and steps:
+facade (Predictor, load_head); this module holds the per-call state and steps:
 carried box chains (`VideoJob.plan`), batched backbone passes through an LRU of heatmaps
 (`VideoJob.heatmaps`), neighbour assembly with label-aware Gaussians (`VideoJob.predict_chunk`)
 and the output Video (`assemble_output`).
@@ -13,14 +13,17 @@ import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from annotation_io.skeletons import LABELLED_SLOTS, NUM_KEYPOINTS
 from annotation_io.types import Box, Frame, Person, Video
-from model.heatmaps import decode_to_frame, render_gaussians
+from annotation_io.video import FrameReader
+from model.backbones.base import Backbone
+from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
+from model.pipeline.config import InferConfig
 from model.pipeline.tracking import TrackBox, box_from_keypoints, plan_boxes, update_with_keypoints
 from model.transforms import (
     CropGeometry,
@@ -31,17 +34,23 @@ from model.transforms import (
     warp_heatmaps,
 )
 
-if TYPE_CHECKING:
-    from model.pipeline.predictor import FrameReader, Predictor
-
 logger = logging.getLogger(__name__)
 
-__all__ = ["TARGET_SIGMA", "TOP_JOINTS", "VideoJob", "assemble_output"]
+__all__ = ["TOP_JOINTS", "JobStages", "VideoJob", "assemble_output"]
 
 TOP_JOINTS = 10  # person score: mean of the best 10 of the 15 labelled joints (robust to occlusion)
-TARGET_SIGMA = 3.0  # sigma of the training targets (dcpose.md §5.5)
 _FRAME_MEMORY = 8  # decoded frames kept while cropping (passes are sorted by frame)
 _Key = tuple[int, CropGeometry]  # a backbone pass: (frame index, crop geometry)
+
+
+@dataclass(frozen=True)
+class JobStages:
+    """What a job runs: the backbone, the head's refine step (None: backbone only), the detector, options."""
+
+    backbone: Backbone
+    config: InferConfig
+    detect: Callable[[np.ndarray], list[Box]]
+    refine: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -146,17 +155,17 @@ class VideoJob:
     """State of one predict_video call: slots, human poses and the heatmap cache.
 
     Args:
-        predictor: supplies the backbone, the head (`refine`), the detector and the InferConfig.
+        stages: the backbone, the head's `refine` (None: backbone only), the detector and the InferConfig.
         video: the video predicted (frame size, num_frames).
         known: human labels so far, or None.
         reader: frame access.
         num_frames: frames that can be read (at most `video.num_frames`).
     """
 
-    def __init__(self, predictor: Predictor, video: Video, known: Video | None, reader: FrameReader,
+    def __init__(self, stages: JobStages, video: Video, known: Video | None, reader: FrameReader,
                  num_frames: int) -> None:
-        self.p = predictor
-        self.cfg = predictor.config
+        self.stages = stages
+        self.cfg = stages.config
         self.video, self.known, self.reader, self.num_frames = video, known, reader, num_frames
         self.frame_size = (video.width, video.height) if video.width and video.height else None
         self.cache = _LRU(self.cfg.cache_size)
@@ -166,8 +175,8 @@ class VideoJob:
         self.human: dict[tuple[int, int], _Pose] = {}  # every human pose (anchors of carried chains)
         self.poses: dict[tuple[int, int], _Pose] = {}  # the ones label-aware refinement uses
         self.passes = 0
-        self.use_neighbours = predictor.head is not None
-        backbone_sigma = getattr(predictor.backbone, "sigma", None)
+        self.use_neighbours = stages.refine is not None
+        backbone_sigma = getattr(stages.backbone, "sigma", None)
         self.sigma = self.cfg.label_sigma or (float(backbone_sigma) if backbone_sigma else TARGET_SIGMA)
 
     def run(self, requested: list[int], report: Callable[[int, int], None] | None = None,
@@ -236,11 +245,11 @@ class VideoJob:
     def _backbone(self, group: list[_Key]) -> torch.Tensor:
         """(B, K, H, W) backbone heatmaps of one batch of passes, shape-checked."""
         crops = np.stack([crop_image(self.image(f), g) for f, g in group])
-        hm = self.p.backbone.heatmaps(crops, [g for _, g in group], [f for f, _ in group])
+        hm = self.stages.backbone.heatmaps(crops, [g for _, g in group], [f for f, _ in group])
         w, h = group[0][1].heatmap_size
         if not isinstance(hm, torch.Tensor) or tuple(hm.shape[1:]) != (NUM_KEYPOINTS, h, w) \
                 or hm.shape[0] != len(group):
-            raise RuntimeError(f"backbone {self.p.backbone.name} returned heatmaps of shape "
+            raise RuntimeError(f"backbone {self.stages.backbone.name} returned heatmaps of shape "
                                f"{tuple(getattr(hm, 'shape', ()))} for {len(group)} crops; expected "
                                f"({len(group)}, {NUM_KEYPOINTS}, {h}, {w})")
         return hm
@@ -273,7 +282,7 @@ class VideoJob:
         self._carry(label_plan, need)
 
     def _detect(self, index: int) -> list[Box]:
-        return self.p.detect(self.image(index))
+        return self.stages.detect(self.image(index))
 
     def _chains(self, label_plan: dict[int, list[TrackBox]], need: set[int]) -> list[list[Any]]:
         """[track, anchor frame, path frames] of each carried run holding a needed frame, path
@@ -362,7 +371,8 @@ class VideoJob:
             hp = self._side_heatmaps([s[0] for s in sides], hc, hm, cur)
             hn = self._side_heatmaps([s[1] for s in sides], hc, hm, cur)
             margin = torch.tensor([[s[0].margin, s[1].margin] for s in sides], dtype=torch.float32)
-            result = self.p.refine(hc, hp, hn, margin)
+            assert self.stages.refine is not None  # use_neighbours implies a head
+            result = self.stages.refine(hc, hp, hn, margin)
         else:
             result = hc
         xy, maxvals = decode_to_frame(result, [g for _, g in cur])

@@ -1,7 +1,7 @@
 """A simulated backbone: ground-truth heatmaps corrupted the way real rough pose estimators err.
 
-Benchmarks and tests only (issue 4 item 9, issue 6): it needs the ground truth of the video it
-looks at, so it is never built by `model.backbones.base.build_backbone` and never serves.
+Benchmarks and tests only: it needs the ground truth of the video it
+looks at, so it is never built by `model.backbones.factory.build_backbone` and never serves.
 
 For each crop it finds the GT person of that frame whose box centre is nearest the crop centre,
 maps that person's joints into the crop's heatmap geometry and renders Gaussians there
@@ -36,7 +36,6 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -49,7 +48,7 @@ from model.transforms import CropGeometry, frame_to_heatmap
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CropDraw", "SimulatedBackbone", "SimulationConfig", "bind_video", "blur_level"]
+__all__ = ["CropDraw", "SimulatedBackbone", "SimulationConfig", "blur_level"]
 
 ARMS = ((5, 6), (7, 8), (9, 10))
 LEGS = ((11, 12), (13, 14), (15, 16))
@@ -210,15 +209,6 @@ def _index_video(video: Video) -> dict[int, list[_Entry]]:
         if entries:
             out[frame.index] = entries
     return out
-
-
-def bind_video(backbone: Any, video: str) -> Any:
-    """The backbone to use for crops of `video`: `backbone.for_video(video)` where it has one.
-
-    Real backbones look only at pixels and are returned unchanged.
-    """
-    bind = getattr(backbone, "for_video", None)
-    return bind(video) if callable(bind) else backbone
 
 
 class SimulatedBackbone:

@@ -5,32 +5,28 @@ reading each frame once per call. `BackboneHeatmapCache` computes the heatmaps a
 needs (frames t, p, n cropped with t's box) once per (video, frame, box rounded to 0.1 px,
 backbone.version), in memory or as ``.npy`` files, so training epochs never run the backbone again.
 `CountingBackbone` counts backbone calls (tests and `model.training.loop` report them). The crop primitives
-the cache keys on (`CropSize`, `round_box`, `sample_geometry`) live here too; `model.training.samples`
-re-exports every public name, which is where training code imports them from.
+the cache keys on (`CropSize`, `round_box`, `sample_geometry`) live here too.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from annotation_io.jsonio import atomic_open
 from annotation_io.skeletons import NUM_KEYPOINTS
 from annotation_io.types import Box
-from model.backbones.base import Backbone
-from model.testing.simulated import bind_video
+from annotation_io.video import FrameReader
+from model.backbones.base import Backbone, bind_video
+from model.training.samples import TrainSample, round_box
 from model.transforms import HEATMAP_SIZE, INPUT_SIZE, CropGeometry, crop_geometry, crop_image
-
-if TYPE_CHECKING:
-    from model.training.samples import FrameReader, TrainSample
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +40,8 @@ __all__ = [
     "sample_geometry",
 ]
 
-BOX_DECIMALS = 1  # boxes are rounded to 0.1 px before cropping and as cache keys
 _FRAME_MEMORY = 8  # decoded frames kept per compute call
 ProgressFn = Callable[[int, int], None]
-
-
-def round_box(box: Box) -> Box:
-    """The box rounded to `BOX_DECIMALS` (what is cropped and what keys the cache)."""
-    return Box(*(round(float(v), BOX_DECIMALS) for v in box.xywh))
 
 
 @dataclass(frozen=True)
@@ -100,7 +90,7 @@ def compute_heatmaps(
     """Backbone heatmaps of (video, frame, crop geometry) requests, in batches per video.
 
     Each frame is read once per call (requests are grouped by video and sorted by frame); backbones
-    that need the video's identity are bound with `model.testing.simulated.bind_video`.
+    that need the video's identity are bound with `model.backbones.base.bind_video`.
 
     Returns:
         (N, K, H, W) float32 CPU heatmaps in request order.
@@ -202,16 +192,9 @@ class BackboneHeatmapCache:
         if self.directory is None:
             self._memory[key] = value
             return
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".hm.", suffix=".npy", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, value)
-            os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Atomic (a concurrent reader, another DDP rank, sees no torn file); not fsynced: a cache.
+        with atomic_open(self._path(key), "wb", durable=False) as handle:
+            np.save(handle, value)
 
     def _load(self, key: CacheKey) -> np.ndarray:
         if key in self._memory:

@@ -1,10 +1,10 @@
-"""Training of the DCPose head on frozen-backbone heatmaps, single process or DDP; `python -m model.training.loop`.
+"""Training of the DCPose head on frozen-backbone heatmaps, single process or DDP (`python -m model train`).
 
 `train_head` trains only the temporal head (PRF, PTM, PCN): the backbone is frozen and never
-trained (reference/dcpose.md §1.6, §9), the optimiser is Adam over `DCPose.head_parameters()`
+trained (the released DCPose code), the optimiser is Adam over `DCPose.head_parameters()`
 (lr 1e-4 by default, the PoseTrack18 setting), the loss is `model.nets.losses.weighted_mse` of
 ``head.refine(hc, hp, hn, margin)`` against `model.heatmaps.encode` targets of frame t. Backbone
-heatmaps come from `model.training.samples.BackboneHeatmapCache` (computed once before epoch 1, so epochs
+heatmaps come from `model.training.heatmap_cache.BackboneHeatmapCache` (computed once before epoch 1, so epochs
 never run the backbone), or, with ``use_cache=False``, from the backbone in the loop on augmented
 crops. After every epoch the head's BatchNorm statistics are re-estimated on a few un-augmented
 training samples (`TrainConfig.bn_samples`; see there why). The returned `TrainResult` holds the
@@ -12,7 +12,7 @@ epoch losses and times, the held-out loss per epoch and the best state dict (low
 else lowest training loss), which is also loaded into the head at the end.
 
 Multi-GPU / multi-process (DistributedDataParallel): launch the same command under torchrun, e.g.
-``torchrun --nproc_per_node=4 -m model.training.loop --videos ... --device cuda``. When the environment says
+``torchrun --nproc_per_node=4 -m model train --videos ... --device cuda``. When the environment says
 WORLD_SIZE > 1, `train_head` initialises the process group itself (NCCL on CUDA, each rank on
 ``cuda:<LOCAL_RANK>``; gloo on CPU) unless the caller already did, wraps the head in
 DistributedDataParallel (gradients averaged across ranks), shards the samples with a
@@ -22,9 +22,8 @@ ranks end with identical weights and buffers. Every rank fills the heatmap cache
 ``cache_dir`` on a shared disk they split the work and read each other's files). Only rank 0 writes
 the checkpoint and the curve in the CLI.
 
-The command line (argparse, checkpoint and curve writing) lives in `model.cli.train`; its public
-names (`main`, `run`, `save_training_curve`, `curve_path`) are re-exported here, and
-``python -m model.training.loop`` runs `model.cli.train.main`.
+The command line (argparse, checkpoint writing) lives in `model.cli.train`, the training-curve
+picture in `model.training.curve`.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,26 +43,17 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from annotation_io.video import FrameReader
 from model.backbones.base import Backbone
-from model.training.samples import (
-    NO_AUGMENTATION,
-    BackboneHeatmapCache,
-    Batch,
-    CountingBackbone,
-    CropSize,
-    FrameReader,
-    TrainSample,
-    draw_augmentation,
-    make_batch,
-)
 from model.nets.dcpose import DCPose
 from model.nets.losses import weighted_mse
-from model.cli.train import curve_path, main, save_training_curve
-from model.cli.train import run as run  # public before the split; not in __all__
+from model.training.augmentation import NO_AUGMENTATION, Batch, draw_augmentation, make_batch
+from model.training.heatmap_cache import BackboneHeatmapCache, CountingBackbone, CropSize
+from model.training.samples import TrainSample
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "curve_path", "main", "save_training_curve", "train_head"]
+__all__ = ["TrainConfig", "TrainResult", "train_head"]
 
 ProgressFn = Callable[[int, int, float], None]
 
@@ -377,6 +366,55 @@ def train_head(
             dist.destroy_process_group()
 
 
+def _heatmap_source(backbone: Backbone, readers: Mapping[str, FrameReader], samples: list[TrainSample],
+                    holdout: list[TrainSample], config: TrainConfig, cache: BackboneHeatmapCache | None,
+                    info: _Dist, device: torch.device, result: TrainResult) -> tuple[dict[str, Any], Callable[[], int]]:
+    """Where batches get their heatmaps (a filled cache, or the backbone in the loop) and a call counter."""
+    if cache is not None and (cache.backbone.version != backbone.version or cache.crop != config.crop):
+        raise ValueError(
+            f"the cache holds {cache.backbone.version} heatmaps of {cache.crop.label} crops but training uses "
+            f"{backbone.version} and {config.crop.label}; pass a matching cache or none"
+        )
+    if not config.use_cache:
+        source: dict[str, Any] = {"backbone": backbone, "readers": readers}
+        return source, _count_loop_calls(source)
+    if cache is None:
+        cache_dir = Path(config.cache_dir) if config.cache_dir else None
+        cache = BackboneHeatmapCache(backbone, readers, directory=cache_dir, crop=config.crop)
+    before = cache.backbone_calls
+    t0 = time.perf_counter()
+    _fill_cache(cache, samples + holdout, info, device)
+    result.cache_seconds = time.perf_counter() - t0
+    filled = cache
+    return {"cache": filled}, lambda: filled.backbone_calls - before
+
+
+def _run_epoch(module: nn.Module, loader: DataLoader, steps: int, optimizer: torch.optim.Optimizer,
+               config: TrainConfig, info: _Dist, device: torch.device, epoch: int, result: TrainResult,
+               progress: ProgressFn | None, should_stop: Callable[[], bool] | None) -> tuple[float, int, bool]:
+    """One pass over the batches: (summed loss, samples seen, stopped on request)."""
+    total, count = 0.0, 0
+    batch_iter = iter(loader)
+    for step in range(steps):
+        # Polled before the batch is built, so a stop never waits for a backbone pass.
+        if _any_rank(bool(should_stop and should_stop()), info, device):
+            return total, count, True
+        batch = next(batch_iter).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+            out = module(batch.current, batch.previous, batch.next, batch.margin)
+        loss = weighted_mse(out.float(), batch.target, batch.weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        result.steps += 1
+        value = float(loss.detach())
+        total += value * len(batch)
+        count += len(batch)
+        if progress is not None:
+            progress(epoch, step, value)
+    return total, count, False
+
+
 def _train(head: DCPose, backbone: Backbone, readers: Mapping[str, FrameReader], samples: list[TrainSample],
            config: TrainConfig, holdout: list[TrainSample], progress: ProgressFn | None,
            should_stop: Callable[[], bool] | None, cache: BackboneHeatmapCache | None, info: _Dist,
@@ -388,38 +426,18 @@ def _train(head: DCPose, backbone: Backbone, readers: Mapping[str, FrameReader],
     head.train()  # keeps a frozen backbone in eval (DCPose.train)
     params = [p for p in head.head_parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
-
-    if cache is not None and (cache.backbone.version != backbone.version or cache.crop != config.crop):
-        raise ValueError(
-            f"the cache holds {cache.backbone.version} heatmaps of {cache.crop.label} crops but training uses "
-            f"{backbone.version} and {config.crop.label}; pass a matching cache or none"
-        )
-    calls_before = cache.backbone_calls if cache is not None else 0
-    if config.use_cache:
-        if cache is None:
-            cache_dir = Path(config.cache_dir) if config.cache_dir else None
-            cache = BackboneHeatmapCache(backbone, readers, directory=cache_dir, crop=config.crop)
-            calls_before = 0
-        t0 = time.perf_counter()
-        _fill_cache(cache, samples + holdout, info, device)
-        result.cache_seconds = time.perf_counter() - t0
-        source: dict[str, Any] = {"cache": cache}
-    else:
-        source = {"backbone": backbone, "readers": readers}
-    counter = _count_loop_calls(source)
-
+    source, backbone_calls = _heatmap_source(backbone, readers, samples, holdout, config, cache, info, device,
+                                             result)
     module: nn.Module = _RefineModule(head)
     if info.active:
         ids = [device.index] if device.type == "cuda" else None
         module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
-
     dataset = _BatchSet(samples, config, source)
     sampler = DistributedSampler(range(len(samples)), num_replicas=info.world, rank=info.rank, shuffle=True,
                                  seed=config.seed, drop_last=False)
     workers = config.num_workers if config.use_cache else 0
     if config.num_workers and not config.use_cache:
         logger.info("num_workers ignored: the backbone in the loop runs in the main process")
-
     if holdout:
         result.initial_holdout_loss = _holdout_loss(head, holdout, source, config, info, device)
         result.holdout_loss = result.initial_holdout_loss
@@ -431,29 +449,10 @@ def _train(head: DCPose, backbone: Backbone, readers: Mapping[str, FrameReader],
         dataset.epoch = epoch
         order = list(sampler)
         batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-        loader = DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
-                            collate_fn=_as_batch)
+        loader = DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers, collate_fn=_as_batch)
         t0 = time.perf_counter()
-        total, count, stopped = 0.0, 0, False
-        batch_iter = iter(loader)
-        for step in range(len(batches)):
-            # Polled before the batch is built, so a stop never waits for a backbone pass.
-            if _any_rank(bool(should_stop and should_stop()), info, device):
-                stopped = True
-                break
-            batch = next(batch_iter).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
-                out = module(batch.current, batch.previous, batch.next, batch.margin)
-            loss = weighted_mse(out.float(), batch.target, batch.weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            result.steps += 1
-            value = float(loss.detach())
-            total += value * len(batch)
-            count += len(batch)
-            if progress is not None:
-                progress(epoch, step, value)
+        total, count, stopped = _run_epoch(module, loader, len(batches), optimizer, config, info, device, epoch,
+                                           result, progress, should_stop)
         if stopped:
             result.stopped = True
             logger.info("training stopped on request in epoch %d after %d steps", epoch, result.steps)
@@ -466,9 +465,8 @@ def _train(head: DCPose, backbone: Backbone, readers: Mapping[str, FrameReader],
         epoch_loss, elapsed = _all_mean([total / max(count, 1), elapsed], info, device)
         result.epoch_losses.append(epoch_loss)
         result.epoch_times.append(elapsed)
-        score = epoch_loss
+        score = _holdout_loss(head, holdout, source, config, info, device) if holdout else epoch_loss
         if holdout:
-            score = _holdout_loss(head, holdout, source, config, info, device)
             result.holdout_losses.append(score)
         logger.info("epoch %d: loss %.6f%s, %.1f s", epoch, epoch_loss,
                     f", held-out {score:.6f}" if holdout else "", elapsed)
@@ -479,7 +477,7 @@ def _train(head: DCPose, backbone: Backbone, readers: Mapping[str, FrameReader],
                 result.holdout_loss = score
     head.load_state_dict(result.best_state_dict)
     head.eval()
-    result.backbone_calls = (cache.backbone_calls - calls_before if cache is not None else 0) + counter()
+    result.backbone_calls = backbone_calls()
     return result
 
 
@@ -491,6 +489,3 @@ def _count_loop_calls(source: dict[str, Any]) -> Callable[[], int]:
     source["backbone"] = wrapped
     return lambda: wrapped.calls
 
-
-if __name__ == "__main__":
-    sys.exit(main())  # model.cli.train.main

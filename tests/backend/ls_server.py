@@ -6,8 +6,8 @@ Use it by importing the fixture into a test module (every module that does so sh
 
 The install goes into its own venv ($LS_TEST_VENV, default ~/.cache/dcpose-ls/venv-1.23.2), reused
 whenever it holds label-studio 1.23.2 (first install 1.5-3 min, ~1 GB). The server runs on
-127.0.0.1:<free port> with SQLite in a temporary data folder and the env of
-reference/labelstudio.md §4 (legacy token enabled, local IPs and SSRF protection off so a local ML
+127.0.0.1:<free port> with SQLite in a temporary data folder and an environment for tests
+(legacy token enabled, local IPs and SSRF protection off so a local ML
 backend can connect, local-files serving from a temporary document root, no Sentry/analytics). It is
 stopped (whole process group) at the end of the session. On failure the fixture fails with the tail
 of the install or server log.
@@ -153,7 +153,7 @@ def free_port() -> int:
 
 
 def server_env(url: str, data_dir: Path, document_root: Path) -> dict[str, str]:
-    """The environment for a non-interactive, offline, test-friendly LS (reference §4)."""
+    """The environment for a non-interactive, offline, test-friendly LS."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
     env.update(
         LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),

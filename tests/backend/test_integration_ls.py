@@ -30,11 +30,11 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from annotation_io.label_studio import label_config, parse_config
 from annotation_io.skeletons import POSETRACK_KEYPOINTS
+from backend.context import BackendContext
 from backend.db.session import session_scope
 from backend.db.tables import Annotation, Correction, Job, Prediction, WebhookEvent
-from backend.ls.importers import import_video
-from backend.jobs.runners import BackendContext
 from backend.ls.client import LabelStudioClient
+from backend.ls.importers import import_video
 from backend.settings import Settings
 from tests.backend.ls_server import LabelStudioServer, label_studio  # noqa: F401  (pytest fixture)
 

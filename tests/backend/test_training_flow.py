@@ -1,4 +1,4 @@
-"""End-to-end fine-tuning ("Done when" of issue 6) on a synthetic video with the simulated backbone.
+"""End-to-end fine-tuning on a synthetic video with the simulated backbone.
 
 Corrections reach the service as Label Studio webhooks, START_TRAINING (or POST /train) queues the
 "train" job, which trains the head, writes the version, and gates it against the serving version on
@@ -28,17 +28,19 @@ from flask.testing import FlaskClient
 from annotation_io.label_studio import persons_to_results
 from annotation_io.posetrack import load
 from annotation_io.synth import generate
-from backend.jobs import runners as jobs
 from backend.app import create_app
+from backend.context import BackendContext, build_context
 from backend.db import jobs as db_jobs
 from backend.db import versions
 from backend.db.session import session_scope
-from backend.services.finetune import version_files
-from backend.jobs.runners import BackendContext, RQRunner, build_context, run_worker
+from backend.jobs import worker
+from backend.jobs.runners import RQRunner
+from backend.jobs.worker import run_worker
+from backend.services.version_files import version_files
 from backend.settings import Settings
-from backend.http.versions import wait_for_job
 from tests.backend.conftest import GTDetector, SynthVideo
 from tests.backend.services.test_events import CONFIG, event
+from tests.backend.support import wait_for_job
 
 # The Done-when run: how much video, labels and training it takes to beat the backbone alone.
 # The simulated backbone's fixed per-joint offset is raised from 1.5 to 4 heatmap px (about the PCKh@0.5
@@ -302,12 +304,12 @@ def rq_world(tmp_path: Path) -> Iterator[World]:
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'backend.db'}",
                         frame_cache_dir=tmp_path / "frames", model_dir=tmp_path / "models", redis_url=REDIS_URL,
                         train_min_corrections=10**9)  # fmt: skip
-    ctx = build_context(settings, predictor_factory=head_factory(video), runner="none")
+    ctx = build_context(settings, predictor_factory=head_factory(video))
     ctx.runner = RQRunner(ctx, REDIS_URL, queue_name=f"dcpose-test-{uuid.uuid4().hex[:8]}")
     app = create_app(context=ctx, start_runner=False)
     yield World(app, app.test_client(), ctx, video, [0, 2, 4, 6])
     ctx.runner.queue.delete(delete_jobs=True)
-    jobs.set_worker_context(None)
+    worker.set_worker_context(None)
     ctx.close()
 
 
@@ -337,10 +339,11 @@ def test_epoch_time_with_cached_heatmaps_vs_the_backbone_in_the_loop(tmp_path: P
     of two epochs per mode counts (the machine is shared). The one-off cache fill is timed apart.
     """
     from annotation_io.video import open_video
-    from model.backbones.base import build_backbone
-    from model.training.samples import BackboneHeatmapCache, build_samples
+    from model.backbones.factory import build_backbone
     from model.nets.dcpose import build_dcpose
+    from model.training.heatmap_cache import BackboneHeatmapCache
     from model.training.loop import TrainConfig, train_head
+    from model.training.samples import build_samples
 
     video = make_video(tmp_path / "synth", 6)
     samples = build_samples({video.name: video.gt})[:8]

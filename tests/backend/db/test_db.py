@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from annotation_io.skeletons import KEYPOINT_INDEX, LABELLED_SLOTS, NUM_KEYPOINTS, POSETRACK_KEYPOINTS
 from annotation_io.types import Box, Person
-from backend.services.corrections import compare, persons_from_json
 from backend.db import events, jobs, metrics, versions
 from backend.db import queries as q
+from backend.db.persons import persons_from_json
 from backend.db.session import (
     current_revision,
     default_sqlite_url,
@@ -39,6 +39,7 @@ from backend.db.tables import (
     VideoRecord,
     WebhookEvent,
 )
+from backend.services.corrections import compare
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TABLES = {

@@ -1,4 +1,4 @@
-"""Tests of backend.jobs.runners: runners (threads, RQ on Redis), coalescing, start-up recovery, bulk pre-annotation."""
+"""Tests of backend.jobs: runners (threads, RQ on Redis), the worker, coalescing, start-up recovery, bulk pre-annotation."""
 
 from __future__ import annotations
 
@@ -17,18 +17,20 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from annotation_io.label_studio import label_config
-from backend.jobs import runners as jobs
 from backend.app import create_app
-from backend.services.corrections import persons_from_json
+from backend.context import BackendContext, build_context
 from backend.db import jobs as db_jobs
 from backend.db import queries
+from backend.db.persons import persons_from_json
 from backend.db.session import session_scope
 from backend.db.tables import Job, Prediction, WebhookEvent, utcnow
-from backend.jobs.runners import BackendContext, RQRunner, build_context, run_worker
+from backend.jobs import registry, worker
+from backend.jobs.runners import RQRunner, runner_factory
+from backend.jobs.worker import run_worker
 from backend.settings import Settings
 from tests.backend.conftest import SynthVideo, drain, simulated_factory
-from tests.backend.services.test_prediction import gt_results
 from tests.backend.services.test_events import event
+from tests.backend.services.test_prediction import gt_results
 
 TOKEN = "fake-ls-legacy-token-0123456789"
 RELEASE = threading.Event()
@@ -53,10 +55,10 @@ def rejecting_job(ctx: BackendContext, *, job_id: str, report: Any, **params: An
 
 @pytest.fixture(autouse=True)
 def test_functions(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    functions = dict(jobs.JOB_FUNCTIONS)
+    functions = dict(registry.JOB_FUNCTIONS)
     for name in ("blocking_job", "failing_job", "rejecting_job"):
         functions[name] = f"tests.backend.jobs.test_runners:{name}"
-    monkeypatch.setattr(jobs, "JOB_FUNCTIONS", functions)
+    monkeypatch.setattr(registry, "JOB_FUNCTIONS", functions)
     RELEASE.clear()
     yield
     RELEASE.set()  # never leave a worker thread waiting
@@ -106,7 +108,8 @@ def test_thread_runner_runs_coalesces_and_records_outcomes(backend_app: Flask) -
 def test_start_up_fails_stale_jobs_and_requeues_events(
     backend_settings: Settings, synth_video: SynthVideo
 ) -> None:
-    ctx = build_context(backend_settings, predictor_factory=simulated_factory(synth_video))
+    ctx = build_context(backend_settings, runner=runner_factory(backend_settings),
+                        predictor_factory=simulated_factory(synth_video))  # fmt: skip
     try:
         with session_scope(ctx.sessions) as session:
             queued = db_jobs.create_job(session=session, project_id=1, kind="preannotate", trigger="api").id
@@ -148,11 +151,11 @@ def rq_context(backend_settings: Settings, synth_video: SynthVideo) -> Iterator[
             pytest.fail(f"Redis at {REDIS_URL} is unavailable in CI: {exc}")
         pytest.skip(f"Redis at {REDIS_URL} is unavailable: {exc}")
     settings = replace(backend_settings, redis_url=REDIS_URL)
-    ctx = build_context(settings, predictor_factory=simulated_factory(synth_video), runner="none")
+    ctx = build_context(settings, predictor_factory=simulated_factory(synth_video))
     ctx.runner = RQRunner(ctx, REDIS_URL, queue_name=f"dcpose-test-{uuid.uuid4().hex[:8]}")
     yield ctx
     ctx.runner.queue.delete(delete_jobs=True)
-    jobs.set_worker_context(None)
+    worker.set_worker_context(None)
     ctx.close()
 
 
@@ -178,9 +181,9 @@ def test_rq_runner_queues_on_redis_and_the_worker_runs_jobs_and_events(
 
 
 def test_rq_worker_needs_redis(backend_settings: Settings) -> None:
-    ctx = build_context(backend_settings, runner="thread")
+    ctx = build_context(backend_settings, runner=runner_factory(backend_settings, "thread"))
     try:
-        with pytest.raises(jobs.JobQueueError, match="REDIS_URL"):
+        with pytest.raises(registry.JobQueueError, match="REDIS_URL"):
             run_worker(ctx, burst=True)
     finally:
         ctx.close()
@@ -284,7 +287,7 @@ def test_preannotate_pushes_a_projects_predictions_in_frame_order(
 
 def test_preannotate_cli(monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path, fake_ls: FakeLabelStudio,
                          synth_video: SynthVideo, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from backend.services import predictor_cache
+    from backend import predictor_cache
     from backend.__main__ import main
 
     for name, value in {"DATABASE_URL": db_url, "DATA_DIR": str(tmp_path), "LABEL_STUDIO_URL": fake_ls.url,

@@ -16,6 +16,7 @@ from annotation_io import posetrack, synth
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.label_studio import label_config, parse_task, results_to_persons
 from annotation_io.types import Video
+from backend.ls.client import LabelStudioError
 from backend.ls.importers import (
     LOCAL_FILES_PREFIX,
     add_import_commands,
@@ -23,7 +24,6 @@ from backend.ls.importers import (
     import_video,
     local_files_url,
 )
-from backend.ls.client import LabelStudioError
 from tests.backend.ls_server import LabelStudioServer, label_studio  # noqa: F401  (pytest fixture)
 
 W, H, FPS = 160, 120, 25.0

@@ -24,7 +24,7 @@ SECRET = "project-token-SECRET-0123456789"
 
 
 def event(action: str, ann_id: int, task: dict, result: list, updated_at: str, **annotation: Any) -> dict:
-    """A webhook payload shaped like Label Studio 1.23's (reference/labelstudio.md §5)."""
+    """A webhook payload shaped like Label Studio 1.23's (its webhook documentation, annotation events)."""
     body = {"id": ann_id, "result": result, "was_cancelled": False, "ground_truth": False, "lead_time": 4.2,
             "created_at": "2026-03-01T10:00:00.000000Z", "updated_at": updated_at, "task": task["id"],
             "project": 1, "completed_by": 1, "prediction": {}, **annotation}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Tests of backend.services.prediction, backend.ls.frames and backend.services.predictor_cache on a synthetic video."""
+"""Tests of backend.services.prediction, backend.ls.frames and backend.predictor_cache on a synthetic video."""
 
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ from flask import Flask
 
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.label_studio import label_config, parse_config, persons_to_results, results_to_persons
-from backend.services.corrections import persons_from_json
 from backend.db import queries, versions
+from backend.db.persons import persons_from_json
 from backend.db.session import session_scope
 from backend.db.tables import Prediction, Task
 from backend.ls.frames import FrameStore, ImageUnavailableError, LabelStudioAccess, VideoFrames, safe_url
-from backend.services.prediction import predict_tasks, serving_model
-from backend.services.predictor_cache import (
+from backend.predictor_cache import (
     ModelUnavailableError,
     PredictorCache,
     PredictorSpec,
     cold_start_version,
 )
+from backend.services.prediction import predict_tasks, serving_model
 from tests.backend.conftest import SynthVideo, simulated_factory
 
 CUSTOM = label_config(image="img", person="body", keypoints="joints", track="tid")

@@ -19,10 +19,9 @@ from model.backbones.blazepose import (
     HEAD_TOP_FACTOR,
     BlazePoseBackbone,
     MediaPipeUnavailableError,
-    detect_people,
-    hog_people,
     posetrack_from_blazepose,
 )
+from model.backbones.detectors import detect_people, hog_people
 from model.heatmaps import decode
 from model.transforms import crop_geometry, crop_image, crop_to_frame
 

@@ -16,7 +16,8 @@ from annotation_io.evaluate import evaluate
 from annotation_io.synth import generate
 from annotation_io.types import Box, Person, Video
 from annotation_io.video import open_video
-from model.cli.predict import EXIT_USAGE, main, parse_frames, run_predict, select_frames
+from model.cli.main import main as model_main
+from model.cli.predict import EXIT_USAGE, PredictOptions, parse_frames, run_predict, select_frames
 from model.cli.render import confidence_colour, draw_frame, render_video, track_colour
 
 FRAMES, PEOPLE, SIZE = 6, 2, (320, 240)
@@ -160,15 +161,29 @@ def _paths(synth: Path) -> tuple[Path, Path]:
     return synth / "annotations" / f"{VID}.json", synth / "sparse" / f"{VID}.json"
 
 
-def _sim(gt: Path) -> list[str]:
-    """Options of the hidden GT-derived backbone (fast, deterministic, errs like a real one)."""
-    return ["--backbone", "simulated", "--sim-gt", str(gt), "--no-progress"]
+def main(argv: list[str], **seams: object) -> int:
+    """`python -m model predict ARGV`."""
+    return model_main(["predict", *argv], **seams)
+
+
+def _sim(gt: Path):  # noqa: ANN202 (a PredictorFactory)
+    """A predictor factory with the GT-derived test backbone (fast, deterministic, errs like a real one)."""
+    from model.pipeline.config import InferConfig
+    from model.pipeline.predictor import Predictor, load_head
+    from model.testing.simulated import SimulatedBackbone
+
+    def factory(options: PredictOptions) -> Predictor:
+        net, version = load_head(options.head, "simulated") if options.head is not None else (None, None)
+        config = InferConfig(mode=options.mode, label_aware=options.label_aware)  # type: ignore[arg-type]
+        return Predictor(SimulatedBackbone(posetrack.load(gt)), net, config=config, head_version=version)
+
+    return factory
 
 
 def test_json_input_gives_predictions_that_evaluate_scores(synth: Path, tmp_path: Path) -> None:
     gt_path, sparse = _paths(synth)
     out = tmp_path / "pred" / f"{VID}.json"
-    assert main([str(sparse), "--out", str(out), *_sim(gt_path)]) == 0
+    assert main([str(sparse), "--out", str(out), "--no-progress"], predictor_factory=_sim(gt_path)) == 0
     gt, pred = posetrack.load(gt_path), posetrack.load(out)
     assert (pred.name, pred.num_frames) == (gt.name, gt.num_frames)
     raw_gt, raw_pred = json.loads(gt_path.read_text()), json.loads(out.read_text())
@@ -195,12 +210,13 @@ def test_json_input_gives_predictions_that_evaluate_scores(synth: Path, tmp_path
 
 
 def test_labels_matter_and_no_labels_ignores_them(synth: Path, tmp_path: Path) -> None:
-    from model.pipeline.predictor import InferConfig, Predictor
+    from model.pipeline.config import InferConfig
+    from model.pipeline.predictor import Predictor
     from model.testing.simulated import SimulatedBackbone
 
     gt_path, sparse = _paths(synth)
     gt = posetrack.load(gt_path)
-    with_labels = run_predict(sparse, tmp_path / "a.json", backbone="simulated", sim_gt=gt_path)
+    with_labels = run_predict(sparse, tmp_path / "a.json", predictor_factory=_sim(gt_path))
     human = with_labels.frame(0).persons[0]
     assert human.extra.get("source") == "human" and np.all(human.scores[human.present] == 1.0)
     # Without labels the boxes come from the detector (here: GT boxes of frame 0 in reverse order).
@@ -211,7 +227,8 @@ def test_labels_matter_and_no_labels_ignores_them(synth: Path, tmp_path: Path) -
         return [p.box for p in reversed(gt.frame(0).persons)]
 
     predictor = Predictor(SimulatedBackbone(gt), None, config=InferConfig(), detector=detector)
-    without = run_predict(sparse, tmp_path / "b.json", use_labels=False, frames=[0], predictor=predictor)
+    without = run_predict(sparse, tmp_path / "b.json", use_labels=False, frames=[0],
+                          predictor_factory=lambda _options: predictor)
     assert seen and seen[0] == (SIZE[1], SIZE[0])
     persons = without.frame(0).persons
     assert len(persons) == PEOPLE and all(p.extra.get("source") != "human" for p in persons)
@@ -227,10 +244,8 @@ def test_frame_folder_input(synth: Path, tmp_path: Path) -> None:
         str(sparse),
         "--out",
         str(out),
-        "--backbone",
-        "simulated",
     ]
-    assert main([*argv, "--sim-gt", str(gt_path)]) == 0  # with the tqdm progress bar
+    assert main(argv, predictor_factory=_sim(gt_path)) == 0  # with the tqdm progress bar
     pred = posetrack.load(out)
     assert pred.name == VID and [f.index for f in pred.frames] == list(range(FRAMES))
     assert evaluate(posetrack.load(gt_path), pred).total > 50.0
@@ -244,8 +259,7 @@ def test_video_file_with_labels_and_render(synth: Path, mp4: Path, tmp_path: Pat
         mp4,
         out,
         labels=sparse,
-        backbone="simulated",
-        sim_gt=gt_path,
+        predictor_factory=_sim(gt_path),
         render=overlay,
         progress=lambda d, t: calls.append((d, t)),
     )
@@ -266,7 +280,7 @@ def test_frames_option_predicts_only_those_frames(synth: Path, mp4: Path, tmp_pa
     gt_path, sparse = _paths(synth)
     out, overlay = tmp_path / "pred.json", tmp_path / "o.mp4"
     argv = [str(mp4), "--labels", str(sparse), "--out", str(out), "--frames", "1:4", "--render", str(overlay)]
-    assert main([*argv, *_sim(gt_path), "--mode", "exact"]) == 0
+    assert main([*argv, "--no-progress", "--mode", "exact"], predictor_factory=_sim(gt_path)) == 0
     pred = posetrack.load(out)
     assert [f.index for f in pred.frames] == [1, 2, 3] and pred.num_frames == FRAMES
     with open_video(overlay) as video:
@@ -279,8 +293,9 @@ def test_json_images_found_through_images_root(synth: Path, tmp_path: Path) -> N
     moved.parent.mkdir()
     shutil.copy(sparse, moved)
     out = tmp_path / "pred.json"
-    assert main([str(moved), "--out", str(out), *_sim(gt_path)]) == EXIT_USAGE
-    assert main([str(moved), "--out", str(out), "--images-root", str(synth), *_sim(gt_path)]) == 0
+    assert main([str(moved), "--out", str(out), "--no-progress"], predictor_factory=_sim(gt_path)) == EXIT_USAGE
+    assert main([str(moved), "--out", str(out), "--images-root", str(synth), "--no-progress"],
+                predictor_factory=_sim(gt_path)) == 0
     assert len(posetrack.load(out).frames) == FRAMES
 
 
@@ -304,16 +319,16 @@ def test_head_checkpoint_is_used_and_checked_against_the_backbone(
     torch.manual_seed(0)
     head = build_dcpose(backbone=None)
     ckpt = save_checkpoint(tmp_path / "head.pt", head, model_config={"backbone": "simulated"}, version="t1")
-    options = {"backbone": "simulated", "sim_gt": gt_path, "frames": [0, 1]}  # the head is slow on CPU
+    options = {"predictor_factory": _sim(gt_path), "frames": [0, 1]}  # the head is slow on CPU
     plain = run_predict(sparse, tmp_path / "a.json", **options)
-    headed = run_predict(sparse, tmp_path / "b.json", head=ckpt, **options)
+    headed = run_predict(sparse, tmp_path / "b.json", options=PredictOptions(head=ckpt), **options)
     # Frame 1 lies between the labels: the (untrained) head changes the backbone's answer there.
     moved = [np.abs(a.xy - b.xy).max() for a, b in zip(plain.frame(1).persons, headed.frame(1).persons)]
     assert max(moved) > 0.5
     np.testing.assert_array_equal(plain.frame(0).persons[0].xy, headed.frame(0).persons[0].xy)  # human
     save_checkpoint(tmp_path / "bp.pt", head, model_config={"backbone": "blazepose"}, version="t2")
-    argv = [str(sparse), "--out", str(tmp_path / "c.json"), "--head", str(tmp_path / "bp.pt"), *_sim(gt_path)]
-    assert "trained on blazepose heatmaps" in _error(capsys, argv)
+    argv = [str(sparse), "--out", str(tmp_path / "c.json"), "--head", str(tmp_path / "bp.pt"), "--no-progress"]
+    assert "trained on blazepose heatmaps" in _error(capsys, argv, predictor_factory=_sim(gt_path))
 
 
 @pytest.mark.parametrize(
@@ -344,9 +359,9 @@ def test_hrnet_w48_backbone_from_a_checkpoint(synth: Path, mp4: Path, tmp_path: 
 # ------------------------------------------------------------------------------------------ errors
 
 
-def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str], **seams: object) -> str:
     """Run the CLI expecting exit status 2; returns its one-line message."""
-    assert main(argv) == EXIT_USAGE
+    assert main(argv, **seams) == EXIT_USAGE
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
     return err

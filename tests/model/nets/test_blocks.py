@@ -18,8 +18,8 @@ from model.nets.blocks import (
     RSBBlock,
     deform_conv2d,
     deform_conv2d_grid_sample,
-    deform_conv2d_reference,
 )
+from model.testing.dcn_reference import deform_conv2d_reference
 
 F64 = torch.float64
 

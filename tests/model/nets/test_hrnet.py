@@ -26,7 +26,7 @@ def w48_state(w48: HRNet) -> dict[str, torch.Tensor]:
     return w48.state_dict()
 
 
-# (key, shape) pairs listed in reference/dcpose.md §3 for the official HRNet-W48 backbone.
+# (key, shape) pairs listed in the released DCPose code for the official HRNet-W48 backbone.
 OFFICIAL_W48 = [
     ("conv1.weight", (64, 3, 3, 3)),
     ("bn1.weight", (64,)),

@@ -17,12 +17,14 @@ from annotation_io.posetrack import load
 from annotation_io.synth import generate, sparsify
 from annotation_io.types import Box, Frame, Person, Video
 from annotation_io.video import open_video
-from model.backbones.base import HRNetBackbone, build_backbone
+from model.backbones.factory import build_backbone
+from model.backbones.hrnet import HRNetBackbone
 from model.checkpoint import CheckpointMismatchError, save_checkpoint
-from model.nets.dcpose import build_dcpose
 from model.heatmaps import decode_to_frame, render_gaussians
+from model.nets.dcpose import build_dcpose
 from model.nets.hrnet import HRNet
-from model.pipeline.predictor import InferConfig, Predictor
+from model.pipeline.config import InferConfig
+from model.pipeline.predictor import Predictor
 from model.transforms import crop_geometry, frame_to_heatmap
 
 SIZE = (160, 120)
@@ -387,10 +389,12 @@ def test_create_loads_a_trained_head_and_never_an_untrained_one(one, tmp_path: P
     assert all(np.all((p.scores >= 0) & (p.scores <= 1)) for p in frame.persons)
 
 
-def test_importing_model_is_light() -> None:
-    code = ("import sys, model; assert 'torch' not in sys.modules and 'mediapipe' not in sys.modules; "
-            "from model import Predictor, InferConfig, DCPose, build_dcpose, load_checkpoint, "
-            "save_checkpoint; assert 'mediapipe' not in sys.modules; print(Predictor.__module__)")
+def test_importing_model_and_the_predictor_is_light() -> None:
+    code = ("import sys, model, model.pipeline.config, model.backbones.names, model.cli.main; "
+            "assert 'torch' not in sys.modules and 'mediapipe' not in sys.modules, 'torch or mediapipe'; "
+            "from model.pipeline.predictor import Predictor; from model.nets.dcpose import DCPose, build_dcpose; "
+            "from model.checkpoint import load_checkpoint, save_checkpoint; "
+            "assert 'mediapipe' not in sys.modules; print(Predictor.__module__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                           cwd=Path(__file__).resolve().parents[3])
     assert done.returncode == 0, done.stderr

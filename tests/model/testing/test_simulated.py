@@ -11,8 +11,9 @@ import torch
 
 from annotation_io.skeletons import NUM_KEYPOINTS
 from annotation_io.types import Box, Frame, Person, Video
+from model.backbones.base import bind_video
 from model.heatmaps import decode
-from model.testing.simulated import SimulatedBackbone, SimulationConfig, bind_video, blur_level
+from model.testing.simulated import SimulatedBackbone, SimulationConfig, blur_level
 from model.transforms import CropGeometry, crop_geometry, frame_to_heatmap
 
 EXACT = SimulationConfig(

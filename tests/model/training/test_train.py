@@ -15,25 +15,21 @@ from torch import nn
 from annotation_io.skeletons import FLIP_PAIRS, NUM_KEYPOINTS
 from annotation_io.synth import make_scene, render_video
 from annotation_io.types import Box, Frame, Person, Video
-from model.training.samples import (
+from model.heatmaps import decode, render_gaussians
+from model.nets.dcpose import DCPose, build_dcpose
+from model.testing.simulated import SimulatedBackbone, SimulationConfig
+from model.training.augmentation import (
     NO_AUGMENTATION,
     Augmentation,
-    BackboneHeatmapCache,
-    CropSize,
-    TrainSample,
     augment_heatmaps,
-    build_samples,
     draw_augmentation,
     make_batch,
     make_targets,
-    sample_geometry,
-    split_holdout,
     target_keypoints,
 )
-from model.nets.dcpose import DCPose, build_dcpose
-from model.heatmaps import decode, render_gaussians
-from model.testing.simulated import SimulatedBackbone, SimulationConfig
+from model.training.heatmap_cache import BackboneHeatmapCache, CropSize, sample_geometry
 from model.training.loop import TrainConfig, train_head
+from model.training.samples import TrainSample, build_samples, split_holdout
 
 SMALL = {"input_size": (72, 96), "heatmap_size": (18, 24)}  # 16x cheaper head steps than 288x384 / 72x96
 EXACT = SimulationConfig(
@@ -372,21 +368,23 @@ def test_backbone_in_the_loop_and_should_stop(synth) -> None:
 
 @pytest.mark.slow
 def test_cli_writes_a_checkpoint_that_inference_loads(tmp_path: Path) -> None:
+    from annotation_io import posetrack
     from annotation_io.synth import generate
+    from model.cli.main import main
     from model.pipeline.predictor import load_head
-    from model.training.loop import curve_path, main
+    from model.training.curve import curve_path
 
     generate(tmp_path / "syn", videos=1, frames=6, people=1, seed=2, label_every=3, size=(160, 120))
+    gt = posetrack.load_dir(tmp_path / "syn" / "annotations")
     out = tmp_path / "head.pt"
     status = main([
-        "--videos", str(tmp_path / "syn"), "--labels", str(tmp_path / "syn" / "sparse"), "--backbone", "simulated",
-        "--gt", str(tmp_path / "syn" / "annotations"), "--epochs", "1", "--batch-size", "2", "--holdout", "0",
-        "--out", str(out), "--version", "test-v1",
-    ])  # fmt: skip
+        "train", "--videos", str(tmp_path / "syn"), "--labels", str(tmp_path / "syn" / "sparse"),
+        "--epochs", "1", "--batch-size", "2", "--holdout", "0", "--out", str(out), "--version", "test-v1",
+    ], backbone_factory=lambda args: SimulatedBackbone(gt, seed=args.seed))  # fmt: skip
     assert status == 0 and out.is_file() and curve_path(out).is_file()
     head, version = load_head(out, "simulated")
     assert version == "test-v1" and isinstance(head, DCPose)
-    assert main(["--videos", str(tmp_path), "--labels", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert main(["train", "--videos", str(tmp_path), "--labels", str(tmp_path / "none"), "--out", str(out)]) == 2
 
 
 # --------------------------------------------------------------------------------------------- DDP

@@ -1,6 +1,6 @@
 """Process-wide cache of loaded Predictors keyed by what defines them (backbone, weights, head, device).
 
-Label Studio builds its model object on every request (reference/labelstudio.md §2), so the loaded
+Label Studio's ML backend SDK builds its model object on every request, so the loaded
 networks live here, not on the model object. A predictor is built once per `PredictorSpec`, under a
 lock per spec (two first requests do not load twice), and used under a lease: one prediction at a
 time per predictor, because mediapipe graphs and a shared LRU of frames are not thread-safe. The

@@ -1,0 +1,87 @@
+"""Background-job routes (a Blueprint): /preannotate, /jobs, /jobs/<id>, and /metrics.
+
+``POST /preannotate {"project": 1[, "video_id": "v", "tasks": [ids], "force": false]}`` -> 202
+``{"job": id}``: a background job pushing predictions for a whole project or video to Label Studio
+(`backend.services.preannotate`). ``GET /jobs[?project=&kind=&state=&limit=]`` and
+``GET /jobs/<id>``: job rows with state and progress. ``GET /metrics[?project=]``: acceptance
+statistics of the predictions (`backend.db.metrics`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, request
+
+from backend.db import jobs as db_jobs
+from backend.db.metrics import acceptance_metrics
+from backend.db.session import session_scope
+from backend.db.tables import Job
+from backend.http.errors import ApiError
+from backend.http.inputs import current_context, json_body, query_int, required_project
+from backend.services import preannotate as preannotate_service
+
+blueprint = Blueprint("jobs", __name__)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A datetime as ISO 8601, or None."""
+    return value.isoformat() if value is not None else None
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """A job row as JSON."""
+    return {"id": job.id, "project_id": job.project_id, "kind": job.kind, "state": job.state,
+            "trigger": job.trigger, "progress": job.progress, "result": job.result, "error": job.error,
+            "created_at": iso(job.created_at), "started_at": iso(job.started_at),
+            "finished_at": iso(job.finished_at), "heartbeat_at": iso(job.heartbeat_at)}  # fmt: skip
+
+
+def _task_ids(tasks: Any) -> list[int] | None:
+    if tasks is None:
+        return None
+    if not isinstance(tasks, list) or not tasks:
+        raise ApiError(400, "'tasks' must be a non-empty list of task ids (or tasks with 'id')")
+    task_ids = [t.get("id") if isinstance(t, dict) else t for t in tasks]
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in task_ids):
+        raise ApiError(400, f"'tasks' must hold integer task ids, got {tasks[:5]!r}")
+    return task_ids
+
+
+@blueprint.post("/preannotate")
+def preannotate() -> Any:
+    body = json_body()
+    project_id = required_project(body)
+    video_id = body.get("video_id")
+    if video_id is not None and (isinstance(video_id, bool) or not isinstance(video_id, (str, int))):
+        raise ApiError(400, f"'video_id' must be a string, got {video_id!r}")
+    job_id = preannotate_service.submit_preannotate(
+        current_context(), project_id, trigger="api", video_id=None if video_id is None else str(video_id),
+        task_ids=_task_ids(body.get("tasks")), force=bool(body.get("force", False)),
+    )  # fmt: skip
+    return {"job": job_id}, 202
+
+
+@blueprint.get("/jobs")
+def list_jobs() -> Any:
+    limit = query_int("limit") or 100
+    with session_scope(current_context().sessions) as session:
+        rows = db_jobs.list_jobs(session=session, project_id=query_int("project"), kind=request.args.get("kind"),
+                                 state=request.args.get("state"), limit=max(1, min(limit, 1000)))  # fmt: skip
+        return {"jobs": [job_json(j) for j in rows]}
+
+
+@blueprint.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Any:
+    with session_scope(current_context().sessions) as session:
+        job = db_jobs.get_job(session=session, job_id=job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id!r}")
+        return job_json(job)
+
+
+@blueprint.get("/metrics")
+def metrics() -> Any:
+    with session_scope(current_context().sessions) as session:
+        return acceptance_metrics(session=session, project_id=query_int("project"))

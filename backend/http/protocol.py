@@ -1,0 +1,69 @@
+"""Label Studio's ML-backend protocol routes: /health, /setup, /predict, /webhook (a Blueprint).
+
+`GET /` and `/health`: status and serving version (503 when the database or the model is down);
+`POST /setup`: cheap, remembers the project and its config, returns the serving model version;
+`POST /predict`: one result per task, in order; `POST /webhook`: recorded and queued in a few
+milliseconds (`backend.services.events`). The request bodies are Label Studio's, as its ML backend
+SDK (label-studio-ml) sends them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g
+from sqlalchemy.exc import OperationalError
+
+from backend.http.errors import ApiError
+from backend.http.inputs import current_context, json_body, parse_project_id
+from backend.http.ls_model import DCPoseBackend
+from backend.predictor_cache import ModelUnavailableError
+from backend.services.prediction import serving_model
+
+blueprint = Blueprint("protocol", __name__)
+
+
+@blueprint.get("/")
+@blueprint.get("/health")
+def health() -> Any:
+    try:
+        version = serving_model(current_context(), None).name
+    except (OperationalError, ModelUnavailableError) as exc:
+        return {"status": "DOWN", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}, 503
+    return {"status": "UP", "model_class": "DCPoseBackend", "model_version": version}
+
+
+@blueprint.post("/setup")
+def setup() -> Any:
+    ctx = current_context()
+    body = json_body()
+    schema = body.get("schema")
+    if schema is not None and not isinstance(schema, str):
+        raise ApiError(400, "'schema' must be the labelling config XML string")
+    ctx.ls.learn(body.get("hostname"), body.get("access_token"))
+    backend = DCPoseBackend(parse_project_id(body.get("project")), schema, context=ctx)
+    backend.remember_project()
+    return {"model_version": backend.model_version}
+
+
+@blueprint.post("/predict")
+def predict() -> Any:
+    body = json_body()
+    tasks = body.get("tasks")
+    if isinstance(tasks, list):
+        g.task_ids = [t.get("id") for t in tasks if isinstance(t, dict)]
+    label_config = body.get("label_config")
+    if label_config is not None and not isinstance(label_config, str):
+        raise ApiError(400, "'label_config' must be the labelling config XML string")
+    params = body.get("params") if isinstance(body.get("params"), dict) else {}
+    context = params.get("context") if isinstance(params.get("context"), dict) else None
+    backend = DCPoseBackend(parse_project_id(body.get("project")), label_config, context=current_context())
+    results = backend.predict(tasks, context=context)  # type: ignore[arg-type]
+    return {"results": results, "model_version": results[0]["model_version"]}
+
+
+@blueprint.post("/webhook")
+def webhook() -> Any:
+    body = json_body()
+    response, status = DCPoseBackend(None, None, context=current_context()).fit(None, body)
+    return response, status

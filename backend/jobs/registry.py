@@ -1,0 +1,45 @@
+"""The job kinds and the registry of background functions, by name.
+
+Functions are named, not passed, so that RQ can find them in its worker: `JOB_FUNCTIONS` maps a
+name to "module:function". A job function takes (ctx, *, job_id, report, project_id, **params) and
+returns a JSON-able result dict; a call function (untracked, e.g. processing a recorded webhook
+event) takes (ctx, **params). The job kinds are `backend.db.tables.JobKind` (the database checks
+them too); each kind's function is registered under the kind's own name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal
+
+from backend.db.tables import JobKind
+
+TRAIN: Final[JobKind] = "train"
+PREANNOTATE: Final[JobKind] = "preannotate"
+CallName = Literal["process_event"]
+PROCESS_EVENT: Final[CallName] = "process_event"
+
+JOB_FUNCTIONS: dict[str, str] = {
+    TRAIN: "backend.services.finetune:run_training",
+    PREANNOTATE: "backend.services.preannotate:run_preannotate",
+    PROCESS_EVENT: "backend.services.events:process_event",
+}
+JobFunction = Callable[..., Mapping[str, Any] | None]
+
+
+class JobQueueError(RuntimeError):
+    """The job queue (Redis) cannot take the job, or the runner is stopped."""
+
+
+def resolve(name: str) -> JobFunction:
+    """The function registered under `name`.
+
+    Raises:
+        ValueError: no such name.
+    """
+    target = JOB_FUNCTIONS.get(name)
+    if target is None:
+        raise ValueError(f"unknown job function {name!r}; registered: {', '.join(sorted(JOB_FUNCTIONS))}")
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)

@@ -1,0 +1,224 @@
+"""Training: submit a "train" job, trigger it on new corrections or a timer, promote a version by hand.
+
+Every way to start training goes through `submit_training`: START_TRAINING (`backend.services.events`),
+``POST /train`` (`backend.http.versions`) and the periodic triggers. While a job is queued or
+running for the project, a trigger coalesces into it and its id is returned.
+
+Periodic triggers: `maybe_trigger_training` queues a job when at least TRAIN_MIN_CORRECTIONS
+corrections arrived since the project's last training job; the `TrainingScheduler` thread (started
+by `backend.app.create_app` when TRAIN_INTERVAL_S > 0) checks every project every
+min(interval, 60 s), training on the count rule or, when the interval has passed since the
+project's last job, on any new correction.
+
+`promote_version` serves a version by hand (promotion or rollback; to return a project to the model
+it had before its first fine-tuned version, promote "p<project>-v0").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from backend.db import jobs as db_jobs
+from backend.db import versions as db_versions
+from backend.db.queries import ConflictError, NotFoundError, count_corrections_since
+from backend.db.session import session_scope
+from backend.db.tables import Correction, Job, ModelVersion, utcnow
+from backend.jobs.registry import TRAIN, JobQueueError
+from backend.services.finetune_config import FinetuneConfig
+from backend.services.prediction import serving_model
+
+if TYPE_CHECKING:
+    from backend.context import BackendContext
+
+logger = logging.getLogger(__name__)
+
+POLL_CAP_S = 60.0
+
+
+class TrainingRequestError(ValueError):
+    """A training request with bad options (names the option)."""
+
+
+# ----------------------------------------------------------------------------- submit and trigger
+
+
+def submit_training(ctx: BackendContext, project_id: int, *, trigger: str,
+                    config: Mapping[str, Any] | None = None) -> str:  # fmt: skip
+    """Queues a "train" job for the project, or returns the active one it coalesces into.
+
+    Args:
+        trigger: who asked ("START_TRAINING", "api", "corrections", "timer").
+        config: training options overriding MODEL_DIR/train_config.json (`FinetuneConfig` keys).
+
+    Raises:
+        TrainingRequestError: `config` is not an object of valid training options.
+        backend.context.NoRunnerError: the service has no job runner.
+        backend.jobs.registry.JobQueueError: the queue refused the job.
+    """
+    if config is not None:
+        if not isinstance(config, Mapping):
+            raise TrainingRequestError("'config' must be an object of training options")
+        try:
+            FinetuneConfig.from_mapping(config, source="config")
+        except ValueError as exc:
+            raise TrainingRequestError(str(exc)) from None
+    runner = ctx.require_runner("training")
+    params: dict[str, Any] = {"config": dict(config)} if config else {}
+    return runner.submit(TRAIN, project_id, trigger=trigger, **params)  # the job gets project_id
+
+
+def new_corrections(session: Any, project_id: int) -> tuple[int, Job | None]:
+    """(corrections stored since the project's last training job started, that job)."""
+    jobs = db_jobs.list_jobs(session=session, project_id=project_id, kind=TRAIN, limit=1)
+    last = jobs[0] if jobs else None
+    return count_corrections_since(session=session, project_id=project_id, job=last), last
+
+
+def maybe_trigger_training(ctx: BackendContext, project_id: int, *, interval_s: float = 0.0,
+                           now: datetime | None = None) -> str | None:  # fmt: skip
+    """Queues training when enough new corrections arrived (or the timer is due); returns the job id.
+
+    Rules: at least TRAIN_MIN_CORRECTIONS corrections since the last training job ("corrections");
+    or, with `interval_s` > 0, at least one new correction and `interval_s` seconds since the last
+    job was created ("timer"). Nothing is queued while a job is active for the project, nor by a
+    process without a job runner.
+
+    Raises:
+        backend.jobs.registry.JobQueueError: the queue refused the job.
+    """
+    if ctx.runner is None:
+        return None
+    now = now or utcnow()
+    with session_scope(ctx.sessions) as session:
+        count, last = new_corrections(session, project_id)
+        active = last is not None and last.state in ("queued", "running")
+        last_created = last.created_at if last is not None else None
+    if active or count == 0:
+        return None
+    if count >= ctx.settings.train_min_corrections:
+        trigger = "corrections"
+    elif interval_s > 0 and (last_created is None or now - last_created >= timedelta(seconds=interval_s)):
+        trigger = "timer"
+    else:
+        return None
+    job_id = submit_training(ctx, project_id, trigger=trigger)
+    logger.info("project %s: %d new corrections -> training job %s (%s)", project_id, count, job_id, trigger)
+    return job_id
+
+
+class TrainingScheduler:
+    """A daemon thread that runs `maybe_trigger_training` for every project with corrections.
+
+    Args:
+        ctx: the service context (its runner queues the jobs).
+        interval_s: TRAIN_INTERVAL_S: the timer rule's period.
+        poll_s: how often projects are checked (default: the interval, at most a minute, so that the
+            corrections rule is seen soon); tests use short ones.
+    """
+
+    def __init__(self, ctx: BackendContext, *, interval_s: float, poll_s: float | None = None) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s}")
+        self.ctx = ctx
+        self.interval_s = float(interval_s)
+        self.poll_s = float(poll_s if poll_s is not None else min(interval_s, POLL_CAP_S))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> list[str]:
+        """One check of every project; returns the ids of the jobs it queued (or coalesced into)."""
+        with session_scope(self.ctx.sessions) as session:
+            projects = sorted(session.scalars(select(Correction.project_id).distinct()))
+        queued = []
+        for project_id in projects:
+            job_id = maybe_trigger_training(self.ctx, project_id, interval_s=self.interval_s)
+            if job_id is not None:
+                queued.append(job_id)
+        return queued
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.tick()
+            except JobQueueError as exc:  # the runner was stopped (the service is shutting down)
+                logger.info("training timer ends: %s", exc)
+                return
+            except Exception:  # the timer must outlive one bad check (DB down, Redis away)
+                logger.exception("training scheduler check failed")
+
+    def start(self) -> TrainingScheduler:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="dcpose-train-timer", daemon=True)
+            self._thread.start()
+            logger.info("training timer every %.0f s (checks every %.1f s)", self.interval_s, self.poll_s)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+def start_scheduler(ctx: BackendContext) -> TrainingScheduler | None:
+    """The started training timer when TRAIN_INTERVAL_S > 0 and the process has a runner; else None."""
+    if ctx.settings.train_interval_s > 0 and ctx.runner is not None:
+        return TrainingScheduler(ctx, interval_s=ctx.settings.train_interval_s).start()
+    return None
+
+
+# ----------------------------------------------------------------------------- promote
+
+
+def serving_problem(version: ModelVersion) -> str | None:
+    """Why a version cannot serve (it failed, or its head file is missing); None when it can."""
+    if version.state == "failed":
+        return f"model version {version.name!r} failed and has no usable weights"
+    if version.head_path and not Path(version.head_path).is_file():
+        return f"the head file of model version {version.name!r} is missing: {version.head_path}"
+    return None
+
+
+def promote_version(ctx: BackendContext, name: str) -> dict[str, Any]:
+    """Serves `name` in its scope (one transaction); returns what changed.
+
+    Before a project's first own version serves, the model that served it until then is registered
+    as "p<project>-v0" (`backend.db.versions.remember_previous`), the target of a rollback.
+    `/setup` reports the new serving version at once, and predictions switch to its head (the
+    predictor cache is keyed by the head file).
+
+    Raises:
+        NotFoundError: no such version. ConflictError: it failed or its head file is missing.
+    """
+    with session_scope(ctx.sessions) as session:
+        version = db_versions.get_model_version(session=session, name=name)
+        project_id = None if version is None else version.project_id
+    # Asked before the write transaction: SQLite allows one writer, and serving_model reads in its own.
+    fallback = serving_model(ctx, project_id).name if project_id is not None else None
+    with session_scope(ctx.sessions) as session:
+        version = db_versions.get_model_version(session=session, name=name)
+        if version is None:
+            raise NotFoundError(f"model version {name!r} does not exist")
+        problem = serving_problem(version)
+        if problem is not None:
+            raise ConflictError(problem)
+        before = db_versions.serving_version(session=session, project_id=version.project_id)
+        previous = before.name if before is not None else fallback
+        if version.project_id is not None and fallback is not None and version.name != fallback:
+            db_versions.remember_previous(session=session, project_id=version.project_id, serving_name=fallback,
+                                          backbone_version=version.backbone)  # fmt: skip
+        served = db_versions.set_serving(session=session, name=name)
+        out = {"serving": served.name, "project_id": served.project_id, "previous": previous}
+    logger.info("model version %s serves %s by hand (was %s)", name,
+                f"project {out['project_id']}" if out["project_id"] is not None else "globally", previous)  # fmt: skip
+    return out

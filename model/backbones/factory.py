@@ -1,0 +1,73 @@
+"""`build_backbone(name, checkpoint, device)`: the serving path's one constructor of backbones by name."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from model.backbones.base import NUM_JOINTS, Backbone, file_digest
+from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
+from model.backbones.hrnet import HRNetBackbone
+from model.backbones.names import check_backbone_name, hrnet_width
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_backbone"]
+
+
+def build_backbone(
+    name: str,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    batch_size: int = 32,
+    allow_random: bool = False,
+) -> Backbone:
+    """The backbone called `name`, with its weights.
+
+    Args:
+        name: "blazepose" (bundled weights, no checkpoint), "hrnet_w48", "hrnet_w32" or "hrnet_w<width>".
+        checkpoint: HRNet weights: a bare HRNet state dict, an official DCPose checkpoint (its
+            ``rough_pose_estimation_net.*`` part) or our format holding a backbone.
+        device: where an HRNet runs (BlazePose runs on the CPU through mediapipe).
+        batch_size: crops per HRNet forward pass.
+        allow_random: build an HRNet without a checkpoint (random weights: benchmarks and tests only).
+
+    Returns:
+        The backbone.
+
+    Raises:
+        ValueError: unknown name, a checkpoint given to BlazePose, or an HRNet without weights.
+        FileNotFoundError: the checkpoint file does not exist.
+        model.checkpoint.CheckpointMismatchError: the checkpoint does not fit the backbone (its
+            message names the file and the mismatching keys).
+    """
+    if name == "blazepose":
+        if checkpoint is not None:
+            raise ValueError(
+                f"the blazepose backbone uses the weights bundled with mediapipe; it takes no checkpoint "
+                f"(got {checkpoint}). Pass a head checkpoint as the head, or use --backbone hrnet_w48."
+            )
+        return BlazePoseHeatmaps()
+    width = hrnet_width(check_backbone_name(name))
+    assert width is not None  # check_backbone_name accepted a non-blazepose name
+    from model.checkpoint import load_checkpoint
+    from model.nets.hrnet import HRNet
+
+    net = HRNet(width=width, num_joints=NUM_JOINTS)
+    if checkpoint is None:
+        if not allow_random:
+            raise ValueError(
+                f"backbone {name} needs weights: pass a checkpoint (an HRNet state dict or the official "
+                "DCPose checkpoint PoseTrack17_DCPose.pth); none can be downloaded here"
+            )
+        logger.warning("backbone %s has random weights (benchmark/test use only)", name)
+        return HRNetBackbone(net, device, batch_size, name=name)
+    path = Path(checkpoint)
+    load_checkpoint(path, net)  # CheckpointMismatchError names the file and the keys that do not fit
+    version = f"{name}:{file_digest(path)}"
+    logger.info("backbone %s loaded from %s", version, path)
+    return HRNetBackbone(net, device, batch_size, name=name, version=version)

@@ -1,0 +1,45 @@
+"""How a Predictor runs: `InferConfig` (mode, label-aware refinement, neighbour distance, batching)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+__all__ = ["MODES", "InferConfig", "Mode", "Progress"]
+
+Mode = Literal["cached", "exact"]
+MODES: tuple[str, ...] = get_args(Mode)
+Progress = bool | Callable[[int, int], None]  # True: a tqdm bar; a callable gets (done, total)
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """How a Predictor runs.
+
+    Attributes:
+        mode: "cached" (one backbone pass per person-frame) or "exact" (released 3-crop design).
+        label_aware: feed human poses of neighbour frames to the head and keep human poses.
+        distance: neighbour frame distance d (t - d, t + d), 1 as released.
+        batch_size: crops per backbone call and samples per head call.
+        detect: run the person detector on frames no label reaches.
+        label_sigma: sigma of the label Gaussians in heatmap pixels; None: the backbone's (see module).
+        cache_size: backbone heatmaps kept for reuse (17x96x72 float32 = 470 kB each).
+    """
+
+    mode: Mode = "cached"
+    label_aware: bool = True
+    distance: int = 1
+    batch_size: int = 32
+    detect: bool = True
+    label_sigma: float | None = None
+    cache_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"InferConfig.mode must be 'cached' or 'exact', got {self.mode!r}")
+        for name in ("distance", "batch_size", "cache_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"InferConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.label_sigma is not None and not self.label_sigma > 0:
+            raise ValueError(f"InferConfig.label_sigma must be positive, got {self.label_sigma}")
