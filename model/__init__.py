@@ -11,7 +11,7 @@ by nothing in the product):
   `detectors` (whole-frame person detectors), `factory` (`build_backbone`).
 - `pipeline/`: `config` (InferConfig), `predictor` (Predictor, load_head), `video_job` (one call's
   work, given the stages), `tracking` and `assignment` (person boxes and track ids).
-- `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head, DDP), `curve`.
+- `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head), `distributed` (DDP), `curve`.
 - `cli/`: `python -m model predict|train|bench|bench-video` (`main` dispatches; `predict`,
   `predict_input`, `render`, `train`).
 - `bench/`: `nets` (backbone, head, DCNv2) and `video` (cached/exact cost, accuracy) benchmarks.
