@@ -25,6 +25,7 @@ from annotation_io.ls_config import (  # noqa: F401  (re-exported: one import pl
     _integer,
     _is_number,
     default_config,
+    joint_of_name,
     label_config,
     parse_config,
     parse_task,
@@ -166,8 +167,9 @@ def results_to_persons(
 
     Boxes become persons (region_id = box id, score = box score). Keypoints join the box their
     `parentID` names; a keypoint without one (drawn by hand) joins the smallest box containing
-    it, else the nearest box, skipping boxes that already have that joint. Without any box, all
-    keypoints form one person without box. A per-region track result reusing a box id sets that
+    it, else the nearest box, skipping boxes that already have that joint. Without any box
+    (keypoints-only configs), keypoints form box-less persons by their region ids
+    (`_group_boxless`). A per-region track result reusing a box id sets that
     person's track_id. Every keypoint region is a visible joint (v = 2): LS has no occlusion flag.
     Items of other controls are ignored.
 
@@ -224,11 +226,43 @@ def results_to_persons(
             if rid not in boxes or rid in tracks:
                 raise at.error("a track id result must reuse the id of one person box, once")
             tracks[rid] = (at.track_id(config.track_type), at.item)
-    members = _assign(keypoints, boxes, config.slot_labels)
+    if boxes:
+        members = _assign(keypoints, boxes, config.slot_labels)
+    else:
+        members = _group_boxless(keypoints, config.slot_labels)
     persons = [_person(members[b], boxes[b], tracks.get(b), as_labels) for b in boxes]
-    if None in members:
-        persons.append(_person(members[None], None, None, as_labels))
+    persons += [_person(joints, None, None, as_labels) for g, joints in members.items() if g not in boxes]
     return persons, ImageSize(size.width, size.height)
+
+
+def _group_boxless(keypoints: list[_Keypoint], names: dict[int, str]) -> dict[str | None, dict[int, _Keypoint]]:
+    """People without boxes (keypoints-only configs): group id -> slot -> keypoint.
+
+    Keypoints whose region id reads "<person>_k<slot>" (ours, kept by LS when a prediction becomes an
+    annotation) form one person per "<person>"; any other keypoint (drawn by hand) joins the person
+    without that joint whose joints' centre is nearest, else starts a person of its own.
+    """
+    groups: dict[str | None, dict[int, _Keypoint]] = {}
+    loose = []
+    for k in keypoints:
+        stem, sep, slot = str(k.at.item.get("id") or "").rpartition("_k")
+        if not (sep and stem and slot.isdigit()):
+            loose.append(k)
+        elif k.slot in groups.setdefault(stem, {}):
+            raise k.at.error(f"joint {names[k.slot]!r} twice in person {stem!r} and no person box")
+        else:
+            groups[stem][k.slot] = k
+
+    def distance(group: dict[int, _Keypoint], k: _Keypoint) -> float:
+        cx = sum(j.x for j in group.values()) / len(group)
+        cy = sum(j.y for j in group.values()) / len(group)
+        return math.hypot(cx - k.x, cy - k.y)
+
+    for i, k in enumerate(loose):
+        free = [g for g, joints in groups.items() if joints and k.slot not in joints]
+        target = min(free, key=lambda g: distance(groups[g], k)) if free else f"drawn{i}"
+        groups.setdefault(target, {})[k.slot] = k
+    return groups
 
 
 def _assign(
@@ -260,11 +294,7 @@ def _assign(
             return (0, box.area) if box.contains(k.x, k.y) else (1, box.distance_to(k.x, k.y))
 
         free = [b for b in sorted(boxes, key=rank) if k.slot not in members[b]]
-        if not boxes:
-            if k.slot in members.setdefault(None, {}):
-                raise k.at.error(f"joint {names[k.slot]!r} twice and no person box to tell them apart")
-            members[None][k.slot] = k
-        elif not free:
+        if not free:
             raise k.at.error(f"{names[k.slot]!r} has no parentID and every person box has that joint already")
         else:
             members[free[0]][k.slot] = k
@@ -334,7 +364,11 @@ def persons_to_results(
     Per person: a `rectanglelabels` box (with `score` when known), one `keypointlabels` item per
     joint with v > 0 that the config has a label for (ears have none), each with `parentID` = box
     id and, for predictions, `score`; then a per-region track result reusing the box id. Geometry
-    is clipped to the image. Ids: Person.region_id (and extra["ls_keypoint_ids"]) when set, else
+    is clipped to the image. A keypoints-only config gets no boxes and keypoints without parentID.
+
+    Order (drag-first): every keypoint of every person, THEN each box followed by its track item.
+    Label Studio 1.23 draws the first result item on top (its region sort reverses the list), so
+    this puts every box beneath every keypoint and a joint inside a box takes the mouse first. Ids: Person.region_id (and extra["ls_keypoint_ids"]) when set, else
     f"{id_prefix}p{i}" for the box and f"{box_id}_k{slot}" for joints (slot: 17-slot index).
 
     Args:
@@ -362,7 +396,9 @@ def persons_to_results(
         item["value"] = value
         return item
 
-    out: list[dict] = []
+    out: list[dict] = []  # keypoints; boxes and tracks go to `boxes`, appended last
+    boxes: list[dict] = []
+    with_boxes = config.person_from_name is not None
     used = {p.region_id for p in persons if p.region_id}
     for i, p in enumerate(persons):
         box_id = p.region_id or f"{id_prefix or ''}p{i}"
@@ -370,14 +406,14 @@ def persons_to_results(
             box_id += "_"
         used.add(box_id)
         geometry: dict[str, Any] = {}
-        if p.box is not None:
+        if p.box is not None and with_boxes:
             b = p.box.clip(w, h)
             geometry = {"x": _pct(b.x, w), "y": _pct(b.y, h), "width": _pct(b.w, w), "height": _pct(b.h, h)}
             geometry["rotation"] = 0
             score = p.score if p.score is not None else p.extra.get(_EXTRA_BOX_SCORE)
             value = {**geometry, "rectanglelabels": [config.person_label]}
-            out.append(region(box_id, config.person_from_name, "rectanglelabels", value,
-                              score=score, origin=p.extra.get(_EXTRA_BOX_ORIGIN)))  # fmt: skip
+            boxes.append(region(box_id, str(config.person_from_name), "rectanglelabels", value,
+                                score=score, origin=p.extra.get(_EXTRA_BOX_ORIGIN)))  # fmt: skip
         unscored = set(p.extra.get(_EXTRA_UNSCORED, ()))
         for slot, label in sorted(config.slot_labels.items()):
             x, y, v = p.keypoints[slot]
@@ -399,11 +435,11 @@ def persons_to_results(
         if p.track_id is not None and config.track_from_name and geometry:
             key = "number" if config.track_type == "number" else "text"
             value = {**geometry, key: int(p.track_id) if key == "number" else [str(p.track_id)]}
-            out.append(region(box_id, config.track_from_name, config.track_type, value,
-                              origin=p.extra.get(_EXTRA_TRACK_ORIGIN)))  # fmt: skip
+            boxes.append(region(box_id, config.track_from_name, config.track_type, value,
+                                origin=p.extra.get(_EXTRA_TRACK_ORIGIN)))  # fmt: skip
         elif p.track_id is not None:
             logger.debug("person %d: track id %s not written (no box or no track control)", i, p.track_id)
-    return out
+    return out + boxes
 
 
 def validate_results(
