@@ -1,6 +1,6 @@
 """Label Studio's ML-backend protocol routes: /health, /setup, /predict, /webhook (a Blueprint).
 
-`GET /` and `/health`: status and serving version (503 when the database or the model is down);
+`GET /health`: status and serving version (503 when the database or the model is down);
 `POST /setup`: cheap, remembers the project and its config, returns the serving model version;
 `POST /predict`: one result per task, in order; `POST /webhook`: recorded and queued in a few
 milliseconds (`backend.services.events`). The request bodies are Label Studio's, as its ML backend
@@ -23,7 +23,6 @@ from backend.services.prediction import serving_model
 blueprint = Blueprint("protocol", __name__)
 
 
-@blueprint.get("/")
 @blueprint.get("/health")
 def health() -> Any:
     try:

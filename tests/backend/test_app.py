@@ -102,7 +102,7 @@ def test_health_setup_and_versions(app_client: FlaskClient, backend_app: Flask) 
     health = app_client.get("/health").json
     version = health["model_version"]
     assert (
-        health["status"] == "UP" and version.startswith("simulated:") and app_client.get("/").json == health
+        health["status"] == "UP" and version.startswith("simulated:") and app_client.get("/health").json == health
     )
     resp = app_client.post("/setup", json={"project": "3.1795471908", "schema": CONFIG, "hostname": "http://ls:8080",
                                            "access_token": "ls-legacy-token", "extra_params": None})  # fmt: skip
@@ -222,8 +222,10 @@ def test_basic_auth_guards_everything_but_health(backend_settings: Settings, syn
         return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
     try:
-        assert client.get("/health").status_code == 200 and client.get("/").status_code == 200
-        for path, method in (("/setup", "post"), ("/predict", "post"), ("/webhook", "post"), ("/versions", "get"),
+        assert client.get("/health").status_code == 200
+        page = client.get("/", headers=auth("ls", "s3cret-pass"))
+        assert page.status_code == 200 and "DCPose backend" in page.get_data(as_text=True)
+        for path, method in (("/", "get"), ("/setup", "post"), ("/predict", "post"), ("/webhook", "post"), ("/versions", "get"),
                              ("/metrics", "get"), ("/jobs", "get"), ("/preannotate", "post")):  # fmt: skip
             for headers in (
                 {},
