@@ -88,13 +88,15 @@ def by_css(driver: Any, css: str, timeout: float = 30) -> Any:
     return wait(driver, timeout).until(lambda d: d.find_element(By.CSS_SELECTOR, css))
 
 
-def click_xpath(driver: Any, xpath: str, timeout: float = 30) -> Any:
+def click_xpath(driver: Any, xpath: str, timeout: float = 30) -> str:
+    """Clicks the element once clickable; returns its text (read before the click re-renders it)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
     element = wait(driver, timeout).until(ec.element_to_be_clickable((By.XPATH, xpath)))
+    text = str(element.text)
     element.click()
-    return element
+    return text
 
 
 def screenshot(driver: Any, name: str) -> Path:
@@ -188,8 +190,7 @@ def drag(driver: Any, x: float, y: float, dx: float, dy: float, steps: int = 8) 
 
 def submit(driver: Any, timeout: float = 60) -> str:
     """Clicks Submit (new annotation) or Update; waits until it is stored and the canvas is back."""
-    button = click_xpath(driver, "//button[normalize-space(.)='Submit'] | //button[normalize-space(.)='Update']")
-    text = button.text
+    text = click_xpath(driver, "//button[normalize-space(.)='Submit'] | //button[normalize-space(.)='Update']")
     time.sleep(0.3)
     wait(driver, timeout).until(lambda d: d.execute_script(
         "const a = window.Htx.annotationStore.selected; return a && a.pk && !a.isSubmitting;"))  # fmt: skip
@@ -222,11 +223,12 @@ def data_manager_rows(driver: Any, url: str, project: int) -> list[str]:
     """The Data Manager's rows as text, with the "Prediction score" column shown (Columns menu)."""
     from selenium.webdriver.common.by import By
 
-    driver.get(f"{url}/projects/{project}/data")
-    by_css(driver, ".dm-table__row-wrapper", timeout=60)
+    rows = ".dm-table__row-wrapper, [class*='table__row-wrapper']"
+    driver.get(f"{url}/projects/{project}/data?tab=0")
+    by_css(driver, rows, timeout=60)
     if "Prediction score" not in driver.find_element(By.TAG_NAME, "body").text:
         click_xpath(driver, "//button[normalize-space(.)='Columns']")
         click_xpath(driver, "//*[normalize-space(text())='Prediction score']")
         driver.find_element(By.TAG_NAME, "body").send_keys("\ue00c")  # Escape closes the menu
         time.sleep(0.5)
-    return [" | ".join(row.text.split("\n")) for row in driver.find_elements(By.CSS_SELECTOR, ".dm-table__row-wrapper")]
+    return [" | ".join(row.text.split("\n")) for row in driver.find_elements(By.CSS_SELECTOR, rows)]
