@@ -17,11 +17,11 @@ from typing import Any, NamedTuple
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.skeletons import KEYPOINT_INDEX, LABELLED_SLOTS, LS_JOINTS
 
-# Joint colours, in LS_JOINTS order, chosen for legibility on video frames: the head neutral
-# (white, grey, black), the LEFT side WARM (yellow, orange, red, pink, crimson, brown from shoulder to
+# Joint colours, in LS_JOINTS order, chosen for legibility on video frames and in the Regions list:
+# the head neutral (light, mid and dark grey), the LEFT side WARM (yellow, orange, red, pink, crimson, brown from shoulder to
 # ankle) and the RIGHT side COOL (cyan, blue, purple, green, lime, teal). Every colour is distinct.
 JOINT_COLOURS: tuple[str, ...] = (
-    "#ffffff", "#9e9e9e", "#212121",  # nose, head_bottom, head_top
+    "#bdbdbd", "#757575", "#212121",  # nose, head_bottom, head_top (greys: light, mid, dark)
     "#ffea00", "#00e5ff",  # left / right shoulder
     "#ff9100", "#2979ff",  # elbow
     "#ff1744", "#aa00ff",  # wrist

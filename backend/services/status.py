@@ -119,11 +119,9 @@ def status_view(ctx: BackendContext, project_id: int | None = None) -> StatusVie
         counts = {str(state): int(n) for state, n in session.execute(stmt)}
         acceptance = acceptance_metrics(session=session, project_id=project_id)
     serving = {"global": serving_model(ctx, None).name}
-    for row in versions:
-        if row.state == "serving" and row.project_id is not None:
-            serving[f"project {row.project_id}"] = row.name
-    if project_id is not None:
-        serving[f"project {project_id}"] = serving_model(ctx, project_id).name
+    projects = {project_id} if project_id is not None else {r.project_id for r in versions}
+    for pid in sorted(p for p in projects if p is not None):
+        serving[f"project {pid}"] = serving_model(ctx, pid).name
     return StatusView(serving, versions, jobs, counts, acceptance)
 
 

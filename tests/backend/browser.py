@@ -229,6 +229,6 @@ def data_manager_rows(driver: Any, url: str, project: int) -> list[str]:
     if "Prediction score" not in driver.find_element(By.TAG_NAME, "body").text:
         click_xpath(driver, "//button[normalize-space(.)='Columns']")
         click_xpath(driver, "//*[normalize-space(text())='Prediction score']")
-        driver.find_element(By.TAG_NAME, "body").send_keys("\ue00c")  # Escape closes the menu
+        click_xpath(driver, "//button[normalize-space(.)='Columns']")  # closes the menu
         time.sleep(0.5)
     return [" | ".join(row.text.split("\n")) for row in driver.find_elements(By.CSS_SELECTOR, rows)]
