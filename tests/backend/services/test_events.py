@@ -18,6 +18,7 @@ from backend.db import jobs as db_jobs
 from backend.db.session import session_scope
 from backend.db.tables import Annotation, Correction, Project, WebhookEvent
 from tests.backend.conftest import SynthVideo, drain
+from tests.backend.services.test_training import RELEASE, train_function  # noqa: F401  (pytest fixture)
 
 CONFIG = label_config()
 SECRET = "project-token-SECRET-0123456789"
@@ -293,7 +294,7 @@ def test_enough_corrections_from_webhooks_queue_training(backend_settings: Any, 
 
 
 def test_start_training_needs_labelled_frames_and_answers_one_line(
-    backend_settings: Any, synth_video: SynthVideo
+    backend_settings: Any, synth_video: SynthVideo, train_function: None
 ) -> None:
     """Too few labelled frames: nothing starts, the answer says how many more; then a job and its message."""
     from dataclasses import replace
@@ -333,4 +334,6 @@ def test_start_training_needs_labelled_frames_and_answers_one_line(
             (job,) = db_jobs.list_jobs(session=session, project_id=1, kind="train")
             assert (job.id, job.trigger) == (job_id, "START_TRAINING")
     finally:
+        RELEASE.set()  # the stand-in training job ends
+        drain(app, timeout=30)
         ctx.close()
