@@ -3,7 +3,7 @@
 Runs `tests/backend/test_browser_ls.py` (a real Label Studio 1.23.2 and a real headless Chromium) with
 its screenshots sent to a temporary folder, then writes the chosen ones, scaled down, to docs/.
 
-    python -m scripts.screenshots [--out docs] [--width 960]
+    python -m scripts.screenshots [--out docs] [--width 900] [--from FOLDER_OF_SCREENSHOTS]
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ PICTURES = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
-    parser.add_argument("--width", type=int, default=960, help="width of the written PNGs in px")
+    parser.add_argument("--width", type=int, default=900, help="width of the written PNGs in px")
+    parser.add_argument("--from", dest="source", type=Path,
+                        help="use the screenshots already in this folder instead of running the test")  # fmt: skip
     args = parser.parse_args(argv)
-    from PIL import Image
-
+    if args.source is not None:
+        return write(args.source, args.out, args.width)
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "BROWSER_ARTEFACTS_DIR": tmp}
         cmd = [sys.executable, "-m", "pytest", "-q", "-m", "slow", "-x",
@@ -40,13 +42,20 @@ def main(argv: list[str] | None = None) -> int:
         if subprocess.run(cmd, cwd=ROOT, env=env).returncode != 0:
             print("the browser test failed: docs/ left as it was", file=sys.stderr)
             return 1
-        args.out.mkdir(parents=True, exist_ok=True)
-        for shot, name in PICTURES.items():
-            with Image.open(Path(tmp) / f"{shot}.png") as image:
-                height = round(image.height * args.width / image.width)
-                small = image.convert("RGB").resize((args.width, height), Image.LANCZOS)
-                small.save(args.out / name, optimize=True)
-            print(f"{args.out / name} ({(args.out / name).stat().st_size // 1024} KiB)")
+        return write(Path(tmp), args.out, args.width)
+
+
+def write(source: Path, out: Path, width: int) -> int:
+    """Scales the chosen screenshots to `width` and writes them as 256-colour PNGs (small files)."""
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    for shot, name in PICTURES.items():
+        with Image.open(source / f"{shot}.png") as image:
+            height = round(image.height * width / image.width)
+            small = image.convert("RGB").resize((width, height), Image.LANCZOS)
+            small.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(out / name, optimize=True)
+        print(f"{out / name} ({(out / name).stat().st_size // 1024} KiB)")
     return 0
 
 

@@ -221,14 +221,27 @@ def start_training(driver: Any, url: str, project: int) -> str:
 
 def data_manager_rows(driver: Any, url: str, project: int) -> list[str]:
     """The Data Manager's rows as text, with the "Prediction score" column shown (Columns menu)."""
+    import re
+
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     rows = ".dm-table__row-wrapper, [class*='table__row-wrapper']"
+    score = re.compile(r"(^| \| )0\.\d{3}( \| |$)")
+
+    def texts(d: Any) -> list[str]:
+        return [" | ".join(row.text.split("\n")) for row in d.find_elements(By.CSS_SELECTOR, rows)]
+
     driver.get(f"{url}/projects/{project}/data?tab=0")
     by_css(driver, rows, timeout=60)
-    if "Prediction score" not in driver.find_element(By.TAG_NAME, "body").text:
+    time.sleep(1.0)
+    if not any(score.search(t) for t in texts(driver)):
         click_xpath(driver, "//button[normalize-space(.)='Columns']")
         click_xpath(driver, "//*[normalize-space(text())='Prediction score']")
-        click_xpath(driver, "//button[normalize-space(.)='Columns']")  # closes the menu
+        wait(driver).until(lambda d: all(score.search(t) for t in texts(d)))
+        chain = ActionChains(driver)  # a click on an empty spot (below the rows) closes the menu
+        chain.w3c_actions.pointer_action.move_to_location(1500, 800)
+        chain.w3c_actions.pointer_action.click()
+        chain.perform()
         time.sleep(0.5)
-    return [" | ".join(row.text.split("\n")) for row in driver.find_elements(By.CSS_SELECTOR, rows)]
+    return texts(driver)

@@ -242,8 +242,8 @@ def test_status_page_in_a_browser(tmp_path: Path, driver: Any) -> None:
         ui.screenshot(driver, "08_status_page")
         with session_scope(ctx.sessions) as session:
             db_jobs.update_job(session=session, job_id=job_id, progress={"tasks_done": 8, "tasks_total": 10})
-        wait_for(lambda: float(driver.find_element("css selector", bar).get_attribute("value")) > 0.75,
-                 "the progress bar to move to 80 %", timeout=15)  # fmt: skip
+        bar_js = f"const e = document.querySelector('{bar}'); return e ? e.value : 0;"
+        wait_for(lambda: float(driver.execute_script(bar_js)) > 0.75, "the progress bar to move to 80 %", timeout=15)
 
         # Roll back to p1-v1: a confirmation, then the page and the backend serve it.
         assert "p1-v3" in ui.by_css(driver, '#serving td[data-scope="project 1"]').text
@@ -251,7 +251,8 @@ def test_status_page_in_a_browser(tmp_path: Path, driver: Any) -> None:
         alert = ui.wait(driver).until(lambda d: d.switch_to.alert)
         assert "Serve p1-v1" in alert.text
         alert.accept()
-        ui.wait(driver).until(lambda d: "p1-v1" in d.find_element("css selector", '#serving td[data-scope="project 1"]').text)
+        serving_js = 'const e = document.querySelector(\'#serving td[data-scope="project 1"]\'); return e && e.textContent;'
+        ui.wait(driver).until(lambda d: "p1-v1" in (d.execute_script(serving_js) or ""))  # the page reloads
         with session_scope(ctx.sessions) as session:
             assert db_versions.serving_version(session=session, project_id=1).name == "p1-v1"
             assert session.get(Job, job_id) is not None
