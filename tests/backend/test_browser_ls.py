@@ -69,8 +69,9 @@ def driver() -> Iterator[Any]:
         chrome.quit()
 
 
-def make_world(label_studio: LabelStudioServer, tmp_path: Path) -> tuple[Any, int, SynthVideo, list[int]]:  # noqa: F811
-    """An LS project with our config and the frames of a synthetic one-person video (one task per frame)."""
+def make_world(label_studio: LabelStudioServer, tmp_path: Path,  # noqa: F811
+               config: str | None = None) -> tuple[Any, int, SynthVideo, list[int]]:  # fmt: skip
+    """An LS project with `config` (default: ours) and the frames of a synthetic one-person video, one task each."""
     from annotation_io.posetrack import load
     from annotation_io.synth import generate
     from backend.ls.importers import import_video
@@ -78,7 +79,7 @@ def make_world(label_studio: LabelStudioServer, tmp_path: Path) -> tuple[Any, in
     (path,) = generate(tmp_path / "synth", videos=1, frames=6, people=1, seed=11, size=SIZE)
     gt = load(path)
     client = label_studio.client()
-    project = int(client.create_project(f"browser {uuid.uuid4().hex[:8]}", label_config())["id"])
+    project = int(client.create_project(f"browser {uuid.uuid4().hex[:8]}", config or label_config())["id"])
     frames_root = label_studio.document_root / f"browser-{uuid.uuid4().hex[:8]}"
     summary = import_video(client, tmp_path / "synth" / "images" / gt.name, project, frames_root=frames_root,
                            document_root=label_studio.document_root, video_id=gt.name, progress=False)  # fmt: skip
