@@ -303,7 +303,7 @@ def rq_world(tmp_path: Path) -> Iterator[World]:
     video = make_video(tmp_path / "synth", 8)
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'backend.db'}",
                         frame_cache_dir=tmp_path / "frames", model_dir=tmp_path / "models", redis_url=REDIS_URL,
-                        train_min_corrections=10**9, train_min_frames=2)  # fmt: skip
+                        train_min_corrections=10**9, train_min_frames=0)  # the events wait for the worker  # fmt: skip
     ctx = build_context(settings, predictor_factory=head_factory(video))
     ctx.runner = RQRunner(ctx, REDIS_URL, queue_name=f"dcpose-test-{uuid.uuid4().hex[:8]}")
     app = create_app(context=ctx, start_runner=False)
