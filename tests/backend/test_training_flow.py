@@ -123,7 +123,7 @@ def make_world(tmp_path: Path, db_url: str, *, frames: int, every: int, config: 
     video = make_video(tmp_path / "synth", frames)
     settings = Settings(data_dir=tmp_path / "data", database_url=db_url, frame_cache_dir=tmp_path / "frames",
                         model_dir=tmp_path / "models", promote_margin=margin,
-                        train_min_corrections=10**9, train_min_frames=2)  # only the test's own triggers train  # fmt: skip
+                        train_min_corrections=10**9, train_min_frames=0)  # only the test's own triggers train  # fmt: skip
     settings.model_dir.mkdir(parents=True)
     (settings.model_dir / "train_config.json").write_text(json.dumps(config))
     app = create_app(settings, predictor_factory=head_factory(video, **simulation))
