@@ -123,7 +123,7 @@ def make_world(tmp_path: Path, db_url: str, *, frames: int, every: int, config: 
     video = make_video(tmp_path / "synth", frames)
     settings = Settings(data_dir=tmp_path / "data", database_url=db_url, frame_cache_dir=tmp_path / "frames",
                         model_dir=tmp_path / "models", promote_margin=margin,
-                        train_min_corrections=10**9)  # only the test's own triggers train  # fmt: skip
+                        train_min_corrections=10**9, train_min_frames=0)  # only the test's own triggers train  # fmt: skip
     settings.model_dir.mkdir(parents=True)
     (settings.model_dir / "train_config.json").write_text(json.dumps(config))
     app = create_app(settings, predictor_factory=head_factory(video, **simulation))
@@ -159,7 +159,7 @@ def test_corrections_train_a_version_that_beats_the_backbone_and_is_promoted(
     world = make_world(tmp_path, f"sqlite:///{tmp_path / 'backend.db'}", frames=STORY_FRAMES, every=1,
                        config=STORY_CONFIG, margin=1.0, **STORY_SIMULATION)  # fmt: skip
     cold = world.setup_version()
-    assert cold.endswith("-backbone-only")
+    assert cold.endswith("-base")
     job = world.job(world.start_training(), timeout=1800)
     assert job["state"] == "succeeded" and job["trigger"] == "START_TRAINING", job
     gate = job["result"]["gate"]
@@ -303,7 +303,7 @@ def rq_world(tmp_path: Path) -> Iterator[World]:
     video = make_video(tmp_path / "synth", 8)
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'backend.db'}",
                         frame_cache_dir=tmp_path / "frames", model_dir=tmp_path / "models", redis_url=REDIS_URL,
-                        train_min_corrections=10**9)  # fmt: skip
+                        train_min_corrections=10**9, train_min_frames=0)  # the events wait for the worker  # fmt: skip
     ctx = build_context(settings, predictor_factory=head_factory(video))
     ctx.runner = RQRunner(ctx, REDIS_URL, queue_name=f"dcpose-test-{uuid.uuid4().hex[:8]}")
     app = create_app(context=ctx, start_runner=False)
