@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from backend.limits import Limits
+
 logger = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -24,6 +26,7 @@ _DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
 _BACKBONE = re.compile(r"blazepose|hrnet_w\d+")
 _SECRET_FIELDS = ("label_studio_api_key", "basic_auth_pass")
 _URL_FIELDS = ("database_url", "redis_url")
+_LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
 
 
 class SettingsError(ValueError):
@@ -67,6 +70,10 @@ class Settings:
         train_interval_s: TRAIN_INTERVAL_S (default 0 = off): periodic training timer.
         promote_margin: PROMOTE_MARGIN (default 0.01): how much a new version must beat the serving one.
         log_level: LOG_LEVEL (default INFO).
+        max_video_frames, max_persons_per_annotation, max_keypoints_per_annotation,
+        max_persons_per_task, max_keypoints_per_task, max_predict_tasks, max_json_depth,
+        coordinate_tolerance_pct: input limits (MAX_VIDEO_FRAMES, ...; see
+            `backend.limits.Limits` for their meaning and defaults).
     """
 
     label_studio_url: str | None = None
@@ -86,6 +93,14 @@ class Settings:
     train_interval_s: float = 0.0
     promote_margin: float = 0.01
     log_level: str = "INFO"
+    max_video_frames: int = Limits.max_video_frames
+    max_persons_per_annotation: int = Limits.max_persons_per_annotation
+    max_keypoints_per_annotation: int = Limits.max_keypoints_per_annotation
+    max_persons_per_task: int = Limits.max_persons_per_task
+    max_keypoints_per_task: int = Limits.max_keypoints_per_task
+    max_predict_tasks: int = Limits.max_predict_tasks
+    max_json_depth: int = Limits.max_json_depth
+    coordinate_tolerance_pct: float = Limits.coordinate_tolerance_pct
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -133,6 +148,14 @@ class Settings:
             raise SettingsError(f"TRAIN_INTERVAL_S must be >= 0 (0 = off), got {self.train_interval_s}")
         if not self.promote_margin >= 0:
             raise SettingsError(f"PROMOTE_MARGIN must be >= 0, got {self.promote_margin}")
+        for name in _LIMIT_FIELDS:
+            if not getattr(self, name) >= (0 if name == "coordinate_tolerance_pct" else 1):
+                raise SettingsError(f"{name.upper()} must be positive, got {getattr(self, name)}")
+
+    @property
+    def limits(self) -> Limits:
+        """The input limits (`backend.limits`)."""
+        return Limits(**{name: getattr(self, name) for name in _LIMIT_FIELDS})
 
     @property
     def max_request_bytes(self) -> int:
@@ -188,7 +211,9 @@ class Settings:
             train_interval_s=_number(env, "TRAIN_INTERVAL_S", 0.0, float),
             promote_margin=_number(env, "PROMOTE_MARGIN", 0.01, float),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
-        )
+            **{name: _number(env, name.upper(), getattr(Limits, name), type(getattr(Limits, name)))
+               for name in _LIMIT_FIELDS},
+        )  # fmt: skip
 
 
 def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:

@@ -70,9 +70,9 @@ def parse_ls_datetime(value: str) -> datetime:
     """Parse an LS timestamp (``2024-05-01T12:00:00.123456Z``) as aware UTC; LS writes naive ones in UTC."""
     try:
         parsed = datetime.fromisoformat(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: year 1 or 9999 shifted to UTC
+        raise ValueError(f"not an ISO 8601 timestamp within years 1-9999 UTC: {str(value)[:40]!r}") from exc
 
 
 def _json_list(items: Sequence[Mapping[str, Any]], name: str) -> list[dict[str, Any]]:

@@ -45,6 +45,7 @@ from backend.db.persons import persons_from_json
 from backend.db.session import session_scope
 from backend.db.tables import Project, WebhookEvent
 from backend.jobs.registry import PROCESS_EVENT, JobQueueError
+from backend.limits import LimitError, Limits, check_frame_fields, check_result, parse_id
 from backend.services import training
 from backend.services.corrections import compare
 
@@ -68,11 +69,10 @@ class WebhookPayloadError(ValueError):
 
 
 def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        raise WebhookPayloadError(f"{where} must be an integer id, got {value!r}")
-    return value
+    try:
+        return parse_id(value, where)
+    except LimitError as exc:
+        raise WebhookPayloadError(str(exc)) from None
 
 
 def _object(payload: Mapping[str, Any], key: str, action: str) -> dict[str, Any]:
@@ -132,6 +132,34 @@ def _dedup(action: str, payload: Mapping[str, Any], project_id: int) -> tuple[st
     return db_events.event_dedup_key(action, [], None, extra=uuid.uuid4().hex), None  # each click counts
 
 
+def _label_config(xml: Any) -> LabelConfig:
+    if not isinstance(xml, str):
+        raise WebhookPayloadError(f"project.label_config must be the labelling config XML, got {type(xml).__name__}")
+    return parse_config(xml)  # ConfigError (a 400) names what the config lacks
+
+
+def _check_annotation(limits: Limits, session: Session, payload: Mapping[str, Any], action: str,
+                      project_id: int) -> None:  # fmt: skip
+    """Refuses at intake what processing would fail on: limits, coordinates, ids, unreadable regions.
+
+    Raises:
+        WebhookPayloadError | LimitError | AnnotationFormatError: the first problem found.
+    """
+    annotation = payload["annotation"]
+    task = payload.get("task")
+    _int(task.get("id") if isinstance(task, dict) else annotation.get("task"), "task.id (or annotation.task)")
+    completed_by = annotation.get("completed_by")
+    if isinstance(completed_by, int) and not isinstance(completed_by, bool):
+        _int(completed_by, "annotation.completed_by")
+    if isinstance(task, dict) and isinstance(task.get("data"), dict):
+        check_frame_fields(task["data"], limits, "task.data")
+    check_result(annotation["result"], limits, "annotation.result")
+    project = payload.get("project")
+    xml = project.get("label_config") if isinstance(project, dict) else None
+    config = _label_config(xml) if xml else _config(session, project_id, payload)
+    results_to_persons(annotation["result"], config, source=f"annotation {annotation.get('id')}", as_labels=True)
+
+
 def receive(ctx: BackendContext, payload: Any) -> tuple[dict[str, Any], int]:
     """Validates, records and queues one webhook; returns (response body, HTTP status).
 
@@ -149,19 +177,17 @@ def receive(ctx: BackendContext, payload: Any) -> tuple[dict[str, Any], int]:
     if action not in HANDLED_ACTIONS:
         raise WebhookPayloadError(f"unknown action {action!r}; handled: {', '.join(HANDLED_ACTIONS)}")
     if action in ANNOTATION_ACTIONS:
-        annotation = _object(payload, "annotation", action)
-        if not isinstance(annotation.get("result"), list):
+        if not isinstance(_object(payload, "annotation", action).get("result"), list):
             raise WebhookPayloadError(f"{action}: annotation.result must be a list of regions")
-        task = payload.get("task")
-        _int(
-            task.get("id") if isinstance(task, dict) else annotation.get("task"),
-            "task.id (or annotation.task)",
-        )
     elif action in ("PROJECT_UPDATED", "START_TRAINING"):
         _object(payload, "project", action)
     project_id = _project_id(payload, action)
     key, annotation_id = _dedup(action, payload, project_id)
+    if action == "PROJECT_UPDATED" and payload["project"].get("label_config"):
+        _label_config(payload["project"]["label_config"])
     with session_scope(ctx.sessions) as session:
+        if action in ANNOTATION_ACTIONS:  # refused here, in the recording transaction, or never
+            _check_annotation(ctx.settings.limits, session, payload, action, project_id)
         event, new = db_events.record_event(session=session, action=action, dedup_key=key, project_id=project_id,
                                             annotation_id=annotation_id, payload=payload)  # fmt: skip
         event_id = event.id
