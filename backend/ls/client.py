@@ -77,10 +77,8 @@ def token_kind(key: str) -> TokenKind:
 
 
 def mask_secret(secret: str | None) -> str:
-    """A loggable stand-in for a secret: its first 4 characters, only when it is long."""
-    if not secret:
-        return "<none>"
-    return f"{secret[:4]}…({len(secret)} chars)" if len(secret) >= 16 else "***"
+    """A loggable stand-in for a secret: nothing of it (no prefix, no length), only whether one is set."""
+    return "***" if secret else "<none>"
 
 
 def _reason(resp: requests.Response) -> str:

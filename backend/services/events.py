@@ -28,7 +28,6 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotation_io.errors import AnnotationFormatError
@@ -94,6 +93,11 @@ def _project_id(payload: Mapping[str, Any], action: str) -> int:
     raise WebhookPayloadError(f"{action} payload has no project (expected 'project': {{'id': ...}})")
 
 
+def _deleted_ids(payload: Mapping[str, Any]) -> list[int]:
+    entries = payload.get("annotations") or []
+    return [_int(e.get("id") if isinstance(e, dict) else e, f"annotations[{i}].id") for i, e in enumerate(entries)]
+
+
 def _dedup(action: str, payload: Mapping[str, Any], project_id: int) -> tuple[str, int | None]:
     """(dedup key, annotation id) of a validated event."""
     if action in ANNOTATION_ACTIONS:
@@ -113,10 +117,7 @@ def _dedup(action: str, payload: Mapping[str, Any], project_id: int) -> tuple[st
             raise WebhookPayloadError(
                 "ANNOTATIONS_DELETED needs a non-empty list 'annotations' of {'id': ...}"
             )
-        ids = [
-            _int(e.get("id") if isinstance(e, dict) else e, f"annotations[{i}].id")
-            for i, e in enumerate(entries)
-        ]
+        ids = _deleted_ids(payload)
         return db_events.event_dedup_key(action, ids, None, extra=str(project_id)), ids[0] if len(
             ids
         ) == 1 else None
@@ -191,6 +192,8 @@ def receive(ctx: BackendContext, payload: Any) -> tuple[dict[str, Any], int]:
         event, new = db_events.record_event(session=session, action=action, dedup_key=key, project_id=project_id,
                                             annotation_id=annotation_id, payload=payload)  # fmt: skip
         event_id = event.id
+        if new and action == "ANNOTATIONS_DELETED":  # indexed at intake: a later create finds it by id
+            db_events.record_tombstones(session=session, project_id=project_id, annotation_ids=_deleted_ids(payload))
     if not new:
         logger.info("webhook %s (project %s) is a repeat of event %s", action, project_id, event_id)
         return {"status": "duplicate", "event": event_id}, 200
@@ -213,17 +216,6 @@ def _config(session: Session, project_id: int, payload: Mapping[str, Any]) -> La
         stored = session.get(Project, project_id)
         xml = stored.label_config if stored is not None else None
     return parse_config(xml) if xml else default_config()
-
-
-def _deleted_by_event(session: Session, project_id: int, annotation_id: int) -> bool:
-    """Whether a recorded ANNOTATIONS_DELETED names the annotation (a delete overtaking its create)."""
-    stmt = select(WebhookEvent.payload).where(WebhookEvent.action == "ANNOTATIONS_DELETED",
-                                              WebhookEvent.project_id == project_id)  # fmt: skip
-    for payload in session.scalars(stmt):
-        for entry in (payload or {}).get("annotations") or []:
-            if (entry.get("id") if isinstance(entry, dict) else entry) == annotation_id:
-                return True
-    return False
 
 
 def _annotation(session: Session, project_id: int, payload: Mapping[str, Any]) -> str:
@@ -259,7 +251,7 @@ def _annotation(session: Session, project_id: int, payload: Mapping[str, Any]) -
     )  # fmt: skip
     if not changed:
         return "processed"
-    if _deleted_by_event(session, project_id, ann_id):
+    if db_events.is_tombstoned(session=session, annotation_id=ann_id):  # a delete overtook its create
         queries.mark_annotations_deleted(session=session, annotation_ids=[ann_id])
         return "processed"
     prediction = queries.latest_prediction(session=session, task_id=task_id)
