@@ -113,7 +113,7 @@ def count_regions(result: Any, limits: Limits, where: str) -> tuple[int, int]:
     for i, item in enumerate(result):
         if not isinstance(item, dict):
             continue
-        kind = item.get("type")
+        kind = _kind(item)
         persons += kind in PERSON_TYPES
         keypoints += kind in KEYPOINT_TYPES
         _check_region(item, limits, f"{where}[{i}]")
@@ -189,9 +189,14 @@ def _check_region(item: Mapping[str, Any], limits: Limits, where: str) -> None:
                              f"with COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
     for origin, extent in (("x", "width"), ("y", "height")):
         start, size = _number(value.get(origin)), _number(value.get(extent))
-        if start is not None and size is not None and item.get("type") in PERSON_TYPES and start + size > high:
+        if start is not None and size is not None and _kind(item) in PERSON_TYPES and start + size > high:
             raise LimitError(f"{where}.value: {origin} + {extent} = {start + size:g} % reaches outside the image "
                              f"(COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
+
+
+def _kind(item: Mapping[str, Any]) -> str:
+    kind = item.get("type")
+    return kind if isinstance(kind, str) else ""
 
 
 def _at_most(count: int, limit: int, what: str, name: str) -> None:
