@@ -38,7 +38,8 @@ class JobRunner(Protocol):
     def submit(self, kind: JobKind, project_id: int, function: str | None = None, *, trigger: str = "api",
                **params: Any) -> str: ...  # fmt: skip
 
-    def enqueue(self, function: str, *, lane: str = ..., **params: Any) -> None: ...
+    def enqueue(self, function: str, *, lane: str = ..., order_key: int | None = None,
+                **params: Any) -> None: ...  # fmt: skip
 
     def start(self) -> None: ...
 

@@ -72,6 +72,8 @@ class Settings:
         log_level: LOG_LEVEL (default INFO).
         max_video_frames, max_persons_per_annotation, max_keypoints_per_annotation,
         max_persons_per_task, max_keypoints_per_task, max_predict_tasks, max_json_depth,
+        event_workers: EVENT_WORKERS (default 2): threads processing webhook events (in-process runner).
+        event_batch: EVENT_BATCH (default 50): queued events one worker processes in one transaction.
         coordinate_tolerance_pct: input limits (MAX_VIDEO_FRAMES, ...; see
             `backend.limits.Limits` for their meaning and defaults).
     """
@@ -93,6 +95,8 @@ class Settings:
     train_interval_s: float = 0.0
     promote_margin: float = 0.01
     log_level: str = "INFO"
+    event_workers: int = 2
+    event_batch: int = 50
     max_video_frames: int = Limits.max_video_frames
     max_persons_per_annotation: int = Limits.max_persons_per_annotation
     max_keypoints_per_annotation: int = Limits.max_keypoints_per_annotation
@@ -148,7 +152,7 @@ class Settings:
             raise SettingsError(f"TRAIN_INTERVAL_S must be >= 0 (0 = off), got {self.train_interval_s}")
         if not self.promote_margin >= 0:
             raise SettingsError(f"PROMOTE_MARGIN must be >= 0, got {self.promote_margin}")
-        for name in _LIMIT_FIELDS:
+        for name in (*_LIMIT_FIELDS, "event_workers", "event_batch"):
             if not getattr(self, name) >= (0 if name == "coordinate_tolerance_pct" else 1):
                 raise SettingsError(f"{name.upper()} must be positive, got {getattr(self, name)}")
 
@@ -211,6 +215,8 @@ class Settings:
             train_interval_s=_number(env, "TRAIN_INTERVAL_S", 0.0, float),
             promote_margin=_number(env, "PROMOTE_MARGIN", 0.01, float),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            event_workers=_number(env, "EVENT_WORKERS", 2, int),
+            event_batch=_number(env, "EVENT_BATCH", 50, int),
             **{name: _number(env, name.upper(), getattr(Limits, name), type(getattr(Limits, name)))
                for name in _LIMIT_FIELDS},
         )  # fmt: skip

@@ -114,3 +114,14 @@ def record_tombstones(*, session: Session, project_id: int | None, annotation_id
 def is_tombstoned(*, session: Session, annotation_id: int) -> bool:
     """Whether a delete of the annotation was received (a primary-key lookup, whatever the history)."""
     return session.get(DeletedAnnotation, annotation_id) is not None
+
+
+def tombstoned(*, session: Session, annotation_ids: Iterable[int]) -> list[int]:
+    """The ids among `annotation_ids` that a received delete named."""
+    ids = sorted(set(annotation_ids))
+    found: list[int] = []
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        stmt = select(DeletedAnnotation.annotation_id).where(DeletedAnnotation.annotation_id.in_(chunk))
+        found.extend(session.scalars(stmt))
+    return found

@@ -17,13 +17,15 @@ from backend.db.tables import JobKind
 
 TRAIN: Final[JobKind] = "train"
 PREANNOTATE: Final[JobKind] = "preannotate"
-CallName = Literal["process_event"]
+CallName = Literal["process_event", "process_events"]
 PROCESS_EVENT: Final[CallName] = "process_event"
+PROCESS_EVENTS: Final[CallName] = "process_events"  # a batch: the thread runner merges queued PROCESS_EVENTs
 
 JOB_FUNCTIONS: dict[str, str] = {
     TRAIN: "backend.services.finetune:run_training",
     PREANNOTATE: "backend.services.preannotate:run_preannotate",
     PROCESS_EVENT: "backend.services.events:process_event",
+    PROCESS_EVENTS: "backend.services.events:process_events",
 }
 JobFunction = Callable[..., Mapping[str, Any] | None]
 

@@ -24,6 +24,7 @@ Other Label Studio actions are acknowledged and ignored; unknown ones are refuse
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+BATCH_BUDGET_S = 0.1  # one processing transaction lasts about this long, then commits
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 HANDLED_ACTIONS = (*ANNOTATION_ACTIONS, "ANNOTATIONS_DELETED", "START_TRAINING", "PROJECT_UPDATED")
 # Label Studio's other webhook actions (label_studio/webhooks/models.py): acknowledged, not used.
@@ -202,7 +204,7 @@ def receive(ctx: BackendContext, payload: Any) -> tuple[dict[str, Any], int]:
         with session_scope(ctx.sessions) as session:
             db_events.mark_event(session=session, event_id=event_id, status="processed")
         return {"status": "queued", "job_id": job_id, "event": event_id}, 201
-    ctx.require_runner("webhook processing").enqueue(PROCESS_EVENT, event_id=event_id)
+    ctx.require_runner("webhook processing").enqueue(PROCESS_EVENT, event_id=event_id, order_key=annotation_id)
     return {"status": "queued", "event": event_id}, 201
 
 
@@ -284,27 +286,70 @@ def _handle(session: Session, event: WebhookEvent) -> str:
     return "ignored"
 
 
-def process_event(ctx: BackendContext, *, event_id: int) -> str:
-    """Processes a recorded event once (a repeat call is a no-op); returns its final status."""
+def _process_one(session: Session, event: WebhookEvent) -> str:
+    """Handles one event under a savepoint: bad content marks it failed without undoing the batch."""
     try:
+        with session.begin_nested():
+            status = _handle(session, event)
+            db_events.mark_event(session=session, event_id=event.id, status=status)
+        return status
+    except (AnnotationFormatError, ValueError, LookupError) as exc:  # bad payload content, missing rows
+        logger.warning("webhook event %s failed: %s", event.id, exc)
+        db_events.mark_event(session=session, event_id=event.id, status="failed", error=str(exc)[:4000])
+        return "failed"
+
+
+def process_events(ctx: BackendContext, *, event_ids: list[int]) -> dict[int, str]:
+    """Processes recorded events in one transaction, in the order given (repeats are no-ops).
+
+    One short transaction per batch instead of one per event; after it, deletes that overtook a
+    create in another worker are applied (tombstones are recorded at intake, so one of the two
+    always sees the other), and training is considered once per project.
+
+    Returns:
+        event id -> final status ("processed", "ignored", "failed" or "missing").
+    """
+    statuses: dict[int, str] = {}
+    annotations: dict[int, int] = {}
+    pending = list(event_ids)
+    while pending:
+        _process_chunk(ctx, pending, statuses, annotations)
+    if annotations:
         with session_scope(ctx.sessions) as session:
+            dead = db_events.tombstoned(session=session, annotation_ids=list(annotations))
+            if dead:
+                queries.mark_annotations_deleted(session=session, annotation_ids=dead)
+    for project_id in sorted(set(annotations.values())):
+        try:
+            training.maybe_trigger_training(ctx, project_id)
+        except JobQueueError as exc:  # the events are stored; training waits for the next trigger
+            logger.warning("training for project %s not queued: %s", project_id, exc)
+    return statuses
+
+
+def _process_chunk(ctx: BackendContext, pending: list[int], statuses: dict[int, str],
+                   annotations: dict[int, int]) -> None:  # fmt: skip
+    """Processes events off the front of `pending` in one transaction of about BATCH_BUDGET_S.
+
+    The budget keeps SQLite's write lock short, so that webhook intake never waits long for it.
+    """
+    started = time.monotonic()
+    with session_scope(ctx.sessions) as session:
+        while pending and time.monotonic() - started < BATCH_BUDGET_S:
+            event_id = pending.pop(0)
             event = session.get(WebhookEvent, event_id)
             if event is None:
                 logger.warning("webhook event %s does not exist", event_id)
-                return "missing"
+                statuses[event_id] = "missing"
+                continue
             if event.status != "received":
-                return event.status
-            status = _handle(session, event)
-            db_events.mark_event(session=session, event_id=event_id, status=status)
-            action, project_id = event.action, event.project_id
-    except (AnnotationFormatError, ValueError, LookupError) as exc:  # bad payload content, missing rows
-        logger.warning("webhook event %s failed: %s", event_id, exc)
-        with session_scope(ctx.sessions) as session:
-            db_events.mark_event(session=session, event_id=event_id, status="failed", error=str(exc)[:4000])
-        return "failed"
-    if action in ANNOTATION_ACTIONS and status == "processed" and project_id is not None:
-        try:
-            training.maybe_trigger_training(ctx, project_id)
-        except JobQueueError as exc:  # the event itself is stored; training waits for the next trigger
-            logger.warning("training for project %s not queued: %s", project_id, exc)
-    return status
+                statuses[event_id] = event.status
+                continue
+            statuses[event_id] = status = _process_one(session, event)
+            if event.action in ANNOTATION_ACTIONS and status == "processed" and event.annotation_id is not None:
+                annotations[event.annotation_id] = int(event.project_id or 0)
+
+
+def process_event(ctx: BackendContext, *, event_id: int) -> str:
+    """Processes a recorded event once (a repeat call is a no-op); returns its final status."""
+    return process_events(ctx, event_ids=[event_id])[event_id]
