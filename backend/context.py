@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.db.session import make_engine, migrate, session_factory
 from backend.db.tables import JobKind
 from backend.ls.frames import FrameStore, LabelStudioAccess
+from backend.ls.media import MediaPolicy
 from backend.predictor_cache import PredictorCache, PredictorFactory
 from backend.settings import Settings
 
@@ -94,6 +95,12 @@ class BackendContext:
         self.engine.dispose()
 
 
+def media_policy(settings: Settings) -> MediaPolicy:
+    """Where task images may come from: MEDIA_HOSTS, MEDIA_ROOTS, MAX_IMAGE_MB (`backend.ls.media`)."""
+    return MediaPolicy(hosts=tuple(h.lower() for h in settings.media_hosts), roots=tuple(settings.media_roots),
+                       max_bytes=int(settings.max_image_mb * 1024 * 1024))  # fmt: skip
+
+
 def build_context(settings: Settings, *, runner: RunnerFactory | None = None,
                   predictor_factory: PredictorFactory | None = None, migrate_db: bool = True) -> BackendContext:  # fmt: skip
     """Engine (schema migrated), predictor cache, frame store and job runner for `settings`.
@@ -111,7 +118,8 @@ def build_context(settings: Settings, *, runner: RunnerFactory | None = None,
         migrate(engine)
     access = LabelStudioAccess(settings.label_studio_url, settings.label_studio_api_key)
     ctx = BackendContext(settings, engine, session_factory(engine), PredictorCache(predictor_factory),
-                         FrameStore(settings.frame_cache_dir, access), access)  # fmt: skip
+                         FrameStore(settings.frame_cache_dir, access, media_policy(settings),
+                                    int(settings.frame_cache_mb * 1024 * 1024)), access)  # fmt: skip
     os.register_at_fork(after_in_child=functools.partial(_after_fork_in_child, weakref.ref(ctx)))
     if runner is not None:
         ctx.runner = runner(ctx)

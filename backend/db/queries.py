@@ -116,14 +116,20 @@ def _require_task(session: Session, task_id: int) -> Task:
 def upsert_project(
     *, session: Session, project_id: int, title: str | None = None, label_config: str | None = None
 ) -> Project:
-    """Create the project row if missing; set the fields given (None leaves a field unchanged)."""
-    session.execute(
-        _insert(session, Project).values(id=project_id).on_conflict_do_nothing(index_elements=["id"])
-    )
-    project = session.scalars(_fresh(select(Project).where(Project.id == project_id))).one()
-    if title is not None:
+    """Create the project row if missing; set the fields given (None leaves a field unchanged).
+
+    A project already loaded in this session (a batch of webhook events) costs no statement unless
+    a field changes.
+    """
+    project = session.get(Project, project_id)
+    if project is None:
+        session.execute(
+            _insert(session, Project).values(id=project_id).on_conflict_do_nothing(index_elements=["id"])
+        )
+        project = session.scalars(_fresh(select(Project).where(Project.id == project_id))).one()
+    if title is not None and project.title != title:
         project.title = title
-    if label_config is not None:
+    if label_config is not None and project.label_config != label_config:
         project.label_config = label_config
     session.flush()
     return project
