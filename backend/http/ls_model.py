@@ -65,7 +65,7 @@ class DCPoseBackend:
         """Stores the project row and its config (a few ms; /setup does it)."""
         if self.project_id is None:
             return
-        with session_scope(self.ctx.sessions) as session:
+        with self.ctx.intake.recording(), session_scope(self.ctx.sessions) as session:  # LS waits: goes first
             queries.upsert_project(
                 session=session, project_id=self.project_id, label_config=self.label_config
             )

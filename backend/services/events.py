@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-BATCH_BUDGET_S = 0.1  # one processing transaction lasts about this long, then commits
+BATCH_BUDGET_S = 0.05  # one processing transaction (SQLite) lasts about this long, then commits
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 HANDLED_ACTIONS = (*ANNOTATION_ACTIONS, "ANNOTATIONS_DELETED", "START_TRAINING", "PROJECT_UPDATED")
 # Label Studio's other webhook actions (label_studio/webhooks/models.py): acknowledged, not used.
@@ -189,7 +189,7 @@ def receive(ctx: BackendContext, payload: Any) -> tuple[dict[str, Any], int]:
     key, annotation_id = _dedup(action, payload, project_id)
     if action == "PROJECT_UPDATED" and payload["project"].get("label_config"):
         _label_config(payload["project"]["label_config"])
-    with session_scope(ctx.sessions) as session:
+    with ctx.intake.recording(), session_scope(ctx.sessions) as session:
         if action in ANNOTATION_ACTIONS:  # refused here, in the recording transaction, or never
             _check_annotation(ctx.settings.limits, session, payload, action, project_id)
         event, new = db_events.record_event(session=session, action=action, dedup_key=key, project_id=project_id,
@@ -336,6 +336,7 @@ def _process_chunk(ctx: BackendContext, pending: list[int], statuses: dict[int, 
     so that webhook intake never waits long for it. PostgreSQL takes the whole batch at once (row
     locks only; fewer round trips and commits).
     """
+    ctx.intake.wait_idle(BATCH_BUDGET_S)  # webhooks being recorded go first
     started = time.monotonic()
     with session_scope(ctx.sessions) as session:
         budget = BATCH_BUDGET_S if session.get_bind().dialect.name == "sqlite" else math.inf
