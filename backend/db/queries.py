@@ -118,9 +118,7 @@ def upsert_project(
 ) -> Project:
     """Create the project row if missing; set the fields given (None leaves a field unchanged).
 
-    A project already loaded in this session (a batch of webhook events) costs no statement unless
-    a field changes.
-    """
+    A project already in this session (a batch of webhook events) costs no statement if unchanged."""
     project = session.get(Project, project_id)
     if project is None:
         session.execute(
