@@ -131,7 +131,8 @@ def _pick(results: list, config: LabelConfig, source: str | None, strict: bool) 
         at = _At(i, item, source)
         if not isinstance(item, dict):
             raise at.error("is not a JSON object")
-        role, rtype = roles.get(item.get("from_name"), (None, None))
+        name = item.get("from_name")
+        role, rtype = roles.get(name, (None, None)) if isinstance(name, str) else (None, None)
         if role is None and strict:
             controls = ", ".join(roles)
             raise at.error(f"unknown from_name {item.get('from_name')!r} (config controls: {controls})")

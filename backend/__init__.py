@@ -16,5 +16,7 @@ Map of the package (layers top to bottom; a module imports only from layers belo
 - `ls/`: Label Studio: the REST client, task frames with a download cache, the import commands.
 - `db/`: SQLAlchemy 2 tables, sessions, Alembic migrations, and every database read and write.
 - `settings`: `Settings.from_env()`, the only reader of environment variables.
+- `limits`: input limits (ids, JSON depth, finite numbers, frames, persons, keypoints, coordinates)
+  and their checks, run at intake by `http/` and `services/events`.
 - `logs`: `configure_logging`, called once per entry point.
 """

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.db.session import make_engine, migrate, session_factory
 from backend.db.tables import JobKind
 from backend.ls.frames import FrameStore, LabelStudioAccess
+from backend.ls.media import MediaPolicy
 from backend.predictor_cache import PredictorCache, PredictorFactory
 from backend.settings import Settings
 
@@ -38,7 +41,8 @@ class JobRunner(Protocol):
     def submit(self, kind: JobKind, project_id: int, function: str | None = None, *, trigger: str = "api",
                **params: Any) -> str: ...  # fmt: skip
 
-    def enqueue(self, function: str, *, lane: str = ..., **params: Any) -> None: ...
+    def enqueue(self, function: str, *, lane: str = ..., order_key: int | None = None,
+                **params: Any) -> None: ...  # fmt: skip
 
     def start(self) -> None: ...
 
@@ -52,6 +56,33 @@ class JobRunner(Protocol):
 RunnerFactory = Callable[["BackendContext"], JobRunner]
 
 
+class IntakeGate:
+    """Webhook intake goes before background writes: on SQLite's one write lock, a processing batch
+    waits (briefly) while webhooks are being recorded, so that Label Studio's 1 s timeout is kept."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Marks a webhook being recorded."""
+        with self._cond:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if not self._active:
+                    self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> None:
+        """Waits until no webhook is being recorded, at most `timeout` seconds (processing must go on)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._active, timeout)
+
+
 @dataclass
 class BackendContext:
     """Everything a request or a job needs; built once per process by `build_context`."""
@@ -63,6 +94,7 @@ class BackendContext:
     frames: FrameStore
     ls: LabelStudioAccess
     runner: JobRunner | None = None
+    intake: IntakeGate = field(default_factory=lambda: IntakeGate())
     pid: int = field(default_factory=os.getpid)
 
     def require_runner(self, purpose: str) -> JobRunner:
@@ -93,6 +125,12 @@ class BackendContext:
         self.engine.dispose()
 
 
+def media_policy(settings: Settings) -> MediaPolicy:
+    """Where task images may come from: MEDIA_HOSTS, MEDIA_ROOTS, MAX_IMAGE_MB (`backend.ls.media`)."""
+    return MediaPolicy(hosts=tuple(h.lower() for h in settings.media_hosts), roots=tuple(settings.media_roots),
+                       max_bytes=int(settings.max_image_mb * 1024 * 1024))  # fmt: skip
+
+
 def build_context(settings: Settings, *, runner: RunnerFactory | None = None,
                   predictor_factory: PredictorFactory | None = None, migrate_db: bool = True) -> BackendContext:  # fmt: skip
     """Engine (schema migrated), predictor cache, frame store and job runner for `settings`.
@@ -110,7 +148,8 @@ def build_context(settings: Settings, *, runner: RunnerFactory | None = None,
         migrate(engine)
     access = LabelStudioAccess(settings.label_studio_url, settings.label_studio_api_key)
     ctx = BackendContext(settings, engine, session_factory(engine), PredictorCache(predictor_factory),
-                         FrameStore(settings.frame_cache_dir, access), access)  # fmt: skip
+                         FrameStore(settings.frame_cache_dir, access, media_policy(settings),
+                                    int(settings.frame_cache_mb * 1024 * 1024)), access)  # fmt: skip
     os.register_at_fork(after_in_child=functools.partial(_after_fork_in_child, weakref.ref(ctx)))
     if runner is not None:
         ctx.runner = runner(ctx)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from backend.limits import Limits
+
 logger = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -24,6 +26,7 @@ _DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
 _BACKBONE = re.compile(r"blazepose|hrnet_w\d+")
 _SECRET_FIELDS = ("label_studio_api_key", "basic_auth_pass")
 _URL_FIELDS = ("database_url", "redis_url")
+_LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
 
 
 class SettingsError(ValueError):
@@ -70,6 +73,19 @@ class Settings:
             held-out share (~20%) is one or two frames and its decision means nothing. 0: no minimum.
         promote_margin: PROMOTE_MARGIN (default 0.01): how much a new version must beat the serving one.
         log_level: LOG_LEVEL (default INFO).
+        max_video_frames, max_persons_per_annotation, max_keypoints_per_annotation,
+        max_persons_per_task, max_keypoints_per_task, max_predict_tasks, max_json_depth,
+        media_hosts: MEDIA_HOSTS, comma-separated host or host:port entries task images may be
+            downloaded from besides LABEL_STUDIO_URL (default none).
+        media_roots: MEDIA_ROOTS, comma-separated local folders task images may be read from (default
+            none: local paths and file:// URLs are refused).
+        max_image_mb: MAX_IMAGE_MB (default 50): the largest task image read or downloaded.
+        frame_cache_mb: FRAME_CACHE_MB (default 2048): the frame cache's size; least recently used
+            files are evicted beyond it.
+        event_workers: EVENT_WORKERS (default 2): threads processing webhook events (in-process runner).
+        event_batch: EVENT_BATCH (default 50): queued events one worker processes in one transaction.
+        coordinate_tolerance_pct: input limits (MAX_VIDEO_FRAMES, ...; see
+            `backend.limits.Limits` for their meaning and defaults).
     """
 
     label_studio_url: str | None = None
@@ -90,6 +106,20 @@ class Settings:
     train_min_frames: int = 10
     promote_margin: float = 0.01
     log_level: str = "INFO"
+    media_hosts: tuple[str, ...] = ()
+    media_roots: tuple[Path, ...] = ()
+    max_image_mb: float = 50.0
+    frame_cache_mb: float = 2048.0
+    event_workers: int = 2
+    event_batch: int = 50
+    max_video_frames: int = Limits.max_video_frames
+    max_persons_per_annotation: int = Limits.max_persons_per_annotation
+    max_keypoints_per_annotation: int = Limits.max_keypoints_per_annotation
+    max_persons_per_task: int = Limits.max_persons_per_task
+    max_keypoints_per_task: int = Limits.max_keypoints_per_task
+    max_predict_tasks: int = Limits.max_predict_tasks
+    max_json_depth: int = Limits.max_json_depth
+    coordinate_tolerance_pct: float = Limits.coordinate_tolerance_pct
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -139,6 +169,14 @@ class Settings:
             raise SettingsError(f"TRAIN_INTERVAL_S must be >= 0 (0 = off), got {self.train_interval_s}")
         if not self.promote_margin >= 0:
             raise SettingsError(f"PROMOTE_MARGIN must be >= 0, got {self.promote_margin}")
+        for name in (*_LIMIT_FIELDS, "event_workers", "event_batch", "max_image_mb", "frame_cache_mb"):
+            if not getattr(self, name) >= (0 if name == "coordinate_tolerance_pct" else 1):
+                raise SettingsError(f"{name.upper()} must be positive, got {getattr(self, name)}")
+
+    @property
+    def limits(self) -> Limits:
+        """The input limits (`backend.limits`)."""
+        return Limits(**{name: getattr(self, name) for name in _LIMIT_FIELDS})
 
     @property
     def max_request_bytes(self) -> int:
@@ -195,7 +233,16 @@ class Settings:
             train_min_frames=_number(env, "TRAIN_MIN_FRAMES", 10, int),
             promote_margin=_number(env, "PROMOTE_MARGIN", 0.01, float),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
-        )
+            media_hosts=tuple(h.strip() for h in env.get("MEDIA_HOSTS", "").split(",") if h.strip()),
+            media_roots=tuple(Path(r.strip()).expanduser() for r in env.get("MEDIA_ROOTS", "").split(",")
+                              if r.strip()),  # fmt: skip
+            max_image_mb=_number(env, "MAX_IMAGE_MB", 50.0, float),
+            frame_cache_mb=_number(env, "FRAME_CACHE_MB", 2048.0, float),
+            event_workers=_number(env, "EVENT_WORKERS", 2, int),
+            event_batch=_number(env, "EVENT_BATCH", 50, int),
+            **{name: _number(env, name.upper(), getattr(Limits, name), type(getattr(Limits, name)))
+               for name in _LIMIT_FIELDS},
+        )  # fmt: skip
 
 
 def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:

@@ -1,4 +1,4 @@
-"""Received webhook events: dedup keys, secret stripping, recording and status."""
+"""Received webhook events: dedup keys, secret stripping, recording, status, and deleted-annotation tombstones."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from backend.db.queries import (
 )
 from backend.db.tables import (
     EVENT_STATUSES,
+    DeletedAnnotation,
     WebhookEvent,
     utcnow,
 )
@@ -99,3 +100,28 @@ def mark_event(*, session: Session, event_id: int, status: str, error: str | Non
     event.status, event.error, event.processed_at = status, error, utcnow()
     session.flush()
     return event
+
+
+def record_tombstones(*, session: Session, project_id: int | None, annotation_ids: Iterable[int]) -> int:
+    """Remembers deleted annotation ids (repeats are no-ops); returns how many ids were given."""
+    rows = [{"annotation_id": i, "project_id": project_id, "deleted_at": utcnow()} for i in sorted(set(annotation_ids))]
+    for start in range(0, len(rows), 1000):  # bounded statements (SQLite's variable limit)
+        stmt = _insert(session, DeletedAnnotation).values(rows[start : start + 1000])
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["annotation_id"]))
+    return len(rows)
+
+
+def is_tombstoned(*, session: Session, annotation_id: int) -> bool:
+    """Whether a delete of the annotation was received (a primary-key lookup, whatever the history)."""
+    return session.get(DeletedAnnotation, annotation_id) is not None
+
+
+def tombstoned(*, session: Session, annotation_ids: Iterable[int]) -> list[int]:
+    """The ids among `annotation_ids` that a received delete named."""
+    ids = sorted(set(annotation_ids))
+    found: list[int] = []
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        stmt = select(DeletedAnnotation.annotation_id).where(DeletedAnnotation.annotation_id.in_(chunk))
+        found.extend(session.scalars(stmt))
+    return found

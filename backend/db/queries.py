@@ -70,9 +70,9 @@ def parse_ls_datetime(value: str) -> datetime:
     """Parse an LS timestamp (``2024-05-01T12:00:00.123456Z``) as aware UTC; LS writes naive ones in UTC."""
     try:
         parsed = datetime.fromisoformat(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: year 1 or 9999 shifted to UTC
+        raise ValueError(f"not an ISO 8601 timestamp within years 1-9999 UTC: {str(value)[:40]!r}") from exc
 
 
 def _json_list(items: Sequence[Mapping[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -116,14 +116,18 @@ def _require_task(session: Session, task_id: int) -> Task:
 def upsert_project(
     *, session: Session, project_id: int, title: str | None = None, label_config: str | None = None
 ) -> Project:
-    """Create the project row if missing; set the fields given (None leaves a field unchanged)."""
-    session.execute(
-        _insert(session, Project).values(id=project_id).on_conflict_do_nothing(index_elements=["id"])
-    )
-    project = session.scalars(_fresh(select(Project).where(Project.id == project_id))).one()
-    if title is not None:
+    """Create the project row if missing; set the fields given (None leaves a field unchanged).
+
+    A project already in this session (a batch of webhook events) costs no statement if unchanged."""
+    project = session.get(Project, project_id)
+    if project is None:
+        session.execute(
+            _insert(session, Project).values(id=project_id).on_conflict_do_nothing(index_elements=["id"])
+        )
+        project = session.scalars(_fresh(select(Project).where(Project.id == project_id))).one()
+    if title is not None and project.title != title:
         project.title = title
-    if label_config is not None:
+    if label_config is not None and project.label_config != label_config:
         project.label_config = label_config
     session.flush()
     return project

@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -69,6 +70,11 @@ GLOBAL_SCOPE = -1
 # Our own integer ids are cursors (`corrections_since(since_id)`): SQLite must never reuse the ids of
 # deleted rows (plain INTEGER PRIMARY KEY does, after the newest rows are deleted).
 _AUTOINC = {"sqlite_autoincrement": True}
+
+
+# Label Studio's ids (projects, tasks, annotations, users) and every column holding one: 64-bit on
+# PostgreSQL (BIGINT; SQLite's INTEGER is 64-bit already and must stay INTEGER for rowid primary keys).
+LsId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
@@ -122,7 +128,7 @@ class Project(Base):
 
     __tablename__ = "projects"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(LsId, primary_key=True, autoincrement=False)
     title: Mapped[str | None] = mapped_column(String(512))
     label_config: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -136,7 +142,7 @@ class VideoRecord(Base):
     __table_args__ = (UniqueConstraint("project_id", "key", name="uq_videos_project_id_key"), _AUTOINC)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(LsId, ForeignKey("projects.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(512))
     nframes: Mapped[int | None] = mapped_column(Integer)
     fps: Mapped[float | None] = mapped_column(Float)
@@ -153,8 +159,8 @@ class Task(Base):
         Index("ix_tasks_project_id", "project_id"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(LsId, primary_key=True, autoincrement=False)
+    project_id: Mapped[int] = mapped_column(LsId, ForeignKey("projects.id", ondelete="CASCADE"))
     video_id: Mapped[int | None] = mapped_column(ForeignKey("videos.id", ondelete="SET NULL"))
     frame_index: Mapped[int | None] = mapped_column(Integer)
     image: Mapped[str | None] = mapped_column(Text)
@@ -170,7 +176,7 @@ class ModelVersion(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    project_id: Mapped[int | None] = mapped_column(LsId, ForeignKey("projects.id", ondelete="CASCADE"))
     backbone: Mapped[str] = mapped_column(String(128))
     head_path: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="candidate")
@@ -202,7 +208,7 @@ class Prediction(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(LsId, ForeignKey("tasks.id", ondelete="CASCADE"))
     model_version: Mapped[str] = mapped_column(String(128))
     result: Mapped[list[Any]] = mapped_column(JSON, default=list)
     persons: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -219,15 +225,15 @@ class Annotation(Base):
         Index("ix_annotations_project_id", "project_id"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(LsId, primary_key=True, autoincrement=False)
+    task_id: Mapped[int] = mapped_column(LsId, ForeignKey("tasks.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(LsId, ForeignKey("projects.id", ondelete="CASCADE"))
     result: Mapped[list[Any]] = mapped_column(JSON, default=list)
     persons: Mapped[list[Any]] = mapped_column(JSON, default=list)
     ls_updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    completed_by: Mapped[int | None] = mapped_column(Integer)
+    completed_by: Mapped[int | None] = mapped_column(LsId)
     was_cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -245,9 +251,9 @@ class Correction(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id", ondelete="CASCADE"))
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    annotation_id: Mapped[int] = mapped_column(LsId, ForeignKey("annotations.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(LsId, ForeignKey("tasks.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(LsId, ForeignKey("projects.id", ondelete="CASCADE"))
     model_version: Mapped[str | None] = mapped_column(String(128))
     prediction_id: Mapped[int | None] = mapped_column(ForeignKey("predictions.id", ondelete="SET NULL"))
     track_id: Mapped[int | None] = mapped_column(Integer)
@@ -282,7 +288,7 @@ class Job(Base):
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    project_id: Mapped[int] = mapped_column(Integer)
+    project_id: Mapped[int] = mapped_column(LsId)
     kind: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16), default="queued")
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -305,11 +311,21 @@ class WebhookEvent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     action: Mapped[str] = mapped_column(String(64))
-    project_id: Mapped[int | None] = mapped_column(Integer)
-    annotation_id: Mapped[int | None] = mapped_column(Integer)
+    project_id: Mapped[int | None] = mapped_column(LsId)
+    annotation_id: Mapped[int | None] = mapped_column(LsId)
     dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="received")
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeletedAnnotation(Base):
+    """A tombstone per deleted LS annotation id: a create that arrives after its delete looks it up here."""
+
+    __tablename__ = "deleted_annotations"
+
+    annotation_id: Mapped[int] = mapped_column(LsId, primary_key=True, autoincrement=False)
+    project_id: Mapped[int | None] = mapped_column(LsId)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -23,6 +23,7 @@ from backend.context import NoRunnerError
 from backend.db.queries import ConflictError, NotFoundError
 from backend.http.inputs import RequestFormatError
 from backend.jobs.registry import JobQueueError
+from backend.limits import LimitError
 from backend.ls.frames import ImageUnavailableError
 from backend.predictor_cache import ModelUnavailableError
 from backend.services.events import WebhookPayloadError
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 # Exception type -> HTTP status; the most specific registered class of an exception wins.
 STATUS: dict[type[Exception], int] = {
     RequestFormatError: 400,
+    LimitError: 400,
     WebhookPayloadError: 400,
     AnnotationFormatError: 400,
     TrainingRequestError: 400,

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app, request
 
+from backend.limits import LimitError, check_json, parse_id
+
 if TYPE_CHECKING:
     from backend.context import BackendContext
 
@@ -27,17 +29,28 @@ def json_body() -> dict[str, Any]:
 
     Raises:
         RequestFormatError: empty, malformed, or not an object. (Beyond MAX_REQUEST_MB: 413.)
+        LimitError: nested deeper than MAX_JSON_DEPTH, or NaN / Infinity / a number beyond float range.
     """
     raw = request.get_data(cache=True)  # raises 413 beyond MAX_REQUEST_MB
     if not raw:
         raise RequestFormatError("empty request body; expected a JSON object")
+    depth = current_context().settings.max_json_depth
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise LimitError(f"the JSON nests deeper than MAX_JSON_DEPTH={depth}") from None
     except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, LimitError):
+            raise
         raise RequestFormatError(f"malformed JSON: {exc}; expected a JSON object") from None
     if not isinstance(data, dict):
         raise RequestFormatError(f"expected a JSON object, got {type(data).__name__}")
+    check_json(data, max_depth=depth)
     return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise LimitError(f"numbers must be finite, got {name}")
 
 
 def parse_project_id(value: Any) -> int | None:
@@ -48,13 +61,12 @@ def parse_project_id(value: Any) -> int | None:
     """
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise RequestFormatError(f"project must be an id, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.split(".", 1)[0].strip().isdigit():
-        return int(value.split(".", 1)[0])
-    raise RequestFormatError(f"project must be an id like 3 or '3.1795471908', got {value!r}")
+    try:
+        return parse_id(value.split(".", 1)[0] if isinstance(value, str) else value, "project")
+    except LimitError:
+        raise RequestFormatError(
+            f"project must be an id (1 to 2**63-1) like 3 or '3.1795471908', got {str(value)[:40]!r}"
+        ) from None
 
 
 def required_project(body: dict[str, Any]) -> int:
@@ -79,6 +91,7 @@ def query_int(name: str) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return parse_project_id(raw) if name == "project" else int(raw)
-    except (RequestFormatError, ValueError):
-        raise RequestFormatError(f"query parameter {name}={raw!r} must be an integer") from None
+        return parse_project_id(raw) if name == "project" else parse_id(raw, name)
+    except (RequestFormatError, LimitError):
+        raise RequestFormatError(f"query parameter {name}={raw[:40]!r} must be a positive integer "
+                                 "(at most 2**63-1)") from None  # fmt: skip

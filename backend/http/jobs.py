@@ -20,6 +20,7 @@ from backend.db.session import session_scope
 from backend.db.tables import Job
 from backend.http.errors import ApiError
 from backend.http.inputs import current_context, json_body, query_int, required_project
+from backend.limits import LimitError, parse_id
 from backend.services import preannotate as preannotate_service
 from backend.services.status import job_fraction
 
@@ -45,10 +46,10 @@ def _task_ids(tasks: Any) -> list[int] | None:
         return None
     if not isinstance(tasks, list) or not tasks:
         raise ApiError(400, "'tasks' must be a non-empty list of task ids (or tasks with 'id')")
-    task_ids = [t.get("id") if isinstance(t, dict) else t for t in tasks]
-    if not all(isinstance(t, int) and not isinstance(t, bool) for t in task_ids):
-        raise ApiError(400, f"'tasks' must hold integer task ids, got {tasks[:5]!r}")
-    return task_ids
+    try:
+        return [parse_id(t.get("id") if isinstance(t, dict) else t, f"tasks[{i}]") for i, t in enumerate(tasks)]
+    except LimitError as exc:
+        raise ApiError(400, f"'tasks' must hold integer task ids: {exc}") from None
 
 
 @blueprint.post("/preannotate")

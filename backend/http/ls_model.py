@@ -19,6 +19,7 @@ from backend.db import queries
 from backend.db.session import session_scope
 from backend.db.tables import Project
 from backend.http.inputs import RequestFormatError, parse_project_id
+from backend.limits import check_tasks
 from backend.services import events, ls_sync, prediction
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class DCPoseBackend:
         project's model_version in Label Studio in step with the serving version."""
         if self.project_id is None:
             return
-        with session_scope(self.ctx.sessions) as session:
+        with self.ctx.intake.recording(), session_scope(self.ctx.sessions) as session:  # LS waits: goes first
             queries.upsert_project(
                 session=session, project_id=self.project_id, label_config=self.label_config
             )
@@ -94,6 +95,7 @@ class DCPoseBackend:
         """
         if not isinstance(tasks, list) or not tasks:
             raise RequestFormatError("'tasks' must be a non-empty list of Label Studio tasks")
+        check_tasks(tasks, self.ctx.settings.limits)
         project_id = self.project_id
         if project_id is None:
             first = tasks[0] if isinstance(tasks[0], dict) else {}

@@ -17,8 +17,9 @@ from backend.db.tables import JobKind
 
 TRAIN: Final[JobKind] = "train"
 PREANNOTATE: Final[JobKind] = "preannotate"
-CallName = Literal["process_event", "sync_ls"]
+CallName = Literal["process_event", "process_events", "sync_ls"]
 PROCESS_EVENT: Final[CallName] = "process_event"
+PROCESS_EVENTS: Final[CallName] = "process_events"  # a batch: the thread runner merges queued PROCESS_EVENTs
 SYNC_LS: Final[CallName] = "sync_ls"
 
 JOB_FUNCTIONS: dict[str, str] = {
@@ -26,6 +27,7 @@ JOB_FUNCTIONS: dict[str, str] = {
     PREANNOTATE: "backend.services.preannotate:run_preannotate",
     PROCESS_EVENT: "backend.services.events:process_event",
     SYNC_LS: "backend.services.ls_sync:sync_project",
+    PROCESS_EVENTS: "backend.services.events:process_events",
 }
 JobFunction = Callable[..., Mapping[str, Any] | None]
 

@@ -6,12 +6,13 @@ Two kinds of background work go through a `JobRunner`:
 - calls (`enqueue`): untracked functions such as processing a recorded webhook event (the event
   row carries its own status).
 
-`ThreadRunner` (default) runs them in this process: one worker thread per lane (events, each job
-kind), so a long bulk pre-annotation never delays webhook processing; `RQRunner` (when REDIS_URL
-is set) puts them on the RQ queue "dcpose", executed by `python -m backend worker`
-(`backend.jobs.worker`). Run one worker for the queue when event order matters (events of one
-annotation are idempotent by `updated_at`, but a delete overtaken by its create is only caught by a
-check on recorded events).
+`ThreadRunner` (default) runs them in this process: one worker thread per lane (each job kind, and
+EVENT_WORKERS lanes of webhook events), so a long bulk pre-annotation never delays webhook
+processing. Events go to the lane of their annotation id (`order_key`), so one annotation's events
+are processed in order; a lane merges up to EVENT_BATCH queued events into one `process_events`
+call (one transaction). `RQRunner` (when REDIS_URL is set) puts everything on the RQ queue "dcpose",
+executed by `python -m backend worker` (`backend.jobs.worker`); several workers may run: events of one
+annotation are idempotent by `updated_at`, and deletes are found through tombstones whatever the order.
 
 What runs is named in `backend.jobs.registry`. `runner_factory(settings, mode)` is what
 `backend.context.build_context` is given to build a runner.
@@ -34,7 +35,7 @@ from backend.db.queries import ConflictError
 from backend.db.session import session_scope
 from backend.db.tables import JobKind, WebhookEvent
 from backend.jobs.execution import Item, run_item
-from backend.jobs.registry import PROCESS_EVENT, JobQueueError, resolve
+from backend.jobs.registry import PROCESS_EVENT, PROCESS_EVENTS, JobQueueError, resolve
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -90,9 +91,12 @@ class JobRunner(ABC):
         logger.info("job %s queued: %s for project %s (%s)", job_id, kind, project_id, trigger)
         return job_id
 
-    def enqueue(self, function: str, *, lane: str = EVENT_LANE, **params: Any) -> None:
-        """Queues an untracked call."""
+    def enqueue(self, function: str, *, lane: str = EVENT_LANE, order_key: int | None = None,
+                **params: Any) -> None:  # fmt: skip
+        """Queues an untracked call; calls with the same `order_key` on a lane run in order."""
         resolve(function)
+        if lane == EVENT_LANE and self.ctx.settings.event_workers > 1:
+            lane = f"{EVENT_LANE}-{(order_key or 0) % self.ctx.settings.event_workers}"
         self._dispatch(lane, ("call", function, None, dict(params)))
 
     def start(self) -> None:
@@ -102,12 +106,13 @@ class JobRunner(ABC):
             stale = db_jobs.fail_stale_jobs(
                 session=session, queued_timeout_s=0 if self.mode == "thread" else None
             )
-            pending = list(session.scalars(select(WebhookEvent.id).where(WebhookEvent.status == "received")
+            pending = list(session.execute(select(WebhookEvent.id, WebhookEvent.annotation_id)
+                                           .where(WebhookEvent.status == "received")
                                            .order_by(WebhookEvent.id)))  # fmt: skip
         if stale:
             logger.warning("%d stale job(s) marked failed at start-up", len(stale))
-        for event_id in pending:
-            self.enqueue(PROCESS_EVENT, event_id=event_id)
+        for event_id, annotation_id in pending:
+            self.enqueue(PROCESS_EVENT, event_id=event_id, order_key=annotation_id)
         if pending:
             logger.info("%d unprocessed webhook event(s) requeued", len(pending))
 
@@ -149,13 +154,34 @@ class ThreadRunner(JobRunner):
 
     def _work(self, q: queue.Queue[Item | None]) -> None:
         while True:
-            item = q.get()
+            items = self._take(q)
             try:
-                if item is None:
-                    return
-                run_item(self.ctx, item)
+                for item in self._merge(items):
+                    if item is None:
+                        return
+                    run_item(self.ctx, item)
             finally:
-                q.task_done()
+                for _ in items:
+                    q.task_done()
+
+    def _take(self, q: queue.Queue[Item | None]) -> list[Item | None]:
+        """The next item, plus the PROCESS_EVENT calls queued right behind it (up to EVENT_BATCH)."""
+        items = [q.get()]
+        while _is_event(items[-1]) and len(items) < self.ctx.settings.event_batch:
+            try:
+                items.append(q.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    @staticmethod
+    def _merge(items: list[Item | None]) -> list[Item | None]:
+        """Consecutive PROCESS_EVENT calls become one PROCESS_EVENTS call (one transaction), order kept."""
+        events = [item[3]["event_id"] for item in items if _is_event(item)]  # type: ignore[index]
+        if len(events) < 2:
+            return items
+        rest = [item for item in items if not _is_event(item)]
+        return [("call", PROCESS_EVENTS, None, {"event_ids": events}), *rest]
 
     def drain(self, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -180,6 +206,10 @@ class ThreadRunner(JobRunner):
             q.put(None)
         for _, thread in lanes:
             thread.join(timeout)
+
+
+def _is_event(item: Item | None) -> bool:
+    return item is not None and item[0] == "call" and item[1] == PROCESS_EVENT
 
 
 class RQRunner(JobRunner):

@@ -52,6 +52,14 @@ class LabelStudioError(RuntimeError):
         self.method, self.path, self.status, self.reason = method, path, status, reason
 
 
+class RedirectedError(LabelStudioError):
+    """A download answered with a redirect that was not followed; `location` is where it points."""
+
+    def __init__(self, method: str, path: str, message: str, *, location: str) -> None:
+        super().__init__(method, path, message)
+        self.location = location
+
+
 def _b64json(part: str) -> Any:
     return json.loads(base64.urlsafe_b64decode((part + "=" * (-len(part) % 4)).encode("ascii")))
 
@@ -77,10 +85,8 @@ def token_kind(key: str) -> TokenKind:
 
 
 def mask_secret(secret: str | None) -> str:
-    """A loggable stand-in for a secret: its first 4 characters, only when it is long."""
-    if not secret:
-        return "<none>"
-    return f"{secret[:4]}…({len(secret)} chars)" if len(secret) >= 16 else "***"
+    """A loggable stand-in for a secret: nothing of it (no prefix, no length), only whether one is set."""
+    return "***" if secret else "<none>"
 
 
 def _reason(resp: requests.Response) -> str:
@@ -391,7 +397,7 @@ class LabelStudioClient:
             return urljoin(self.url + "/", url.lstrip("/")), True
         return url, parts.netloc == urlsplit(self.url).netloc
 
-    def download(self, url_or_path: str | Path) -> bytes:
+    def download(self, url_or_path: str | Path, *, allow_redirects: bool = True) -> bytes:
         """The bytes of a task's image: an LS-relative or http(s) URL, a file:// URL or a local path.
 
         A string is read as a local path when such a file exists and it does not start with
@@ -415,4 +421,9 @@ class LabelStudioClient:
         if not parts.scheme and not text.startswith("/"):
             raise FileNotFoundError(f"image file not found and not an LS URL: {text[:200]}")
         absolute, auth = self.resolve_url(text)
-        return self._check(self._send("GET", absolute, auth=auth), "GET", urlsplit(absolute).path).content
+        resp = self._check(self._send("GET", absolute, auth=auth, allow_redirects=allow_redirects), "GET",
+                           urlsplit(absolute).path)  # fmt: skip
+        if not allow_redirects and 300 <= resp.status_code < 400:
+            raise RedirectedError("GET", urlsplit(absolute).path, f"{resp.status_code}: redirected",
+                                  location=urljoin(absolute, resp.headers.get("Location", "")))  # fmt: skip
+        return resp.content

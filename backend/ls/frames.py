@@ -1,9 +1,11 @@
-"""Task images: Label Studio access, downloads with an on-disk cache, and a FrameReader over a video's tasks.
+"""Task images: Label Studio access, downloads with an on-disk LRU cache, and a FrameReader over a video's tasks.
 
-Task image URLs are LS-relative (`/data/local-files/?d=...`,
-`/data/upload/...`), absolute http(s), `file://` or plain local paths. LS URLs are downloaded
-through `backend.ls.client.LabelStudioClient.download` (auth header, token refresh) and cached on
-disk under FRAME_CACHE_DIR, keyed by the SHA-256 of the resolved URL; local files are read in place.
+Which URLs may be read is `backend.ls.media.MediaPolicy`'s decision: LS's media
+(`/data/local-files/?d=...`, `/data/upload/...`, LABEL_STUDIO_URL's host), hosts in MEDIA_HOSTS,
+files under MEDIA_ROOTS; anything else is refused with one message. LS URLs are downloaded through
+`backend.ls.client.LabelStudioClient.download` (auth header, token refresh; redirects followed only
+to allowed places) and cached on disk under FRAME_CACHE_DIR, keyed by the SHA-256 of the resolved
+URL, the least recently used files evicted beyond FRAME_CACHE_MB; local files are read in place.
 Only bytes that decode as an image are cached, so an error page never poisons the cache.
 
 Errors name the URL through `safe_url` (no user-info, secret-looking query values masked); the
@@ -25,12 +27,14 @@ import numpy as np
 import requests
 
 from annotation_io.jsonio import atomic_open
-from backend.ls.client import LabelStudioClient, LabelStudioError
+from backend.ls.client import LabelStudioClient, LabelStudioError, RedirectedError
+from backend.ls.media import MediaPolicy, MediaRefusedError, Source
 
 logger = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT_S = 10.0  # per attempt; LS gives /predict 100 s in all
 DOWNLOAD_RETRIES = 1
+MAX_REDIRECTS = 3
 _SECRET_PARAMS = ("token", "key", "sig", "signature", "password", "secret", "credential", "auth", "access")
 
 
@@ -55,13 +59,6 @@ def safe_url(url: str) -> str:
     query = [(k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v)
              for k, v in parse_qsl(parts.query, keep_blank_values=True)]  # fmt: skip
     return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="/*")))[:500]
-
-
-def _is_local(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return True
-    return not parts.scheme and not url.startswith("/data/") and Path(url).exists()
 
 
 class LabelStudioAccess:
@@ -120,73 +117,86 @@ class LabelStudioAccess:
 
 
 class FrameStore:
-    """Reads task images as BGR arrays: local files in place, remote ones through the disk cache.
+    """Reads task images as BGR arrays: allowed local files in place, downloads through the LRU disk cache.
 
     Args:
         cache_dir: FRAME_CACHE_DIR (created on first download).
         access: Label Studio location and credentials.
+        policy: where images may come from (default: Label Studio's media only).
+        cache_bytes: FRAME_CACHE_MB in bytes; beyond it the least recently used files go.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike[str], access: LabelStudioAccess) -> None:
+    def __init__(self, cache_dir: str | os.PathLike[str], access: LabelStudioAccess,
+                 policy: MediaPolicy | None = None, cache_bytes: int = 2 * 1024**3) -> None:  # fmt: skip
+        self.cache = FrameCache(Path(cache_dir), cache_bytes)
         self.cache_dir = Path(cache_dir)
         self.access = access
+        self.policy = policy or MediaPolicy()
 
     def cache_path(self, absolute_url: str) -> Path:
-        digest = hashlib.sha256(absolute_url.encode("utf-8")).hexdigest()
-        return self.cache_dir / digest[:2] / digest
+        return self.cache.path(absolute_url)
 
     def image(self, url: str) -> np.ndarray:
         """(H, W, 3) uint8 BGR image of a task URL or path.
 
         Raises:
-            ImageUnavailableError: not found, unreachable, refused, or not an image.
+            ImageUnavailableError: not allowed, not found, unreachable, refused, or not an image.
         """
         if not isinstance(url, str) or not url:
             raise ImageUnavailableError(str(url), "the task has no image URL")
-        if _is_local(url):
-            path = Path(urlsplit(url).path) if url.startswith("file:") else Path(url)
-            try:
-                return _decode(path.read_bytes(), url)
-            except OSError as exc:
-                raise ImageUnavailableError(url, f"cannot read the file: {exc.strerror or exc}") from None
-        absolute = self._absolute(url)
-        cached = self.cache_path(absolute)
         try:
-            return _decode(cached.read_bytes(), url)
-        except (OSError, ImageUnavailableError):
-            pass
-        data = self._download(url)
+            source, target = self.policy.classify(url, self.access.url)
+        except MediaRefusedError as exc:
+            raise ImageUnavailableError(url, str(exc)) from None
+        if source == "local":
+            try:
+                return _decode(self.policy.read_local(target), url)
+            except OSError:
+                raise ImageUnavailableError(url, "cannot read the file") from None
+            except MediaRefusedError as exc:
+                raise ImageUnavailableError(url, str(exc)) from None
+        absolute = self._absolute(url)
+        cached = self.cache.read(absolute)
+        if cached is not None:
+            try:
+                return _decode(cached, url)
+            except ImageUnavailableError:
+                pass
+        data = self._download(url, source)
         image = _decode(data, url)
-        _cache_write(cached, data)
+        self.cache.write(absolute, data)
         return image
 
     def _absolute(self, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme in ("http", "https"):
+        if urlsplit(url).scheme in ("http", "https"):
             return url
-        if parts.scheme:
-            raise ImageUnavailableError(
-                url, f"unsupported URL scheme {parts.scheme!r} (http(s), file or a path)"
-            )
-        if not url.startswith("/"):
-            raise ImageUnavailableError(url, "no such file, and not a Label Studio URL")
         base = self.access.url
         if base is None:
             raise ImageUnavailableError(url, "a Label Studio-relative URL needs LABEL_STUDIO_URL (or a /setup "
                                              "from Label Studio) to be downloaded")  # fmt: skip
         return base + url
 
-    def _download(self, url: str) -> bytes:
-        client = self.access.client("frames")
+    def _download(self, url: str, source: Source, hops: int = 0) -> bytes:
         try:
-            if client is not None:
-                return client.download(url)
-            if not url.startswith(("http://", "https://")):
+            if source == "host":
+                return self.policy.fetch(url)
+            client = self.access.client("frames")
+            if client is None:
                 raise ImageUnavailableError(url, "downloading from Label Studio needs LABEL_STUDIO_API_KEY")
-            resp = requests.get(url, timeout=DOWNLOAD_TIMEOUT_S)
-            if resp.status_code >= 400:
-                raise ImageUnavailableError(url, f"HTTP {resp.status_code}")
-            return resp.content
+            data = client.download(url, allow_redirects=False)
+            if len(data) > self.policy.max_bytes:
+                raise MediaRefusedError("larger than MAX_IMAGE_MB")
+            return data
+        except RedirectedError as exc:
+            try:
+                target = self.policy.classify(exc.location, self.access.url) if hops < MAX_REDIRECTS else None
+            except MediaRefusedError:
+                target = None
+            if target is None or target[0] == "local":
+                raise ImageUnavailableError(url, "redirected to a place task images may not come from") from None
+            return self._download(target[1], target[0], hops + 1)
+        except MediaRefusedError as exc:
+            raise ImageUnavailableError(url, str(exc)) from None
         except LabelStudioError as exc:
             reason = f"HTTP {exc.status}" if exc.status else "Label Studio cannot be reached"
             raise ImageUnavailableError(url, f"{reason}: {exc.reason or exc}") from None
@@ -194,6 +204,60 @@ class FrameStore:
             raise ImageUnavailableError(url, f"cannot be reached ({type(exc).__name__})") from None
         except (FileNotFoundError, ValueError) as exc:
             raise ImageUnavailableError(url, str(exc)) from None
+
+
+class FrameCache:
+    """Downloaded images on disk, keyed by URL; the least recently read files are evicted beyond `max_bytes`."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root, self.max_bytes = root, max_bytes
+        self._lock = threading.Lock()
+        self._size: int | None = None  # bytes on disk, counted on first write
+
+    def path(self, absolute_url: str) -> Path:
+        digest = hashlib.sha256(absolute_url.encode("utf-8")).hexdigest()
+        return self.root / digest[:2] / digest
+
+    def read(self, absolute_url: str) -> bytes | None:
+        path = self.path(absolute_url)
+        try:
+            data = path.read_bytes()
+            os.utime(path)  # recently used: evicted last
+            return data
+        except OSError:
+            return None
+
+    def write(self, absolute_url: str, data: bytes) -> None:
+        _cache_write(self.path(absolute_url), data)
+        with self._lock:
+            if self._size is None:
+                self._size = sum(f.stat().st_size for f in self._files())
+            else:
+                self._size += len(data)
+            if self._size > self.max_bytes:
+                self._size = self._evict()
+
+    def _files(self) -> list[Path]:
+        return [f for f in self.root.glob("??/*") if f.is_file()] if self.root.is_dir() else []
+
+    def _evict(self) -> int:
+        """Removes the least recently used files until the cache is at 90 % of its cap; returns its size."""
+        entries = []
+        for f in self._files():
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            entries.append((st.st_mtime, st.st_size, f))
+        entries.sort()
+        total = sum(size for _, size, _ in entries)
+        for _, size, f in entries:
+            if total <= self.max_bytes * 0.9:
+                break
+            f.unlink(missing_ok=True)
+            total -= size
+        logger.info("frame cache %s trimmed to %.1f MB (FRAME_CACHE_MB)", self.root, total / 1024**2)
+        return total
 
 
 def _decode(data: bytes, url: str) -> np.ndarray:

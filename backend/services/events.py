@@ -27,11 +27,12 @@ Other Label Studio actions are acknowledged and ignored; unknown ones are refuse
 from __future__ import annotations
 
 import logging
+import math
+import time
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotation_io.errors import AnnotationFormatError
@@ -48,6 +49,7 @@ from backend.db.persons import persons_from_json
 from backend.db.session import session_scope
 from backend.db.tables import Project, WebhookEvent
 from backend.jobs.registry import PROCESS_EVENT, JobQueueError
+from backend.limits import LimitError, Limits, check_frame_fields, check_result, parse_id
 from backend.services import ls_sync, training
 from backend.services.corrections import compare
 
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+BATCH_BUDGET_S = 0.05  # one processing transaction (SQLite) lasts about this long, then commits
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 HANDLED_ACTIONS = (*ANNOTATION_ACTIONS, "ANNOTATIONS_DELETED", "START_TRAINING", "PROJECT_UPDATED")
 # Label Studio's other webhook actions (label_studio/webhooks/models.py): acknowledged, not used.
@@ -71,11 +74,10 @@ class WebhookPayloadError(ValueError):
 
 
 def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        raise WebhookPayloadError(f"{where} must be an integer id, got {value!r}")
-    return value
+    try:
+        return parse_id(value, where)
+    except LimitError as exc:
+        raise WebhookPayloadError(str(exc)) from None
 
 
 def _object(payload: Mapping[str, Any], key: str, action: str) -> dict[str, Any]:
@@ -97,6 +99,11 @@ def _project_id(payload: Mapping[str, Any], action: str) -> int:
     raise WebhookPayloadError(f"{action} payload has no project (expected 'project': {{'id': ...}})")
 
 
+def _deleted_ids(payload: Mapping[str, Any]) -> list[int]:
+    entries = payload.get("annotations") or []
+    return [_int(e.get("id") if isinstance(e, dict) else e, f"annotations[{i}].id") for i, e in enumerate(entries)]
+
+
 def _dedup(action: str, payload: Mapping[str, Any], project_id: int) -> tuple[str, int | None]:
     """(dedup key, annotation id) of a validated event."""
     if action in ANNOTATION_ACTIONS:
@@ -116,10 +123,7 @@ def _dedup(action: str, payload: Mapping[str, Any], project_id: int) -> tuple[st
             raise WebhookPayloadError(
                 "ANNOTATIONS_DELETED needs a non-empty list 'annotations' of {'id': ...}"
             )
-        ids = [
-            _int(e.get("id") if isinstance(e, dict) else e, f"annotations[{i}].id")
-            for i, e in enumerate(entries)
-        ]
+        ids = _deleted_ids(payload)
         return db_events.event_dedup_key(action, ids, None, extra=str(project_id)), ids[0] if len(
             ids
         ) == 1 else None
@@ -133,6 +137,34 @@ def _dedup(action: str, payload: Mapping[str, Any], project_id: int) -> tuple[st
         )
         return db_events.event_dedup_key(action, [], None, extra=extra), None
     return db_events.event_dedup_key(action, [], None, extra=uuid.uuid4().hex), None  # each click counts
+
+
+def _label_config(xml: Any) -> LabelConfig:
+    if not isinstance(xml, str):
+        raise WebhookPayloadError(f"project.label_config must be the labelling config XML, got {type(xml).__name__}")
+    return parse_config(xml)  # ConfigError (a 400) names what the config lacks
+
+
+def _check_annotation(limits: Limits, session: Session, payload: Mapping[str, Any], action: str,
+                      project_id: int) -> None:  # fmt: skip
+    """Refuses at intake what processing would fail on: limits, coordinates, ids, unreadable regions.
+
+    Raises:
+        WebhookPayloadError | LimitError | AnnotationFormatError: the first problem found.
+    """
+    annotation = payload["annotation"]
+    task = payload.get("task")
+    _int(task.get("id") if isinstance(task, dict) else annotation.get("task"), "task.id (or annotation.task)")
+    completed_by = annotation.get("completed_by")
+    if isinstance(completed_by, int) and not isinstance(completed_by, bool):
+        _int(completed_by, "annotation.completed_by")
+    if isinstance(task, dict) and isinstance(task.get("data"), dict):
+        check_frame_fields(task["data"], limits, "task.data")
+    check_result(annotation["result"], limits, "annotation.result")
+    project = payload.get("project")
+    xml = project.get("label_config") if isinstance(project, dict) else None
+    config = _label_config(xml) if xml else _config(session, project_id, payload)
+    results_to_persons(annotation["result"], config, source=f"annotation {annotation.get('id')}", as_labels=True)
 
 
 def _start_training(ctx: BackendContext, project_id: int, event_id: int,
@@ -182,28 +214,28 @@ def receive(ctx: BackendContext, payload: Any, *, backend_url: str | None = None
     if action not in HANDLED_ACTIONS:
         raise WebhookPayloadError(f"unknown action {action!r}; handled: {', '.join(HANDLED_ACTIONS)}")
     if action in ANNOTATION_ACTIONS:
-        annotation = _object(payload, "annotation", action)
-        if not isinstance(annotation.get("result"), list):
+        if not isinstance(_object(payload, "annotation", action).get("result"), list):
             raise WebhookPayloadError(f"{action}: annotation.result must be a list of regions")
-        task = payload.get("task")
-        _int(
-            task.get("id") if isinstance(task, dict) else annotation.get("task"),
-            "task.id (or annotation.task)",
-        )
     elif action in ("PROJECT_UPDATED", "START_TRAINING"):
         _object(payload, "project", action)
     project_id = _project_id(payload, action)
     key, annotation_id = _dedup(action, payload, project_id)
-    with session_scope(ctx.sessions) as session:
+    if action == "PROJECT_UPDATED" and payload["project"].get("label_config"):
+        _label_config(payload["project"]["label_config"])
+    with ctx.intake.recording(), session_scope(ctx.sessions) as session:
+        if action in ANNOTATION_ACTIONS:  # refused here, in the recording transaction, or never
+            _check_annotation(ctx.settings.limits, session, payload, action, project_id)
         event, new = db_events.record_event(session=session, action=action, dedup_key=key, project_id=project_id,
                                             annotation_id=annotation_id, payload=payload)  # fmt: skip
         event_id = event.id
+        if new and action == "ANNOTATIONS_DELETED":  # indexed at intake: a later create finds it by id
+            db_events.record_tombstones(session=session, project_id=project_id, annotation_ids=_deleted_ids(payload))
     if not new:
         logger.info("webhook %s (project %s) is a repeat of event %s", action, project_id, event_id)
         return {"status": "duplicate", "event": event_id}, 200
     if action == "START_TRAINING":
         return _start_training(ctx, project_id, event_id, backend_url)
-    ctx.require_runner("webhook processing").enqueue(PROCESS_EVENT, event_id=event_id)
+    ctx.require_runner("webhook processing").enqueue(PROCESS_EVENT, event_id=event_id, order_key=annotation_id)
     return {"status": "queued", "event": event_id}, 201
 
 
@@ -217,17 +249,6 @@ def _config(session: Session, project_id: int, payload: Mapping[str, Any]) -> La
         stored = session.get(Project, project_id)
         xml = stored.label_config if stored is not None else None
     return parse_config(xml) if xml else default_config()
-
-
-def _deleted_by_event(session: Session, project_id: int, annotation_id: int) -> bool:
-    """Whether a recorded ANNOTATIONS_DELETED names the annotation (a delete overtaking its create)."""
-    stmt = select(WebhookEvent.payload).where(WebhookEvent.action == "ANNOTATIONS_DELETED",
-                                              WebhookEvent.project_id == project_id)  # fmt: skip
-    for payload in session.scalars(stmt):
-        for entry in (payload or {}).get("annotations") or []:
-            if (entry.get("id") if isinstance(entry, dict) else entry) == annotation_id:
-                return True
-    return False
 
 
 def _annotation(session: Session, project_id: int, payload: Mapping[str, Any]) -> str:
@@ -263,7 +284,7 @@ def _annotation(session: Session, project_id: int, payload: Mapping[str, Any]) -
     )  # fmt: skip
     if not changed:
         return "processed"
-    if _deleted_by_event(session, project_id, ann_id):
+    if db_events.is_tombstoned(session=session, annotation_id=ann_id):  # a delete overtook its create
         queries.mark_annotations_deleted(session=session, annotation_ids=[ann_id])
         return "processed"
     prediction = queries.latest_prediction(session=session, task_id=task_id)
@@ -296,27 +317,74 @@ def _handle(session: Session, event: WebhookEvent) -> str:
     return "ignored"
 
 
-def process_event(ctx: BackendContext, *, event_id: int) -> str:
-    """Processes a recorded event once (a repeat call is a no-op); returns its final status."""
+def _process_one(session: Session, event: WebhookEvent) -> str:
+    """Handles one event under a savepoint: bad content marks it failed without undoing the batch."""
     try:
+        with session.begin_nested():
+            status = _handle(session, event)
+            db_events.mark_event(session=session, event_id=event.id, status=status)
+        return status
+    except (AnnotationFormatError, ValueError, LookupError) as exc:  # bad payload content, missing rows
+        logger.warning("webhook event %s failed: %s", event.id, exc)
+        db_events.mark_event(session=session, event_id=event.id, status="failed", error=str(exc)[:4000])
+        return "failed"
+
+
+def process_events(ctx: BackendContext, *, event_ids: list[int]) -> dict[int, str]:
+    """Processes recorded events in one transaction, in the order given (repeats are no-ops).
+
+    One short transaction per batch instead of one per event; after it, deletes that overtook a
+    create in another worker are applied (tombstones are recorded at intake, so one of the two
+    always sees the other), and training is considered once per project.
+
+    Returns:
+        event id -> final status ("processed", "ignored", "failed" or "missing").
+    """
+    statuses: dict[int, str] = {}
+    annotations: dict[int, int] = {}
+    pending = list(event_ids)
+    while pending:
+        _process_chunk(ctx, pending, statuses, annotations)
+    if annotations:
         with session_scope(ctx.sessions) as session:
+            dead = db_events.tombstoned(session=session, annotation_ids=list(annotations))
+            if dead:
+                queries.mark_annotations_deleted(session=session, annotation_ids=dead)
+    for project_id in sorted(set(annotations.values())):
+        try:
+            training.maybe_trigger_training(ctx, project_id)
+        except JobQueueError as exc:  # the events are stored; training waits for the next trigger
+            logger.warning("training for project %s not queued: %s", project_id, exc)
+    return statuses
+
+
+def _process_chunk(ctx: BackendContext, pending: list[int], statuses: dict[int, str],
+                   annotations: dict[int, int]) -> None:  # fmt: skip
+    """Processes events off the front of `pending` in one transaction.
+
+    On SQLite the transaction lasts about BATCH_BUDGET_S: the budget keeps its one write lock short,
+    so that webhook intake never waits long for it. PostgreSQL takes the whole batch at once (row
+    locks only; fewer round trips and commits).
+    """
+    ctx.intake.wait_idle(BATCH_BUDGET_S)  # webhooks being recorded go first
+    started = time.monotonic()
+    with session_scope(ctx.sessions) as session:
+        budget = BATCH_BUDGET_S if session.get_bind().dialect.name == "sqlite" else math.inf
+        while pending and time.monotonic() - started < budget:
+            event_id = pending.pop(0)
             event = session.get(WebhookEvent, event_id)
             if event is None:
                 logger.warning("webhook event %s does not exist", event_id)
-                return "missing"
+                statuses[event_id] = "missing"
+                continue
             if event.status != "received":
-                return event.status
-            status = _handle(session, event)
-            db_events.mark_event(session=session, event_id=event_id, status=status)
-            action, project_id = event.action, event.project_id
-    except (AnnotationFormatError, ValueError, LookupError) as exc:  # bad payload content, missing rows
-        logger.warning("webhook event %s failed: %s", event_id, exc)
-        with session_scope(ctx.sessions) as session:
-            db_events.mark_event(session=session, event_id=event_id, status="failed", error=str(exc)[:4000])
-        return "failed"
-    if action in ANNOTATION_ACTIONS and status == "processed" and project_id is not None:
-        try:
-            training.maybe_trigger_training(ctx, project_id)
-        except JobQueueError as exc:  # the event itself is stored; training waits for the next trigger
-            logger.warning("training for project %s not queued: %s", project_id, exc)
-    return status
+                statuses[event_id] = event.status
+                continue
+            statuses[event_id] = status = _process_one(session, event)
+            if event.action in ANNOTATION_ACTIONS and status == "processed" and event.annotation_id is not None:
+                annotations[event.annotation_id] = int(event.project_id or 0)
+
+
+def process_event(ctx: BackendContext, *, event_id: int) -> str:
+    """Processes a recorded event once (a repeat call is a no-op); returns its final status."""
+    return process_events(ctx, event_ids=[event_id])[event_id]

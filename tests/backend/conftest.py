@@ -203,14 +203,16 @@ def simulated_factory(video: SynthVideo, calls: list | None = None) -> Callable:
 
 
 @pytest.fixture
-def backend_settings(db_url: str, tmp_path: Path) -> Settings:
+def backend_settings(db_url: str, tmp_path: Path, synth_video: SynthVideo) -> Settings:
     """Settings on the test database (SQLite file, then PostgreSQL) with caches in tmp_path.
 
     Automatic training (TRAIN_MIN_CORRECTIONS) is off here; tests of that trigger set it themselves.
     So is the minimum of labelled frames for a run (TRAIN_MIN_FRAMES); its tests set one.
+    Task images may be read from the synthetic video's folder and tmp_path (MEDIA_ROOTS).
     """
     return Settings(data_dir=tmp_path / "data", database_url=db_url, frame_cache_dir=tmp_path / "frames",
-                    model_dir=tmp_path / "models", train_min_corrections=10**9, train_min_frames=0)  # fmt: skip
+                    model_dir=tmp_path / "models", train_min_corrections=10**9, train_min_frames=0,
+                    media_roots=(synth_video.paths[0].parents[2], tmp_path))  # fmt: skip
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ def make_world(tmp_path: Path, db_url: str, *, frames: int, every: int, config: 
     torch.set_num_threads(1)  # as tests.backend.conftest: small tensors, 2 shared cores
     video = make_video(tmp_path / "synth", frames)
     settings = Settings(data_dir=tmp_path / "data", database_url=db_url, frame_cache_dir=tmp_path / "frames",
-                        model_dir=tmp_path / "models", promote_margin=margin,
+                        model_dir=tmp_path / "models", promote_margin=margin, media_roots=(tmp_path,),
                         train_min_corrections=10**9, train_min_frames=0)  # only the test's own triggers train  # fmt: skip
     settings.model_dir.mkdir(parents=True)
     (settings.model_dir / "train_config.json").write_text(json.dumps(config))
@@ -303,7 +303,7 @@ def rq_world(tmp_path: Path) -> Iterator[World]:
     video = make_video(tmp_path / "synth", 8)
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'backend.db'}",
                         frame_cache_dir=tmp_path / "frames", model_dir=tmp_path / "models", redis_url=REDIS_URL,
-                        train_min_corrections=10**9, train_min_frames=0)  # the events wait for the worker  # fmt: skip
+                        train_min_corrections=10**9, train_min_frames=0, media_roots=(tmp_path,))  # fmt: skip
     ctx = build_context(settings, predictor_factory=head_factory(video))
     ctx.runner = RQRunner(ctx, REDIS_URL, queue_name=f"dcpose-test-{uuid.uuid4().hex[:8]}")
     app = create_app(context=ctx, start_runner=False)

@@ -43,6 +43,7 @@ from backend.services.corrections import compare
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TABLES = {
+    "deleted_annotations",
     "projects",
     "videos",
     "tasks",
@@ -103,7 +104,7 @@ def annotate(
 
 def test_migrations_create_the_schema_matching_the_models(db_engine: Engine) -> None:
     assert TABLES <= set(inspect(db_engine).get_table_names())
-    assert current_revision(db_engine) == head_revision() == "0001"
+    assert current_revision(db_engine) == head_revision() == "0002"
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 

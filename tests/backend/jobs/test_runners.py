@@ -291,7 +291,7 @@ def test_preannotate_cli(monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path:
     from backend.__main__ import main
 
     for name, value in {"DATABASE_URL": db_url, "DATA_DIR": str(tmp_path), "LABEL_STUDIO_URL": fake_ls.url,
-                        "LABEL_STUDIO_API_KEY": TOKEN}.items():  # fmt: skip
+                        "LABEL_STUDIO_API_KEY": TOKEN, "MEDIA_ROOTS": str(synth_video.paths[0].parents[2])}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(predictor_cache, "default_factory", simulated_factory(synth_video))
     assert main(["preannotate", "--project", "1", "--task", "103", "--task", "104"]) == 0

@@ -124,6 +124,9 @@ def test_legacy_token_header_and_secret_never_shown() -> None:
     assert err.value.status == 403 and "/api/projects/3" in str(err.value)
     assert LEGACY not in str(err.value) and LEGACY not in err.value.reason
     assert mask_secret(LEGACY) in str(err.value)
+    # Not even a prefix or the length (issue 11: "token FAKE...(27 chars)" reached the DB, log and /jobs).
+    assert LEGACY[:4] not in str(err.value) and "chars" not in str(err.value), str(err.value)
+    assert LEGACY[:4] not in repr(client) and mask_secret(LEGACY) == "***"
 
 
 def test_error_reason_includes_validation_errors_and_is_truncated() -> None:

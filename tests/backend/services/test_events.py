@@ -227,19 +227,19 @@ def test_bad_webhooks_get_400_with_the_reason(app_client: FlaskClient, backend_a
         assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
 
 
-def test_unusable_annotation_content_fails_its_event(app_client: FlaskClient, backend_app: Flask,
-                                                     synth_video: SynthVideo) -> None:  # fmt: skip
+def test_unusable_annotation_content_is_refused_at_intake(app_client: FlaskClient, backend_app: Flask,
+                                                          synth_video: SynthVideo) -> None:  # fmt: skip
     task = synth_video.task(0)
     bad = [{"id": "k", "from_name": "kp", "to_name": "image", "type": "keypointlabels", "original_width": 160,
             "original_height": 120, "value": {"x": 3, "y": 4, "width": 1, "keypointlabels": ["tail"]}}]  # fmt: skip
     cancelled = event("ANNOTATION_CREATED", 42, task, [], "2026-03-01T12:00:00Z", was_cancelled=True)
-    for payload in (event("ANNOTATION_CREATED", 41, task, bad, "2026-03-01T12:00:00Z"), cancelled):
-        assert app_client.post("/webhook", json=payload).status_code == 201
+    refused = app_client.post("/webhook", json=event("ANNOTATION_CREATED", 41, task, bad, "2026-03-01T12:00:00Z"))
+    assert refused.status_code == 400 and "unknown joint label 'tail'" in refused.json["error"]
+    assert app_client.post("/webhook", json=cancelled).status_code == 201
     drain(backend_app)
     with session_scope(backend_app.extensions["dcpose"].sessions) as session:
-        first, second = session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)).all()
-        assert first.status == "failed" and "unknown joint label 'tail'" in first.error
-        assert second.status == "processed"
+        (only,) = session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)).all()
+        assert only.status == "processed"
         skipped = session.get(Annotation, 42)
         assert skipped.was_cancelled and session.scalar(select(func.count()).select_from(Correction)) == 0
 

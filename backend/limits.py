@@ -1,0 +1,219 @@
+"""Limits on client input (ids, nesting, numbers, frames, persons, keypoints, coordinates), checked at intake.
+
+Every limit is a setting (`backend.settings.Settings`, environment variable in capitals) and every
+refusal is a `LimitError` (HTTP 400) whose message names the field and the limit, so a client can
+tell what to change. Checks run before anything is stored or computed: a hostile payload costs a
+walk over the JSON, never a database row, a frame set or a model call. No Flask here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MAX_ID = 2**63 - 1  # ids are stored as 64-bit integers (BIGINT on PostgreSQL)
+PERSON_TYPES = frozenset({"rectanglelabels", "rectangle"})
+KEYPOINT_TYPES = frozenset({"keypointlabels", "keypoint"})
+_PERCENT_FIELDS = ("x", "y", "width", "height")
+
+
+class LimitError(ValueError):
+    """Client input beyond a configured limit or outside what the service can store (an HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The input limits (defaults fit PoseTrack videos and crowded scenes with room to spare).
+
+    Attributes:
+        max_video_frames: MAX_VIDEO_FRAMES: `data.nframes` (and frame_index) of a frame task.
+        max_persons_per_annotation: MAX_PERSONS_PER_ANNOTATION: person boxes in one result.
+        max_keypoints_per_annotation: MAX_KEYPOINTS_PER_ANNOTATION: keypoints in one result.
+        max_persons_per_task: MAX_PERSONS_PER_TASK: boxes over all results a task carries.
+        max_keypoints_per_task: MAX_KEYPOINTS_PER_TASK: keypoints over all results a task carries.
+        max_predict_tasks: MAX_PREDICT_TASKS: tasks in one /predict.
+        max_json_depth: MAX_JSON_DEPTH: nesting of a request body.
+        coordinate_tolerance_pct: COORDINATE_TOLERANCE_PCT: how far (in percent of the image)
+            a region may reach outside the image before it is refused.
+    """
+
+    max_video_frames: int = 100_000
+    max_persons_per_annotation: int = 100
+    max_keypoints_per_annotation: int = 2_000
+    max_persons_per_task: int = 200
+    max_keypoints_per_task: int = 4_000
+    max_predict_tasks: int = 1_000
+    max_json_depth: int = 32
+    coordinate_tolerance_pct: float = 2.0
+
+
+def parse_id(value: Any, where: str) -> int:
+    """A positive 64-bit id from an int or a string of ASCII digits ("²" and "٣" are not digits here).
+
+    Raises:
+        LimitError: anything else, naming `where`.
+    """
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit() and len(text) <= 19:
+            number = int(text)
+    if number is None:
+        raise LimitError(f"{where} must be an integer id, got {_short(value)}")
+    if not 1 <= number <= MAX_ID:
+        raise LimitError(f"{where} must be an id between 1 and 2**63-1, got {_short(value)}")
+    return number
+
+
+def check_json(value: Any, *, max_depth: int) -> None:
+    """Refuses nesting deeper than MAX_JSON_DEPTH and non-finite numbers (walks without recursion).
+
+    Raises:
+        LimitError: the first offending place.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > max_depth:
+                raise LimitError(f"the JSON nests deeper than MAX_JSON_DEPTH={max_depth}")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise LimitError(f"numbers must be finite, got {item!r}")
+
+
+def check_frame_fields(data: Mapping[str, Any], limits: Limits, where: str) -> None:
+    """Refuses a task's `nframes` / `frame_index` beyond MAX_VIDEO_FRAMES (other checks are the converter's).
+
+    Raises:
+        LimitError: a value over the limit.
+    """
+    for key in ("nframes", "frame_index"):
+        value = data.get(key)
+        number = _number(value)
+        if number is not None and abs(number) > limits.max_video_frames:
+            raise LimitError(f"{where}.{key}={_short(value)} exceeds MAX_VIDEO_FRAMES={limits.max_video_frames}")
+
+
+def count_regions(result: Any, limits: Limits, where: str) -> tuple[int, int]:
+    """(persons, keypoints) of one LS result list, refusing regions outside the image.
+
+    Raises:
+        LimitError: a region reaching more than COORDINATE_TOLERANCE_PCT outside the image, or an
+            image size that is not a positive number.
+    """
+    persons = keypoints = 0
+    if not isinstance(result, list):
+        return 0, 0
+    for i, item in enumerate(result):
+        if not isinstance(item, dict):
+            continue
+        kind = _kind(item)
+        persons += kind in PERSON_TYPES
+        keypoints += kind in KEYPOINT_TYPES
+        _check_region(item, limits, f"{where}[{i}]")
+    return persons, keypoints
+
+
+def check_result(result: Any, limits: Limits, where: str) -> tuple[int, int]:
+    """Counts one annotation's regions against the per-annotation limits; returns (persons, keypoints).
+
+    Raises:
+        LimitError: too many persons or keypoints, or a region outside the image.
+    """
+    persons, keypoints = count_regions(result, limits, where)
+    _at_most(persons, limits.max_persons_per_annotation, f"{where}: person boxes", "MAX_PERSONS_PER_ANNOTATION")
+    _at_most(keypoints, limits.max_keypoints_per_annotation, f"{where}: keypoints", "MAX_KEYPOINTS_PER_ANNOTATION")
+    return persons, keypoints
+
+
+def check_task(task: Mapping[str, Any], limits: Limits, where: str) -> None:
+    """Checks a task: its frame fields and the annotations and predictions it carries.
+
+    Raises:
+        LimitError: a limit broken (named in the message).
+    """
+    if isinstance(task.get("data"), Mapping):
+        check_frame_fields(task["data"], limits, f"{where}.data")
+    persons = keypoints = 0
+    for key in ("annotations", "predictions"):
+        for j, entry in enumerate(_as_list(task.get(key))):
+            if isinstance(entry, Mapping):
+                p, k = check_result(entry.get("result"), limits, f"{where}.{key}[{j}].result")
+                persons, keypoints = persons + p, keypoints + k
+    _at_most(persons, limits.max_persons_per_task, f"{where}: person boxes", "MAX_PERSONS_PER_TASK")
+    _at_most(keypoints, limits.max_keypoints_per_task, f"{where}: keypoints", "MAX_KEYPOINTS_PER_TASK")
+
+
+def check_tasks(tasks: Iterable[Any], limits: Limits) -> None:
+    """Checks the tasks of a /predict: their number, ids, projects and contents.
+
+    Raises:
+        LimitError: a limit broken (named in the message).
+    """
+    tasks = list(tasks)
+    _at_most(len(tasks), limits.max_predict_tasks, "tasks in one request", "MAX_PREDICT_TASKS")
+    for i, task in enumerate(tasks):
+        if not isinstance(task, Mapping):
+            continue
+        if task.get("id") is not None:
+            parse_id(task["id"], f"tasks[{i}].id")
+        project = task.get("project")
+        if project is not None and not (isinstance(project, str) and "." in project):
+            parse_id(project, f"tasks[{i}].project")
+        check_task(task, limits, f"tasks[{i}]")
+
+
+def _check_region(item: Mapping[str, Any], limits: Limits, where: str) -> None:
+    for key in ("original_width", "original_height"):
+        if key in item and item[key] is not None:
+            size = _number(item[key])
+            if size is None or not 0 < size <= 1_000_000:
+                raise LimitError(f"{where}.{key} must be a positive image size, got {_short(item[key])}")
+    value = item.get("value")
+    if not isinstance(value, Mapping):
+        return
+    low, high = -limits.coordinate_tolerance_pct, 100.0 + limits.coordinate_tolerance_pct
+    for key in _PERCENT_FIELDS:
+        number = _number(value.get(key))
+        if number is None:
+            continue
+        span = number if key in ("x", "y") else abs(number)
+        if not low <= span <= high:
+            raise LimitError(f"{where}.value.{key}={_short(value.get(key))} is outside the image (0-100 % "
+                             f"with COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
+    for origin, extent in (("x", "width"), ("y", "height")):
+        start, size = _number(value.get(origin)), _number(value.get(extent))
+        if start is not None and size is not None and _kind(item) in PERSON_TYPES and start + size > high:
+            raise LimitError(f"{where}.value: {origin} + {extent} = {start + size:g} % reaches outside the image "
+                             f"(COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
+
+
+def _kind(item: Mapping[str, Any]) -> str:
+    kind = item.get("type")
+    return kind if isinstance(kind, str) else ""
+
+
+def _at_most(count: int, limit: int, what: str, name: str) -> None:
+    if count > limit:
+        raise LimitError(f"{what}: {count} exceeds {name}={limit}")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
