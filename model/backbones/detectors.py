@@ -28,7 +28,7 @@ import numpy as np
 
 from annotation_io.types import Box
 from model.backbones.blazepose import BlazePoseBackbone, check_image
-from model.backbones.landmarks import CORE_LANDMARKS, LandmarkModel, PoseResult, Roi, box_iou
+from model.backbones.landmarks import LandmarkModel, PoseResult, Roi, box_iou
 from model.backbones.tflite import TfliteGraph
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ TILE_OVERLAP = 0.35
 MIN_DETECTION_SCORE = 0.5
 MIN_POSE_SCORE = 0.5
 DEDUPE_IOU = 0.5  # confirmed people whose boxes overlap more are one person
-SAME_PERSON_TOL = 0.15  # ...and so are two poses whose joints lie this close (x box diagonal)
 _HOG_LONG_SIDE = 800  # HOG runs on the frame scaled to this long side
 
 
@@ -183,26 +182,9 @@ def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: n
     found.sort(key=lambda p: -p.score)
     kept: list[PersonFound] = []
     for p in found:
-        if all(box_iou(p.box, q.box) <= DEDUPE_IOU and not _same_person(p.pose, q.pose)
-               and not _part_of(p.box, q.box) for q in kept):
+        if all(box_iou(p.box, q.box) <= DEDUPE_IOU for q in kept):
             kept.append(p)
     return kept
-
-
-def _part_of(small: Box, big: Box) -> bool:
-    """Whether `small` lies mostly (80%) inside `big` and is under half its area: a part seen as a person."""
-    x1, y1, x2, y2 = small.xyxy
-    bx1, by1, bx2, by2 = big.xyxy
-    inter = max(0.0, min(x2, bx2) - max(x1, bx1)) * max(0.0, min(y2, by2) - max(y1, by1))
-    return small.area < 0.5 * big.area and inter >= 0.8 * small.area
-
-
-def _same_person(a: PoseResult, b: PoseResult, tol: float = SAME_PERSON_TOL) -> bool:
-    """Whether two poses are one person: median core-landmark distance < `tol` x the larger box diagonal."""
-    idx = list(CORE_LANDMARKS)
-    d = float(np.median(np.linalg.norm(a.xy[idx] - b.xy[idx], axis=1)))
-    diag = max(np.hypot(a.box().w, a.box().h), np.hypot(b.box().w, b.box().h))
-    return d < tol * diag
 
 
 def detect_people(
