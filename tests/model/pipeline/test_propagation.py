@@ -168,3 +168,16 @@ def test_heatmap_geometry_helper_is_consistent(video) -> None:
     geom = crop_geometry(_person(gt, 4).box)
     hm = frame_to_heatmap(gt[4], geom)
     assert np.all((hm >= 0) & (hm < [HEATMAP_SIZE[0], HEATMAP_SIZE[1]]))
+
+
+def test_a_box_only_label_is_trusted_and_filled_with_keypoints(video) -> None:
+    frames, gt = video
+    box = _person(gt, 4).box
+    known = Video("v", len(frames), [Frame(4, [Person(track_id=7, box=box)], is_labeled=True)],
+                  width=SIZE[0], height=SIZE[1])
+    predictor = Predictor(_FlatBackbone(), None, detector=lambda frame: [])
+    (person,) = predictor.predict_video(Video("v", len(frames), width=SIZE[0], height=SIZE[1]), known,
+                                        frames=[4], reader=_Frames(frames)).frame(4).persons
+    assert person.box == box and person.track_id == 7
+    assert person.extra == {"source": "model", "box_source": "human"} and person.present.all()
+    assert all(box.contains(x, y) for x, y in person.xy)
