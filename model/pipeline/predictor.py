@@ -57,6 +57,7 @@ from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
 from model.backbones.factory import build_backbone
 from model.nets.dcpose import DCPose
 from model.pipeline.config import InferConfig, Progress
+from model.pipeline.tracking import drop_flicker
 from model.pipeline.video_job import JobStages, VideoJob, assemble_output
 
 logger = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ class Predictor:
         job.plan(requested)
         bar, report = _progress(progress, len(requested), video.name)
         try:
-            persons = job.run(requested, report)
+            persons = drop_flicker(job.run(requested, report))
         finally:
             if bar is not None:
                 bar.close()

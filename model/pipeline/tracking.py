@@ -8,7 +8,11 @@ id, in this order of trust:
 3. "carried": a track labelled on the nearest labelled frame on one side only; the box is a copy of
    that label's box (the predictor then moves it frame by frame with `carry_with_keypoints`).
 4. "detected": frames where no track reaches; detector boxes get track ids by IoU matching
-   (optimal assignment on 1 - IoU, `model.pipeline.assignment`) against the tracks of the neighbouring frames.
+   (optimal assignment on 1 - IoU, `model.pipeline.assignment`) against the tracks of the neighbouring
+   frames, matched at their velocity-predicted position and remembered for MAX_LOST frames. Inside a run
+   of detector frames, a frame where the detector missed a track seen before and after gets an
+   interpolated box (one id across the miss). After prediction, `drop_flicker` removes detected tracks
+   that live for only 1-2 of 6 or more requested frames with a low person score.
 
 A frame counts as labelled when it holds a human person, or is marked `is_labeled` and holds no
 prediction. A labelled frame is complete: a track missing from it is absent there, so it is neither
@@ -44,6 +48,10 @@ IOU_THRESHOLD = 0.3  # least IoU for a detection to continue a track
 LINK_IOU = 0.1  # least IoU to link untracked labels on consecutive labelled frames (they lie K apart)
 MAX_LOST = 10  # frames a track missed by the detector is remembered
 DETECTED_SCORE = 0.5
+FILLED_SCORE = 0.8 * DETECTED_SCORE  # a detector gap filled by interpolation
+SHORT_TRACK = 2  # detected tracks on at most this many frames...
+MIN_SPAN_TO_PRUNE = 6  # ...of at least this many requested frames...
+FLICKER_SCORE = 0.3  # ...with a mean person score below this are dropped as false detections
 MIN_VISIBLE = 0.25  # a box with less of its area inside the frame has left it
 _SCALE_LIMITS = (0.67, 1.5)  # most a box may grow or shrink in one carry step
 
@@ -503,3 +511,56 @@ def _detect(
                 labels.next_id = max(labels.next_id, tb.track_id + 1)
                 _remember(memory, tb.track_id, f, tb.box)
             plans[f] = sorted(assigned, key=lambda t: t.track_id)
+        _fill_gaps(plans, run)
+
+
+def _fill_gaps(plans: dict[int, list[TrackBox]], run: list[int]) -> None:
+    """Detector gaps inside a track are filled by interpolation.
+
+    A track detected on frames a < b of the run but missed on run frames between them gets boxes
+    interpolated linearly between its boxes on a and b (source "interpolated", score 0.8 x the
+    detected score): the detector missed a person who is still there (blur, an odd pose).
+    """
+    seen: dict[int, dict[int, Box]] = {}
+    for f in run:
+        for tb in plans.get(f, []):
+            seen.setdefault(tb.track_id, {})[f] = tb.box
+    for tid, boxes in seen.items():
+        frames = sorted(boxes)
+        for a, b in zip(frames, frames[1:]):
+            for f in (g for g in run if a < g < b):
+                w = (f - a) / (b - a)
+                corners = (1 - w) * np.array(boxes[a].xyxy) + w * np.array(boxes[b].xyxy)
+                filled = TrackBox(tid, Box.from_xyxy(*corners), "interpolated", FILLED_SCORE)
+                plans[f] = sorted([*plans.get(f, []), filled], key=lambda t: t.track_id)
+
+
+def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, min_span: int = MIN_SPAN_TO_PRUNE,
+                 min_score: float = FLICKER_SCORE) -> dict[int, list[Person]]:
+    """Removes detected tracks that live for 1-2 frames with a low score (false detections flicker).
+
+    Args:
+        persons: frame -> predicted persons (``extra["box_source"]`` says where the box came from).
+        short: tracks on at most this many frames are candidates...
+        min_span: ...when at least this many frames were predicted (too few frames say nothing)...
+        min_score: ...and they go when their mean person score is below this.
+
+    Returns:
+        The same mapping without those tracks' persons.
+    """
+    if len(persons) < min_span:
+        return persons
+    scores: dict[int, list[float]] = {}
+    for people in persons.values():
+        for p in people:
+            if p.track_id is not None and p.extra.get("box_source") == "detected":
+                scores.setdefault(p.track_id, []).append(p.score or 0.0)
+    frames_of: dict[int, int] = {}
+    for people in persons.values():
+        for p in people:
+            if p.track_id is not None:
+                frames_of[p.track_id] = frames_of.get(p.track_id, 0) + 1
+    drop = {t for t, s in scores.items() if frames_of[t] <= short and float(np.mean(s)) < min_score}
+    if drop:
+        logger.debug("dropped %d flickering detected track(s): %s", len(drop), sorted(drop))
+    return {f: [p for p in people if p.track_id not in drop] for f, people in persons.items()}
