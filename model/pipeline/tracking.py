@@ -52,6 +52,7 @@ FILLED_SCORE = 0.8 * DETECTED_SCORE  # a detector gap filled by interpolation
 SHORT_TRACK = 2  # detected tracks on at most this many frames...
 MIN_SPAN_TO_PRUNE = 6  # ...of at least this many requested frames...
 FLICKER_SCORE = 0.3  # ...with a mean person score below this are dropped as false detections
+DUPLICATE_OVERLAP = 0.6  # ...and so are those whose box lies this much on a longer track's box
 MIN_VISIBLE = 0.25  # a box with less of its area inside the frame has left it
 _SCALE_LIMITS = (0.67, 1.5)  # most a box may grow or shrink in one carry step
 
@@ -519,13 +520,17 @@ def _fill_gaps(plans: dict[int, list[TrackBox]], run: list[int]) -> None:
 
     A track detected on frames a < b of the run but missed on run frames between them gets boxes
     interpolated linearly between its boxes on a and b (source "interpolated", score 0.8 x the
-    detected score): the detector missed a person who is still there (blur, an odd pose).
+    detected score): the detector missed a person who is still there (blur, an odd pose). Only tracks
+    detected on more than `SHORT_TRACK` frames are filled: filling between two stray detections would
+    spread a false person over the frames between them (seen on a synthetic walk).
     """
     seen: dict[int, dict[int, Box]] = {}
     for f in run:
         for tb in plans.get(f, []):
             seen.setdefault(tb.track_id, {})[f] = tb.box
     for tid, boxes in seen.items():
+        if len(boxes) <= SHORT_TRACK:
+            continue
         frames = sorted(boxes)
         for a, b in zip(frames, frames[1:]):
             for f in (g for g in run if a < g < b):
@@ -537,13 +542,18 @@ def _fill_gaps(plans: dict[int, list[TrackBox]], run: list[int]) -> None:
 
 def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, min_span: int = MIN_SPAN_TO_PRUNE,
                  min_score: float = FLICKER_SCORE) -> dict[int, list[Person]]:
-    """Removes detected tracks that live for 1-2 frames with a low score (false detections flicker).
+    """Removes detected tracks that live for 1-2 frames with a low score or on top of a lasting person.
+
+    False detections flicker: a stray hit on the background, or a second, partial hit on a person
+    already tracked (seen with BlazePose's detector over tiles on a synthetic walk: 10 such boxes in
+    40 frames). A short detected track goes when its mean person score is low, or when on one of its
+    frames its box lies mostly (`DUPLICATE_OVERLAP` of the smaller box) on the box of a longer track.
 
     Args:
         persons: frame -> predicted persons (``extra["box_source"]`` says where the box came from).
         short: tracks on at most this many frames are candidates...
         min_span: ...when at least this many frames were predicted (too few frames say nothing)...
-        min_score: ...and they go when their mean person score is below this.
+        min_score: ...and they go when their mean person score is below this (or they sit on a longer track).
 
     Returns:
         The same mapping without those tracks' persons.
@@ -560,7 +570,23 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
         for p in people:
             if p.track_id is not None:
                 frames_of[p.track_id] = frames_of.get(p.track_id, 0) + 1
-    drop = {t for t, s in scores.items() if frames_of[t] <= short and float(np.mean(s)) < min_score}
+    candidates = {t for t in scores if frames_of[t] <= short}
+    drop = {t for t in candidates if float(np.mean(scores[t])) < min_score}
+    for people in persons.values():
+        for p in people:
+            if p.track_id in candidates and p.box is not None and any(
+                    q.track_id not in candidates and q.box is not None and _overlap(p.box, q.box) >= DUPLICATE_OVERLAP
+                    for q in people):
+                drop.add(p.track_id)
     if drop:
         logger.debug("dropped %d flickering detected track(s): %s", len(drop), sorted(drop))
     return {f: [p for p in people if p.track_id not in drop] for f, people in persons.items()}
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area."""
+    ax1, ay1, ax2, ay2 = a.xyxy
+    bx1, by1, bx2, by2 = b.xyxy
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    smaller = min(a.area, b.area)
+    return inter / smaller if smaller > 0 else 0.0
