@@ -57,7 +57,7 @@ from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
 from model.backbones.factory import build_backbone
 from model.nets.dcpose import DCPose
 from model.pipeline.config import InferConfig, Progress
-from model.pipeline.tracking import drop_flicker
+from model.pipeline.track_filters import drop_flicker
 from model.pipeline.video_job import JobStages, VideoJob, assemble_output
 
 logger = logging.getLogger(__name__)

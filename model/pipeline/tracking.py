@@ -11,8 +11,8 @@ id, in this order of trust:
    (optimal assignment on 1 - IoU, `model.pipeline.assignment`) against the tracks of the neighbouring
    frames, matched at their velocity-predicted position and remembered for MAX_LOST frames. Inside a run
    of detector frames, a frame where the detector missed a track seen before and after gets an
-   interpolated box (one id across the miss). After prediction, `drop_flicker` removes detected tracks
-   that live for only 1-2 of 6 or more requested frames with a low person score.
+   interpolated box (one id across the miss). After prediction, `model.pipeline.track_filters.drop_flicker`
+   removes detected tracks that live for only 1-2 frames with a low score or on top of a longer track.
 
 A frame counts as labelled when it holds a human person, or is marked `is_labeled` and holds no
 prediction. A labelled frame is complete: a track missing from it is absent there, so it is neither
@@ -49,10 +49,7 @@ LINK_IOU = 0.1  # least IoU to link untracked labels on consecutive labelled fra
 MAX_LOST = 10  # frames a track missed by the detector is remembered
 DETECTED_SCORE = 0.5
 FILLED_SCORE = 0.8 * DETECTED_SCORE  # a detector gap filled by interpolation
-SHORT_TRACK = 2  # detected tracks on at most this many frames...
-MIN_SPAN_TO_PRUNE = 6  # ...of at least this many requested frames...
-FLICKER_SCORE = 0.3  # ...with a mean person score below this are dropped as false detections
-DUPLICATE_OVERLAP = 0.6  # ...and so are those whose box lies this much on a longer track's box
+SHORT_TRACK = 2  # tracks detected on at most this many frames are not gap-filled (see track_filters)
 MIN_VISIBLE = 0.25  # a box with less of its area inside the frame has left it
 _SCALE_LIMITS = (0.67, 1.5)  # most a box may grow or shrink in one carry step
 
@@ -539,54 +536,3 @@ def _fill_gaps(plans: dict[int, list[TrackBox]], run: list[int]) -> None:
                 filled = TrackBox(tid, Box.from_xyxy(*corners), "interpolated", FILLED_SCORE)
                 plans[f] = sorted([*plans.get(f, []), filled], key=lambda t: t.track_id)
 
-
-def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, min_span: int = MIN_SPAN_TO_PRUNE,
-                 min_score: float = FLICKER_SCORE) -> dict[int, list[Person]]:
-    """Removes detected tracks that live for 1-2 frames with a low score or on top of a lasting person.
-
-    False detections flicker: a stray hit on the background, or a second, partial hit on a person
-    already tracked (seen with BlazePose's detector over tiles on a synthetic walk: 10 such boxes in
-    40 frames). A short detected track goes when its mean person score is low, or when on one of its
-    frames its box lies mostly (`DUPLICATE_OVERLAP` of the smaller box) on the box of a longer track.
-
-    Args:
-        persons: frame -> predicted persons (``extra["box_source"]`` says where the box came from).
-        short: tracks on at most this many frames are candidates...
-        min_span: ...when at least this many frames were predicted (too few frames say nothing)...
-        min_score: ...and they go when their mean person score is below this (or they sit on a longer track).
-
-    Returns:
-        The same mapping without those tracks' persons.
-    """
-    if len(persons) < min_span:
-        return persons
-    scores: dict[int, list[float]] = {}
-    for people in persons.values():
-        for p in people:
-            if p.track_id is not None and p.extra.get("box_source") == "detected":
-                scores.setdefault(p.track_id, []).append(p.score or 0.0)
-    frames_of: dict[int, int] = {}
-    for people in persons.values():
-        for p in people:
-            if p.track_id is not None:
-                frames_of[p.track_id] = frames_of.get(p.track_id, 0) + 1
-    candidates = {t for t in scores if frames_of[t] <= short}
-    drop = {t for t in candidates if float(np.mean(scores[t])) < min_score}
-    for people in persons.values():
-        for p in people:
-            if p.track_id in candidates and p.box is not None and any(
-                    q.track_id not in candidates and q.box is not None and _overlap(p.box, q.box) >= DUPLICATE_OVERLAP
-                    for q in people):
-                drop.add(p.track_id)
-    if drop:
-        logger.debug("dropped %d flickering detected track(s): %s", len(drop), sorted(drop))
-    return {f: [p for p in people if p.track_id not in drop] for f, people in persons.items()}
-
-
-def _overlap(a: Box, b: Box) -> float:
-    """Intersection over the smaller box's area."""
-    ax1, ay1, ax2, ay2 = a.xyxy
-    bx1, by1, bx2, by2 = b.xyxy
-    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
-    smaller = min(a.area, b.area)
-    return inter / smaller if smaller > 0 else 0.0
