@@ -53,12 +53,12 @@ _COLD_START = "-backbone-only"
 
 
 def with_propagation(version: str) -> str:
-    """The model version name of predictions that hold propagated joints (kept short for Label Studio).
+    """The cold-start model version of predictions that hold propagated joints (kept short for Label Studio).
 
-    "blazepose2-backbone-only" -> "blazepose2+prop-backbone-only"; any other name gets "+prop" appended.
+    "blazepose2-backbone-only" -> "blazepose2+prop-backbone-only". Other names (versions registered in
+    the database, heads) are returned unchanged: Label Studio and the bulk pre-annotation match them
+    exactly, and a served head always sees carried labels as its neighbours.
     """
-    if PROPAGATION_TAG in version:
-        return version
-    if version.endswith(_COLD_START):
+    if version.endswith(_COLD_START) and PROPAGATION_TAG not in version:
         return version[: -len(_COLD_START)] + PROPAGATION_TAG + _COLD_START
-    return version + PROPAGATION_TAG
+    return version
