@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: run test test-fast lint clean-venv
+.PHONY: run test test-fast lint clean-venv browser screenshots
 
 $(STAMP): requirements.txt requirements-nodeps.txt requirements-test.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -16,8 +16,15 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-test.txt
 run: $(STAMP)
 	$(PY) -m backend
 
+## The browser tests' Chromium (Debian's chromium + chromium-driver), installed when missing and root.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get install -y chromium chromium-driver || \
+	    (apt-get update && apt-get install -y chromium chromium-driver)) || \
+	    echo "chromium missing and not root: the browser tests will skip (apt-get install -y chromium chromium-driver)"; }
+
 ## The whole suite (slow tests included; GPU tests skip themselves without CUDA).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -m "not gpu"
 
 ## The fast default suite (what `pytest` runs with no arguments).
@@ -29,3 +36,7 @@ clean-venv:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check annotation_io model backend tests
+
+## README pictures (docs/*.png), regenerated from the browser tests against a real Label Studio.
+screenshots: $(STAMP) browser
+	$(PY) -m scripts.screenshots

@@ -6,7 +6,9 @@ Map:
 - `errors`: AnnotationFormatError (file/task + field path).
 - `posetrack`: PoseTrack 2018 per-video JSON and 2017 annolist JSON, load/dump.
 - `coco`: COCO keypoints JSON, load/dump.
-- `label_studio`: labelling config, LS results <-> Persons, validation.
+- `label_studio`: labelling config, LS results <-> Persons, validation; `ls_config` (the config XML,
+  its parsed form, lenient joint names, frame-task data) and `ls_grouping` (which person a keypoint
+  region joins) are its parts.
 - `video`: frame count, fps, random access and iteration for video files and frame folders.
 - `evaluate`: poseval-compatible AP (`python -m annotation_io.evaluate GT PRED`).
 - `synth`: synthetic PoseTrack-style videos (`python -m annotation_io.synth OUT ...`).

@@ -25,11 +25,15 @@ from annotation_io.ls_config import (  # noqa: F401  (re-exported: one import pl
     _integer,
     _is_number,
     default_config,
+    joint_of_name,
     label_config,
     parse_config,
     parse_task,
     task_data,
 )
+from annotation_io.ls_grouping import Keypoint as _Keypoint
+from annotation_io.ls_grouping import assign_to_boxes as _assign
+from annotation_io.ls_grouping import group_boxless as _group_boxless
 from annotation_io.types import Box, Person
 
 logger = logging.getLogger(__name__)
@@ -101,15 +105,6 @@ class _At:
         raise self.error(f"track id {raw!r} is not an integer")
 
 
-@dataclass
-class _Keypoint:
-    at: _At
-    slot: int
-    x: float  # pixels
-    y: float
-    parent: str | None
-
-
 def _image_size(results: list, source: str | None) -> ImageSize | None:
     """The one (original_width, original_height) that the items carry; None when none carries it."""
     sizes = set()
@@ -166,8 +161,9 @@ def results_to_persons(
 
     Boxes become persons (region_id = box id, score = box score). Keypoints join the box their
     `parentID` names; a keypoint without one (drawn by hand) joins the smallest box containing
-    it, else the nearest box, skipping boxes that already have that joint. Without any box, all
-    keypoints form one person without box. A per-region track result reusing a box id sets that
+    it, else the nearest box, skipping boxes that already have that joint. Without any box
+    (keypoints-only configs), keypoints form box-less persons by their region ids
+    (`_group_boxless`). A per-region track result reusing a box id sets that
     person's track_id. Every keypoint region is a visible joint (v = 2): LS has no occlusion flag.
     Items of other controls are ignored.
 
@@ -224,51 +220,13 @@ def results_to_persons(
             if rid not in boxes or rid in tracks:
                 raise at.error("a track id result must reuse the id of one person box, once")
             tracks[rid] = (at.track_id(config.track_type), at.item)
-    members = _assign(keypoints, boxes, config.slot_labels)
+    if boxes:
+        members = _assign(keypoints, boxes, config.slot_labels)
+    else:
+        members = _group_boxless(keypoints, config.slot_labels)
     persons = [_person(members[b], boxes[b], tracks.get(b), as_labels) for b in boxes]
-    if None in members:
-        persons.append(_person(members[None], None, None, as_labels))
+    persons += [_person(joints, None, None, as_labels) for g, joints in members.items() if g not in boxes]
     return persons, ImageSize(size.width, size.height)
-
-
-def _assign(
-    keypoints: list[_Keypoint], boxes: dict[str, tuple[Box, dict]], names: dict[int, str]
-) -> dict[str | None, dict[int, _Keypoint]]:
-    """Box id (None: the box-less person) -> slot -> keypoint."""
-    members: dict[str | None, dict[int, _Keypoint]] = {box_id: {} for box_id in boxes}
-    by_id = {str(k.at.item["id"]): k for k in keypoints if k.at.item.get("id") is not None}
-    orphans = []
-    for k in keypoints:
-        parent, seen = k.parent, set()
-        # A keypoint dragged under another keypoint in the Regions panel: follow up to the box.
-        while parent is not None and parent not in boxes:
-            if parent not in by_id or parent in seen:
-                raise k.at.error(f"parentID {parent!r} names no person box")
-            seen.add(parent)
-            parent = by_id[parent].parent
-        if parent is None:
-            orphans.append(k)
-        elif k.slot in members[parent]:
-            raise k.at.error(f"person box {parent!r} has joint {names[k.slot]!r} twice")
-        else:
-            members[parent][k.slot] = k
-    for k in orphans:
-        # Hand-drawn keypoints have no parentID (Label Studio 1.23's payloads): smallest box that
-        # contains the point first, then the others by distance; a box keeps its own joint.
-        def rank(box_id: str, k: _Keypoint = k) -> tuple[int, float]:
-            box = boxes[box_id][0]
-            return (0, box.area) if box.contains(k.x, k.y) else (1, box.distance_to(k.x, k.y))
-
-        free = [b for b in sorted(boxes, key=rank) if k.slot not in members[b]]
-        if not boxes:
-            if k.slot in members.setdefault(None, {}):
-                raise k.at.error(f"joint {names[k.slot]!r} twice and no person box to tell them apart")
-            members[None][k.slot] = k
-        elif not free:
-            raise k.at.error(f"{names[k.slot]!r} has no parentID and every person box has that joint already")
-        else:
-            members[free[0]][k.slot] = k
-    return members
 
 
 def _person(
@@ -334,7 +292,11 @@ def persons_to_results(
     Per person: a `rectanglelabels` box (with `score` when known), one `keypointlabels` item per
     joint with v > 0 that the config has a label for (ears have none), each with `parentID` = box
     id and, for predictions, `score`; then a per-region track result reusing the box id. Geometry
-    is clipped to the image. Ids: Person.region_id (and extra["ls_keypoint_ids"]) when set, else
+    is clipped to the image. A keypoints-only config gets no boxes and keypoints without parentID.
+
+    Order (drag-first): every keypoint of every person, THEN each box followed by its track item.
+    Label Studio 1.23 draws the first result item on top (its region sort reverses the list), so
+    this puts every box beneath every keypoint and a joint inside a box takes the mouse first. Ids: Person.region_id (and extra["ls_keypoint_ids"]) when set, else
     f"{id_prefix}p{i}" for the box and f"{box_id}_k{slot}" for joints (slot: 17-slot index).
 
     Args:
@@ -362,7 +324,9 @@ def persons_to_results(
         item["value"] = value
         return item
 
-    out: list[dict] = []
+    out: list[dict] = []  # keypoints; boxes and tracks go to `boxes`, appended last
+    boxes: list[dict] = []
+    with_boxes = config.person_from_name is not None
     used = {p.region_id for p in persons if p.region_id}
     for i, p in enumerate(persons):
         box_id = p.region_id or f"{id_prefix or ''}p{i}"
@@ -370,14 +334,14 @@ def persons_to_results(
             box_id += "_"
         used.add(box_id)
         geometry: dict[str, Any] = {}
-        if p.box is not None:
+        if p.box is not None and with_boxes:
             b = p.box.clip(w, h)
             geometry = {"x": _pct(b.x, w), "y": _pct(b.y, h), "width": _pct(b.w, w), "height": _pct(b.h, h)}
             geometry["rotation"] = 0
             score = p.score if p.score is not None else p.extra.get(_EXTRA_BOX_SCORE)
             value = {**geometry, "rectanglelabels": [config.person_label]}
-            out.append(region(box_id, config.person_from_name, "rectanglelabels", value,
-                              score=score, origin=p.extra.get(_EXTRA_BOX_ORIGIN)))  # fmt: skip
+            boxes.append(region(box_id, str(config.person_from_name), "rectanglelabels", value,
+                                score=score, origin=p.extra.get(_EXTRA_BOX_ORIGIN)))  # fmt: skip
         unscored = set(p.extra.get(_EXTRA_UNSCORED, ()))
         for slot, label in sorted(config.slot_labels.items()):
             x, y, v = p.keypoints[slot]
@@ -399,11 +363,11 @@ def persons_to_results(
         if p.track_id is not None and config.track_from_name and geometry:
             key = "number" if config.track_type == "number" else "text"
             value = {**geometry, key: int(p.track_id) if key == "number" else [str(p.track_id)]}
-            out.append(region(box_id, config.track_from_name, config.track_type, value,
-                              origin=p.extra.get(_EXTRA_TRACK_ORIGIN)))  # fmt: skip
+            boxes.append(region(box_id, config.track_from_name, config.track_type, value,
+                                origin=p.extra.get(_EXTRA_TRACK_ORIGIN)))  # fmt: skip
         elif p.track_id is not None:
             logger.debug("person %d: track id %s not written (no box or no track control)", i, p.track_id)
-    return out
+    return out + boxes
 
 
 def validate_results(

@@ -7,7 +7,9 @@ One LS task is one video frame; its `data` carries `image`, `video_id`, `frame_i
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -15,11 +17,22 @@ from typing import Any, NamedTuple
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.skeletons import KEYPOINT_INDEX, LABELLED_SLOTS, LS_JOINTS
 
-# One distinct colour per LS joint, in LS_JOINTS order (a 15-colour high-contrast palette).
+# Joint colours, in LS_JOINTS order, chosen for legibility on video frames and in the Regions list:
+# the head neutral (light, mid and dark grey), the LEFT side WARM (yellow, orange, red, pink, crimson, brown from shoulder to
+# ankle) and the RIGHT side COOL (cyan, blue, purple, green, lime, teal). Every colour is distinct.
 JOINT_COLOURS: tuple[str, ...] = (
-    "#e6194b", "#f58231", "#ffe119", "#3cb44b", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
-    "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#000075", "#808000",
+    "#bdbdbd", "#757575", "#212121",  # nose, head_bottom, head_top (greys: light, mid, dark)
+    "#ffea00", "#00e5ff",  # left / right shoulder
+    "#ff9100", "#2979ff",  # elbow
+    "#ff1744", "#aa00ff",  # wrist
+    "#ff4081", "#00c853",  # hip
+    "#c51162", "#76ff03",  # knee
+    "#8d6e63", "#006064",  # ankle
 )  # fmt: skip
+PERSON_COLOUR = "#00aa00"
+# Lenient joint-name spellings: "L"/"R" prefixes and a few common aliases of PoseTrack's names.
+_SIDE = {"l": "left", "r": "right", "lt": "left", "rt": "right"}
+_ALIASES = {"neck": "head_bottom", "top_head": "head_top", "head": "head_top", "headtop": "head_top"}
 
 
 class ConfigError(AnnotationFormatError):
@@ -40,22 +53,26 @@ class LabelConfig:
     Attributes:
         image_name: name of the <Image> tag (the results' `to_name`).
         image_value: task data key the image URL is read from (`value="$image"` -> "image").
-        person_from_name: name of the <RectangleLabels> control holding person boxes.
+        person_from_name: name of the <RectangleLabels> control holding person boxes; None for a
+            keypoints-only config (Label Studio's stock keypoint template): keypoints then carry no
+            `parentID` and people are told apart by their region ids.
         person_label: its label value for persons.
         keypoint_from_name: name of the <KeyPointLabels> control.
         joint_labels: keypoint label value -> 17-slot joint index.
         track_from_name: name of the per-region <TextArea>/<Number> holding track ids, if any.
         track_type: result type of that control, "textarea" or "number".
+        unmapped: keypoint label values that name no PoseTrack joint (left out of predictions).
     """
 
     image_name: str
     image_value: str
-    person_from_name: str
+    person_from_name: str | None
     person_label: str
     keypoint_from_name: str
     joint_labels: dict[str, int]
     track_from_name: str | None = None
     track_type: str = "textarea"
+    unmapped: tuple[str, ...] = ()
 
     @property
     def slot_labels(self) -> dict[int, str]:
@@ -64,43 +81,62 @@ class LabelConfig:
 
     def role_types(self) -> dict[str, tuple[str, str]]:
         """from_name -> (role "box" | "kp" | "track", expected result type)."""
-        roles = {
-            self.person_from_name: ("box", "rectanglelabels"),
-            self.keypoint_from_name: ("kp", "keypointlabels"),
-        }
-        if self.track_from_name:
+        roles = {self.person_from_name: ("box", "rectanglelabels")} if self.person_from_name else {}
+        roles[self.keypoint_from_name] = ("kp", "keypointlabels")
+        if self.track_from_name and self.person_from_name:
             roles[self.track_from_name] = ("track", self.track_type)
         return roles
 
 
 def label_config(
-    *, image: str = "image", person: str = "person", keypoints: str = "kp", track: str | None = "track_id"
+    *,
+    image: str = "image",
+    person: str = "person",
+    keypoints: str = "kp",
+    track: str | None = "track_id",
+    colours: Sequence[str] | None = None,
+    box_fill_opacity: float = 0.0,
+    track_caption: str | None = "Track id",
 ) -> str:
     """The recommended labelling config (Label Studio 1.23's payloads) as XML.
 
-    The image URL is always read from task data key "image" (see `task_data`).
+    The image URL is always read from task data key "image" (see `task_data`). The default look is
+    chosen for legibility: an unfilled person box (its fill would tint the joints drawn inside it),
+    one distinct colour per joint (`JOINT_COLOURS`: head neutral, left warm, right cool), and the
+    track-id field captioned.
 
     Args:
         image: name of the <Image> tag.
         person: name of the person <RectangleLabels>.
         keypoints: name of the <KeyPointLabels> (15 PoseTrack joints, `model_index` 0..14).
         track: name of the per-region track-id <TextArea>; None leaves it out.
+        colours: 15 joint colours in LS_JOINTS order (default `JOINT_COLOURS`).
+        box_fill_opacity: fill opacity of the person box, 0 (outline only) to 1.
+        track_caption: header shown above the track-id field; None: no caption.
 
     Raises:
-        ConfigError: two tags would share a name.
+        ConfigError: two tags would share a name, not 15 colours, or an opacity outside 0..1.
     """
     names = [n for n in (image, person, keypoints, track) if n is not None]
     if len(set(names)) != len(names) or not all(names):
         raise ConfigError(f"tag names must be distinct and non-empty, got {names}")
+    colours = tuple(colours) if colours is not None else JOINT_COLOURS
+    if len(colours) != len(LS_JOINTS):
+        raise ConfigError(f"need {len(LS_JOINTS)} joint colours (one per joint), got {len(colours)}")
+    if not 0.0 <= box_fill_opacity <= 1.0:
+        raise ConfigError(f"box_fill_opacity must be in 0..1, got {box_fill_opacity}")
     root = ET.Element("View")
     ET.SubElement(root, "Image", name=image, value="$image", zoom="true", zoomControl="true")
-    rect = ET.SubElement(root, "RectangleLabels", name=person, toName=image, strokeWidth="2")
-    ET.SubElement(rect, "Label", value="person", background="#00aa00")
+    rect = ET.SubElement(root, "RectangleLabels", name=person, toName=image, strokeWidth="2",
+                         fillOpacity=f"{box_fill_opacity:g}")  # fmt: skip
+    ET.SubElement(rect, "Label", value="person", background=PERSON_COLOUR)
     kp = ET.SubElement(root, "KeyPointLabels", name=keypoints, toName=image, strokeWidth="1")
-    for i, (joint, colour) in enumerate(zip(LS_JOINTS, JOINT_COLOURS, strict=True)):
+    for i, (joint, colour) in enumerate(zip(LS_JOINTS, colours, strict=True)):
         ET.SubElement(kp, "Label", value=joint, model_index=str(i), background=colour)
     if track is not None:
         view = ET.SubElement(root, "View", visibleWhen="region-selected", whenTagName=person)
+        if track_caption:
+            ET.SubElement(view, "Header", value=track_caption, size="6")
         attrs = {"perRegion": "true", "editable": "true", "maxSubmissions": "1", "rows": "1"}
         ET.SubElement(view, "TextArea", name=track, toName=image, **attrs)
     ET.indent(root, space="  ")
@@ -134,14 +170,15 @@ def parse_config(xml: str) -> LabelConfig:
     image_name = next(t for t in _targets(kp) if t in images)
     if not images[image_name].startswith("$"):
         raise ConfigError(f"<Image name={image_name!r}> has no value=\"$key\" naming its task data key")
-    rect = next((el for el in root.iter("RectangleLabels") if image_name in _targets(el)), None)
-    if rect is None or not rect.get("name"):
-        raise ConfigError(f"no <RectangleLabels> bound to <Image name={image_name!r}> (person boxes)")
-    rect_labels = [el.get("value") for el in rect.iter("Label") if el.get("value")]
-    if "person" in rect_labels or len(rect_labels) == 1:
-        person_label = "person" if "person" in rect_labels else rect_labels[0]
-    else:
-        raise ConfigError(f"<RectangleLabels name={rect.get('name')!r}> has no 'person' label: {rect_labels}")
+    rect = next((el for el in root.iter("RectangleLabels") if image_name in _targets(el) and el.get("name")), None)
+    person_label = "person"
+    if rect is not None:
+        rect_labels = [el.get("value") for el in rect.iter("Label") if el.get("value")]
+        lowered = {str(v).lower(): str(v) for v in rect_labels}
+        if "person" in lowered or len(rect_labels) == 1:
+            person_label = lowered.get("person") or str(rect_labels[0])
+        else:
+            raise ConfigError(f"<RectangleLabels name={rect.get('name')!r}> has no 'person' label: {rect_labels}")
     track = next(
         (
             el
@@ -153,20 +190,52 @@ def parse_config(xml: str) -> LabelConfig:
         ),
         None,
     )
+    if rect is None:
+        track = None  # a track id is a per-region result of a person box
+    joints, unmapped = _joint_labels(kp)
     return LabelConfig(
         image_name=image_name,
         image_value=images[image_name][1:],
-        person_from_name=str(rect.get("name")),
+        person_from_name=None if rect is None else str(rect.get("name")),
         person_label=str(person_label),
         keypoint_from_name=str(kp.get("name")),
-        joint_labels=_joint_labels(kp),
+        joint_labels=joints,
         track_from_name=None if track is None else track.get("name"),
         track_type="number" if track is not None and track.tag == "Number" else "textarea",
+        unmapped=unmapped,
     )
 
 
-def _joint_labels(kp: ET.Element) -> dict[str, int]:
-    """Label value -> 17-slot index, by `model_index` (index into LS_JOINTS) else by joint name."""
+def joint_of_name(name: str) -> str | None:
+    """The PoseTrack joint a label spells, leniently; None when it names none.
+
+    Case, spaces, hyphens and underscores do not matter, and "L"/"R" (or "Lt"/"Rt") stand for
+    "left"/"right" as a prefix or suffix: `Left Shoulder`, `left-shoulder`, `L_Shoulder`,
+    `shoulder_l` and `LeftShoulder`-style camel case all give "left_shoulder". "neck" is head_bottom.
+    """
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name.strip())
+    words = [w for w in re.split(r"[\s_\-.]+", spaced.lower()) if w]
+    if not words:
+        return None
+    words = [_SIDE.get(w, w) if i in (0, len(words) - 1) and len(words) > 1 else w for i, w in enumerate(words)]
+    if words[-1] in ("left", "right") and len(words) > 1:
+        words = [words[-1], *words[:-1]]
+    joined = "_".join(words)
+    if joined in LS_JOINTS:
+        return joined
+    return _ALIASES.get(joined)
+
+
+def _joint_labels(kp: ET.Element) -> tuple[dict[str, int], tuple[str, ...]]:
+    """(label value -> 17-slot index, label values that name no joint).
+
+    A label maps by `model_index` (index into LS_JOINTS), else by its `predicted_values` (the first
+    joint name among its comma-separated values), else by its own value (`joint_of_name`).
+
+    Raises:
+        ConfigError: a label without value, a bad model_index, two labels for one joint, or no label
+            that maps to a joint.
+    """
     labels: dict[str, int] = {}
     unknown: list[str] = []
     for el in kp.iter("Label"):
@@ -179,22 +248,25 @@ def _joint_labels(kp: ET.Element) -> dict[str, int]:
                 last = len(LS_JOINTS) - 1
                 raise ConfigError(f"joint label {value!r}: model_index={index!r} is not in 0..{last}")
             slot = LABELLED_SLOTS[int(index)]
-        elif value in LS_JOINTS:
-            slot = KEYPOINT_INDEX[value]
         else:
-            unknown.append(value)
-            continue
+            spellings = [v for v in (el.get("predicted_values") or "").split(",") if v.strip()] or [value]
+            joint = next((j for j in map(joint_of_name, spellings) if j is not None), None)
+            if joint is None:
+                unknown.append(value)
+                continue
+            slot = KEYPOINT_INDEX[joint]
         if slot in labels.values():
             raise ConfigError(f"joint label {value!r} maps to the same joint as another label (slot {slot})")
         labels[value] = slot
-    if unknown:
-        raise ConfigError(
-            f"unknown joint labels: {', '.join(unknown)} (expected PoseTrack joint names: "
-            f"{', '.join(LS_JOINTS)}, or a model_index attribute)"
-        )
     if not labels:
+        if unknown:
+            raise ConfigError(
+                f"no keypoint label names a PoseTrack joint: {', '.join(unknown)} (expected joint names such "
+                f"as {', '.join(LS_JOINTS)}, spelled in any case with spaces, hyphens or L/R, or a "
+                "model_index / predicted_values attribute)"
+            )
         raise ConfigError(f"<KeyPointLabels name={kp.get('name')!r}> has no <Label>")
-    return labels
+    return labels, tuple(unknown)
 
 
 # ----------------------------------------------------------------------------- task data

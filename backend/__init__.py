@@ -4,9 +4,12 @@ Map of the package (layers top to bottom; a module imports only from layers belo
 - `__main__`: `python -m backend [serve|worker|preannotate|import-video|import-posetrack]`.
 - `wsgi`: `app` for gunicorn (`gunicorn backend.wsgi:app`).
 - `app`: `create_app(settings)`: registers the Blueprints, basic auth, size limit, error mapping, timer.
-- `http/`: Flask Blueprints only: LS protocol routes, job routes, version/training routes, errors.
+- `http/`: Flask Blueprints only: LS protocol routes, job routes, version/training routes, the status
+  page (`status`, template in `http/templates/`), errors.
 - `services/`: the work, no Flask: prediction, webhook events, training (submit / trigger /
-  schedule / promote), fine-tuning, the promotion gate, bulk pre-annotation, training data, corrections.
+  schedule / promote / readiness), fine-tuning, the promotion gate, bulk pre-annotation, training
+  data, corrections, `ls_sync` (Label Studio's project model_version and ML-card notes through its
+  REST API), `status` (the status page's data and SVG charts).
 - `jobs/`: background work: the job registry, job execution, runners (threads, RQ), the RQ worker.
 - `context`: BackendContext (settings, DB sessions, predictor cache, frames, job runner) and build_context.
 - `predictor_cache`: loaded Predictors by (backbone, weights, head, device); thread-safe leases.

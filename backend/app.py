@@ -1,9 +1,9 @@
 """`create_app(settings)`: the Flask app of the ML backend: Blueprints, basic auth, size limit, error mapping.
 
 Routes live in `backend.http`: the Label Studio protocol (`protocol`: /health /setup /predict
-/webhook), background jobs (`jobs`: /preannotate /jobs /metrics) and model versions (`versions`:
-/versions /train). Every error is JSON (`backend.http.errors`). Basic auth guards every route but
-`/` and `/health` when BASIC_AUTH_USER/BASIC_AUTH_PASS are set.
+/webhook), background jobs (`jobs`: /preannotate /jobs /metrics), model versions (`versions`:
+/versions /train) and the status page (`status`: /). Every error is JSON (`backend.http.errors`).
+Basic auth guards every route but `/health` when BASIC_AUTH_USER/BASIC_AUTH_PASS are set.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from flask import Flask, request
 
 from backend.context import BackendContext, build_context
-from backend.http import jobs, protocol, versions
+from backend.http import jobs, protocol, status, versions
 from backend.http.errors import ApiError, register_error_handlers
 from backend.http.inputs import CONTEXT_KEY
 from backend.jobs.runners import runner_factory
@@ -22,7 +22,7 @@ from backend.predictor_cache import PredictorFactory
 from backend.services.training import start_scheduler
 from backend.settings import Settings
 
-OPEN_PATHS = frozenset({"/", "/health"})
+OPEN_PATHS = frozenset({"/health"})  # Label Studio's health check; the status page `/` needs auth
 REALM = 'Basic realm="DCPose ML backend", charset="UTF-8"'
 SCHEDULER_KEY = "dcpose_training_scheduler"  # app.extensions[SCHEDULER_KEY]: the training timer, if any
 
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, *, predictor_factory: Predictor
     app.extensions[CONTEXT_KEY] = ctx
     register_error_handlers(app)
     app.before_request(_basic_auth(settings))
-    for module in (protocol, jobs, versions):
+    for module in (protocol, jobs, versions, status):
         app.register_blueprint(module.blueprint)
     scheduler = start_scheduler(ctx)
     if scheduler is not None:

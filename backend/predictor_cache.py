@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 2
-COLD_START_SUFFIX = "-backbone-only"  # model.pipeline.predictor.Predictor.version without a head
+COLD_START_SUFFIX = "-base"  # model.pipeline.predictor.Predictor.version without a head
 
 
 class ModelUnavailableError(RuntimeError):
@@ -91,7 +91,7 @@ def _weights_digest(path: str) -> str:
 def cold_start_version(spec: PredictorSpec) -> str:
     """The version name `default_factory(spec)` will report, without building it.
 
-    Mirrors `Predictor.version` for a head-less predictor: "<backbone version>-backbone-only", the
+    Mirrors `Predictor.version` for a head-less predictor: "<backbone version>-base", the
     backbone version being "blazepose2" or "<hrnet name>:<sha1[:8] of the weights>" (a test keeps
     the two in step).
 

@@ -65,6 +65,9 @@ class Settings:
         max_request_mb: MAX_REQUEST_MB (default 32): larger request bodies get 413.
         train_min_corrections: TRAIN_MIN_CORRECTIONS (default 50): new corrections that trigger training.
         train_interval_s: TRAIN_INTERVAL_S (default 0 = off): periodic training timer.
+        train_min_frames: TRAIN_MIN_FRAMES (default 10): labelled frames (with at least one person) a
+            project needs before "Start Training" or a trigger starts a run: with fewer, the gate's
+            held-out share (~20%) is one or two frames and its decision means nothing. 0: no minimum.
         promote_margin: PROMOTE_MARGIN (default 0.01): how much a new version must beat the serving one.
         log_level: LOG_LEVEL (default INFO).
     """
@@ -84,6 +87,7 @@ class Settings:
     max_request_mb: float = 32.0
     train_min_corrections: int = 50
     train_interval_s: float = 0.0
+    train_min_frames: int = 10
     promote_margin: float = 0.01
     log_level: str = "INFO"
 
@@ -129,6 +133,8 @@ class Settings:
             raise SettingsError(f"MAX_REQUEST_MB must be positive, got {self.max_request_mb}")
         if self.train_min_corrections < 1:
             raise SettingsError(f"TRAIN_MIN_CORRECTIONS must be >= 1, got {self.train_min_corrections}")
+        if self.train_min_frames < 0:
+            raise SettingsError(f"TRAIN_MIN_FRAMES must be >= 0 (0 = no minimum), got {self.train_min_frames}")
         if not self.train_interval_s >= 0:
             raise SettingsError(f"TRAIN_INTERVAL_S must be >= 0 (0 = off), got {self.train_interval_s}")
         if not self.promote_margin >= 0:
@@ -186,6 +192,7 @@ class Settings:
             max_request_mb=_number(env, "MAX_REQUEST_MB", 32.0, float),
             train_min_corrections=_number(env, "TRAIN_MIN_CORRECTIONS", 50, int),
             train_interval_s=_number(env, "TRAIN_INTERVAL_S", 0.0, float),
+            train_min_frames=_number(env, "TRAIN_MIN_FRAMES", 10, int),
             promote_margin=_number(env, "PROMOTE_MARGIN", 0.01, float),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
         )

@@ -12,10 +12,9 @@ by nothing in the product):
   `blazepose` (BlazePose on person crops), `detectors` (BlazePose's person detector over tiles, HOG),
   `factory` (`build_backbone`).
 - `pipeline/`: `config` (InferConfig), `predictor` (Predictor, load_head), `video_job` (one call's
-  work, given the stages), `tracking` and `assignment` (person boxes and track ids), `track_filters` (false short tracks
-  dropped), `propagation`
-  (human keypoints carried by optical flow and fused with the backbone).
-- `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head, DDP), `curve`.
+  work, given the stages), `tracking` and `assignment` (person boxes and track ids), `track_filters` (false
+  short tracks dropped), `propagation` (human keypoints carried by optical flow and fused with the backbone).
+- `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head), `distributed` (DDP), `curve`.
 - `cli/`: `python -m model predict|train|bench|bench-video|bench-real|propagation-overlay` (`main`
   dispatches; `predict`, `predict_input`, `render`, `train`).
 - `bench/`: `nets` (backbone, head, DCNv2), `video` (cached/exact cost, accuracy, with `propagation`'s

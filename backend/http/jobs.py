@@ -21,6 +21,7 @@ from backend.db.tables import Job
 from backend.http.errors import ApiError
 from backend.http.inputs import current_context, json_body, query_int, required_project
 from backend.services import preannotate as preannotate_service
+from backend.services.status import job_fraction
 
 blueprint = Blueprint("jobs", __name__)
 
@@ -34,6 +35,7 @@ def job_json(job: Job) -> dict[str, Any]:
     """A job row as JSON."""
     return {"id": job.id, "project_id": job.project_id, "kind": job.kind, "state": job.state,
             "trigger": job.trigger, "progress": job.progress, "result": job.result, "error": job.error,
+            "fraction": round(job_fraction(job.kind, job.state, job.progress), 4),
             "created_at": iso(job.created_at), "started_at": iso(job.started_at),
             "finished_at": iso(job.finished_at), "heartbeat_at": iso(job.heartbeat_at)}  # fmt: skip
 

@@ -19,7 +19,7 @@ from backend.db import queries
 from backend.db.session import session_scope
 from backend.db.tables import Project
 from backend.http.inputs import RequestFormatError, parse_project_id
-from backend.services import events, prediction
+from backend.services import events, ls_sync, prediction
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
@@ -61,13 +61,15 @@ class DCPoseBackend:
         return prediction.serving_model(self.ctx, self.project_id).name
 
     def remember_project(self) -> None:
-        """Stores the project row and its config (a few ms; /setup does it)."""
+        """Stores the project row and its config (a few ms; /setup does it), and queues bringing the
+        project's model_version in Label Studio in step with the serving version."""
         if self.project_id is None:
             return
         with session_scope(self.ctx.sessions) as session:
             queries.upsert_project(
                 session=session, project_id=self.project_id, label_config=self.label_config
             )
+        ls_sync.request_sync(self.ctx, self.project_id)
 
     def _config(self) -> tuple[LabelConfig, str | None]:
         if self.parsed_label_config is not None:
@@ -103,6 +105,8 @@ class DCPoseBackend:
         config, raw = self._config()
         serving, answers = prediction.predict_tasks(self.ctx, project_id=project_id, config=config, tasks=tasks,
                                                     context=context, label_config=raw)  # fmt: skip
+        # LS stores these predictions after this answer: a few tries let it take their version.
+        ls_sync.request_sync(self.ctx, project_id, attempts=5)
         return [a.to_ls(serving.name) for a in answers]
 
     def fit(self, event: str | None, data: Mapping[str, Any], **kwargs: Any) -> tuple[dict[str, Any], int]:
@@ -114,4 +118,5 @@ class DCPoseBackend:
         payload = dict(data) if isinstance(data, Mapping) else data
         if event is not None and isinstance(payload, dict):
             payload.setdefault("action", event)
-        return events.receive(self.ctx, payload)
+        backend_url = kwargs.get("backend_url")
+        return events.receive(self.ctx, payload, backend_url=backend_url if isinstance(backend_url, str) else None)

@@ -1,6 +1,6 @@
 """Label Studio's ML-backend protocol routes: /health, /setup, /predict, /webhook (a Blueprint).
 
-`GET /` and `/health`: status and serving version (503 when the database or the model is down);
+`GET /health`: status and serving version (503 when the database or the model is down);
 `POST /setup`: cheap, remembers the project and its config, returns the serving model version;
 `POST /predict`: one result per task, in order; `POST /webhook`: recorded and queued in a few
 milliseconds (`backend.services.events`). The request bodies are Label Studio's, as its ML backend
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 from sqlalchemy.exc import OperationalError
 
 from backend.http.errors import ApiError
@@ -23,7 +23,6 @@ from backend.services.prediction import serving_model
 blueprint = Blueprint("protocol", __name__)
 
 
-@blueprint.get("/")
 @blueprint.get("/health")
 def health() -> Any:
     try:
@@ -43,7 +42,13 @@ def setup() -> Any:
     ctx.ls.learn(body.get("hostname"), body.get("access_token"))
     backend = DCPoseBackend(parse_project_id(body.get("project")), schema, context=ctx)
     backend.remember_project()
-    return {"model_version": backend.model_version}
+    answer: dict[str, Any] = {"model_version": backend.model_version}
+    config = backend.parsed_label_config
+    if config is not None and config.unmapped:
+        # Left out of predictions; the project is served with the joints that do map.
+        answer["unmapped_labels"] = list(config.unmapped)
+        answer["message"] = (f"keypoint labels naming no PoseTrack joint are left out: {', '.join(config.unmapped)}")
+    return answer
 
 
 @blueprint.post("/predict")
@@ -65,5 +70,6 @@ def predict() -> Any:
 @blueprint.post("/webhook")
 def webhook() -> Any:
     body = json_body()
-    response, status = DCPoseBackend(None, None, context=current_context()).fit(None, body)
+    backend = DCPoseBackend(None, None, context=current_context())
+    response, status = backend.fit(None, body, backend_url=request.host_url.rstrip("/"))
     return response, status

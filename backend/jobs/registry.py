@@ -17,13 +17,15 @@ from backend.db.tables import JobKind
 
 TRAIN: Final[JobKind] = "train"
 PREANNOTATE: Final[JobKind] = "preannotate"
-CallName = Literal["process_event"]
+CallName = Literal["process_event", "sync_ls"]
 PROCESS_EVENT: Final[CallName] = "process_event"
+SYNC_LS: Final[CallName] = "sync_ls"
 
 JOB_FUNCTIONS: dict[str, str] = {
     TRAIN: "backend.services.finetune:run_training",
     PREANNOTATE: "backend.services.preannotate:run_preannotate",
     PROCESS_EVENT: "backend.services.events:process_event",
+    SYNC_LS: "backend.services.ls_sync:sync_project",
 }
 JobFunction = Callable[..., Mapping[str, Any] | None]
 

@@ -11,10 +11,13 @@ queues `process_event`; it answers in a few milliseconds. Processing is idempote
   latest prediction served for the task replaces the annotation's corrections;
 - ANNOTATIONS_DELETED (plural, as LS sends it): the annotations are marked deleted;
 - PROJECT_UPDATED: the project row (title, labelling config) is refreshed;
-- START_TRAINING (carries only the project): queues a "train" job through
-  `backend.services.training.submit_training`, as ``POST /train`` does (later triggers coalesce into
-  it). The answer names it `job_id`, not `job`: with `job`, Label Studio would poll a `/job_status`
-  route; our job state is at `GET /jobs/<id>`.
+- START_TRAINING (carries only the project): when the project has TRAIN_MIN_FRAMES labelled frames,
+  queues a "train" job through `backend.services.training.submit_training`, as ``POST /train`` does
+  (later triggers coalesce into it); else starts nothing. Either way the answer carries a one-line
+  `message` (job id, what happens, where to watch; or why not and how many more labelled frames
+  are needed), also shown as the ML backend card's title in Label Studio. The answer names the job
+  `job_id`, not `job`: with `job`, Label Studio would poll a `/job_status` route; our job state is
+  at `GET /jobs/<id>`.
 After an annotation event is processed, training is queued when TRAIN_MIN_CORRECTIONS new
 corrections have arrived since the last run (`backend.services.training.maybe_trigger_training`).
 
@@ -45,7 +48,7 @@ from backend.db.persons import persons_from_json
 from backend.db.session import session_scope
 from backend.db.tables import Project, WebhookEvent
 from backend.jobs.registry import PROCESS_EVENT, JobQueueError
-from backend.services import training
+from backend.services import ls_sync, training
 from backend.services.corrections import compare
 
 if TYPE_CHECKING:
@@ -132,8 +135,38 @@ def _dedup(action: str, payload: Mapping[str, Any], project_id: int) -> tuple[st
     return db_events.event_dedup_key(action, [], None, extra=uuid.uuid4().hex), None  # each click counts
 
 
-def receive(ctx: BackendContext, payload: Any) -> tuple[dict[str, Any], int]:
+def _start_training(ctx: BackendContext, project_id: int, event_id: int,
+                    backend_url: str | None) -> tuple[dict[str, Any], int]:  # fmt: skip
+    """START_TRAINING: queues a run when the project has enough labels; answers with a one-line message.
+
+    Label Studio 1.23's dialog prints only `Response: {}`, so the message is also posted as the title
+    of the project's ML backend card (`backend.services.ls_sync`) and the job shows on the status page.
+    """
+    readiness = training.training_readiness(ctx, project_id)
+    if not readiness.ready:
+        body: dict[str, Any] = {"status": "not_started", "message": readiness.refusal(), "event": event_id,
+                                "labelled_frames": readiness.labelled_frames, "persons": readiness.persons,
+                                "min_frames": readiness.min_frames, "missing_frames": readiness.missing}  # fmt: skip
+        status = 200
+    else:
+        job_id = training.submit_training(ctx, project_id, trigger="START_TRAINING")
+        watch = f"{backend_url}/ (status page) or {backend_url}/jobs/{job_id}" if backend_url else \
+            f"this backend's status page (/) or GET /jobs/{job_id}"  # fmt: skip
+        serving = training.serving_model(ctx, project_id).name
+        message = training.start_message(job_id, readiness, serving, watch)
+        body, status = {"status": "queued", "job_id": job_id, "event": event_id, "message": message}, 201
+    with session_scope(ctx.sessions) as session:
+        db_events.mark_event(session=session, event_id=event_id, status="processed")
+    logger.info("project %s: START_TRAINING: %s", project_id, body["message"])
+    ls_sync.request_sync(ctx, project_id, note=body["message"], backend_url=backend_url)
+    return body, status
+
+
+def receive(ctx: BackendContext, payload: Any, *, backend_url: str | None = None) -> tuple[dict[str, Any], int]:
     """Validates, records and queues one webhook; returns (response body, HTTP status).
+
+    Args:
+        backend_url: this service as Label Studio reached it (named in START_TRAINING's message).
 
     Raises:
         WebhookPayloadError: not an object, no or unknown action, or a missing/mistyped field.
@@ -169,10 +202,7 @@ def receive(ctx: BackendContext, payload: Any) -> tuple[dict[str, Any], int]:
         logger.info("webhook %s (project %s) is a repeat of event %s", action, project_id, event_id)
         return {"status": "duplicate", "event": event_id}, 200
     if action == "START_TRAINING":
-        job_id = training.submit_training(ctx, project_id, trigger="START_TRAINING")
-        with session_scope(ctx.sessions) as session:
-            db_events.mark_event(session=session, event_id=event_id, status="processed")
-        return {"status": "queued", "job_id": job_id, "event": event_id}, 201
+        return _start_training(ctx, project_id, event_id, backend_url)
     ctx.require_runner("webhook processing").enqueue(PROCESS_EVENT, event_id=event_id)
     return {"status": "queued", "event": event_id}, 201
 

@@ -335,6 +335,9 @@ def run_training(ctx: BackendContext, *, job_id: str, report: ProgressReporter, 
             owner.close()
     report(phase="done", version=name, outcome=outcome)
     logger.info("project %s: %s %s (%s)", project_id, name, outcome, decision.reason)
+    from backend.services.ls_sync import request_sync
+
+    request_sync(ctx, project_id, note=f"training job {job_id}: {name} {outcome} ({decision.reason})")
     summary = {k: v for k, v in _training_summary(data, run).items() if k != "frames_by_video"}
     return finite_json({"state": outcome, "version": name, "gate": decision.to_json(), "train": run.metrics(),
                         "data": summary, "start_from": run.start_from,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -34,7 +34,8 @@ from annotation_io.label_studio import (
     persons_to_results,
     results_to_persons,
 )
-from annotation_io.types import Frame, Person, Video
+from annotation_io.skeletons import UNLABELLED_SLOTS
+from annotation_io.types import Box, Frame, Person, Video
 from backend.db import queries, versions
 from backend.db.persons import persons_from_json
 from backend.db.session import session_scope
@@ -86,14 +87,18 @@ class TaskPrediction:
     score: float
     persons: list[Person]
     error: TaskError | None = None
+    reason: str | None = None
     model_version: str | None = None  # set where it differs from the serving name (label propagation)
 
     def to_ls(self, model_version: str) -> dict[str, Any]:
-        """The LS prediction dict (`error` added when the task failed); its own version wins."""
+        """The LS prediction dict (`error` added when the task failed, `meta.reason` when it is empty); its own
+        version wins."""
         out: dict[str, Any] = {"result": self.result, "score": self.score,
                                "model_version": self.model_version or model_version}
         if self.error is not None:
             out["error"] = str(self.error)
+        if self.reason is not None:
+            out["meta"] = {"reason": self.reason}
         return out
 
 
@@ -124,6 +129,45 @@ def serving_model(ctx: BackendContext, project_id: int | None) -> ServingModel:
     backbone = backbone.split(":")[0]
     checkpoint = base.checkpoint if backbone == base.backbone else None
     return ServingModel(name, PredictorSpec(backbone, checkpoint, head, base.device))
+
+
+# ----------------------------------------------------------------------------- what LS is sent
+
+BOX_MIN_SCORE = 0.3  # joints at least this confident shape a predicted person's box
+BOX_MARGIN = 0.1  # share of the joints' extent added on each side (PoseTrack boxes hug the joints)
+BOX_MIN_MARGIN_PX = 4.0
+
+
+def display_box(person: Person, width: int, height: int) -> Box | None:
+    """The box Label Studio is sent for a person: a human box unchanged; for a prediction, the tight
+    box of its confident joints plus a small margin (not the square crop the model worked on).
+
+    Falls back to the person's own box when fewer than two joints reach BOX_MIN_SCORE.
+    """
+    if person.scores is None or person.extra.get("box_source") == "human":
+        return person.box
+    confident = (person.keypoints[:, 2] > 0) & (person.scores >= BOX_MIN_SCORE)
+    confident[list(UNLABELLED_SLOTS)] = False
+    tight = Box.from_points(person.keypoints[confident, :2]) if confident.sum() >= 2 else None
+    if tight is None:
+        return person.box
+    mx, my = max(tight.w * BOX_MARGIN, BOX_MIN_MARGIN_PX), max(tight.h * BOX_MARGIN, BOX_MIN_MARGIN_PX)
+    x1, y1, x2, y2 = tight.xyxy
+    return Box.from_xyxy(max(x1 - mx, 0.0), max(y1 - my, 0.0), min(x2 + mx, width), min(y2 + my, height))
+
+
+def with_display_boxes(persons: Sequence[Person], width: int, height: int) -> list[Person]:
+    """The persons with `display_box` boxes (copies; the model's own persons are left as they are)."""
+    return [replace(p, box=display_box(p, width, height), extra=dict(p.extra)) for p in persons]
+
+
+def empty_reason(serving: ServingModel, frame: int, labelled: bool) -> str:
+    """Why a frame got no person (shown in the prediction's `meta.reason` and the log)."""
+    if labelled:
+        return f"frame {frame}: its human labels hold no person"
+    return (f"frame {frame}: no person found: no human box on this frame, no track carried from a labelled "
+            f"frame within reach, and the {serving.spec.backbone} person detector found nobody "
+            "(draw a person box and its joints, or label a nearby frame, then retrieve predictions again)")
 
 
 # ----------------------------------------------------------------------------- reading tasks
@@ -297,12 +341,16 @@ def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: Labe
                 len(ok), len(indices), time.perf_counter() - start, serving.name, reader.stand_ins)  # fmt: skip
     by_frame = {f.index: f.persons for f in predicted.frames}
     for item in ok:
-        persons = by_frame.get(item.frame.frame_index, [])
+        persons = with_display_boxes(by_frame.get(item.frame.frame_index, []), size.width, size.height)
         result = persons_to_results(persons, size.width, size.height, config, id_prefix=f"t{item.task_id}_")
         scores = [p.score for p in persons if p.score is not None]
+        reason = None
+        if not result:
+            reason = empty_reason(serving, item.frame.frame_index, item.frame.frame_index in known)
+            logger.info("project %s task %s: empty prediction: %s", project_id, item.task_id, reason)
         version = with_propagation(serving.name) if any("propagated" in p.extra for p in persons) else None
         out[item.task_id] = TaskPrediction(item.task_id, result, float(sum(scores) / len(scores)) if scores else 0.0,
-                                           persons, model_version=version)  # fmt: skip
+                                           persons, reason=reason, model_version=version)  # fmt: skip
     _record(ctx, project_id, key, size, serving.name, [(i.task_id, out[i.task_id]) for i in ok])
     return out
 

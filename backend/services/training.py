@@ -2,7 +2,10 @@
 
 Every way to start training goes through `submit_training`: START_TRAINING (`backend.services.events`),
 ``POST /train`` (`backend.http.versions`) and the periodic triggers. While a job is queued or
-running for the project, a trigger coalesces into it and its id is returned.
+running for the project, a trigger coalesces into it and its id is returned. START_TRAINING and the
+periodic triggers first check `training_readiness` (TRAIN_MIN_FRAMES labelled frames): a run on
+fewer frames could not make a meaningful gate and is not started; ``POST /train`` is the operator's
+explicit request and always queues.
 
 Periodic triggers: `maybe_trigger_training` queues a job when at least TRAIN_MIN_CORRECTIONS
 corrections arrived since the project's last training job; the `TrainingScheduler` thread (started
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +36,9 @@ from backend.db.session import session_scope
 from backend.db.tables import Correction, Job, ModelVersion, utcnow
 from backend.jobs.registry import TRAIN, JobQueueError
 from backend.services.finetune_config import FinetuneConfig
+from backend.services.ls_sync import request_sync
 from backend.services.prediction import serving_model
+from backend.services.training_data import gather_project_data
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
@@ -44,6 +50,55 @@ POLL_CAP_S = 60.0
 
 class TrainingRequestError(ValueError):
     """A training request with bad options (names the option)."""
+
+
+# ----------------------------------------------------------------------------- readiness
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a project has enough human-checked frames for a training run whose gate means something.
+
+    Attributes:
+        labelled_frames: frames with a live, not cancelled annotation holding at least one person.
+        persons: people on those frames.
+        min_frames: TRAIN_MIN_FRAMES.
+    """
+
+    labelled_frames: int
+    persons: int
+    min_frames: int
+
+    @property
+    def ready(self) -> bool:
+        return self.labelled_frames >= self.min_frames
+
+    @property
+    def missing(self) -> int:
+        """Labelled frames still needed."""
+        return max(self.min_frames - self.labelled_frames, 0)
+
+    def refusal(self) -> str:
+        """The one-line reason a run is not started (and how many more labels it needs)."""
+        return (f"Training not started: {self.labelled_frames} labelled frame(s) with people "
+                f"({self.persons} people); a run needs at least {self.min_frames} so that its held-out "
+                f"check means something. Submit {self.missing} more labelled frame(s), then press "
+                "Start Training again.")  # fmt: skip
+
+
+def training_readiness(ctx: BackendContext, project_id: int) -> Readiness:
+    """Counts the project's labelled frames (with people) and persons against TRAIN_MIN_FRAMES."""
+    with session_scope(ctx.sessions) as session:
+        data = gather_project_data(session=session, project_id=project_id)
+    frames = [f for v in data.videos.values() for f in v.frames if f.persons]
+    return Readiness(len(frames), sum(len(f.persons) for f in frames), ctx.settings.train_min_frames)
+
+
+def start_message(job_id: str, readiness: Readiness, serving: str, watch: str) -> str:
+    """The one-line answer to "Start Training": job id, what happens, where to watch."""
+    return (f"Training job {job_id} queued: fine-tunes the DCPose head on {readiness.labelled_frames} labelled "
+            f"frame(s) ({readiness.persons} people), then scores it against {serving} on held-out frames and "
+            f"serves it only if it wins. Watch it at {watch}.")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- submit and trigger
@@ -107,6 +162,10 @@ def maybe_trigger_training(ctx: BackendContext, project_id: int, *, interval_s: 
     elif interval_s > 0 and (last_created is None or now - last_created >= timedelta(seconds=interval_s)):
         trigger = "timer"
     else:
+        return None
+    readiness = training_readiness(ctx, project_id)
+    if not readiness.ready:
+        logger.info("project %s: %d new corrections, %s", project_id, count, readiness.refusal())
         return None
     job_id = submit_training(ctx, project_id, trigger=trigger)
     logger.info("project %s: %d new corrections -> training job %s (%s)", project_id, count, job_id, trigger)
@@ -219,6 +278,7 @@ def promote_version(ctx: BackendContext, name: str) -> dict[str, Any]:
                                           backbone_version=version.backbone)  # fmt: skip
         served = db_versions.set_serving(session=session, name=name)
         out = {"serving": served.name, "project_id": served.project_id, "previous": previous}
+    request_sync(ctx, out["project_id"], note=f"{name} serves now (by hand; was {previous})")
     logger.info("model version %s serves %s by hand (was %s)", name,
                 f"project {out['project_id']}" if out["project_id"] is not None else "globally", previous)  # fmt: skip
     return out

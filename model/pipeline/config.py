@@ -49,13 +49,13 @@ class InferConfig:
 
 
 PROPAGATION_TAG = "+prop"
-_COLD_START = "-backbone-only"
+_COLD_START = "-base"  # Predictor.version without a head
 
 
 def with_propagation(version: str) -> str:
     """The cold-start model version of predictions that hold propagated joints (kept short for Label Studio).
 
-    "blazepose2-backbone-only" -> "blazepose2+prop-backbone-only". Other names (versions registered in
+    "blazepose2-base" -> "blazepose2+prop-base". Other names (versions registered in
     the database, heads) are returned unchanged: Label Studio and the bulk pre-annotation match them
     exactly, and a served head always sees carried labels as its neighbours.
     """

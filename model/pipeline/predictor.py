@@ -96,9 +96,9 @@ class Predictor:
 
     @property
     def version(self) -> str:
-        """Model version: "<backbone version>-backbone-only" or "<backbone version>+head-<head version>"."""
+        """Model version (short: Label Studio's prediction tab truncates long ones): "<backbone version>-base" or "<backbone version>+head-<head version>"."""
         if self.head is None:
-            return f"{self.backbone.version}-backbone-only"
+            return f"{self.backbone.version}-base"
         return f"{self.backbone.version}+head-{self.head_version}"
 
     @classmethod

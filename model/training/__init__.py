@@ -1,1 +1,1 @@
-"""Head training: `samples` (TrainSample, held-out split), `heatmap_cache` (backbone heatmaps computed once), `augmentation` (batches), `loop` (train_head, DDP), `curve` (training-curve PNG)."""
+"""Head training: `samples` (TrainSample, held-out split), `heatmap_cache` (backbone heatmaps computed once), `augmentation` (batches), `loop` (train_head), `distributed` (DDP plumbing), `curve` (training-curve PNG)."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from model.backbones.base import Backbone
 from model.nets.dcpose import DCPose
 from model.nets.losses import weighted_mse
 from model.training.augmentation import NO_AUGMENTATION, Batch, draw_augmentation, make_batch
+from model.training.distributed import DistInfo, all_mean, any_rank, setup_distributed, sync_buffers
 from model.training.heatmap_cache import BackboneHeatmapCache, CountingBackbone, CropSize
 from model.training.samples import TrainSample
 
@@ -204,60 +204,6 @@ def _as_batch(item: Batch) -> Batch:
     return item
 
 
-@dataclass
-class _Dist:
-    """Process-group facts of this run."""
-
-    world: int = 1
-    rank: int = 0
-    owned: bool = False  # we initialised the group and destroy it at the end
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-def _setup_distributed(device: str) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist(), torch.device(device)
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(dev)
-    owned = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        owned = True
-    info = _Dist(dist.get_world_size(), dist.get_rank(), owned)
-    logger.info("DDP: rank %d of %d on %s (%s)", info.rank, info.world, dev, dist.get_backend())
-    return info, dev
-
-
-def _all_mean(values: Sequence[float], info: _Dist, device: torch.device) -> list[float]:
-    """Mean of per-rank values across ranks (identity without DDP)."""
-    if not info.active:
-        return list(values)
-    t = torch.tensor(list(values), dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return (t / info.world).tolist()
-
-
-def _any_rank(flag: bool, info: _Dist, device: torch.device) -> bool:
-    if not info.active:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t)
-    return bool(t.item() > 0)
-
-
-def _sync_buffers(module: nn.Module, info: _Dist) -> None:
-    """Copy rank 0's buffers (BatchNorm statistics) to every rank."""
-    if info.active:
-        for buf in module.buffers():
-            dist.broadcast(buf, src=0)
-
-
 def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -266,7 +212,7 @@ def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
 
 
 def _holdout_loss(head: DCPose, holdout: Sequence[TrainSample], source: dict[str, Any], config: TrainConfig,
-                  info: _Dist, device: torch.device) -> float:
+                  info: DistInfo, device: torch.device) -> float:
     """Mean loss over the held-out samples (no augmentation, eval mode); ranks split the work."""
     head.eval()
     mine = list(holdout)[info.rank :: info.world]
@@ -288,7 +234,7 @@ def _holdout_loss(head: DCPose, holdout: Sequence[TrainSample], source: dict[str
 
 
 def _recalibrate_batchnorm(head: DCPose, samples: Sequence[TrainSample], source: dict[str, Any],
-                           config: TrainConfig, info: _Dist, device: torch.device) -> None:
+                           config: TrainConfig, info: DistInfo, device: torch.device) -> None:
     """Re-estimate the head's BatchNorm statistics on `config.bn_samples` training samples.
 
     A cumulative average (momentum None) over un-augmented batches in train mode, without
@@ -314,10 +260,10 @@ def _recalibrate_batchnorm(head: DCPose, samples: Sequence[TrainSample], source:
                 head.refine(batch.current, batch.previous, batch.next, batch.margin)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
-    _sync_buffers(head, info)
+    sync_buffers(head, info)
 
 
-def _fill_cache(cache: BackboneHeatmapCache, samples: Sequence[TrainSample], info: _Dist,
+def _fill_cache(cache: BackboneHeatmapCache, samples: Sequence[TrainSample], info: DistInfo,
                 device: torch.device) -> None:
     """Every rank needs every entry; with a shared directory ranks split the work first."""
     if info.active and cache.directory is not None:
@@ -367,7 +313,7 @@ def train_head(
     if not samples:
         raise ValueError("train_head needs at least one training sample; label some frames first")
     holdout = list(holdout or [])
-    info, device = _setup_distributed(config.device)
+    info, device = setup_distributed(config.device)
     try:
         return _train(head, backbone, readers, list(samples), config, holdout, progress, should_stop, cache,
                       info, device)
@@ -378,7 +324,7 @@ def train_head(
 
 def _heatmap_source(backbone: Backbone, readers: Mapping[str, FrameReader], samples: list[TrainSample],
                     holdout: list[TrainSample], config: TrainConfig, cache: BackboneHeatmapCache | None,
-                    info: _Dist, device: torch.device, result: TrainResult) -> tuple[dict[str, Any], Callable[[], int]]:
+                    info: DistInfo, device: torch.device, result: TrainResult) -> tuple[dict[str, Any], Callable[[], int]]:
     """Where batches get their heatmaps (a filled cache, or the backbone in the loop) and a call counter."""
     if cache is not None and (cache.backbone.version != backbone.version or cache.crop != config.crop):
         raise ValueError(
@@ -400,14 +346,14 @@ def _heatmap_source(backbone: Backbone, readers: Mapping[str, FrameReader], samp
 
 
 def _run_epoch(module: nn.Module, loader: DataLoader, steps: int, optimizer: torch.optim.Optimizer,
-               config: TrainConfig, info: _Dist, device: torch.device, epoch: int, result: TrainResult,
+               config: TrainConfig, info: DistInfo, device: torch.device, epoch: int, result: TrainResult,
                progress: ProgressFn | None, should_stop: Callable[[], bool] | None) -> tuple[float, int, bool]:
     """One pass over the batches: (summed loss, samples seen, stopped on request)."""
     total, count = 0.0, 0
     batch_iter = iter(loader)
     for step in range(steps):
         # Polled before the batch is built, so a stop never waits for a backbone pass.
-        if _any_rank(bool(should_stop and should_stop()), info, device):
+        if any_rank(bool(should_stop and should_stop()), info, device):
             return total, count, True
         batch = next(batch_iter).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
@@ -427,7 +373,7 @@ def _run_epoch(module: nn.Module, loader: DataLoader, steps: int, optimizer: tor
 
 def _train(head: DCPose, backbone: Backbone, readers: Mapping[str, FrameReader], samples: list[TrainSample],
            config: TrainConfig, holdout: list[TrainSample], progress: ProgressFn | None,
-           should_stop: Callable[[], bool] | None, cache: BackboneHeatmapCache | None, info: _Dist,
+           should_stop: Callable[[], bool] | None, cache: BackboneHeatmapCache | None, info: DistInfo,
            device: torch.device) -> TrainResult:
     torch.manual_seed(config.seed)
     result = TrainResult()
@@ -471,8 +417,8 @@ def _train(head: DCPose, backbone: Backbone, readers: Mapping[str, FrameReader],
         if config.bn_samples:
             _recalibrate_batchnorm(head, samples, source, config, info, device)
         else:
-            _sync_buffers(head, info)
-        epoch_loss, elapsed = _all_mean([total / max(count, 1), elapsed], info, device)
+            sync_buffers(head, info)
+        epoch_loss, elapsed = all_mean([total / max(count, 1), elapsed], info, device)
         result.epoch_losses.append(epoch_loss)
         result.epoch_times.append(elapsed)
         score = _holdout_loss(head, holdout, source, config, info, device) if holdout else epoch_loss

@@ -93,12 +93,10 @@ def test_parse_config_by_name_and_by_model_index() -> None:
         ("<View><Image name='image' value='$image'/></View>", "no <KeyPointLabels> bound to an <Image>"),
         ("<View><Image name='image' value='$image'/><KeyPointLabels name='kp' toName='other'>"
          "<Label value='nose'/></KeyPointLabels></View>", "no <KeyPointLabels> bound to an <Image>"),
-        ("<View><Image name='image' value='$image'/><KeyPointLabels name='kp' toName='image'>"
-         "<Label value='nose'/></KeyPointLabels></View>", "no <RectangleLabels>"),
         ("<View><Image name='image' value='$image'/><RectangleLabels name='p' toName='image'>"
          "<Label value='person'/></RectangleLabels><KeyPointLabels name='kp' toName='image'><Label value='foo'/>"
-         "<Label value='nose'/><Label value='bar'/></KeyPointLabels></View>",
-         "unknown joint labels: foo, bar (expected PoseTrack joint names: nose, head_bottom"),
+         "<Label value='bar'/></KeyPointLabels></View>",
+         "no keypoint label names a PoseTrack joint: foo, bar (expected joint names such as nose, head_bottom"),
         ("<View><Image name='image' value='$image'/><RectangleLabels name='p' toName='image'>"
          "<Label value='person'/></RectangleLabels><KeyPointLabels name='kp' toName='image'>"
          "<Label value='nose' model_index='15'/></KeyPointLabels></View>", "model_index='15' is not in 0..14"),
@@ -142,7 +140,10 @@ def test_prediction_round_trip_is_identical(prediction: dict) -> None:
             assert p.keypoints[slot] == pytest.approx([x_px, y_px, 2])
             assert p.scores[slot] == item["score"]
         assert np.all(p.scores[~p.present] == 0)
-    assert ls.persons_to_results(persons, *size) == results
+    # Same items, in the drag-first order (every keypoint, then each box and its track).
+    drag_first = [r for r in results if r["type"] == "keypointlabels"]
+    drag_first += [r for r in results if r["type"] != "keypointlabels"]
+    assert ls.persons_to_results(persons, *size) == drag_first
     ls.validate_results(results, ls.default_config())
 
 
@@ -155,10 +156,10 @@ def test_persons_to_results_matches_reference_shapes() -> None:
     scores[[0, 3, 6]] = (0.5, 0.4, 0.3)
     person = Person(keypoints=kps, scores=scores, track_id=100, box=Box(128, 96, 128, 288), score=0.9)
     items = ls.persons_to_results([person], W, H, id_prefix="t9_")
-    assert [(r["id"], r["type"]) for r in items] == [
-        ("t9_p0", "rectanglelabels"), ("t9_p0_k0", "keypointlabels"), ("t9_p0_k6", "keypointlabels"),
+    assert [(r["id"], r["type"]) for r in items] == [  # drag-first: keypoints, then the box and its track
+        ("t9_p0_k0", "keypointlabels"), ("t9_p0_k6", "keypointlabels"), ("t9_p0", "rectanglelabels"),
         ("t9_p0", "textarea")]  # fmt: skip
-    box, nose, _, track = items
+    nose, _, box, track = items
     geometry = {"x": 20, "y": 20, "width": 20, "height": 60, "rotation": 0}
     assert box["value"] == {**geometry, "rectanglelabels": ["person"]}
     assert box["score"] == 0.9 and "parentID" not in box
@@ -177,7 +178,7 @@ def test_generated_ids_do_not_clash_with_kept_region_ids() -> None:
     new = Person(keypoints=kps.copy(), box=Box(100, 100, 50, 50))
     items = ls.persons_to_results([kept, new], W, H)
     ids = [r["id"] for r in items]
-    assert len(set(ids)) == len(ids) == 4 and ids[:2] == ["p1", "p1_k0"]
+    assert len(set(ids)) == len(ids) == 4 and ids == ["p1_k0", "p1__k0", "p1", "p1_"]
     persons, _ = ls.results_to_persons(items)
     assert [p.box.x for p in persons] == pytest.approx([0, 100])
 
@@ -210,7 +211,7 @@ def test_geometry_is_clipped_to_the_image() -> None:
     kps = np.zeros((17, 3))
     kps[0] = (-12.0, 500.0, 2)
     items = ls.persons_to_results([Person(keypoints=kps, box=Box(-20, 400, 100, 200))], W, H)
-    box, nose = items
+    nose, box = items
     assert (nose["value"]["x"], nose["value"]["y"]) == (0.0, 100.0)
     assert box["value"]["x"] == 0 and box["value"]["y"] + box["value"]["height"] == pytest.approx(100)
     ls.validate_results(items)
@@ -273,8 +274,9 @@ def test_keypoints_without_any_box_form_one_person() -> None:
     assert person.box is None and person.region_id is None and size == (W, H)
     assert person.present.sum() == 2 and person.keypoints[11, :2] == pytest.approx([0.2 * W, 0.4 * H])
     assert ls.persons_to_results([person], W, H) == items
-    with pytest.raises(AnnotationFormatError, match="'nose' twice"):
-        ls.results_to_persons(items + [_kp_item("nose", 50, 50, "c")])
+    # A second nose drawn by hand cannot join that person: it starts one of its own.
+    persons, _ = ls.results_to_persons(items + [_kp_item("nose", 50, 50, "c")])
+    assert [int(p.present.sum()) for p in persons] == [2, 1]
 
 
 def test_keypoint_under_keypoint_follows_to_its_box() -> None:
@@ -332,7 +334,7 @@ def test_number_track_and_custom_names_round_trip() -> None:
     person = Person(keypoints=kps, box=Box(50, 50, 200, 300), track_id=7)
     items = ls.persons_to_results([person], W, H, cfg)
     names = [(r["from_name"], r["to_name"]) for r in items]
-    assert names == [("who", "img"), ("joints", "img"), ("joints", "img"), ("tid", "img")]
+    assert names == [("joints", "img"), ("joints", "img"), ("who", "img"), ("tid", "img")]
     assert items[-1]["value"]["number"] == 7 and "text" not in items[-1]["value"]
     ls.validate_results(items, cfg)
     (back,), _ = ls.results_to_persons(items, cfg)
@@ -425,3 +427,73 @@ def test_a_box_without_keypoints_is_a_box_only_label() -> None:
     (person,), size = ls.results_to_persons(results, config, as_labels=True)
     assert size == (640, 480) and person.track_id == 3 and not person.present.any()
     np.testing.assert_allclose(person.box.xywh, [10, 20, 100, 200], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- stock templates, look
+
+
+@pytest.mark.parametrize(
+    ("spelling", "joint"),
+    [("Left Shoulder", "left_shoulder"), ("left-shoulder", "left_shoulder"), ("L_Shoulder", "left_shoulder"),
+     ("shoulder_l", "left_shoulder"), ("RightAnkle", "right_ankle"), ("R knee", "right_knee"), ("NOSE", "nose"),
+     ("Neck", "head_bottom"), ("Head Top", "head_top"), ("left eye", None), ("Face", None)],
+)  # fmt: skip
+def test_joint_names_match_leniently(spelling: str, joint: str | None) -> None:
+    assert ls.joint_of_name(spelling) == joint
+
+
+def test_keypoints_only_stock_template_maps_and_lists_unmapped() -> None:
+    # The structure of Label Studio's keypoint template: KeyPointLabels on an Image, no boxes.
+    xml = """<View><KeyPointLabels name="kp-1" toName="img-1">
+        <Label value="Nose" background="red"/><Label value="Left Eye" background="blue"/>
+        <Label value="L_Shoulder"/><Label value="right-hip"/><Label value="Hand" predicted_values="left_wrist"/>
+      </KeyPointLabels><Image name="img-1" value="$img"/></View>"""
+    cfg = ls.parse_config(xml)
+    assert cfg.person_from_name is None and cfg.track_from_name is None
+    assert cfg.joint_labels == {"Nose": 0, "L_Shoulder": 5, "right-hip": 12, "Hand": 9}
+    assert cfg.unmapped == ("Left Eye",)
+    kps = np.zeros((17, 3))
+    kps[[0, 5, 12]] = (100, 100, 2), (120, 150, 2), (130, 300, 2)
+    two = [Person(keypoints=kps, box=Box(50, 50, 200, 300), track_id=1, scores=np.full(17, 0.5), score=0.5),
+           Person(keypoints=kps + [300, 0, 0], box=Box(350, 50, 200, 300), track_id=2)]  # fmt: skip
+    items = ls.persons_to_results(two, W, H, cfg)
+    assert {r["type"] for r in items} == {"keypointlabels"} and not any("parentID" in r for r in items)
+    ls.validate_results(items, cfg)
+    back, _ = ls.results_to_persons(items, cfg)  # people kept apart by their region ids
+    assert [int(p.present.sum()) for p in back] == [3, 3]
+    np.testing.assert_allclose(back[1].keypoints[[0, 5, 12], :2], two[1].keypoints[[0, 5, 12], :2])
+
+
+def test_stock_template_with_rectangles_and_spelled_names() -> None:
+    xml = """<View><Image name="image" value="$image"/>
+      <RectangleLabels name="label" toName="image"><Label value="Person"/></RectangleLabels>
+      <KeyPointLabels name="kp" toName="image"><Label value="Left Hip"/><Label value="Right Knee"/>
+      <Label value="tail"/></KeyPointLabels></View>"""
+    cfg = ls.parse_config(xml)
+    assert (cfg.person_from_name, cfg.person_label, cfg.unmapped) == ("label", "Person", ("tail",))
+    assert cfg.joint_labels == {"Left Hip": 11, "Right Knee": 14}
+
+
+def test_generated_config_look_is_legible() -> None:
+    root = ET.fromstring(ls.label_config())
+    assert root.find("RectangleLabels").get("fillOpacity") == "0"  # unfilled: does not tint the joints
+    colours = dict(zip(LS_JOINTS, ls.JOINT_COLOURS, strict=True))
+    assert len(set(colours.values())) == 15
+
+    def hue(colour: str) -> float:
+        import colorsys
+
+        r, g, b = (int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
+        return colorsys.rgb_to_hsv(r, g, b)[0] * 360
+
+    left = [hue(c) for j, c in colours.items() if j.startswith("left_")]
+    right = [hue(c) for j, c in colours.items() if j.startswith("right_")]
+    assert all(h <= 60 or h >= 300 for h in left), left  # warm: reds, oranges, yellows, pinks
+    assert all(90 <= h <= 290 for h in right), right  # cool: greens, cyans, blues, purples
+    caption = root.find(".//View[@visibleWhen='region-selected']/Header")
+    assert caption is not None and caption.get("value") == "Track id"
+    custom = ET.fromstring(ls.label_config(colours=["#000000"] * 15, box_fill_opacity=0.1, track_caption=None))
+    assert custom.find("RectangleLabels").get("fillOpacity") == "0.1"
+    assert custom.find(".//Header") is None
+    with pytest.raises(ls.ConfigError, match="15 joint colours"):
+        ls.label_config(colours=["#000000"])

@@ -207,9 +207,10 @@ def backend_settings(db_url: str, tmp_path: Path) -> Settings:
     """Settings on the test database (SQLite file, then PostgreSQL) with caches in tmp_path.
 
     Automatic training (TRAIN_MIN_CORRECTIONS) is off here; tests of that trigger set it themselves.
+    So is the minimum of labelled frames for a run (TRAIN_MIN_FRAMES); its tests set one.
     """
     return Settings(data_dir=tmp_path / "data", database_url=db_url, frame_cache_dir=tmp_path / "frames",
-                    model_dir=tmp_path / "models", train_min_corrections=10**9)  # fmt: skip
+                    model_dir=tmp_path / "models", train_min_corrections=10**9, train_min_frames=0)  # fmt: skip
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ whenever it holds label-studio 1.23.2 (first install 1.5-3 min, ~1 GB). The serv
 (legacy token enabled, local IPs and SSRF protection off so a local ML
 backend can connect, local-files serving from a temporary document root, no Sentry/analytics). It is
 stopped (whole process group) at the end of the session. On failure the fixture fails with the tail
-of the install or server log.
+of the install or server log. For quick reruns, LS_TEST_SERVER_JSON names a JSON file
+(`{"url", "document_root", "data_dir"}`) of a server started beforehand with this module's
+`start_label_studio`; it is used as it is and left running.
 """
 
 from __future__ import annotations
@@ -256,7 +258,23 @@ class _Shared:
     users = 0
 
 
+def _reuse(state: str) -> LabelStudioServer:
+    """A server already running (a JSON file with its url, document_root and data_dir): for quick reruns."""
+    import json
+
+    info = json.loads(Path(state).read_text())
+    data_dir = Path(info["data_dir"])
+    server = LabelStudioServer(info["url"], TOKEN, USERNAME, PASSWORD, Path(info["document_root"]), data_dir,
+                               data_dir / "label-studio.log", subprocess.Popen(["true"]))  # fmt: skip
+    server.process.wait()
+    return server
+
+
 def _acquire(tmp_path_factory: pytest.TempPathFactory) -> LabelStudioServer:
+    if _Shared.server is None and os.environ.get("LS_TEST_SERVER_JSON"):
+        _Shared.server = _reuse(os.environ["LS_TEST_SERVER_JSON"])  # not stopped here: whoever started it does
+        _Shared.users += 1
+        return _Shared.server
     if _Shared.server is None:
         exe = ensure_label_studio()
         data_dir = tmp_path_factory.mktemp("ls-data")
@@ -268,7 +286,7 @@ def _acquire(tmp_path_factory: pytest.TempPathFactory) -> LabelStudioServer:
 
 def _release() -> None:
     _Shared.users -= 1
-    if _Shared.users == 0 and _Shared.server is not None:
+    if _Shared.users == 0 and _Shared.server is not None and not os.environ.get("LS_TEST_SERVER_JSON"):
         stop_label_studio(_Shared.server)
         _Shared.server = None
 

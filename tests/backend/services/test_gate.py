@@ -185,13 +185,13 @@ def add_candidate(session: Session, name: str = "p1-v1") -> None:
 
 def test_a_promotion_registers_the_previous_model_as_v0_and_serves_the_candidate(db_session: Session) -> None:
     add_candidate(db_session)
-    out = apply_decision(db_session, verdict(True, "simulated-backbone-only"), candidate="p1-v1", project_id=1,
+    out = apply_decision(db_session, verdict(True, "simulated-base"), candidate="p1-v1", project_id=1,
                          backbone_version="simulated:0:abc")  # fmt: skip
     assert out == "promoted"
     assert versions.serving_version(session=db_session, project_id=1).name == "p1-v1"
     base = versions.get_model_version(session=db_session, name="p1-v0")
     assert (base.state, base.head_path, base.parent, base.project_id) == ("retired", None,
-                                                                          "simulated-backbone-only", 1)
+                                                                          "simulated-base", 1)
     row = versions.get_model_version(session=db_session, name="p1-v1")
     assert row.metrics["train"] == {"steps": 3} and row.metrics["gate"]["promote"] is True
     assert row.metrics["holdout"]["map"] == 70.0

@@ -205,7 +205,7 @@ def test_the_serving_version_comes_from_the_database(backend_app: Flask, synth_v
     specs: list[PredictorSpec] = []
     ctx.predictors.factory = simulated_factory(synth_video, specs)
     cold = serving_model(ctx, 3)
-    assert cold.name.endswith("-backbone-only") and cold.spec.head is None
+    assert cold.name.endswith("-base") and cold.spec.head is None
     with session_scope(ctx.sessions) as session:
         versions.create_model_version(session=session, name="p3-head-1", backbone="blazepose", project_id=3,
                                       head_path="/models/p3-head-1.pt")  # fmt: skip
@@ -393,13 +393,13 @@ def test_predictor_cache_errors_and_cold_start_versions(tmp_path: Path) -> None:
 
     cache = PredictorCache()
     assert (
-        cache.version(PredictorSpec()) == Predictor.create("blazepose").version == "blazepose2-backbone-only"
+        cache.version(PredictorSpec()) == Predictor.create("blazepose").version == "blazepose2-base"
     )
     assert cache.loaded(PredictorSpec()) is None
     weights = tmp_path / "w48.pth"
     weights.write_bytes(b"weights" * 100)
     spec = PredictorSpec("hrnet_w48", str(weights))
-    assert cold_start_version(spec) == f"hrnet_w48:{file_digest(weights)}-backbone-only"
+    assert cold_start_version(spec) == f"hrnet_w48:{file_digest(weights)}-base"
     with pytest.raises(ModelUnavailableError, match="cannot be read"):
         cold_start_version(PredictorSpec("hrnet_w48", str(tmp_path / "missing.pth")))
 
@@ -415,8 +415,8 @@ def test_a_frame_between_two_labelled_frames_gets_propagated_keypoints_and_says_
                                       result=gt_results(synth_video, t), persons=synth_video.gt.frames[t].persons,
                                       ls_updated_at=queries.parse_ls_datetime("2026-01-01T10:00:00Z"))  # fmt: skip
     _, (answer,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(2)])
-    assert serving.name.endswith("-backbone-only")  # cold start: no head
-    expected = serving.name.replace("-backbone-only", "+prop-backbone-only")
+    assert serving.name.endswith("-base")  # cold start: no head
+    expected = serving.name.replace("-base", "+prop-base")
     assert answer.to_ls(serving.name)["model_version"] == expected
     assert all(p.extra["source"].startswith("model+propagated") for p in answer.persons)
     errors = []
@@ -428,3 +428,36 @@ def test_a_frame_between_two_labelled_frames_gets_propagated_keypoints_and_says_
     with session_scope(ctx.sessions) as session:
         row = session.query(Prediction).filter(Prediction.task_id == 102).order_by(Prediction.id.desc()).first()
         assert row.model_version == expected
+
+
+def test_display_box_is_tight_for_predictions_and_unchanged_for_human_boxes() -> None:
+    import numpy as np
+
+    from annotation_io.types import Box, Person
+    from backend.services.prediction import BOX_MARGIN, display_box
+
+    kps = np.zeros((17, 3))
+    kps[[0, 11, 15], :] = (100, 50, 2), (110, 150, 2), (90, 250, 2)
+    kps[9] = (400, 400, 2)  # an unsure wrist far away: left out of the box
+    scores = np.zeros(17)
+    scores[[0, 11, 15]], scores[9] = 0.9, 0.1
+    crop = Box(0, 0, 480, 400)  # the square-ish crop the model worked on
+    predicted = Person(keypoints=kps, scores=scores, box=crop, extra={"box_source": "detected"})
+    box = display_box(predicted, 640, 480)
+    assert box is not None
+    my = 200 * BOX_MARGIN
+    assert box.xyxy == pytest.approx((90 - 4.0, 50 - my, 110 + 4.0, 250 + my))  # margin >= 4 px on thin sides
+    human = Person(keypoints=kps, scores=scores, box=crop, extra={"box_source": "human"})
+    assert display_box(human, 640, 480) is crop
+    labels = Person(keypoints=kps, box=crop)  # a human label (no scores)
+    assert display_box(labels, 640, 480) is crop
+
+
+def test_empty_prediction_says_why() -> None:
+    from backend.services.prediction import ServingModel, TaskPrediction, empty_reason
+
+    spec = PredictorSpec("blazepose")
+    reason = empty_reason(ServingModel("blazepose-base", spec), 7, labelled=False)
+    assert "frame 7: no person found" in reason and "blazepose person detector" in reason
+    answer = TaskPrediction(3, [], 0.0, [], reason=reason).to_ls("blazepose-base")
+    assert answer["meta"] == {"reason": reason} and answer["result"] == []

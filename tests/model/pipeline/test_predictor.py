@@ -219,7 +219,7 @@ def test_cold_start_decodes_backbone_heatmaps(two) -> None:
     gt, _ = two
     known = sparsify(gt, 4)
     out, bb, pred = _predict(two, known, None, frames=[1, 2])
-    assert pred.version == "gt-backbone-only"
+    assert pred.version == "gt-base"
     assert sorted(bb.calls) == [(1, 0), (1, 1), (2, 0), (2, 1)]  # no neighbour passes
     for frame in out.frames:
         for p in frame.persons:
@@ -369,7 +369,7 @@ def test_create_loads_a_trained_head_and_never_an_untrained_one(one, tmp_path: P
     config = {"backbone": "hrnet_w4", "dilations": [3]}
     ckpt = save_checkpoint(tmp_path / "head.pt", head, model_config=config, version="v7")
     backbone = HRNetBackbone(_tiny_hrnet())
-    assert Predictor.create(backbone).version == "hrnet_w4:random-backbone-only"
+    assert Predictor.create(backbone).version == "hrnet_w4:random-base"
     pred = Predictor.create(backbone, head=ckpt)
     assert pred.version == "hrnet_w4:random+head-v7" and not pred.head.training
     with pytest.raises(ValueError, match="trained on hrnet_w4 heatmaps but the backbone is gt"):
@@ -429,7 +429,7 @@ def test_default_blazepose_predictor_on_a_photograph() -> None:
         out = pred.predict_video(video, None, reader=_Frames([image, image.copy()]))
     finally:
         pred.close()
-    assert pred.version == "blazepose2-backbone-only"
+    assert pred.version == "blazepose2-base"
     a, b = (f.persons[0] for f in out.frames)
     assert a.track_id == b.track_id and a.extra["box_source"] == "detected"
     assert a.scores[[0, 5, 6]].min() > 0.5  # nose and shoulders (the photograph ends at the waist)

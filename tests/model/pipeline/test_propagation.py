@@ -156,8 +156,8 @@ def test_predictor_carries_labels_to_a_frame_between_two_labelled_frames(video) 
 
 
 def test_version_names_say_propagation() -> None:
-    assert with_propagation("blazepose2-backbone-only") == "blazepose2+prop-backbone-only"
-    assert with_propagation("blazepose2+prop-backbone-only") == "blazepose2+prop-backbone-only"
+    assert with_propagation("blazepose2-base") == "blazepose2+prop-base"
+    assert with_propagation("blazepose2+prop-base") == "blazepose2+prop-base"
     assert with_propagation("p1-v3") == "p1-v3"  # registered versions keep their exact names
 
 

@@ -375,7 +375,7 @@ def test_cli_writes_a_checkpoint_that_inference_loads(tmp_path: Path) -> None:
     from model.training.curve import curve_path
 
     generate(tmp_path / "syn", videos=1, frames=6, people=1, seed=2, label_every=3, size=(160, 120))
-    gt = posetrack.load_dir(tmp_path / "syn" / "annotations")
+    gt = {v.name: v for v in posetrack.load_dir(tmp_path / "syn" / "annotations").values()}
     out = tmp_path / "head.pt"
     status = main([
         "train", "--videos", str(tmp_path / "syn"), "--labels", str(tmp_path / "syn" / "sparse"),
