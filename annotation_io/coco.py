@@ -152,13 +152,20 @@ def _box_or_extra(ann: dict[str, Any], key: str, reader: FieldReader, where: str
 def person_from_annotation(
     ann: dict[str, Any], reader: FieldReader, where: str, slots: list[int | None] | None = None
 ) -> Person:
-    """Shared: a COCO/PoseTrack 2018 annotation as a Person (`image_id` is the caller's business)."""
+    """Shared: a COCO/PoseTrack 2018 annotation as a Person (`image_id` is the caller's business).
+
+    An annotation with a ``bbox`` and no ``keypoints`` (absent, null or ``[]``) is a box-only label:
+    a Person with the box and no joints placed.
+    """
     slots = list(range(NUM_KEYPOINTS)) if slots is None else slots
-    values = reader.nums(reader.req(ann, "keypoints", where), f"{where}.keypoints", count=3 * len(slots))
     keypoints = np.zeros((NUM_KEYPOINTS, 3), dtype=np.float64)
-    for k, slot in enumerate(slots):
-        if slot is not None:
-            keypoints[slot] = values[3 * k : 3 * k + 3]
+    if ann.get("keypoints") in (None, []) and ann.get("bbox"):
+        pass  # a box-only label: an annotator drew the box, the keypoints are to be predicted inside it
+    else:
+        values = reader.nums(reader.req(ann, "keypoints", where), f"{where}.keypoints", count=3 * len(slots))
+        for k, slot in enumerate(slots):
+            if slot is not None:
+                keypoints[slot] = values[3 * k : 3 * k + 3]
     extra = {k: v for k, v in ann.items() if k not in _ANNOTATION_FIELDS}
     scores = None
     if ann.get("scores"):

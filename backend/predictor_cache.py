@@ -92,7 +92,7 @@ def cold_start_version(spec: PredictorSpec) -> str:
     """The version name `default_factory(spec)` will report, without building it.
 
     Mirrors `Predictor.version` for a head-less predictor: "<backbone version>-base", the
-    backbone version being "blazepose" or "<hrnet name>:<sha1[:8] of the weights>" (a test keeps
+    backbone version being "blazepose2" or "<hrnet name>:<sha1[:8] of the weights>" (a test keeps
     the two in step).
 
     Raises:
@@ -102,7 +102,7 @@ def cold_start_version(spec: PredictorSpec) -> str:
     if spec.head is not None:
         raise ValueError("a spec with a head has no cold-start version")
     if spec.backbone == "blazepose":
-        return "blazepose" + COLD_START_SUFFIX
+        return "blazepose2" + COLD_START_SUFFIX  # BlazePoseHeatmaps.version
     if spec.checkpoint is None:
         raise ModelUnavailableError(f"backbone {spec.backbone} has no checkpoint (set BACKBONE_CHECKPOINT)")
     try:

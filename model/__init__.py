@@ -7,14 +7,18 @@ by nothing in the product):
 - `heatmaps`: the heatmap codec and the one home of the target sigma; `transforms`: crop geometry;
   `checkpoint`: our checkpoints, the official DCPose file, bare HRNet state dicts.
 - `backbones/`: `names` (the one list of backbone names), `base` (the Backbone protocol and the
-  per-video hook), `hrnet` and `blazepose_heatmaps` (adapters), `blazepose` (mediapipe BlazePose),
-  `detectors` (whole-frame person detectors), `factory` (`build_backbone`).
+  per-video hook), `hrnet` and `blazepose_heatmaps` (adapters), `tflite` (bundled mediapipe models run
+  through mediapipe's graph bindings), `landmarks` (BlazePose's landmark model on a known box / ROI),
+  `blazepose` (BlazePose on person crops), `detectors` (BlazePose's person detector over tiles, HOG),
+  `factory` (`build_backbone`).
 - `pipeline/`: `config` (InferConfig), `predictor` (Predictor, load_head), `video_job` (one call's
-  work, given the stages), `tracking` and `assignment` (person boxes and track ids).
+  work, given the stages), `tracking` and `assignment` (person boxes and track ids), `track_filters` (false
+  short tracks dropped), `propagation` (human keypoints carried by optical flow and fused with the backbone).
 - `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head), `distributed` (DDP), `curve`.
-- `cli/`: `python -m model predict|train|bench|bench-video` (`main` dispatches; `predict`,
-  `predict_input`, `render`, `train`).
-- `bench/`: `nets` (backbone, head, DCNv2) and `video` (cached/exact cost, accuracy) benchmarks.
+- `cli/`: `python -m model predict|train|bench|bench-video|bench-real|propagation-overlay` (`main`
+  dispatches; `predict`, `predict_input`, `render`, `train`).
+- `bench/`: `nets` (backbone, head, DCNv2), `video` (cached/exact cost, accuracy, with `propagation`'s
+  section) and `real` (real stills) benchmarks; `overlay` (the README's propagation picture).
 - `testing/`: test support: a ground-truth backbone that errs like real ones (`simulated`) and a
   direct-loop DCNv2 (`dcn_reference`).
 

@@ -42,6 +42,7 @@ from backend.db.session import session_scope
 from backend.db.tables import Annotation, Task, VideoRecord
 from backend.ls.frames import ImageUnavailableError, VideoFrames
 from backend.predictor_cache import PredictorSpec
+from model.pipeline.config import with_propagation
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
@@ -87,10 +88,13 @@ class TaskPrediction:
     persons: list[Person]
     error: TaskError | None = None
     reason: str | None = None
+    model_version: str | None = None  # set where it differs from the serving name (label propagation)
 
     def to_ls(self, model_version: str) -> dict[str, Any]:
-        """The LS prediction dict (`error` added when the task failed, `meta.reason` when it is empty)."""
-        out: dict[str, Any] = {"result": self.result, "score": self.score, "model_version": model_version}
+        """The LS prediction dict (`error` added when the task failed, `meta.reason` when it is empty); its own
+        version wins."""
+        out: dict[str, Any] = {"result": self.result, "score": self.score,
+                               "model_version": self.model_version or model_version}
         if self.error is not None:
             out["error"] = str(self.error)
         if self.reason is not None:
@@ -344,8 +348,9 @@ def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: Labe
         if not result:
             reason = empty_reason(serving, item.frame.frame_index, item.frame.frame_index in known)
             logger.info("project %s task %s: empty prediction: %s", project_id, item.task_id, reason)
+        version = with_propagation(serving.name) if any("propagated" in p.extra for p in persons) else None
         out[item.task_id] = TaskPrediction(item.task_id, result, float(sum(scores) / len(scores)) if scores else 0.0,
-                                           persons, reason=reason)  # fmt: skip
+                                           persons, reason=reason, model_version=version)  # fmt: skip
     _record(ctx, project_id, key, size, serving.name, [(i.task_id, out[i.task_id]) for i in ok])
     return out
 
@@ -357,7 +362,8 @@ def _record(ctx: BackendContext, project_id: int, key: str, size: ImageSize, ver
             session=session, project_id=project_id, key=key, width=size.width, height=size.height
         )
         for task_id, p in predictions:
-            queries.record_prediction(session=session, task_id=task_id, model_version=version, result=p.result,
+            queries.record_prediction(session=session, task_id=task_id, model_version=p.model_version or version,
+                                      result=p.result,
                                       persons=p.persons, score=p.score)  # fmt: skip
 
 

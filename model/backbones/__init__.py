@@ -3,7 +3,9 @@
 - `names`: the backbone names (one Literal); cheap to import.
 - `base`: the Backbone protocol, `bind_video` (the per-video hook), crop checks, `file_digest`.
 - `hrnet`: HRNet behind the protocol; `blazepose_heatmaps`: BlazePose behind the protocol.
-- `blazepose`: mediapipe's bundled BlazePose model on crops, mapped to the 17 PoseTrack slots.
-- `detectors`: whole-frame person detectors (iterated BlazePose, OpenCV HOG).
+- `tflite`: a bundled mediapipe ``.tflite`` model run through mediapipe's graph bindings.
+- `landmarks`: BlazePose's landmark model on a known box or ROI (no detector gate), re-aligned.
+- `blazepose`: the landmark model on person crops, mapped to the 17 PoseTrack slots.
+- `detectors`: whole-frame person detectors (BlazePose's person detector over tiles, OpenCV HOG).
 - `factory`: `build_backbone(name, checkpoint, device)`.
 """

@@ -25,16 +25,15 @@ class BlazePoseHeatmaps:
     `import model` never imports mediapipe) and shared with the person detector through `pose`.
 
     Args:
-        min_detection_confidence: mediapipe's person-detector threshold.
         sigma: Gaussian sigma of the rendered heatmaps, in heatmap pixels.
     """
 
     name = "blazepose"
-    # The pose model is the one bundled in mediapipe 0.10.21 (the only version that ships it).
-    version = "blazepose"
+    # The pose model is the one bundled in mediapipe 0.10.21 (the only version that ships it); "2": run on
+    # the box directly (no detector gate), so heatmap caches of the gated version are not reused.
+    version = "blazepose2"
 
-    def __init__(self, *, min_detection_confidence: float = 0.5, sigma: float = 2.0) -> None:
-        self.min_detection_confidence = float(min_detection_confidence)
+    def __init__(self, *, sigma: float = 2.0) -> None:
         self.sigma = float(sigma)
         self._pose: BlazePoseBackbone | None = None
         self._lock = threading.Lock()
@@ -46,9 +45,7 @@ class BlazePoseHeatmaps:
             if self._pose is None:
                 from model.backbones.blazepose import BlazePoseBackbone  # lazy: imports mediapipe
 
-                self._pose = BlazePoseBackbone(
-                    min_detection_confidence=self.min_detection_confidence, sigma=self.sigma
-                )
+                self._pose = BlazePoseBackbone(sigma=self.sigma)
             return self._pose
 
     def heatmaps(

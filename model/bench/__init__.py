@@ -1,1 +1,1 @@
-"""Benchmarks that print figures (never timed tests): `nets` (`python -m model bench`), `video` (`python -m model bench-video`)."""
+"""Benchmarks that print figures (never timed tests): `nets` (`python -m model bench`), `video` and `propagation` (`python -m model bench-video`), `real` (`python -m model bench-real`); `overlay` draws the README's propagation picture."""

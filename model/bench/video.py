@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BenchSettings", "VideoBenchResult", "format_result", "handle", "register_parser", "run_video_bench"]
 
-SECTIONS = ("cost", "accuracy", "training")
+SECTIONS = ("cost", "accuracy", "training", "propagation")
 LABEL_SPACINGS = (4, 8)
 FLOP_RATIO_CACHED = 1.33  # (32.9 + 11.0) / 32.9 GMACs, the released DCPose code
 FLOP_RATIO_EXACT = 3.33  # (3 * 32.9 + 11.0) / 32.9
@@ -185,6 +185,8 @@ class VideoBenchResult:
     accuracy: list[AccuracyRow] = field(default_factory=list)
     modes: list[ModeDiff] = field(default_factory=list)
     train_timing: list[TrainTiming] = field(default_factory=list)
+    propagation: list[Any] = field(default_factory=list)  # model.bench.propagation.PropagationRow
+    propagation_cost: list[Any] = field(default_factory=list)  # model.bench.propagation.PropagationCost
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -424,11 +426,12 @@ def _mode_diff(a: Video, b: Video) -> tuple[float, float, int]:
     return (float(d.mean()) if len(d) else math.nan, float(d.max()) if len(d) else math.nan, len(d))
 
 
-def _accuracy_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -> None:
+def _accuracy_section(data: _Data, s: BenchSettings, result: VideoBenchResult, trained: dict[str, Any]) -> None:
     from model.testing.simulated import SimulatedBackbone
 
     sim = SimulatedBackbone(data.gt, seed=s.seed)
     head = _train_for_accuracy(data, s, result, sim)
+    trained["simulated"] = head
     if s.amp:
         head = _Bf16Head(head)
     variants = (("backbone-only", None, "cached", True), ("head", head, "cached", False),
@@ -465,6 +468,40 @@ def _accuracy_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -
 def _only(pred: Video, gt: Video) -> Video:
     keep = {f.index for f in gt.frames}
     return replace(pred, frames=[f for f in pred.frames if f.index in keep])
+
+
+# -------------------------------------------------------------------------------------- propagation
+
+
+def _propagation_section(data: _Data, s: BenchSettings, result: VideoBenchResult, trained: dict[str, Any]) -> None:
+    """Label propagation vs backbone vs head, simulated and real BlazePose (`model.bench.propagation`)."""
+    from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
+    from model.bench.propagation import score_variants, time_propagation
+    from model.testing.simulated import SimulatedBackbone
+
+    test = {k: data.gt[k] for k in data.test}
+    sim = SimulatedBackbone(data.gt, seed=s.seed)
+    kinds: list[tuple[str, Callable[[str], Any], Any]] = []
+    head_sim = trained.get("simulated") or _train_for_accuracy(data, s, result, sim)
+    kinds.append(("simulated", sim.for_video, head_sim))
+    try:
+        blaze = BlazePoseHeatmaps()
+        head_bp = _train_for_accuracy(data, s, VideoBenchResult(settings={}, machine={}), blaze)
+        kinds.append(("blazepose (real, rendered frames)", lambda key: blaze, head_bp))
+    except Exception as exc:  # noqa: BLE001 - report and go on with the simulated backbone
+        result.notes.append(f"propagation with BlazePose skipped: {type(exc).__name__}: {exc}")
+    for name, backbone_for, head in kinds:
+        net = _Bf16Head(head) if s.amp else head
+
+        def predict(key: str, template: Video, known: Video, reader: Any, frames: list[int], head_: Any,
+                    _backbone_for: Callable[[str], Any] = backbone_for, **cfg: Any) -> Video:
+            return _predict(_backbone_for(key), head_, template, known, reader, frames=frames, detect=False,
+                            **cfg)[0]
+
+        for every in LABEL_SPACINGS:
+            result.propagation += score_variants(name, test, data.reader, predict, net, every)
+        if name.startswith("blazepose"):
+            result.propagation_cost.append(time_propagation(name, test, data.reader, predict, 8, s.repeats))
 
 
 # ----------------------------------------------------------------------------------------- training
@@ -530,8 +567,11 @@ def run_video_bench(settings: BenchSettings = BenchSettings(), *, sections: Sequ
         data = _generate(root, settings, need_cost="cost" in sections)
         if "cost" in sections:
             _cost_section(data, settings, result)
+        trained: dict[str, Any] = {}
         if "accuracy" in sections:
-            _accuracy_section(data, settings, result)
+            _accuracy_section(data, settings, result, trained)
+        if "propagation" in sections:
+            _propagation_section(data, settings, result, trained)
         if "training" in sections:
             _training_section(data, settings, result)
     result.seconds = time.perf_counter() - t0
@@ -581,6 +621,10 @@ def format_result(r: VideoBenchResult) -> str:
         for t in r.train_timing:
             lines.append(f"{t.backbone:<10} {t.samples} samples: cache fill {t.cache_fill_s:.1f} s, epoch cached "
                          f"{t.cached_epoch_s:.1f} s vs loop {t.loop_epoch_s:.1f} s ({t.loop_over_cached:.2f}x)")
+    if r.propagation:
+        from model.bench.propagation import format_propagation
+
+        lines += format_propagation(r.propagation, r.propagation_cost)
     lines += [f"note: {n}" for n in r.notes]
     return "\n".join(lines)
 

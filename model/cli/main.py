@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("model.cli.train", "train a DCPose head on labelled videos (head only, backbone frozen)"),
     "bench": ("model.bench.nets", "backbone, head and DCNv2 timings, parameters, memory"),
     "bench-video": ("model.bench.video", "cached/exact cost and accuracy on synthetic videos"),
+    "bench-real": ("model.bench.real", "recall, limb joints within 0.1 x box diagonal and AP on real stills"),
+    "propagation-overlay": ("model.bench.overlay", "draw a frame whose keypoints were carried from labels"),
 }
 
 

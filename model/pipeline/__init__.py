@@ -1,1 +1,1 @@
-"""Video pre-annotation: `config` (InferConfig), `predictor` (Predictor, load_head), `video_job` (one call's work), `tracking` and `assignment` (boxes and track ids)."""
+"""Video pre-annotation: `config` (InferConfig), `predictor` (Predictor, load_head), `video_job` (one call's work), `tracking` and `assignment` (boxes and track ids), `track_filters` (false short tracks dropped), `propagation` (labels carried by optical flow)."""

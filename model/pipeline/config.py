@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-__all__ = ["MODES", "InferConfig", "Mode", "Progress"]
+__all__ = ["MODES", "PROPAGATION_TAG", "InferConfig", "Mode", "Progress", "with_propagation"]
 
 Mode = Literal["cached", "exact"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -25,6 +25,8 @@ class InferConfig:
         detect: run the person detector on frames no label reaches.
         label_sigma: sigma of the label Gaussians in heatmap pixels; None: the backbone's (see module).
         cache_size: backbone heatmaps kept for reuse (17x96x72 float32 = 470 kB each).
+        propagate: carry human keypoints by optical flow to nearby unlabelled frames and fuse them
+            with the prediction (`model.pipeline.propagation`).
     """
 
     mode: Mode = "cached"
@@ -34,6 +36,7 @@ class InferConfig:
     detect: bool = True
     label_sigma: float | None = None
     cache_size: int = 256
+    propagate: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -43,3 +46,19 @@ class InferConfig:
                 raise ValueError(f"InferConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.label_sigma is not None and not self.label_sigma > 0:
             raise ValueError(f"InferConfig.label_sigma must be positive, got {self.label_sigma}")
+
+
+PROPAGATION_TAG = "+prop"
+_COLD_START = "-base"  # Predictor.version without a head
+
+
+def with_propagation(version: str) -> str:
+    """The cold-start model version of predictions that hold propagated joints (kept short for Label Studio).
+
+    "blazepose2-base" -> "blazepose2+prop-base". Other names (versions registered in
+    the database, heads) are returned unchanged: Label Studio and the bulk pre-annotation match them
+    exactly, and a served head always sees carried labels as its neighbours.
+    """
+    if version.endswith(_COLD_START) and PROPAGATION_TAG not in version:
+        return version[: -len(_COLD_START)] + PROPAGATION_TAG + _COLD_START
+    return version

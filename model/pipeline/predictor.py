@@ -57,6 +57,7 @@ from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
 from model.backbones.factory import build_backbone
 from model.nets.dcpose import DCPose
 from model.pipeline.config import InferConfig, Progress
+from model.pipeline.track_filters import drop_flicker
 from model.pipeline.video_job import JobStages, VideoJob, assemble_output
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,9 @@ class Predictor:
         device: where the head runs (the backbone has its own device).
         config: inference options.
         head_version: names the head's weights in `version`.
-        detector: full-frame person detector (BGR frame -> boxes); None: BlazePose's `detect_people`
-            (OpenCV HOG if mediapipe cannot be used), created on first use.
+        detector: full-frame person detector (BGR frame -> boxes); None: `detect_people` (BlazePose's
+            person detector over tiles, confirmed by the landmark model; OpenCV HOG if mediapipe cannot
+            be used), created on first use.
     """
 
     def __init__(self, backbone: Backbone, head: DCPose | None, *, device: str | torch.device = "cpu",
@@ -89,6 +91,7 @@ class Predictor:
         self.head_version = None if head is None else (head_version or "custom")
         self._detector = detector
         self._owned_pose: Any = None  # a BlazePose graph for detection when the backbone is not BlazePose
+        self._person_detector: Any = None  # BlazePose's person detector graph, made on first use
         self._lock = threading.Lock()
 
     @property
@@ -131,33 +134,43 @@ class Predictor:
         return cls(bb, net, device=device, config=config, head_version=version)
 
     def detect(self, frame_bgr: np.ndarray) -> list[Box]:
-        """Person boxes on a whole frame (the last-resort detector)."""
+        """Person boxes on a whole frame: BlazePose's person detector over tiles, HOG without mediapipe."""
         if self._detector is not None:
             return self._detector(frame_bgr)
-        from model.backbones.blazepose import MediaPipeUnavailableError
         from model.backbones.detectors import detect_people, hog_people
+        from model.backbones.tflite import MediaPipeUnavailableError
 
         try:
-            pose = self.backbone.pose if isinstance(self.backbone, BlazePoseHeatmaps) else self._own_pose()
+            pose, finder = self._detection_models()
         except MediaPipeUnavailableError as exc:
             logger.warning("person detection falls back to OpenCV HOG: %s", exc)
             self._detector = hog_people
             return hog_people(frame_bgr)
-        return detect_people(frame_bgr, backbone=pose)
+        return detect_people(frame_bgr, backbone=pose, detector=finder)
 
-    def _own_pose(self) -> Any:
+    def _detection_models(self) -> tuple[Any, Any]:
+        """(BlazePose backbone, PersonDetector), made on first use (the backbone's own where it is BlazePose)."""
+        from model.backbones.blazepose import BlazePoseBackbone
+        from model.backbones.detectors import PersonDetector
+
+        pose = self.backbone.pose if isinstance(self.backbone, BlazePoseHeatmaps) else None
         with self._lock:
-            if self._owned_pose is None:
-                from model.backbones.blazepose import BlazePoseBackbone
-
-                self._owned_pose = BlazePoseBackbone()
-            return self._owned_pose
+            if pose is None:
+                if self._owned_pose is None:
+                    self._owned_pose = BlazePoseBackbone()
+                pose = self._owned_pose
+            if self._person_detector is None:
+                self._person_detector = PersonDetector()
+            return pose, self._person_detector
 
     def close(self) -> None:
         """Frees mediapipe graphs held by the predictor."""
         if self._owned_pose is not None:
             self._owned_pose.close()
             self._owned_pose = None
+        if self._person_detector is not None:
+            self._person_detector.close()
+            self._person_detector = None
         if isinstance(self.backbone, BlazePoseHeatmaps):
             self.backbone.close()
 
@@ -237,7 +250,7 @@ class Predictor:
         job.plan(requested)
         bar, report = _progress(progress, len(requested), video.name)
         try:
-            persons = job.run(requested, report)
+            persons = drop_flicker(job.run(requested, report))
         finally:
             if bar is not None:
                 bar.close()

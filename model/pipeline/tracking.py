@@ -8,7 +8,11 @@ id, in this order of trust:
 3. "carried": a track labelled on the nearest labelled frame on one side only; the box is a copy of
    that label's box (the predictor then moves it frame by frame with `carry_with_keypoints`).
 4. "detected": frames where no track reaches; detector boxes get track ids by IoU matching
-   (optimal assignment on 1 - IoU, `model.pipeline.assignment`) against the tracks of the neighbouring frames.
+   (optimal assignment on 1 - IoU, `model.pipeline.assignment`) against the tracks of the neighbouring
+   frames, matched at their velocity-predicted position and remembered for MAX_LOST frames. Inside a run
+   of detector frames, a frame where the detector missed a track seen before and after gets an
+   interpolated box (one id across the miss). After prediction, `model.pipeline.track_filters.drop_flicker`
+   removes detected tracks that live for only 1-2 frames with a low score or on top of a longer track.
 
 A frame counts as labelled when it holds a human person, or is marked `is_labeled` and holds no
 prediction. A labelled frame is complete: a track missing from it is absent there, so it is neither
@@ -44,6 +48,8 @@ IOU_THRESHOLD = 0.3  # least IoU for a detection to continue a track
 LINK_IOU = 0.1  # least IoU to link untracked labels on consecutive labelled frames (they lie K apart)
 MAX_LOST = 10  # frames a track missed by the detector is remembered
 DETECTED_SCORE = 0.5
+FILLED_SCORE = 0.8 * DETECTED_SCORE  # a detector gap filled by interpolation
+SHORT_TRACK = 2  # tracks detected on at most this many frames are not gap-filled (see track_filters)
 MIN_VISIBLE = 0.25  # a box with less of its area inside the frame has left it
 _SCALE_LIMITS = (0.67, 1.5)  # most a box may grow or shrink in one carry step
 
@@ -503,3 +509,30 @@ def _detect(
                 labels.next_id = max(labels.next_id, tb.track_id + 1)
                 _remember(memory, tb.track_id, f, tb.box)
             plans[f] = sorted(assigned, key=lambda t: t.track_id)
+        _fill_gaps(plans, run)
+
+
+def _fill_gaps(plans: dict[int, list[TrackBox]], run: list[int]) -> None:
+    """Detector gaps inside a track are filled by interpolation.
+
+    A track detected on frames a < b of the run but missed on run frames between them gets boxes
+    interpolated linearly between its boxes on a and b (source "interpolated", score 0.8 x the
+    detected score): the detector missed a person who is still there (blur, an odd pose). Only tracks
+    detected on more than `SHORT_TRACK` frames are filled: filling between two stray detections would
+    spread a false person over the frames between them (seen on a synthetic walk).
+    """
+    seen: dict[int, dict[int, Box]] = {}
+    for f in run:
+        for tb in plans.get(f, []):
+            seen.setdefault(tb.track_id, {})[f] = tb.box
+    for tid, boxes in seen.items():
+        if len(boxes) <= SHORT_TRACK:
+            continue
+        frames = sorted(boxes)
+        for a, b in zip(frames, frames[1:]):
+            for f in (g for g in run if a < g < b):
+                w = (f - a) / (b - a)
+                corners = (1 - w) * np.array(boxes[a].xyxy) + w * np.array(boxes[b].xyxy)
+                filled = TrackBox(tid, Box.from_xyxy(*corners), "interpolated", FILLED_SCORE)
+                plans[f] = sorted([*plans.get(f, []), filled], key=lambda t: t.track_id)
+

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -24,6 +25,7 @@ from annotation_io.video import FrameReader
 from model.backbones.base import Backbone
 from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
 from model.pipeline.config import InferConfig
+from model.pipeline.propagation import PROPAGATION_TRUST, Propagated, fuse_with_backbone, propagate
 from model.pipeline.tracking import TrackBox, box_from_keypoints, plan_boxes, update_with_keypoints
 from model.transforms import (
     CropGeometry,
@@ -40,6 +42,7 @@ __all__ = ["TOP_JOINTS", "JobStages", "VideoJob", "assemble_output"]
 
 TOP_JOINTS = 10  # person score: mean of the best 10 of the 15 labelled joints (robust to occlusion)
 _FRAME_MEMORY = 8  # decoded frames kept while cropping (passes are sorted by frame)
+_GRAY_MEMORY = 64  # grey frames kept for label propagation
 _Key = tuple[int, CropGeometry]  # a backbone pass: (frame index, crop geometry)
 
 
@@ -174,6 +177,8 @@ class VideoJob:
         self.own_keys: set[_Key] = set()  # passes with a track's own box: reused as neighbours
         self.human: dict[tuple[int, int], _Pose] = {}  # every human pose (anchors of carried chains)
         self.poses: dict[tuple[int, int], _Pose] = {}  # the ones label-aware refinement uses
+        self.propagated: dict[tuple[int, int], Propagated] = {}  # (frame, track) -> carried human pose
+        self.grays = _LRU(_GRAY_MEMORY)
         self.passes = 0
         self.use_neighbours = stages.refine is not None
         backbone_sigma = getattr(stages.backbone, "sigma", None)
@@ -280,6 +285,31 @@ class VideoJob:
         self.human = _human_poses(self.known, label_plan)
         self.poses = self.human if self.cfg.label_aware else {}
         self._carry(label_plan, need)
+        if self.cfg.propagate:
+            self._propagate(need)
+
+    def gray(self, index: int) -> np.ndarray:
+        """The grey frame `index` (label propagation), cached."""
+        img = self.grays.get_fresh(index)
+        if img is None:
+            img = cv2.cvtColor(self.image(index), cv2.COLOR_BGR2GRAY)
+            self.grays.put(index, img)
+        return img
+
+    def _propagate(self, need: set[int]) -> None:
+        """Carries each track's human poses by optical flow to the needed frames where it has a slot."""
+        labels: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
+        for (f, tid), pose in self.human.items():
+            if pose.person.present.sum() >= 1:
+                labels[tid][f] = pose.person.keypoints
+        for tid, track_labels in labels.items():
+            targets = sorted(f for f in need if tid in self.slots.get(f, {})
+                             and not (self.human.get((f, tid)) and self.human[(f, tid)].complete))
+            if not targets:
+                continue
+            carried = propagate(self.gray, track_labels, targets, num_frames=self.num_frames)
+            for f, prop in carried.items():
+                self.propagated[(f, tid)] = prop
 
     def _detect(self, index: int) -> list[Box]:
         return self.stages.detect(self.image(index))
@@ -377,7 +407,8 @@ class VideoJob:
             result = hc
         xy, maxvals = decode_to_frame(result, [g for _, g in cur])
         for j, (t, slot, pose) in enumerate(items):
-            out[t].append(_predicted_person(xy[j], maxvals[j], slot, pose))
+            prop = self.propagated.get((t, slot.track_id))
+            out[t].append(_predicted_person(xy[j], maxvals[j], slot, pose, prop))
         for persons in out.values():
             persons.sort(key=lambda p: p.track_id)
         return out
@@ -387,7 +418,7 @@ class VideoJob:
         for f, margin in _neighbours(t, self.cfg.distance, self.num_frames):
             side = _Side(f, margin)
             if f != t:
-                side.pose = self.poses.get((f, slot.track_id))
+                side.pose = self.poses.get((f, slot.track_id)) or self._propagated_pose(f, slot.track_id)
                 if side.pose is None or not side.pose.complete:
                     own = self.slots.get(f, {}).get(slot.track_id) if self.cfg.mode == "cached" else None
                     side.key = (f, own.geom if own is not None else slot.geom)
@@ -395,6 +426,16 @@ class VideoJob:
                         side.affine = heatmap_to_heatmap_affine(own.geom, slot.geom)
             pair.append(side)
         return pair[0], pair[1]
+
+    def _propagated_pose(self, frame: int, track_id: int) -> _Pose | None:
+        """A propagated pose as a partial label (its trusted joints) for a neighbour heatmap."""
+        prop = self.propagated.get((frame, track_id)) if self.cfg.label_aware else None
+        if prop is None or not (prop.conf >= PROPAGATION_TRUST).any():
+            return None
+        kps = np.zeros((NUM_KEYPOINTS, 3))
+        taken = prop.conf >= PROPAGATION_TRUST
+        kps[taken, :2], kps[taken, 2] = prop.xy[taken], 2.0
+        return _Pose(Person(kps, track_id=track_id), complete=False)
 
     def _side_heatmaps(self, sides: list[_Side], hc: torch.Tensor, hm: dict[_Key, torch.Tensor],
                        cur: list[_Key]) -> torch.Tensor:
@@ -430,21 +471,31 @@ def _human_person(pose: _Pose, slot: _Slot) -> Person:
                   1.0, extra={"source": "human", "box_source": slot.source})
 
 
-def _predicted_person(xy: np.ndarray, maxvals: np.ndarray, slot: _Slot, pose: _Pose | None) -> Person:
-    """A decoded person; the joints of a partial human pose overwrite the prediction."""
+def _predicted_person(xy: np.ndarray, maxvals: np.ndarray, slot: _Slot, pose: _Pose | None,
+                      prop: Propagated | None = None) -> Person:
+    """A decoded person; propagated joints replace it where trusted, a partial human pose's joints win."""
     kps, scores = _keypoints(xy, maxvals)
     source = "model"
+    extra: dict[str, Any] = {}
+    if prop is not None:
+        fused_xy, fused_scores, taken = fuse_with_backbone(kps[:, :2], scores, prop)
+        if taken.any():
+            kps[:, :2], scores = fused_xy, fused_scores
+            kps[taken, 2] = 2.0
+            source = "model+propagated"
+            extra["propagated"] = [int(j) for j in np.flatnonzero(taken)]
     if pose is not None:  # a partial human pose: its joints win
         present = pose.person.present
         kps[present, :2], kps[present, 2], scores[present] = pose.person.xy[present], 2.0, 1.0
-        source = "model+human"
+        source = "model+human" if source == "model" else "model+propagated+human"
     return Person(kps, scores, slot.track_id, slot.box, None, _person_score(scores, slot.score),
-                  extra={"source": source, "box_source": slot.source})
+                  extra={"source": source, "box_source": slot.source, **extra})
 
 
 def assemble_output(video: Video, requested: list[int], persons: dict[int, list[Person]]) -> Video:
     """A Video with one Frame per requested index holding its persons; the frames' metadata (labelled
-    flag, file name, image id, extra) and the video's fields are copied from `video`."""
+    flag, file name, image id, extra) and the video's fields are copied from `video`; extra["propagated"]
+    is True when some person holds propagated joints."""
     sources = video.frame_map()  # one pass: Video.frame(t) would scan the frames for every t
     frames = []
     for t in requested:
@@ -454,5 +505,8 @@ def assemble_output(video: Video, requested: list[int], persons: dict[int, list[
             meta = {"is_labeled": src.is_labeled, "file_name": src.file_name, "image_id": src.image_id,
                     "extra": dict(src.extra)}
         frames.append(Frame(t, persons.get(t, []), **meta))
+    extra = dict(video.extra)
+    if any("propagated" in p.extra for ps in persons.values() for p in ps):
+        extra["propagated"] = True
     return Video(video.name, video.num_frames, frames, fps=video.fps, source=video.source,
-                 width=video.width, height=video.height, extra=dict(video.extra))
+                 width=video.width, height=video.height, extra=extra)

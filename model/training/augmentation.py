@@ -26,7 +26,7 @@ import torch
 from annotation_io.skeletons import FLIP_PAIRS, NUM_KEYPOINTS, UNLABELLED_SLOTS
 from annotation_io.video import FrameReader
 from model.backbones.base import Backbone
-from model.heatmaps import TARGET_SIGMA, encode
+from model.heatmaps import TARGET_SIGMA, encode, render_gaussians
 from model.training.heatmap_cache import (
     DEFAULT_CROP,
     BackboneHeatmapCache,
@@ -198,6 +198,8 @@ def make_batch(
     readers: Mapping[str, FrameReader] | None = None,
     batch_size: int = 32,
     crop: CropSize | None = None,
+    label_sides: Sequence[tuple[bool, bool]] | None = None,
+    label_sigma: float | None = None,
 ) -> Batch:
     """Augmented head inputs and targets for `samples`.
 
@@ -212,6 +214,11 @@ def make_batch(
         readers: frame readers, when there is no cache.
         batch_size: crops per backbone call in loop mode.
         crop: crop sizes; default: the cache's, else DCPose's.
+        label_sides: per sample, (previous, next): feed that neighbour's human label instead of its
+            backbone heatmaps (where the sample has one): Gaussians of peak 1 at the label's joints in
+            the augmented crop, the backbone's channels kept for joints the label lacks, as the
+            predictor feeds human and propagated poses. None: backbone heatmaps only.
+        label_sigma: sigma (heatmap px) of those Gaussians; default the backbone's, else 3.
     """
     if not samples:
         raise ValueError("make_batch needs at least one sample")
@@ -244,6 +251,26 @@ def make_batch(
         t, w = make_targets(xy, vis, g)
         targets.append(t)
         weights.append(w)
+    if label_sides is not None:
+        source = backbone if backbone is not None else (cache.backbone if cache is not None else None)
+        sigma = label_sigma or float(getattr(source, "sigma", None) or TARGET_SIGMA)
+        _feed_neighbour_labels(hm, samples, geoms, augs, label_sides, sigma)
     margin = torch.tensor([s.margin for s in samples], dtype=torch.float32)
     return Batch(hm[:, 0].contiguous(), hm[:, 1].contiguous(), hm[:, 2].contiguous(), margin,
                  torch.from_numpy(np.stack(targets)), torch.from_numpy(np.stack(weights)))
+
+
+def _feed_neighbour_labels(hm: torch.Tensor, samples: Sequence[TrainSample], geoms: Sequence[CropGeometry],
+                           augs: Sequence[Augmentation], sides: Sequence[tuple[bool, bool]], sigma: float) -> None:
+    """Replaces, in place, the chosen neighbours' channels of `hm` (B, 3, K, H, W) by their labels' Gaussians."""
+    if len(sides) != len(samples):
+        raise ValueError(f"got {len(sides)} label_sides for {len(samples)} samples")
+    for i, (s, g, a, (use_prev, use_next)) in enumerate(zip(samples, geoms, augs, sides)):
+        for slot, use, kps in ((1, use_prev, s.prev_keypoints), (2, use_next, s.next_keypoints)):
+            if not use or kps is None:
+                continue
+            xy, vis = target_keypoints(kps, g, a)
+            placed = torch.from_numpy(vis > 0)
+            gauss = render_gaussians(torch.from_numpy(xy)[None].float(), placed[None].float(),
+                                     size=tuple(hm.shape[-2:]), sigma=sigma)[0]
+            hm[i, slot] = torch.where(placed[:, None, None], gauss.to(hm.dtype), hm[i, slot])

@@ -82,6 +82,10 @@ class TrainConfig:
             so the running averages (momentum 0.1) lag far behind the weights; measured on the
             simulated backbone after 40 steps, eval-mode held-out loss 0.0036 (no better than
             predicting zeros) with the running averages vs 0.0009 re-estimated.
+        label_neighbours: chance, per sample and side, that a neighbour frame holding a human label
+            of the same track is fed as that label's Gaussians instead of backbone heatmaps, as the
+            predictor feeds human and propagated poses; the head thus learns how far to trust them
+            (0: backbone heatmaps only, as released).
     """
 
     epochs: int = 10
@@ -97,6 +101,7 @@ class TrainConfig:
     input_size: tuple[int, int] = (288, 384)
     heatmap_size: tuple[int, int] = (72, 96)
     bn_samples: int = 32
+    label_neighbours: float = 0.5
 
     @property
     def crop(self) -> CropSize:
@@ -113,6 +118,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.num_workers must be an integer >= 0, got {self.num_workers!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+        if not 0.0 <= self.label_neighbours <= 1.0:
+            raise ValueError(f"TrainConfig.label_neighbours must be in [0, 1], got {self.label_neighbours!r}")
         for name in ("input_size", "heatmap_size"):
             size = tuple(getattr(self, name))
             if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
@@ -187,7 +194,10 @@ class _BatchSet(Dataset):
             augs = [draw_augmentation(np.random.default_rng([self.config.seed, self.epoch, i])) for i in indices]
         else:
             augs = [NO_AUGMENTATION] * len(indices)
-        return make_batch(chosen, augs, batch_size=max(3 * len(chosen), 1), crop=self.config.crop, **self.source)
+        q = self.config.label_neighbours
+        sides = [tuple(np.random.default_rng([self.config.seed, self.epoch, i, 1]).random(2) < q) for i in indices]
+        return make_batch(chosen, augs, batch_size=max(3 * len(chosen), 1), crop=self.config.crop,
+                          label_sides=sides if q > 0 else None, **self.source)
 
 
 def _as_batch(item: Batch) -> Batch:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotation_io.skeletons import LABELLED_SLOTS, UNLABELLED_SLOTS
-from annotation_io.types import Box, Video
+from annotation_io.types import Box, Frame, Video
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class TrainSample:
         box: person box on frame t (rounded to 0.1 px), which crops all three frames.
         keypoints: (17, 3) x, y, v labels in frame pixels.
         track_id: the person's track, where known.
+        prev_keypoints, next_keypoints: (17, 3) human labels of the same track on p and n, where those
+            frames are labelled (the head learns from them how far to trust a neighbour's label).
     """
 
     video: str
@@ -55,6 +57,8 @@ class TrainSample:
     box: Box
     keypoints: np.ndarray
     track_id: int | None = None
+    prev_keypoints: np.ndarray | None = None
+    next_keypoints: np.ndarray | None = None
 
     @property
     def key(self) -> tuple[str, int, int | None, tuple[float, ...]]:
@@ -92,6 +96,7 @@ def build_samples(videos: Mapping[str, Video], *, distance: int = 1) -> list[Tra
         video = videos[name]
         if video.num_frames < 1:
             raise ValueError(f"video {name!r} has num_frames={video.num_frames}; cannot pick neighbours")
+        by_index = video.frame_map()
         for frame in video.labeled_frames():
             for person in frame.persons:
                 if person.is_prediction or not person.present[list(LABELLED_SLOTS)].any():
@@ -106,9 +111,10 @@ def build_samples(videos: Mapping[str, Video], *, distance: int = 1) -> list[Tra
                 p, n, margin = neighbour_frames(frame.index, distance, video.num_frames)
                 kps = person.keypoints.copy()
                 kps[list(UNLABELLED_SLOTS)] = 0.0
-                samples.append(
-                    TrainSample(name, frame.index, p, n, margin, round_box(box), kps, person.track_id)
-                )
+                sides = [_neighbour_label(by_index.get(f), person.track_id) if f != frame.index else None
+                         for f in (p, n)]
+                samples.append(TrainSample(name, frame.index, p, n, margin, round_box(box), kps, person.track_id,
+                                           *sides))
     logger.info("built %d training samples from %d videos", len(samples), len(videos))
     return samples
 
@@ -153,3 +159,15 @@ def split_holdout(
     logger.info("held out frames %d..%d of %s (%d samples); %d training samples next to them dropped",
                 lo, hi, names[0], len(holdout), dropped)
     return train, holdout
+
+
+def _neighbour_label(frame: Frame | None, track_id: int | None) -> np.ndarray | None:
+    """The human keypoints of `track_id` on a labelled frame, or None."""
+    if track_id is None or frame is None or not frame.is_labeled:
+        return None
+    person = frame.person_by_track(track_id)
+    if person is None or person.is_prediction or not person.present.any():
+        return None
+    kps = person.keypoints.copy()
+    kps[list(UNLABELLED_SLOTS)] = 0.0
+    return kps

@@ -421,6 +421,14 @@ def test_parse_task_errors(change: dict, message: str) -> None:
                      data.get("nframes", 0), fps=data.get("fps"))  # fmt: skip
 
 
+def test_a_box_without_keypoints_is_a_box_only_label() -> None:
+    config = ls.parse_config(ls.label_config())
+    results = ls.persons_to_results([Person(track_id=3, box=Box(10, 20, 100, 200))], 640, 480, config)
+    (person,), size = ls.results_to_persons(results, config, as_labels=True)
+    assert size == (640, 480) and person.track_id == 3 and not person.present.any()
+    np.testing.assert_allclose(person.box.xywh, [10, 20, 100, 200], atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- stock templates, look
 
 

@@ -368,3 +368,21 @@ def test_invalid_json_and_unknown_layout(tmp_path: Path) -> None:
 def test_module_docstring_states_the_neck_convention() -> None:
     doc = posetrack.__doc__ or ""
     assert "head_bottom" in doc and "neck" in doc
+
+
+def test_box_only_annotations_load_as_people_without_joints() -> None:
+    """A box drawn without keypoints is an input: the person's box, no joint placed."""
+    data = {
+        "images": [{"file_name": "images/v/000000.jpg", "id": 1, "frame_id": 1, "vid_id": "v", "nframes": 1,
+                    "is_labeled": True}],
+        "annotations": [{"image_id": 1, "track_id": 0, "bbox": [10, 20, 100, 200], "id": 5},
+                        {"image_id": 1, "track_id": 1, "bbox": [200, 20, 80, 150], "keypoints": [], "id": 6}],
+        "categories": [{"id": 1, "name": "person", "keypoints": []}],
+    }
+    video = posetrack.load(data, source="v")
+    people = video.frames[0].persons
+    assert [p.box.xywh for p in people] == [[10, 20, 100, 200], [200, 20, 80, 150]]
+    assert all(not p.present.any() for p in people) and [p.track_id for p in people] == [0, 1]
+    del data["annotations"][0]["bbox"]  # neither box nor keypoints: still an error naming the field
+    with pytest.raises(AnnotationFormatError, match="keypoints"):
+        posetrack.load(data, source="v")

@@ -325,7 +325,7 @@ def test_python_m_backend_starts_on_embedded_defaults(tmp_path: Path) -> None:
         assert health == {
             "status": "UP",
             "model_class": "DCPoseBackend",
-            "model_version": "blazepose-base",
+            "model_version": "blazepose2-base",
         }
         assert (tmp_path / "data" / "backend.db").is_file()
     finally:
@@ -342,13 +342,13 @@ def test_the_default_blazepose_model_serves_predictions(
     try:
         client = app.test_client()
         assert client.post("/setup", json={"project": 1, "schema": CONFIG}).json == {
-            "model_version": "blazepose-base"
+            "model_version": "blazepose2-base"
         }
         tasks = [synth_video.task(t) for t in range(3)]
         resp = client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": tasks})
         assert resp.status_code == 200, resp.json
         results = resp.json["results"]
-        assert [r["model_version"] for r in results] == ["blazepose-base"] * 3
+        assert [r["model_version"] for r in results] == ["blazepose2-base"] * 3
         assert all("error" not in r for r in results)
         assert client.get("/metrics").json["predictions_served"] == 3
     finally:

@@ -394,7 +394,7 @@ def test_predictor_cache_errors_and_cold_start_versions(tmp_path: Path) -> None:
 
     cache = PredictorCache()
     assert (
-        cache.version(PredictorSpec()) == Predictor.create("blazepose").version == "blazepose-base"
+        cache.version(PredictorSpec()) == Predictor.create("blazepose").version == "blazepose2-base"
     )
     assert cache.loaded(PredictorSpec()) is None
     weights = tmp_path / "w48.pth"
@@ -403,6 +403,32 @@ def test_predictor_cache_errors_and_cold_start_versions(tmp_path: Path) -> None:
     assert cold_start_version(spec) == f"hrnet_w48:{file_digest(weights)}-base"
     with pytest.raises(ModelUnavailableError, match="cannot be read"):
         cold_start_version(PredictorSpec("hrnet_w48", str(tmp_path / "missing.pth")))
+
+
+def test_a_frame_between_two_labelled_frames_gets_propagated_keypoints_and_says_so(
+    backend_app: Flask, synth_video: SynthVideo
+) -> None:
+    ctx, config = ctx_of(backend_app), parse_config(label_config())
+    serving, _ = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(t) for t in range(5)])
+    with session_scope(ctx.sessions) as session:  # human annotations of frames 0 and 4
+        for t in (0, 4):
+            queries.upsert_annotation(session=session, annotation_id=20 + t, task_id=100 + t, project_id=1,
+                                      result=gt_results(synth_video, t), persons=synth_video.gt.frames[t].persons,
+                                      ls_updated_at=queries.parse_ls_datetime("2026-01-01T10:00:00Z"))  # fmt: skip
+    _, (answer,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(2)])
+    assert serving.name.endswith("-base")  # cold start: no head
+    expected = serving.name.replace("-base", "+prop-base")
+    assert answer.to_ls(serving.name)["model_version"] == expected
+    assert all(p.extra["source"].startswith("model+propagated") for p in answer.persons)
+    errors = []
+    for p in answer.persons:
+        gt = synth_video.gt.frames[2].person_by_track(p.track_id)
+        joints = p.extra["propagated"]
+        errors.append(np.linalg.norm(p.xy[joints] - gt.xy[joints], axis=1).mean())
+    assert np.median(errors) < 5.0, errors
+    with session_scope(ctx.sessions) as session:
+        row = session.query(Prediction).filter(Prediction.task_id == 102).order_by(Prediction.id.desc()).first()
+        assert row.model_version == expected
 
 
 def test_display_box_is_tight_for_predictions_and_unchanged_for_human_boxes() -> None:

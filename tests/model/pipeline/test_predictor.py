@@ -105,6 +105,7 @@ def _predict(data: tuple[Video, Path], known: Video | None, head: nn.Module | No
     gt, images = data
     bb = backbone or GTBackbone(gt)
     frames = config.pop("frames", None)
+    config.setdefault("propagate", False)  # propagation has its own tests (test_propagation.py)
     pred = Predictor(bb, head, config=InferConfig(**config))
     with open_video(images) as reader:
         out = pred.predict_video(gt, known, frames=frames, reader=reader)
@@ -385,7 +386,7 @@ def test_create_loads_a_trained_head_and_never_an_untrained_one(one, tmp_path: P
         Predictor.create(GTBackbone(gt), head=official)
     with open_video(images) as reader:  # the real network path end to end, on one frame
         frame = pred.predict_frame(gt, 1, sparsify(gt, 4), reader=reader)
-    assert [p.extra["source"] for p in frame.persons] == ["model"]
+    assert [p.extra["source"] for p in frame.persons] == ["model+propagated"]  # labels on frames 0 and 4
     assert all(np.all((p.scores >= 0) & (p.scores <= 1)) for p in frame.persons)
 
 
@@ -428,7 +429,7 @@ def test_default_blazepose_predictor_on_a_photograph() -> None:
         out = pred.predict_video(video, None, reader=_Frames([image, image.copy()]))
     finally:
         pred.close()
-    assert pred.version == "blazepose-base"
+    assert pred.version == "blazepose2-base"
     a, b = (f.persons[0] for f in out.frames)
     assert a.track_id == b.track_id and a.extra["box_source"] == "detected"
     assert a.scores[[0, 5, 6]].min() > 0.5  # nose and shoulders (the photograph ends at the waist)

@@ -27,7 +27,7 @@ from model.training.augmentation import (
     make_targets,
     target_keypoints,
 )
-from model.training.heatmap_cache import BackboneHeatmapCache, CropSize, sample_geometry
+from model.training.heatmap_cache import DEFAULT_CROP, BackboneHeatmapCache, CropSize, sample_geometry
 from model.training.loop import TrainConfig, train_head
 from model.training.samples import TrainSample, build_samples, split_holdout
 
@@ -430,3 +430,28 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> Non
     torch.manual_seed(0)
     initial = build_dcpose(backbone=None).state_dict()  # rank 0's start, which DDP broadcast
     assert any(not torch.equal(r0["state"][k], initial[k]) for k in initial)  # it trained
+
+
+def test_neighbour_labels_are_fed_as_label_heatmaps(synth) -> None:
+    videos, readers = synth
+    samples = [s for s in build_samples(videos) if s.prev_keypoints is not None and s.next_keypoints is not None]
+    assert samples, "fully labelled synthetic videos give samples with labelled neighbours"
+    s = samples[0]
+    sim = SimulatedBackbone(videos, config=EXACT)
+    plain = make_batch([s], [NO_AUGMENTATION], backbone=sim, readers=readers)
+    fed = make_batch([s], [AUGS[1]], backbone=sim, readers=readers, label_sides=[(True, False)])
+    # The previous neighbour is now the human label (peak 1 at its joints, in the augmented crop) ...
+    xy, vis = target_keypoints(s.prev_keypoints, sample_geometry(s, DEFAULT_CROP), AUGS[1])
+    peaks_xy, peaks = decode(fed.previous)
+    placed = vis > 0
+    assert placed.sum() >= 10 and np.all(peaks[0, placed] > 0.95)  # a Gaussian of peak 1, sampled off-centre
+    assert np.abs(peaks_xy[0, placed] - xy[placed]).max() <= 1.0
+    # ... while the next neighbour and the current frame stay the backbone's (same as without labels,
+    # up to the augmentation), and a sample without that neighbour's label is left alone.
+    same = make_batch([s], [AUGS[1]], backbone=sim, readers=readers)
+    torch.testing.assert_close(fed.next, same.next)
+    torch.testing.assert_close(fed.current, same.current)
+    assert not torch.equal(plain.previous, fed.previous)
+    bare = TrainSample(s.video, s.frame, s.prev, s.next, s.margin, s.box, s.keypoints, s.track_id)
+    torch.testing.assert_close(make_batch([bare], [AUGS[1]], backbone=sim, readers=readers,
+                                          label_sides=[(True, True)]).previous, same.previous)

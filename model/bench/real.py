@@ -1,0 +1,214 @@
+"""`python -m model bench-real`: person recall, limb joints within 0.1 x box diagonal and poseval AP on real stills.
+
+The data (default ``../shared/data/real-stills``, see its README) is PoseTrack 2018 layout, one
+one-frame video per photograph: ``annotations/val/<name>.json`` + the image it names. For each backbone
+(the default BlazePose; ``hrnet_w48`` as well when ``--checkpoint`` gives its weights) the predictor runs
+twice per image:
+
+- **detector**: no labels; people come from the whole-frame detector;
+- **boxes given**: the annotated boxes as box-only labels (a person with a box and no keypoints, as an
+  annotator who drew the boxes would give them); the pipeline trusts each box and predicts inside it.
+
+Figures (the data README's): the share of annotated limb joints (shoulders to ankles) placed within
+0.1 x the annotated box diagonal, each annotated person matched to one prediction by optimal
+assignment on correct-joint counts (an unmatched person counts as a miss); person recall = people
+matched with at least one correct limb joint (and with at least half of them); poseval AP and the
+share within PCKh@0.5 (`annotation_io.evaluate`; the head boxes of these files are proxies, so AP is
+comparable between runs on these files only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annotation_io import posetrack
+from annotation_io.evaluate import evaluate
+from annotation_io.types import Frame, Person, Video
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RealScore", "handle", "register_parser", "run_real_bench", "score_frame"]
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real-stills"
+LIMB_SLOTS = np.arange(5, 17)  # shoulders .. ankles
+MODES = ("detector", "boxes given")
+
+
+@dataclass
+class RealScore:
+    """Counts over images: limb joints right / annotated, people found (>= 1 / >= half), predictions."""
+
+    joints_ok: int = 0
+    joints: int = 0
+    found: int = 0
+    found_half: int = 0
+    people: int = 0
+    predictions: int = 0
+    ap: float = float("nan")
+    within_pckh: float = float("nan")
+    seconds: float = 0.0
+    per_image: dict[str, str] = field(default_factory=dict)
+
+    def add(self, other: RealScore) -> None:
+        for name in ("joints_ok", "joints", "found", "found_half", "people", "predictions"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def within(self) -> float:
+        """Limb joints within 0.1 x box diagonal, %."""
+        return 100.0 * self.joints_ok / max(self.joints, 1)
+
+
+def score_frame(gt: Frame, pred: Frame | None) -> RealScore:
+    """Scores one image: optimal one-to-one matching of annotated people to predictions."""
+    from scipy.optimize import linear_sum_assignment  # lazy: only the benchmark needs scipy
+
+    gts = [p for p in gt.persons if p.box is not None]
+    preds = [p for p in (pred.persons if pred is not None else [])]
+    correct = np.zeros((len(gts), len(preds)), dtype=int)
+    n = np.zeros(len(gts), dtype=int)
+    for g, person in enumerate(gts):
+        labelled = person.keypoints[LIMB_SLOTS, 2] > 0
+        n[g] = int(labelled.sum())
+        thr = 0.1 * float(np.hypot(person.box.w, person.box.h))
+        for j, other in enumerate(preds):
+            placed = other.keypoints[LIMB_SLOTS, 2] > 0
+            d = np.linalg.norm(other.keypoints[LIMB_SLOTS, :2] - person.keypoints[LIMB_SLOTS, :2], axis=1)
+            correct[g, j] = int(((d <= thr) & labelled & placed).sum())
+    score = RealScore(joints=int(n.sum()), people=len(gts), predictions=len(preds))
+    if preds and gts:
+        rows, cols = linear_sum_assignment(-correct)
+        best = np.zeros(len(gts), dtype=int)
+        best[rows] = correct[rows, cols]
+        score.joints_ok = int(best.sum())
+        score.found = int((best > 0).sum())
+        score.found_half = int(((best > 0) & (2 * best >= n)).sum())
+    return score
+
+
+class _Still:
+    """A FrameReader over one photograph."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image, self.num_frames = image, 1
+        self.height, self.width = image.shape[:2]
+
+    def read(self, index: int) -> np.ndarray:
+        if index != 0:
+            raise IndexError(f"a still has one frame, not frame {index}")
+        return self.image
+
+
+def load_stills(root: Path) -> list[tuple[Video, np.ndarray]]:
+    """(ground-truth video, BGR image) per annotation file, sorted by name."""
+    import cv2
+
+    files = sorted((root / "annotations" / "val").glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no annotations/val/*.json under {root} (see the data README)")
+    out = []
+    for path in files:
+        video = posetrack.load(path)
+        name = json.loads(path.read_text())["images"][0]["file_name"]
+        image = cv2.imread(str(root / name))
+        if image is None:
+            raise FileNotFoundError(f"cannot read the image {root / name} named by {path}")
+        out.append((video, image))
+    return out
+
+
+def box_only(video: Video) -> Video:
+    """The video's annotated people as box-only labels (box and track id, no keypoints)."""
+    frames = []
+    for frame in video.frames:
+        persons = [Person(track_id=i, box=p.box) for i, p in enumerate(frame.persons) if p.box is not None]
+        frames.append(Frame(frame.index, persons, is_labeled=True))
+    return Video(video.name, video.num_frames, frames, width=video.width, height=video.height)
+
+
+def _run_mode(predictor: Any, stills: list[tuple[Video, np.ndarray]], mode: str) -> RealScore:
+    total = RealScore()
+    gts, preds = [], []
+    start = time.perf_counter()
+    for gt, image in stills:
+        known = box_only(gt) if mode == "boxes given" else None
+        video = Video(gt.name, 1, [Frame(0, [])], width=image.shape[1], height=image.shape[0])
+        pred = predictor.predict_video(video, known, reader=_Still(image))
+        one = score_frame(gt.frames[0], pred.frames[0] if pred.frames else None)
+        total.add(one)
+        total.per_image[gt.name] = f"{one.joints_ok}/{one.joints}"
+        gts.append(gt)
+        preds.append(Video(gt.name, gt.num_frames, pred.frames, width=gt.width, height=gt.height))
+    total.seconds = time.perf_counter() - start
+    result = evaluate(gts, preds)
+    total.ap, total.within_pckh = result.total, result.within_total
+    return total
+
+
+def run_real_bench(root: Path, *, checkpoint: Path | None = None) -> dict[str, dict[str, RealScore]]:
+    """{backbone: {mode: score}} for BlazePose (and hrnet_w48 when `checkpoint` is given)."""
+    from model.pipeline.predictor import Predictor
+
+    stills = load_stills(root)
+    backbones: list[tuple[str, Path | None]] = [("blazepose", None)]
+    if checkpoint is not None:
+        backbones.append(("hrnet_w48", checkpoint))
+    out: dict[str, dict[str, RealScore]] = {}
+    for name, weights in backbones:
+        predictor = Predictor.create(name, weights)
+        try:
+            out[predictor.version] = {mode: _run_mode(predictor, stills, mode) for mode in MODES}
+        finally:
+            predictor.close()
+    return out
+
+
+def format_result(result: dict[str, dict[str, RealScore]]) -> str:
+    """The figures as a Markdown table."""
+    lines = ["| backbone | boxes | limb joints within 0.1 diag | recall (>=1 / >=half) | predictions "
+             "| poseval AP | within PCKh@0.5 | s/image |", "|---|---|---|---|---|---|---|---|"]
+    for version, modes in result.items():
+        for mode, s in modes.items():
+            per = s.seconds / max(len(s.per_image), 1)
+            lines.append(f"| {version} | {mode} | {s.within:.1f}% ({s.joints_ok}/{s.joints}) | "
+                         f"{s.found}/{s.people} / {s.found_half}/{s.people} | {s.predictions} | {s.ap:.1f} | "
+                         f"{s.within_pckh:.1f}% | {per:.2f} |")
+    for version, modes in result.items():
+        for mode, s in modes.items():
+            lines.append(f"{version}, {mode}: " + " ".join(f"{k}:{v}" for k, v in s.per_image.items()))
+    return "\n".join(lines)
+
+
+def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
+    """Adds the `bench-real` command."""
+    parser = subparsers.add_parser(name, help="recall, limb joints within 0.1 x box diagonal and AP on real stills",
+                                   description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real-stills folder (PoseTrack 2018 layout)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet-W48 weights: also bench hrnet_w48")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.set_defaults(handle=handle, log_level="WARNING")
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Runs the benchmark and prints its figures; 2 when the data or the checkpoint cannot be read."""
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        print(f"bench-real: checkpoint not found: {args.checkpoint}")
+        return 2
+    try:
+        result = run_real_bench(args.data.resolve(), checkpoint=args.checkpoint)
+    except FileNotFoundError as exc:
+        print(f"bench-real: {exc}")
+        return 2
+    if args.json:
+        print(json.dumps({v: {m: asdict(s) for m, s in modes.items()} for v, modes in result.items()}, indent=2))
+    else:
+        print(format_result(result))
+    return 0

@@ -1,0 +1,110 @@
+"""Tests of model.backbones.landmarks and the detector in model.backbones.detectors on real photographs."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from annotation_io.skeletons import KEYPOINT_INDEX
+from annotation_io.types import Box
+from model.backbones.blazepose import BlazePoseBackbone, posetrack_from_blazepose
+from model.backbones.detectors import PersonDetector, detect_people, ssd_anchors
+from model.backbones.landmarks import Roi, box_fit, up_rotation
+from model.transforms import crop_geometry, crop_image, crop_to_frame
+
+NOSE, LS, RS = 0, KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["right_shoulder"]
+ASTRONAUT_NOSE = (222, 128)  # full-frame BlazePose, measured
+CAMERA_MAN_NOSE = (247, 170)
+
+
+@pytest.fixture(scope="module")
+def backbone() -> BlazePoseBackbone:
+    pytest.importorskip("mediapipe")
+    with BlazePoseBackbone() as bp:
+        yield bp
+
+
+@pytest.fixture(scope="module")
+def detector() -> PersonDetector:
+    pytest.importorskip("mediapipe")
+    det = PersonDetector()
+    yield det
+    det.close()
+
+
+@pytest.fixture(scope="module")
+def photos() -> tuple[np.ndarray, np.ndarray]:
+    data = pytest.importorskip("skimage.data")
+    astronaut = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    camera_man = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)
+    return astronaut, camera_man
+
+
+def test_roi_geometry_round_trips_and_rotation_points_up() -> None:
+    roi = Roi(100.0, 80.0, 64.0, 0.4)
+    pts = np.array([[0.0, 0.0], [128.0, 128.0], [255.0, 3.0]])
+    frame = roi.to_frame(pts)
+    back = frame @ roi.to_crop()[:, :2].T + roi.to_crop()[:, 2]
+    np.testing.assert_allclose(back, pts, atol=1e-9)
+    np.testing.assert_allclose(roi.to_frame(np.array([[128.0, 128.0]]))[0], [100.0, 80.0])
+    assert up_rotation((0, -1)) == 0.0 and up_rotation((1, 0)) == pytest.approx(np.pi / 2)
+    aligned = Roi.from_alignment((50, 100), (50, 60))  # scale point straight above: upright
+    assert aligned.rotation == 0.0 and aligned.size == pytest.approx(2 * 40 * 1.25)
+    assert not Roi(0, 0, float("nan")).valid
+
+
+def test_roi_landmarks_find_the_astronaut_in_her_box(backbone: BlazePoseBackbone, photos) -> None:
+    astronaut, _ = photos
+    box = Box.from_xyxy(40, 10, 370, 512)
+    pose = backbone.landmarks_in_box(astronaut, box)
+    xy, conf = posetrack_from_blazepose(pose.landmarks())
+    assert np.linalg.norm(xy[NOSE] - ASTRONAUT_NOSE) < 25
+    for shoulder in (xy[LS], xy[RS]):  # under the face, on the shoulder pads
+        assert xy[NOSE, 1] + 40 < shoulder[1] < 300
+    assert xy[LS, 0] > xy[NOSE, 0] + 40 and xy[RS, 0] < xy[NOSE, 0] - 40  # frontal: her left on the right
+    assert pose.score > 0.9 and conf[[NOSE, LS, RS]].min() > 0.8
+    assert box_fit(pose, box) > 0.3
+
+
+def test_a_two_person_crop_returns_the_box_person(backbone: BlazePoseBackbone, photos) -> None:
+    astronaut, camera_man = photos
+    frame = np.ascontiguousarray(np.concatenate([camera_man[:, 96:360], astronaut], axis=1))  # 776x512
+    shift = 360 - 96
+    noses = {"camera man": np.array(CAMERA_MAN_NOSE) - [96, 0], "astronaut": np.array(ASTRONAUT_NOSE) + [shift, 0]}
+    boxes = {"camera man": Box.from_xyxy(60, 60, 330, 512), "astronaut": Box.from_xyxy(shift + 40, 10, shift + 370, 512)}
+    for who, box in boxes.items():
+        geom = crop_geometry(box)
+        crop = crop_image(frame, geom)
+        other = "astronaut" if who == "camera man" else "camera man"
+        # The crop holds a good part of the other person's box too.
+        x1, x2 = crop_to_frame(np.array([[0.0, 192.0], [287.0, 192.0]]), geom)[:, 0]
+        ox1, _, ox2, _ = boxes[other].xyxy
+        assert min(x2, ox2) - max(x1, ox1) > 50
+        xy, conf = backbone.keypoints(crop[None])
+        nose = crop_to_frame(xy[0], geom)[NOSE]
+        assert np.linalg.norm(nose - noses[who]) < 30, (who, nose)
+        assert np.linalg.norm(nose - noses[other]) > 150
+
+
+def test_ssd_anchors_match_the_model_output() -> None:
+    anchors = ssd_anchors()
+    assert anchors.shape == (2254, 2) and anchors.min() > 0 and anchors.max() < 1
+    np.testing.assert_allclose(anchors[0], [0.5 / 28, 0.5 / 28])
+
+
+def test_detector_finds_people_large_and_small(backbone: BlazePoseBackbone, detector: PersonDetector,
+                                               photos) -> None:
+    astronaut, camera_man = photos
+    boxes = detect_people(astronaut, backbone=backbone, detector=detector, use_hog=False)
+    assert boxes and boxes[0].contains(*ASTRONAUT_NOSE) and boxes[0].h > 250
+    # Two small people (160 px tall) on a large textured frame: found through the tiles.
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(60, 200, (720, 1280, 3), dtype=np.uint8), (0, 0), 3)
+    frame[400:560, 900:1060] = cv2.resize(astronaut, (160, 160), interpolation=cv2.INTER_AREA)
+    frame[100:260, 150:310] = cv2.resize(camera_man, (160, 160), interpolation=cv2.INTER_AREA)
+    small = detect_people(frame, backbone=backbone, detector=detector, use_hog=False)
+    nose_a = (900 + ASTRONAUT_NOSE[0] * 160 / 512, 400 + ASTRONAUT_NOSE[1] * 160 / 512)
+    nose_c = (150 + CAMERA_MAN_NOSE[0] * 160 / 512, 100 + CAMERA_MAN_NOSE[1] * 160 / 512)
+    for nose in (nose_a, nose_c):
+        assert any(b.contains(*nose) and b.h < 250 for b in small), (nose, small)
