@@ -10,9 +10,11 @@ border rule of the kernel DCPose ships (mmdetection v1) and of `torchvision.ops.
 - a bilinear sample at (y, x) is 0 when it lies outside (-1, H) x (-1, W); inside, corners that
   fall off the map contribute 0.
 
-`torchvision.ops.deform_conv2d` is used as an optional fast path where `import torchvision` works
-(the registry wheel is a CUDA build that cannot be imported with the CPU torch, see
-measured on mediapipe 0.10.21). The RSB (Residual Steps Block, from RSN) classes reproduce
+Which implementation ``impl="auto"`` picks is a measured rule (`torchvision_preferred`): on CUDA,
+torchvision's kernel; on the CPU, the pure-PyTorch one, because torchvision's CPU kernel measured
+slower for the head's five layers (``python -m model bench`` prints both side by side; on 2 EPYC
+cores: forward about 1.5x and forward+backward about 3.5x slower). Both stay tested against a
+direct-loop reference (`model.testing.dcn_reference`). The RSB (Residual Steps Block, from RSN) classes reproduce
 the released DCPose code exactly so that the released checkpoint loads with its own key names.
 """
 
@@ -70,11 +72,14 @@ def torchvision_deform_conv2d_available() -> bool:
     return _torchvision_deform_conv2d() is not None
 
 
-def _torchvision_supports(x: Tensor) -> bool:
-    """Whether torchvision's kernel takes this input: its CPU kernel has no bfloat16/float16 path."""
-    if x.device.type == "cpu":
-        return x.dtype in (torch.float32, torch.float64)
-    return x.dtype in (torch.float32, torch.float64, torch.float16)
+def torchvision_preferred(device: torch.device, dtype: torch.dtype) -> bool:
+    """The measured rule of ``impl="auto"``: torchvision's kernel on CUDA, the pure-PyTorch one on CPU.
+
+    On the CPU torchvision's kernel is slower for the PCN layers (see the module docstring) and
+    has no bfloat16/float16 path; on CUDA its kernel takes float16/32/64 and bfloat16 is run in
+    float32 by `deform_conv2d` (autocast does the same).
+    """
+    return device.type == "cuda" and dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def check_deform_args(
@@ -199,8 +204,9 @@ def deform_conv2d(
         padding: Zero padding.
         dilation: Kernel dilation.
         mask: Optional modulation (N, G*kh*kw, Ho, Wo), used as given (no sigmoid); None means 1.
-        impl: "auto" uses torchvision's op where it imports, else the pure-PyTorch one;
-            "pytorch" / "torchvision" force one (the latter raises RuntimeError if unavailable).
+        impl: "auto" follows `torchvision_preferred` (torchvision on CUDA where it imports, the
+            pure-PyTorch one on the CPU); "pytorch" / "torchvision" force one (the latter raises
+            RuntimeError if unavailable).
 
     Returns:
         (N, O, Ho, Wo).
@@ -208,7 +214,7 @@ def deform_conv2d(
     if impl not in ("auto", "pytorch", "torchvision"):
         raise ValueError(f"impl must be 'auto', 'pytorch' or 'torchvision', got {impl!r}")
     op = None if impl == "pytorch" else _torchvision_deform_conv2d()
-    if impl == "auto" and op is not None and not _torchvision_supports(x):
+    if impl == "auto" and op is not None and not torchvision_preferred(x.device, x.dtype):
         op = None
     if impl == "torchvision" and op is None:
         raise RuntimeError(
@@ -221,6 +227,10 @@ def deform_conv2d(
         )
     pairs = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
     check_deform_args(x, offset, weight, bias, mask, *pairs)
+    if x.dtype == torch.bfloat16:  # torchvision's kernels have no bfloat16 path: run it in float32
+        out = op(*(None if t is None else t.float() for t in (x, offset, weight, bias)), stride=pairs[0],
+                 padding=pairs[1], dilation=pairs[2], mask=None if mask is None else mask.float())
+        return out.to(torch.bfloat16)
     return op(x, offset, weight, bias, stride=pairs[0], padding=pairs[1], dilation=pairs[2], mask=mask)
 
 
@@ -397,4 +407,5 @@ __all__ = [
     "deform_conv2d",
     "deform_conv2d_grid_sample",
     "torchvision_deform_conv2d_available",
+    "torchvision_preferred",
 ]

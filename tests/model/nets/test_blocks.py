@@ -267,12 +267,27 @@ def test_fast_path_is_used_when_torchvision_imports(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "torchvision.ops", fake_ops)
     monkeypatch.setattr(blocks, "_torchvision_op", None)
     a = _dcn_inputs(1, 4, 2, 6, 5, 2, 3, 1, 2, 2, offset_scale=1.0)
+    monkeypatch.setattr(blocks, "torchvision_preferred", lambda device, dtype: True)  # as on CUDA
     out = deform_conv2d(**a)
     assert calls == [{"stride": (1, 1), "padding": (2, 2), "dilation": (2, 2), "mask": True}]
     torch.testing.assert_close(out, deform_conv2d(**a, impl="pytorch"))
     assert len(calls) == 1  # impl="pytorch" bypasses the fast path
     with pytest.raises(ValueError, match="mask shape"):  # inputs are still validated on the fast path
         deform_conv2d(**{**a, "mask": a["mask"][:, :3]})
+    bf16 = {key: value.to(torch.bfloat16) if isinstance(value, torch.Tensor) else value for key, value in a.items()}
+    assert deform_conv2d(**bf16).dtype == torch.bfloat16  # run in float32 by the op, returned as given
+    monkeypatch.setattr(blocks, "torchvision_preferred", lambda device, dtype: False)  # as on the CPU
+    deform_conv2d(**a)
+    assert len(calls) == 2
+    deform_conv2d(**a, impl="torchvision")
+    assert len(calls) == 3
+
+
+def test_auto_rule_is_torchvision_on_cuda_and_pure_on_cpu() -> None:
+    # Measured (`python -m model bench`): torchvision's CPU kernel is slower than the pure one.
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert not any(blocks.torchvision_preferred(cpu, dt) for dt in (torch.float32, F64, torch.bfloat16))
+    assert all(blocks.torchvision_preferred(cuda, dt) for dt in (torch.float32, F64, torch.float16, torch.bfloat16))
 
 
 def test_bad_shapes_are_named() -> None:
