@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from model.nets.runtime import PRECISIONS
+
 __all__ = ["MODES", "InferConfig", "Mode", "Progress"]
 
 Mode = Literal["cached", "exact"]
@@ -25,6 +27,8 @@ class InferConfig:
         detect: run the person detector on frames no label reaches.
         label_sigma: sigma of the label Gaussians in heatmap pixels; None: the backbone's (see module).
         cache_size: backbone heatmaps kept for reuse (17x96x72 float32 = 470 kB each).
+        precision: "fp32", "bf16" or "fp16" (CUDA only) autocast for HRNet and the head
+            (`model.nets.runtime`); decoded keypoints are checked against fp32 by the GPU check.
     """
 
     mode: Mode = "cached"
@@ -34,6 +38,7 @@ class InferConfig:
     detect: bool = True
     label_sigma: float | None = None
     cache_size: int = 256
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -41,5 +46,7 @@ class InferConfig:
         for name in ("distance", "batch_size", "cache_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"InferConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"InferConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.label_sigma is not None and not self.label_sigma > 0:
             raise ValueError(f"InferConfig.label_sigma must be positive, got {self.label_sigma}")

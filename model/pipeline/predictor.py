@@ -56,6 +56,7 @@ from model.backbones.base import Backbone, file_digest
 from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
 from model.backbones.factory import build_backbone
 from model.nets.dcpose import DCPose
+from model.nets.runtime import autocast, check_precision, flush_denormals, place_module
 from model.pipeline.config import InferConfig, Progress
 from model.pipeline.video_job import JobStages, VideoJob, assemble_output
 
@@ -85,7 +86,10 @@ class Predictor:
         self.backbone = backbone
         self.device = torch.device(device)
         self.config = config
-        self.head = None if head is None else head.to(self.device).eval()
+        self.head = None if head is None else place_module(head, self.device)  # channels_last on CUDA
+        check_precision(config.precision, self.device)
+        if self.device.type == "cpu":
+            flush_denormals()  # an untrained head's ~1e-30 values are slow on x86 (model.nets.runtime)
         self.head_version = None if head is None else (head_version or "custom")
         self._detector = detector
         self._owned_pose: Any = None  # a BlazePose graph for detection when the backbone is not BlazePose
@@ -120,7 +124,8 @@ class Predictor:
 
                 if read_checkpoint_info(head).content == "dcpose":
                     checkpoint = head
-            bb: Backbone = build_backbone(backbone, checkpoint, device, batch_size=config.batch_size)
+            bb: Backbone = build_backbone(backbone, checkpoint, device, batch_size=config.batch_size,
+                                          precision=config.precision)  # type: ignore[arg-type]
         else:
             if checkpoint is not None:
                 raise ValueError("checkpoint= applies to a backbone given by name, not to a Backbone instance")
@@ -171,7 +176,7 @@ class Predictor:
         assert self.head is not None
         outs = []
         bs = self.config.batch_size
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.config.precision):  # type: ignore[arg-type]
             for s in range(0, len(hc), bs):
                 args = [x[s : s + bs].to(self.device) for x in (hc, hp, hn, margin)]
                 outs.append(self.head.refine(*args).to("cpu", torch.float32))
