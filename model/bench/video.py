@@ -85,6 +85,8 @@ class BenchSettings:
         timing_samples: samples of the training-time section.
         backbone_batch: crops per HRNet forward pass.
         repeats: timed runs per cost variant (interleaved; the fastest counts).
+        device: where HRNet-W48 and the head run in the cost section ("cpu", "cuda"); BlazePose
+            always runs on the CPU (mediapipe).
     """
 
     seed: int = 0
@@ -103,6 +105,7 @@ class BenchSettings:
     timing_samples: int = 4
     backbone_batch: int = 4
     repeats: int = 3
+    device: str = "cpu"
 
     @classmethod
     def quick(cls) -> BenchSettings:
@@ -266,7 +269,8 @@ def _predict(backbone: Any, head: Any, video: Video, known: Video | None, reader
     from model.pipeline.config import InferConfig
     from model.pipeline.predictor import Predictor
 
-    predictor = Predictor(backbone, head, config=InferConfig(**cfg), detector=lambda frame: [])
+    device = cfg.pop("device", "cpu")
+    predictor = Predictor(backbone, head, device=device, config=InferConfig(**cfg), detector=lambda frame: [])
     passes = _count_passes(predictor)
     out = predictor.predict_video(video, known, frames=frames, reader=reader)
     return out, passes()
@@ -309,9 +313,11 @@ def _cost_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -> No
     template = replace(video, frames=[Frame(f.index, [], False) for f in video.frames])
     head = _random_head()
     backbones: list[tuple[str, Callable[[], Any]]] = [
-        ("hrnet_w48", lambda: build_backbone("hrnet_w48", None, "cpu", batch_size=s.backbone_batch, allow_random=True)),
+        ("hrnet_w48", lambda: build_backbone("hrnet_w48", None, s.device, batch_size=s.backbone_batch,
+                                             allow_random=True)),
         ("blazepose", BlazePoseHeatmaps),
     ]
+    head = head.to(s.device)
     for name, make in backbones:
         try:
             backbone = make()
@@ -319,7 +325,8 @@ def _cost_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -> No
             result.notes.append(f"cost with {name} skipped: {type(exc).__name__}: {exc}")
             continue
         reader = data.reader(data.cost)
-        base: dict[str, Any] = {"label_aware": False, "detect": False, "batch_size": s.backbone_batch}
+        base: dict[str, Any] = {"label_aware": False, "detect": False, "batch_size": s.backbone_batch,
+                                "device": s.device}
         _warm_up(backbone, head, video, reader)
         rows: dict[str, CostRow] = {}
         variants = (("backbone-only", None, "cached"), ("cached", head, "cached"), ("exact", head, "exact"))
@@ -353,21 +360,25 @@ def _warm_up(backbone: Any, head: Any, video: Video, reader: Any) -> None:
     frame = next(f.index for f in video.frames if person in f.persons)
     geom = crop_geometry(person.box)
     backbone.heatmaps(crop_image(reader.read(frame), geom)[None], [geom], [frame])
-    x = torch.zeros(1, 17, 96, 72)
+    dev = next(head.parameters()).device
+    x = torch.zeros(1, 17, 96, 72, device=dev)
     with torch.inference_mode():
-        head.refine(x, x, x, torch.ones(1, 2))
+        head.refine(x, x, x, torch.ones(1, 2, device=dev))
 
 
 def _time_head(head: Any, n: int, batch: int, repeats: int) -> float:
     """ms per sample of head.refine on random (n, 17, 96, 72) heatmaps, batched like the predictor."""
-    x = torch.rand(max(n, 1), 17, 96, 72)
-    margin = torch.ones(len(x), 2)
+    dev = next(head.parameters()).device
+    x = torch.rand(max(n, 1), 17, 96, 72).to(dev)
+    margin = torch.ones(len(x), 2, device=dev)
     best = math.inf
     with torch.inference_mode():
         for _ in range(repeats):
             t0 = time.perf_counter()
             for i in range(0, len(x), batch):
                 head.refine(x[i : i + batch], x[i : i + batch], x[i : i + batch], margin[i : i + batch])
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
             best = min(best, time.perf_counter() - t0)
     return 1000 * best / len(x)
 
@@ -596,13 +607,14 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (accuracy section)")
     parser.add_argument("--train-samples", type=int, default=None, help="training samples (accuracy section)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the generated videos here")
+    parser.add_argument("--device", default="cpu", help="where HRNet-W48 and the head run in the cost section")
     parser.set_defaults(handle=handle, log_level="WARNING")
 
 
 def handle(args: argparse.Namespace) -> int:
     """Runs the benchmark and prints its figures; 2 for bad options."""
     settings = BenchSettings.quick() if args.quick else BenchSettings()
-    overrides = {"seed": args.seed}
+    overrides: dict[str, Any] = {"seed": args.seed, "device": args.device}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.train_samples is not None:
