@@ -3,7 +3,7 @@
 Map of the package (imports point down this list, never up; `cli`, `bench` and `testing` are imported
 by nothing in the product):
 - `nets/`: the networks, no I/O: `blocks` (DCNv2, RSB), `hrnet` (HRNet backbone), `dcpose` (PRF, PTM,
-  PCN and the DCPose module), `losses`.
+  PCN and the DCPose module), `losses`, `runtime` (precision/autocast, channels_last, denormals).
 - `heatmaps`: the heatmap codec and the one home of the target sigma; `transforms`: crop geometry;
   `checkpoint`: our checkpoints, the official DCPose file, bare HRNet state dicts.
 - `backbones/`: `names` (the one list of backbone names), `base` (the Backbone protocol and the
@@ -14,7 +14,9 @@ by nothing in the product):
 - `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head, DDP), `curve`.
 - `cli/`: `python -m model predict|train|bench|bench-video` (`main` dispatches; `predict`,
   `predict_input`, `render`, `train`).
-- `bench/`: `nets` (backbone, head, DCNv2) and `video` (cached/exact cost, accuracy) benchmarks.
+- `bench/`: `nets` (backbone, head, DCNv2), `head_speed` (head variants vs HRNet-W48 side by side),
+  `video` (cached/exact cost, accuracy) benchmarks, `weights` (their random weights), and `gpu_check` (the GPU check's parity checks,
+  fine-tuning and throughput; `scripts/gpu_check.sh`).
 - `testing/`: test support: a ground-truth backbone that errs like real ones (`simulated`) and a
   direct-loop DCNv2 (`dcn_reference`).
 

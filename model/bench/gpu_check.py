@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from model.bench.weights import variance_preserving_init
 from model.heatmaps import decode
 from model.nets.blocks import deform_conv2d
 from model.nets.dcpose import DILATIONS, DCPose, build_dcpose
@@ -50,11 +51,9 @@ REL_TOL, KP_TOL = 1e-3, 0.5
 
 def _nets(seed: int = 0) -> tuple[HRNet, DCPose]:
     """HRNet-W48 and a head with variance-preserving random weights (trained-like magnitudes)."""
-    from model.bench.nets import _variance_preserving_init
-
     net, head = HRNet(width=48, num_joints=K), build_dcpose(None, num_joints=K)
-    _variance_preserving_init(net, seed)
-    _variance_preserving_init(head, seed + 1)
+    variance_preserving_init(net, seed)
+    variance_preserving_init(head, seed + 1)
     return net.eval(), head.eval()
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from model.bench.weights import variance_preserving_init
 from model.nets.blocks import ModulatedDeformConv
 from model.nets.dcpose import DCPose, PoseCorrectionNetwork, build_dcpose
 from model.nets.hrnet import HRNet
@@ -89,18 +90,16 @@ def _variants(trained: nn.Module, released: nn.Module) -> dict[str, tuple[nn.Mod
 
 def run_head_speed(batch: int = 1, rounds: int = 3, num_joints: int = 17) -> HeadSpeed:
     """Times every variant and HRNet-W48 interleaved on the CPU; see the module docstring."""
-    from model.bench.nets import _variance_preserving_init
-
     gen = torch.Generator().manual_seed(0)
     trained = build_dcpose(None, num_joints=num_joints)
-    _variance_preserving_init(trained, seed=1)
+    variance_preserving_init(trained, seed=1)
     torch.manual_seed(0)
     released = build_dcpose(None, num_joints=num_joints)
     variants = _variants(trained.eval(), released.eval())
     maps = [torch.rand(batch, num_joints, *HEATMAP, generator=gen) for _ in range(3)]
     margin = torch.ones(batch, 2)
     net = HRNet(width=48, num_joints=num_joints).eval()
-    _variance_preserving_init(net, seed=2)
+    variance_preserving_init(net, seed=2)
     crops = torch.randn(batch, 3, *CROP, generator=gen)
     calls: dict[str, Callable[[], object]] = {"HRNet-W48": lambda: net(crops)}
     ftz: dict[str, bool] = {"HRNet-W48": False}
