@@ -10,7 +10,7 @@ by nothing in the product):
   per-video hook), `hrnet` and `blazepose_heatmaps` (adapters), `blazepose` (mediapipe BlazePose),
   `detectors` (whole-frame person detectors), `factory` (`build_backbone`).
 - `pipeline/`: `config` (InferConfig), `predictor` (Predictor, load_head), `video_job` (one call's
-  work, given the stages), `tracking` and `assignment` (person boxes and track ids).
+  work, given the stages), `read_ahead` (frames decoded ahead on a thread), `tracking` and `assignment` (person boxes and track ids).
 - `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head, DDP), `curve`.
 - `cli/`: `python -m model predict|train|bench|bench-video` (`main` dispatches; `predict`,
   `predict_input`, `render`, `train`).

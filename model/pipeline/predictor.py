@@ -58,6 +58,7 @@ from model.backbones.factory import build_backbone
 from model.nets.dcpose import DCPose
 from model.nets.runtime import autocast, check_precision, flush_denormals, place_module
 from model.pipeline.config import InferConfig, Progress
+from model.pipeline.read_ahead import ReadAheadReader
 from model.pipeline.video_job import JobStages, VideoJob, assemble_output
 
 logger = logging.getLogger(__name__)
@@ -240,12 +241,19 @@ class Predictor:
             return assemble_output(video, requested, {})
         job = VideoJob(self._stages(), video, known, reader, num_frames)
         job.plan(requested)
+        # Frames the run will read, in order (each person-frame's own and, with a head, neighbours'),
+        # decoded ahead on a thread while the networks run.
+        d = self.config.distance if self.head is not None else 0
+        order = [f for t in requested if job.slots.get(t) for f in (t - d, t, t + d)]
         bar, report = _progress(progress, len(requested), video.name)
-        try:
-            persons = job.run(requested, report)
-        finally:
-            if bar is not None:
-                bar.close()
+        with ReadAheadReader(reader, order) as ahead:
+            job.reader = ahead
+            try:
+                persons = job.run(requested, report)
+            finally:
+                if bar is not None:
+                    bar.close()
+        logger.debug("%s: %d of %d frames decoded ahead", video.name, ahead.ahead_hits, len(set(order)))
         count = sum(len(v) for v in persons.values())
         logger.info("%s: %d frames, %d persons, %d backbone passes (%s, %s)", video.name, len(requested),
                     count, job.passes, self.config.mode, self.version)
