@@ -289,8 +289,8 @@ def format_result(result: BenchResult) -> str:
     head = next((s.per_item_ms for s in result.sections if s.name.startswith("DCPose head")), None)
     if backbone and head:
         lines.append(
-            f"  person-frames per second: exact (3 crops + head) {1e3 / (3 * backbone + head):.1f}, "
-            f"cached floor (1 crop + head) {1e3 / (backbone + head):.1f}, head alone {1e3 / head:.1f}; "
+            f"  person-frames per second: exact (3 crops + head) {1e3 / (3 * backbone + head):.2f}, "
+            f"cached floor (1 crop + head) {1e3 / (backbone + head):.2f}, head alone {1e3 / head:.2f}; "
             f"head / backbone {head / backbone:.2f}"
         )
     return "\n".join(lines)
