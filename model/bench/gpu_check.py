@@ -6,7 +6,8 @@ CUDA machine; it takes a few minutes. Every check records its figures and ``ok``
 
 - HRNet-W48 and the head, CPU vs CUDA on the same weights and inputs: max |diff| <= 1e-3 of the
   output's max |value| (cuDNN and oneDNN sum in different orders), and decoded keypoints within
-  0.5 heatmap px;
+  0.5 heatmap px (keypoints are compared where the heatmap's peak is unambiguous: it beats every
+  value more than 3 px away by 10% of the map's range; random weights make many peaks ambiguous);
 - torchvision's DCNv2 on CUDA vs the pure-PyTorch one on CUDA (forward and all five gradients) and
   in float64 on the CPU (forward and the gradients but the offsets'), the five PCN dilations, 17
   offset groups, masks: max |diff| / (1 + max |value|) <= 1e-4;
@@ -57,21 +58,48 @@ def _nets(seed: int = 0) -> tuple[HRNet, DCPose]:
     return net.eval(), head.eval()
 
 
+def _clear_peaks(maps: torch.Tensor, radius: int = 3, margin: float = 0.1) -> torch.Tensor:
+    """(B, K) True where a heatmap's maximum beats everything outside `radius` px of it by `margin`.
+
+    Random weights give heatmaps with near-equal maxima far apart, where any rounding can move the
+    argmax across the map; keypoints are compared only where the peak is unambiguous.
+    """
+    b, k, h, w = maps.shape
+    flat = maps.reshape(b, k, -1)
+    top, idx = flat.max(dim=-1)
+    ys, xs = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
+    near = ((ys - (idx // w).view(b, k, 1, 1)).abs() <= radius) & ((xs - (idx % w).view(b, k, 1, 1)).abs() <= radius)
+    second = maps.masked_fill(near, float("-inf")).reshape(b, k, -1).max(dim=-1).values
+    spread = (top - flat.min(dim=-1).values).clamp_min(1e-12)
+    return (top - second) / spread > margin
+
+
 def _compare(cpu: torch.Tensor, gpu: torch.Tensor) -> dict[str, Any]:
-    """Max |diff| relative to the output scale, and decoded keypoint distance in heatmap px."""
+    """Max |diff| relative to the output scale, and decoded keypoint distance (heatmap px) on clear peaks."""
     gpu = gpu.float().cpu()
     rel = float((cpu - gpu).abs().max() / cpu.abs().max().clamp_min(1e-12))
     xy_cpu, _ = decode(cpu.numpy())
     xy_gpu, _ = decode(gpu.numpy())
-    dist = torch.from_numpy(xy_cpu - xy_gpu).norm(dim=-1)
-    return {"max_rel_diff": rel, "kp_mean_px": float(dist.mean()), "kp_max_px": float(dist.max()),
-            "kp_p95_px": float(dist.flatten().quantile(0.95))}
+    clear = _clear_peaks(cpu)
+    dist = torch.from_numpy(xy_cpu - xy_gpu).norm(dim=-1)[clear].float()
+    if dist.numel() == 0:
+        dist = torch.zeros(1)
+    return {"max_rel_diff": rel, "kp_compared": int(clear.sum()), "kp_total": int(clear.numel()),
+            "kp_mean_px": float(dist.mean()), "kp_max_px": float(dist.max()),
+            "kp_p95_px": float(dist.quantile(0.95))}
 
 
 def check_parity(device: str = "cuda", batch: int = 2) -> dict[str, Any]:
     """HRNet-W48 and the head in float32 on CPU and on `device`, same weights and inputs."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # exact float32
+    try:
+        return _parity(device, batch)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def _parity(device: str, batch: int) -> dict[str, Any]:
     net, head = _nets()
     gen = torch.Generator().manual_seed(3)
     crops = torch.randn(batch, 3, *CROP, generator=gen)
@@ -82,7 +110,8 @@ def check_parity(device: str = "cuda", batch: int = 2) -> dict[str, Any]:
         hm_gpu = net_d(crops.to(device).contiguous(memory_format=torch.channels_last))
         ref_gpu = head_d.refine(*(m.to(device) for m in maps))
     out = {"hrnet_w48": _compare(hm_cpu, hm_gpu), "head": _compare(ref_cpu, ref_gpu)}
-    out["ok"] = all(v["max_rel_diff"] <= REL_TOL and v["kp_max_px"] <= KP_TOL for v in out.values())
+    out["ok"] = all(v["max_rel_diff"] <= REL_TOL and v["kp_max_px"] <= KP_TOL and v["kp_compared"] > 0
+                    for v in out.values())
     return out
 
 
@@ -131,7 +160,7 @@ def check_autocast(device: str = "cuda", batch: int = 4) -> dict[str, Any]:
     for precision in precisions:
         cmp = _compare(ref.cpu(), run(precision))
         limit = 2.0 if precision == "bf16" else 1.0
-        cmp["ok"] = cmp["kp_mean_px"] <= KP_TOL and cmp["kp_p95_px"] <= limit
+        cmp["ok"] = cmp["kp_compared"] > 0 and cmp["kp_mean_px"] <= KP_TOL and cmp["kp_p95_px"] <= limit
         out[precision] = cmp
     out["ok"] = all(v["ok"] for v in out.values() if isinstance(v, dict))
     return out
