@@ -244,7 +244,8 @@ class Predictor:
         # Frames the run will read, in order (each person-frame's own and, with a head, neighbours'),
         # decoded ahead on a thread while the networks run.
         d = self.config.distance if self.head is not None else 0
-        order = [f for t in requested if job.slots.get(t) for f in (t - d, t, t + d)]
+        # Frames still held from planning (carried boxes) are not read again.
+        order = [f for t in requested if job.slots.get(t) for f in (t - d, t, t + d) if f not in job.images]
         bar, report = _progress(progress, len(requested), video.name)
         with ReadAheadReader(reader, order) as ahead:
             job.reader = ahead
