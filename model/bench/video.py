@@ -558,17 +558,21 @@ def format_result(r: VideoBenchResult) -> str:
     lines = [
         f"bench_video: {r.machine['threads']} torch threads, torch {r.machine['torch']}, {r.seconds:.0f} s in all"
     ]
+    if r.settings.get("device", "cpu") != "cpu":
+        lines.append(f"HRNet-W48 and the head on {r.settings['device']}; peak memory: python -m model bench --device "
+                     f"{r.settings['device']}")
     if r.cost:
         lines += ["", "Cost per person-frame (Predictor on the cost clip; ratio to backbone-only of the same backbone)",
-                  f"{'backbone':<10} {'variant':<14} {'pf':>3} {'passes':>6} {'pass/pf':>7} {'ms/pf':>9} {'ratio':>6}"]
+                  f"{'backbone':<10} {'variant':<14} {'pf':>3} {'passes':>6} {'pass/pf':>7} {'ms/pf':>9} {'ratio':>6} "
+                  f"{'pf/s':>7}"]
         for c in r.cost:
             lines.append(f"{c.backbone:<10} {c.variant:<14} {c.person_frames:>3} {c.backbone_passes:>6} "
                          f"{c.backbone_passes / max(c.person_frames, 1):>7.2f} {c.ms_per_person_frame:>9.0f} "
-                         f"{c.ratio:>6.2f}")
+                         f"{c.ratio:>6.2f} {1e3 / c.ms_per_person_frame:>7.2f}")
         for f in r.floors:
             lines.append(f"{f.backbone}: floor = backbone {f.backbone_ms:.0f} + head {f.head_ms:.0f} = "
                          f"{f.floor_ms:.0f} ms/pf ({f.floor_ratio:.2f}x backbone-only); cached / floor = "
-                         f"{f.cached_over_floor:.2f} (goal <= 1.10)")
+                         f"{f.cached_over_floor:.2f} (goal <= 1.10); head alone {1e3 / f.head_ms:.1f} pf/s")
         lines.append(f"FLOP model for HRNet-W48: cached {FLOP_RATIO_CACHED}x, exact {FLOP_RATIO_EXACT}x backbone-only "
                      "(exact: 3 passes per person-frame inside a clip, fewer at its ends where the current "
                      "frame stands in)")
