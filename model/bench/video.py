@@ -325,6 +325,9 @@ def _cost_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -> No
             result.notes.append(f"cost with {name} skipped: {type(exc).__name__}: {exc}")
             continue
         reader = data.reader(data.cost)
+        cuda = torch.device(s.device).type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(s.device)
         base: dict[str, Any] = {"label_aware": False, "detect": False, "batch_size": s.backbone_batch,
                                 "device": s.device}
         _warm_up(backbone, head, video, reader)
@@ -347,6 +350,8 @@ def _cost_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -> No
         floor = base_ms + head_ms
         result.floors.append(CostFloor(name, base_ms, head_ms, floor, rows["cached"].ms_per_person_frame / floor,
                                        floor / base_ms))
+        if cuda:
+            result.notes.append(f"{name}: peak GPU memory {torch.cuda.max_memory_allocated(s.device) / 2**20:.0f} MB")
         reader.close()
         if hasattr(backbone, "close"):
             backbone.close()
@@ -559,8 +564,7 @@ def format_result(r: VideoBenchResult) -> str:
         f"bench_video: {r.machine['threads']} torch threads, torch {r.machine['torch']}, {r.seconds:.0f} s in all"
     ]
     if r.settings.get("device", "cpu") != "cpu":
-        lines.append(f"HRNet-W48 and the head on {r.settings['device']}; peak memory: python -m model bench --device "
-                     f"{r.settings['device']}")
+        lines.append(f"HRNet-W48 and the head on {r.settings['device']} (peak GPU memory in the notes)")
     if r.cost:
         lines += ["", "Cost per person-frame (Predictor on the cost clip; ratio to backbone-only of the same backbone)",
                   f"{'backbone':<10} {'variant':<14} {'pf':>3} {'passes':>6} {'pass/pf':>7} {'ms/pf':>9} {'ratio':>6} "
