@@ -11,8 +11,9 @@ CUDA machine; it takes a few minutes. Every check records its figures and ``ok``
 - torchvision's DCNv2 on CUDA vs the pure-PyTorch one on CUDA (forward and all five gradients) and
   in float64 on the CPU (forward and the gradients but the offsets'), the five PCN dilations, 17
   offset groups, masks: max |diff| / (1 + max |value|) <= 1e-4;
-- bf16 / fp16 autocast vs fp32 (HRNet + head, decoded keypoints): mean distance <= 0.5 heatmap px,
-  95th percentile <= 1 px (2 px for bf16, whose mantissa has 8 bits);
+- bf16 / fp16 autocast vs fp32: HRNet-W48 heatmaps within 5% (bf16) / 1% (fp16) of their range;
+  the fine-tuned head's decoded keypoints on heatmaps with one Gaussian per joint: mean distance
+  <= 0.5 heatmap px, 95th percentile <= 1 px (2 px for bf16, whose mantissa has 8 bits);
 - fine-tuning: the last epoch's loss is below the first's, and the checkpoint loads on the CPU and
   gives the CUDA outputs within the parity tolerance.
 
@@ -110,8 +111,7 @@ def _parity(device: str, batch: int) -> dict[str, Any]:
         hm_gpu = net_d(crops.to(device).contiguous(memory_format=torch.channels_last))
         ref_gpu = head_d.refine(*(m.to(device) for m in maps))
     out = {"hrnet_w48": _compare(hm_cpu, hm_gpu), "head": _compare(ref_cpu, ref_gpu)}
-    out["ok"] = all(v["max_rel_diff"] <= REL_TOL and v["kp_max_px"] <= KP_TOL and v["kp_compared"] > 0
-                    for v in out.values())
+    out["ok"] = all(v["max_rel_diff"] <= REL_TOL and v["kp_max_px"] <= KP_TOL for v in out.values())
     return out
 
 
@@ -144,30 +144,54 @@ def check_dcn(device: str = "cuda") -> dict[str, Any]:
     return {"layers": rows, "ok": ok}
 
 
-def check_autocast(device: str = "cuda", batch: int = 4) -> dict[str, Any]:
-    """Decoded keypoints of HRNet + head under bf16 / fp16 autocast vs fp32 on `device`."""
-    net, head = _nets()
-    net, head = place_module(net, device), place_module(head, device)
-    crops = torch.randn(3 * batch, 3, *CROP, generator=torch.Generator().manual_seed(4)).to(device)
+def _peaked_heatmaps(batch: int, seed: int) -> list[torch.Tensor]:
+    """(current, previous, next) heatmaps with one Gaussian per joint, neighbours moved by ~2 px."""
+    from model.heatmaps import render_gaussians
 
-    def run(precision: str) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.rand(batch, K, 2, generator=gen) * torch.tensor([HEATMAP[1] - 16.0, HEATMAP[0] - 16.0]) + 8
+    return [render_gaussians(xy + 2 * torch.randn(batch, K, 2, generator=gen) * (i > 0), torch.ones(batch, K),
+                             size=HEATMAP) for i in range(3)]
+
+
+def check_autocast(device: str = "cuda", head: DCPose | None = None, batch: int = 8) -> dict[str, Any]:
+    """bf16 / fp16 autocast vs fp32 on `device`: HRNet-W48 heatmaps, and the head's decoded keypoints.
+
+    Random HRNet weights give heatmaps without clear peaks, so HRNet is held to a relative error
+    (<= 0.05 bf16, 0.01 fp16 of the output's range); the head, given `head` (trained, e.g. by
+    `check_finetune`) on heatmaps with one Gaussian per joint, to its decoded keypoints.
+    """
+    net, random_head = _nets()
+    net = place_module(net, device)
+    head = place_module(head if head is not None else random_head, device)
+    crops = torch.randn(batch, 3, *CROP, generator=torch.Generator().manual_seed(4)).to(device)
+    maps = [m.to(device) for m in _peaked_heatmaps(batch, seed=5)]
+
+    def run(precision: str) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode(), autocast(device, precision):  # type: ignore[arg-type]
-            maps = net(crops.contiguous(memory_format=torch.channels_last)).float()
-            return head.refine(*maps.split(batch)).float()
+            backbone = net(crops.contiguous(memory_format=torch.channels_last)).float().cpu()
+            return backbone, head.refine(*maps).float().cpu()
 
-    ref, out = run("fp32"), {}
+    (ref_bb, ref_head), out = run("fp32"), {}
     precisions = ("bf16", "fp16") if torch.device(device).type == "cuda" else ("bf16",)
     for precision in precisions:
-        cmp = _compare(ref.cpu(), run(precision))
-        limit = 2.0 if precision == "bf16" else 1.0
-        cmp["ok"] = cmp["kp_compared"] > 0 and cmp["kp_mean_px"] <= KP_TOL and cmp["kp_p95_px"] <= limit
-        out[precision] = cmp
+        bb, refined = run(precision)
+        rel_bb = float((bb - ref_bb).abs().max() / (ref_bb.max() - ref_bb.min()).clamp_min(1e-12))
+        cmp = _compare(ref_head, refined)
+        kp_limit, bb_limit = (2.0, 0.05) if precision == "bf16" else (1.0, 0.01)
+        cmp["ok"] = (rel_bb <= bb_limit and cmp["kp_compared"] > 0 and cmp["kp_mean_px"] <= KP_TOL
+                     and cmp["kp_p95_px"] <= kp_limit)
+        out[precision] = {"hrnet_w48_rel_diff": rel_bb, "head": cmp, "ok": cmp["ok"]}
     out["ok"] = all(v["ok"] for v in out.values() if isinstance(v, dict))
     return out
 
 
-def check_finetune(device: str = "cuda", workdir: Path | None = None) -> dict[str, Any]:
-    """A short `train_head` run on `device` (simulated backbone, synthetic videos); checkpoint on CPU."""
+def check_finetune(device: str = "cuda", workdir: Path | None = None,
+                   trained: list[DCPose] | None = None) -> dict[str, Any]:
+    """A short `train_head` run on `device` (simulated backbone, synthetic videos); checkpoint on CPU.
+
+    The trained head is appended to `trained` when given (`check_autocast` uses it).
+    """
     from model.bench.video import BenchSettings, _generate
     from model.checkpoint import save_checkpoint
     from model.pipeline.predictor import load_head
@@ -190,12 +214,14 @@ def check_finetune(device: str = "cuda", workdir: Path | None = None) -> dict[st
         path = save_checkpoint(root / "head.pt", head, model_config={"backbone": "simulated", "num_joints": K},
                                version="gpu-check")
         cpu_head, _ = load_head(path, "simulated")
-        maps = [torch.rand(2, K, *HEATMAP, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+        maps = _peaked_heatmaps(4, seed=6)
         with torch.inference_mode():
             on_cpu = cpu_head.refine(*maps)
             on_gpu = place_module(head, device).refine(*(m.to(device) for m in maps))
         for r in readers.values():
             r.close()
+    if trained is not None:
+        trained.append(head)
     cmp = _compare(on_cpu, on_gpu)
     losses = res.epoch_losses
     ok = len(losses) >= 2 and losses[-1] < losses[0] and cmp["max_rel_diff"] <= REL_TOL
@@ -251,9 +277,11 @@ def run_gpu_check(device: str = "cuda", video: bool = True) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
     report: dict[str, Any] = {"device": device, "device_name": name,
                               "torch": torch.__version__, "checks": {}}
+    trained: list[DCPose] = []
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("parity", lambda: check_parity(device)), ("dcn", lambda: check_dcn(device)),
-        ("autocast", lambda: check_autocast(device)), ("finetune", lambda: check_finetune(device)),
+        ("finetune", lambda: check_finetune(device, trained=trained)),
+        ("autocast", lambda: check_autocast(device, trained[0] if trained else None)),
         ("throughput", lambda: throughput(device)),
     ]
     if video:

@@ -33,14 +33,10 @@ def test_torchvision_dcn_on_cuda_vs_pure() -> None:
 
 @pytest.mark.gpu
 @needs_cuda
-def test_autocast_keypoints_match_fp32() -> None:
-    result = gpu_check.check_autocast("cuda")
-    assert result["ok"], result
-
-
-@pytest.mark.gpu
-@needs_cuda
-def test_finetune_on_cuda_and_load_on_cpu(tmp_path) -> None:
-    result = gpu_check.check_finetune("cuda", workdir=tmp_path)
+def test_finetune_on_cuda_loads_on_cpu_and_keeps_its_keypoints_under_autocast(tmp_path) -> None:
+    trained: list = []
+    result = gpu_check.check_finetune("cuda", workdir=tmp_path, trained=trained)
     assert result["epoch_losses"][-1] < result["epoch_losses"][0]
     assert result["ok"], result
+    autocast = gpu_check.check_autocast("cuda", trained[0])
+    assert autocast["ok"], autocast
