@@ -13,9 +13,9 @@ border rule of the kernel DCPose ships (mmdetection v1) and of `torchvision.ops.
 Which implementation ``impl="auto"`` picks is a measured rule (`torchvision_preferred`): on CUDA,
 torchvision's kernel; on the CPU, the pure-PyTorch one, because torchvision's CPU kernel measured
 slower for the head's five layers (``python -m model bench`` prints both side by side; on 2 EPYC
-cores: forward about 1.5x and forward+backward about 3.5x slower). Both stay tested against a
-direct-loop reference (`model.testing.dcn_reference`). The RSB (Residual Steps Block, from RSN) classes reproduce
-the released DCPose code exactly so that the released checkpoint loads with its own key names.
+cores: forward 1.5-2.4x and forward+backward about 3.5x slower). Both stay tested against a
+direct-loop reference (`model.testing.dcn_reference`). The RSB (Residual Steps Block, from RSN)
+classes reproduce the released DCPose code exactly so that the released checkpoint loads with its own key names.
 """
 
 from __future__ import annotations
