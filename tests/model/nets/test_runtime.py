@@ -50,7 +50,9 @@ def test_bf16_backbone_heatmaps_are_float32_and_close_to_fp32() -> None:
 
 
 def test_flush_denormals_zeroes_subnormals() -> None:
+    torch.set_flush_denormal(False)  # an earlier Predictor in this process may have turned it on
     tiny = torch.tensor([1e-40], dtype=torch.float32)  # subnormal (float32 normals start at 1.18e-38)
+    assert tiny.item() > 0.0
     try:
         if not flush_denormals():
             pytest.skip("this CPU cannot flush denormals")
