@@ -7,9 +7,11 @@ alike), against HRNet-W48 timed in the same rounds:
 - ``before``: torchvision's DCNv2 kernel, two convolutions per branch (offsets, masks), NCHW;
 - ``pure DCNv2``: the pure-PyTorch DCNv2 (the ``impl="auto"`` rule on the CPU);
 - ``+ fused offset/mask conv``: one 459-channel convolution per branch;
-- ``+ channels_last``: head weights and activations in NHWC (oneDNN's native layout);
 - ``+ flush denormals``: `torch.set_flush_denormal` (matters for an untrained head, whose
-  activations shrink to ~1e-30 with the released N(0, 0.001) initialisation).
+  activations shrink to ~1e-30 with the released N(0, 0.001) initialisation); this is how
+  `model.pipeline.predictor.Predictor` runs the head on the CPU;
+- ``+ channels_last``: head weights and activations in NHWC (oneDNN's native layout); used on
+  CUDA only, measured here to decide whether the CPU should use it too.
 
 Each variant is run on a trained-like head (variance-preserving weights) and on the released
 initialisation (what an untrained head computes). The ratios are head ms / HRNet-W48 ms per item;
@@ -75,8 +77,8 @@ def _variants(trained: nn.Module, released: nn.Module) -> dict[str, tuple[nn.Mod
         ("before (torchvision DCNv2, 2 convs, NCHW)", "torchvision", False, False, False),
         ("pure DCNv2", "pytorch", False, False, False),
         ("+ fused offset/mask conv", "pytorch", True, False, False),
-        ("+ channels_last", "pytorch", True, True, False),
-        ("+ flush denormals", "pytorch", True, True, True),
+        ("+ flush denormals (= the Predictor on CPU)", "pytorch", True, False, True),
+        ("+ channels_last (not used on CPU)", "pytorch", True, True, True),
     ]
     for init_name, base in (("trained-like", trained), ("released init", released)):
         for name, impl, fused, cl, ftz in steps:
