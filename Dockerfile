@@ -3,6 +3,8 @@
 #
 #   CPU image (default):  docker build -t dcpose-ls-backend .
 #   CUDA image:           docker build --build-arg DEVICE=cuda -t dcpose-ls-backend:cuda .
+#   Self-test:            docker run --rm --gpus all dcpose-ls-backend:cuda scripts/self_test.sh
+#                         (CUDA image: the GPU check, README "GPU check"; figures in /data/gpu_check.json)
 #
 # Layout follows Label Studio's ML backend examples (python slim base, requirements then code,
 # TEST_ENV for test requirements, gunicorn --preload with WORKERS/THREADS from the environment).
@@ -76,6 +78,7 @@ COPY annotation_io ./annotation_io
 COPY model ./model
 COPY backend ./backend
 COPY tests ./tests
+COPY scripts ./scripts
 
 USER app
 

@@ -3,7 +3,7 @@
 Map of the package (imports point down this list, never up; `cli`, `bench` and `testing` are imported
 by nothing in the product):
 - `nets/`: the networks, no I/O: `blocks` (DCNv2, RSB), `hrnet` (HRNet backbone), `dcpose` (PRF, PTM,
-  PCN and the DCPose module), `losses`.
+  PCN and the DCPose module), `losses`, `runtime` (precision/autocast, channels_last, denormals).
 - `heatmaps`: the heatmap codec and the one home of the target sigma; `transforms`: crop geometry;
   `checkpoint`: our checkpoints, the official DCPose file, bare HRNet state dicts.
 - `backbones/`: `names` (the one list of backbone names), `base` (the Backbone protocol and the
@@ -12,13 +12,16 @@ by nothing in the product):
   `blazepose` (BlazePose on person crops), `detectors` (BlazePose's person detector over tiles, HOG),
   `factory` (`build_backbone`).
 - `pipeline/`: `config` (InferConfig), `predictor` (Predictor, load_head), `video_job` (one call's
-  work, given the stages), `tracking` and `assignment` (person boxes and track ids), `track_filters` (false
-  short tracks dropped), `propagation` (human keypoints carried by optical flow and fused with the backbone).
+  work, given the stages), `read_ahead` (frames decoded ahead on a thread), `tracking` and `assignment`
+  (person boxes and track ids), `track_filters` (false short tracks dropped), `propagation` (human
+  keypoints carried by optical flow and fused with the backbone).
 - `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head), `distributed` (DDP), `curve`.
 - `cli/`: `python -m model predict|train|bench|bench-video|bench-real|propagation-overlay` (`main`
   dispatches; `predict`, `predict_input`, `render`, `train`).
-- `bench/`: `nets` (backbone, head, DCNv2), `video` (cached/exact cost, accuracy, with `propagation`'s
-  section) and `real` (real stills) benchmarks; `overlay` (the README's propagation picture).
+- `bench/`: `nets` (backbone, head, DCNv2), `head_speed` (head variants vs HRNet-W48 side by side),
+  `video` (cached/exact cost, accuracy, with `propagation`'s section), `real` (real stills),
+  `weights` (benchmark weights), `gpu_check` (the GPU check: parity, fine-tuning, throughput;
+  `scripts/gpu_check.sh`) and `overlay` (the README's propagation picture).
 - `testing/`: test support: a ground-truth backbone that errs like real ones (`simulated`) and a
   direct-loop DCNv2 (`dcn_reference`).
 

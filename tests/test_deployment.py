@@ -13,6 +13,7 @@ import http.server
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -530,3 +531,21 @@ def test_no_secrets_committed() -> None:
     # Nothing that looks like a real token (long hex/base64 runs) in any deployment file.
     for path in (DOCKERFILE, COMPOSE, ENV_EXAMPLE, ROOT / "docker" / "README.md", ROOT / ".dockerignore"):
         assert not re.search(r"\b[0-9a-f]{32,}\b|\b[A-Za-z0-9+/]{40,}\b", path.read_text()), path
+
+
+def test_image_self_test_runs_the_gpu_check_on_cuda(tmp_path: Path) -> None:
+    copied = [src for i, a in dockerfile() if i == "COPY" for src in a.split()[:-1]]
+    assert "scripts" in copied, "the image needs scripts/ for its self-test"
+    assert "!scripts" in (ROOT / ".dockerignore").read_text().splitlines()
+    assert "scripts/self_test.sh" in DOCKERFILE.read_text()
+    # Run the real self-test script with a stand-in gpu_check.sh that records its arguments.
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "self_test.sh", tmp_path / "scripts" / "self_test.sh")
+    stand_in = tmp_path / "scripts" / "gpu_check.sh"
+    stand_in.write_text('#!/usr/bin/env bash\necho "gpu_check $*"\n')
+    stand_in.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "DEVICE": "cuda", "DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(["bash", str(tmp_path / "scripts" / "self_test.sh")], env=env, capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"gpu_check {tmp_path / 'data' / 'gpu_check.json'}"

@@ -12,6 +12,7 @@ from model.backbones.base import NUM_JOINTS, Backbone, file_digest
 from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
 from model.backbones.hrnet import HRNetBackbone
 from model.backbones.names import check_backbone_name, hrnet_width
+from model.nets.runtime import Precision
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def build_backbone(
     *,
     batch_size: int = 32,
     allow_random: bool = False,
+    precision: Precision = "fp32",
 ) -> Backbone:
     """The backbone called `name`, with its weights.
 
@@ -35,6 +37,7 @@ def build_backbone(
         device: where an HRNet runs (BlazePose runs on the CPU through mediapipe).
         batch_size: crops per HRNet forward pass.
         allow_random: build an HRNet without a checkpoint (random weights: benchmarks and tests only).
+        precision: HRNet autocast, "fp32", "bf16" or "fp16" (CUDA) (`model.nets.runtime`).
 
     Returns:
         The backbone.
@@ -65,9 +68,9 @@ def build_backbone(
                 "DCPose checkpoint PoseTrack17_DCPose.pth); none can be downloaded here"
             )
         logger.warning("backbone %s has random weights (benchmark/test use only)", name)
-        return HRNetBackbone(net, device, batch_size, name=name)
+        return HRNetBackbone(net, device, batch_size, name=name, precision=precision)
     path = Path(checkpoint)
     load_checkpoint(path, net)  # CheckpointMismatchError names the file and the keys that do not fit
     version = f"{name}:{file_digest(path)}"
     logger.info("backbone %s loaded from %s", version, path)
-    return HRNetBackbone(net, device, batch_size, name=name, version=version)
+    return HRNetBackbone(net, device, batch_size, name=name, version=version, precision=precision)

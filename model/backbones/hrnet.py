@@ -9,6 +9,7 @@ import torch
 
 from model.backbones.base import check_crops, empty_heatmaps
 from model.nets.hrnet import HRNet
+from model.nets.runtime import Precision, autocast, check_precision, place_module
 from model.transforms import CropGeometry, to_input_tensor
 
 __all__ = ["HRNetBackbone"]
@@ -23,6 +24,8 @@ class HRNetBackbone:
         batch_size: crops per forward pass.
         name: backbone name; defaults to "hrnet_w<width>".
         version: weights identifier; defaults to "<name>:random" (no checkpoint).
+        precision: "fp32", "bf16" or "fp16" (CUDA) autocast (`model.nets.runtime`); heatmaps come
+            back as float32 either way.
     """
 
     def __init__(
@@ -33,11 +36,13 @@ class HRNetBackbone:
         *,
         name: str | None = None,
         version: str | None = None,
+        precision: Precision = "fp32",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        self.precision = check_precision(precision, self.device)
+        self.net = place_module(net, self.device)  # eval; channels_last on CUDA
         self.batch_size = int(batch_size)
         self.name = name or f"hrnet_w{getattr(net, 'width', '?')}"
         self.version = version or f"{self.name}:random"
@@ -53,7 +58,7 @@ class HRNetBackbone:
         if len(crops) == 0:
             return empty_heatmaps()
         outputs = []
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, len(crops), self.batch_size):
                 x = to_input_tensor(crops[start : start + self.batch_size], device=self.device)
                 outputs.append(self.net(x).to("cpu", torch.float32))

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, Self
 
 import torch
-from torch import nn
 
+from model.bench.weights import variance_preserving_init as _variance_preserving_init
 from model.nets.blocks import deform_conv2d
 from model.nets.dcpose import build_dcpose
 from model.nets.hrnet import HRNet, count_parameters
@@ -84,16 +84,6 @@ class BenchResult:
     person_frame_ms: float | None
     # Peak resident set of the whole process (models, inputs, activations, the torch runtime).
     process_peak_rss_mb: float
-
-
-def _variance_preserving_init(module: nn.Module, seed: int = 0) -> None:
-    """Conv weights ~ N(0, 1/fan_in), BN at identity: activations stay O(1) like with trained weights."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            if param.dim() == 4:
-                fan_in = param[0].numel()
-                param.copy_(torch.randn(param.shape, generator=gen) / fan_in**0.5)
 
 
 def _cpu_name() -> str:
@@ -295,6 +285,14 @@ def format_result(result: BenchResult) -> str:
     lines.append(f"  process peak RSS: {result.process_peak_rss_mb:,.0f} MB")
     if result.person_frame_ms is not None:
         lines.append(f"  DCPose per person-frame (3 crops + head): {result.person_frame_ms:.1f} ms")
+    backbone = next((s.per_item_ms for s in result.sections if "backbone" in s.name), None)
+    head = next((s.per_item_ms for s in result.sections if s.name.startswith("DCPose head")), None)
+    if backbone and head:
+        lines.append(
+            f"  person-frames per second: exact (3 crops + head) {1e3 / (3 * backbone + head):.2f}, "
+            f"cached floor (1 crop + head) {1e3 / (backbone + head):.2f}, head alone {1e3 / head:.2f}; "
+            f"head / backbone {head / backbone:.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -309,6 +307,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per section (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per section (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--head-variants", action="store_true",
+                        help="also time the head before/after each CPU measure vs HRNet-W48 (model.bench.head_speed)")
     parser.set_defaults(handle=handle, log_level="WARNING")
 
 
@@ -322,4 +322,9 @@ def handle(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(asdict(result), indent=2) if args.json else format_result(result))
+    if args.head_variants:
+        from model.bench.head_speed import format_head_speed, run_head_speed
+
+        speed = run_head_speed(batch=args.batch, rounds=args.repeats)
+        print(json.dumps(asdict(speed), indent=2) if args.json else format_head_speed(speed))
     return 0

@@ -85,6 +85,8 @@ class BenchSettings:
         timing_samples: samples of the training-time section.
         backbone_batch: crops per HRNet forward pass.
         repeats: timed runs per cost variant (interleaved; the fastest counts).
+        device: where HRNet-W48 and the head run in the cost section ("cpu", "cuda"); BlazePose
+            always runs on the CPU (mediapipe).
     """
 
     seed: int = 0
@@ -103,6 +105,7 @@ class BenchSettings:
     timing_samples: int = 4
     backbone_batch: int = 4
     repeats: int = 3
+    device: str = "cpu"
 
     @classmethod
     def quick(cls) -> BenchSettings:
@@ -268,7 +271,8 @@ def _predict(backbone: Any, head: Any, video: Video, known: Video | None, reader
     from model.pipeline.config import InferConfig
     from model.pipeline.predictor import Predictor
 
-    predictor = Predictor(backbone, head, config=InferConfig(**cfg), detector=lambda frame: [])
+    device = cfg.pop("device", "cpu")
+    predictor = Predictor(backbone, head, device=device, config=InferConfig(**cfg), detector=lambda frame: [])
     passes = _count_passes(predictor)
     out = predictor.predict_video(video, known, frames=frames, reader=reader)
     return out, passes()
@@ -311,9 +315,11 @@ def _cost_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -> No
     template = replace(video, frames=[Frame(f.index, [], False) for f in video.frames])
     head = _random_head()
     backbones: list[tuple[str, Callable[[], Any]]] = [
-        ("hrnet_w48", lambda: build_backbone("hrnet_w48", None, "cpu", batch_size=s.backbone_batch, allow_random=True)),
+        ("hrnet_w48", lambda: build_backbone("hrnet_w48", None, s.device, batch_size=s.backbone_batch,
+                                             allow_random=True)),
         ("blazepose", BlazePoseHeatmaps),
     ]
+    head = head.to(s.device)
     for name, make in backbones:
         try:
             backbone = make()
@@ -321,7 +327,11 @@ def _cost_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -> No
             result.notes.append(f"cost with {name} skipped: {type(exc).__name__}: {exc}")
             continue
         reader = data.reader(data.cost)
-        base: dict[str, Any] = {"label_aware": False, "detect": False, "batch_size": s.backbone_batch}
+        cuda = torch.device(s.device).type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(s.device)
+        base: dict[str, Any] = {"label_aware": False, "detect": False, "batch_size": s.backbone_batch,
+                                "device": s.device}
         _warm_up(backbone, head, video, reader)
         rows: dict[str, CostRow] = {}
         variants = (("backbone-only", None, "cached"), ("cached", head, "cached"), ("exact", head, "exact"))
@@ -342,6 +352,8 @@ def _cost_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -> No
         floor = base_ms + head_ms
         result.floors.append(CostFloor(name, base_ms, head_ms, floor, rows["cached"].ms_per_person_frame / floor,
                                        floor / base_ms))
+        if cuda:
+            result.notes.append(f"{name}: peak GPU memory {torch.cuda.max_memory_allocated(s.device) / 2**20:.0f} MB")
         reader.close()
         if hasattr(backbone, "close"):
             backbone.close()
@@ -355,21 +367,25 @@ def _warm_up(backbone: Any, head: Any, video: Video, reader: Any) -> None:
     frame = next(f.index for f in video.frames if person in f.persons)
     geom = crop_geometry(person.box)
     backbone.heatmaps(crop_image(reader.read(frame), geom)[None], [geom], [frame])
-    x = torch.zeros(1, 17, 96, 72)
+    dev = next(head.parameters()).device
+    x = torch.zeros(1, 17, 96, 72, device=dev)
     with torch.inference_mode():
-        head.refine(x, x, x, torch.ones(1, 2))
+        head.refine(x, x, x, torch.ones(1, 2, device=dev))
 
 
 def _time_head(head: Any, n: int, batch: int, repeats: int) -> float:
     """ms per sample of head.refine on random (n, 17, 96, 72) heatmaps, batched like the predictor."""
-    x = torch.rand(max(n, 1), 17, 96, 72)
-    margin = torch.ones(len(x), 2)
+    dev = next(head.parameters()).device
+    x = torch.rand(max(n, 1), 17, 96, 72).to(dev)
+    margin = torch.ones(len(x), 2, device=dev)
     best = math.inf
     with torch.inference_mode():
         for _ in range(repeats):
             t0 = time.perf_counter()
             for i in range(0, len(x), batch):
                 head.refine(x[i : i + batch], x[i : i + batch], x[i : i + batch], margin[i : i + batch])
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
             best = min(best, time.perf_counter() - t0)
     return 1000 * best / len(x)
 
@@ -587,17 +603,20 @@ def format_result(r: VideoBenchResult) -> str:
     lines = [
         f"bench_video: {r.machine['threads']} torch threads, torch {r.machine['torch']}, {r.seconds:.0f} s in all"
     ]
+    if r.settings.get("device", "cpu") != "cpu":
+        lines.append(f"HRNet-W48 and the head on {r.settings['device']} (peak GPU memory in the notes)")
     if r.cost:
         lines += ["", "Cost per person-frame (Predictor on the cost clip; ratio to backbone-only of the same backbone)",
-                  f"{'backbone':<10} {'variant':<14} {'pf':>3} {'passes':>6} {'pass/pf':>7} {'ms/pf':>9} {'ratio':>6}"]
+                  f"{'backbone':<10} {'variant':<14} {'pf':>3} {'passes':>6} {'pass/pf':>7} {'ms/pf':>9} {'ratio':>6} "
+                  f"{'pf/s':>7}"]
         for c in r.cost:
             lines.append(f"{c.backbone:<10} {c.variant:<14} {c.person_frames:>3} {c.backbone_passes:>6} "
                          f"{c.backbone_passes / max(c.person_frames, 1):>7.2f} {c.ms_per_person_frame:>9.0f} "
-                         f"{c.ratio:>6.2f}")
+                         f"{c.ratio:>6.2f} {1e3 / c.ms_per_person_frame:>7.2f}")
         for f in r.floors:
             lines.append(f"{f.backbone}: floor = backbone {f.backbone_ms:.0f} + head {f.head_ms:.0f} = "
                          f"{f.floor_ms:.0f} ms/pf ({f.floor_ratio:.2f}x backbone-only); cached / floor = "
-                         f"{f.cached_over_floor:.2f} (goal <= 1.10)")
+                         f"{f.cached_over_floor:.2f} (goal <= 1.10); head alone {1e3 / f.head_ms:.1f} pf/s")
         lines.append(f"FLOP model for HRNet-W48: cached {FLOP_RATIO_CACHED}x, exact {FLOP_RATIO_EXACT}x backbone-only "
                      "(exact: 3 passes per person-frame inside a clip, fewer at its ends where the current "
                      "frame stands in)")
@@ -640,13 +659,14 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (accuracy section)")
     parser.add_argument("--train-samples", type=int, default=None, help="training samples (accuracy section)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the generated videos here")
+    parser.add_argument("--device", default="cpu", help="where HRNet-W48 and the head run in the cost section")
     parser.set_defaults(handle=handle, log_level="WARNING")
 
 
 def handle(args: argparse.Namespace) -> int:
     """Runs the benchmark and prints its figures; 2 for bad options."""
     settings = BenchSettings.quick() if args.quick else BenchSettings()
-    overrides = {"seed": args.seed}
+    overrides: dict[str, Any] = {"seed": args.seed, "device": args.device}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.train_samples is not None:

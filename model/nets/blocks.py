@@ -10,10 +10,12 @@ border rule of the kernel DCPose ships (mmdetection v1) and of `torchvision.ops.
 - a bilinear sample at (y, x) is 0 when it lies outside (-1, H) x (-1, W); inside, corners that
   fall off the map contribute 0.
 
-`torchvision.ops.deform_conv2d` is used as an optional fast path where `import torchvision` works
-(the registry wheel is a CUDA build that cannot be imported with the CPU torch, see
-measured on mediapipe 0.10.21). The RSB (Residual Steps Block, from RSN) classes reproduce
-the released DCPose code exactly so that the released checkpoint loads with its own key names.
+Which implementation ``impl="auto"`` picks is a measured rule (`torchvision_preferred`): on CUDA,
+torchvision's kernel; on the CPU, the pure-PyTorch one, because torchvision's CPU kernel measured
+slower for the head's five layers (``python -m model bench`` prints both side by side; on 2 EPYC
+cores: forward 1.5-2.4x and forward+backward about 3.5x slower). Both stay tested against a
+direct-loop reference (`model.testing.dcn_reference`). The RSB (Residual Steps Block, from RSN)
+classes reproduce the released DCPose code exactly so that the released checkpoint loads with its own key names.
 """
 
 from __future__ import annotations
@@ -70,11 +72,14 @@ def torchvision_deform_conv2d_available() -> bool:
     return _torchvision_deform_conv2d() is not None
 
 
-def _torchvision_supports(x: Tensor) -> bool:
-    """Whether torchvision's kernel takes this input: its CPU kernel has no bfloat16/float16 path."""
-    if x.device.type == "cpu":
-        return x.dtype in (torch.float32, torch.float64)
-    return x.dtype in (torch.float32, torch.float64, torch.float16)
+def torchvision_preferred(device: torch.device, dtype: torch.dtype) -> bool:
+    """The measured rule of ``impl="auto"``: torchvision's kernel on CUDA, the pure-PyTorch one on CPU.
+
+    On the CPU torchvision's kernel is slower for the PCN layers (see the module docstring) and
+    has no bfloat16/float16 path; on CUDA its kernel takes float16/32/64 and bfloat16 is run in
+    float32 by `deform_conv2d` (autocast does the same).
+    """
+    return device.type == "cuda" and dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def check_deform_args(
@@ -123,6 +128,36 @@ def check_deform_args(
     return groups, ho, wo
 
 
+def _sampling_grid(
+    off: Tensor,
+    kernel: tuple[int, int],
+    size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> Tensor:
+    """`F.grid_sample` grid (N*G, K*Ho, Wo, 2) of every tap from offsets (N, G, K, 2, Ho, Wo).
+
+    Tap (i, j) at output (r, s) samples pixel y = r*stride - pad + i*dilation + dy (x alike).
+    align_corners=False maps pixel p to (2p + 1)/size - 1 (valid for size 1 too); with zero padding
+    grid_sample then applies exactly the kernel's rule: corners off the map contribute 0, so a
+    sample at or beyond -1 / size is 0. The offset-free part is one small (K, Ho, Wo) table per
+    axis, so the per-sample work is one multiply-add per coordinate.
+    """
+    n, groups, k, _, ho, wo = off.shape
+    (kh, kw), (h, w) = kernel, size
+    opts = {"dtype": off.dtype, "device": off.device}
+    tap_y = (torch.arange(kh, **opts) * dilation[0]).repeat_interleave(kw).view(k, 1, 1)
+    tap_x = (torch.arange(kw, **opts) * dilation[1]).repeat(kh).view(k, 1, 1)
+    base_y = (torch.arange(ho, **opts) * stride[0] - padding[0]).view(1, ho, 1)
+    base_x = (torch.arange(wo, **opts) * stride[1] - padding[1]).view(1, 1, wo)
+    fixed_y = (2 * (tap_y + base_y) + 1) / h - 1  # (K, Ho, 1)
+    fixed_x = (2 * (tap_x + base_x) + 1) / w - 1  # (K, 1, Wo)
+    grid_x = torch.add(fixed_x, off[:, :, :, 1], alpha=2 / w)  # (N, G, K, Ho, Wo)
+    grid_y = torch.add(fixed_y, off[:, :, :, 0], alpha=2 / h)
+    return torch.stack((grid_x, grid_y), dim=-1).view(n * groups, k * ho, wo, 2)
+
+
 def deform_conv2d_grid_sample(
     x: Tensor,
     offset: Tensor,
@@ -147,20 +182,7 @@ def deform_conv2d_grid_sample(
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     k = kh * kw
-    opts = {"dtype": x.dtype, "device": x.device}
-    # Sampling position of tap (i, j) at output (r, s): r*stride - pad + i*dilation + dy.
-    tap_y = (torch.arange(kh, **opts) * dilation[0]).repeat_interleave(kw)  # (K,)
-    tap_x = (torch.arange(kw, **opts) * dilation[1]).repeat(kh)  # (K,)
-    base_y = torch.arange(ho, **opts) * stride[0] - padding[0]  # (Ho,)
-    base_x = torch.arange(wo, **opts) * stride[1] - padding[1]  # (Wo,)
-    off = offset.view(n, groups, k, 2, ho, wo)
-    pos_y = tap_y.view(1, 1, k, 1, 1) + base_y.view(1, 1, 1, ho, 1) + off[:, :, :, 0]  # (N, G, K, Ho, Wo)
-    pos_x = tap_x.view(1, 1, k, 1, 1) + base_x.view(1, 1, 1, 1, wo) + off[:, :, :, 1]
-    # align_corners=False maps pixel p to (2p + 1)/size - 1 (valid for size 1 too); with zero padding
-    # grid_sample then applies exactly the kernel's rule: corners off the map contribute 0, so a
-    # sample at or beyond -1 / size is 0.
-    grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)
-    grid = grid.view(n * groups, k * ho, wo, 2)
+    grid = _sampling_grid(offset.reshape(n, groups, k, 2, ho, wo), (kh, kw), (h, w), stride, padding, dilation)
     cols = F.grid_sample(
         x.reshape(n * groups, c // groups, h, w),
         grid,
@@ -170,7 +192,7 @@ def deform_conv2d_grid_sample(
     )  # (N*G, C/G, K*Ho, Wo)
     cols = cols.view(n, groups, c // groups, k, ho, wo)
     if mask is not None:
-        cols = cols * mask.view(n, groups, 1, k, ho, wo)
+        cols = cols * mask.reshape(n, groups, 1, k, ho, wo)
     # Channel-major then tap, the same order as weight.view(O, C*K).
     out = torch.matmul(weight.reshape(o, c * k), cols.reshape(n, c * k, ho * wo)).view(n, o, ho, wo)
     return out if bias is None else out + bias.view(1, o, 1, 1)
@@ -199,8 +221,9 @@ def deform_conv2d(
         padding: Zero padding.
         dilation: Kernel dilation.
         mask: Optional modulation (N, G*kh*kw, Ho, Wo), used as given (no sigmoid); None means 1.
-        impl: "auto" uses torchvision's op where it imports, else the pure-PyTorch one;
-            "pytorch" / "torchvision" force one (the latter raises RuntimeError if unavailable).
+        impl: "auto" follows `torchvision_preferred` (torchvision on CUDA where it imports, the
+            pure-PyTorch one on the CPU); "pytorch" / "torchvision" force one (the latter raises
+            RuntimeError if unavailable).
 
     Returns:
         (N, O, Ho, Wo).
@@ -208,7 +231,7 @@ def deform_conv2d(
     if impl not in ("auto", "pytorch", "torchvision"):
         raise ValueError(f"impl must be 'auto', 'pytorch' or 'torchvision', got {impl!r}")
     op = None if impl == "pytorch" else _torchvision_deform_conv2d()
-    if impl == "auto" and op is not None and not _torchvision_supports(x):
+    if impl == "auto" and op is not None and not torchvision_preferred(x.device, x.dtype):
         op = None
     if impl == "torchvision" and op is None:
         raise RuntimeError(
@@ -221,6 +244,10 @@ def deform_conv2d(
         )
     pairs = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
     check_deform_args(x, offset, weight, bias, mask, *pairs)
+    if x.dtype == torch.bfloat16:  # torchvision's kernels have no bfloat16 path: run it in float32
+        out = op(*(None if t is None else t.float() for t in (x, offset, weight, bias)), stride=pairs[0],
+                 padding=pairs[1], dilation=pairs[2], mask=None if mask is None else mask.float())
+        return out.to(torch.bfloat16)
     return op(x, offset, weight, bias, stride=pairs[0], padding=pairs[1], dilation=pairs[2], mask=mask)
 
 
@@ -247,6 +274,7 @@ class ModulatedDeformConv(nn.Module):
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.deformable_groups = deformable_groups
+        self.impl: DeformImpl = "auto"  # which DCNv2 runs (see `deform_conv2d`); benchmarks set it
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
@@ -285,6 +313,7 @@ class ModulatedDeformConv(nn.Module):
             padding=self.padding,
             dilation=self.dilation,
             mask=mask,
+            impl=self.impl,
         )
 
     def extra_repr(self) -> str:
@@ -397,4 +426,5 @@ __all__ = [
     "deform_conv2d",
     "deform_conv2d_grid_sample",
     "torchvision_deform_conv2d_available",
+    "torchvision_preferred",
 ]

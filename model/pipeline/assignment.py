@@ -18,17 +18,15 @@ __all__ = ["hungarian", "iou_matrix", "match_by_iou"]
 
 
 def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
-    """(len(a), len(b)) IoU of every pair of boxes."""
+    """(len(a), len(b)) IoU of every pair of boxes (`torchvision.ops.box_iou`; 0 where both are empty)."""
     if not a or not b:
         return np.zeros((len(a), len(b)))
-    pa = np.array([x.xyxy for x in a], dtype=np.float64)[:, None]  # (A, 1, 4)
-    pb = np.array([x.xyxy for x in b], dtype=np.float64)[None]  # (1, B, 4)
-    inter = np.prod(
-        np.clip(np.minimum(pa[..., 2:], pb[..., 2:]) - np.maximum(pa[..., :2], pb[..., :2]), 0, None), -1
-    )
-    area_a, area_b = (np.prod(np.clip(p[..., 2:] - p[..., :2], 0, None), -1) for p in (pa, pb))
-    union = area_a + area_b - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    import torch
+    from torchvision.ops import box_iou
+
+    pa = torch.tensor([x.xyxy for x in a], dtype=torch.float64)  # (A, 4)
+    pb = torch.tensor([x.xyxy for x in b], dtype=torch.float64)  # (B, 4)
+    return torch.nan_to_num(box_iou(pa, pb), nan=0.0).numpy()  # 0/0 (two empty boxes) -> 0
 
 
 def hungarian(cost: np.ndarray) -> list[tuple[int, int]]:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from model.nets.runtime import PRECISIONS
+
 __all__ = ["MODES", "PROPAGATION_TAG", "InferConfig", "Mode", "Progress", "with_propagation"]
 
 Mode = Literal["cached", "exact"]
@@ -27,6 +29,8 @@ class InferConfig:
         cache_size: backbone heatmaps kept for reuse (17x96x72 float32 = 470 kB each).
         propagate: carry human keypoints by optical flow to nearby unlabelled frames and fuse them
             with the prediction (`model.pipeline.propagation`).
+        precision: "fp32", "bf16" or "fp16" (CUDA only) autocast for HRNet and the head
+            (`model.nets.runtime`); decoded keypoints are checked against fp32 by the GPU check.
     """
 
     mode: Mode = "cached"
@@ -37,6 +41,7 @@ class InferConfig:
     label_sigma: float | None = None
     cache_size: int = 256
     propagate: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -44,6 +49,8 @@ class InferConfig:
         for name in ("distance", "batch_size", "cache_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"InferConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"InferConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.label_sigma is not None and not self.label_sigma > 0:
             raise ValueError(f"InferConfig.label_sigma must be positive, got {self.label_sigma}")
 

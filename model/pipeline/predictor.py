@@ -56,7 +56,9 @@ from model.backbones.base import Backbone, file_digest
 from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
 from model.backbones.factory import build_backbone
 from model.nets.dcpose import DCPose
+from model.nets.runtime import autocast, check_precision, flush_denormals, place_module
 from model.pipeline.config import InferConfig, Progress
+from model.pipeline.read_ahead import ReadAheadReader
 from model.pipeline.track_filters import drop_flicker
 from model.pipeline.video_job import JobStages, VideoJob, assemble_output
 
@@ -87,7 +89,10 @@ class Predictor:
         self.backbone = backbone
         self.device = torch.device(device)
         self.config = config
-        self.head = None if head is None else head.to(self.device).eval()
+        self.head = None if head is None else place_module(head, self.device)  # channels_last on CUDA
+        check_precision(config.precision, self.device)
+        if self.device.type == "cpu":
+            flush_denormals()  # an untrained head's ~1e-30 values are slow on x86 (model.nets.runtime)
         self.head_version = None if head is None else (head_version or "custom")
         self._detector = detector
         self._owned_pose: Any = None  # a BlazePose graph for detection when the backbone is not BlazePose
@@ -123,7 +128,8 @@ class Predictor:
 
                 if read_checkpoint_info(head).content == "dcpose":
                     checkpoint = head
-            bb: Backbone = build_backbone(backbone, checkpoint, device, batch_size=config.batch_size)
+            bb: Backbone = build_backbone(backbone, checkpoint, device, batch_size=config.batch_size,
+                                          precision=config.precision)  # type: ignore[arg-type]
         else:
             if checkpoint is not None:
                 raise ValueError("checkpoint= applies to a backbone given by name, not to a Backbone instance")
@@ -184,7 +190,7 @@ class Predictor:
         assert self.head is not None
         outs = []
         bs = self.config.batch_size
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.config.precision):  # type: ignore[arg-type]
             for s in range(0, len(hc), bs):
                 args = [x[s : s + bs].to(self.device) for x in (hc, hp, hn, margin)]
                 outs.append(self.head.refine(*args).to("cpu", torch.float32))
@@ -248,12 +254,20 @@ class Predictor:
             return assemble_output(video, requested, {})
         job = VideoJob(self._stages(), video, known, reader, num_frames)
         job.plan(requested)
+        # Frames the run will read, in order (each person-frame's own and, with a head, neighbours'),
+        # decoded ahead on a thread while the networks run.
+        d = self.config.distance if self.head is not None else 0
+        # Frames still held from planning (carried boxes) are not read again.
+        order = [f for t in requested if job.slots.get(t) for f in (t - d, t, t + d) if f not in job.images]
         bar, report = _progress(progress, len(requested), video.name)
-        try:
-            persons = drop_flicker(job.run(requested, report))
-        finally:
-            if bar is not None:
-                bar.close()
+        with ReadAheadReader(reader, order) as ahead:
+            job.reader = ahead
+            try:
+                persons = drop_flicker(job.run(requested, report))
+            finally:
+                if bar is not None:
+                    bar.close()
+        logger.debug("%s: %d of %d frames decoded ahead", video.name, ahead.ahead_hits, len(set(order)))
         count = sum(len(v) for v in persons.values())
         logger.info("%s: %d frames, %d persons, %d backbone passes (%s, %s)", video.name, len(requested),
                     count, job.passes, self.config.mode, self.version)

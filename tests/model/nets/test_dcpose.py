@@ -219,6 +219,31 @@ def test_pcn_is_mean_of_branches() -> None:
     assert all(isinstance(u.deform_conv, ModulatedDeformConv) for u in pcn.modulated_deform_conv_list)
 
 
+def test_fused_offset_mask_conv_and_channels_last_change_nothing() -> None:
+    # The fused branch convolution (one 459-channel conv) and NHWC memory are speed measures only:
+    # same outputs and same parameter gradients as the released two convolutions in NCHW.
+    torch.manual_seed(0)
+    pcn = PoseCorrectionNetwork(17).double()
+    _perturb(pcn)
+    gen = torch.Generator().manual_seed(2)
+    motion, support = torch.randn(2, 34, 9, 7, generator=gen).double(), torch.randn(2, 17, 9, 7, generator=gen).double()
+
+    def run(fused: bool, channels_last: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        pcn.fuse_offset_mask = fused
+        net = pcn.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        out = net(motion, support)
+        grads = torch.autograd.grad((out * out).sum(), list(net.parameters()))
+        return out.detach(), list(grads)
+
+    out_ref, grads_ref = run(False, False)
+    for fused, channels_last in ((True, False), (True, True)):
+        out, grads = run(fused, channels_last)
+        torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-12)
+        for g, g_ref in zip(grads, grads_ref, strict=True):
+            torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-10)
+    assert any(g.abs().sum() > 0 for g in grads_ref[-10:])  # the branch convs get gradients
+
+
 def test_forward_is_one_backbone_pass_then_refine() -> None:
     model = _tiny_dcpose(hrnet=True)
     _perturb(model.pose_correction)

@@ -96,6 +96,8 @@ def test_iou_matrix_agrees_with_box_iou() -> None:
     expected = np.array([[x.iou(y) for y in b] for x in a])
     np.testing.assert_allclose(iou_matrix(a, b), expected, atol=1e-12)
     assert iou_matrix([], b).shape == (0, 4)
+    empty = Box(3.0, 4.0, 0.0, 0.0)
+    assert iou_matrix([empty], [empty]).tolist() == [[0.0]]  # 0/0 is no overlap, not NaN
 
 
 def test_assign_tracks_keeps_ids_of_moved_shuffled_boxes_and_numbers_new_ones() -> None:

@@ -1,0 +1,42 @@
+"""Tests for model/bench/gpu_check.py: the GPU parity checks (marked gpu, skipped without CUDA) and its CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.bench import gpu_check
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_without_cuda_the_check_says_so_and_exits_2(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--out", str(tmp_path / "x.json")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_hrnet_and_head_cpu_vs_cuda() -> None:
+    result = gpu_check.check_parity("cuda")
+    assert result["ok"], result
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_torchvision_dcn_on_cuda_vs_pure() -> None:
+    result = gpu_check.check_dcn("cuda")
+    assert result["ok"], result
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_finetune_on_cuda_loads_on_cpu_and_keeps_its_keypoints_under_autocast(tmp_path) -> None:
+    trained: list = []
+    result = gpu_check.check_finetune("cuda", workdir=tmp_path, trained=trained)
+    assert result["epoch_losses"][-1] < result["epoch_losses"][0]
+    assert result["ok"], result
+    autocast = gpu_check.check_autocast("cuda", trained[0])
+    assert autocast["ok"], autocast
