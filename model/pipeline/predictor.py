@@ -56,7 +56,7 @@ from model.backbones.base import Backbone, file_digest
 from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
 from model.backbones.factory import build_backbone
 from model.nets.dcpose import DCPose
-from model.nets.runtime import autocast, check_precision, flush_denormals, place_module
+from model.nets.runtime import autocast, check_precision, place_module
 from model.pipeline.config import InferConfig, Progress
 from model.pipeline.read_ahead import ReadAheadReader
 from model.pipeline.track_filters import drop_flicker
@@ -91,8 +91,8 @@ class Predictor:
         self.config = config
         self.head = None if head is None else place_module(head, self.device)  # channels_last on CUDA
         check_precision(config.precision, self.device)
-        if self.device.type == "cpu":
-            flush_denormals()  # an untrained head's ~1e-30 values are slow on x86 (model.nets.runtime)
+        # Denormals are not flushed here: `torch.set_flush_denormal` is process-wide (it changes every
+        # float computation of the host, e.g. a web server's) and measured no faster for the head.
         self.head_version = None if head is None else (head_version or "custom")
         self._detector = detector
         self._owned_pose: Any = None  # a BlazePose graph for detection when the backbone is not BlazePose
