@@ -11,7 +11,8 @@ by nothing in the product):
   through mediapipe's graph bindings), `landmarks` (BlazePose's landmark model on a known box / ROI),
   `blazepose` (BlazePose on person crops), `detectors` (BlazePose's person detector over tiles, HOG),
   `factory` (`build_backbone`).
-- `pipeline/`: `config` (InferConfig), `predictor` (Predictor, load_head), `video_job` (one call's
+- `pipeline/`: `config` (InferConfig), `predictor` (Predictor, load_head), `boxes` (TrackBox, boxes
+  from and carried with keypoints), `video_job` (one call's
   work, given the stages), `read_ahead` (frames decoded ahead on a thread), `tracking` and `assignment`
   (person boxes and track ids), `track_filters` (false short tracks dropped), `propagation` (human
   keypoints carried by optical flow and fused with the backbone).

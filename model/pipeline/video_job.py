@@ -24,9 +24,10 @@ from annotation_io.types import Box, Frame, Person, Video
 from annotation_io.video import FrameReader
 from model.backbones.base import Backbone
 from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
+from model.pipeline.boxes import TrackBox, box_from_keypoints, update_with_keypoints
 from model.pipeline.config import InferConfig
 from model.pipeline.propagation import PROPAGATION_TRUST, Propagated, fuse_with_backbone, propagate
-from model.pipeline.tracking import TrackBox, box_from_keypoints, plan_boxes, update_with_keypoints
+from model.pipeline.tracking import plan_boxes
 from model.transforms import (
     CropGeometry,
     crop_geometry,

@@ -12,16 +12,9 @@ import pytest
 from annotation_io.posetrack import load
 from annotation_io.synth import generate, sparsify
 from annotation_io.types import Box, Frame, Person, Video
-from model.pipeline.tracking import (
-    TrackBox,
-    assign_tracks,
-    box_from_keypoints,
-    carry_with_keypoints,
-    hungarian,
-    iou_matrix,
-    plan_boxes,
-    update_with_keypoints,
-)
+from model.pipeline.assignment import hungarian, iou_matrix
+from model.pipeline.boxes import TrackBox, box_from_keypoints, carry_with_keypoints, update_with_keypoints
+from model.pipeline.tracking import assign_tracks, plan_boxes
 
 FRAMES, EVERY, SIZE = 40, 8, (160, 120)
 SEEDS = (0, 1, 2, 3)  # each: people 0 and 1 cross, person 2 walks in from an edge
