@@ -18,12 +18,12 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from backend.limits import Limits
+from model.backbones.names import check_backbone_name
 
 logger = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
-_BACKBONE = re.compile(r"blazepose|hrnet_w\d+")
 _SECRET_FIELDS = ("label_studio_api_key", "basic_auth_pass")
 _URL_FIELDS = ("database_url", "redis_url")
 _LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
@@ -135,10 +135,10 @@ class Settings:
         """
         if not _DEVICE.fullmatch(self.device):
             raise SettingsError(f"DEVICE={self.device!r}: expected cpu, cuda, cuda:N or auto")
-        if not _BACKBONE.fullmatch(self.backbone):
-            raise SettingsError(
-                f"BACKBONE={self.backbone!r}: expected blazepose or hrnet_w48 (hrnet_w<width>)"
-            )
+        try:
+            check_backbone_name(self.backbone)
+        except ValueError as exc:
+            raise SettingsError(f"BACKBONE={self.backbone!r}: {exc}") from None
         if self.backbone == "blazepose" and self.backbone_checkpoint is not None:
             raise SettingsError(
                 "BACKBONE_CHECKPOINT is set but BACKBONE=blazepose uses mediapipe's bundled "
