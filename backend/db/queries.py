@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -325,33 +325,22 @@ def replace_corrections(
     rows: Sequence[CorrectionFields],
     model_version: str | None = None,
     prediction_id: int | None = None,
-) -> list[Correction]:
-    """Replace all correction rows of an annotation (on every accepted update)."""
+) -> int:
+    """Replace all correction rows of an annotation (on every accepted update); returns how many.
+
+    The rows go in as one executemany (one statement, not one per row)."""
     session.execute(delete(Correction).where(Correction.annotation_id == annotation.id))
     now = utcnow()
-    stored = [
-        Correction(
-            annotation_id=annotation.id,
-            task_id=annotation.task_id,
-            project_id=annotation.project_id,
-            model_version=model_version,
-            prediction_id=prediction_id,
-            track_id=r.track_id,
-            joint=r.joint,
-            kind=r.kind,
-            pred_x=r.pred_x,
-            pred_y=r.pred_y,
-            final_x=r.final_x,
-            final_y=r.final_y,
-            distance_px=r.distance_px,
-            head_size_px=r.head_size_px,
-            created_at=now,
-        )
+    values = [
+        {"annotation_id": annotation.id, "task_id": annotation.task_id, "project_id": annotation.project_id,
+         "model_version": model_version, "prediction_id": prediction_id, "track_id": r.track_id, "joint": r.joint,
+         "kind": r.kind, "pred_x": r.pred_x, "pred_y": r.pred_y, "final_x": r.final_x, "final_y": r.final_y,
+         "distance_px": r.distance_px, "head_size_px": r.head_size_px, "created_at": now}
         for r in rows
-    ]
-    session.add_all(stored)
-    session.flush()
-    return stored
+    ]  # fmt: skip
+    if values:
+        session.execute(insert(Correction.__table__), values)  # Core executemany: one statement
+    return len(values)
 
 
 def _corrections_query(
