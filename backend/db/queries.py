@@ -270,25 +270,18 @@ def upsert_annotation(
         "received_at": utcnow(),
     }
     stmt = _insert(session, Annotation).values(id=annotation_id, deleted=False, **values)
-    inserted = session.execute(
-        stmt.on_conflict_do_nothing(index_elements=["id"]).returning(Annotation.id)
-    ).first()
-    row = session.scalars(_locked(session, select(Annotation).where(Annotation.id == annotation_id))).one()
-    if inserted is not None:
+    stmt = stmt.on_conflict_do_update(  # one statement: insert, or replace an older live state
+        index_elements=["id"],
+        set_={name: stmt.excluded[name] for name in values},
+        where=Annotation.deleted.is_(False) & (Annotation.ls_updated_at < stmt.excluded.ls_updated_at),
+    )
+    row = session.scalars(stmt.returning(Annotation), execution_options={"populate_existing": True}).first()
+    if row is not None:
         return row, True
-    if row.deleted or updated <= row.ls_updated_at:
-        logger.debug(
-            "annotation %s: event at %s ignored (stored %s, deleted=%s)",
-            annotation_id,
-            updated.isoformat(),
-            row.ls_updated_at.isoformat(),
-            row.deleted,
-        )
-        return row, False
-    for name, value in values.items():
-        setattr(row, name, value)
-    session.flush()
-    return row, True
+    row = session.scalars(_fresh(select(Annotation).where(Annotation.id == annotation_id))).one()
+    logger.debug("annotation %s: event at %s ignored (stored %s, deleted=%s)", annotation_id,
+                 updated.isoformat(), row.ls_updated_at.isoformat(), row.deleted)  # fmt: skip
+    return row, False
 
 
 def mark_annotations_deleted(
