@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Select, delete, func, insert, select
+from sqlalchemy import Select, bindparam, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -236,6 +236,29 @@ def latest_prediction(
     return session.scalars(stmt.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(1)).first()
 
 
+_ANNOTATION_UPSERTS: dict[str, Any] = {}
+_ANNOTATION_FIELDS = ("task_id", "project_id", "result", "persons", "ls_updated_at", "completed_by", "was_cancelled",
+                      "received_at")  # fmt: skip
+
+
+def _annotation_upsert(dialect: str) -> Any:
+    """INSERT of an annotation that replaces only an older, live stored state, RETURNING the row when written.
+
+    Built once per dialect with bound parameters, so that SQLAlchemy compiles it once."""
+    if dialect not in _ANNOTATION_UPSERTS:
+        table = Annotation.__table__
+        names = ("id", "deleted", *_ANNOTATION_FIELDS)
+        insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert_(Annotation).values({n: bindparam(n, type_=table.c[n].type) for n in names})
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={name: stmt.excluded[name] for name in _ANNOTATION_FIELDS},
+            where=Annotation.deleted.is_(False) & (Annotation.ls_updated_at < stmt.excluded.ls_updated_at),
+        )
+        _ANNOTATION_UPSERTS[dialect] = stmt.returning(Annotation)
+    return _ANNOTATION_UPSERTS[dialect]
+
+
 def upsert_annotation(
     *,
     session: Session,
@@ -269,13 +292,9 @@ def upsert_annotation(
         "was_cancelled": was_cancelled,
         "received_at": utcnow(),
     }
-    stmt = _insert(session, Annotation).values(id=annotation_id, deleted=False, **values)
-    stmt = stmt.on_conflict_do_update(  # one statement: insert, or replace an older live state
-        index_elements=["id"],
-        set_={name: stmt.excluded[name] for name in values},
-        where=Annotation.deleted.is_(False) & (Annotation.ls_updated_at < stmt.excluded.ls_updated_at),
-    )
-    row = session.scalars(stmt.returning(Annotation), execution_options={"populate_existing": True}).first()
+    stmt = _annotation_upsert(session.get_bind().dialect.name)
+    params = {"id": annotation_id, "deleted": False, **values}
+    row = session.scalars(stmt, params, execution_options={"populate_existing": True}).first()
     if row is not None:
         return row, True
     row = session.scalars(_fresh(select(Annotation).where(Annotation.id == annotation_id))).one()
