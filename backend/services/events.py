@@ -26,16 +26,13 @@ Other Label Studio actions are acknowledged and ignored; unknown ones are refuse
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotation_io.errors import AnnotationFormatError
@@ -43,18 +40,18 @@ from annotation_io.label_studio import (
     LabelConfig,
     default_config,
     parse_config,
-    parse_task,
     results_to_persons,
 )
 from backend.db import events as db_events
 from backend.db import queries
 from backend.db.persons import persons_from_json
 from backend.db.session import session_scope
-from backend.db.tables import Prediction, Project, WebhookEvent
+from backend.db.tables import Project, WebhookEvent
 from backend.jobs.registry import PROCESS_EVENT, JobQueueError
 from backend.limits import LimitError, Limits, check_frame_fields, check_result, parse_id
 from backend.services import ls_sync, training
 from backend.services.corrections import compare
+from backend.services.event_batch import Batch, latest_prediction, load_events, upsert_project_task
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
@@ -246,28 +243,7 @@ def receive(ctx: BackendContext, payload: Any, *, backend_url: str | None = None
 # ----------------------------------------------------------------------------- processing
 
 
-@dataclass
-class _Batch:
-    """What one processing transaction already wrote or read, so that repeats cost no SQL statement.
-
-    Holding the rows keeps them in the session's identity map (it references rows weakly), so
-    `session.get` of a project or task seen earlier in the batch is answered without a query.
-    Cleared when an event's savepoint rolls back (its rows may be gone).
-    """
-
-    rows: list[Any] = field(default_factory=list)
-    applied: set[tuple[Any, ...]] = field(default_factory=set)
-    configs: dict[str, LabelConfig] = field(default_factory=dict)
-    predictions: dict[int, Prediction | None] = field(default_factory=dict)
-    tombstoned: set[int] = field(default_factory=set)
-
-    def clear(self) -> None:
-        """Forgets the rows written (a savepoint rolled back); what was read stays valid."""
-        self.rows.clear()
-        self.applied.clear()
-
-
-def _config(session: Session, project_id: int, payload: Mapping[str, Any], batch: _Batch | None = None) -> LabelConfig:
+def _config(session: Session, project_id: int, payload: Mapping[str, Any], batch: Batch | None = None) -> LabelConfig:
     project = payload.get("project")
     xml = project.get("label_config") if isinstance(project, dict) else None
     if not xml:
@@ -282,49 +258,11 @@ def _config(session: Session, project_id: int, payload: Mapping[str, Any], batch
     return batch.configs[xml]
 
 
-def _upsert_project_task(session: Session, batch: _Batch, project_id: int, ann_id: int,
-                         payload: Mapping[str, Any]) -> int:  # fmt: skip
-    """Upserts the event's project and task rows unless this batch already wrote the same; returns the task id."""
-    annotation = payload["annotation"]
-    task = payload.get("task") if isinstance(payload.get("task"), dict) else {"id": annotation.get("task")}
-    task_id = int(task["id"])
-    project = payload.get("project") if isinstance(payload.get("project"), dict) else {}
-    key: tuple[Any, ...] = ("project", project_id, project.get("title"), project.get("label_config"))
-    if key not in batch.applied:
-        batch.rows.append(queries.upsert_project(session=session, project_id=project_id, title=project.get("title"),
-                                                 label_config=project.get("label_config")))  # fmt: skip
-        batch.applied.add(key)
-    data = task.get("data") if isinstance(task.get("data"), dict) else None
-    key = ("task", task_id, project_id, json.dumps(data, sort_keys=True, default=str))
-    if key in batch.applied:
-        return task_id
-    try:
-        frame = parse_task(task) if "data" in task else None
-    except AnnotationFormatError as exc:
-        logger.info("annotation %s: task %s is not a frame task (%s)", ann_id, task_id, exc)
-        frame = None
-    if frame is not None:
-        row = queries.upsert_task(session=session, task_id=task_id, project_id=project_id, data=task["data"],
-                                  image=frame.image, video_key=frame.video_id, frame_index=frame.frame_index,
-                                  nframes=frame.nframes)  # fmt: skip
-    else:
-        row = queries.upsert_task(session=session, task_id=task_id, project_id=project_id, data=data)
-    batch.rows.append(row)
-    batch.applied.add(key)
-    return task_id
-
-
-def _latest_prediction(session: Session, batch: _Batch, task_id: int) -> Prediction | None:
-    if task_id not in batch.predictions:
-        batch.predictions[task_id] = queries.latest_prediction(session=session, task_id=task_id)
-    return batch.predictions[task_id]
-
-
-def _annotation(session: Session, batch: _Batch, project_id: int, payload: Mapping[str, Any]) -> str:
+def _annotation(session: Session, batch: Batch, project_id: int, payload: Mapping[str, Any]) -> str:
     annotation = payload["annotation"]
     ann_id = int(annotation["id"])
     config = _config(session, project_id, payload, batch)
-    task_id = _upsert_project_task(session, batch, project_id, ann_id, payload)
+    task_id = upsert_project_task(session, batch, project_id, ann_id, payload)
     persons, _ = results_to_persons(
         annotation["result"], config, source=f"annotation {ann_id}", as_labels=True
     )
@@ -340,7 +278,7 @@ def _annotation(session: Session, batch: _Batch, project_id: int, payload: Mappi
     if ann_id in batch.tombstoned:  # a delete overtook its create (later ones: process_events)
         queries.mark_annotations_deleted(session=session, annotation_ids=[ann_id])
         return "processed"
-    prediction = _latest_prediction(session, batch, task_id)
+    prediction = latest_prediction(session, batch, task_id)
     predicted = (
         persons_from_json(prediction.persons, source=f"prediction {prediction.id}") if prediction else []
     )
@@ -353,7 +291,7 @@ def _annotation(session: Session, batch: _Batch, project_id: int, payload: Mappi
     return "processed"
 
 
-def _handle(session: Session, batch: _Batch, event: WebhookEvent) -> str:
+def _handle(session: Session, batch: Batch, event: WebhookEvent) -> str:
     payload, project_id = event.payload or {}, int(event.project_id or 0)
     if event.action in ANNOTATION_ACTIONS:
         return _annotation(session, batch, project_id, payload)
@@ -371,7 +309,7 @@ def _handle(session: Session, batch: _Batch, event: WebhookEvent) -> str:
     return "ignored"
 
 
-def _process_one(session: Session, batch: _Batch, event: WebhookEvent) -> str:
+def _process_one(session: Session, batch: Batch, event: WebhookEvent) -> str:
     """Handles one event under a savepoint: bad content marks it failed without undoing the batch."""
     try:
         with session.begin_nested():
@@ -427,11 +365,11 @@ def _process_chunk(ctx: BackendContext, pending: list[int], statuses: dict[int, 
     started = time.monotonic()
     with session_scope(ctx.sessions) as session:
         budget = BATCH_BUDGET_S if sqlite else math.inf
-        batch = _Batch()
+        batch = Batch()
         loaded: dict[int, WebhookEvent | None] = {}
         while pending and time.monotonic() - started < budget:
             if pending[0] not in loaded:
-                _load(session, batch, pending[:CHUNK_EVENTS], loaded)
+                load_events(session, batch, pending[:CHUNK_EVENTS], loaded)
             event_id = pending.pop(0)
             event = loaded.get(event_id)
             if event is None:
@@ -444,17 +382,6 @@ def _process_chunk(ctx: BackendContext, pending: list[int], statuses: dict[int, 
             statuses[event_id] = status = _process_one(session, batch, event)
             if event.action in ANNOTATION_ACTIONS and status == "processed" and event.annotation_id is not None:
                 annotations[event.annotation_id] = int(event.project_id or 0)
-
-
-def _load(session: Session, batch: _Batch, event_ids: list[int], loaded: dict[int, WebhookEvent | None]) -> None:
-    """Reads the events (one statement) and the tombstones of their annotations (one more) into the batch."""
-    stmt = select(WebhookEvent).where(WebhookEvent.id.in_(event_ids)).execution_options(populate_existing=True)
-    events = {e.id: e for e in session.scalars(stmt)}
-    loaded.update({i: events.get(i) for i in event_ids})
-    batch.rows.extend(events.values())
-    annotation_ids = [e.annotation_id for e in events.values() if e.annotation_id is not None]
-    if annotation_ids:
-        batch.tombstoned.update(db_events.tombstoned(session=session, annotation_ids=annotation_ids))
 
 
 def process_event(ctx: BackendContext, *, event_id: int) -> str:
