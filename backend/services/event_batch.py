@@ -42,7 +42,7 @@ class Batch:
 
 
 def upsert_project_task(session: Session, batch: Batch, project_id: int, ann_id: int,
-                         payload: Mapping[str, Any]) -> int:  # fmt: skip
+                        payload: Mapping[str, Any]) -> int:  # fmt: skip
     """Upserts the event's project and task rows unless this batch already wrote the same; returns the task id."""
     annotation = payload["annotation"]
     task = payload.get("task") if isinstance(payload.get("task"), dict) else {"id": annotation.get("task")}
@@ -74,6 +74,7 @@ def upsert_project_task(session: Session, batch: Batch, project_id: int, ann_id:
 
 
 def latest_prediction(session: Session, batch: Batch, task_id: int) -> Prediction | None:
+    """The task's latest prediction, read once per batch."""
     if task_id not in batch.predictions:
         batch.predictions[task_id] = queries.latest_prediction(session=session, task_id=task_id)
     return batch.predictions[task_id]
