@@ -6,7 +6,8 @@ Map of the package (layers top to bottom; a module imports only from layers belo
 - `app`: `create_app(settings)`: registers the Blueprints, basic auth, size limit, error mapping, timer.
 - `http/`: Flask Blueprints only: LS protocol routes, job routes, version/training routes, the status
   page (`status`, template in `http/templates/`), errors.
-- `services/`: the work, no Flask: prediction, webhook events, training (submit / trigger /
+- `services/`: the work, no Flask: prediction, webhook events (`event_batch`: what one processing
+  transaction already wrote and read), training (submit / trigger /
   schedule / promote / readiness), fine-tuning, the promotion gate, bulk pre-annotation, training
   data, corrections, `ls_sync` (Label Studio's project model_version and ML-card notes through its
   REST API), `status` (the status page's data and SVG charts).

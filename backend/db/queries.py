@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, bindparam, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -236,6 +236,29 @@ def latest_prediction(
     return session.scalars(stmt.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(1)).first()
 
 
+_ANNOTATION_UPSERTS: dict[str, Any] = {}
+_ANNOTATION_FIELDS = ("task_id", "project_id", "result", "persons", "ls_updated_at", "completed_by", "was_cancelled",
+                      "received_at")  # fmt: skip
+
+
+def _annotation_upsert(dialect: str) -> Any:
+    """INSERT of an annotation that replaces only an older, live stored state, RETURNING the row when written.
+
+    Built once per dialect with bound parameters, so that SQLAlchemy compiles it once."""
+    if dialect not in _ANNOTATION_UPSERTS:
+        table = Annotation.__table__
+        names = ("id", "deleted", *_ANNOTATION_FIELDS)
+        insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert_(Annotation).values({n: bindparam(n, type_=table.c[n].type) for n in names})
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={name: stmt.excluded[name] for name in _ANNOTATION_FIELDS},
+            where=Annotation.deleted.is_(False) & (Annotation.ls_updated_at < stmt.excluded.ls_updated_at),
+        )
+        _ANNOTATION_UPSERTS[dialect] = stmt.returning(Annotation)
+    return _ANNOTATION_UPSERTS[dialect]
+
+
 def upsert_annotation(
     *,
     session: Session,
@@ -269,26 +292,15 @@ def upsert_annotation(
         "was_cancelled": was_cancelled,
         "received_at": utcnow(),
     }
-    stmt = _insert(session, Annotation).values(id=annotation_id, deleted=False, **values)
-    inserted = session.execute(
-        stmt.on_conflict_do_nothing(index_elements=["id"]).returning(Annotation.id)
-    ).first()
-    row = session.scalars(_locked(session, select(Annotation).where(Annotation.id == annotation_id))).one()
-    if inserted is not None:
+    stmt = _annotation_upsert(session.get_bind().dialect.name)
+    params = {"id": annotation_id, "deleted": False, **values}
+    row = session.scalars(stmt, params, execution_options={"populate_existing": True}).first()
+    if row is not None:
         return row, True
-    if row.deleted or updated <= row.ls_updated_at:
-        logger.debug(
-            "annotation %s: event at %s ignored (stored %s, deleted=%s)",
-            annotation_id,
-            updated.isoformat(),
-            row.ls_updated_at.isoformat(),
-            row.deleted,
-        )
-        return row, False
-    for name, value in values.items():
-        setattr(row, name, value)
-    session.flush()
-    return row, True
+    row = session.scalars(_fresh(select(Annotation).where(Annotation.id == annotation_id))).one()
+    logger.debug("annotation %s: event at %s ignored (stored %s, deleted=%s)", annotation_id,
+                 updated.isoformat(), row.ls_updated_at.isoformat(), row.deleted)  # fmt: skip
+    return row, False
 
 
 def mark_annotations_deleted(
@@ -325,33 +337,22 @@ def replace_corrections(
     rows: Sequence[CorrectionFields],
     model_version: str | None = None,
     prediction_id: int | None = None,
-) -> list[Correction]:
-    """Replace all correction rows of an annotation (on every accepted update)."""
+) -> int:
+    """Replace all correction rows of an annotation (on every accepted update); returns how many.
+
+    The rows go in as one executemany (one statement, not one per row)."""
     session.execute(delete(Correction).where(Correction.annotation_id == annotation.id))
     now = utcnow()
-    stored = [
-        Correction(
-            annotation_id=annotation.id,
-            task_id=annotation.task_id,
-            project_id=annotation.project_id,
-            model_version=model_version,
-            prediction_id=prediction_id,
-            track_id=r.track_id,
-            joint=r.joint,
-            kind=r.kind,
-            pred_x=r.pred_x,
-            pred_y=r.pred_y,
-            final_x=r.final_x,
-            final_y=r.final_y,
-            distance_px=r.distance_px,
-            head_size_px=r.head_size_px,
-            created_at=now,
-        )
+    values = [
+        {"annotation_id": annotation.id, "task_id": annotation.task_id, "project_id": annotation.project_id,
+         "model_version": model_version, "prediction_id": prediction_id, "track_id": r.track_id, "joint": r.joint,
+         "kind": r.kind, "pred_x": r.pred_x, "pred_y": r.pred_y, "final_x": r.final_x, "final_y": r.final_y,
+         "distance_px": r.distance_px, "head_size_px": r.head_size_px, "created_at": now}
         for r in rows
-    ]
-    session.add_all(stored)
-    session.flush()
-    return stored
+    ]  # fmt: skip
+    if values:
+        session.execute(insert(Correction.__table__), values)  # Core executemany: one statement
+    return len(values)
 
 
 def _corrections_query(

@@ -3,6 +3,7 @@
 Map:
 - `prediction`: frame tasks -> frames, stored labels, task regions -> Predictor -> LS results; logged.
 - `events`: webhook intake (validate, record, dedup, queue) and background processing.
+- `event_batch`: one processing transaction's memory (rows written, configs, predictions, tombstones).
 - `training`: submit a "train" job (START_TRAINING and POST /train alike), triggers, the timer, promote.
 - `finetune`: the "train" job: samples, head training, candidate version, gate.
 - `finetune_config`: the options of a run (defaults, MODEL_DIR/train_config.json, the job's).

@@ -40,7 +40,6 @@ from annotation_io.label_studio import (
     LabelConfig,
     default_config,
     parse_config,
-    parse_task,
     results_to_persons,
 )
 from backend.db import events as db_events
@@ -52,12 +51,14 @@ from backend.jobs.registry import PROCESS_EVENT, JobQueueError
 from backend.limits import LimitError, Limits, check_frame_fields, check_result, parse_id
 from backend.services import ls_sync, training
 from backend.services.corrections import compare
+from backend.services.event_batch import Batch, latest_prediction, load_events, upsert_project_task
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
 
 logger = logging.getLogger(__name__)
 
+CHUNK_EVENTS = 64  # events read (and their tombstones looked up) with one statement each
 BATCH_BUDGET_S = 0.05  # one processing transaction (SQLite) lasts about this long, then commits
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 HANDLED_ACTIONS = (*ANNOTATION_ACTIONS, "ANNOTATIONS_DELETED", "START_TRAINING", "PROJECT_UPDATED")
@@ -242,36 +243,26 @@ def receive(ctx: BackendContext, payload: Any, *, backend_url: str | None = None
 # ----------------------------------------------------------------------------- processing
 
 
-def _config(session: Session, project_id: int, payload: Mapping[str, Any]) -> LabelConfig:
+def _config(session: Session, project_id: int, payload: Mapping[str, Any], batch: Batch | None = None) -> LabelConfig:
     project = payload.get("project")
     xml = project.get("label_config") if isinstance(project, dict) else None
     if not xml:
         stored = session.get(Project, project_id)
         xml = stored.label_config if stored is not None else None
-    return parse_config(xml) if xml else default_config()
+    if not xml:
+        return default_config()
+    if batch is None:
+        return parse_config(xml)
+    if xml not in batch.configs:
+        batch.configs[xml] = parse_config(xml)
+    return batch.configs[xml]
 
 
-def _annotation(session: Session, project_id: int, payload: Mapping[str, Any]) -> str:
+def _annotation(session: Session, batch: Batch, project_id: int, payload: Mapping[str, Any]) -> str:
     annotation = payload["annotation"]
     ann_id = int(annotation["id"])
-    task = payload.get("task") if isinstance(payload.get("task"), dict) else {"id": annotation.get("task")}
-    task_id = int(task["id"])
-    config = _config(session, project_id, payload)
-    project = payload.get("project") if isinstance(payload.get("project"), dict) else {}
-    queries.upsert_project(session=session, project_id=project_id, title=project.get("title"),
-                           label_config=project.get("label_config"))  # fmt: skip
-    try:
-        frame = parse_task(task) if "data" in task else None
-    except AnnotationFormatError as exc:
-        logger.info("annotation %s: task %s is not a frame task (%s)", ann_id, task_id, exc)
-        frame = None
-    if frame is not None:
-        queries.upsert_task(session=session, task_id=task_id, project_id=project_id, data=task["data"],
-                            image=frame.image, video_key=frame.video_id, frame_index=frame.frame_index,
-                            nframes=frame.nframes)  # fmt: skip
-    else:
-        queries.upsert_task(session=session, task_id=task_id, project_id=project_id,
-                            data=task.get("data") if isinstance(task.get("data"), dict) else None)  # fmt: skip
+    config = _config(session, project_id, payload, batch)
+    task_id = upsert_project_task(session, batch, project_id, ann_id, payload)
     persons, _ = results_to_persons(
         annotation["result"], config, source=f"annotation {ann_id}", as_labels=True
     )
@@ -284,10 +275,10 @@ def _annotation(session: Session, project_id: int, payload: Mapping[str, Any]) -
     )  # fmt: skip
     if not changed:
         return "processed"
-    if db_events.is_tombstoned(session=session, annotation_id=ann_id):  # a delete overtook its create
+    if ann_id in batch.tombstoned:  # a delete overtook its create (later ones: process_events)
         queries.mark_annotations_deleted(session=session, annotation_ids=[ann_id])
         return "processed"
-    prediction = queries.latest_prediction(session=session, task_id=task_id)
+    prediction = latest_prediction(session, batch, task_id)
     predicted = (
         persons_from_json(prediction.persons, source=f"prediction {prediction.id}") if prediction else []
     )
@@ -300,10 +291,10 @@ def _annotation(session: Session, project_id: int, payload: Mapping[str, Any]) -
     return "processed"
 
 
-def _handle(session: Session, event: WebhookEvent) -> str:
+def _handle(session: Session, batch: Batch, event: WebhookEvent) -> str:
     payload, project_id = event.payload or {}, int(event.project_id or 0)
     if event.action in ANNOTATION_ACTIONS:
-        return _annotation(session, project_id, payload)
+        return _annotation(session, batch, project_id, payload)
     if event.action == "ANNOTATIONS_DELETED":
         ids = [int(e["id"] if isinstance(e, dict) else e) for e in payload.get("annotations") or []]
         marked = queries.mark_annotations_deleted(session=session, annotation_ids=ids)
@@ -313,18 +304,20 @@ def _handle(session: Session, event: WebhookEvent) -> str:
         project = payload.get("project") or {}
         queries.upsert_project(session=session, project_id=project_id, title=project.get("title"),
                                label_config=project.get("label_config") or None)  # fmt: skip
+        batch.applied = {k for k in batch.applied if k[0] != "project"}  # the batch's view of it changed
         return "processed"
     return "ignored"
 
 
-def _process_one(session: Session, event: WebhookEvent) -> str:
+def _process_one(session: Session, batch: Batch, event: WebhookEvent) -> str:
     """Handles one event under a savepoint: bad content marks it failed without undoing the batch."""
     try:
         with session.begin_nested():
-            status = _handle(session, event)
+            status = _handle(session, batch, event)
             db_events.mark_event(session=session, event_id=event.id, status=status)
         return status
     except (AnnotationFormatError, ValueError, LookupError) as exc:  # bad payload content, missing rows
+        batch.clear()
         logger.warning("webhook event %s failed: %s", event.id, exc)
         db_events.mark_event(session=session, event_id=event.id, status="failed", error=str(exc)[:4000])
         return "failed"
@@ -366,13 +359,19 @@ def _process_chunk(ctx: BackendContext, pending: list[int], statuses: dict[int, 
     so that webhook intake never waits long for it. PostgreSQL takes the whole batch at once (row
     locks only; fewer round trips and commits).
     """
-    ctx.intake.wait_idle(BATCH_BUDGET_S)  # webhooks being recorded go first
+    sqlite = ctx.engine.dialect.name == "sqlite"
+    if sqlite:  # webhooks being recorded go first (one write lock); PostgreSQL locks rows, nobody waits
+        ctx.intake.wait_idle(BATCH_BUDGET_S)
     started = time.monotonic()
     with session_scope(ctx.sessions) as session:
-        budget = BATCH_BUDGET_S if session.get_bind().dialect.name == "sqlite" else math.inf
+        budget = BATCH_BUDGET_S if sqlite else math.inf
+        batch = Batch()
+        loaded: dict[int, WebhookEvent | None] = {}
         while pending and time.monotonic() - started < budget:
+            if pending[0] not in loaded:
+                load_events(session, batch, pending[:CHUNK_EVENTS], loaded)
             event_id = pending.pop(0)
-            event = session.get(WebhookEvent, event_id)
+            event = loaded.get(event_id)
             if event is None:
                 logger.warning("webhook event %s does not exist", event_id)
                 statuses[event_id] = "missing"
@@ -380,7 +379,7 @@ def _process_chunk(ctx: BackendContext, pending: list[int], statuses: dict[int, 
             if event.status != "received":
                 statuses[event_id] = event.status
                 continue
-            statuses[event_id] = status = _process_one(session, event)
+            statuses[event_id] = status = _process_one(session, batch, event)
             if event.action in ANNOTATION_ACTIONS and status == "processed" and event.annotation_id is not None:
                 annotations[event.annotation_id] = int(event.project_id or 0)
 

@@ -304,8 +304,9 @@ def test_corrections_replace_on_update(db_factory: sessionmaker[Session]) -> Non
             model_version="v1",
             prediction_id=prediction.id,
         )
-        assert len(stored) == len(LABELLED_SLOTS)
-        first_ids = {c.id for c in stored}
+        assert stored == len(LABELLED_SLOTS)
+        first_ids = set(s.scalars(select(Correction.id).where(Correction.annotation_id == ann.id)))
+        assert len(first_ids) == stored
     final2 = person(0, 0, pred=False)
     final2.keypoints[[0, 1], 2] = 0
     with session_scope(db_factory) as s:
