@@ -1,8 +1,8 @@
 """Following people vs detecting on every frame: a no-label synthetic walk with the real BlazePose, side by side.
 
-Usage: `python -m scripts.bench_follow [--frames 40] [--people 1 3] [--every 10]`. For each clip the
+Usage: `python -m scripts.bench_follow [--frames 40] [--people 1 3] [--every 10 5]`. For each clip the
 same backbone predicts it twice, `redetect_every=1` (the detector on every frame, as before) and
-`redetect_every=N` (people followed between detections), and prints per run: person-frames found
+`redetect_every=N` for each N given (people followed between detections), and prints per run: person-frames found
 (a predicted box with IoU >= 0.3 to the person's, one-to-one), false people (predicted boxes that
 match nobody), id switches (changes of the predicted id along a person's matched frames), number of
 ids, detector runs and wall time.
@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--people", type=int, nargs="+", default=[1, 3])
-    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--every", type=int, nargs="+", default=[10], help="redetect_every values besides 1")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -73,7 +73,7 @@ def main() -> None:
             root = Path(tmp) / f"p{people}"
             (path,) = generate(root, videos=1, frames=args.frames, people=people, seed=args.seed)
             gt = load(path)
-            for every in (1, args.every):
+            for every in (1, *args.every):
                 pred = Predictor(backbone, None, config=InferConfig(redetect_every=every))
                 s, wall, calls = run(pred, gt, root / "images" / "000001")
                 print(f"{people} | {every} | {s['found']} / {s['of']} | {s['false']} | {s['switches']} | "

@@ -44,8 +44,9 @@ class Follower:
     backward when only its far side has labels), each person found there is carried with
     `update_with_keypoints`: the pose model runs on their previous box on the new frame and the box
     moves with the joints. The full detector runs on the first frame of a run, every `redetect_every`
-    frames, and whenever a followed pose's confidence drops below `min_confidence` (that person is
-    then dropped: a person who is still there is found again by the detector). Detections replace
+    frames, and whenever a followed pose's confidence drops below `min_confidence` or two followed
+    boxes meet on one person (that person is then dropped: one who is still there is found again by
+    the detector). Detections replace
     followed boxes that overlap them; followed people the detector misses are kept, so a detector miss
     does not lose them. New people appear at re-detection. Track ids are given by `plan_boxes` (IoU
     with the previous frame's boxes), which carried boxes match by construction.
@@ -73,6 +74,9 @@ class Follower:
     def __call__(self, frame: int) -> list[Box]:
         adjacent = self.last is not None and abs(frame - self.last) == 1
         carried, lost = self._carry(frame) if adjacent else ([], False)
+        distinct = _without_duplicates(carried)
+        lost |= len(distinct) < len(carried)  # two followed boxes met on one person: look again
+        carried = distinct
         self.last = frame
         self.since_detect += 1
         if not adjacent or lost or self.since_detect >= self.redetect_every:
@@ -91,7 +95,7 @@ class Follower:
                                           prev_scores=prev.scores, new_scores=scores, frame_size=self.frame_size)
             confidence = pose_confidence(scores)
             if moved is None or confidence < self.min_confidence:
-                lost = True
+                lost = True  # left the frame or unsure: the detector looks again here
                 continue
             out.append(_Followed(moved.box, kps, scores, confidence))
         self.followed += len(out)
