@@ -14,10 +14,11 @@ from model.pipeline.boxes import TrackBox, update_with_keypoints
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DUPLICATE_IOU", "Follower", "PoseFn", "pose_confidence"]
+__all__ = ["DUPLICATE_IOU", "REPLACE_IOU", "Follower", "PoseFn", "pose_confidence"]
 
 PoseFn = Callable[[int, list[Box]], list[tuple[np.ndarray, np.ndarray]]]  # (frame, boxes) -> (kps, scores) each
-DUPLICATE_IOU = 0.5  # a followed box overlapping a detection (or a surer followed box) this much is the same person
+DUPLICATE_IOU = 0.5  # two followed boxes overlapping this much hold the same person
+REPLACE_IOU = 0.3  # a detection replaces the followed boxes it overlaps this much (a drifted box included)
 TOP_JOINTS = 10  # confidence: mean of the best 10 of the 15 labelled joints (robust to occlusion)
 
 
@@ -72,7 +73,8 @@ class Follower:
         self.followed = 0  # boxes carried
 
     def __call__(self, frame: int) -> list[Box]:
-        adjacent = self.last is not None and abs(frame - self.last) == 1
+        # redetect_every 1: the detector alone on every frame, nobody carried (the behaviour before following)
+        adjacent = self.redetect_every > 1 and self.last is not None and abs(frame - self.last) == 1
         carried, lost = self._carry(frame) if adjacent else ([], False)
         distinct = _without_duplicates(carried)
         lost |= len(distinct) < len(carried)  # two followed boxes met on one person: look again
@@ -109,7 +111,7 @@ class Follower:
         self.detections += 1
         found = [_Followed(b, kps, scores, pose_confidence(scores))
                  for b, (kps, scores) in zip(boxes, self.pose(frame, boxes) if boxes else [])]
-        kept = [c for c in carried if all(c.box.iou(d.box) < DUPLICATE_IOU for d in found)]
+        kept = [c for c in carried if all(c.box.iou(d.box) < REPLACE_IOU for d in found)]
         return found + kept
 
 
