@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,6 +19,7 @@ __all__ = ["DUPLICATE_IOU", "REPLACE_IOU", "Follower", "PoseFn", "pose_confidenc
 PoseFn = Callable[[int, list[Box]], list[tuple[np.ndarray, np.ndarray]]]  # (frame, boxes) -> (kps, scores) each
 DUPLICATE_IOU = 0.5  # two followed boxes overlapping this much hold the same person
 REPLACE_IOU = 0.3  # a detection replaces the followed boxes it overlaps this much (a drifted box included)
+MAX_MISSES = 1  # a followed person no detection confirms at this many re-detections in a row is dropped
 TOP_JOINTS = 10  # confidence: mean of the best 10 of the 15 labelled joints (robust to occlusion)
 
 
@@ -36,6 +37,7 @@ class _Followed:
     kps: np.ndarray
     scores: np.ndarray
     confidence: float
+    misses: int = 0  # re-detections in a row that did not find this person
 
 
 class Follower:
@@ -99,7 +101,7 @@ class Follower:
             if moved is None or confidence < self.min_confidence:
                 lost = True  # left the frame or unsure: the detector looks again here
                 continue
-            out.append(_Followed(moved.box, kps, scores, confidence))
+            out.append(_Followed(moved.box, kps, scores, confidence, prev.misses))
         self.followed += len(out)
         return out, lost
 
@@ -111,7 +113,8 @@ class Follower:
         self.detections += 1
         found = [_Followed(b, kps, scores, pose_confidence(scores))
                  for b, (kps, scores) in zip(boxes, self.pose(frame, boxes) if boxes else [])]
-        kept = [c for c in carried if all(c.box.iou(d.box) < REPLACE_IOU for d in found)]
+        kept = [replace(c, misses=c.misses + 1) for c in carried if all(c.box.iou(d.box) < REPLACE_IOU for d in found)]
+        kept = [c for c in kept if c.misses < MAX_MISSES]  # a box that drifted off its person goes in time
         return found + kept
 
 
