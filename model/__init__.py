@@ -14,7 +14,8 @@ by nothing in the product):
 - `pipeline/`: `config` (InferConfig), `predictor` (Predictor, load_head), `boxes` (TrackBox, boxes
   from and carried with keypoints), `video_job` (one call's
   work, given the stages), `read_ahead` (frames decoded ahead on a thread), `tracking` and `assignment`
-  (person boxes and track ids), `track_filters` (false short tracks dropped), `propagation` (human
+  (person boxes and track ids), `follow` (detected people followed between detector runs),
+  `track_filters` (false short tracks dropped), `propagation` (human
   keypoints carried by optical flow and fused with the backbone).
 - `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head), `distributed` (DDP), `curve`.
 - `cli/`: `python -m model predict|train|bench|bench-video|bench-real|propagation-overlay` (`main`

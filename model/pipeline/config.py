@@ -31,6 +31,11 @@ class InferConfig:
             with the prediction (`model.pipeline.propagation`).
         precision: "fp32", "bf16" or "fp16" (CUDA only) autocast for HRNet and the head
             (`model.nets.runtime`); decoded keypoints are checked against fp32 by the GPU check.
+        redetect_every: on frames no label reaches, the full person detector runs at most this many
+            frames apart; between, detected people are followed with their keypoints
+            (`model.pipeline.follow`). 1: detect on every frame.
+        follow_min_score: a followed person whose pose confidence (mean of the best 10 joint scores)
+            drops below this is dropped and the detector runs on that frame.
     """
 
     mode: Mode = "cached"
@@ -42,15 +47,19 @@ class InferConfig:
     cache_size: int = 256
     propagate: bool = True
     precision: str = "fp32"
+    redetect_every: int = 10
+    follow_min_score: float = 0.3
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"InferConfig.mode must be 'cached' or 'exact', got {self.mode!r}")
-        for name in ("distance", "batch_size", "cache_size"):
+        for name in ("distance", "batch_size", "cache_size", "redetect_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"InferConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"InferConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not 0.0 <= self.follow_min_score <= 1.0:
+            raise ValueError(f"InferConfig.follow_min_score must be in [0, 1], got {self.follow_min_score}")
         if self.label_sigma is not None and not self.label_sigma > 0:
             raise ValueError(f"InferConfig.label_sigma must be positive, got {self.label_sigma}")
 

@@ -6,7 +6,8 @@ Pipeline of one `Predictor.predict_video` call (the released DCPose inference, Â
    detected). Carried boxes are moved frame by frame outward from their label: frame f is cropped
    with the box of frame f-1 (f+1 going backwards), the backbone heatmaps of that crop are decoded,
    and `update_with_keypoints` moves the box with the joint motion for the next frame. The carry uses
-   backbone keypoints (the head's output for f needs f+1's pass, whose crop needs f's box).
+   backbone keypoints (the head's output for f needs f+1's pass, whose crop needs f's box). Detected
+   people are followed the same way between full detections (`model.pipeline.follow`).
 2. Neighbours as released: p = max(t - d, 0), n = min(t + d, N - 1) with d = `InferConfig.distance`;
    at the ends the current frame stands in with margin 1, otherwise the margins are the real deltas
    (the head weighs the previous frame right / (left + right)).

@@ -26,6 +26,7 @@ from model.backbones.base import Backbone
 from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
 from model.pipeline.boxes import TrackBox, box_from_keypoints, update_with_keypoints
 from model.pipeline.config import InferConfig
+from model.pipeline.follow import Follower
 from model.pipeline.propagation import PROPAGATION_TRUST, Propagated, fuse_with_backbone, propagate
 from model.pipeline.tracking import plan_boxes
 from model.transforms import (
@@ -273,8 +274,14 @@ class VideoJob:
     def plan(self, requested: list[int]) -> None:
         """Slots for the requested frames (and their neighbours in cached mode), carried chains run."""
         label_plan = plan_boxes(self.video, self.known, range(self.num_frames))
-        detector = self._detect if self.cfg.detect else None
+        detector = None
+        if self.cfg.detect:
+            detector = Follower(self._detect, self._poses, redetect_every=self.cfg.redetect_every,
+                                min_confidence=self.cfg.follow_min_score, frame_size=self.frame_size)
         main = plan_boxes(self.video, self.known, requested, detector=detector)
+        if detector is not None and detector.detections:
+            logger.info("%s: person detector run on %d frames, people followed on %d frame-boxes",
+                        self.video.name, detector.detections, detector.followed)
         need = set(requested)
         if self.cfg.mode == "cached" and self.use_neighbours:
             for t in requested:
@@ -314,6 +321,16 @@ class VideoJob:
 
     def _detect(self, index: int) -> list[Box]:
         return self.stages.detect(self.image(index))
+
+    def _poses(self, index: int, boxes: list[Box]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Backbone keypoints (K, 3) and scores (K,) in each box on frame `index` (following people)."""
+        if not boxes:
+            return []
+        keys = [(index, crop_geometry(b)) for b in boxes]
+        self.own_keys.update(keys)  # a detected box is its frame's own pass: kept for the prediction
+        hm = self.heatmaps(keys)
+        xy, maxvals = decode_to_frame(torch.stack([hm[key] for key in keys]), [g for _, g in keys])
+        return [_keypoints(xy[j], maxvals[j]) for j in range(len(keys))]
 
     def _chains(self, label_plan: dict[int, list[TrackBox]], need: set[int]) -> list[list[Any]]:
         """[track, anchor frame, path frames] of each carried run holding a needed frame, path

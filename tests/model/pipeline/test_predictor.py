@@ -458,3 +458,33 @@ def test_label_aware_outputs_match_the_human_keypoints_of_a_labelled_neighbour(t
     person = biased.frame(1).persons[0]
     human = gt.frame(0).person_by_track(person.track_id)
     assert np.median(np.linalg.norm(person.xy - human.xy, axis=1)[human.present]) > 2.0
+
+
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory: pytest.TempPathFactory) -> tuple[Video, Path]:
+    """25 frames, one walker."""
+    return _make(tmp_path_factory.mktemp("walk"), people=1, frames=25, seed=3)
+
+
+@pytest.mark.parametrize(("every", "detected"), [(10, [0, 10, 20]), (1, list(range(25)))])
+def test_detector_runs_every_n_frames_and_the_person_is_followed_between(walk, every, detected) -> None:
+    gt, images = walk
+    with open_video(images) as reader:
+        by_image = {reader.read(f.index).tobytes(): f.index for f in gt.frames}
+    calls: list[int] = []
+
+    def detector(image: np.ndarray) -> list[Box]:
+        calls.append(by_image[image.tobytes()])
+        return [p.box for p in gt.frame(calls[-1]).persons]
+
+    pred = Predictor(GTBackbone(gt), None, config=InferConfig(redetect_every=every, propagate=False),
+                     detector=detector)
+    with open_video(images) as reader:
+        out = pred.predict_video(gt, None, reader=reader)
+    assert calls == detected
+    assert {p.track_id for f in out.frames for p in f.persons} == {0}  # one id throughout
+    for frame in out.frames:
+        (person,) = frame.persons
+        truth = gt.frame(frame.index).persons[0]
+        assert person.box.iou(truth.box) > 0.5
+        assert np.linalg.norm(person.xy - truth.xy, axis=1)[truth.present].mean() < 8

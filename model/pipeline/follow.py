@@ -1,0 +1,129 @@
+"""Following detected people frame to frame: `Follower` runs the full person detector only every N frames."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from annotation_io.skeletons import LABELLED_SLOTS
+from annotation_io.types import Box
+from model.pipeline.boxes import TrackBox, update_with_keypoints
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DUPLICATE_IOU", "REPLACE_IOU", "Follower", "PoseFn", "pose_confidence"]
+
+PoseFn = Callable[[int, list[Box]], list[tuple[np.ndarray, np.ndarray]]]  # (frame, boxes) -> (kps, scores) each
+DUPLICATE_IOU = 0.5  # two followed boxes overlapping this much hold the same person
+REPLACE_IOU = 0.3  # a detection replaces the followed boxes it overlaps this much (a drifted box included)
+MAX_MISSES = 1  # a followed person no detection confirms at this many re-detections in a row is dropped
+TOP_JOINTS = 10  # confidence: mean of the best 10 of the 15 labelled joints (robust to occlusion)
+
+
+def pose_confidence(scores: np.ndarray) -> float:
+    """A pose's confidence: the mean of its best `TOP_JOINTS` labelled-joint scores."""
+    top = np.sort(np.asarray(scores, dtype=float)[list(LABELLED_SLOTS)])[::-1][:TOP_JOINTS]
+    return float(top.mean())
+
+
+@dataclass
+class _Followed:
+    """A person followed to the last frame seen: their box and the joints found in it."""
+
+    box: Box
+    kps: np.ndarray
+    scores: np.ndarray
+    confidence: float
+    misses: int = 0  # re-detections in a row that did not find this person
+
+
+class Follower:
+    """A detector callable (frame index -> boxes) that follows people between full detections.
+
+    On a frame next to the last one it was called for (either direction: `plan_boxes` walks a run
+    backward when only its far side has labels), each person found there is carried with
+    `update_with_keypoints`: the pose model runs on their previous box on the new frame and the box
+    moves with the joints. The full detector runs on the first frame of a run, every `redetect_every`
+    frames, and whenever a followed pose's confidence drops below `min_confidence` or two followed
+    boxes meet on one person (that person is then dropped: one who is still there is found again by
+    the detector). Detections replace followed boxes that overlap them (IoU >= `REPLACE_IOU`); a
+    followed person no detection confirms at `MAX_MISSES` re-detections in a row is dropped (a box that
+    drifted off its person would otherwise become a false person: 7 on a 3-person synthetic walk with
+    2); `plan_boxes` fills such a detector gap inside a track by interpolation. New people appear at
+    re-detection. Track ids are given by `plan_boxes` (IoU
+    with the previous frame's boxes), which carried boxes match by construction.
+
+    Args:
+        detect: frame index -> person boxes (the full detector).
+        pose: (frame, boxes) -> (K, 3) keypoints and (K,) scores in frame pixels, one pair per box.
+        redetect_every: full detection at most this many frames apart (1: every frame, no following).
+        min_confidence: least `pose_confidence` of a followed person.
+        frame_size: (W, H); a followed box that leaves the frame ends that person.
+    """
+
+    def __init__(self, detect: Callable[[int], list[Box]], pose: PoseFn, *, redetect_every: int,
+                 min_confidence: float, frame_size: tuple[int, int] | None = None) -> None:
+        if redetect_every < 1:
+            raise ValueError(f"redetect_every must be >= 1, got {redetect_every}")
+        self.detect, self.pose = detect, pose
+        self.redetect_every, self.min_confidence, self.frame_size = redetect_every, min_confidence, frame_size
+        self.people: list[_Followed] = []
+        self.last: int | None = None
+        self.since_detect = 0
+        self.detections = 0  # full detector runs
+        self.followed = 0  # boxes carried
+
+    def __call__(self, frame: int) -> list[Box]:
+        # redetect_every 1: the detector alone on every frame, nobody carried (the behaviour before following)
+        adjacent = self.redetect_every > 1 and self.last is not None and abs(frame - self.last) == 1
+        carried, lost = self._carry(frame) if adjacent else ([], False)
+        distinct = _without_duplicates(carried)
+        lost |= len(distinct) < len(carried)  # two followed boxes met on one person: look again
+        carried = distinct
+        self.last = frame
+        self.since_detect += 1
+        if not adjacent or lost or self.since_detect >= self.redetect_every:
+            carried = self._with_detections(frame, carried)
+            self.since_detect = 0
+        self.people = _without_duplicates(carried)
+        return [p.box for p in self.people]
+
+    def _carry(self, frame: int) -> tuple[list[_Followed], bool]:
+        """The people of the last frame moved onto `frame`; True when one was lost on the way."""
+        if not self.people:
+            return [], False
+        out, lost = [], False
+        for prev, (kps, scores) in zip(self.people, self.pose(frame, [p.box for p in self.people])):
+            moved = update_with_keypoints(TrackBox(0, prev.box, "carried", 1.0), prev.kps, kps,
+                                          prev_scores=prev.scores, new_scores=scores, frame_size=self.frame_size)
+            confidence = pose_confidence(scores)
+            if moved is None or confidence < self.min_confidence:
+                lost = True  # left the frame or unsure: the detector looks again here
+                continue
+            out.append(_Followed(moved.box, kps, scores, confidence, prev.misses))
+        self.followed += len(out)
+        return out, lost
+
+    def _with_detections(self, frame: int, carried: list[_Followed]) -> list[_Followed]:
+        """Detections on `frame` (with their poses), plus the followed people none of them covers."""
+        boxes = self.detect(frame)
+        if not isinstance(boxes, list) or not all(isinstance(b, Box) for b in boxes):
+            raise TypeError(f"detector({frame}) must return a list of Box, got {type(boxes).__name__}")
+        self.detections += 1
+        found = [_Followed(b, kps, scores, pose_confidence(scores))
+                 for b, (kps, scores) in zip(boxes, self.pose(frame, boxes) if boxes else [])]
+        kept = [replace(c, misses=c.misses + 1) for c in carried if all(c.box.iou(d.box) < REPLACE_IOU for d in found)]
+        kept = [c for c in kept if c.misses < MAX_MISSES]  # a box that drifted off its person goes in time
+        return found + kept
+
+
+def _without_duplicates(people: list[_Followed]) -> list[_Followed]:
+    """Drops a person whose box overlaps an earlier one's by `DUPLICATE_IOU` (detections come first)."""
+    out: list[_Followed] = []
+    for p in people:
+        if all(p.box.iou(q.box) < DUPLICATE_IOU for q in out):
+            out.append(p)
+    return out

@@ -1,0 +1,84 @@
+"""Following people vs detecting on every frame: a no-label synthetic walk with the real BlazePose, side by side.
+
+Usage: `python -m scripts.bench_follow [--frames 40] [--people 1 3] [--every 10 5]`. For each clip the
+same backbone predicts it twice, `redetect_every=1` (the detector on every frame, as before) and
+`redetect_every=N` for each N given (people followed between detections), and prints per run: person-frames found
+(a predicted box with IoU >= 0.3 to the person's, one-to-one), false people (predicted boxes that
+match nobody), id switches (changes of the predicted id along a person's matched frames), number of
+ids, detector runs and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from annotation_io.posetrack import load
+from annotation_io.synth import generate
+from annotation_io.types import Video
+from annotation_io.video import open_video
+from model.backbones.factory import build_backbone
+from model.pipeline.assignment import match_by_iou
+from model.pipeline.config import InferConfig
+from model.pipeline.predictor import Predictor
+
+MATCH_IOU = 0.3
+
+
+def score(gt: Video, out: Video) -> dict[str, int]:
+    """Person-frames found, false people, id switches and ids used, matching boxes one-to-one by IoU."""
+    found = false = switches = total = 0
+    last_id: dict[int, int] = {}
+    ids = set()
+    for frame in gt.frames:
+        truth = [p for p in frame.persons if p.box is not None]
+        pred = [p for p in out.frame(frame.index).persons if p.box is not None]
+        ids.update(p.track_id for p in pred)
+        matched = match_by_iou([p.box for p in truth], [p.box for p in pred], MATCH_IOU)  # pred -> truth
+        total += len(truth)
+        found += len(matched)
+        false += len(pred) - len(matched)
+        for c, t in matched.items():
+            tid = truth[t].track_id
+            switches += tid in last_id and last_id[tid] != pred[c].track_id
+            last_id[tid] = pred[c].track_id
+    return {"found": found, "of": total, "false": false, "switches": switches, "ids": len(ids)}
+
+
+def run(pred: Predictor, gt: Video, images: Path) -> tuple[dict[str, int], float, int]:
+    calls = []
+    detect = pred.detect
+    pred.detect = lambda frame: calls.append(1) or detect(frame)  # type: ignore[method-assign]
+    start = time.perf_counter()
+    with open_video(images) as reader:
+        out = pred.predict_video(gt, None, reader=reader)
+    return score(gt, out), time.perf_counter() - start, len(calls)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--people", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--every", type=int, nargs="+", default=[10], help="redetect_every values besides 1")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    backbone = build_backbone("blazepose", None, "cpu")
+    print("people | redetect_every | found / person-frames | false people | id switches | ids | detector runs | wall s")
+    with tempfile.TemporaryDirectory() as tmp:
+        for people in args.people:
+            root = Path(tmp) / f"p{people}"
+            (path,) = generate(root, videos=1, frames=args.frames, people=people, seed=args.seed)
+            gt = load(path)
+            for every in (1, *args.every):
+                pred = Predictor(backbone, None, config=InferConfig(redetect_every=every))
+                s, wall, calls = run(pred, gt, root / "images" / "000001")
+                print(f"{people} | {every} | {s['found']} / {s['of']} | {s['false']} | {s['switches']} | "
+                      f"{s['ids']} | {calls} | {wall:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
