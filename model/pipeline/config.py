@@ -33,7 +33,8 @@ class InferConfig:
             (`model.nets.runtime`); decoded keypoints are checked against fp32 by the GPU check.
         redetect_every: on frames no label reaches, the full person detector runs at most this many
             frames apart; between, detected people are followed with their keypoints
-            (`model.pipeline.follow`). 1: detect on every frame.
+            (`model.pipeline.follow`). 1 (the default): detect on every frame, which found more
+            people in crowds; 10 is 2.3x faster on one person at the same result.
         follow_min_score: a followed person whose pose confidence (mean of the best 10 joint scores)
             drops below this is dropped and the detector runs on that frame.
     """
@@ -47,7 +48,7 @@ class InferConfig:
     cache_size: int = 256
     propagate: bool = True
     precision: str = "fp32"
-    redetect_every: int = 10
+    redetect_every: int = 1  # recall first: following (e.g. 10) is faster but finds walk-ins late
     follow_min_score: float = 0.3
 
     def __post_init__(self) -> None:
