@@ -95,6 +95,8 @@ class BackendContext:
     ls: LabelStudioAccess
     runner: JobRunner | None = None
     intake: IntakeGate = field(default_factory=lambda: IntakeGate())
+    # project -> the model_version Label Studio was last seen or set to hold (backend.services.ls_sync)
+    ls_versions: dict[int, str] = field(default_factory=dict)
     pid: int = field(default_factory=os.getpid)
 
     def require_runner(self, purpose: str) -> JobRunner:

@@ -40,6 +40,8 @@ def request_sync(ctx: BackendContext, project_id: int | None, *, note: str | Non
     """
     if ctx.runner is None or project_id is None or ctx.ls.client() is None:
         return False
+    if note is None and ctx.ls_versions.get(project_id) == serving_model(ctx, project_id).name:
+        return False  # Label Studio already holds it: no job and no REST call per /predict
     try:
         ctx.runner.enqueue(SYNC_LS, lane=LANE, project_id=project_id, note=note, backend_url=backend_url,
                            attempts=attempts)  # fmt: skip
@@ -70,6 +72,7 @@ def sync_project(ctx: BackendContext, *, project_id: int, note: str | None = Non
         for attempt in range(max(attempts, 1)):
             outcome = set_model_version(ctx, project_id, version)
             if outcome != "refused":
+                ctx.ls_versions[project_id] = version
                 return outcome
             if attempt + 1 < attempts:
                 time.sleep(RETRY_S)
