@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from backend.jobs.registry import PREANNOTATE
+from model.pipeline.config import with_propagation
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
@@ -45,9 +46,9 @@ def submit_preannotate(ctx: BackendContext, project_id: int, *, trigger: str, vi
 
 
 def _has_prediction(task: Mapping[str, Any], version: str) -> bool:
-    return any(
-        isinstance(p, dict) and p.get("model_version") == version for p in task.get("predictions") or []
-    )
+    """Whether the task holds a prediction of `version`, with carried labels or without."""
+    names = {version, with_propagation(version)}
+    return any(isinstance(p, dict) and p.get("model_version") in names for p in task.get("predictions") or [])
 
 
 def _select(tasks: Any, serving: str, *, video_id: str | None, task_ids: list[int] | None,
@@ -91,7 +92,7 @@ def run_preannotate(ctx: BackendContext, *, job_id: str, report: ProgressReporte
     """The "preannotate" job: predicts a project's (or one video's) frame tasks, pushes them to LS.
 
     Tasks come from `GET /api/tasks`; those that already hold a prediction of the serving version
-    are skipped unless `force`. Each video is predicted in frame order in one `predict_video`
+    (its "+prop" name included: carried labels) are skipped unless `force`. Each video is predicted in frame order in one `predict_video`
     call (cached mode: one backbone pass per person-frame), then each task's prediction is pushed
     with `POST /api/predictions` and recorded in the DB.
 
@@ -131,7 +132,7 @@ def run_preannotate(ctx: BackendContext, *, job_id: str, report: ProgressReporte
                     counts["failed"] += 1
                     logger.warning("job %s: task %s not predicted: %s", job_id, item.task_id, p.error)
                 else:
-                    client.create_prediction(item.task_id, p.result, p.score, serving.name)
+                    client.create_prediction(item.task_id, p.result, p.score, p.model_version or serving.name)
                     counts["pushed"] += 1
                 report(tasks_done=counts["pushed"] + counts["failed"], **counts)
         report(videos_done=n + 1)

@@ -20,6 +20,7 @@ import torch
 
 from annotation_io.skeletons import NUM_KEYPOINTS, UNLABELLED_SLOTS
 from annotation_io.types import Box
+from model.backbones.landmarks import head_top
 from model.backbones.tflite import MediaPipeUnavailableError
 from model.heatmaps import render_gaussians
 
@@ -27,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "HEAD_BOTTOM_FRACTION",
-    "HEAD_TOP_FACTOR",
     "BlazePoseBackbone",
     "MediaPipeUnavailableError",
     "posetrack_from_blazepose",
@@ -55,11 +55,6 @@ _ZERO_CONF_SLOTS = UNLABELLED_SLOTS
 # upper neck sits ~6 cm below the mouth, i.e. ~0.35 of the way; checked on skimage's astronaut (chin ~y172,
 # mouth y151, shoulder line y249 -> y185, just under the chin).
 HEAD_BOTTOM_FRACTION = 0.35
-# head_top = head centre + HEAD_TOP_FACTOR * (eye centre - mouth centre). The eye line lies about halfway
-# between chin and vertex, ~1.8 eye-to-mouth distances below the top of the skull (hair included). The
-# head centre is the mean of eye centre and ear centre, which stays over the skull in profile views where
-# the eyes move to the face's edge. The eye-mouth vector follows head tilt, so no "up" axis is assumed.
-HEAD_TOP_FACTOR = 1.8
 
 
 def posetrack_from_blazepose(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -89,11 +84,9 @@ def posetrack_from_blazepose(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndar
 
     mouth = pts[[_MOUTH_LEFT, _MOUTH_RIGHT]].mean(axis=0)
     shoulders = pts[[_LEFT_SHOULDER, _RIGHT_SHOULDER]].mean(axis=0)
-    eyes = pts[[_LEFT_EYE, _RIGHT_EYE]].mean(axis=0)
-    ears = pts[[_LEFT_EAR, _RIGHT_EAR]].mean(axis=0)
     xy[_HEAD_BOTTOM] = mouth + HEAD_BOTTOM_FRACTION * (shoulders - mouth)
     conf[_HEAD_BOTTOM] = vis[[_MOUTH_LEFT, _MOUTH_RIGHT, _LEFT_SHOULDER, _RIGHT_SHOULDER]].mean()
-    xy[_HEAD_TOP] = (eyes + ears) / 2.0 + HEAD_TOP_FACTOR * (eyes - mouth)
+    xy[_HEAD_TOP] = head_top(pts)  # see model.backbones.landmarks.HEAD_TOP_FACTOR
     face = [_NOSE, _LEFT_EYE, _RIGHT_EYE, _LEFT_EAR, _RIGHT_EAR, _MOUTH_LEFT, _MOUTH_RIGHT]
     conf[_HEAD_TOP] = vis[face].mean()
     return xy, conf

@@ -31,7 +31,8 @@ import numpy as np
 from annotation_io.types import Box
 from model.backbones.tflite import TfliteGraph
 
-__all__ = ["LandmarkModel", "PoseResult", "Roi", "box_fit", "roi_landmarks", "up_rotation"]
+__all__ = ["HEAD_TOP_FACTOR", "LandmarkModel", "PoseResult", "Roi", "box_fit", "head_top", "roi_landmarks",
+           "up_rotation"]
 
 LANDMARK_MODEL = "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
 CROP = 256  # landmark model input side
@@ -42,6 +43,19 @@ ROI_SCALE = 1.25  # mediapipe's ROI enlargement around the alignment square
 MIN_CONFIDENCE = 1e-3  # confidences are floored: an uncertain joint is still returned
 CORE_LANDMARKS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)  # nose, shoulders .. ankles
 _REALIGN_LIMITS = (0.6, 2.5)  # a re-aligned ROI side stays within these x the box's long side
+_EYES, _EARS, _MOUTH = (2, 5), (7, 8), (9, 10)  # BlazePose landmark pairs (left, right)
+# head_top = head centre + HEAD_TOP_FACTOR * (eye centre - mouth centre). The eye line lies about halfway
+# between chin and vertex, ~1.8 eye-to-mouth distances below the top of the skull (hair included). The
+# head centre is the mean of eye centre and ear centre, which stays over the skull in profile views where
+# the eyes move to the face's edge. The eye-mouth vector follows head tilt, so no "up" axis is assumed.
+HEAD_TOP_FACTOR = 1.8
+BODY_BOX_MARGIN = 0.05  # a body box grows by this x its long side (skin and clothes beyond the landmarks)
+
+
+def head_top(xy: np.ndarray) -> np.ndarray:
+    """(2,) the top of the head from BlazePose's (>= 11, 2) face landmarks (see HEAD_TOP_FACTOR)."""
+    eyes, ears, mouth = (np.asarray(xy, float)[list(pair)].mean(axis=0) for pair in (_EYES, _EARS, _MOUTH))
+    return (eyes + ears) / 2.0 + HEAD_TOP_FACTOR * (eyes - mouth)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -122,6 +136,22 @@ class PoseResult:
         idx = np.asarray(CORE_LANDMARKS)
         use = idx[self.visibility[idx] * self.presence[idx] >= min_conf]
         pts = self.xy[use if len(use) >= 3 else idx]
+        (x1, y1), (x2, y2) = pts.min(0), pts.max(0)
+        pad = margin * max(x2 - x1, y2 - y1)
+        return Box.from_xyxy(x1 - pad, y1 - pad, x2 + pad, y2 + pad)
+
+    def body_box(self, min_conf: float = 0.3, margin: float = BODY_BOX_MARGIN) -> Box:
+        """The person box an annotator would draw: the extent of the confident body landmarks (hands and
+        feet included) and the top of the head, grown by `margin` x its long side.
+
+        `box` (core joints only) is what `box_fit` compares with a given box; this one is the box of a
+        person found without one. Measured on the real stills with the detector (limb joints within
+        0.1 x box diagonal): core joints + 8% 72.2%, this box 78.6% (margin 0: 74.4%).
+        """
+        conf = self.visibility[:NUM_BODY] * self.presence[:NUM_BODY]
+        use = np.flatnonzero(conf >= min_conf)
+        pts = self.xy[use if len(use) >= 3 else np.arange(NUM_BODY)]
+        pts = np.vstack([pts, head_top(self.xy)[None]])
         (x1, y1), (x2, y2) = pts.min(0), pts.max(0)
         pad = margin * max(x2 - x1, y2 - y1)
         return Box.from_xyxy(x1 - pad, y1 - pad, x2 + pad, y2 + pad)

@@ -25,7 +25,9 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
     False detections flicker: a stray hit on the background, or a second, partial hit on a person
     already tracked (seen with BlazePose's detector over tiles on a synthetic walk: 10 such boxes in
     40 frames). A short detected track goes when its mean person score is low, or when on one of its
-    frames its box lies mostly (`DUPLICATE_OVERLAP` of the smaller box) on the box of a longer track.
+    frames its joints' box lies mostly (`DUPLICATE_OVERLAP` of the smaller box) on the box of a longer
+    track (the joints, not its person box: a detected box reaches past the joints to hands, feet and
+    head top, and a partial hit's box can stick out of the person it sits on).
 
     Args:
         persons: frame -> predicted persons (``extra["box_source"]`` says where the box came from).
@@ -52,8 +54,9 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
     drop = {t for t in candidates if float(np.mean(scores[t])) < min_score}
     for people in persons.values():
         for p in people:
-            if p.track_id in candidates and p.box is not None and any(
-                    q.track_id not in candidates and q.box is not None and _overlap(p.box, q.box) >= DUPLICATE_OVERLAP
+            joints = p.keypoint_box() or p.box  # where its pose lies; its box reaches past the joints
+            if p.track_id in candidates and joints is not None and any(
+                    q.track_id not in candidates and q.box is not None and _overlap(joints, q.box) >= DUPLICATE_OVERLAP
                     for q in people):
                 drop.add(p.track_id)
     if drop:

@@ -28,6 +28,7 @@ from backend.jobs import registry, worker
 from backend.jobs.runners import RQRunner, runner_factory
 from backend.jobs.worker import run_worker
 from backend.settings import Settings
+from model.pipeline.config import with_propagation
 from tests.backend.conftest import SynthVideo, drain, simulated_factory
 from tests.backend.services.test_events import event
 from tests.backend.services.test_prediction import gt_results
@@ -260,17 +261,28 @@ def test_preannotate_pushes_a_projects_predictions_in_frame_order(
     client = ls_app.test_client()
     version = client.get("/health").json["model_version"]
     fake_ls.tasks[4]["predictions"] = [{"id": 3, "model_version": version, "result": []}]  # already done
+    # ...and so is a task whose prediction holds labels carried from frame 1 (cold start: "+prop").
+    fake_ls.tasks[0]["predictions"] = [{"id": 4, "model_version": with_propagation(version), "result": []}]
     resp = client.post("/preannotate", json={"project": 1})
     assert resp.status_code == 202
     drain(ls_app)
     done = client.get(f"/jobs/{resp.json['job']}").json
     assert done["state"] == "succeeded", done
-    expected = [100 + t for t in range(synth_video.num_frames) if t != 4]
+    expected = [100 + t for t in range(synth_video.num_frames) if t not in (0, 4)]
     assert done["result"] == {"model_version": version, "videos": 1, "tasks": len(expected), "pushed": len(expected),
-                              "failed": 0, "skipped": {"not_frame_task": 1, "already_predicted": 1}}  # fmt: skip
+                              "failed": 0, "skipped": {"not_frame_task": 1, "already_predicted": 2}}  # fmt: skip
     assert done["progress"]["tasks_done"] == done["progress"]["tasks_total"] == len(expected)
     assert [p["task"] for p in fake_ls.pushed] == expected
-    assert all(p["model_version"] == version and p["result"] and 0 < p["score"] <= 1 for p in fake_ls.pushed)
+    assert all(p["result"] and 0 < p["score"] <= 1 for p in fake_ls.pushed)
+    # Frames next to the labelled frame 1 say that they hold carried labels, as /predict does; the rest do not.
+    versions = {p["task"]: p["model_version"] for p in fake_ls.pushed}
+    assert versions[102] == with_propagation(version) != version
+    assert set(versions.values()) <= {version, with_propagation(version)}
+    for task in fake_ls.tasks:  # the pushed predictions are now in the task list: nothing is redone
+        task.setdefault("predictions", []).extend(p for p in fake_ls.pushed if p["task"] == task["id"])
+    again = client.post("/preannotate", json={"project": 1})
+    drain(ls_app)
+    assert client.get(f"/jobs/{again.json['job']}").json["result"]["tasks"] == 0
     with session_scope(ls_app.extensions["dcpose"].sessions) as session:
         rows = {p.task_id: p for p in session.scalars(select(Prediction))}
         assert sorted(rows) == expected

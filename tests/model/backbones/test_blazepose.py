@@ -19,12 +19,12 @@ import model.backbones.tflite
 from annotation_io.skeletons import FLIP_PAIRS, KEYPOINT_INDEX, NUM_KEYPOINTS
 from annotation_io.types import Box
 from model.backbones.blazepose import (
-    HEAD_TOP_FACTOR,
     BlazePoseBackbone,
     MediaPipeUnavailableError,
     posetrack_from_blazepose,
 )
 from model.backbones.detectors import detect_people, hog_people
+from model.backbones.landmarks import HEAD_TOP_FACTOR
 from model.heatmaps import decode
 from model.transforms import crop_geometry, crop_image, crop_to_frame
 

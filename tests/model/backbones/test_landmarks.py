@@ -10,12 +10,13 @@ from annotation_io.skeletons import KEYPOINT_INDEX
 from annotation_io.types import Box
 from model.backbones.blazepose import BlazePoseBackbone, posetrack_from_blazepose
 from model.backbones.detectors import PersonDetector, detect_people, ssd_anchors
-from model.backbones.landmarks import Roi, box_fit, up_rotation
+from model.backbones.landmarks import PoseResult, Roi, box_fit, head_top, up_rotation
 from model.transforms import crop_geometry, crop_image, crop_to_frame
 
 NOSE, LS, RS = 0, KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["right_shoulder"]
 ASTRONAUT_NOSE = (222, 128)  # full-frame BlazePose, measured
 CAMERA_MAN_NOSE = (247, 170)
+ASTRONAUT_HEAD_TOP_Y = 30  # top of her hair, by eye
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,7 @@ def test_detector_finds_people_large_and_small(backbone: BlazePoseBackbone, dete
     astronaut, camera_man = photos
     boxes = detect_people(astronaut, backbone=backbone, detector=detector, use_hog=False)
     assert boxes and boxes[0].contains(*ASTRONAUT_NOSE) and boxes[0].h > 250
+    assert boxes[0].y < ASTRONAUT_HEAD_TOP_Y  # the whole head, as an annotator draws the box
     # Two small people (160 px tall) on a large textured frame: found through the tiles.
     rng = np.random.default_rng(0)
     frame = cv2.GaussianBlur(rng.integers(60, 200, (720, 1280, 3), dtype=np.uint8), (0, 0), 3)
@@ -108,3 +110,24 @@ def test_detector_finds_people_large_and_small(backbone: BlazePoseBackbone, dete
     nose_c = (150 + CAMERA_MAN_NOSE[0] * 160 / 512, 100 + CAMERA_MAN_NOSE[1] * 160 / 512)
     for nose in (nose_a, nose_c):
         assert any(b.contains(*nose) and b.h < 250 for b in small), (nose, small)
+
+
+def test_body_box_holds_hands_feet_and_head_top_not_unsure_points() -> None:
+    xy = np.zeros((39, 2))
+    xy[:33] = [100.0, 200.0]  # every landmark at one point, then spread some out
+    xy[2], xy[5], xy[7], xy[8], xy[9], xy[10] = [95, 100], [105, 100], [90, 102], [110, 102], [97, 120], [103, 120]
+    xy[15], xy[16] = [40, 250], [160, 250]  # wrists
+    xy[19], xy[20] = [20, 260], [185, 260]  # index fingers, beyond the wrists
+    xy[27], xy[28], xy[31], xy[32] = [90, 400], [110, 400], [80, 430], [125, 432]  # ankles, foot tips
+    xy[29] = [500, 500]  # an unsure heel far away
+    vis = np.ones(39)
+    vis[29] = 0.05
+    pose = PoseResult(xy, vis, np.ones(39), 1.0, Roi(100, 250, 400))
+    top = head_top(xy)
+    assert top[1] < 100  # above the eyes
+    box = pose.body_box(margin=0.0)
+    assert box.xyxy == pytest.approx((20, top[1], 185, 432))
+    core = pose.box(margin=0.0)  # core joints only: no fingers, no foot tips, no head top
+    assert core.x > box.x and core.y > box.y and core.y + core.h < 432
+    grown = pose.body_box(margin=0.05)
+    assert grown.h == pytest.approx(box.h * 1.1)

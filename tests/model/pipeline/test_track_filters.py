@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from annotation_io.types import Box, Person
 from model.pipeline.track_filters import drop_flicker
 
@@ -20,3 +22,22 @@ def test_flickering_low_score_detections_are_dropped() -> None:
     # Track 4 is elsewhere (kept); track 5 sits on the lasting track 0 (a duplicate: dropped).
     assert [sorted(p.track_id for p in kept[f]) for f in (3, 4, 5, 6, 7)] == [[0], [0], [0, 3], [0, 4], [0]]
     assert drop_flicker({f: persons[f] for f in range(3, 6)}) == {f: persons[f] for f in range(3, 6)}
+
+
+def test_a_partial_hit_whose_box_sticks_out_is_judged_by_its_joints() -> None:
+    lasting = [Person(track_id=0, box=Box(0, 0, 60, 150), score=0.9, extra={"box_source": "detected"})]
+    persons = {f: list(lasting) for f in range(8)}
+    # A one-frame hit: its joints lie on track 0's lower body, its box reaches far to the right (a hand,
+    # a foot, a stray landmark), so that box lies mostly outside track 0's box.
+    kps = np.zeros((17, 3))
+    kps[5:, :2] = np.column_stack([np.linspace(10, 50, 12), np.linspace(80, 140, 12)])
+    kps[5:, 2] = 1
+    hit = Person(track_id=1, box=Box(10, 70, 120, 80), keypoints=kps, score=0.9, extra={"box_source": "detected"})
+    persons[4] = [*lasting, hit]
+    assert [p.track_id for p in drop_flicker(persons)[4]] == [0]
+    # The same hit elsewhere is a person of its own.
+    away = hit.copy()
+    away.keypoints[:, 0] += 300
+    away.box = Box(310, 70, 120, 80)
+    persons[4] = [*lasting, away]
+    assert [p.track_id for p in drop_flicker(persons)[4]] == [0, 1]
