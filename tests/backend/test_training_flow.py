@@ -10,7 +10,9 @@ Both job runners are exercised: worker threads and RQ on Redis.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -63,18 +65,79 @@ def make_video(root: Path, frames: int, size: tuple[int, int] = (320, 240), seed
     return SynthVideo(gt.name, gt, paths, size[0], size[1])
 
 
-def head_factory(video: SynthVideo, **simulation: Any) -> Any:
-    """Predictor factory honouring the spec's head: the simulated backbone (one instance) + the stored head."""
-    from model.pipeline.predictor import Predictor, load_head
-    from model.testing.simulated import SimulatedBackbone, SimulationConfig
+class HeadFactory:
+    """Predictor factory honouring the spec's head: the simulated backbone (one per process) + the stored head.
 
-    backbone = SimulatedBackbone(video.gt, seed=0, config=SimulationConfig(**simulation))
+    Picklable: training jobs run in a spawned child process (`backend.jobs.child`), which receives it.
+    `fault` (set between jobs) makes the next training process misbehave: the factory builds the
+    training backbone in the child, and there (never in the test process) it replaces
+    `model.training.loop.train_head` (see FAULTS).
+    """
 
-    def factory(spec: Any) -> Any:
-        head, version = load_head(spec.head, backbone.name) if spec.head else (None, None)
-        return Predictor(backbone, head, head_version=version, detector=GTDetector(video))
+    def __init__(self, video: SynthVideo, fault: str | None = None, **simulation: Any) -> None:
+        self.video, self.fault, self.simulation = video, fault, simulation
+        self._backbone: Any = None
 
-    return factory
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_backbone": None}  # each process builds its own
+
+    def __call__(self, spec: Any) -> Any:
+        from model.pipeline.predictor import Predictor, load_head
+        from model.testing.simulated import SimulatedBackbone, SimulationConfig
+
+        torch.set_num_threads(1)  # as tests.backend.conftest: small tensors, 2 shared cores
+        if self.fault is not None and multiprocessing.parent_process() is not None:  # only in a job process
+            FAULTS[self.fault]()
+        if self._backbone is None:
+            self._backbone = SimulatedBackbone(self.video.gt, seed=0, config=SimulationConfig(**self.simulation))
+        head, version = load_head(spec.head, self._backbone.name) if spec.head else (None, None)
+        return Predictor(self._backbone, head, head_version=version, detector=GTDetector(self.video))
+
+
+def head_factory(video: SynthVideo, **simulation: Any) -> HeadFactory:
+    return HeadFactory(video, **simulation)
+
+
+def damage(head: Any) -> None:
+    """Scales every weight of the head's correction network: a broken checkpoint that still loads."""
+    with torch.no_grad():
+        for p in head.pose_correction.parameters():
+            p.mul_(-3.0)
+
+
+def _install_damage() -> None:
+    """The real training, then the head's correction weights wrecked before it is written."""
+    import model.training.loop as loop
+
+    real = getattr(loop.train_head, "real", loop.train_head)
+
+    def damaged_training(head: Any, *args: Any, **kwargs: Any) -> Any:
+        result = real(head, *args, **kwargs)
+        damage(head)
+        return result
+
+    damaged_training.real = real  # type: ignore[attr-defined]
+    loop.train_head = damaged_training
+
+
+def _install_death() -> None:
+    """The training raises at its first progress report (epoch 1, step 1)."""
+    import model.training.loop as loop
+
+    real = getattr(loop.train_head, "real", loop.train_head)
+
+    def dying(head: Any, *args: Any, progress: Any = None, **kwargs: Any) -> Any:
+        def report(epoch: int, step: int, loss: float) -> None:
+            progress(epoch, step, loss)
+            raise RuntimeError("worker killed during epoch 1")
+
+        return real(head, *args, progress=report, **kwargs)
+
+    dying.real = real  # type: ignore[attr-defined]
+    loop.train_head = dying
+
+
+FAULTS = {"damage": _install_damage, "die": _install_death}
 
 
 @dataclass
@@ -174,22 +237,14 @@ def test_corrections_train_a_version_that_beats_the_backbone_and_is_promoted(
     assert details["state"] == "serving" and Path(details["curve_png"]).is_file()
 
 
-def damage(head: Any) -> None:
-    """Scales every weight of the head's correction network: a broken checkpoint that still loads."""
-    with torch.no_grad():
-        for p in head.pose_correction.parameters():
-            p.mul_(-3.0)
-
-
-def test_training_flow_gate_rejects_a_damaged_head_and_rollback_restores_serving(
-    quick_world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import model.training.loop
-
+def test_training_flow_gate_rejects_a_damaged_head_and_rollback_restores_serving(quick_world: World) -> None:
     world, ctx = quick_world, quick_world.ctx
     cold = world.setup_version()
-    job = world.job(world.start_training())
+    job_id = world.start_training()
+    job = world.job(job_id)
     assert job["state"] in ("succeeded", "rejected"), job
+    row = wait_for_job(ctx, job_id)
+    assert row.pid is not None and row.pid != os.getpid(), "the training ran in another process"
     assert job["progress"]["phase"] == "done" and job["progress"]["epochs"] == 1 and "loss" in job["progress"]
     result = job["result"]
     assert result["version"] == "p1-v1" and result["start_from"] == "released-init"
@@ -216,14 +271,7 @@ def test_training_flow_gate_rejects_a_damaged_head_and_rollback_restores_serving
     assert serving == "p1-v1" and version_row(ctx, "p1-v0").parent == cold
 
     # A damaged head: the real training, then its correction weights wrecked before it is written.
-    real = model.training.loop.train_head
-
-    def damaged_training(head: Any, *args: Any, **kwargs: Any) -> Any:
-        result = real(head, *args, **kwargs)
-        damage(head)
-        return result
-
-    monkeypatch.setattr(model.training.loop, "train_head", damaged_training)
+    ctx.predictors.factory.fault = "damage"
     resp = world.client.post("/train", json={"project": 1})
     assert resp.status_code == 202
     job = world.job(resp.json["job"])
@@ -244,23 +292,10 @@ def test_training_flow_gate_rejects_a_damaged_head_and_rollback_restores_serving
     assert str(version_files(ctx.settings.model_dir, "p1-v1")["head"].resolve()) in predictor_heads
 
 
-def test_a_job_that_dies_leaves_serving_intact_and_stale_jobs_fail_at_start_up(
-    quick_world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import model.training.loop
-
+def test_a_job_that_dies_leaves_serving_intact_and_stale_jobs_fail_at_start_up(quick_world: World) -> None:
     world, ctx = quick_world, quick_world.ctx
     cold = world.setup_version()
-    real = model.training.loop.train_head
-
-    def dying(head: Any, *args: Any, progress: Any = None, **kwargs: Any) -> Any:
-        def report(epoch: int, step: int, loss: float) -> None:
-            progress(epoch, step, loss)
-            raise RuntimeError("worker killed during epoch 1")
-
-        return real(head, *args, progress=report, **kwargs)
-
-    monkeypatch.setattr(model.training.loop, "train_head", dying)
+    ctx.predictors.factory.fault = "die"  # the training process raises at its first progress report
     job = world.job(world.client.post("/train", json={"project": 1}).json["job"])
     assert job["state"] == "failed" and "worker killed during epoch 1" in job["error"]
     assert job["progress"]["phase"] == "train" and job["progress"]["step"] == 1
@@ -285,6 +320,35 @@ def test_a_job_that_dies_leaves_serving_intact_and_stale_jobs_fail_at_start_up(
         assert restarted.test_client().post("/setup", json=SETUP).json["model_version"] == cold
     finally:
         restarted.extensions["dcpose"].close()
+
+
+def test_killing_the_training_process_fails_the_job_and_leaves_serving_and_versions_intact(
+    quick_world: World,
+) -> None:
+    world, ctx = quick_world, quick_world.ctx
+    cold = world.setup_version()
+    job_id = world.client.post("/train", json={"project": 1, "config": {"epochs": 10_000}}).json["job"]
+    deadline = time.monotonic() + 120
+    while True:  # until the child runs the job (10,000 epochs: it is still at it when killed)
+        with session_scope(ctx.sessions) as session:
+            row = db_jobs.get_job(session=session, job_id=job_id)
+            state, pid = row.state, row.pid
+        if state == "running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert state == "running" and pid is not None and pid != os.getpid(), (state, pid)
+    time.sleep(1.0)  # a moment into the run: its first progress record is written
+    os.kill(pid, signal.SIGKILL)
+    job = world.job(job_id, timeout=60)
+    assert job["state"] == "failed", job
+    assert f"the job process {pid} was killed by signal SIGKILL" in job["error"], job["error"]
+    assert job["progress"]["phase"] in ("gather", "cache", "train"), "the progress the child reported is kept"
+    assert world.setup_version() == cold
+    with session_scope(ctx.sessions) as session:
+        assert versions.list_versions(session=session, project_id=1) == []
+    root = ctx.settings.model_dir / "versions"
+    named = [p.name for p in root.iterdir() if not p.name.startswith(".tmp-")] if root.exists() else []
+    assert named == [], "no version folder from the killed run"
 
 
 # ----------------------------------------------------------------------------- RQ on Redis
