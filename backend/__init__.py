@@ -11,7 +11,8 @@ Map of the package (layers top to bottom; a module imports only from layers belo
   schedule / promote / readiness), fine-tuning, the promotion gate, bulk pre-annotation, training
   data, corrections, `ls_sync` (Label Studio's project model_version and ML-card notes through its
   REST API), `status` (the status page's data and SVG charts).
-- `jobs/`: background work: the job registry, job execution, runners (threads, RQ), the RQ worker.
+- `jobs/`: background work: the job registry, job execution, training in a child process, runners
+  (threads, RQ), the RQ worker.
 - `context`: BackendContext (settings, DB sessions, predictor cache, frames, job runner) and build_context.
 - `predictor_cache`: loaded Predictors by (backbone, weights, head, device); thread-safe leases.
 - `ls/`: Label Studio: the REST client, task frames with a download cache, the import commands.

@@ -2,7 +2,7 @@
 
 Functions are named, not passed, so that RQ can find them in its worker: `JOB_FUNCTIONS` maps a
 name to "module:function". A job function takes (ctx, *, job_id, report, project_id, **params) and
-returns a JSON-able result dict; a call function (untracked, e.g. processing a recorded webhook
+returns a JSON-able result dict (those in `CHILD_FUNCTIONS` run in a child process); a call function (untracked, e.g. processing a recorded webhook
 event) takes (ctx, **params). The job kinds are `backend.db.tables.JobKind` (the database checks
 them too); each kind's function is registered under the kind's own name.
 """
@@ -30,10 +30,18 @@ JOB_FUNCTIONS: dict[str, str] = {
     PROCESS_EVENTS: "backend.services.events:process_events",
 }
 JobFunction = Callable[..., Mapping[str, Any] | None]
+# Jobs whose function runs in a child process (`backend.jobs.child`): what they hold goes back to the OS
+# when they end. Keyed by the function, not the name, so that a stand-in registered as "train" runs in-process.
+CHILD_FUNCTIONS: frozenset[str] = frozenset({"backend.services.finetune:run_training"})
 
 
 class JobQueueError(RuntimeError):
     """The job queue (Redis) cannot take the job, or the runner is stopped."""
+
+
+def runs_in_child(name: str) -> bool:
+    """Whether the job registered under `name` runs in a child process (`CHILD_FUNCTIONS`)."""
+    return JOB_FUNCTIONS.get(name) in CHILD_FUNCTIONS
 
 
 def resolve(name: str) -> JobFunction:

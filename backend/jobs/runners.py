@@ -14,7 +14,7 @@ call (one transaction). `RQRunner` (when REDIS_URL is set) puts everything on th
 executed by `python -m backend worker` (`backend.jobs.worker`); several workers may run: events of one
 annotation are idempotent by `updated_at`, and deletes are found through tombstones whatever the order.
 
-What runs is named in `backend.jobs.registry`. `runner_factory(settings, mode)` is what
+What runs is named in `backend.jobs.registry`; training jobs run in a child process (`backend.jobs.child`). `runner_factory(settings, mode)` is what
 `backend.context.build_context` is given to build a runner.
 """
 
@@ -34,7 +34,8 @@ from backend.db import jobs as db_jobs
 from backend.db.queries import ConflictError
 from backend.db.session import session_scope
 from backend.db.tables import JobKind, WebhookEvent
-from backend.jobs.execution import Item, run_item
+from backend.jobs.child import run_item
+from backend.jobs.execution import Item
 from backend.jobs.registry import PROCESS_EVENT, PROCESS_EVENTS, JobQueueError, resolve
 from backend.settings import Settings
 

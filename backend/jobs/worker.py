@@ -2,6 +2,8 @@
 
 Same as ``rq worker -u $REDIS_URL dcpose`` started with the service's environment (DATABASE_URL,
 ...): every queued item runs `rq_entry`, which builds the context once per worker process.
+Training jobs run in a spawned child of the work horse, as in the web process (`backend.jobs.child`):
+the same code path everywhere, also under `SimpleWorker` (no work horse) and `--burst` in tests.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import threading
 from typing import Any
 
 from backend.context import BackendContext, build_context
-from backend.jobs.execution import run_item
+from backend.jobs.child import run_item
 from backend.jobs.registry import JobQueueError
 from backend.jobs.runners import RQRunner, runner_factory
 from backend.settings import Settings

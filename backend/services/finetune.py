@@ -1,6 +1,7 @@
 """Fine-tuning on human corrections: DB labels -> samples -> head training -> version files -> gate.
 
-The "train" job (`run_training`, run by a `backend.jobs.runners` runner in a worker thread or an RQ worker):
+The "train" job (`run_training`, queued on a `backend.jobs.runners` runner and run in a spawned child
+process of the web process or RQ worker, `backend.jobs.child`, so that its memory is returned when it ends):
 
 1. `backend.services.training_data.gather_project_data`: every human-checked frame of the project,
    i.e. the newest live, not cancelled annotation of each (video, frame) task, as persons (visibility = annotation joints,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -26,6 +27,9 @@ from annotation_io.types import Video
 from backend.db.session import current_revision, head_revision, make_engine, migrate, session_factory
 from backend.db.tables import Base
 from backend.settings import Settings
+
+if TYPE_CHECKING:
+    from model.pipeline.predictor import Predictor
 
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_BACKENDS = ("sqlite", "postgresql")
@@ -184,22 +188,35 @@ class GTDetector:
         return []
 
 
-def simulated_factory(video: SynthVideo, calls: list | None = None) -> Callable:
+class SimulatedFactory:
+    """A predictor factory for `create_app`: a real Predictor over the simulated backbone (fast).
+
+    A picklable object, not a closure: training jobs run in a spawned child process
+    (`backend.jobs.child`), which receives the service's predictor factory.
+    """
+
+    def __init__(self, video: SynthVideo, calls: list | None = None) -> None:
+        self.video, self.calls = video, calls
+
+    def __call__(self, spec: object) -> Predictor:
+        import torch
+
+        from model.pipeline.predictor import Predictor
+        from model.testing.simulated import SimulatedBackbone
+
+        # Tiny tensors: one intra-op thread is ~10x faster than two on the 2-core test machines.
+        torch.set_num_threads(1)
+        if self.calls is not None:
+            self.calls.append(spec)
+        return Predictor(SimulatedBackbone(self.video.gt, seed=0), None, detector=GTDetector(self.video))
+
+
+def simulated_factory(video: SynthVideo, calls: list | None = None) -> SimulatedFactory:
     """A predictor factory for `create_app`: a real Predictor over the simulated backbone (fast)."""
     import torch
 
-    from model.pipeline.predictor import Predictor
-    from model.testing.simulated import SimulatedBackbone
-
-    # Tiny tensors: one intra-op thread is ~10x faster than two on the 2-core test machines.
-    torch.set_num_threads(1)
-
-    def factory(spec: object) -> Predictor:
-        if calls is not None:
-            calls.append(spec)
-        return Predictor(SimulatedBackbone(video.gt, seed=0), None, detector=GTDetector(video))
-
-    return factory
+    torch.set_num_threads(1)  # as SimulatedFactory.__call__, from the start
+    return SimulatedFactory(video, calls)
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ def make_world(label_studio: LabelStudioServer, tmp_path: Path,  # noqa: F811
 
 def start_backend(label_studio: LabelStudioServer, tmp_path: Path, video: SynthVideo) -> RunningBackend:  # noqa: F811
     from backend.app import create_app
-    from tests.backend.test_training_flow import head_factory
+    from tests.backend.head_factory import head_factory
 
     settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.token,
                         data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'backend.db'}",

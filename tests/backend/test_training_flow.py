@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,7 +39,8 @@ from backend.jobs.runners import RQRunner
 from backend.jobs.worker import run_worker
 from backend.services.version_files import version_files
 from backend.settings import Settings
-from tests.backend.conftest import GTDetector, SynthVideo
+from tests.backend.conftest import SynthVideo
+from tests.backend.head_factory import head_factory
 from tests.backend.services.test_events import CONFIG, event
 from tests.backend.support import wait_for_job
 
@@ -61,20 +63,6 @@ def make_video(root: Path, frames: int, size: tuple[int, int] = (320, 240), seed
     gt = load(path)
     paths = [root / "images" / gt.name / f"{t:06d}.jpg" for t in range(gt.num_frames)]
     return SynthVideo(gt.name, gt, paths, size[0], size[1])
-
-
-def head_factory(video: SynthVideo, **simulation: Any) -> Any:
-    """Predictor factory honouring the spec's head: the simulated backbone (one instance) + the stored head."""
-    from model.pipeline.predictor import Predictor, load_head
-    from model.testing.simulated import SimulatedBackbone, SimulationConfig
-
-    backbone = SimulatedBackbone(video.gt, seed=0, config=SimulationConfig(**simulation))
-
-    def factory(spec: Any) -> Any:
-        head, version = load_head(spec.head, backbone.name) if spec.head else (None, None)
-        return Predictor(backbone, head, head_version=version, detector=GTDetector(video))
-
-    return factory
 
 
 @dataclass
@@ -174,22 +162,14 @@ def test_corrections_train_a_version_that_beats_the_backbone_and_is_promoted(
     assert details["state"] == "serving" and Path(details["curve_png"]).is_file()
 
 
-def damage(head: Any) -> None:
-    """Scales every weight of the head's correction network: a broken checkpoint that still loads."""
-    with torch.no_grad():
-        for p in head.pose_correction.parameters():
-            p.mul_(-3.0)
-
-
-def test_training_flow_gate_rejects_a_damaged_head_and_rollback_restores_serving(
-    quick_world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import model.training.loop
-
+def test_training_flow_gate_rejects_a_damaged_head_and_rollback_restores_serving(quick_world: World) -> None:
     world, ctx = quick_world, quick_world.ctx
     cold = world.setup_version()
-    job = world.job(world.start_training())
+    job_id = world.start_training()
+    job = world.job(job_id)
     assert job["state"] in ("succeeded", "rejected"), job
+    row = wait_for_job(ctx, job_id)
+    assert row.pid is not None and row.pid != os.getpid(), "the training ran in another process"
     assert job["progress"]["phase"] == "done" and job["progress"]["epochs"] == 1 and "loss" in job["progress"]
     result = job["result"]
     assert result["version"] == "p1-v1" and result["start_from"] == "released-init"
@@ -216,14 +196,7 @@ def test_training_flow_gate_rejects_a_damaged_head_and_rollback_restores_serving
     assert serving == "p1-v1" and version_row(ctx, "p1-v0").parent == cold
 
     # A damaged head: the real training, then its correction weights wrecked before it is written.
-    real = model.training.loop.train_head
-
-    def damaged_training(head: Any, *args: Any, **kwargs: Any) -> Any:
-        result = real(head, *args, **kwargs)
-        damage(head)
-        return result
-
-    monkeypatch.setattr(model.training.loop, "train_head", damaged_training)
+    ctx.predictors.factory.fault = "damage"
     resp = world.client.post("/train", json={"project": 1})
     assert resp.status_code == 202
     job = world.job(resp.json["job"])
@@ -244,23 +217,10 @@ def test_training_flow_gate_rejects_a_damaged_head_and_rollback_restores_serving
     assert str(version_files(ctx.settings.model_dir, "p1-v1")["head"].resolve()) in predictor_heads
 
 
-def test_a_job_that_dies_leaves_serving_intact_and_stale_jobs_fail_at_start_up(
-    quick_world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import model.training.loop
-
+def test_a_job_that_dies_leaves_serving_intact_and_stale_jobs_fail_at_start_up(quick_world: World) -> None:
     world, ctx = quick_world, quick_world.ctx
     cold = world.setup_version()
-    real = model.training.loop.train_head
-
-    def dying(head: Any, *args: Any, progress: Any = None, **kwargs: Any) -> Any:
-        def report(epoch: int, step: int, loss: float) -> None:
-            progress(epoch, step, loss)
-            raise RuntimeError("worker killed during epoch 1")
-
-        return real(head, *args, progress=report, **kwargs)
-
-    monkeypatch.setattr(model.training.loop, "train_head", dying)
+    ctx.predictors.factory.fault = "die"  # the training process raises at its first progress report
     job = world.job(world.client.post("/train", json={"project": 1}).json["job"])
     assert job["state"] == "failed" and "worker killed during epoch 1" in job["error"]
     assert job["progress"]["phase"] == "train" and job["progress"]["step"] == 1
@@ -285,6 +245,35 @@ def test_a_job_that_dies_leaves_serving_intact_and_stale_jobs_fail_at_start_up(
         assert restarted.test_client().post("/setup", json=SETUP).json["model_version"] == cold
     finally:
         restarted.extensions["dcpose"].close()
+
+
+def test_killing_the_training_process_fails_the_job_and_leaves_serving_and_versions_intact(
+    quick_world: World,
+) -> None:
+    world, ctx = quick_world, quick_world.ctx
+    cold = world.setup_version()
+    job_id = world.client.post("/train", json={"project": 1, "config": {"epochs": 10_000}}).json["job"]
+    deadline = time.monotonic() + 120
+    while True:  # until the child runs the job (10,000 epochs: it is still at it when killed)
+        with session_scope(ctx.sessions) as session:
+            row = db_jobs.get_job(session=session, job_id=job_id)
+            state, pid = row.state, row.pid
+        if state == "running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert state == "running" and pid is not None and pid != os.getpid(), (state, pid)
+    time.sleep(1.0)  # a moment into the run: its first progress record is written
+    os.kill(pid, signal.SIGKILL)
+    job = world.job(job_id, timeout=60)
+    assert job["state"] == "failed", job
+    assert f"the job process {pid} was killed by signal SIGKILL" in job["error"], job["error"]
+    assert job["progress"]["phase"] in ("gather", "cache", "train"), "the progress the child reported is kept"
+    assert world.setup_version() == cold
+    with session_scope(ctx.sessions) as session:
+        assert versions.list_versions(session=session, project_id=1) == []
+    root = ctx.settings.model_dir / "versions"
+    named = [p.name for p in root.iterdir() if not p.name.startswith(".tmp-")] if root.exists() else []
+    assert named == [], "no version folder from the killed run"
 
 
 # ----------------------------------------------------------------------------- RQ on Redis
