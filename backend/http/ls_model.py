@@ -66,7 +66,7 @@ class DCPoseBackend:
         project's model_version in Label Studio in step with the serving version."""
         if self.project_id is None:
             return
-        with self.ctx.intake.recording(), session_scope(self.ctx.sessions) as session:  # LS waits: goes first
+        with session_scope(self.ctx.sessions) as session:
             queries.upsert_project(
                 session=session, project_id=self.project_id, label_config=self.label_config
             )

@@ -552,7 +552,7 @@ def test_event_dedup_and_sanitising(db_factory: sessionmaker[Session]) -> None:
         "ANNOTATIONS_DELETED", [1, 2]
     )
     with session_scope(db_factory) as s:
-        event, new = events.record_event(
+        event_id, new = events.record_event(
             session=s,
             action="ANNOTATION_CREATED",
             dedup_key=key,
@@ -570,8 +570,8 @@ def test_event_dedup_and_sanitising(db_factory: sessionmaker[Session]) -> None:
             annotation_id=10,
             payload=payload,
         )
-        assert not new and again.id == event.id
-        events.mark_event(session=s, event_id=event.id, status="processed")
+        assert not new and again == event_id
+        events.mark_event(session=s, event_id=event_id, status="processed")
     with session_scope(db_factory) as s:
         rows = s.scalars(select(WebhookEvent)).all()
         assert len(rows) == 1 and rows[0].status == "processed" and rows[0].processed_at is not None
@@ -580,7 +580,7 @@ def test_event_dedup_and_sanitising(db_factory: sessionmaker[Session]) -> None:
         assert stored["project"] == {"id": 1, "title": "p", "label_config": "<View/>"}
         assert stored["annotation"] == payload["annotation"] and stored["task"] == payload["task"]
         with pytest.raises(ValueError, match="event status"):
-            events.mark_event(session=s, event_id=event.id, status="eaten")
+            events.mark_event(session=s, event_id=event_id, status="eaten")
 
 
 # ----------------------------------------------------------------------------- concurrency
