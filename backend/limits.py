@@ -8,7 +8,10 @@ walk over the JSON, never a database row, a frame set or a model call. No Flask 
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +90,34 @@ def check_json(value: Any, *, max_depth: int) -> None:
             raise LimitError(f"numbers must be finite, got {item!r}")
 
 
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_text_depth(raw: bytes) -> int | None:
+    """The nesting depth of valid UTF-8 JSON text, from its brackets outside strings (as `check_json` counts it).
+
+    A scan of the text instead of a walk over every parsed value; None when the text is not UTF-8
+    (JSON may come as UTF-16 or -32: walk the parsed value with `check_json` then)."""
+    if json.detect_encoding(raw) not in ("utf-8", "utf-8-sig"):
+        return None
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", raw))
+    return max(itertools.accumulate(_BRACKET_STEP[b] for b in brackets), default=0)
+
+
+def finite_float(text: str) -> float:
+    """`json.loads(..., parse_float=finite_float)`: a JSON number that overflows to infinity is refused.
+
+    Raises:
+        LimitError: the number is beyond float range (1e999).
+    """
+    value = float(text)
+    if not math.isfinite(value):
+        raise LimitError(f"numbers must be finite, got {text[:40]}")
+    return value
+
+
 def check_frame_fields(data: Mapping[str, Any], limits: Limits, where: str) -> None:
     """Refuses a task's `nframes` / `frame_index` beyond MAX_VIDEO_FRAMES (other checks are the converter's).
 
@@ -110,13 +141,15 @@ def count_regions(result: Any, limits: Limits, where: str) -> tuple[int, int]:
     persons = keypoints = 0
     if not isinstance(result, list):
         return 0, 0
+    low, high = -limits.coordinate_tolerance_pct, 100.0 + limits.coordinate_tolerance_pct
     for i, item in enumerate(result):
         if not isinstance(item, dict):
             continue
         kind = _kind(item)
-        persons += kind in PERSON_TYPES
+        person = kind in PERSON_TYPES
+        persons += person
         keypoints += kind in KEYPOINT_TYPES
-        _check_region(item, limits, f"{where}[{i}]")
+        _check_region(item, person, low, high, limits, where, i)
     return persons, keypoints
 
 
@@ -169,29 +202,32 @@ def check_tasks(tasks: Iterable[Any], limits: Limits) -> None:
         check_task(task, limits, f"tasks[{i}]")
 
 
-def _check_region(item: Mapping[str, Any], limits: Limits, where: str) -> None:
+def _check_region(item: Mapping[str, Any], person: bool, low: float, high: float, limits: Limits, where: str,
+                  index: int) -> None:  # fmt: skip
+    """Checks one region (`where` and `index` name it in an error; the message is built only then)."""
     for key in ("original_width", "original_height"):
         if key in item and item[key] is not None:
             size = _number(item[key])
             if size is None or not 0 < size <= 1_000_000:
-                raise LimitError(f"{where}.{key} must be a positive image size, got {_short(item[key])}")
+                raise LimitError(f"{where}[{index}].{key} must be a positive image size, got {_short(item[key])}")
     value = item.get("value")
     if not isinstance(value, Mapping):
         return
-    low, high = -limits.coordinate_tolerance_pct, 100.0 + limits.coordinate_tolerance_pct
-    for key in _PERCENT_FIELDS:
-        number = _number(value.get(key))
+    numbers = {key: _number(value.get(key)) for key in _PERCENT_FIELDS}
+    for key, number in numbers.items():
         if number is None:
             continue
         span = number if key in ("x", "y") else abs(number)
         if not low <= span <= high:
-            raise LimitError(f"{where}.value.{key}={_short(value.get(key))} is outside the image (0-100 % "
+            raise LimitError(f"{where}[{index}].value.{key}={_short(value.get(key))} is outside the image (0-100 % "
                              f"with COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
+    if not person:
+        return
     for origin, extent in (("x", "width"), ("y", "height")):
-        start, size = _number(value.get(origin)), _number(value.get(extent))
-        if start is not None and size is not None and _kind(item) in PERSON_TYPES and start + size > high:
-            raise LimitError(f"{where}.value: {origin} + {extent} = {start + size:g} % reaches outside the image "
-                             f"(COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
+        start, size = numbers[origin], numbers[extent]
+        if start is not None and size is not None and start + size > high:
+            raise LimitError(f"{where}[{index}].value: {origin} + {extent} = {start + size:g} % reaches outside the "
+                             f"image (COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
 
 
 def _kind(item: Mapping[str, Any]) -> str:
@@ -205,6 +241,8 @@ def _at_most(count: int, limit: int, what: str, name: str) -> None:
 
 
 def _number(value: Any) -> float | None:
+    if type(value) is float:  # the common case first (JSON numbers with a fraction)
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf

@@ -10,7 +10,7 @@ the caller's `session_scope` transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,18 +20,38 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from backend.db.queries import CorrectionFields
-from backend.db.tables import Annotation, Correction, Prediction, Project, Task, WebhookEvent, utcnow
+from backend.db.tables import (
+    Annotation,
+    Correction,
+    DeletedAnnotation,
+    Prediction,
+    Project,
+    Task,
+    VideoRecord,
+    WebhookEvent,
+    utcnow,
+)
 
 Reader = Connection | Session
 IN_CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit
 
 _STATEMENTS: dict[tuple[str, ...], Any] = {}
+_IDS = bindparam("ids", expanding=True)
 
 
-def _chunks(ids: Iterable[int]) -> Iterable[list[int]]:
+def _built(key: tuple[str, ...], build: Callable[[], Any]) -> Any:
+    """The statement under `key`, built on first use (SQLAlchemy then compiles it once per dialect)."""
+    if key not in _STATEMENTS:
+        _STATEMENTS[key] = build()
+    return _STATEMENTS[key]
+
+
+def _in_chunks(reader: Reader, key: str, build: Callable[[], Any], ids: Iterable[int]) -> Iterable[Row[Any]]:
+    """The rows of a prebuilt ``... IN :ids`` statement, IN_CHUNK ids at a time."""
+    stmt = _built((key,), build)
     items = sorted(set(ids))
     for start in range(0, len(items), IN_CHUNK):
-        yield items[start : start + IN_CHUNK]
+        yield from reader.execute(stmt, {"ids": items[start : start + IN_CHUNK]})
 
 
 def _insert(dialect: str) -> Any:
@@ -43,29 +63,32 @@ def _insert(dialect: str) -> Any:
 
 def load_events(reader: Reader, event_ids: Collection[int]) -> dict[int, Row[Any]]:
     """The events by id (id, action, project_id, annotation_id, status, payload); absent ids are left out."""
-    columns = (WebhookEvent.id, WebhookEvent.action, WebhookEvent.project_id, WebhookEvent.annotation_id,
-               WebhookEvent.status, WebhookEvent.payload)  # fmt: skip
-    out: dict[int, Row[Any]] = {}
-    for chunk in _chunks(event_ids):
-        out.update((row.id, row) for row in reader.execute(select(*columns).where(WebhookEvent.id.in_(chunk))))
-    return out
+    e = WebhookEvent
+    rows = _in_chunks(reader, "events", lambda: select(e.id, e.action, e.project_id, e.annotation_id, e.status,
+                                                        e.payload).where(e.id.in_(_IDS)), event_ids)  # fmt: skip
+    return {row.id: row for row in rows}
+
+
+def tombstoned(reader: Reader, annotation_ids: Collection[int]) -> set[int]:
+    """The ids among `annotation_ids` that a received delete named (`backend.db.events.tombstoned`)."""
+    d = DeletedAnnotation
+    rows = _in_chunks(reader, "tombstones", lambda: select(d.annotation_id).where(d.annotation_id.in_(_IDS)),
+                      annotation_ids)  # fmt: skip
+    return {row[0] for row in rows}
 
 
 def label_configs(reader: Reader, project_ids: Collection[int]) -> dict[int, str | None]:
     """The stored labelling config of each known project."""
-    out: dict[int, str | None] = {}
-    for chunk in _chunks(project_ids):
-        out.update((i, xml) for i, xml in reader.execute(select(Project.id, Project.label_config)
-                                                            .where(Project.id.in_(chunk))))  # fmt: skip
-    return out
+    rows = _in_chunks(reader, "configs", lambda: select(Project.id, Project.label_config)
+                      .where(Project.id.in_(_IDS)), project_ids)  # fmt: skip
+    return {i: xml for i, xml in rows}
 
 
 def task_projects(reader: Reader, task_ids: Collection[int]) -> dict[int, int]:
     """The project of each stored task."""
-    out: dict[int, int] = {}
-    for chunk in _chunks(task_ids):
-        out.update((i, p) for i, p in reader.execute(select(Task.id, Task.project_id).where(Task.id.in_(chunk))))
-    return out
+    rows = _in_chunks(reader, "task_projects", lambda: select(Task.id, Task.project_id).where(Task.id.in_(_IDS)),
+                      task_ids)  # fmt: skip
+    return {i: p for i, p in rows}
 
 
 @dataclass(frozen=True)
@@ -81,21 +104,70 @@ def latest_predictions(reader: Reader, task_ids: Collection[int]) -> dict[int, L
     """The newest prediction of each task that has one (as `backend.db.queries.latest_prediction`).
 
     Two statements: the candidates' ids and times (no JSON decoded), then the winners' persons."""
+    p = Prediction
     newest: dict[int, tuple[datetime, int]] = {}
-    for chunk in _chunks(task_ids):
-        stmt = select(Prediction.task_id, Prediction.created_at, Prediction.id).where(Prediction.task_id.in_(chunk))
-        for task_id, created, pid in reader.execute(stmt):
-            if task_id not in newest or (created, pid) > newest[task_id]:
-                newest[task_id] = (created, pid)
-    out: dict[int, LatestPrediction] = {}
-    for chunk in _chunks(pid for _, pid in newest.values()):
-        stmt = select(Prediction.task_id, Prediction.id, Prediction.model_version, Prediction.persons)
-        for task_id, pid, version, persons in reader.execute(stmt.where(Prediction.id.in_(chunk))):
-            out[task_id] = LatestPrediction(pid, version, persons or [])
-    return out
+    times = _in_chunks(reader, "prediction_times", lambda: select(p.task_id, p.created_at, p.id)
+                       .where(p.task_id.in_(_IDS)), task_ids)  # fmt: skip
+    for task_id, created, pid in times:
+        if task_id not in newest or (created, pid) > newest[task_id]:
+            newest[task_id] = (created, pid)
+    rows = _in_chunks(reader, "predictions", lambda: select(p.task_id, p.id, p.model_version, p.persons)
+                      .where(p.id.in_(_IDS)), (pid for _, pid in newest.values()))  # fmt: skip
+    return {task_id: LatestPrediction(pid, version, persons or []) for task_id, pid, version, persons in rows}
 
 
 # ----------------------------------------------------------------------------- writes
+
+
+def ensure_projects(session: Session, project_ids: Collection[int]) -> None:
+    """Creates the project rows that are missing (one executemany); stored ones are left as they are."""
+    dialect = session.get_bind().dialect.name
+
+    def build() -> Any:
+        table = Project.__table__
+        stmt = _insert(dialect)(table).values({n: bindparam(n, type_=table.c[n].type)
+                                               for n in ("id", "created_at", "updated_at")})  # fmt: skip
+        return stmt.on_conflict_do_nothing(index_elements=["id"])
+
+    if project_ids:
+        now = utcnow()
+        session.execute(_built(("ensure_projects", dialect), build),
+                        [{"id": i, "created_at": now, "updated_at": now} for i in sorted(set(project_ids))])  # fmt: skip
+
+
+def update_project(session: Session, project_id: int, title: str | None, label_config: str | None) -> None:
+    """Sets the title and labelling config given (None leaves one as it is), as `queries.upsert_project`.
+
+    The row must exist (`ensure_projects`); it is written only when a value differs."""
+
+    def build() -> Any:
+        table = Project.__table__
+        new_title = func.coalesce(bindparam("title", type_=table.c.title.type), table.c.title)
+        new_config = func.coalesce(bindparam("label_config", type_=table.c.label_config.type), table.c.label_config)
+        changed = table.c.title.is_distinct_from(new_title) | table.c.label_config.is_distinct_from(new_config)
+        return (update(table).where((table.c.id == bindparam("project_id")) & changed)
+                .values(title=new_title, label_config=new_config,
+                        updated_at=bindparam("now", type_=table.c.updated_at.type)))  # fmt: skip
+
+    if title is not None or label_config is not None:
+        session.execute(_built(("update_project",), build), {"project_id": project_id, "title": title,
+                                                             "label_config": label_config, "now": utcnow()})  # fmt: skip
+
+
+def upsert_video(session: Session, project_id: int, key: str, nframes: int | None) -> int:
+    """The id of the project's video `key`, created if missing; `nframes` stored when given (one statement)."""
+    dialect = session.get_bind().dialect.name
+
+    def build() -> Any:
+        table = VideoRecord.__table__
+        stmt = _insert(dialect)(table).values({n: bindparam(n, type_=table.c[n].type)
+                                               for n in ("project_id", "key", "nframes")})  # fmt: skip
+        stmt = stmt.on_conflict_do_update(index_elements=["project_id", "key"],
+                                          set_={"nframes": func.coalesce(stmt.excluded.nframes, table.c.nframes)})
+        return stmt.returning(table.c.id)
+
+    stmt = _built(("upsert_video", dialect), build)
+    return int(session.execute(stmt, {"project_id": project_id, "key": key, "nframes": nframes}).scalar_one())
 
 
 @dataclass(frozen=True)
@@ -221,8 +293,10 @@ def replace_corrections(session: Session, items: Sequence[AnnotationCorrections]
 
     The rows go to the driver as they are: they hold only numbers, strings and one timestamp,
     converted once (SQLAlchemy would process every value of every row, ~50 us a row)."""
-    for chunk in _chunks(item.annotation_id for item in items):
-        session.execute(delete(Correction).where(Correction.annotation_id.in_(chunk)))
+    stmt = _built(("delete_corrections",), lambda: delete(Correction).where(Correction.annotation_id.in_(_IDS)))
+    ids = sorted({item.annotation_id for item in items})
+    for start in range(0, len(ids), IN_CHUNK):
+        session.execute(stmt, {"ids": ids[start : start + IN_CHUNK]})
     rows = [(a.annotation_id, a.task_id, a.project_id, a.model_version, a.prediction_id, r.track_id, int(r.joint),
              str(r.kind), r.pred_x, r.pred_y, r.final_x, r.final_y, r.distance_px, r.head_size_px)
             for a in items for r in a.rows]  # fmt: skip  (the order of _CORRECTION_COLUMNS)

@@ -39,7 +39,6 @@ from sqlalchemy.orm import Session
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.label_studio import default_config, parse_task, results_to_persons
 from backend.db import event_batches as db_batches
-from backend.db import events as db_events
 from backend.db import queries
 from backend.db.event_batches import AnnotationCorrections, LatestPrediction, TaskRow
 from backend.db.persons import persons_from_json, persons_to_json
@@ -103,17 +102,19 @@ def _read(ctx: BackendContext, event_ids: list[int]) -> _Read:
     with read_scope(ctx.engine) as conn:
         events = db_batches.load_events(conn, event_ids)
         todo = [e for e in events.values() if e.status == "received" and e.action in ANNOTATION_ACTIONS]
-        annotation_ids = [e.annotation_id for e in todo if e.annotation_id is not None]
-        task_ids = set()
+        task_ids, configless = set(), set()
         for e in todo:
+            payload = e.payload or {}
             try:
-                task_ids.add(int(_task_ref(e.payload or {})["id"]))
+                task_ids.add(int(_task_ref(payload)["id"]))
             except (LookupError, TypeError, ValueError):  # fails in step 2, with the reason
                 pass
-        projects = {int(e.project_id or 0) for e in todo}
-        return _Read(events, set(db_events.tombstoned(session=conn, annotation_ids=annotation_ids)),
-                     db_batches.label_configs(conn, projects), db_batches.task_projects(conn, task_ids),
-                     db_batches.latest_predictions(conn, task_ids))  # fmt: skip
+            project = payload.get("project")
+            if not (isinstance(project, dict) and project.get("label_config")):
+                configless.add(int(e.project_id or 0))
+        annotation_ids = [e.annotation_id for e in todo if e.annotation_id is not None]
+        return _Read(events, db_batches.tombstoned(conn, annotation_ids), db_batches.label_configs(conn, configless),
+                     db_batches.task_projects(conn, task_ids), db_batches.latest_predictions(conn, task_ids))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- step 2: prepare
@@ -183,16 +184,14 @@ def _write_rows(session: Session, works: list[_Work], tombstoned: set[int]) -> d
     """Writes the prepared events in order; returns annotation id -> project id of those processed."""
     live = [w for w in works if w.status == "processed"]
     tasks = [(w, w.task) for w in live if w.task is not None]
-    for project_id in sorted({w.project_id for w, _ in tasks}):  # the rows tasks and annotations point to
-        queries.upsert_project(session=session, project_id=project_id)
+    db_batches.ensure_projects(session, {w.project_id for w in live if w.project is not None})
     videos: dict[tuple[int, str, int], int] = {}
     rows: dict[int, TaskRow] = {}  # the last event's view of each task
     for w, task in tasks:
         if w.video is not None:
             key = (w.project_id, *w.video)
             if key not in videos:
-                videos[key] = queries.upsert_video(session=session, project_id=w.project_id, key=w.video[0],
-                                                   nframes=w.video[1]).id  # fmt: skip
+                videos[key] = db_batches.upsert_video(session, w.project_id, *w.video)
             task = replace(task, video_id=videos[key])
         rows[task.id] = task
     db_batches.upsert_tasks(session, list(rows.values()))
@@ -210,8 +209,7 @@ def _write_rows(session: Session, works: list[_Work], tombstoned: set[int]) -> d
     applied: set[tuple[int, str | None, str | None]] = set()  # project states stored by this chunk
     for w in live:  # in order: project rows and deletes
         if w.project is not None and w.project not in applied:
-            queries.upsert_project(session=session, project_id=w.project_id, title=w.project[1],
-                                   label_config=w.project[2])  # fmt: skip
+            db_batches.update_project(session, w.project_id, w.project[1], w.project[2])
             if w.action not in ANNOTATION_ACTIONS:  # PROJECT_UPDATED: what was stored before may differ now
                 applied.clear()
             applied.add(w.project)
@@ -288,7 +286,7 @@ def process_events(ctx: BackendContext, *, event_ids: list[int]) -> dict[int, st
         _process_chunk(ctx, list(event_ids[start : start + CHUNK_EVENTS]), statuses, annotations)
     if annotations:
         with read_scope(ctx.engine) as conn:
-            dead = db_events.tombstoned(session=conn, annotation_ids=list(annotations))
+            dead = db_batches.tombstoned(conn, annotations)
         if dead:
             with background_writes(), session_scope(ctx.sessions) as session:
                 queries.mark_annotations_deleted(session=session, annotation_ids=dead)

@@ -28,9 +28,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
-from backend.db import jobs as db_jobs
 from backend.db import versions as db_versions
 from backend.db.queries import ConflictError, NotFoundError, count_corrections_since
 from backend.db.session import read_session, session_scope
@@ -131,9 +130,12 @@ def submit_training(ctx: BackendContext, project_id: int, *, trigger: str,
     return runner.submit(TRAIN, project_id, trigger=trigger, **params)  # the job gets project_id
 
 
-def _last_job(session: Any, project_id: int) -> Job | None:
-    jobs = db_jobs.list_jobs(session=session, project_id=project_id, kind=TRAIN, limit=1)
-    return jobs[0] if jobs else None
+# Built once: they run after every batch of webhook events.
+_LAST_JOB = (select(Job.id, Job.state, Job.started_at, Job.created_at)
+             .where(Job.project_id == bindparam("project_id"), Job.kind == TRAIN)
+             .order_by(Job.created_at.desc(), Job.id).limit(1))  # fmt: skip
+_NEWER = select(func.count()).where(Correction.project_id == bindparam("project_id"), Correction.id > bindparam("mark"))
+_TOP = select(func.max(Correction.id)).where(Correction.project_id == bindparam("project_id"))
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ class CorrectionTally:
     at: float
 
 
-def _count_new(ctx: BackendContext, session: Any, project_id: int, last: Job | None, *, exact: bool) -> int:
+def _count_new(ctx: BackendContext, session: Any, project_id: int, last: Any, *, exact: bool) -> int:
     """The project's corrections since `last` started: exact, or a bound below TRAIN_MIN_CORRECTIONS.
 
     Counting exactly joins every correction since the last job with its annotation, after every
@@ -167,12 +169,11 @@ def _count_new(ctx: BackendContext, session: Any, project_id: int, last: Job | N
     since = (last.id, last.started_at or last.created_at) if last is not None else (None, None)
     tally = ctx.correction_tallies.get(project_id)
     if not exact and tally is not None and tally.since == since and time.monotonic() - tally.at < EXACT_COUNT_EVERY_S:
-        newer = select(func.count()).where(Correction.project_id == project_id, Correction.id > tally.mark)
-        bound = tally.count + int(session.scalar(newer) or 0)
+        bound = tally.count + int(session.scalar(_NEWER, {"project_id": project_id, "mark": tally.mark}) or 0)
         if bound < ctx.settings.train_min_corrections:
             return bound
-    mark = session.scalar(select(func.max(Correction.id)).where(Correction.project_id == project_id))
-    count = count_corrections_since(session=session, project_id=project_id, job=last)
+    mark = session.scalar(_TOP, {"project_id": project_id})
+    count = count_corrections_since(session=session, project_id=project_id, since=since[1])
     ctx.correction_tallies[project_id] = CorrectionTally(since, int(mark or 0), count, time.monotonic())
     return count
 
@@ -194,7 +195,7 @@ def maybe_trigger_training(ctx: BackendContext, project_id: int, *, interval_s: 
         return None
     now = now or utcnow()
     with read_session(ctx.sessions) as session:
-        last = _last_job(session, project_id)
+        last = session.execute(_LAST_JOB, {"project_id": project_id}).first()
         if last is not None and last.state in ("queued", "running"):
             return None
         count = _count_new(ctx, session, project_id, last, exact=interval_s > 0)
