@@ -8,10 +8,7 @@ walk over the JSON, never a database row, a frame set or a model call. No Flask 
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +17,7 @@ MAX_ID = 2**63 - 1  # ids are stored as 64-bit integers (BIGINT on PostgreSQL)
 PERSON_TYPES = frozenset({"rectanglelabels", "rectangle"})
 KEYPOINT_TYPES = frozenset({"keypointlabels", "keypoint"})
 _PERCENT_FIELDS = ("x", "y", "width", "height")
+_PLAIN_NUMBERS = (int, float)  # exact types (bool is an int subclass, not one of them)
 
 
 class LimitError(ValueError):
@@ -90,20 +88,23 @@ def check_json(value: Any, *, max_depth: int) -> None:
             raise LimitError(f"numbers must be finite, got {item!r}")
 
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
-_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+def check_depth(value: Any, *, max_depth: int) -> None:
+    """Refuses nesting deeper than MAX_JSON_DEPTH, visiting only the containers (as `check_json` counts depth).
 
+    For a value parsed with `finite_float` and a refusal of NaN/Infinity, which leave no non-finite
+    number for `check_json` to find.
 
-def json_text_depth(raw: bytes) -> int | None:
-    """The nesting depth of valid UTF-8 JSON text, from its brackets outside strings (as `check_json` counts it).
-
-    A scan of the text instead of a walk over every parsed value; None when the text is not UTF-8
-    (JSON may come as UTF-16 or -32: walk the parsed value with `check_json` then)."""
-    if json.detect_encoding(raw) not in ("utf-8", "utf-8-sig"):
-        return None
-    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", raw))
-    return max(itertools.accumulate(_BRACKET_STEP[b] for b in brackets), default=0)
+    Raises:
+        LimitError: the value nests deeper.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            raise LimitError(f"the JSON nests deeper than MAX_JSON_DEPTH={max_depth}")
+        for child in item.values() if type(item) is dict else item:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
 
 
 def finite_float(text: str) -> float:
@@ -206,25 +207,23 @@ def _check_region(item: Mapping[str, Any], person: bool, low: float, high: float
                   index: int) -> None:  # fmt: skip
     """Checks one region (`where` and `index` name it in an error; the message is built only then)."""
     for key in ("original_width", "original_height"):
-        if key in item and item[key] is not None:
-            size = _number(item[key])
+        size = item.get(key)
+        if size is not None and not (type(size) in _PLAIN_NUMBERS and 0 < size <= 1_000_000):
+            size = _number(size)
             if size is None or not 0 < size <= 1_000_000:
                 raise LimitError(f"{where}[{index}].{key} must be a positive image size, got {_short(item[key])}")
     value = item.get("value")
     if not isinstance(value, Mapping):
         return
-    numbers = {key: _number(value.get(key)) for key in _PERCENT_FIELDS}
-    for key, number in numbers.items():
-        if number is None:
-            continue
-        span = number if key in ("x", "y") else abs(number)
-        if not low <= span <= high:
+    numbers = [_number(value.get(key)) for key in _PERCENT_FIELDS]  # x, y, width, height
+    for key, number in zip(_PERCENT_FIELDS, numbers, strict=True):
+        if number is not None and not low <= (number if key in ("x", "y") else abs(number)) <= high:
             raise LimitError(f"{where}[{index}].value.{key}={_short(value.get(key))} is outside the image (0-100 % "
                              f"with COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
     if not person:
         return
-    for origin, extent in (("x", "width"), ("y", "height")):
-        start, size = numbers[origin], numbers[extent]
+    for (origin, extent), start, size in ((("x", "width"), numbers[0], numbers[2]),
+                                          (("y", "height"), numbers[1], numbers[3])):  # fmt: skip
         if start is not None and size is not None and start + size > high:
             raise LimitError(f"{where}[{index}].value: {origin} + {extent} = {start + size:g} % reaches outside the "
                              f"image (COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
@@ -243,6 +242,8 @@ def _at_most(count: int, limit: int, what: str, name: str) -> None:
 def _number(value: Any) -> float | None:
     if type(value) is float:  # the common case first (JSON numbers with a fraction)
         return value
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf

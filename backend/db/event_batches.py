@@ -303,7 +303,8 @@ def replace_corrections(session: Session, items: Sequence[AnnotationCorrections]
     if not rows:
         return 0
     connection = session.connection()
-    created = Correction.__table__.c.created_at.type.bind_processor(connection.dialect)
+    # The column type's conversion for this dialect (SQLite: the text SQLAlchemy writes), done once.
+    created = Correction.__table__.c.created_at.type.dialect_impl(connection.dialect).bind_processor(connection.dialect)
     now = created(utcnow()) if created is not None else utcnow()
     sql = _correction_insert(session)
     if connection.dialect.name == "postgresql":

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app, request
 
-from backend.limits import LimitError, check_json, finite_float, json_text_depth, parse_id
+from backend.limits import LimitError, check_depth, finite_float, parse_id
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
@@ -45,11 +45,7 @@ def json_body() -> dict[str, Any]:
         raise RequestFormatError(f"malformed JSON: {exc}; expected a JSON object") from None
     if not isinstance(data, dict):
         raise RequestFormatError(f"expected a JSON object, got {type(data).__name__}")
-    text_depth = json_text_depth(raw)  # the brackets of the text: cheaper than a walk over every value
-    if text_depth is None:
-        check_json(data, max_depth=depth)
-    elif text_depth > depth:
-        raise LimitError(f"the JSON nests deeper than MAX_JSON_DEPTH={depth}")
+    check_depth(data, max_depth=depth)  # finite numbers: the parser refused the others
     return data
 
 
