@@ -29,6 +29,7 @@ SECRET_KEYS = frozenset(
 )
 PROJECT_KEYS_KEPT = ("id", "title", "label_config", "created_at", "updated_at")
 _SECRET_KEY = re.compile("|".join(rf'"{re.escape(k)}"\s*:' for k in sorted(SECRET_KEYS)))
+_PROJECT_OBJECT = re.compile(r'"project"\s*:\s*\{')
 _RECORD: dict[str, Any] = {}
 
 
@@ -66,9 +67,9 @@ def sanitize_payload(payload: Any) -> Any:
 def payload_json(payload: Mapping[str, Any]) -> str:
     """The JSON text stored for a received payload: `sanitize_payload`'s, encoded once.
 
-    Most payloads name no secret below the project, which is cut first: their text is checked for
-    secret keys (one regular expression over the encoded text, not a walk over every value) and
-    kept; only a payload that names one is sanitised in full and encoded again.
+    Most payloads name no secret, and no project object but the top one, which is cut first: their
+    text is checked for those keys (regular expressions over the encoded text, not a walk over every
+    value) and kept; only a payload that has one is sanitised in full and encoded again.
 
     Raises:
         ValueError: NaN or infinity (JSON has neither).
@@ -77,7 +78,8 @@ def payload_json(payload: Mapping[str, Any]) -> str:
     if isinstance(top.get("project"), Mapping):
         top["project"] = {k: top["project"][k] for k in PROJECT_KEYS_KEPT if k in top["project"]}
     text = json.dumps(top, allow_nan=False)
-    if _SECRET_KEY.search(text):
+    projects = 1 if isinstance(top.get("project"), Mapping) else 0  # the one cut above
+    if _SECRET_KEY.search(text) or len(_PROJECT_OBJECT.findall(text)) > projects:
         text = json.dumps(sanitize_payload(payload), allow_nan=False)
     return text
 

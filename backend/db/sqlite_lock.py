@@ -6,8 +6,8 @@ sleeping up to 100 ms between tries, so the lock sits idle while webhooks wait a
 are served in no particular order. `WriteLock` queues this process's writers instead: a thread
 takes it before BEGIN and gives it back after COMMIT or ROLLBACK, and the next waiter is woken at
 once, first come first served. Transactions begun inside `background_writes()` (webhook event
-processing) go after every other waiting writer, but wait at most `MAX_DEFER_S` for them, so
-that processing keeps going under a steady stream of webhooks. Other processes (an RQ worker, a
+processing) go after every other waiting writer, but yield for at most `MAX_DEFER_S`: then they go
+next, so that processing keeps going under a steady stream of webhooks. Other processes (an RQ worker, a
 CLI command) still meet this one on SQLite's busy timeout, as before.
 """
 
@@ -50,7 +50,19 @@ class WriteLock:
         self._holder_thread: int | None = None
         self._tickets = 0
         self._queue: list[int] = []  # foreground tickets, first come first served
-        self._background: list[int] = []
+        self._background: dict[int, float] = {}  # background tickets (in order) -> when they began to wait
+
+    def _overdue(self) -> bool:
+        """Whether the first background writer has yielded long enough: it goes next."""
+        first = next(iter(self._background.values()), None)
+        return first is not None and time.monotonic() - first >= MAX_DEFER_S
+
+    def _turn(self, ticket: int, background: bool) -> bool:
+        if self._holder is not None:
+            return False
+        if background:
+            return next(iter(self._background)) == ticket and (not self._queue or self._overdue())
+        return self._queue[0] == ticket and not self._overdue()
 
     def acquire(self, dbapi_connection: Any) -> bool:
         """Waits for the lock; returns whether it was taken (False: timed out or re-entered)."""
@@ -60,26 +72,26 @@ class WriteLock:
             if self._holder_thread == me:  # a second transaction of this thread: SQLite decides, as before
                 return False
             self._tickets += 1
-            ticket = self._tickets
-            queue = self._background if background else self._queue
-            queue.append(ticket)
-            start = time.monotonic()
+            ticket, start = self._tickets, time.monotonic()
+            if background:
+                self._background[ticket] = start
+            else:
+                self._queue.append(ticket)
             try:
-                while True:
+                while not self._turn(ticket, background):
                     waited = time.monotonic() - start
                     if waited >= self.timeout_s:
-                        self._cond.notify_all()  # the next in line may go now
                         return False
-                    if self._holder is None and queue[0] == ticket:
-                        deferred = background and self._queue and waited < MAX_DEFER_S
-                        if not deferred:
-                            break
-                    wait = self.timeout_s - waited
-                    if background and self._queue:
-                        wait = min(wait, max(MAX_DEFER_S - waited, 0.001))
+                    # A background writer wakes when its deferral runs out, whoever holds the lock then.
+                    wait = min(self.timeout_s - waited, max(MAX_DEFER_S - waited, 0.001)) if background else \
+                        self.timeout_s - waited  # fmt: skip
                     self._cond.wait(wait)
             finally:
-                queue.remove(ticket)
+                if background:
+                    del self._background[ticket]
+                else:
+                    self._queue.remove(ticket)
+                self._cond.notify_all()  # the queues changed: the next in line may go now
             self._holder, self._holder_thread = id(dbapi_connection), me
             return True
 

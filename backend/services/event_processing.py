@@ -15,8 +15,10 @@ CHUNK_EVENTS, each in three steps:
    whether it was), the corrections of the annotations that changed (one DELETE, one executemany
    INSERT) and the events' statuses (one executemany UPDATE).
 
-When the write step fails on content (a delete naming ..., a value the database refuses), the
-chunk is rolled back and its events are processed one at a time, so that only the bad one fails.
+When the write step fails on content (a value the database refuses, such as a string longer than
+its column on PostgreSQL), the chunk is rolled back and its events are processed one at a time, so
+that only the bad one fails; a database that cannot be reached fails the batch (the events stay
+"received" and are requeued at the next start).
 
 Events of one annotation are handled in the order given, and repeats are no-ops: an event found
 processed is left alone, an annotation state only moves forward in `updated_at`, and a deleted
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from annotation_io.errors import AnnotationFormatError
@@ -128,8 +130,8 @@ def _prepare_annotation(work: _Work, payload: Mapping[str, Any], read: _Read) ->
     config = parsed_config(xml) if xml else default_config()
     task = _task_ref(payload)
     task_id = int(task["id"])
-    stored = read.task_projects.get(task_id)
-    if stored is not None and stored != project_id:
+    stored = read.task_projects.setdefault(task_id, project_id)  # an earlier event of the chunk counts too
+    if stored != project_id:
         raise queries.ConflictError(f"task {task_id} is stored under project {stored}, not {project_id}")
     work.project = (project_id, project.get("title"), project.get("label_config"))
     data = task.get("data") if isinstance(task.get("data"), dict) else None
@@ -230,7 +232,9 @@ def _write(ctx: BackendContext, works: list[_Work], tombstoned: set[int]) -> dic
 
 
 def _content_error(exc: Exception) -> bool:
-    """Whether a write failed on the content of an event (not on the database)."""
+    """Whether a write failed on the content of an event, not on the database being unavailable."""
+    if isinstance(exc, (DataError, IntegrityError)):
+        return True  # a value the database refuses (e.g. a string beyond its column on PostgreSQL)
     if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
         return True  # a value the column type refused (e.g. NaN in JSON)
     return isinstance(exc, CONTENT_ERRORS)
@@ -264,8 +268,8 @@ def _process_chunk(ctx: BackendContext, event_ids: list[int], statuses: dict[int
             for work in works:
                 _process_chunk(ctx, [work.event_id], statuses, annotations, alone=True)
             return
-        works[0].fail(exc)
-        with session_scope(ctx.sessions) as session:
+        works[0].fail(getattr(exc, "orig", None) or exc)  # the driver's message, not the statement
+        with background_writes(), session_scope(ctx.sessions) as session:
             db_batches.mark_events(session, {works[0].event_id: (works[0].status, works[0].error)})
         written = {}
     statuses.update((w.event_id, w.status) for w in works)
