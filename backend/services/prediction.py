@@ -120,8 +120,7 @@ def serving_model(ctx: BackendContext, project_id: int | None) -> ServingModel:
     configured BACKBONE_CHECKPOINT serves it when the names agree.
     """
     with read_session(ctx.sessions) as session:  # on SQLite: no wait for the write lock (every /setup asks)
-        version = versions.serving_version(session=session, project_id=project_id)
-        stored = None if version is None else (version.name, version.backbone, version.head_path)
+        stored = versions.serving_fields(session=session, project_id=project_id)
     base = base_spec(ctx)
     if stored is None:
         return ServingModel(ctx.predictors.version(base), base)
