@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -56,33 +54,6 @@ class JobRunner(Protocol):
 RunnerFactory = Callable[["BackendContext"], JobRunner]
 
 
-class IntakeGate:
-    """Webhook intake goes before background writes: on SQLite's one write lock, a processing batch
-    waits (briefly) while webhooks are being recorded, so that Label Studio's 1 s timeout is kept."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._active = 0
-
-    @contextmanager
-    def recording(self) -> Iterator[None]:
-        """Marks a webhook being recorded."""
-        with self._cond:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                if not self._active:
-                    self._cond.notify_all()
-
-    def wait_idle(self, timeout: float) -> None:
-        """Waits until no webhook is being recorded, at most `timeout` seconds (processing must go on)."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._active, timeout)
-
-
 @dataclass
 class BackendContext:
     """Everything a request or a job needs; built once per process by `build_context`."""
@@ -94,9 +65,10 @@ class BackendContext:
     frames: FrameStore
     ls: LabelStudioAccess
     runner: JobRunner | None = None
-    intake: IntakeGate = field(default_factory=lambda: IntakeGate())
     # project -> the model_version Label Studio was last seen or set to hold (backend.services.ls_sync)
     ls_versions: dict[int, str] = field(default_factory=dict)
+    # project -> its last exact count of new corrections (backend.services.training.CorrectionTally)
+    correction_tallies: dict[int, Any] = field(default_factory=dict)
     pid: int = field(default_factory=os.getpid)
 
     def require_runner(self, purpose: str) -> JobRunner:

@@ -17,6 +17,7 @@ MAX_ID = 2**63 - 1  # ids are stored as 64-bit integers (BIGINT on PostgreSQL)
 PERSON_TYPES = frozenset({"rectanglelabels", "rectangle"})
 KEYPOINT_TYPES = frozenset({"keypointlabels", "keypoint"})
 _PERCENT_FIELDS = ("x", "y", "width", "height")
+_PLAIN_NUMBERS = (int, float)  # exact types (bool is an int subclass, not one of them)
 
 
 class LimitError(ValueError):
@@ -87,6 +88,37 @@ def check_json(value: Any, *, max_depth: int) -> None:
             raise LimitError(f"numbers must be finite, got {item!r}")
 
 
+def check_depth(value: Any, *, max_depth: int) -> None:
+    """Refuses nesting deeper than MAX_JSON_DEPTH, visiting only the containers (as `check_json` counts depth).
+
+    For a value parsed with `finite_float` and a refusal of NaN/Infinity, which leave no non-finite
+    number for `check_json` to find.
+
+    Raises:
+        LimitError: the value nests deeper.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            raise LimitError(f"the JSON nests deeper than MAX_JSON_DEPTH={max_depth}")
+        for child in item.values() if type(item) is dict else item:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+
+
+def finite_float(text: str) -> float:
+    """`json.loads(..., parse_float=finite_float)`: a JSON number that overflows to infinity is refused.
+
+    Raises:
+        LimitError: the number is beyond float range (1e999).
+    """
+    value = float(text)
+    if not math.isfinite(value):
+        raise LimitError(f"numbers must be finite, got {text[:40]}")
+    return value
+
+
 def check_frame_fields(data: Mapping[str, Any], limits: Limits, where: str) -> None:
     """Refuses a task's `nframes` / `frame_index` beyond MAX_VIDEO_FRAMES (other checks are the converter's).
 
@@ -110,13 +142,15 @@ def count_regions(result: Any, limits: Limits, where: str) -> tuple[int, int]:
     persons = keypoints = 0
     if not isinstance(result, list):
         return 0, 0
+    low, high = -limits.coordinate_tolerance_pct, 100.0 + limits.coordinate_tolerance_pct
     for i, item in enumerate(result):
         if not isinstance(item, dict):
             continue
         kind = _kind(item)
-        persons += kind in PERSON_TYPES
+        person = kind in PERSON_TYPES
+        persons += person
         keypoints += kind in KEYPOINT_TYPES
-        _check_region(item, limits, f"{where}[{i}]")
+        _check_region(item, person, low, high, limits, where, i)
     return persons, keypoints
 
 
@@ -169,29 +203,30 @@ def check_tasks(tasks: Iterable[Any], limits: Limits) -> None:
         check_task(task, limits, f"tasks[{i}]")
 
 
-def _check_region(item: Mapping[str, Any], limits: Limits, where: str) -> None:
+def _check_region(item: Mapping[str, Any], person: bool, low: float, high: float, limits: Limits, where: str,
+                  index: int) -> None:  # fmt: skip
+    """Checks one region (`where` and `index` name it in an error; the message is built only then)."""
     for key in ("original_width", "original_height"):
-        if key in item and item[key] is not None:
-            size = _number(item[key])
+        size = item.get(key)
+        if size is not None and not (type(size) in _PLAIN_NUMBERS and 0 < size <= 1_000_000):
+            size = _number(size)
             if size is None or not 0 < size <= 1_000_000:
-                raise LimitError(f"{where}.{key} must be a positive image size, got {_short(item[key])}")
+                raise LimitError(f"{where}[{index}].{key} must be a positive image size, got {_short(item[key])}")
     value = item.get("value")
     if not isinstance(value, Mapping):
         return
-    low, high = -limits.coordinate_tolerance_pct, 100.0 + limits.coordinate_tolerance_pct
-    for key in _PERCENT_FIELDS:
-        number = _number(value.get(key))
-        if number is None:
-            continue
-        span = number if key in ("x", "y") else abs(number)
-        if not low <= span <= high:
-            raise LimitError(f"{where}.value.{key}={_short(value.get(key))} is outside the image (0-100 % "
+    numbers = [_number(value.get(key)) for key in _PERCENT_FIELDS]  # x, y, width, height
+    for key, number in zip(_PERCENT_FIELDS, numbers, strict=True):
+        if number is not None and not low <= (number if key in ("x", "y") else abs(number)) <= high:
+            raise LimitError(f"{where}[{index}].value.{key}={_short(value.get(key))} is outside the image (0-100 % "
                              f"with COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
-    for origin, extent in (("x", "width"), ("y", "height")):
-        start, size = _number(value.get(origin)), _number(value.get(extent))
-        if start is not None and size is not None and _kind(item) in PERSON_TYPES and start + size > high:
-            raise LimitError(f"{where}.value: {origin} + {extent} = {start + size:g} % reaches outside the image "
-                             f"(COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
+    if not person:
+        return
+    for (origin, extent), start, size in ((("x", "width"), numbers[0], numbers[2]),
+                                          (("y", "height"), numbers[1], numbers[3])):  # fmt: skip
+        if start is not None and size is not None and start + size > high:
+            raise LimitError(f"{where}[{index}].value: {origin} + {extent} = {start + size:g} % reaches outside the "
+                             f"image (COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
 
 
 def _kind(item: Mapping[str, Any]) -> str:
@@ -205,6 +240,10 @@ def _at_most(count: int, limit: int, what: str, name: str) -> None:
 
 
 def _number(value: Any) -> float | None:
+    if type(value) is float:  # the common case first (JSON numbers with a fraction)
+        return value
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf

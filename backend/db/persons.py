@@ -20,7 +20,9 @@ from annotation_io.types import Box, Person
 
 def _floats_json(values: Any) -> Any:
     """Numbers (or nested lists of them) as floats, NaN/inf as None."""
-    return finite_json(np.asarray(values, dtype=np.float64))
+    array = np.asarray(values, dtype=np.float64)
+    # tolist() gives plain floats; only a table holding NaN/inf needs the walk that replaces them.
+    return array.tolist() if np.isfinite(array).all() else finite_json(array.tolist())
 
 
 def _box_json(box: Box | None) -> list[float | None] | None:

@@ -4,7 +4,9 @@ SQLite (the default, a file in the data folder) is set up for one process with s
 a few processes: WAL journal (readers never block the writer), foreign keys on, a busy timeout, and
 every transaction opened with ``BEGIN IMMEDIATE`` so that two writers queue on the busy timeout
 instead of failing with "database is locked" when a read transaction upgrades to a write. That
-serialises transactions, so keep them short (the webhook path writes a few rows).
+serialises transactions, so keep them short (the webhook path writes a few rows). Within one
+process, writers queue for that lock in `backend.db.sqlite_lock` (first come first served, event
+processing after webhook intake); `read_scope` reads without it.
 
 PostgreSQL goes through psycopg 3 (``postgresql+psycopg://user@host/db``); plain ``postgresql://``
 and ``postgres://`` URLs are rewritten to that driver.
@@ -15,15 +17,18 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db import sqlite_lock
+from backend.db.sqlite_lock import WriteLock
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Serialises concurrent `migrate` calls on one PostgreSQL database (e.g. several gunicorn workers).
 _PG_MIGRATION_LOCK = 7_303_201
+_READ_ONLY = "dcpose_read_only"  # execution option of read_scope connections
 
 
 def default_sqlite_url(data_dir: str | Path) -> str:
@@ -74,10 +80,24 @@ def _sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
-def _sqlite_begin(connection: Any) -> None:
-    # IMMEDIATE takes the write lock at BEGIN, waiting up to busy_timeout; a deferred BEGIN that
-    # later writes can fail at once with SQLITE_BUSY when another writer committed meanwhile.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(lock: WriteLock) -> Callable[[Connection], None]:
+    def begin(connection: Connection) -> None:
+        # IMMEDIATE takes the write lock at BEGIN, waiting up to busy_timeout; a deferred BEGIN that
+        # later writes can fail at once with SQLITE_BUSY when another writer committed meanwhile.
+        # A read_scope reads only: a deferred BEGIN, which neither takes nor waits for that lock.
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+            return
+        dbapi_connection = connection.connection.dbapi_connection
+        taken = lock.acquire(dbapi_connection)  # this process's writers queue here, not in SQLite's busy handler
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            if taken:
+                lock.release(dbapi_connection)
+            raise
+
+    return begin
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
@@ -102,8 +122,10 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     options.update(kwargs)
     engine = create_engine(parsed, **options)
     if parsed.get_backend_name() == "sqlite":
+        lock = WriteLock(SQLITE_BUSY_TIMEOUT_MS / 1000)
+        sqlite_lock.install(engine, lock)
         event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "begin", _sqlite_begin(lock))
     logger.debug("database engine for %s", parsed.render_as_string(hide_password=True))
     return engine
 
@@ -124,6 +146,33 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.rollback()
         raise
     finally:
+        session.close()
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[Connection]:
+    """One read-only transaction on a Core connection (rolled back at the end).
+
+    On SQLite it begins DEFERRED: it neither takes nor waits for the write lock, and sees the last
+    commit (WAL). Statements that write in it may fail with "database is locked"; use `session_scope`."""
+    with engine.connect() as connection:
+        connection.execution_options(**{_READ_ONLY: True})
+        transaction = connection.begin()
+        try:
+            yield connection
+        finally:
+            transaction.rollback()
+
+
+@contextmanager
+def read_session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """`read_scope` for ORM reads: a session whose transaction is read-only (rolled back at the end)."""
+    session = factory()
+    try:
+        session.connection(execution_options={_READ_ONLY: True})
+        yield session
+    finally:
+        session.rollback()
         session.close()
 
 

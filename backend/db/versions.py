@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from annotation_io.jsonio import finite_json
@@ -115,6 +115,19 @@ def serving_version(*, session: Session, project_id: int | None = None) -> Model
         if found is not None:
             return found
     return session.scalars(stmt.where(ModelVersion.project_id.is_(None))).first()
+
+
+_SERVING = (select(ModelVersion.project_id, ModelVersion.name, ModelVersion.backbone, ModelVersion.head_path)
+            .where(ModelVersion.state == "serving",
+                   (ModelVersion.project_id == bindparam("project_id")) | ModelVersion.project_id.is_(None)))  # fmt: skip
+
+
+def serving_fields(*, session: Session, project_id: int | None = None) -> tuple[str, str, str | None] | None:
+    """(name, backbone, head_path) of `serving_version`'s answer, in one statement built once
+    (it is asked on every /setup and /predict; no JSON column is read)."""
+    rows = {pid: (name, backbone, head) for pid, name, backbone, head in
+            session.execute(_SERVING, {"project_id": project_id})}  # fmt: skip
+    return rows.get(project_id) if project_id is not None and project_id in rows else rows.get(None)
 
 
 def set_serving(*, session: Session, name: str) -> ModelVersion:

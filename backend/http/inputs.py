@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app, request
 
-from backend.limits import LimitError, check_json, parse_id
+from backend.limits import LimitError, check_depth, finite_float, parse_id
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
@@ -36,7 +36,7 @@ def json_body() -> dict[str, Any]:
         raise RequestFormatError("empty request body; expected a JSON object")
     depth = current_context().settings.max_json_depth
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=finite_float)
     except RecursionError:
         raise LimitError(f"the JSON nests deeper than MAX_JSON_DEPTH={depth}") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -45,7 +45,7 @@ def json_body() -> dict[str, Any]:
         raise RequestFormatError(f"malformed JSON: {exc}; expected a JSON object") from None
     if not isinstance(data, dict):
         raise RequestFormatError(f"expected a JSON object, got {type(data).__name__}")
-    check_json(data, max_depth=depth)
+    check_depth(data, max_depth=depth)  # finite numbers: the parser refused the others
     return data
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from annotation_io.label_studio import LabelConfig, parse_config
 from backend.db import queries
-from backend.db.session import session_scope
+from backend.db.session import read_session, session_scope
 from backend.db.tables import Project
 from backend.http.inputs import RequestFormatError, parse_project_id
 from backend.limits import check_tasks
@@ -66,10 +66,12 @@ class DCPoseBackend:
         project's model_version in Label Studio in step with the serving version."""
         if self.project_id is None:
             return
-        with self.ctx.intake.recording(), session_scope(self.ctx.sessions) as session:  # LS waits: goes first
-            queries.upsert_project(
-                session=session, project_id=self.project_id, label_config=self.label_config
-            )
+        with read_session(self.ctx.sessions) as session:  # usually stored already: no write transaction
+            stored = session.get(Project, self.project_id)
+            current = (stored is not None, stored.label_config if stored is not None else None)
+        if not current[0] or (self.label_config is not None and current[1] != self.label_config):
+            with session_scope(self.ctx.sessions) as session:
+                queries.upsert_project(session=session, project_id=self.project_id, label_config=self.label_config)
         ls_sync.request_sync(self.ctx, self.project_id)
 
     def _config(self) -> tuple[LabelConfig, str | None]:

@@ -25,9 +25,9 @@ SYNC_LS: Final[CallName] = "sync_ls"
 JOB_FUNCTIONS: dict[str, str] = {
     TRAIN: "backend.services.finetune:run_training",
     PREANNOTATE: "backend.services.preannotate:run_preannotate",
-    PROCESS_EVENT: "backend.services.events:process_event",
+    PROCESS_EVENT: "backend.services.event_processing:process_event",
     SYNC_LS: "backend.services.ls_sync:sync_project",
-    PROCESS_EVENTS: "backend.services.events:process_events",
+    PROCESS_EVENTS: "backend.services.event_processing:process_events",
 }
 JobFunction = Callable[..., Mapping[str, Any] | None]
 # Jobs whose function runs in a child process (`backend.jobs.child`): what they hold goes back to the OS

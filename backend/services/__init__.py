@@ -2,8 +2,9 @@
 
 Map:
 - `prediction`: frame tasks -> frames, stored labels, task regions -> Predictor -> LS results; logged.
-- `events`: webhook intake (validate, record, dedup, queue) and background processing.
-- `event_batch`: one processing transaction's memory (rows written, configs, predictions, tombstones).
+- `events`: webhook intake (validate, record, dedup, queue).
+- `event_processing`: background processing of recorded events in batches (read, prepare, one short
+  write).
 - `training`: submit a "train" job (START_TRAINING and POST /train alike), triggers, the timer, promote.
 - `finetune`: the "train" job: samples, head training, candidate version, gate.
 - `finetune_config`: the options of a run (defaults, MODEL_DIR/train_config.json, the job's).

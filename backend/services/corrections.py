@@ -143,12 +143,15 @@ def _joint_rows(
         fin.track_id if fin is not None and fin.track_id is not None else (pred.track_id if pred else None)
     )
     head = head_size(fin) if fin is not None else None
+    # Per person once, not per joint: which joints are placed, and the coordinates as plain floats.
+    placed_p, xy_p = (pred.present.tolist(), pred.xy.tolist()) if pred is not None else ([], [])
+    placed_f, xy_f = (fin.present.tolist(), fin.xy.tolist()) if fin is not None else ([], [])
     rows: list[CorrectionRow] = []
     for j in joints:
-        has_p = pred is not None and bool(pred.present[j])
-        has_f = fin is not None and bool(fin.present[j])
-        px, py = (float(pred.xy[j, 0]), float(pred.xy[j, 1])) if has_p and pred is not None else (None, None)
-        fx, fy = (float(fin.xy[j, 0]), float(fin.xy[j, 1])) if has_f and fin is not None else (None, None)
+        has_p = bool(placed_p) and placed_p[j]
+        has_f = bool(placed_f) and placed_f[j]
+        px, py = xy_p[j] if has_p else (None, None)
+        fx, fy = xy_f[j] if has_f else (None, None)
         if has_p and has_f:
             dist = float(math.hypot(fx - px, fy - py))  # type: ignore[operator]
             kind: CorrectionKind = "kept" if dist <= tolerance else "moved"

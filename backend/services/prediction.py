@@ -38,7 +38,7 @@ from annotation_io.skeletons import UNLABELLED_SLOTS
 from annotation_io.types import Box, Frame, Person, Video
 from backend.db import queries, versions
 from backend.db.persons import persons_from_json
-from backend.db.session import session_scope
+from backend.db.session import read_session, session_scope
 from backend.db.tables import Annotation, Task, VideoRecord
 from backend.ls.frames import ImageUnavailableError, VideoFrames
 from backend.predictor_cache import PredictorSpec
@@ -119,9 +119,8 @@ def serving_model(ctx: BackendContext, project_id: int | None) -> ServingModel:
     A stored version's `backbone` may be a name or a backbone version ("hrnet_w48:1a2b3c4d"); the
     configured BACKBONE_CHECKPOINT serves it when the names agree.
     """
-    with session_scope(ctx.sessions) as session:
-        version = versions.serving_version(session=session, project_id=project_id)
-        stored = None if version is None else (version.name, version.backbone, version.head_path)
+    with read_session(ctx.sessions) as session:  # on SQLite: no wait for the write lock (every /setup asks)
+        stored = versions.serving_fields(session=session, project_id=project_id)
     base = base_spec(ctx)
     if stored is None:
         return ServingModel(ctx.predictors.version(base), base)

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 
-from backend.db import jobs as db_jobs
 from backend.db import versions as db_versions
 from backend.db.queries import ConflictError, NotFoundError, count_corrections_since
-from backend.db.session import session_scope
+from backend.db.session import read_session, session_scope
 from backend.db.tables import Correction, Job, ModelVersion, utcnow
 from backend.jobs.registry import TRAIN, JobQueueError
 from backend.services.finetune_config import FinetuneConfig
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 POLL_CAP_S = 60.0
+EXACT_COUNT_EVERY_S = 30.0  # a project's new corrections are counted exactly at least this often (_count_new)
 
 
 class TrainingRequestError(ValueError):
@@ -129,11 +130,52 @@ def submit_training(ctx: BackendContext, project_id: int, *, trigger: str,
     return runner.submit(TRAIN, project_id, trigger=trigger, **params)  # the job gets project_id
 
 
-def new_corrections(session: Any, project_id: int) -> tuple[int, Job | None]:
-    """(corrections stored since the project's last training job started, that job)."""
-    jobs = db_jobs.list_jobs(session=session, project_id=project_id, kind=TRAIN, limit=1)
-    last = jobs[0] if jobs else None
-    return count_corrections_since(session=session, project_id=project_id, job=last), last
+# Built once: they run after every batch of webhook events.
+_LAST_JOB = (select(Job.id, Job.state, Job.started_at, Job.created_at)
+             .where(Job.project_id == bindparam("project_id"), Job.kind == TRAIN)
+             .order_by(Job.created_at.desc(), Job.id).limit(1))  # fmt: skip
+_NEWER = select(func.count()).where(Correction.project_id == bindparam("project_id"), Correction.id > bindparam("mark"))
+_TOP = select(func.max(Correction.id)).where(Correction.project_id == bindparam("project_id"))
+
+
+@dataclass(frozen=True)
+class CorrectionTally:
+    """A project's exact count of new corrections, and the highest correction id when it was taken.
+
+    Attributes:
+        since: (id, start) of the last training job then: the count's origin.
+        mark: the project's highest correction id at the count.
+        count: corrections after the job's start (of live annotations) at the count.
+        at: `time.monotonic()` of the count.
+    """
+
+    since: tuple[str | None, datetime | None]
+    mark: int
+    count: int
+    at: float
+
+
+def _count_new(ctx: BackendContext, session: Any, project_id: int, last: Any, *, exact: bool) -> int:
+    """The project's corrections since `last` started: exact, or a bound below TRAIN_MIN_CORRECTIONS.
+
+    Counting exactly joins every correction since the last job with its annotation, after every
+    batch of webhook events. Instead, the exact count is remembered with the highest correction id
+    then (`ctx.correction_tallies`); later, that count plus the rows with a higher id (an index
+    range) bounds the exact count from above, as rows since only add, or are replaced or deleted.
+    Only a bound reaching the threshold is checked by an exact count. Rows committed late under a
+    lower id (concurrent writers on PostgreSQL) are caught by the exact count every
+    EXACT_COUNT_EVERY_S.
+    """
+    since = (last.id, last.started_at or last.created_at) if last is not None else (None, None)
+    tally = ctx.correction_tallies.get(project_id)
+    if not exact and tally is not None and tally.since == since and time.monotonic() - tally.at < EXACT_COUNT_EVERY_S:
+        bound = tally.count + int(session.scalar(_NEWER, {"project_id": project_id, "mark": tally.mark}) or 0)
+        if bound < ctx.settings.train_min_corrections:
+            return bound
+    mark = session.scalar(_TOP, {"project_id": project_id})
+    count = count_corrections_since(session=session, project_id=project_id, since=since[1])
+    ctx.correction_tallies[project_id] = CorrectionTally(since, int(mark or 0), count, time.monotonic())
+    return count
 
 
 def maybe_trigger_training(ctx: BackendContext, project_id: int, *, interval_s: float = 0.0,
@@ -143,7 +185,8 @@ def maybe_trigger_training(ctx: BackendContext, project_id: int, *, interval_s: 
     Rules: at least TRAIN_MIN_CORRECTIONS corrections since the last training job ("corrections");
     or, with `interval_s` > 0, at least one new correction and `interval_s` seconds since the last
     job was created ("timer"). Nothing is queued while a job is active for the project, nor by a
-    process without a job runner.
+    process without a job runner. Cheap when nothing is due (`_count_new`): it runs after every
+    batch of webhook events.
 
     Raises:
         backend.jobs.registry.JobQueueError: the queue refused the job.
@@ -151,11 +194,13 @@ def maybe_trigger_training(ctx: BackendContext, project_id: int, *, interval_s: 
     if ctx.runner is None:
         return None
     now = now or utcnow()
-    with session_scope(ctx.sessions) as session:
-        count, last = new_corrections(session, project_id)
-        active = last is not None and last.state in ("queued", "running")
+    with read_session(ctx.sessions) as session:
+        last = session.execute(_LAST_JOB, {"project_id": project_id}).first()
+        if last is not None and last.state in ("queued", "running"):
+            return None
+        count = _count_new(ctx, session, project_id, last, exact=interval_s > 0)
         last_created = last.created_at if last is not None else None
-    if active or count == 0:
+    if count == 0:
         return None
     if count >= ctx.settings.train_min_corrections:
         trigger = "corrections"

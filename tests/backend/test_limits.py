@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from backend.limits import MAX_ID, LimitError, Limits, check_json, check_result, check_tasks, parse_id
+from backend.limits import (
+    MAX_ID,
+    LimitError,
+    Limits,
+    check_depth,
+    check_json,
+    check_result,
+    check_tasks,
+    finite_float,
+    parse_id,
+)
 from backend.settings import Settings, SettingsError
 
 
@@ -31,6 +44,34 @@ def test_check_json_depth_and_finite_numbers() -> None:
     for bad in (math.nan, math.inf, -math.inf):
         with pytest.raises(LimitError, match="finite"):
             check_json({"a": [1, {"b": bad}]}, max_depth=32)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.dictionaries(st.text(max_size=4), JSON_VALUES, max_size=4), max_depth=st.integers(1, 8))
+def test_check_depth_refuses_what_check_json_refuses(value: dict, max_depth: int) -> None:
+    """The request path's depth check (containers only) draws the line where the full walk does."""
+    refused = []
+    for check in (check_json, check_depth):
+        try:
+            check(value, max_depth=max_depth)
+            refused.append(False)
+        except LimitError:
+            refused.append(True)
+    assert refused[0] == refused[1]
+
+
+def test_non_finite_numbers_are_refused_while_parsing() -> None:
+    assert json.loads('{"a": [1.5, -2e300]}', parse_float=finite_float) == {"a": [1.5, -2e300]}
+    for text in ('{"a": 1e999}', '{"a": [-1e400]}'):
+        with pytest.raises(LimitError, match="finite"):
+            json.loads(text, parse_float=finite_float)
 
 
 def _keypoint(x: float, y: float) -> dict:

@@ -107,6 +107,23 @@ def test_enough_new_corrections_queue_training_and_a_running_job_absorbs_more(
     assert maybe_trigger_training(ctx, 1) not in (None, job_id)
 
 
+def test_replaced_and_deleted_corrections_do_not_count_however_often_they_were_written(
+    trigger_ctx: BackendContext,
+) -> None:
+    """The cheap count after each batch bounds the exact one from above (rows only add up); the exact
+    count decides: an annotation updated again and again holds its corrections once."""
+    ctx = trigger_ctx
+    for _ in range(4):  # 2 live rows, 8 written: the bound passes TRAIN_MIN_CORRECTIONS = 3, the count not
+        add_corrections(ctx, 1, 2)
+        assert maybe_trigger_training(ctx, 1) is None
+    add_corrections(ctx, 2, 2)
+    with session_scope(ctx.sessions) as session:
+        queries.mark_annotations_deleted(session=session, annotation_ids=[2])
+    assert maybe_trigger_training(ctx, 1) is None, "a deleted annotation's corrections do not count"
+    add_corrections(ctx, 3, 1)
+    assert maybe_trigger_training(ctx, 1) is not None, "2 + 1 live corrections reach the threshold"
+
+
 def test_the_timer_trains_on_any_new_correction_once_the_interval_passed(
     trigger_ctx: BackendContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
