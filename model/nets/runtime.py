@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRECISIONS", "Precision", "autocast", "check_precision", "flush_denormals", "place_module"]
+__all__ = ["PRECISIONS", "Precision", "autocast", "check_precision", "flush_denormals", "native_bf16", "place_module"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -46,6 +46,21 @@ def check_precision(precision: str, device: torch.device | str) -> Precision:
     if precision == "fp16" and str(device).split(":")[0] != "cuda":
         raise ValueError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
     return precision  # type: ignore[return-value]
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether the device computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX. Elsewhere bfloat16 autocast is emulated and several times slower than float32
+    (measured on an AVX2-only CPU: one tiny training test of 1 epoch took over 6 minutes with it)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if dev.type == "cpu":
+        cpu = torch.cpu
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    return False
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from annotation_io.video import FrameReader
 from model.backbones.base import Backbone
 from model.nets.dcpose import DCPose
 from model.nets.losses import weighted_mse
+from model.nets.runtime import native_bf16
 from model.training.augmentation import NO_AUGMENTATION, Batch, draw_augmentation, make_batch
 from model.training.distributed import DistInfo, all_mean, any_rank, setup_distributed, sync_buffers
 from model.training.heatmap_cache import BackboneHeatmapCache, CountingBackbone, CropSize
@@ -73,7 +74,8 @@ class TrainConfig:
         num_workers: DataLoader worker processes building batches (cache mode only).
         cache_dir: store cached heatmaps as files here; None keeps them in memory.
         amp: bfloat16 autocast for the head's forward pass (about 2-3x faster on CPUs with
-            AVX512-BF16 and on recent GPUs; the weights and the loss stay float32).
+            AVX512-BF16 and on recent GPUs; the weights and the loss stay float32). Ignored, with a
+            warning, where the device has no native bfloat16 (`model.nets.runtime.native_bf16`).
         input_size: crop (W, H); DCPose's 288x384 unless testing with the simulated backbone.
         heatmap_size: heatmap (W, H); 72x96 as released.
         bn_samples: training samples (un-augmented) whose forward pass re-estimates the head's
@@ -314,6 +316,10 @@ def train_head(
         raise ValueError("train_head needs at least one training sample; label some frames first")
     holdout = list(holdout or [])
     info, device = setup_distributed(config.device)
+    if config.amp and not native_bf16(device):
+        logger.warning("amp (bfloat16 autocast) is off: %s has no native bfloat16 (AVX512-BF16, AMX or a recent "
+                       "GPU), where it is several times slower than float32", device)  # fmt: skip
+        config = replace(config, amp=False)
     try:
         return _train(head, backbone, readers, list(samples), config, holdout, progress, should_stop, cache,
                       info, device)

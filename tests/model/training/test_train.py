@@ -363,6 +363,33 @@ def test_backbone_in_the_loop_and_should_stop(synth) -> None:
         TrainConfig(input_size=(72, 96), heatmap_size=(24, 24))
 
 
+def test_amp_is_turned_off_where_bfloat16_is_not_native(synth, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    import model.nets.runtime as runtime
+
+    videos, readers = synth
+    samples = build_samples(videos)[:2]
+    config = TrainConfig(epochs=1, batch_size=2, use_cache=False, bn_samples=0, amp=True, **SMALL)
+
+    def autocast_seen(native: bool) -> list[bool]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)  # the CPU's answer
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert runtime.native_bf16("cpu") is native
+        head, seen = build_dcpose(backbone=None), []
+        head.register_forward_pre_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+        result = train_head(head, SimulatedBackbone(videos), readers, samples, config=config)
+        assert result.steps == 1
+        return seen
+
+    with caplog.at_level("WARNING", logger="model.training.loop"):
+        assert not any(autocast_seen(native=False))  # an AVX2-only CPU: emulated bfloat16, so float32
+    assert "no native bfloat16" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="model.training.loop"):
+        assert all(autocast_seen(native=True))  # AVX512-BF16: amp as asked
+    assert "no native bfloat16" not in caplog.text
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 
