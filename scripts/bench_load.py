@@ -238,18 +238,28 @@ def bench(code: Path, args: argparse.Namespace, stack: ExitStack, tmp: Path, por
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--postgres", default=None, help="admin URL of a PostgreSQL server (default: SQLite)")
+    common_arguments(parser, seconds=60.0, drain_limit=900.0, port=9391)
     parser.add_argument("--kill", action="store_true", help="also run the kill -9 mid-burst check")
-    parser.add_argument("--drain-limit", type=float, default=900.0, help="seconds to wait for the backlog")
-    parser.add_argument("--code", type=Path, action="append", help="code trees to compare (default: this one)")
-    parser.add_argument("--port", type=int, default=9391)
     args = parser.parse_args(argv)
+    return for_each_tree(args, bench, "bench-load-")
+
+
+def common_arguments(parser: argparse.ArgumentParser, *, seconds: float, drain_limit: float, port: int) -> None:
+    """The options every load benchmark takes: clients, seconds, database, drain limit, code trees, port."""
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=seconds, help="length of the webhook burst")
+    parser.add_argument("--postgres", default=None, help="admin URL of a PostgreSQL server (default: SQLite)")
+    parser.add_argument("--drain-limit", type=float, default=drain_limit, help="seconds to wait for the backlog")
+    parser.add_argument("--code", type=Path, action="append", help="code trees to compare (default: this one)")
+    parser.add_argument("--port", type=int, default=port)
+
+
+def for_each_tree(args: argparse.Namespace, run: Any, prefix: str) -> int:
+    """Runs `run(code, args, stack, tmp, port)` for each --code tree, each in its own temporary folder."""
     for n, code in enumerate(args.code or [Path(".")]):
         with ExitStack() as stack:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-load-")))
-            bench(code.resolve(), args, stack, tmp, args.port + n)
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+            run(code.resolve(), args, stack, tmp, args.port + n)
     return 0
 
 

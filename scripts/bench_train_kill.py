@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import signal
-import tempfile
 import threading
 import time
 import uuid
@@ -40,7 +39,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from scripts.bench_backend import temporary_postgres
-from scripts.bench_load import Server, drain, load, rss_mb, stored
+from scripts.bench_load import Server, common_arguments, drain, for_each_tree, load, rss_mb, stored
 
 PROJECT = "1.1700000000"
 VERSION_FILES = ("head.pt", "config.json", "training_data.json", "metrics.json")
@@ -214,19 +213,10 @@ def bench(code: Path, args: argparse.Namespace, stack: ExitStack, tmp: Path, por
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=20.0, help="webhook burst; the kill comes half-way")
+    common_arguments(parser, seconds=20.0, drain_limit=600.0, port=9491)  # the kill comes half-way
     parser.add_argument("--frames", type=int, default=12)
-    parser.add_argument("--postgres", default=None, help="admin URL of a PostgreSQL server (default: SQLite)")
-    parser.add_argument("--drain-limit", type=float, default=600.0, help="seconds to wait for the backlog")
-    parser.add_argument("--code", type=Path, action="append", help="code trees to compare (default: this one)")
-    parser.add_argument("--port", type=int, default=9491)
     args = parser.parse_args(argv)
-    for n, code in enumerate(args.code or [Path(".")]):
-        with ExitStack() as stack:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-train-")))
-            bench(code.resolve(), args, stack, tmp, args.port + n)
-    return 0
+    return for_each_tree(args, bench, "bench-train-")
 
 
 if __name__ == "__main__":
