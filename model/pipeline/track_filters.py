@@ -53,9 +53,9 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
     candidates = {t for t in scores if frames_of[t] <= short}
     drop = {t for t in candidates if float(np.mean(scores[t])) < min_score}
     for people in persons.values():
-        for p in people:
+        for p in (p for p in people if p.track_id in candidates):
             joints = p.keypoint_box() or p.box  # where its pose lies; its box reaches past the joints
-            if p.track_id in candidates and joints is not None and any(
+            if joints is not None and any(
                     q.track_id not in candidates and q.box is not None and _overlap(joints, q.box) >= DUPLICATE_OVERLAP
                     for q in people):
                 drop.add(p.track_id)

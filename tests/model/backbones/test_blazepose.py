@@ -37,13 +37,6 @@ ASTRONAUT_BOX = Box.from_xyxy(40, 10, 370, 512)  # her head, torso and arms on t
 
 # -- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def backbone() -> BlazePoseBackbone:
-    pytest.importorskip("mediapipe")
-    with BlazePoseBackbone() as bp:
-        yield bp
-
-
-@pytest.fixture(scope="module")
 def astronaut_bgr() -> np.ndarray:
     data = pytest.importorskip("skimage.data")
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1])  # RGB -> BGR, as OpenCV reads frames

@@ -20,13 +20,6 @@ ASTRONAUT_HEAD_TOP_Y = 30  # top of her hair, by eye
 
 
 @pytest.fixture(scope="module")
-def backbone() -> BlazePoseBackbone:
-    pytest.importorskip("mediapipe")
-    with BlazePoseBackbone() as bp:
-        yield bp
-
-
-@pytest.fixture(scope="module")
 def detector() -> PersonDetector:
     pytest.importorskip("mediapipe")
     det = PersonDetector()
