@@ -1,8 +1,10 @@
 """Load and fault benchmark of the ML backend: N clients x D seconds on /webhook and /setup, and kill -9 mid-burst.
 
-Sibling of `scripts/bench_backend.py` (one request at a time). The server runs as a child process,
-`python -m backend serve` on 127.0.0.1 (traffic goes nowhere else), over a fresh SQLite file or a
-fresh PostgreSQL database (--postgres ADMIN_URL; dropped afterwards). Each of --clients threads
+Sibling of `scripts/bench_backend.py` (one request at a time). The server runs as a child process
+on 127.0.0.1 (traffic goes nowhere else): `python -m backend serve` (--server dev, the default) or the
+production command, gunicorn with W workers of T threads (--server gunicorn:W:T); over a fresh SQLite
+file or a fresh PostgreSQL database (--postgres ADMIN_URL; dropped afterwards); with --redis URL, jobs
+and events go to Redis and --rq-workers `python -m backend worker` processes. Each of --clients threads
 posts ANNOTATION_CREATED webhooks (Label Studio's shape, a full pose result, unique annotations)
 with one /setup in ten, for --seconds. Printed per code tree (--code, repeatable: e.g. this branch and
 an export of main, measured side by side in one run):
@@ -15,6 +17,7 @@ an export of main, measured side by side in one run):
   checks that every acknowledged (201) webhook is stored and processed: "lost" must be 0.
 
     python -m scripts.bench_load [--clients 20] [--seconds 60] [--postgres URL] [--kill]
+                                 [--server dev|gunicorn:W:T] [--redis URL --rq-workers N]
                                  [--code . --code /tmp/main-export]
 """
 
@@ -54,18 +57,45 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-class Server:
-    """`python -m backend serve` from a code tree, on a free port, with its own environment."""
+def descendants(pid: int) -> list[int]:
+    """The live descendant processes of `pid` (from /proc/*/stat)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
-    def __init__(self, code: Path, env: dict[str, str], port: int) -> None:
-        self.code, self.env, self.port = code, env, port
+
+class Server:
+    """The backend from a code tree on 127.0.0.1:`port`, with its own environment.
+
+    `kind` "dev" is `python -m backend serve` (werkzeug, threaded); "gunicorn:W:T" is the production
+    command (`gunicorn backend.wsgi:app`) with W worker processes of T threads each.
+    """
+
+    def __init__(self, code: Path, env: dict[str, str], port: int, kind: str = "dev") -> None:
+        self.code, self.env, self.port, self.kind = code, env, port, kind
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        if self.kind == "dev":
+            return [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        _, workers, threads = self.kind.split(":")
+        return [sys.executable, "-m", "gunicorn", "--workers", workers, "--threads", threads, "--timeout", "0",
+                "--bind", f"127.0.0.1:{self.port}", "backend.wsgi:app"]  # fmt: skip
+
     def start(self, timeout: float = 120.0) -> None:
-        cmd = [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, cwd=self.code, env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)  # fmt: skip
+        self.proc = subprocess.Popen(self.command(), cwd=self.code, env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -77,7 +107,7 @@ class Server:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the whole group: gunicorn's workers too
             self.proc.wait()
 
     def stop(self) -> None:
@@ -87,6 +117,49 @@ class Server:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class Workers:
+    """`python -m backend worker` processes (the RQ workers) from a code tree, with the server's environment."""
+
+    def __init__(self, code: Path, env: dict[str, str], count: int) -> None:
+        self.code, self.env, self.count = code, env, count
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        self.procs = [subprocess.Popen([sys.executable, "-m", "backend", "worker"], cwd=self.code, env=self.env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                      for _ in range(self.count)]  # fmt: skip
+
+    def rss_mb(self) -> float:
+        return sum(rss_mb(pid) for p in self.procs for pid in [p.pid, *descendants(p.pid)])
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs = []
+
+
+def flush_redis(url: str) -> None:
+    """Empties the Redis database of `url` (the benchmark's own database number)."""
+    from redis import Redis
+
+    Redis.from_url(url).flushdb()
+
+
+def server_rss_mb(server: Server) -> float:
+    """The server's resident memory in MB: its process and, under gunicorn, its workers."""
+    if server.proc is None:
+        return 0.0
+    pids = [server.proc.pid] + (descendants(server.proc.pid) if server.kind != "dev" else [])
+    return sum(rss_mb(pid) for pid in pids)
 
 
 def payload(i: int, config: str, result: list[dict[str, Any]], data: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +208,7 @@ def load(server: Server, clients: int, seconds: float, config: str, result: list
     peak = 0.0
     while any(t.is_alive() for t in threads):
         if server.proc is not None:
-            peak = max(peak, rss_mb(server.proc.pid))
+            peak = max(peak, server_rss_mb(server))
         if kill_at is not None and time.monotonic() - started >= kill_at:
             server.kill()
             kill_at = None
@@ -216,30 +289,45 @@ def bench(code: Path, args: argparse.Namespace, stack: ExitStack, tmp: Path, por
         db_url = temporary_postgres(stack, args.postgres) if args.postgres else f"sqlite:///{tmp}/{uuid.uuid4().hex}.db"
         env = {**os.environ, "DATA_DIR": str(tmp / uuid.uuid4().hex), "DATABASE_URL": db_url, "LOG_LEVEL": "WARNING",
                "TRAIN_MIN_CORRECTIONS": str(10**9), "PYTHONPATH": str(code)}  # fmt: skip
-        server = Server(code, env, port)
+        workers = None
+        if args.redis:
+            flush_redis(args.redis)
+            env["REDIS_URL"] = args.redis
+            workers = Workers(code, env, args.rq_workers)
+            workers.start()
+            stack.callback(workers.stop)
+        server = Server(code, env, port, args.server)
         server.start()
         stack.callback(server.stop)
-        rss_start = rss_mb(server.proc.pid)  # type: ignore[union-attr]
+        rss_start = server_rss_mb(server)
         run = load(server, args.clients, args.seconds, config, result, data,
                    kill_at=args.seconds / 2 if kill else None)  # fmt: skip
         if kill:
             server.start()  # requeues what was acknowledged but not processed
         drained = drain(db_url, args.drain_limit)
         rates = backlog(db_url)
-        rss = (rss_start, max(run["rss_peak"], rss_mb(server.proc.pid)), rss_mb(server.proc.pid))  # type: ignore[union-attr]
-        label = f"{code} on {'PostgreSQL' if args.postgres else 'SQLite'}" + (" (kill -9 mid-burst)" if kill else "")
+        rss = (rss_start, max(run["rss_peak"], server_rss_mb(server)), server_rss_mb(server))
+        label = (f"{code} on {'PostgreSQL' if args.postgres else 'SQLite'}, server {args.server}"
+                 + (f", Redis + {args.rq_workers} RQ worker(s) ({workers.rss_mb():.0f} MB)" if workers else "")
+                 + (" (kill -9 mid-burst)" if kill else ""))  # fmt: skip
         report(label, run, drained, rates, rss)
         if kill:
             missing, unprocessed = stored(db_url, run["acked"])
             print(f"   kill -9: {len(run['acked'])} acknowledged; lost {missing}; not processed after restart "
                   f"{unprocessed}")  # fmt: skip
         server.stop()
+        if workers is not None:
+            workers.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common_arguments(parser, seconds=60.0, drain_limit=900.0, port=9391)
     parser.add_argument("--kill", action="store_true", help="also run the kill -9 mid-burst check")
+    parser.add_argument("--redis", default=None,
+                        help="REDIS_URL for the server and its RQ workers, e.g. redis://127.0.0.1:6379/14 "
+                             "(that database is emptied first; default: no Redis, in-process processing)")  # fmt: skip
+    parser.add_argument("--rq-workers", type=int, default=1, help="`python -m backend worker` processes with --redis")
     args = parser.parse_args(argv)
     return for_each_tree(args, bench, "bench-load-")
 
@@ -252,6 +340,17 @@ def common_arguments(parser: argparse.ArgumentParser, *, seconds: float, drain_l
     parser.add_argument("--drain-limit", type=float, default=drain_limit, help="seconds to wait for the backlog")
     parser.add_argument("--code", type=Path, action="append", help="code trees to compare (default: this one)")
     parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--server", default="dev", type=server_kind,
+                        help='"dev" (python -m backend serve, the default) or "gunicorn:WORKERS:THREADS"')  # fmt: skip
+
+
+def server_kind(value: str) -> str:
+    """An argparse type: "dev" or "gunicorn:WORKERS:THREADS" (positive integers)."""
+    parts = value.split(":")
+    counts_ok = len(parts) == 3 and parts[0] == "gunicorn" and all(p.isdigit() and int(p) > 0 for p in parts[1:])
+    if value == "dev" or counts_ok:
+        return value
+    raise argparse.ArgumentTypeError(f'expected "dev" or "gunicorn:WORKERS:THREADS", got {value!r}')
 
 
 def for_each_tree(args: argparse.Namespace, run: Any, prefix: str) -> int:

@@ -39,27 +39,19 @@ import requests
 from sqlalchemy import create_engine, text
 
 from scripts.bench_backend import temporary_postgres
-from scripts.bench_load import Server, common_arguments, drain, for_each_tree, load, rss_mb, stored
+from scripts.bench_load import (
+    Server,
+    common_arguments,
+    descendants,
+    drain,
+    for_each_tree,
+    load,
+    rss_mb,
+    stored,
+)
 
 PROJECT = "1.1700000000"
 VERSION_FILES = ("head.pt", "config.json", "training_data.json", "metrics.json")
-
-
-def descendants(pid: int) -> list[int]:
-    """The live descendant processes of `pid` (from /proc/*/stat)."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def query(db_url: str, sql: str) -> list[Any]:

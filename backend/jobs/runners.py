@@ -10,9 +10,11 @@ Two kinds of background work go through a `JobRunner`:
 EVENT_WORKERS lanes of webhook events), so a long bulk pre-annotation never delays webhook
 processing. Events go to the lane of their annotation id (`order_key`), so one annotation's events
 are processed in order; a lane merges up to EVENT_BATCH queued events into one `process_events`
-call (one transaction). `RQRunner` (when REDIS_URL is set) puts everything on the RQ queue "dcpose",
-executed by `python -m backend worker` (`backend.jobs.worker`); several workers may run: events of one
-annotation are idempotent by `updated_at`, and deletes are found through tombstones whatever the order.
+call (one transaction). `RQRunner` (when REDIS_URL is set) puts jobs on the RQ queue "dcpose" and
+webhook event ids on the Redis list "dcpose:events" (an RQ job per event would cost a forked work horse
+each); `python -m backend worker` (`backend.jobs.worker`) runs the jobs and takes the events in batches.
+Several workers may run: events of one annotation are idempotent by `updated_at`, and deletes are found
+through tombstones whatever the order.
 
 What runs is named in `backend.jobs.registry`; training jobs run in a child process (`backend.jobs.child`). `runner_factory(settings, mode)` is what
 `backend.context.build_context` is given to build a runner.
@@ -214,7 +216,8 @@ def _is_event(item: Item | None) -> bool:
 
 
 class RQRunner(JobRunner):
-    """RQ on Redis: everything goes to queue "dcpose" (run `python -m backend worker` beside it)."""
+    """RQ on Redis: jobs go to queue "dcpose", webhook event ids to the list "dcpose:events" (run
+    `python -m backend worker` beside it)."""
 
     mode = "rq"
 
@@ -225,19 +228,39 @@ class RQRunner(JobRunner):
 
         self.connection = Redis.from_url(redis_url)
         self.queue = Queue(queue_name, connection=self.connection)
+        self.events_key = f"{queue_name}:events"
 
     def _dispatch(self, lane: str, item: Item) -> None:
         from redis.exceptions import RedisError
 
         kind, fn_name, job_id, params = item
         try:
+            if _is_event(item):
+                self.connection.rpush(self.events_key, int(params["event_id"]))
+                return
             self.queue.enqueue(RQ_ENTRY, kind, fn_name, job_id, params, job_id=job_id,
                                job_timeout=RQ_JOB_TIMEOUT_S, result_ttl=3600, failure_ttl=7 * 24 * 3600,
                                description=f"{fn_name} {job_id or ''}".strip())  # fmt: skip
         except RedisError as exc:
             raise JobQueueError(
-                f"Redis queue {self.queue.name!r} refused the job: {type(exc).__name__}: {exc}"
+                f"Redis queue {self.queue.name!r} refused the {kind}: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def take_events(self, limit: int, block_s: float) -> list[int]:
+        """Up to `limit` queued event ids, oldest first, waiting up to `block_s` for the first."""
+        first = self.connection.blpop([self.events_key], timeout=block_s)
+        if first is None:
+            return []
+        rest = self.connection.lpop(self.events_key, limit - 1) if limit > 1 else None
+        return [int(first[1]), *(int(v) for v in rest or [])]
+
+    def return_events(self, event_ids: list[int]) -> None:
+        """Puts taken event ids back at the head of the list, in their order (their batch failed)."""
+        if event_ids:
+            self.connection.lpush(self.events_key, *reversed(event_ids))
+
+    def queued_events(self) -> int:
+        return int(self.connection.llen(self.events_key))
 
 
 def runner_factory(settings: Settings, mode: RunnerMode | None = None) -> RunnerFactory | None:

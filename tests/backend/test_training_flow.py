@@ -298,6 +298,7 @@ def rq_world(tmp_path: Path) -> Iterator[World]:
     app = create_app(context=ctx, start_runner=False)
     yield World(app, app.test_client(), ctx, video, [0, 2, 4, 6])
     ctx.runner.queue.delete(delete_jobs=True)
+    ctx.runner.connection.delete(ctx.runner.events_key)
     worker.set_worker_context(None)
     ctx.close()
 
@@ -308,7 +309,7 @@ def test_rq_worker_runs_the_training_job(rq_world: World) -> None:
     config = {"epochs": 1, "batch_size": 4, "augment": False, "amp": True}
     job_id = world.client.post("/train", json={"project": 1, "config": config}).json["job"]
     assert world.start_training() == job_id, "START_TRAINING coalesces into the queued job"
-    assert ctx.runner.queue.count == 1 + len(world.labelled)  # the webhook events, then the job
+    assert (ctx.runner.queue.count, ctx.runner.queued_events()) == (1, len(world.labelled))  # the job; the events
     start = time.perf_counter()
     run_worker(ctx, burst=True, fork=False)  # `python -m backend worker --burst`, in this process
     job = world.client.get(f"/jobs/{job_id}").json

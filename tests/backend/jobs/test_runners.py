@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -156,6 +157,7 @@ def rq_context(backend_settings: Settings, synth_video: SynthVideo) -> Iterator[
     ctx.runner = RQRunner(ctx, REDIS_URL, queue_name=f"dcpose-test-{uuid.uuid4().hex[:8]}")
     yield ctx
     ctx.runner.queue.delete(delete_jobs=True)
+    ctx.runner.connection.delete(ctx.runner.events_key)
     worker.set_worker_context(None)
     ctx.close()
 
@@ -173,12 +175,72 @@ def test_rq_runner_queues_on_redis_and_the_worker_runs_jobs_and_events(
         "ANNOTATION_CREATED", 8, synth_video.task(2), gt_results(synth_video, 2), "2026-05-02T00:00:00Z"
     )
     assert app.test_client().post("/webhook", json=payload).status_code == 201
-    assert ctx.runner.queue.count == 2
+    assert (ctx.runner.queue.count, ctx.runner.queued_events()) == (1, 1)  # events are not RQ jobs
     run_worker(ctx, burst=True, fork=False)  # `python -m backend worker --burst`, without forking
-    assert ctx.runner.queue.count == 0
+    assert (ctx.runner.queue.count, ctx.runner.queued_events()) == (0, 0)
     assert (job(ctx, job_id).state, job(ctx, job_id).result) == ("succeeded", {"steps": 3, "project_id": 1})
     with session_scope(ctx.sessions) as session:
         assert session.scalars(select(WebhookEvent.status)).one() == "processed"
+
+
+def _events(ctx: BackendContext) -> list[tuple[int, str]]:
+    """(id, status) of the stored webhook events, in order."""
+    with session_scope(ctx.sessions) as session:
+        return [tuple(row) for row in session.execute(select(WebhookEvent.id, WebhookEvent.status)
+                                                      .order_by(WebhookEvent.id))]  # fmt: skip
+
+
+def _statuses(ctx: BackendContext) -> list[str]:
+    return [status for _, status in _events(ctx)]
+
+
+def test_rq_events_are_taken_in_batches_and_a_failed_batch_goes_back(
+    rq_context: BackendContext, synth_video: SynthVideo
+) -> None:
+    ctx = rq_context
+    client = create_app(context=ctx, start_runner=False).test_client()
+    for n in range(5):
+        payload = event("ANNOTATION_CREATED", 20 + n, synth_video.task(n % 4),
+                        gt_results(synth_video, n % 4), "2026-05-02T00:00:00Z")  # fmt: skip
+        assert client.post("/webhook", json=payload).status_code == 201
+    assert ctx.runner.queued_events() == 5
+    # A worker whose database is unreachable takes a batch, fails it and puts it back, in order.
+    down = replace(ctx.settings, database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    broken = build_context(down, migrate_db=False)
+    try:
+        broken_consumer = worker.EventConsumer(broken, ctx.runner)
+        broken_consumer.stopping.set()  # no retry pause
+        assert broken_consumer.step(block_s=0.1) == 5
+    finally:
+        broken.close()
+    assert ctx.runner.queued_events() == 5 and _statuses(ctx) == ["received"] * 5
+    ids = [event_id for event_id, _ in _events(ctx)]
+    assert ctx.runner.take_events(2, block_s=0.1) == ids[:2]  # oldest first
+    ctx.runner.return_events(ids[:2])
+    assert ctx.runner.take_events(10, block_s=0.1) == ids
+    ctx.runner.return_events(ids)
+    assert worker.EventConsumer(ctx, ctx.runner).drain() == 5 and _statuses(ctx) == ["processed"] * 5
+
+
+def test_rq_worker_threads_process_events_as_they_come(rq_context: BackendContext, synth_video: SynthVideo) -> None:
+    ctx = rq_context
+    client = create_app(context=ctx, start_runner=False).test_client()
+    consumer = worker.EventConsumer(ctx, ctx.runner)
+    threads = consumer.start_threads(2)
+    try:
+        for n in range(6):
+            payload = event("ANNOTATION_CREATED", 40 + n, synth_video.task(n % 4),
+                            gt_results(synth_video, n % 4), "2026-05-02T00:00:00Z")  # fmt: skip
+            assert client.post("/webhook", json=payload).status_code == 201
+        deadline = time.monotonic() + 30
+        while _statuses(ctx) != ["processed"] * 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        consumer.stopping.set()
+        for thread in threads:
+            thread.join(10)
+    assert _statuses(ctx) == ["processed"] * 6 and ctx.runner.queued_events() == 0
+    assert not any(thread.is_alive() for thread in threads)
 
 
 def test_rq_worker_needs_redis(backend_settings: Settings) -> None:
