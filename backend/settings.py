@@ -84,6 +84,9 @@ class Settings:
             files are evicted beyond it.
         event_workers: EVENT_WORKERS (default 2): threads processing webhook events (in-process runner).
         event_batch: EVENT_BATCH (default 50): queued events one worker processes in one transaction.
+        event_backlog: EVENT_BACKLOG (default 500; 0 = off): queued webhook events beyond which
+            webhook answers are held back (up to `backend.services.events.MAX_HOLD_S`, at twice as
+            many), so that intake does not outrun processing.
         coordinate_tolerance_pct: input limits (MAX_VIDEO_FRAMES, ...; see
             `backend.limits.Limits` for their meaning and defaults).
     """
@@ -112,6 +115,7 @@ class Settings:
     frame_cache_mb: float = 2048.0
     event_workers: int = 2
     event_batch: int = 50
+    event_backlog: int = 500
     max_video_frames: int = Limits.max_video_frames
     max_persons_per_annotation: int = Limits.max_persons_per_annotation
     max_keypoints_per_annotation: int = Limits.max_keypoints_per_annotation
@@ -167,6 +171,8 @@ class Settings:
             raise SettingsError(f"TRAIN_MIN_FRAMES must be >= 0 (0 = no minimum), got {self.train_min_frames}")
         if not self.train_interval_s >= 0:
             raise SettingsError(f"TRAIN_INTERVAL_S must be >= 0 (0 = off), got {self.train_interval_s}")
+        if not self.event_backlog >= 0:
+            raise SettingsError(f"EVENT_BACKLOG must be >= 0 (0 = off), got {self.event_backlog}")
         if not self.promote_margin >= 0:
             raise SettingsError(f"PROMOTE_MARGIN must be >= 0, got {self.promote_margin}")
         for name in (*_LIMIT_FIELDS, "event_workers", "event_batch", "max_image_mb", "frame_cache_mb"):
@@ -240,6 +246,7 @@ class Settings:
             frame_cache_mb=_number(env, "FRAME_CACHE_MB", 2048.0, float),
             event_workers=_number(env, "EVENT_WORKERS", 2, int),
             event_batch=_number(env, "EVENT_BATCH", 50, int),
+            event_backlog=_number(env, "EVENT_BACKLOG", 500, int),
             **{name: _number(env, name.upper(), getattr(Limits, name), type(getattr(Limits, name)))
                for name in _LIMIT_FIELDS},
         )  # fmt: skip

@@ -126,6 +126,10 @@ class JobRunner(ABC):
         """Waits until everything queued here is done (in-process only); False on timeout."""
         return True
 
+    def event_backlog(self) -> int:
+        """Webhook events queued and not yet taken for processing (as last seen by this process)."""
+        return 0
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stops accepting work and ends the workers."""
 
@@ -196,6 +200,10 @@ class ThreadRunner(JobRunner):
             time.sleep(0.005)
         return False
 
+    def event_backlog(self) -> int:
+        with self._lock:
+            return sum(q.qsize() for lane, (q, _) in self._lanes.items() if lane.startswith(EVENT_LANE))
+
     def after_fork(self) -> None:
         # Threads do not survive fork(): the child starts its own lanes on first use.
         self._lanes = {}
@@ -229,6 +237,7 @@ class RQRunner(JobRunner):
         self.connection = Redis.from_url(redis_url)
         self.queue = Queue(queue_name, connection=self.connection)
         self.events_key = f"{queue_name}:events"
+        self._events_seen = 0  # the list's length after this process's last push
 
     def _dispatch(self, lane: str, item: Item) -> None:
         from redis.exceptions import RedisError
@@ -236,7 +245,7 @@ class RQRunner(JobRunner):
         kind, fn_name, job_id, params = item
         try:
             if _is_event(item):
-                self.connection.rpush(self.events_key, int(params["event_id"]))
+                self._events_seen = int(self.connection.rpush(self.events_key, int(params["event_id"])))
                 return
             self.queue.enqueue(RQ_ENTRY, kind, fn_name, job_id, params, job_id=job_id,
                                job_timeout=RQ_JOB_TIMEOUT_S, result_ttl=3600, failure_ttl=7 * 24 * 3600,
@@ -261,6 +270,9 @@ class RQRunner(JobRunner):
 
     def queued_events(self) -> int:
         return int(self.connection.llen(self.events_key))
+
+    def event_backlog(self) -> int:
+        return self._events_seen  # no round trip: each push tells the length
 
 
 def runner_factory(settings: Settings, mode: RunnerMode | None = None) -> RunnerFactory | None:

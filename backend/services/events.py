@@ -4,7 +4,10 @@ Label Studio sends project webhooks synchronously inside the annotator's submit,
 timeout and no retry. `receive` therefore only validates the payload (refusing at intake, with a
 4xx, what processing could not use), records the event (`backend.db.events.record_event`,
 deduplicated, secrets stripped, committed before the answer) and queues `process_event`; it
-answers in a few milliseconds. Processing (`backend.services.event_processing`, in batches) is
+answers in a few milliseconds. When processing falls behind (more than EVENT_BACKLOG events queued),
+the answer is held back, by up to MAX_HOLD_S at twice that backlog (`hold_seconds`), well inside
+Label Studio's timeout: a sender that waits for each answer then slows to what processing keeps up
+with, and the backlog (how far corrections and training triggers lag) stays bounded. Processing (`backend.services.event_processing`, in batches) is
 idempotent:
 
 - ANNOTATION_CREATED / ANNOTATION_UPDATED: the result becomes persons (`results_to_persons`:
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -57,6 +61,17 @@ IGNORED_ACTIONS = (
     "LABEL_LINK_CREATED", "LABEL_LINK_UPDATED", "LABEL_LINK_DELETED", "REVIEW_CREATED", "REVIEW_UPDATED",
     "REVIEWS_DELETED", "TASK_ASSIGNEE_CHANGED",
 )  # fmt: skip
+
+
+MAX_HOLD_S = 0.3  # the longest an answer is held back (Label Studio waits about 1 s)
+
+
+def hold_seconds(backlog: int, threshold: int) -> float:
+    """How long to hold an answer back with `backlog` events queued: 0 up to `threshold` (0 = never),
+    rising linearly to MAX_HOLD_S at twice `threshold`."""
+    if threshold <= 0 or backlog <= threshold:
+        return 0.0
+    return MAX_HOLD_S * min(1.0, (backlog - threshold) / threshold)
 
 
 class WebhookPayloadError(ValueError):
@@ -242,7 +257,11 @@ def receive(ctx: BackendContext, payload: Any, *, backend_url: str | None = None
         return {"status": "duplicate", "event": event_id}, 200
     if action == "START_TRAINING":
         return _start_training(ctx, project_id, event_id, backend_url)
-    ctx.require_runner("webhook processing").enqueue(PROCESS_EVENT, event_id=event_id, order_key=annotation_id)
+    runner = ctx.require_runner("webhook processing")
+    runner.enqueue(PROCESS_EVENT, event_id=event_id, order_key=annotation_id)
+    hold = hold_seconds(runner.event_backlog(), ctx.settings.event_backlog)
+    if hold:
+        time.sleep(hold)  # the event is stored and queued; only the answer waits
     return {"status": "queued", "event": event_id}, 201
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from backend.db.tables import Job, Prediction, WebhookEvent, utcnow
 from backend.jobs import registry, worker
 from backend.jobs.runners import RQRunner, runner_factory
 from backend.jobs.worker import run_worker
+from backend.services import events as events_service
 from backend.settings import Settings
 from model.pipeline.config import with_propagation
 from tests.backend.conftest import SynthVideo, drain, simulated_factory
@@ -36,6 +38,7 @@ from tests.backend.services.test_prediction import gt_results
 
 TOKEN = "fake-ls-legacy-token-0123456789"
 RELEASE = threading.Event()
+CALLED = threading.Event()
 
 
 def blocking_job(ctx: BackendContext, *, job_id: str, report: Any, steps: int = 2, **params: Any) -> dict:
@@ -55,10 +58,16 @@ def rejecting_job(ctx: BackendContext, *, job_id: str, report: Any, **params: An
     return {"state": "rejected", "margin": -0.5}
 
 
+def blocking_call(ctx: BackendContext, **params: Any) -> None:
+    """A test call: sets CALLED, then waits for RELEASE (holds its lane)."""
+    CALLED.set()
+    assert RELEASE.wait(10)
+
+
 @pytest.fixture(autouse=True)
 def test_functions(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     functions = dict(registry.JOB_FUNCTIONS)
-    for name in ("blocking_job", "failing_job", "rejecting_job"):
+    for name in ("blocking_job", "failing_job", "rejecting_job", "blocking_call"):
         functions[name] = f"tests.backend.jobs.test_runners:{name}"
     monkeypatch.setattr(registry, "JOB_FUNCTIONS", functions)
     RELEASE.clear()
@@ -105,6 +114,19 @@ def test_thread_runner_runs_coalesces_and_records_outcomes(backend_app: Flask) -
         runner.submit("train", 1, "nope")
     listed = backend_app.test_client().get("/jobs?project=1&kind=preannotate").json["jobs"]
     assert [j["state"] for j in listed] == ["succeeded", "succeeded"] and listed[1]["id"] == first
+
+
+def test_thread_runner_counts_the_events_waiting_in_its_lanes(backend_app: Flask) -> None:
+    ctx = backend_app.extensions["dcpose"]
+    assert ctx.settings.event_workers == 2 and ctx.runner.event_backlog() == 0
+    CALLED.clear()
+    ctx.runner.enqueue("blocking_call", order_key=0)  # holds lane events-0
+    assert CALLED.wait(10)
+    for annotation_id in (2, 4, 6):  # the same lane, behind it
+        ctx.runner.enqueue(registry.PROCESS_EVENT, event_id=10**6 + annotation_id, order_key=annotation_id)
+    assert ctx.runner.event_backlog() == 3
+    RELEASE.set()
+    assert ctx.runner.drain(10) and ctx.runner.event_backlog() == 0
 
 
 def test_start_up_fails_stale_jobs_and_requeues_events(
@@ -241,6 +263,35 @@ def test_rq_worker_threads_process_events_as_they_come(rq_context: BackendContex
             thread.join(10)
     assert _statuses(ctx) == ["processed"] * 6 and ctx.runner.queued_events() == 0
     assert not any(thread.is_alive() for thread in threads)
+
+
+def test_webhook_answers_are_held_back_while_the_backlog_exceeds_event_backlog(
+    rq_context: BackendContext, synth_video: SynthVideo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = rq_context
+    ctx.settings = replace(ctx.settings, event_backlog=2)
+    holds: list[float] = []
+    monkeypatch.setattr(events_service, "time", SimpleNamespace(sleep=holds.append))
+    client = create_app(context=ctx, start_runner=False).test_client()
+
+    def post(n: int) -> None:
+        payload = event("ANNOTATION_CREATED", 60 + n, synth_video.task(n % 4), gt_results(synth_video, n % 4),
+                        "2026-05-02T00:00:00Z")  # fmt: skip
+        assert client.post("/webhook", json=payload).status_code == 201
+
+    for n in range(5):
+        post(n)
+    assert ctx.runner.event_backlog() == ctx.runner.queued_events() == 5
+    assert holds == [pytest.approx(0.15), pytest.approx(0.3), pytest.approx(0.3)]  # backlog 3, 4, 5
+    assert worker.EventConsumer(ctx, ctx.runner).drain() == 5
+    post(5)  # processing caught up: answered at once
+    assert len(holds) == 3 and ctx.runner.event_backlog() == 1
+
+
+def test_hold_rises_from_the_threshold_to_its_cap() -> None:
+    hold = events_service.hold_seconds
+    assert [hold(b, 500) for b in (0, 500, 750, 1000, 10**6)] == [0.0, 0.0, 0.15, 0.3, 0.3]
+    assert hold(10**6, 0) == 0.0  # EVENT_BACKLOG=0: never
 
 
 def test_rq_worker_needs_redis(backend_settings: Settings) -> None:
