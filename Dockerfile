@@ -88,7 +88,8 @@ EXPOSE 9090
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '9090') + '/health', timeout=4)"
 
-# One worker: the loaded model and the in-process job queue live in that process; THREADS serve
+# One worker by default: the loaded model and the in-process job queue live in that process (with
+# REDIS_URL the queue is on Redis and WORKERS=2 is fine); THREADS serve
 # concurrent requests. --timeout 0: a /predict over many frames may take long (LS waits 100 s).
 CMD exec gunicorn --preload --bind ":$PORT" --workers "$WORKERS" --threads "$THREADS" --timeout 0 \
     backend.wsgi:app

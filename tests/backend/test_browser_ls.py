@@ -60,6 +60,15 @@ def stop(backend: RunningBackend) -> None:
     backend.ctx.close()
 
 
+def tear_down(client: Any, project: int, backend: RunningBackend) -> None:
+    """Deletes the test's LS project, then closes the client and stops the backend even if that failed."""
+    try:
+        client.request("DELETE", f"/api/projects/{project}", expect_json=False)
+    finally:
+        client.close()
+        stop(backend)
+
+
 @pytest.fixture
 def driver() -> Iterator[Any]:
     chrome = ui.make_driver()
@@ -214,11 +223,7 @@ def test_annotator_loop_in_label_studio(
         assert version in row.text and "held-out" in driver.page_source
         ui.screenshot(driver, "07_status_page_after_training")
     finally:
-        try:
-            client.request("DELETE", f"/api/projects/{project}", expect_json=False)
-        finally:
-            client.close()
-            stop(backend)
+        tear_down(client, project, backend)
 
 
 def test_status_page_in_a_browser(tmp_path: Path, driver: Any) -> None:

@@ -17,7 +17,7 @@ import requests
 
 from annotation_io.label_studio import parse_config
 from tests.backend.ls_server import LabelStudioServer, label_studio  # noqa: F401  (pytest fixture)
-from tests.backend.test_browser_ls import make_world, start_backend, stop
+from tests.backend.test_browser_ls import make_world, start_backend, tear_down
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +67,4 @@ def test_stock_template_gets_predictions(
             else:
                 assert rects == [] and not any("parentID" in r for r in kps), result
     finally:
-        try:
-            client.request("DELETE", f"/api/projects/{project}", expect_json=False)
-        finally:
-            client.close()
-            stop(backend)
+        tear_down(client, project, backend)
