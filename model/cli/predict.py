@@ -225,7 +225,7 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--images-root", type=Path, help="folder a JSON INPUT's file names are relative to")
     parser.add_argument("--backbone", default="blazepose", choices=BACKBONE_NAMES,
                         help="rough pose estimator (default blazepose)")
-    parser.add_argument("--checkpoint", type=Path, help="backbone weights (hrnet_w48: HRNet or official DCPose file)")
+    parser.add_argument("--checkpoint", type=Path, help="backbone weights (hrnet_w48: HRNet or official DCPose file; yolo11_pose: a yolo11n-pose.pt)")
     parser.add_argument("--head", type=Path, help="DCPose head checkpoint; without one, backbone-only")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--mode", default="cached", choices=MODES,

@@ -132,14 +132,16 @@ class C3k(nn.Module):
 class C3k2(nn.Module):
     """cv1 -> two halves; n blocks chained on the last half; cv2 fuses every intermediate map."""
 
-    def __init__(self, c1: int, c2: int, n: int = 1, c3k: bool = False, e: float = 0.5,
-                 shortcut: bool = True) -> None:
+    def __init__(
+        self, c1: int, c2: int, n: int = 1, c3k: bool = False, e: float = 0.5, shortcut: bool = True
+    ) -> None:
         super().__init__()
         self.c = int(c2 * e)
         self.cv1 = Conv(c1, 2 * self.c, 1)
         self.cv2 = Conv((2 + n) * self.c, c2, 1)
         self.m = nn.ModuleList(
-            C3k(self.c, self.c, 2, shortcut) if c3k else Bottleneck(self.c, self.c, shortcut) for _ in range(n)
+            C3k(self.c, self.c, 2, shortcut) if c3k else Bottleneck(self.c, self.c, shortcut)
+            for _ in range(n)
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -244,8 +246,14 @@ class DFL(nn.Module):
 class PoseHead(nn.Module):
     """Box (cv2, DFL), class (cv3) and keypoint (cv4) branches per level; decodes to input pixels."""
 
-    def __init__(self, channels: Sequence[int], strides: Sequence[float], num_classes: int = 1,
-                 kpt_shape: tuple[int, int] = (17, 3), reg_max: int = 16) -> None:
+    def __init__(
+        self,
+        channels: Sequence[int],
+        strides: Sequence[float],
+        num_classes: int = 1,
+        kpt_shape: tuple[int, int] = (17, 3),
+        reg_max: int = 16,
+    ) -> None:
         super().__init__()
         if len(channels) != len(strides):
             raise ValueError(f"{len(channels)} head inputs but {len(strides)} strides")
@@ -254,16 +262,20 @@ class PoseHead(nn.Module):
         c2 = max(16, channels[0] // 4, 4 * reg_max)
         c3 = max(channels[0], min(num_classes, 100))
         c4 = max(channels[0] // 4, nk)
-        self.cv2 = nn.ModuleList(nn.Sequential(Conv(x, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4 * reg_max, 1))
-                                 for x in channels)
+        self.cv2 = nn.ModuleList(
+            nn.Sequential(Conv(x, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4 * reg_max, 1)) for x in channels
+        )
         self.cv3 = nn.ModuleList(
-            nn.Sequential(nn.Sequential(Conv(x, x, 3, g=x), Conv(x, c3, 1)),
-                          nn.Sequential(Conv(c3, c3, 3, g=c3), Conv(c3, c3, 1)),
-                          nn.Conv2d(c3, num_classes, 1))
+            nn.Sequential(
+                nn.Sequential(Conv(x, x, 3, g=x), Conv(x, c3, 1)),
+                nn.Sequential(Conv(c3, c3, 3, g=c3), Conv(c3, c3, 1)),
+                nn.Conv2d(c3, num_classes, 1),
+            )
             for x in channels
         )
-        self.cv4 = nn.ModuleList(nn.Sequential(Conv(x, c4, 3), Conv(c4, c4, 3), nn.Conv2d(c4, nk, 1))
-                                 for x in channels)
+        self.cv4 = nn.ModuleList(
+            nn.Sequential(Conv(x, c4, 3), Conv(c4, c4, 3), nn.Conv2d(c4, nk, 1)) for x in channels
+        )
         self.dfl = DFL(reg_max)
         self.strides = tuple(float(s) for s in strides)
 
@@ -272,8 +284,9 @@ class PoseHead(nn.Module):
         cells, strides = [], []
         for feat, stride in zip(feats, self.strides):
             h, w = feat.shape[-2:]
-            ys, xs = torch.meshgrid(torch.arange(h, device=feat.device), torch.arange(w, device=feat.device),
-                                    indexing="ij")
+            ys, xs = torch.meshgrid(
+                torch.arange(h, device=feat.device), torch.arange(w, device=feat.device), indexing="ij"
+            )
             cells.append(torch.stack((xs, ys), -1).view(-1, 2))
             strides.append(torch.full((h * w, 1), stride, device=feat.device))
         return torch.cat(cells).to(feats[0].dtype), torch.cat(strides).to(feats[0].dtype)
@@ -312,8 +325,15 @@ class YoloPoseNet(nn.Module):
         self._keep = {s for src in sources if isinstance(src, list) for s in src if s != -1}
 
     @staticmethod
-    def _layer(spec: YoloSpec, kind: str, args: tuple[Any, ...], repeats: int, src: Any,
-               channels: list[int], index: int) -> tuple[nn.Module, int]:
+    def _layer(
+        spec: YoloSpec,
+        kind: str,
+        args: tuple[Any, ...],
+        repeats: int,
+        src: Any,
+        channels: list[int],
+        index: int,
+    ) -> tuple[nn.Module, int]:
         """One layer and its output width; `channels` holds the input (3) then every layer's width."""
         n = max(round(repeats * spec.depth), 1) if repeats > 1 else repeats
         c1 = _width(channels, src) if isinstance(src, int) else 0
@@ -341,7 +361,9 @@ class YoloPoseNet(nn.Module):
         """x: (B, 3, H, W) RGB in [0, 1], H and W multiples of the largest stride."""
         multiple = int(max(self.spec.strides))
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] % multiple or x.shape[3] % multiple:
-            raise ValueError(f"input must be (B, 3, H, W) with H, W multiples of {multiple}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"input must be (B, 3, H, W) with H, W multiples of {multiple}, got {tuple(x.shape)}"
+            )
         outputs: dict[int, Tensor] = {}
         for i, (layer, src) in enumerate(zip(self.model, self.sources)):
             if isinstance(src, list):
@@ -354,4 +376,3 @@ class YoloPoseNet(nn.Module):
             if i in self._keep:
                 outputs[i] = x
         raise ValueError("the network has no Pose layer")
-
