@@ -34,7 +34,7 @@ from model.nets.yolo_pose import YoloPoseNet, YoloSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["UnsafeCheckpointError", "load_yolo_pose", "read_yolo_checkpoint"]
+__all__ = ["UnsafeCheckpointError", "load_yolo_pose", "net_from_state", "read_yolo_checkpoint"]
 
 # (module, name) pairs a module pickle of YOLO11-pose needs; nothing else outside ultralytics is resolved.
 _ALLOWED: frozenset[tuple[str, str]] = frozenset(
@@ -163,10 +163,21 @@ def load_yolo_pose(path: str | os.PathLike[str]) -> YoloPoseNet:
 
     Raises:
         FileNotFoundError, UnsafeCheckpointError, CheckpointError: see `read_yolo_checkpoint`.
-        model.checkpoint.CheckpointMismatchError: the weights do not fit the graph the yaml describes
-            (names the file and the keys).
+        model.checkpoint.CheckpointMismatchError: see `net_from_state`.
     """
     spec, state = read_yolo_checkpoint(path)
+    net = net_from_state(spec, state, str(path))
+    logger.info("YOLO pose network loaded from %s (%d tensors)", path, len(state))
+    return net
+
+
+def net_from_state(spec: YoloSpec, state: Mapping[str, Tensor], source: str) -> YoloPoseNet:
+    """The network of `spec` with `state` loaded strictly, in eval mode.
+
+    Raises:
+        model.checkpoint.CheckpointMismatchError: the weights do not fit the graph the spec describes
+            (names `source` and the missing, unexpected and mis-shaped keys).
+    """
     net = YoloPoseNet(spec)
     want = net.state_dict()
     missing = [k for k in want if k not in state]
@@ -177,7 +188,6 @@ def load_yolo_pose(path: str | os.PathLike[str]) -> YoloPoseNet:
         if k in state and state[k].shape != want[k].shape
     ]
     if missing or unexpected or shapes:
-        raise CheckpointMismatchError(str(path), "yolo_pose", missing, unexpected, shapes, "YoloPoseNet")
+        raise CheckpointMismatchError(source, "yolo_pose", missing, unexpected, shapes, "YoloPoseNet")
     net.load_state_dict(state, strict=True)
-    logger.info("YOLO pose network loaded from %s (%d tensors)", path, len(state))
     return net.eval()
