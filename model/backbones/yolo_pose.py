@@ -12,8 +12,8 @@ Weights: ``yolo11n-pose.pt`` from Ultralytics (AGPL-3.0), shipped inside the PyP
   3:4, x 1.25) runs at two scales (CROP_SIDES); at each, the candidate that belongs to the crop's
   person is the one whose box, enlarged to 3:4 the same way, overlaps the crop's central box most
   (`pick_person`), and the scales' keypoints are averaged (`average_views`); with no candidate the
-  crop gets empty heatmaps. Its COCO joints map to the 17 PoseTrack slots (`posetrack_from_coco`) and are rendered as
-  Gaussians like BlazePose's, so a DCPose head consumes them the same way.
+  crop gets empty heatmaps. The COCO joints map to the 17 PoseTrack slots (`posetrack_from_coco`) and
+  are rendered as Gaussians like BlazePose's, so a DCPose head consumes them the same way.
 - `YoloPoseBackbone.detect_people`: the whole-frame person detector of this backbone (boxes of people
   with confident keypoints, as COCO annotators drew them).
 """

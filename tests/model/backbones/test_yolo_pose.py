@@ -121,7 +121,9 @@ def test_a_missing_weights_file_is_named(tmp_path: Path) -> None:
         build_backbone("yolo11_pose", tmp_path / "nothing.pt")
 
 
-def test_whole_frame_detection_finds_the_annotated_people_with_keypoints_on_them(yolo: YoloPoseBackbone) -> None:
+def test_whole_frame_detection_finds_the_annotated_people_with_keypoints_on_them(
+    yolo: YoloPoseBackbone,
+) -> None:
     persons, image = still("coco_000000196141")  # 4 people, two of them small
     boxes = yolo.detect_people(image)
     for person in persons:
