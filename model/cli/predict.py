@@ -1,7 +1,7 @@
 """`python -m model predict`: keypoints for a video, frame folder or PoseTrack JSON, as PoseTrack 2018 JSON.
 
     python -m model predict INPUT --out PRED.json [--labels LABELS.json] [--no-labels]
-        [--backbone blazepose|hrnet_w48] [--checkpoint CKPT] [--head HEAD_CKPT] [--device cpu|cuda]
+        [--backbone blazepose|yolo11_pose|hrnet_w48] [--checkpoint CKPT] [--head HEAD_CKPT] [--device cpu|cuda]
         [--mode cached|exact] [--no-label-aware] [--frames a:b] [--images-root DIR]
         [--render OVERLAY.mp4]
 
