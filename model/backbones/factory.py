@@ -61,7 +61,7 @@ def build_backbone(
     if name == "yolo11_pose":
         from model.backbones.yolo_pose import build_yolo_pose
 
-        return build_yolo_pose(checkpoint, device, batch_size=min(batch_size, 16))
+        return build_yolo_pose(checkpoint, device, batch_size=batch_size)
     width = hrnet_width(check_backbone_name(name))
     assert width is not None  # check_backbone_name accepted a non-blazepose name
     from model.checkpoint import load_checkpoint
