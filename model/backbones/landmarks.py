@@ -31,7 +31,7 @@ import numpy as np
 from annotation_io.types import Box
 from model.backbones.tflite import TfliteGraph
 
-__all__ = ["HEAD_TOP_FACTOR", "LandmarkModel", "PoseResult", "Roi", "box_fit", "head_top", "roi_landmarks",
+__all__ = ["HEAD_TOP_FACTOR", "LandmarkModel", "PoseResult", "Roi", "box_fit", "head_top", "head_top_from", "roi_landmarks",
            "up_rotation"]
 
 LANDMARK_MODEL = "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
@@ -55,6 +55,11 @@ BODY_BOX_MARGIN = 0.05  # a body box grows by this x its long side (skin and clo
 def head_top(xy: np.ndarray) -> np.ndarray:
     """(2,) the top of the head from BlazePose's (>= 11, 2) face landmarks (see HEAD_TOP_FACTOR)."""
     eyes, ears, mouth = (np.asarray(xy, float)[list(pair)].mean(axis=0) for pair in (_EYES, _EARS, _MOUTH))
+    return head_top_from(eyes, ears, mouth)
+
+
+def head_top_from(eyes: np.ndarray, ears: np.ndarray, mouth: np.ndarray) -> np.ndarray:
+    """(2,) the top of the head from the eye, ear and mouth centres (see HEAD_TOP_FACTOR)."""
     return (eyes + ears) / 2.0 + HEAD_TOP_FACTOR * (eyes - mouth)
 
 

@@ -3,7 +3,8 @@
 The data (default ``../shared/data/real-stills``, see its README) is PoseTrack 2018 layout, one
 one-frame video per photograph: ``annotations/val/<name>.json`` + the image it names. For each backbone
 (the default BlazePose; ``hrnet_w48`` as well when ``--checkpoint`` gives its weights) the predictor runs
-twice per image:
+twice per image (``--backbone yolo11_pose`` benches YOLO11n-pose instead, see
+`model.backbones.yolo_pose`; repeat the option for several):
 
 - **detector**: no labels; people come from the whole-frame detector;
 - **boxes given**: the annotated boxes as box-only labels (a person with a box and no keypoints, as an
@@ -23,6 +24,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,16 +155,17 @@ def _run_mode(predictor: Any, stills: list[tuple[Video, np.ndarray]], mode: str)
     return total
 
 
-def run_real_bench(root: Path, *, checkpoint: Path | None = None) -> dict[str, dict[str, RealScore]]:
-    """{backbone: {mode: score}} for BlazePose (and hrnet_w48 when `checkpoint` is given)."""
+def run_real_bench(root: Path, *, checkpoint: Path | None = None,
+                   backbones: Sequence[str] = ("blazepose",)) -> dict[str, dict[str, RealScore]]:
+    """{backbone version: {mode: score}} for each of `backbones` (and hrnet_w48 when `checkpoint` is given)."""
     from model.pipeline.predictor import Predictor
 
     stills = load_stills(root)
-    backbones: list[tuple[str, Path | None]] = [("blazepose", None)]
+    runs: list[tuple[str, Path | None]] = [(name, None) for name in backbones]
     if checkpoint is not None:
-        backbones.append(("hrnet_w48", checkpoint))
+        runs.append(("hrnet_w48", checkpoint))
     out: dict[str, dict[str, RealScore]] = {}
-    for name, weights in backbones:
+    for name, weights in runs:
         predictor = Predictor.create(name, weights)
         try:
             out[predictor.version] = {mode: _run_mode(predictor, stills, mode) for mode in MODES}
@@ -193,6 +196,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                                    description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real-stills folder (PoseTrack 2018 layout)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet-W48 weights: also bench hrnet_w48")
+    parser.add_argument("--backbone", action="append", choices=("blazepose", "yolo11_pose"), default=None,
+                        help="backbone with its own weights to bench (repeatable; default blazepose)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.set_defaults(handle=handle, log_level="WARNING")
 
@@ -203,7 +208,8 @@ def handle(args: argparse.Namespace) -> int:
         print(f"bench-real: checkpoint not found: {args.checkpoint}")
         return 2
     try:
-        result = run_real_bench(args.data.resolve(), checkpoint=args.checkpoint)
+        result = run_real_bench(args.data.resolve(), checkpoint=args.checkpoint,
+                                backbones=args.backbone or ("blazepose",))
     except FileNotFoundError as exc:
         print(f"bench-real: {exc}")
         return 2

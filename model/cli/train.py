@@ -73,7 +73,7 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                              "or the root its file_names are relative to)")
     parser.add_argument("--labels", type=Path, required=True, help="PoseTrack JSON file or folder of them (labels)")
     parser.add_argument("--backbone", default="blazepose", choices=BACKBONE_NAMES, help="rough pose estimator")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet weights (hrnet backbones)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet weights (hrnet backbones) or a yolo11n-pose.pt (yolo11_pose)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)

@@ -1,1 +1,2 @@
-"""The networks, free of I/O: `blocks` (DCNv2, RSB blocks), `hrnet` (HRNet), `dcpose` (PRF, PTM, PCN, DCPose), `losses`."""
+"""The networks, free of I/O: `blocks` (DCNv2, RSB blocks), `hrnet` (HRNet), `dcpose` (PRF, PTM, PCN, DCPose),
+`yolo_pose` (YOLO11-pose, the graph of an Ultralytics checkpoint), `losses`."""

@@ -56,6 +56,7 @@ from annotation_io.video import FrameReader
 from model.backbones.base import Backbone, file_digest
 from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
 from model.backbones.factory import build_backbone
+from model.backbones.yolo_pose import YoloPoseBackbone
 from model.nets.dcpose import DCPose
 from model.nets.runtime import autocast, check_precision, place_module
 from model.pipeline.config import InferConfig, Progress
@@ -79,9 +80,10 @@ class Predictor:
         device: where the head runs (the backbone has its own device).
         config: inference options.
         head_version: names the head's weights in `version`.
-        detector: full-frame person detector (BGR frame -> boxes); None: `detect_people` (BlazePose's
-            person detector over tiles, confirmed by the landmark model; OpenCV HOG if mediapipe cannot
-            be used), created on first use.
+        detector: full-frame person detector (BGR frame -> boxes); None: the yolo11_pose backbone's
+            own detections where it is the backbone, else `detect_people` (BlazePose's person detector
+            over tiles, confirmed by the landmark model; OpenCV HOG if mediapipe cannot be used),
+            created on first use.
     """
 
     def __init__(self, backbone: Backbone, head: DCPose | None, *, device: str | torch.device = "cpu",
@@ -141,9 +143,12 @@ class Predictor:
         return cls(bb, net, device=device, config=config, head_version=version)
 
     def detect(self, frame_bgr: np.ndarray) -> list[Box]:
-        """Person boxes on a whole frame: BlazePose's person detector over tiles, HOG without mediapipe."""
+        """Person boxes on a whole frame: the yolo11_pose backbone's own detections where it is the
+        backbone, else BlazePose's person detector over tiles (HOG without mediapipe)."""
         if self._detector is not None:
             return self._detector(frame_bgr)
+        if isinstance(self.backbone, YoloPoseBackbone):
+            return self.backbone.detect_people(frame_bgr)
         from model.backbones.detectors import detect_people, hog_people
         from model.backbones.tflite import MediaPipeUnavailableError
 

