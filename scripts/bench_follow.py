@@ -1,7 +1,7 @@
 """Following people vs detecting on every frame: a no-label synthetic walk with the real BlazePose, side by side.
 
-Usage: `python -m scripts.bench_follow [--frames 40] [--people 1 3] [--every 10 5]`. For each clip the
-same backbone predicts it twice, `redetect_every=1` (the detector on every frame, as before) and
+Usage: `python -m scripts.bench_follow [--frames 40] [--people 1 3] [--every 10 5] [--backbone blazepose
+yolo11_pose]`. For each backbone and clip, the backbone predicts it twice, `redetect_every=1` (the detector on every frame, as before) and
 `redetect_every=N` for each N given (people followed between detections), and prints per run: person-frames found
 (a predicted box with IoU >= 0.3 to the person's, one-to-one), false people (predicted boxes that
 match nobody), id switches (changes of the predicted id along a person's matched frames), number of
@@ -64,20 +64,24 @@ def main() -> None:
     parser.add_argument("--people", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--every", type=int, nargs="+", default=[10], help="redetect_every values besides 1")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", nargs="+", default=["blazepose"], help="backbones (bundled weights) to compare")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    backbone = build_backbone("blazepose", None, "cpu")
-    print("people | redetect_every | found / person-frames | false people | id switches | ids | detector runs | wall s")
+    print("backbone | people | redetect_every | found / person-frames | false people | id switches | ids | "
+          "detector runs | wall s")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        for people in args.people:
-            root = Path(tmp) / f"p{people}"
-            (path,) = generate(root, videos=1, frames=args.frames, people=people, seed=args.seed)
-            gt = load(path)
-            for every in (1, *args.every):
-                pred = Predictor(backbone, None, config=InferConfig(redetect_every=every))
-                s, wall, calls = run(pred, gt, root / "images" / "000001")
-                print(f"{people} | {every} | {s['found']} / {s['of']} | {s['false']} | {s['switches']} | "
-                      f"{s['ids']} | {calls} | {wall:.1f}", flush=True)
+        for name in args.backbone:
+            backbone = build_backbone(name, None, "cpu")
+            for people in args.people:
+                root = Path(tmp) / f"p{people}"
+                if not root.exists():
+                    generate(root, videos=1, frames=args.frames, people=people, seed=args.seed)
+                gt = load(next((root / "annotations").rglob("*.json")))
+                for every in (1, *args.every):
+                    pred = Predictor(backbone, None, config=InferConfig(redetect_every=every))
+                    s, wall, calls = run(pred, gt, root / "images" / "000001")
+                    print(f"{name} | {people} | {every} | {s['found']} / {s['of']} | {s['false']} | {s['switches']} | "
+                          f"{s['ids']} | {calls} | {wall:.1f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
