@@ -7,8 +7,8 @@ deduplicated, secrets stripped, committed before the answer) and queues `process
 answers in a few milliseconds. When processing falls behind (more than EVENT_BACKLOG events queued),
 the answer is held back, by up to MAX_HOLD_S at twice that backlog (`hold_seconds`), well inside
 Label Studio's timeout: a sender that waits for each answer then slows to what processing keeps up
-with, and the backlog (how far corrections and training triggers lag) stays bounded. Processing (`backend.services.event_processing`, in batches) is
-idempotent:
+with, and the backlog (how far corrections and training triggers lag) stays bounded. Processing
+(`backend.services.event_processing`, in batches) is idempotent:
 
 - ANNOTATION_CREATED / ANNOTATION_UPDATED: the result becomes persons (`results_to_persons`:
   keypoints without parentID join the box that holds them), the annotation keeps only a strictly
