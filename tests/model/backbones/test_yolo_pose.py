@@ -21,7 +21,7 @@ from model.backbones.yolo_pose import (
     posetrack_from_coco,
 )
 from model.backbones.yolo_weights import INSTALL_HINT, find_weights
-from model.bench.real import DEFAULT_DATA, LIMB_SLOTS, load_stills
+from model.bench.real import LIMB_SLOTS, load_stills
 from model.transforms import crop_geometry, crop_image, crop_to_frame
 
 # An upright person facing the camera, COCO-17 order (x, y): image y grows downwards.
@@ -93,14 +93,15 @@ def yolo() -> Iterator[YoloPoseBackbone]:
     yield backbone
 
 
+STILLS = Path(__file__).resolve().parents[2] / "assets" / "real-stills"  # four of the shared set (its README)
+
+
 def still(name: str) -> tuple[list[Person], np.ndarray]:
-    root = Path(DEFAULT_DATA).resolve()
-    if not root.is_dir():
-        pytest.skip(f"real stills not found at {root}")
-    for video, image in load_stills(root):
+    """(annotated persons, BGR image) of one of the real stills in tests/assets."""
+    for video, image in load_stills(STILLS):
         if video.name == name:
             return video.frames[0].persons, image
-    pytest.fail(f"{name} not in {root}")
+    pytest.fail(f"{name} not in {STILLS}")
 
 
 def limb_hits(predicted_xy: np.ndarray, person: Person) -> tuple[int, int]:
