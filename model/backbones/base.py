@@ -20,11 +20,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from model.heatmaps import render_gaussians
 from model.transforms import HEATMAP_SIZE, INPUT_SIZE, CropGeometry
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NUM_JOINTS", "Backbone", "bind_video", "check_crops", "empty_heatmaps", "file_digest"]
+__all__ = ["NUM_JOINTS", "Backbone", "bind_video", "check_crops", "crop_heatmaps", "empty_heatmaps", "file_digest"]
 
 NUM_JOINTS = 17
 
@@ -70,6 +71,15 @@ def check_crops(crops_bgr: np.ndarray) -> np.ndarray:
 def empty_heatmaps() -> torch.Tensor:
     w, h = HEATMAP_SIZE
     return torch.zeros((0, NUM_JOINTS, h, w), dtype=torch.float32)
+
+
+def crop_heatmaps(xy: np.ndarray, conf: np.ndarray, sigma: float) -> torch.Tensor:
+    """Keypoint backbones' output: (N, 17, 2) joints in crop pixels and (N, 17) confidences ->
+    (N, 17, 96, 72) float32 heatmaps, a Gaussian at each joint (crop pixels / 4) whose peak is its confidence."""
+    w, h = HEATMAP_SIZE
+    stride = INPUT_SIZE[1] / h
+    return render_gaussians(torch.from_numpy(xy / stride).float(), torch.from_numpy(conf).float(),
+                            size=(h, w), sigma=sigma).float()  # fmt: skip
 
 
 def file_digest(path: str | os.PathLike[str], length: int = 8) -> str:

@@ -20,9 +20,9 @@ import torch
 
 from annotation_io.skeletons import NUM_KEYPOINTS, UNLABELLED_SLOTS
 from annotation_io.types import Box
+from model.backbones.base import crop_heatmaps
 from model.backbones.landmarks import head_top
 from model.backbones.tflite import MediaPipeUnavailableError
-from model.heatmaps import render_gaussians
 
 logger = logging.getLogger(__name__)
 
@@ -198,15 +198,7 @@ class BlazePoseBackbone:
             (N, 17, 96, 72) float32 CPU tensor: a Gaussian at each joint (crop pixels / 4), peak =
             the joint's confidence.
         """
-        xy, conf = self.keypoints(crops_bgr)
-        stride = self.input_size[0] / self.heatmap_size[0]
-        out = render_gaussians(
-            torch.from_numpy(xy / stride).float(),
-            torch.from_numpy(conf).float(),
-            size=self.heatmap_size,
-            sigma=self.sigma,
-        )
-        return out.float()
+        return crop_heatmaps(*self.keypoints(crops_bgr), self.sigma)
 
 
 def check_image(image: np.ndarray, what: str) -> None:

@@ -33,13 +33,12 @@ import torch
 
 from annotation_io.skeletons import NUM_KEYPOINTS, UNLABELLED_SLOTS
 from annotation_io.types import Box
-from model.backbones.base import check_crops, empty_heatmaps
+from model.backbones.base import check_crops, crop_heatmaps, empty_heatmaps
 from model.backbones.blazepose import head_bottom
 from model.backbones.landmarks import head_top_from
-from model.heatmaps import render_gaussians
 from model.nets.runtime import place_module
 from model.nets.yolo_pose import YoloPoseNet
-from model.transforms import HEATMAP_SIZE, INPUT_SIZE, CropGeometry
+from model.transforms import INPUT_SIZE, CropGeometry
 
 logger = logging.getLogger(__name__)
 
@@ -293,14 +292,7 @@ class YoloPoseBackbone:
         crops = check_crops(crops_bgr)
         if len(crops) == 0:
             return empty_heatmaps()
-        xy, conf = self.keypoints(crops)
-        stride = INPUT_SIZE[1] / HEATMAP_SIZE[1]
-        return render_gaussians(
-            torch.from_numpy(xy / stride).float(),
-            torch.from_numpy(conf).float(),
-            size=(HEATMAP_SIZE[1], HEATMAP_SIZE[0]),
-            sigma=self.sigma,
-        ).float()
+        return crop_heatmaps(*self.keypoints(crops), self.sigma)
 
     def detect_people(self, frame_bgr: np.ndarray, max_people: int = 20) -> list[Box]:
         """Person boxes on a whole frame, most confident first: people with >= 3 joints of visibility >= 0.5."""
