@@ -79,7 +79,8 @@ class BenchSettings:
         batch_size: training batch size.
         lr: Adam learning rate.
         amp: bfloat16 autocast when training the head and when it predicts in the accuracy runs
-            (about 2x faster on CPUs with AVX512-BF16; the cost section always runs float32).
+            (about 2x faster on CPUs with AVX512-BF16; ignored where bfloat16 is not native, where
+            it is several times slower; the cost section always runs float32).
         test_videos: videos to evaluate on.
         test_frames: frames per test video.
         timing_samples: samples of the training-time section.
@@ -278,6 +279,14 @@ def _predict(backbone: Any, head: Any, video: Video, known: Video | None, reader
     return out, passes()
 
 
+def _bf16(s: BenchSettings) -> bool:
+    """Whether the accuracy runs predict under bfloat16: asked for, and native on this CPU (emulated
+    bfloat16 is several times slower than float32, `model.nets.runtime.native_bf16`)."""
+    from model.nets.runtime import native_bf16
+
+    return s.amp and native_bf16("cpu")
+
+
 class _Bf16Head(torch.nn.Module):
     """A trained head whose `refine` runs under bfloat16 autocast (accuracy runs only, for speed)."""
 
@@ -448,7 +457,7 @@ def _accuracy_section(data: _Data, s: BenchSettings, result: VideoBenchResult, t
     sim = SimulatedBackbone(data.gt, seed=s.seed)
     head = _train_for_accuracy(data, s, result, sim)
     trained["simulated"] = head
-    if s.amp:
+    if _bf16(s):
         head = _Bf16Head(head)
     variants = (("backbone-only", None, "cached", True), ("head", head, "cached", False),
                 ("head+labels", head, "cached", True), ("head+labels", head, "exact", True))
@@ -507,7 +516,7 @@ def _propagation_section(data: _Data, s: BenchSettings, result: VideoBenchResult
     except Exception as exc:  # noqa: BLE001 - report and go on with the simulated backbone
         result.notes.append(f"propagation with BlazePose skipped: {type(exc).__name__}: {exc}")
     for name, backbone_for, head in kinds:
-        net = _Bf16Head(head) if s.amp else head
+        net = _Bf16Head(head) if _bf16(s) else head
 
         def predict(key: str, template: Video, known: Video, reader: Any, frames: list[int], head_: Any,
                     _backbone_for: Callable[[str], Any] = backbone_for, **cfg: Any) -> Video:
