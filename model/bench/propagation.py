@@ -65,10 +65,10 @@ class PropagationCost:
 
 
 def propagation_only(gt: Video, known: Video, reader: Any, frames: list[int]) -> Video:
-    """The known labels carried by optical flow to `frames`, each track on its own (no backbone)."""
+    """The known labels carried by optical flow to `frames` (`propagate_people`; no backbone)."""
     import cv2
 
-    from model.pipeline.propagation import propagate
+    from model.pipeline.propagation import propagate_people
 
     grays: dict[int, np.ndarray] = {}
 
@@ -83,8 +83,9 @@ def propagation_only(gt: Video, known: Video, reader: Any, frames: list[int]) ->
             if p.track_id is not None and p.present.any():
                 labels.setdefault(p.track_id, {})[frame.index] = p.keypoints
     out: dict[int, list[Person]] = {f: [] for f in frames}
-    for tid, track in labels.items():
-        for f, prop in propagate(gray, track, frames, num_frames=gt.num_frames).items():
+    carried = propagate_people(gray, labels, {tid: frames for tid in labels}, num_frames=gt.num_frames)
+    for tid, track in carried.items():
+        for f, prop in track.items():
             kps = np.zeros((len(prop.xy), 3))
             placed = prop.conf > 0
             kps[placed, :2], kps[placed, 2] = prop.xy[placed], 2.0

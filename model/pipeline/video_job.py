@@ -27,7 +27,7 @@ from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
 from model.pipeline.boxes import TrackBox, box_from_keypoints, update_with_keypoints
 from model.pipeline.config import InferConfig
 from model.pipeline.follow import Follower
-from model.pipeline.propagation import PROPAGATION_TRUST, Propagated, fuse_with_backbone, propagate
+from model.pipeline.propagation import PROPAGATION_TRUST, Propagated, fuse_with_backbone, propagate_people
 from model.pipeline.tracking import plan_boxes
 from model.transforms import (
     CropGeometry,
@@ -305,18 +305,17 @@ class VideoJob:
         return img
 
     def _propagate(self, need: set[int]) -> None:
-        """Carries each track's human poses by optical flow to the needed frames where it has a slot."""
+        """Carries the human poses by optical flow to the needed frames where their track has a slot."""
         labels: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
         for (f, tid), pose in self.human.items():
             if pose.person.present.sum() >= 1:
                 labels[tid][f] = pose.person.keypoints
-        for tid, track_labels in labels.items():
-            targets = sorted(f for f in need if tid in self.slots.get(f, {})
-                             and not (self.human.get((f, tid)) and self.human[(f, tid)].complete))
-            if not targets:
-                continue
-            carried = propagate(self.gray, track_labels, targets, num_frames=self.num_frames)
-            for f, prop in carried.items():
+        targets = {tid: sorted(f for f in need if tid in self.slots.get(f, {})
+                               and not (self.human.get((f, tid)) and self.human[(f, tid)].complete))
+                   for tid in labels}
+        carried = propagate_people(self.gray, labels, targets, num_frames=self.num_frames)
+        for tid, frames in carried.items():
+            for f, prop in frames.items():
                 self.propagated[(f, tid)] = prop
 
     def _detect(self, index: int) -> list[Box]:

@@ -12,7 +12,17 @@ from annotation_io.types import Box, Frame, Person, Video
 from model.heatmaps import render_gaussians
 from model.pipeline.config import InferConfig, with_propagation
 from model.pipeline.predictor import Predictor
-from model.pipeline.propagation import Propagated, fuse_chains, fuse_with_backbone, propagate, track_chain
+from model.pipeline.propagation import (
+    PROPAGATION_TRUST,
+    WEAK_CONF,
+    Propagated,
+    dragged_joints,
+    fuse_chains,
+    fuse_with_backbone,
+    propagate,
+    propagate_people,
+    track_chain,
+)
 from model.transforms import HEATMAP_SIZE, frame_to_heatmap
 
 SIZE = (320, 240)  # (W, H)
@@ -89,14 +99,17 @@ def test_a_static_frame_pair_keeps_points_and_confidence_decays(video) -> None:
     assert track_chain(_gray(still), 0, gt[0], conf, [2])[2].conf[4] == 0
 
 
-def test_lost_points_get_zero_confidence_and_the_backbone_wins(video) -> None:
+def test_lost_points_get_a_weak_confidence_and_the_backbone_wins(video) -> None:
     frames, gt = video
     rng = np.random.default_rng(1)
     noise = [rng.integers(0, 256, frames[0].shape, dtype=np.uint8) for _ in range(3)]
     out = track_chain(_gray([frames[0], *noise]), 0, gt[0], np.ones(NUM_KEYPOINTS), [3])
     assert (out[3].conf < 0.3).mean() > 0.8  # pure noise: the forward-backward check fails
+    assert (out[3].conf <= WEAK_CONF).mean() > 0.8 and (out[3].conf > 0).all()  # a weak prior, not nothing
+    # The flow broke for the whole person: the backbone wins even far from the carried points.
     backbone = gt[0] + 50.0
     xy, scores, taken = fuse_with_backbone(backbone, np.full(NUM_KEYPOINTS, 0.6), out[3])
+    assert (~taken).mean() > 0.8
     np.testing.assert_allclose(xy[~taken], backbone[~taken])
     assert np.all(scores[taken] == out[3].conf[taken])
 
@@ -108,6 +121,14 @@ def test_two_chains_that_disagree_lose_confidence() -> None:
     assert fused.conf[0] > 0.9 and fused.conf[1] < 0.01
     np.testing.assert_allclose(fused.xy[0], [0.25, 0.0])
     assert fuse_chains(a, None) is a and fuse_chains(None, None) is None
+
+
+def test_a_weak_chain_that_disagrees_still_lowers_the_followed_one() -> None:
+    followed = Propagated(np.zeros((2, 2)), np.array([0.8, 0.8]), np.array([True, True]))
+    lost = Propagated(np.array([[20.0, 20.0], [1.0, 0.0]]), np.array([0.05, 0.05]), np.array([False, False]))
+    fused = fuse_chains(followed, lost)
+    assert fused.followed.all()
+    assert fused.conf[0] < 0.01 < PROPAGATION_TRUST < fused.conf[1]  # 28 px apart vs 1 px apart
 
 
 class _FlatBackbone:
@@ -182,3 +203,111 @@ def test_a_box_only_label_is_trusted_and_filled_with_keypoints(video) -> None:
     assert person.box == box and person.track_id == 7
     assert person.extra == {"source": "model", "box_source": "human"} and person.present.all()
     assert all(box.contains(x, y) for x, y in person.xy)
+
+
+# ------------------------------------------------------------------ lost joints, people passing in front
+
+
+def _render_two(num_frames: int = 13, seed: int = 3) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Two textured person-like shapes on a textured background: A walks right (2 px/frame) and B, in
+    front of A, walks left (2 px/frame) across A from frame ~3 on. Returns frames and GT joints of A and B."""
+    rng = np.random.default_rng(seed)
+    w, h = SIZE
+    background = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2.0)
+    sprites = [cv2.GaussianBlur(rng.integers(0, 256, (140, 60, 3), dtype=np.uint8), (0, 0), 1.5) for _ in range(2)]
+    mask = np.zeros((140, 60), np.float32)
+    cv2.ellipse(mask, (30, 15), (12, 14), 0, 0, 360, 1.0, -1)
+    cv2.rectangle(mask, (8, 28), (52, 85), 1.0, -1)
+    cv2.rectangle(mask, (14, 80), (46, 139), 1.0, -1)
+    frames, gt_a, gt_b = [], [], []
+    for t in range(num_frames):
+        image = background.astype(np.float32)
+        corners = (np.array([90.0 + 2.0 * t, 50.0]), np.array([170.0 - 2.0 * t, 60.0]))  # A first: B on top
+        for sprite, corner in zip(sprites, corners):
+            m = np.float32([[1, 0, corner[0]], [0, 1, corner[1]]])
+            layer = cv2.warpAffine(sprite, m, SIZE, flags=cv2.INTER_LINEAR).astype(np.float32)
+            alpha = cv2.warpAffine(mask, m, SIZE, flags=cv2.INTER_LINEAR)[..., None]
+            image = alpha * layer + (1 - alpha) * image
+        frames.append(image.round().astype(np.uint8))
+        gt_a.append(SPRITE_JOINTS + corners[0])
+        gt_b.append(SPRITE_JOINTS + corners[1])
+    return frames, np.stack(gt_a), np.stack(gt_b)
+
+
+def test_a_joint_lost_by_the_flow_moves_on_with_its_person(video) -> None:
+    frames, gt = video
+    # A flat grey square, still on every frame, under the left wrist at frame 0: LK has no texture there.
+    flat = [f.copy() for f in frames]
+    x, y = gt[0][9].round().astype(int)
+    for f in flat:
+        f[y - 12 : y + 13, x - 12 : x + 13] = 128
+    out = track_chain(_gray(flat), 0, gt[0], np.ones(NUM_KEYPOINTS), [4, 8])
+    for t in (4, 8):
+        p = out[t]
+        assert not p.followed[9] and 0 < p.conf[9] <= WEAK_CONF
+        # It moved as the person did (the rest of the sprite), not stayed in the flat square.
+        np.testing.assert_allclose(p.xy[9], gt[t][9], atol=1.0)
+        others = np.ones(NUM_KEYPOINTS, bool)
+        others[9] = False
+        assert p.strong[others].mean() > 0.8
+    # Where it and a backbone far from it disagree, the carried point wins with its low score; a backbone
+    # joint that agrees is kept, scored by the agreement.
+    backbone = gt[8].copy()
+    backbone[9] += [60.0, 0.0]  # another person's wrist
+    backbone[10] += [3.0, 0.0]
+    scores = np.full(NUM_KEYPOINTS, 0.8)
+    xy, fused_scores, taken = fuse_with_backbone(backbone, scores, out[8])
+    assert taken[9] and np.allclose(xy[9], out[8].xy[9]) and fused_scores[9] <= WEAK_CONF
+    weak_near = Propagated(out[8].xy, np.where(np.arange(NUM_KEYPOINTS) == 10, 0.05, out[8].conf))
+    xy, fused_scores, taken = fuse_with_backbone(backbone, scores, weak_near)
+    assert not taken[10] and np.allclose(xy[10], backbone[10]) and 0.1 * 0.8 < fused_scores[10] < 0.8
+
+
+def test_a_joint_behind_another_person_is_not_carried_with_them() -> None:
+    frames, gt_a, gt_b = _render_two()
+    labels = {0: {0: _label(gt_a, 0)}, 1: {0: _label(gt_b, 0)}}
+    targets = list(range(1, len(frames)))
+    carried = propagate_people(_gray(frames), labels, {0: targets, 1: targets}, num_frames=len(frames))
+    # Each track alone (no other person known) follows the pixels wherever they go.
+    alone = propagate(_gray(frames), labels[0], targets, num_frames=len(frames))
+    for t in targets:
+        a, b = carried[0][t], carried[1][t]
+        err_a = np.linalg.norm(a.xy - gt_a[t], axis=1)
+        err_alone = np.linalg.norm(alone[t].xy - gt_a[t], axis=1)
+        err_b = np.linalg.norm(b.xy - gt_b[t], axis=1)
+        assert np.all(err_a <= err_alone + 0.5), (t, err_a, err_alone)
+        # B, in front, is carried as if alone (edge joints drift a little with the static background).
+        assert (b.conf >= PROPAGATION_TRUST).all() and err_b.max() < 5.0, (t, err_b)
+    # By the last frame B has crossed A's arm: alone, A's elbow went with B and is still trusted; knowing
+    # both people, it was dropped from the flow and moved on with A.
+    last = targets[-1]
+    err_a = np.linalg.norm(carried[0][last].xy - gt_a[last], axis=1)
+    err_alone = np.linalg.norm(alone[last].xy - gt_a[last], axis=1)
+    dragged = (alone[last].conf >= PROPAGATION_TRUST) & (err_alone > 8.0)
+    assert dragged.any()
+    assert np.all(err_a[dragged] < 3.0) and not carried[0][last].followed[dragged].any()
+    assert np.all(carried[0][last].conf[dragged] < PROPAGATION_TRUST)
+
+
+def test_dragged_joints_are_those_stepping_with_the_person_they_lie_on() -> None:
+    start_a = SPRITE_JOINTS + [100.0, 50.0]
+    start_b = SPRITE_JOINTS + [110.0, 50.0]  # B overlaps A
+    prev = np.concatenate([start_a, start_b])
+    people = np.repeat([0, 1], NUM_KEYPOINTS)
+    alive = np.ones(2 * NUM_KEYPOINTS, bool)
+    # Both step alike: the flow cannot tell them apart and nothing is dropped.
+    assert not dragged_joints(prev, prev + 5.0, alive, people).any()
+    # A's upper body steps like B (+6 px), A's legs like A (-4 px): the upper joints lying on B are dragged.
+    new = prev.copy()
+    new[:11] += [6.0, 0.0]
+    new[11:NUM_KEYPOINTS] += [-4.0, 0.0]
+    new[NUM_KEYPOINTS:] += [6.0, 0.0]
+    dragged = dragged_joints(prev, new, alive, people)
+    assert dragged[[0, 5, 6, 7, 8]].all() and not dragged[11:].any()
+    # The same steps with B far away: nobody lies on B, nothing is dragged.
+    far = new.copy()
+    far[NUM_KEYPOINTS:] += [150.0, 0.0]
+    assert not dragged_joints(prev, far, alive, people).any()
+    # One person alone: no check.
+    assert not dragged_joints(prev[:NUM_KEYPOINTS], new[:NUM_KEYPOINTS], alive[:NUM_KEYPOINTS],
+                              people[:NUM_KEYPOINTS]).any()
