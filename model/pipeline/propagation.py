@@ -277,12 +277,20 @@ def dragged_joints(prev: np.ndarray, new: np.ndarray, alive: np.ndarray, people:
     rows = {p: np.flatnonzero(people == p) for p in ids}
     on: dict[tuple[int, int], np.ndarray] = {}
     on_other = {p: np.zeros(len(rows[p]), bool) for p in ids}
+    # each person's extent, grown by the body margin: only people whose extents meet are compared
+    box = {}
+    for p in ids:
+        pts = new[rows[p]][alive[rows[p]]]
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        margin = max(cfg.body_px_frac * float((hi - lo).max()), 2.0)
+        box[p] = (lo - margin, hi + margin)
     for a in ids:
         for b in ids:
-            if a != b:
-                hit = _on_body(new[rows[a]], new[rows[b]], alive[rows[b]], cfg.body_px_frac) & alive[rows[a]]
-                on[a, b] = hit
-                on_other[a] |= hit
+            if a == b or np.any(box[a][1] < box[b][0]) or np.any(box[b][1] < box[a][0]):
+                continue
+            hit = _on_body(new[rows[a]], new[rows[b]], alive[rows[b]], cfg.body_px_frac) & alive[rows[a]]
+            on[a, b] = hit
+            on_other[a] |= hit
     own: dict[int, np.ndarray | None] = {}
     for p in ids:
         mine = alive[rows[p]] & ~on_other[p]
@@ -293,7 +301,8 @@ def dragged_joints(prev: np.ndarray, new: np.ndarray, alive: np.ndarray, people:
             continue
         for b in ids:
             own_b = own[b]
-            if a == b or own_b is None or not on[a, b].any() or np.linalg.norm(own_a - own_b) <= cfg.drag_margin_px:
+            if (a == b or own_b is None or (a, b) not in on or not on[a, b].any()
+                    or np.linalg.norm(own_a - own_b) <= cfg.drag_margin_px):
                 continue
             mine = step[rows[a]]
             hit = np.linalg.norm(mine - own_b, axis=1) + cfg.drag_margin_px <= np.linalg.norm(mine - own_a, axis=1)
