@@ -151,8 +151,8 @@ def track_chain(gray: Callable[[int], np.ndarray], start: int, pts: np.ndarray, 
 
     A point LK loses moves on with the median step of the points of its group (its person) that LK
     still follows, its confidence fading with how far it may have strayed (`FlowConfig.lost_frac`;
-    `Propagated.followed` False). With
-    `groups`, a point another person's step dragged (`dragged_joints`) is lost too.
+    `Propagated.followed` False). With `groups`, a point another person's step dragged
+    (`dragged_joints`) is lost too.
 
     Args:
         gray: frame index -> (H, W) uint8 grey frame.
