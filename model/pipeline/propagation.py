@@ -20,8 +20,8 @@ of their followed joints' steps from the median step) and the joint's own step o
 before the loss (a swinging hand, lost to blur, drifts fast; a point on a plain sleeve of a walking person
 barely). A joint that no followed joint of its person can move stays where it was and soon counts for
 nothing. On the synthetic benchmark (flat-coloured sprites: LK loses a third of the joints within two
-frames, sliding along plain limbs) this took the share of carried joints trusted two frames from a label
-from 57% to 89%, and cold start with BlazePose and labels every 8 frames from 34.8 to 49.8 mAP (seed 0;
+frames, sliding along plain limbs) this took the share of carried joints trusted, with labels every 4
+frames, from 57% to 89%, and cold start with BlazePose and labels every 8 frames from 34.8 to 49.8 mAP (seed 0;
 seed 1: 57.0 to 64.6), against lost joints frozen with a confidence of at most 0.1.
 
 The two directions are merged per joint by confidence-weighted mean; where both reach, the merged
@@ -45,9 +45,8 @@ person tracked alone) to 4.3 px.
 backbone's estimate elsewhere (the flow broke: occlusion, blur, fast limbs), except where the backbone's
 joint lies farther than FAR_FRAC (0.3) of the person's height from the carried one (another person's
 limb, a left/right swap) while the flow still follows a third of the person: there the carried point,
-weak as it is, wins. A backbone joint kept beside a
-carried point is scored by their agreement (AGREE_FRAC), so that the joints a prediction is surest of
-are the ones the labels on both sides support.
+weak as it is, wins. A backbone joint kept beside a carried point is scored by their agreement
+(AGREE_FRAC), so that the joints a prediction is surest of are the ones the labels on both sides support.
 """
 
 from __future__ import annotations
@@ -389,8 +388,8 @@ def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated,
                        trust: float = PROPAGATION_TRUST) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per joint: the propagated point where its confidence >= `trust`, else the backbone's, unless the
     backbone's lies farther than FAR_FRAC of the person's height from the carried point and the flow still
-    follows a third of the person's joints (then the carried one, with its low confidence). A backbone joint kept where a carried point exists has its score
-    scaled by how well the two agree (AGREE_FRAC).
+    follows a third of the person's joints (then the carried one, with its low confidence). A backbone
+    joint kept where a carried point exists has its score scaled by how well the two agree (AGREE_FRAC).
 
     Args:
         xy: (K, 2) backbone (or head) joints; scores: (K,) their scores.
