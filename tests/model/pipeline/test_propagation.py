@@ -283,6 +283,24 @@ def test_a_swinging_hand_lost_by_the_flow_soon_counts_for_little(video) -> None:
     assert not out[6].followed[9] and out[6].conf[9] < PROPAGATION_TRUST
 
 
+def test_a_person_the_flow_loses_entirely_goes_on_at_their_last_pace(video) -> None:
+    frames, gt = video
+    # From frame 3 on, fresh noise over the whole person (as if behind a flickering screen): every joint is
+    # lost at once, and the person goes on at the pace the flow last measured (1.5 px/frame right).
+    rng = np.random.default_rng(2)
+    hidden = [f.copy() for f in frames]
+    x0, y0 = (gt[:8].min(axis=(0, 1)) - 15).astype(int)
+    x1, y1 = (gt[:8].max(axis=(0, 1)) + 15).astype(int)
+    for f in hidden[3:8]:
+        f[y0:y1, x0:x1] = rng.integers(0, 256, (y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    out = track_chain(_gray(hidden), 0, gt[0], np.ones(NUM_KEYPOINTS), [2, 5, 7])
+    assert out[2].followed.mean() > 0.8 and not out[5].followed.any()
+    still = np.linalg.norm(out[2].xy - gt[7], axis=1)  # where a frozen pose would have stayed
+    err = np.linalg.norm(out[7].xy - gt[7], axis=1)
+    assert np.median(err) < 2.0 < 6.0 < np.median(still)
+    assert out[7].conf.max() < out[5].conf.max() < out[2].conf.min()  # fading all the while
+
+
 def test_a_joint_behind_another_person_is_not_carried_with_them() -> None:
     frames, gt_a, gt_b = _render_two()
     labels = {0: {0: _label(gt_a, 0)}, 1: {0: _label(gt_b, 0)}}
@@ -327,6 +345,15 @@ def test_dragged_joints_are_those_stepping_with_the_person_they_lie_on() -> None
     far = new.copy()
     far[NUM_KEYPOINTS:] += [150.0, 0.0]
     assert not dragged_joints(prev, far, alive, people).any()
+    # A (small, far away) wholly behind B's torso and carried with B: A's own step cannot be measured, so
+    # nothing is dragged, unless A's last known step is given.
+    centre = start_b[[5, 6, 11, 12]].mean(axis=0)
+    small = centre + 0.3 * (SPRITE_JOINTS - SPRITE_JOINTS[[5, 6, 11, 12]].mean(axis=0))
+    behind = np.concatenate([small, start_b])
+    moved = behind + [6.0, 0.0]
+    assert not dragged_joints(behind, moved, alive, people).any()
+    dragged = dragged_joints(behind, moved, alive, people, fallback={0: np.array([-4.0, 0.0])})
+    assert dragged[:NUM_KEYPOINTS].mean() > 0.8 and not dragged[NUM_KEYPOINTS:].any()
     # One person alone: no check.
     assert not dragged_joints(prev[:NUM_KEYPOINTS], new[:NUM_KEYPOINTS], alive[:NUM_KEYPOINTS],
                               people[:NUM_KEYPOINTS]).any()
