@@ -157,7 +157,8 @@ def track_chain(gray: Callable[[int], np.ndarray], start: int, pts: np.ndarray, 
     Args:
         gray: frame index -> (H, W) uint8 grey frame.
         start: the labelled frame.
-        pts: (K, 2) labelled joints; conf: (K,) their confidence (0: not labelled).
+        pts: (K, 2) labelled joints; conf: (K,) their confidence (0: not labelled). Points off the image
+            are not carried.
         stops: frames wanted, all on one side of `start`.
         cfg: tracking settings.
         groups: (K,) the person of each point (each person's points the 17 PoseTrack joints); None: one
@@ -171,7 +172,11 @@ def track_chain(gray: Callable[[int], np.ndarray], start: int, pts: np.ndarray, 
     end = max(stops) if max(stops) > start else min(stops)
     step = 1 if end > start else -1
     xy = np.asarray(pts, np.float64).copy()
-    alive = np.asarray(conf, np.float64) > 0
+    h, w = gray(start).shape[:2]
+    # a labelled point off the image (annotators place hidden joints there) has no pixels to follow
+    inside = np.all(np.isfinite(xy), axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    alive = (np.asarray(conf, np.float64) > 0) & inside
+    xy[~np.all(np.isfinite(xy), axis=1)] = 0.0
     labelled = alive.copy()
     base = np.where(alive, conf, 0.0)
     people = np.zeros(len(xy), int) if groups is None else np.asarray(groups)

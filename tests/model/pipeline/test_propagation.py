@@ -113,6 +113,18 @@ def test_lost_points_get_a_weak_confidence_and_the_backbone_wins(video) -> None:
     assert np.all(scores[taken] == out[3].conf[taken])
 
 
+def test_a_label_off_the_image_is_not_carried_and_disturbs_nothing(video) -> None:
+    frames, gt = video
+    clean = track_chain(_gray(frames), 0, gt[0], np.ones(NUM_KEYPOINTS), [4])[4]
+    pts = gt[0].copy()
+    pts[3] = [-500.0, 1e6]  # an annotator's hidden ear, far off the frame
+    out = track_chain(_gray(frames), 0, pts, np.ones(NUM_KEYPOINTS), [4])[4]
+    assert out.conf[3] == 0
+    others = np.arange(NUM_KEYPOINTS) != 3
+    np.testing.assert_allclose(out.conf[others], clean.conf[others])
+    np.testing.assert_allclose(out.xy[others], clean.xy[others])
+
+
 def test_two_chains_that_disagree_lose_confidence() -> None:
     a = Propagated(np.zeros((2, 2)), np.array([0.9, 0.9]))
     b = Propagated(np.array([[0.5, 0.0], [30.0, 0.0]]), np.array([0.9, 0.9]))
