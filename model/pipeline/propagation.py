@@ -20,10 +20,11 @@ of their followed joints' steps from the median step) and the joint's own step o
 before the loss (a swinging hand, lost to blur, drifts fast; a point on a plain sleeve of a walking person
 barely). A person the flow no longer follows at all (wholly behind another, or blurred) goes on at their
 last measured step, their joints fading at their last non-rigid rate; one never followed stays where it
-was and soon counts for nothing. On the synthetic benchmark (flat-coloured sprites: LK loses a third of the joints within two
-frames, sliding along plain limbs) this took the share of carried joints trusted, with labels every 4
-frames, from 57% to 89%, and cold start with BlazePose and labels every 8 frames from 34.8 to 63.8 mAP (seed 0;
-seed 1: 57.0 to 63.9), against lost joints frozen with a confidence of at most 0.1.
+was and soon counts for nothing. On the synthetic benchmark (flat-coloured sprites: LK loses a third of
+the joints within two frames, sliding along plain limbs) this took the share of carried joints trusted,
+with labels every 4 frames, from 57% to 89%, and cold start with BlazePose and labels every 8 frames from
+34.8 to 63.8 mAP (seed 0; seed 1: 57.0 to 63.9), against lost joints frozen with a confidence of at most
+0.1.
 
 The two directions are merged per joint by confidence-weighted mean; where both reach, the merged
 confidence is 1 - (1 - c_fwd)(1 - c_bwd), times exp(-(gap / 8 px)^2) of the gap between the two chains:
@@ -38,8 +39,8 @@ pixels while every check passes (the motion is smooth and consistent both ways).
 tracks all people labelled on a frame together and, at each step, loses a joint that lies on another
 person's body (within `FlowConfig.body_px_frac` of their height from their limbs and torso) and stepped
 like that person rather than like the rest of its own person (it then moves with its own person, as a
-lost joint; a person wholly behind another is compared at their last measured step). On the synthetic benchmark's test video (two walkers who overlap, labels every 8 frames), the
-90th percentile error of the joints carried with confidence >= PROPAGATION_TRUST went from 13.9 px (each
+lost joint; a person wholly behind another is compared at their last measured step). On the synthetic
+benchmark's test video (two walkers who overlap, labels every 8 frames), the 90th percentile error of the joints carried with confidence >= PROPAGATION_TRUST went from 13.9 px (each
 person tracked alone) to 3.7 px.
 
 `fuse_with_backbone` keeps a propagated joint where its confidence reaches `PROPAGATION_TRUST` and the
@@ -113,8 +114,8 @@ class Propagated:
     """A pose carried onto one frame: xy (K, 2) frame pixels and conf (K,) in [0, 1] (0: not carried).
 
     `followed` (K,): joints their own flow carried all the way; the others with conf > 0 were lost on the
-    way and moved with the rest of their person since (their confidence fading with that). None: all joints with
-    conf > 0 were followed.
+    way and moved with the rest of their person since (their confidence fading with that). None: all
+    joints with conf > 0 were followed.
     """
 
     xy: np.ndarray
@@ -125,6 +126,11 @@ class Propagated:
     def strong(self) -> np.ndarray:
         """(K,) joints carried by their own flow."""
         return (self.conf > 0) if self.followed is None else (self.conf > 0) & self.followed
+
+
+def _height(points: np.ndarray) -> float:
+    """A person's size in px: the larger side of the extent of their (M, 2) points."""
+    return float(np.ptp(points, axis=0).max())
 
 
 def _lk(a: np.ndarray, b: np.ndarray, pts: np.ndarray, cfg: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -173,17 +179,19 @@ def track_chain(gray: Callable[[int], np.ndarray], start: int, pts: np.ndarray, 
     step = 1 if end > start else -1
     xy = np.asarray(pts, np.float64).copy()
     h, w = gray(start).shape[:2]
+    finite = np.all(np.isfinite(xy), axis=1)
+    xy[~finite] = 0.0
     # a labelled point off the image (annotators place hidden joints there) has no pixels to follow
-    inside = np.all(np.isfinite(xy), axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    inside = finite & (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
     alive = (np.asarray(conf, np.float64) > 0) & inside
-    xy[~np.all(np.isfinite(xy), axis=1)] = 0.0
     labelled = alive.copy()
     base = np.where(alive, conf, 0.0)
     people = np.zeros(len(xy), int) if groups is None else np.asarray(groups)
+    members = {int(p): people == p for p in np.unique(people[labelled])}
     height = np.ones(len(xy))
-    for person in np.unique(people[labelled]):
-        mine = labelled & (people == person)
-        height[people == person] = max(float(np.ptp(xy[mine], axis=0).max()), 1.0) if mine.sum() >= 2 else 1.0
+    for mine in members.values():
+        if (labelled & mine).sum() >= 2:
+            height[mine] = max(_height(xy[labelled & mine]), 1.0)
     total_err = np.zeros(len(xy))
     drift = np.zeros(len(xy))  # px a lost joint may have strayed from its person's motion since
     own = np.zeros(len(xy))  # each followed joint's last step off its person's (px)
@@ -203,8 +211,7 @@ def track_chain(gray: Callable[[int], np.ndarray], start: int, pts: np.ndarray, 
         total_err += np.where(was & ~alive, cfg.max_fb, 0.0)
         body = np.zeros_like(xy)
         spread = np.zeros(len(xy))
-        for person in np.unique(people[labelled]):
-            mine = people == person
+        for person, mine in members.items():
             ok = mine & alive
             if ok.sum() >= 2:
                 velocity[person] = np.median(new[ok] - xy[ok], axis=0)
@@ -260,7 +267,7 @@ def _on_body(points: np.ndarray, body: np.ndarray, alive: np.ndarray, frac: floa
     pairs = [(a, b) for a, b in _BODY if alive[a] and alive[b]]
     if not pairs:
         return np.zeros(len(points), bool)
-    height = float(np.ptp(body[alive], axis=0).max())
+    height = _height(body[alive])
     ia, ib = np.array(pairs).T
     dist = _segment_distance(points, body[ia], body[ib]).min(axis=1)
     return dist <= max(frac * height, 2.0)
@@ -295,7 +302,7 @@ def dragged_joints(prev: np.ndarray, new: np.ndarray, alive: np.ndarray, people:
     for p in ids:
         pts = new[rows[p]][alive[rows[p]]]
         lo, hi = pts.min(axis=0), pts.max(axis=0)
-        margin = max(cfg.body_px_frac * float((hi - lo).max()), 2.0)
+        margin = max(cfg.body_px_frac * _height(pts), 2.0)
         box[p] = (lo - margin, hi + margin)
     for a in ids:
         for b in ids:
@@ -365,10 +372,10 @@ def propagate_people(gray: Callable[[int], np.ndarray], labels: Mapping[int, Map
         groups = np.repeat(np.arange(len(tids)), np.diff(bounds))
         for f, prop in track_chain(gray, start, pts, conf, stops, cfg, groups).items():
             strong = prop.strong
-            now = {tid: Propagated(prop.xy[lo:hi], prop.conf[lo:hi], strong[lo:hi])
-                   for tid, lo, hi in zip(tids, bounds[:-1], bounds[1:]) if f in wanted[tid]}
-            for tid, p in now.items():
-                carried.setdefault(tid, {}).setdefault(f, []).append(p)
+            for tid, lo, hi in zip(tids, bounds[:-1], bounds[1:]):
+                if f in wanted[tid]:
+                    part = Propagated(prop.xy[lo:hi], prop.conf[lo:hi], strong[lo:hi])
+                    carried.setdefault(tid, {}).setdefault(f, []).append(part)
     out: dict[int, dict[int, Propagated]] = {}
     for tid, frames in carried.items():
         for f, props in frames.items():
@@ -417,7 +424,7 @@ def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated,
     taken = prop.conf >= trust
     scores = np.asarray(scores, np.float64)
     if carried.sum() >= 2:
-        height = max(float(np.ptp(prop.xy[carried], axis=0).max()), 1.0)
+        height = max(_height(prop.xy[carried]), 1.0)
         gap = np.linalg.norm(np.asarray(xy, np.float64) - prop.xy, axis=1)
         # Only a pose whose flow still holds (a third of its joints followed) locates the person well
         # enough to overrule the backbone; where the flow broke everywhere the backbone wins.
