@@ -667,6 +667,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (accuracy section)")
     parser.add_argument("--train-samples", type=int, default=None, help="training samples (accuracy section)")
+    parser.add_argument("--test-videos", type=int, default=None,
+                        help="test videos (accuracy and propagation sections; default 1)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the generated videos here")
     parser.add_argument("--device", default="cpu", help="where HRNet-W48 and the head run in the cost section")
     parser.set_defaults(handle=handle, log_level="WARNING")
@@ -680,6 +682,11 @@ def handle(args: argparse.Namespace) -> int:
         overrides["epochs"] = args.epochs
     if args.train_samples is not None:
         overrides["train_samples"] = args.train_samples
+    if args.test_videos is not None:
+        if args.test_videos < 1:
+            print(f"error: --test-videos must be at least 1, got {args.test_videos}", file=sys.stderr)
+            return 2
+        overrides["test_videos"] = args.test_videos
     settings = replace(settings, **overrides)
     sections = [x.strip() for x in args.sections.split(",") if x.strip()]
     try:

@@ -292,9 +292,10 @@ class VideoJob:
                     self.add_slot(f, _Slot(tb.track_id, crop_geometry(tb.box), tb.box, tb.source, tb.score))
         self.human = _human_poses(self.known, label_plan)
         self.poses = self.human if self.cfg.label_aware else {}
-        self._carry(label_plan, need)
+        chains = self._chains(label_plan, need)
         if self.cfg.propagate:
-            self._propagate(need)
+            self._propagate(need, chains)
+        self._carry(label_plan, chains)
 
     def gray(self, index: int) -> np.ndarray:
         """The grey frame `index` (label propagation), cached."""
@@ -304,13 +305,18 @@ class VideoJob:
             self.grays.put(index, img)
         return img
 
-    def _propagate(self, need: set[int]) -> None:
-        """Carries the human poses by optical flow to the needed frames where their track has a slot."""
+    def _propagate(self, need: set[int], chains: list[list[Any]]) -> None:
+        """Carries the human poses by optical flow to the needed frames where their track has a slot,
+        and along the carried box chains (whose boxes then move with them, `_carry`)."""
         labels: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
         for (f, tid), pose in self.human.items():
             if pose.person.present.sum() >= 1:
                 labels[tid][f] = pose.person.keypoints
-        targets = {tid: sorted(f for f in need if tid in self.slots.get(f, {})
+        on_chain: dict[int, set[int]] = defaultdict(set)
+        for tid, _, path in chains:
+            on_chain[tid].update(path)
+        targets = {tid: sorted(f for f in need | on_chain[tid]
+                               if (tid in self.slots.get(f, {}) or f in on_chain[tid])
                                and not (self.human.get((f, tid)) and self.human[(f, tid)].complete))
                    for tid in labels}
         carried = propagate_people(self.gray, labels, targets, num_frames=self.num_frames)
@@ -352,17 +358,29 @@ class VideoJob:
                     chains.append([tid, run[-1] + 1, run[wanted[0]:][::-1]])
         return chains
 
-    def _carry(self, label_plan: dict[int, list[TrackBox]], need: set[int]) -> None:
-        """Runs carried tracks outward from their label, all chains one step per backbone call."""
-        chains = self._chains(label_plan, need)
+    def _carry(self, label_plan: dict[int, list[TrackBox]], chains: list[list[Any]]) -> None:
+        """Runs carried tracks outward from their label, all chains one step per backbone call.
+
+        Where the propagated human pose still holds on the next frame (`_flow_pose`), the box moves with
+        it and the frame's pass is cropped there; elsewhere the pass is cropped on the previous box and
+        the box moves with the backbone's joints.
+        """
         if not chains:
             return
         states = [self._anchor_state(label_plan, tid, anchor) for tid, anchor, _ in chains]
+        flows: list[np.ndarray | None] = [self._flow_pose(anchor, tid) for tid, anchor, _ in chains]
         for k in range(max(len(path) for _, _, path in chains)):
             active = [i for i, (_, _, path) in enumerate(chains) if k < len(path) and states[i] is not None]
             if not active:
                 break
-            keys = [(chains[i][2][k], crop_geometry(states[i][0].box)) for i in active]
+            by_flow: dict[int, TrackBox | None] = {}
+            for i in active:
+                tid, _, path = chains[i]
+                new_flow = self._flow_pose(path[k], tid)
+                if flows[i] is not None and new_flow is not None:
+                    by_flow[i] = update_with_keypoints(states[i][0], flows[i], new_flow, frame_size=self.frame_size)
+                flows[i] = new_flow
+            keys = [(chains[i][2][k], crop_geometry((by_flow.get(i) or states[i][0]).box)) for i in active]
             self.own_keys.update(keys)  # these become the carried frames' own passes
             hm = self.heatmaps(keys)
             xy, maxvals = decode_to_frame(torch.stack([hm[key] for key in keys]), [g for _, g in keys])
@@ -370,12 +388,31 @@ class VideoJob:
                 tid, _, path = chains[i]
                 track, prev_kps, prev_scores = states[i]
                 kps, scores = _keypoints(xy[j], maxvals[j])
-                moved = update_with_keypoints(track, prev_kps, kps, prev_scores=prev_scores,
-                                              new_scores=scores, frame_size=self.frame_size)
+                if i in by_flow:
+                    moved = by_flow[i]
+                else:
+                    moved = update_with_keypoints(track, prev_kps, kps, prev_scores=prev_scores,
+                                                  new_scores=scores, frame_size=self.frame_size)
                 score = next(tb.score for tb in label_plan[path[k]] if tb.track_id == tid)
                 out_box = moved.box if moved is not None else track.box
                 self.add_slot(path[k], _Slot(tid, keys[j][1], out_box, "carried", score))
                 states[i] = None if moved is None else (moved, kps, scores)
+
+    def _flow_pose(self, frame: int, tid: int) -> np.ndarray | None:
+        """(K, 3) joints the flow follows on `frame` (the human label on a labelled frame), or None when
+        fewer than 3 joints or a third of the carried ones are followed (the flow no longer holds)."""
+        pose = self.human.get((frame, tid))
+        if pose is not None:
+            return pose.person.keypoints if pose.person.present.sum() >= 3 else None
+        prop = self.propagated.get((frame, tid))
+        if prop is None:
+            return None
+        strong = prop.strong
+        if strong.sum() < max(3, (prop.conf > 0).sum() / 3):
+            return None
+        kps = np.zeros((len(prop.xy), 3))
+        kps[strong, :2], kps[strong, 2] = prop.xy[strong], 2.0
+        return kps
 
     @staticmethod
     def _human_box(plan: dict[int, list[TrackBox]], frame: int, tid: int) -> TrackBox | None:

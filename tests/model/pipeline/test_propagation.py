@@ -276,6 +276,10 @@ def test_a_joint_lost_by_the_flow_moves_on_with_its_person(video) -> None:
     # Weak and far: the carried point still wins, unless the flow broke for the whole person.
     weak_far = Propagated(out[8].xy, np.where(np.arange(NUM_KEYPOINTS) == 9, 0.05, out[8].conf), out[8].followed)
     assert fuse_with_backbone(backbone, scores, weak_far)[2][9]
+    # A weak carried point also wins where the backbone is even less sure of its joint.
+    unsure = np.where(np.arange(NUM_KEYPOINTS) == 10, 0.04, scores)
+    xy, fused_scores, taken = fuse_with_backbone(backbone, unsure, weak_near)
+    assert taken[10] and np.allclose(xy[10], out[8].xy[10]) and fused_scores[10] == 0.05
 
 
 def test_a_swinging_hand_lost_by_the_flow_soon_counts_for_little(video) -> None:
@@ -357,15 +361,118 @@ def test_dragged_joints_are_those_stepping_with_the_person_they_lie_on() -> None
     far = new.copy()
     far[NUM_KEYPOINTS:] += [150.0, 0.0]
     assert not dragged_joints(prev, far, alive, people).any()
-    # A (small, far away) wholly behind B's torso and carried with B: A's own step cannot be measured, so
-    # nothing is dragged, unless A's last known step is given.
+    # A (small, far away) wholly behind B's torso and carried with B: A's own step cannot be measured and
+    # the flow there follows B, in front: A's joints are dropped from the flow (with or without A's last
+    # known step), B's are not.
     centre = start_b[[5, 6, 11, 12]].mean(axis=0)
     small = centre + 0.3 * (SPRITE_JOINTS - SPRITE_JOINTS[[5, 6, 11, 12]].mean(axis=0))
     behind = np.concatenate([small, start_b])
     moved = behind + [6.0, 0.0]
-    assert not dragged_joints(behind, moved, alive, people).any()
-    dragged = dragged_joints(behind, moved, alive, people, fallback={0: np.array([-4.0, 0.0])})
-    assert dragged[:NUM_KEYPOINTS].mean() > 0.8 and not dragged[NUM_KEYPOINTS:].any()
+    for fallback in (None, {0: np.array([-4.0, 0.0])}):
+        dragged = dragged_joints(behind, moved, alive, people, fallback=fallback)
+        assert dragged[:NUM_KEYPOINTS].all() and not dragged[NUM_KEYPOINTS:].any()
+    # A wholly on B's body but stepping unlike B (A in front of B, the flow following A) is kept.
+    assert not dragged_joints(behind, behind + np.r_[np.tile([-4.0, 0.0], (NUM_KEYPOINTS, 1)),
+                                                      np.tile([6.0, 0.0], (NUM_KEYPOINTS, 1))],
+                              alive, people)[:NUM_KEYPOINTS].any()
+    # Nor is anything dropped where nobody's step can be measured: nothing says who is in front.
+    assert not dragged_joints(behind, moved, alive, people, fallback=None,
+                              shape=moved, placed=np.r_[alive[:NUM_KEYPOINTS], np.zeros(NUM_KEYPOINTS, bool)]).any()
     # One person alone: no check.
     assert not dragged_joints(prev[:NUM_KEYPOINTS], new[:NUM_KEYPOINTS], alive[:NUM_KEYPOINTS],
                               people[:NUM_KEYPOINTS]).any()
+
+
+def test_joints_on_a_person_the_flow_lost_are_checked_against_where_that_person_is() -> None:
+    # B is wholly lost to the flow (none of B's joints followed): B's body is where B's joints were carried
+    # (`shape`, `placed`). A's joints on B that step far off A's own step (A: -4 px; the joints: +6 px) move
+    # with something that is not A, and are dropped; A's joints that step like A are kept.
+    start_a = SPRITE_JOINTS + [100.0, 50.0]
+    start_b = SPRITE_JOINTS + [110.0, 50.0]
+    prev = np.concatenate([start_a, start_b])
+    people = np.repeat([0, 1], NUM_KEYPOINTS)
+    alive = np.r_[np.ones(NUM_KEYPOINTS, bool), np.zeros(NUM_KEYPOINTS, bool)]
+    placed = np.ones(2 * NUM_KEYPOINTS, bool)
+    new = prev.copy()
+    new[:NUM_KEYPOINTS] += [-4.0, 0.0]
+    new[[5, 7]] = prev[[5, 7]] + [6.0, 0.0]
+    new[[6]] = prev[[6]] + [-2.0, 0.0]  # within `stray_px` of A's step: kept
+    dragged = dragged_joints(prev, new, alive, people, shape=prev, placed=placed)
+    assert dragged[[5, 7]].all() and dragged.sum() == 2
+    # Without B's carried joints there is no body to lie on, and nothing is dropped.
+    assert not dragged_joints(prev, new, alive, people).any()
+    # A body is its placed joints, followed or not: with B's hips lost to the flow, a joint of A at the
+    # middle of B's torso (far from B's shoulders and arms) still lies on B.
+    far_a = SPRITE_JOINTS + [200.0, 50.0]
+    centre = start_b[[5, 6, 11, 12]].mean(axis=0)
+    far_a[11] = centre
+    prev = np.concatenate([far_a, start_b])
+    alive = np.ones(2 * NUM_KEYPOINTS, bool)
+    alive[NUM_KEYPOINTS + 11 : NUM_KEYPOINTS + 13] = False
+    new = prev + np.repeat([[-4.0, 0.0], [6.0, 0.0]], NUM_KEYPOINTS, axis=0)
+    new[11] = centre + [6.0, 0.0]  # A's hip steps like B, on B's torso
+    with_hips = dragged_joints(prev, new, alive, people, shape=np.where(alive[:, None], new, prev + [6.0, 0.0]),
+                               placed=placed)
+    without = dragged_joints(prev, new, alive, people)
+    assert with_hips[11] and not without[11]
+
+
+def _render_behind(num_frames: int = 9, seed: int = 4) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """A small textured person (A, half size) walking right (2 px/frame) wholly behind a big one (B)
+    walking left (2 px/frame) on frame 0; A comes out on B's right. Frames and GT joints of A and B."""
+    rng = np.random.default_rng(seed)
+    w, h = SIZE
+    background = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2.0)
+    mask = np.zeros((140, 60), np.float32)
+    cv2.ellipse(mask, (30, 15), (12, 14), 0, 0, 360, 1.0, -1)
+    cv2.rectangle(mask, (8, 28), (52, 85), 1.0, -1)
+    cv2.rectangle(mask, (14, 80), (46, 139), 1.0, -1)
+    sprites = [cv2.GaussianBlur(rng.integers(0, 256, (140, 60, 3), dtype=np.uint8), (0, 0), 1.5) for _ in range(2)]
+    frames, gt_a, gt_b = [], [], []
+    for t in range(num_frames):
+        image = background.astype(np.float32)
+        # (scale, corner) of A then B: B is drawn last, on top
+        for sprite, (scale, corner) in zip(sprites, ((0.5, np.array([140.0 + 2.0 * t, 85.0])),
+                                                      (1.0, np.array([125.0 - 2.0 * t, 50.0])))):
+            m = np.float32([[scale, 0, corner[0]], [0, scale, corner[1]]])
+            layer = cv2.warpAffine(sprite, m, SIZE, flags=cv2.INTER_LINEAR).astype(np.float32)
+            alpha = cv2.warpAffine(mask, m, SIZE, flags=cv2.INTER_LINEAR)[..., None]
+            image = alpha * layer + (1 - alpha) * image
+            (gt_a if scale < 1 else gt_b).append(scale * SPRITE_JOINTS + corner)
+        frames.append(image.round().astype(np.uint8))
+    return frames, np.stack(gt_a), np.stack(gt_b)
+
+
+def test_a_person_wholly_behind_another_on_the_labelled_frame_is_not_carried_with_them() -> None:
+    frames, gt_a, gt_b = _render_behind()
+    labels = {0: {0: _label(gt_a, 0)}, 1: {0: _label(gt_b, 0)}}
+    targets = list(range(1, len(frames)))
+    carried = propagate_people(_gray(frames), labels, {0: targets, 1: targets}, num_frames=len(frames))
+    alone = propagate(_gray(frames), labels[0], targets, num_frames=len(frames))
+    last = targets[-1]
+    # Alone, A's joints go with B's pixels (4 px/frame the wrong way) and stay trusted.
+    err_alone = np.linalg.norm(alone[last].xy - gt_a[last], axis=1)
+    assert ((alone[last].conf >= PROPAGATION_TRUST) & (err_alone > 15.0)).sum() >= 8
+    # Knowing B, no joint of A is trusted: the backbone decides. B is carried as if alone.
+    for t in targets:
+        assert (carried[0][t].conf < PROPAGATION_TRUST).all(), t
+        err_b = np.linalg.norm(carried[1][t].xy - gt_b[t], axis=1)
+        assert (carried[1][t].conf >= PROPAGATION_TRUST).mean() > 0.8 and np.median(err_b) < 2.0, (t, err_b)
+
+
+def test_a_carried_box_moves_with_the_propagated_pose(video) -> None:
+    frames, gt = video
+    # One label, on frame 0; the backbone sees nothing (it answers the crop centre), so without propagation
+    # the box never moves. With it, the box moves with the carried human joints.
+    known = Video("v", len(frames), [Frame(0, [_person(gt, 0)], is_labeled=True)], width=SIZE[0], height=SIZE[1])
+    video_ = Video("v", len(frames), width=SIZE[0], height=SIZE[1])
+    wanted = [4, 8]
+    boxes = {}
+    for on in (True, False):
+        predictor = Predictor(_FlatBackbone(), None, config=InferConfig(propagate=on), detector=lambda frame: [])
+        out = predictor.predict_video(video_, known, frames=wanted, reader=_Frames(frames))
+        boxes[on] = {t: out.frame(t).persons[0].box for t in wanted}
+    for t in wanted:
+        expected = np.array(_person(gt, t).box.center)
+        assert np.linalg.norm(np.array(boxes[True][t].center) - expected) < 2.0, t
+    assert np.linalg.norm(np.array(boxes[False][8].center) - np.array(_person(gt, 8).box.center)) > 8.0
