@@ -50,7 +50,8 @@ on a labelled frame), the two cases and whole bodies took the carried labels alo
 with labels every 8 frames, and from 85.6 to 91.5 every 4.
 
 `fuse_with_backbone` keeps a propagated joint where its confidence reaches `PROPAGATION_TRUST` or the
-backbone's score, and the backbone's estimate elsewhere (the flow broke: occlusion, blur, fast limbs), except where the backbone's
+backbone's score, or wherever the backbone's pose misses most of the joints the flow is sure of (it does
+not see this person here), and the backbone's estimate elsewhere (the flow broke: occlusion, blur, fast limbs), except where the backbone's
 joint lies farther than FAR_FRAC (0.3) of the person's height from the carried one (another person's
 limb, a left/right swap) while the flow still follows a third of the person: there the carried point,
 weak as it is, wins. A backbone joint kept beside a carried point is scored by their agreement
@@ -67,7 +68,7 @@ import numpy as np
 
 from annotation_io.skeletons import SKELETON_1BASED
 
-__all__ = ["AGREE_FRAC", "FAR_FRAC", "PROPAGATION_TRUST", "FlowConfig", "Propagated", "dragged_joints", "fuse_chains",
+__all__ = ["AGREE_FRAC", "CHECK_FRAC", "FAR_FRAC", "PROPAGATION_TRUST", "FlowConfig", "Propagated", "dragged_joints", "fuse_chains",
            "fuse_with_backbone", "propagate", "propagate_people", "track_chain"]
 
 PROPAGATION_TRUST = 0.3  # least propagated confidence that replaces the backbone's joint
@@ -78,6 +79,10 @@ FAR_FRAC = 0.3
 # x 0.1), d its distance to the carried point: agreeing with the labels on both sides is evidence, and a
 # joint that does not agree should rank below the carried ones.
 AGREE_FRAC = 0.2
+# A backbone joint within this fraction of the person's height of a sure carried joint agrees with it (about
+# PCKh@0.5 for a standing person: half of 0.6 x a head box diagonal of ~0.2 x height). A backbone pose that
+# agrees with fewer than half of the sure carried joints does not see the person, and the carried pose wins.
+CHECK_FRAC = 0.07
 MAX_REACH = 30  # most frames a label is carried
 MIN_CONF = 1e-3  # a lost joint's confidence never fades below this: still carried, as a prior
 # Limbs and torso of a body (0-based slot pairs): the skeleton plus the torso's diagonals, so that a point
@@ -434,8 +439,10 @@ def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated,
     """Per joint: the propagated point where its confidence >= `trust` or >= the backbone's score (a weak
     carried point still beats a backbone even less sure), else the backbone's, unless the backbone's lies
     farther than FAR_FRAC of the person's height from the carried point and the flow still follows a third
-    of the person's joints (then the carried one, with its low confidence). A backbone joint kept where a
-    carried point exists has its score scaled by how well the two agree (AGREE_FRAC).
+    of the person's joints (then the carried one, with its low confidence). Where the backbone's pose
+    misses most of the joints the flow is sure of (>= 3 of them; CHECK_FRAC), every carried joint wins. A
+    backbone joint kept where a carried point exists has its score scaled by how well the two agree
+    (AGREE_FRAC).
 
     Args:
         xy: (K, 2) backbone (or head) joints; scores: (K,) their scores.
@@ -455,6 +462,11 @@ def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated,
         # enough to overrule the backbone; where the flow broke everywhere the backbone wins.
         if prop.strong.sum() >= max(2, carried.sum() / 3):
             taken |= carried & (gap > FAR_FRAC * height)
+        # The joints the flow is sure of check the backbone's pose: where it misses most of them it does not
+        # see this person here (another person, a pose it cannot read), and every carried joint wins.
+        sure = prop.conf >= trust
+        if sure.sum() >= 3 and (gap[sure] <= CHECK_FRAC * height).mean() < 0.5:
+            taken |= carried
         agree = np.maximum(np.exp(-((gap / (AGREE_FRAC * height)) ** 2)), 0.1)
         scores = np.where(carried, scores * agree, scores)
     return (np.where(taken[:, None], prop.xy, xy), np.where(taken, prop.conf, scores), taken)

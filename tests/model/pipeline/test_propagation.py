@@ -276,6 +276,13 @@ def test_a_joint_lost_by_the_flow_moves_on_with_its_person(video) -> None:
     # Weak and far: the carried point still wins, unless the flow broke for the whole person.
     weak_far = Propagated(out[8].xy, np.where(np.arange(NUM_KEYPOINTS) == 9, 0.05, out[8].conf), out[8].followed)
     assert fuse_with_backbone(backbone, scores, weak_far)[2][9]
+    # A backbone that misses most of the joints the flow is sure of does not see this person: every carried
+    # joint wins, the weak ones too. One that misses a single sure joint still sees them.
+    sure = out[8].conf >= PROPAGATION_TRUST
+    assert sure.sum() >= 3
+    elsewhere = gt[8] + [25.0, 0.0]
+    assert fuse_with_backbone(elsewhere, scores, weak_near)[2].all()
+    assert not fuse_with_backbone(backbone, scores, weak_near)[2][10]
     # A weak carried point also wins where the backbone is even less sure of its joint.
     unsure = np.where(np.arange(NUM_KEYPOINTS) == 10, 0.04, scores)
     xy, fused_scores, taken = fuse_with_backbone(backbone, unsure, weak_near)
