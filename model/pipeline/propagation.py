@@ -434,8 +434,8 @@ def propagate(gray: Callable[[int], np.ndarray], labels: dict[int, np.ndarray], 
                             max_reach=max_reach).get(0, {})
 
 
-def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated,
-                       trust: float = PROPAGATION_TRUST) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated, trust: float = PROPAGATION_TRUST,
+                       check_xy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per joint: the propagated point where its confidence >= `trust` or >= the backbone's score (a weak
     carried point still beats a backbone even less sure), else the backbone's, unless the backbone's lies
     farther than FAR_FRAC of the person's height from the carried point and the flow still follows a third
@@ -447,6 +447,9 @@ def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated,
     Args:
         xy: (K, 2) backbone (or head) joints; scores: (K,) their scores.
         prop: the propagated pose.
+        trust: least carried confidence that wins outright.
+        check_xy: (K, 2) the backbone's own joints, checked against the sure carried ones, where `xy` is a
+            head's output (fed the carried poses, it agrees with them by construction); None: `xy`.
 
     Returns:
         (xy, scores, taken): fused joints, their scores (the propagated confidence where taken) and
@@ -465,7 +468,8 @@ def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated,
         # The joints the flow is sure of check the backbone's pose: where it misses most of them it does not
         # see this person here (another person, a pose it cannot read), and every carried joint wins.
         sure = prop.conf >= trust
-        if sure.sum() >= 3 and (gap[sure] <= CHECK_FRAC * height).mean() < 0.5:
+        seen = gap if check_xy is None else np.linalg.norm(np.asarray(check_xy, np.float64) - prop.xy, axis=1)
+        if sure.sum() >= 3 and (seen[sure] <= CHECK_FRAC * height).mean() < 0.5:
             taken |= carried
         agree = np.maximum(np.exp(-((gap / (AGREE_FRAC * height)) ** 2)), 0.1)
         scores = np.where(carried, scores * agree, scores)

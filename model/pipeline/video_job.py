@@ -460,9 +460,12 @@ class VideoJob:
         else:
             result = hc
         xy, maxvals = decode_to_frame(result, [g for _, g in cur])
+        # The backbone's own joints, which check whether it sees the person (a head fed the carried poses
+        # as neighbours agrees with them by construction)
+        own = xy if result is hc or not self.propagated else decode_to_frame(hc, [g for _, g in cur])[0]
         for j, (t, slot, pose) in enumerate(items):
             prop = self.propagated.get((t, slot.track_id))
-            out[t].append(_predicted_person(xy[j], maxvals[j], slot, pose, prop))
+            out[t].append(_predicted_person(xy[j], maxvals[j], slot, pose, prop, own[j]))
         for persons in out.values():
             persons.sort(key=lambda p: p.track_id)
         return out
@@ -526,13 +529,13 @@ def _human_person(pose: _Pose, slot: _Slot) -> Person:
 
 
 def _predicted_person(xy: np.ndarray, maxvals: np.ndarray, slot: _Slot, pose: _Pose | None,
-                      prop: Propagated | None = None) -> Person:
+                      prop: Propagated | None = None, backbone_xy: np.ndarray | None = None) -> Person:
     """A decoded person; propagated joints replace it where trusted, a partial human pose's joints win."""
     kps, scores = _keypoints(xy, maxvals)
     source = "model"
     extra: dict[str, Any] = {}
     if prop is not None:
-        fused_xy, fused_scores, taken = fuse_with_backbone(kps[:, :2], scores, prop)
+        fused_xy, fused_scores, taken = fuse_with_backbone(kps[:, :2], scores, prop, check_xy=backbone_xy)
         if taken.any():
             kps[:, :2], scores = fused_xy, fused_scores
             kps[taken, 2] = 2.0
