@@ -51,10 +51,10 @@ with labels every 8 frames, and from 85.6 to 91.5 every 4.
 
 `fuse_with_backbone` keeps a propagated joint where its confidence reaches `PROPAGATION_TRUST` or the
 backbone's score, or wherever the backbone's pose misses most of the joints the flow is sure of (it does
-not see this person here), and the backbone's estimate elsewhere (the flow broke: occlusion, blur, fast limbs), except where the backbone's
-joint lies farther than FAR_FRAC (0.3) of the person's height from the carried one (another person's
-limb, a left/right swap) while the flow still follows a third of the person: there the carried point,
-weak as it is, wins. A backbone joint kept beside a carried point is scored by their agreement
+not see this person here), and the backbone's estimate elsewhere (the flow broke: occlusion, blur, fast
+limbs), except where the backbone's joint lies farther than FAR_FRAC (0.3) of the person's height from
+the carried one (another person's limb, a left/right swap) while the flow still follows a third of the
+person: there the carried point, weak as it is, wins. A backbone joint kept beside a carried point is scored by their agreement
 (AGREE_FRAC), so that the joints a prediction is surest of are the ones the labels on both sides support.
 """
 
@@ -68,8 +68,8 @@ import numpy as np
 
 from annotation_io.skeletons import SKELETON_1BASED
 
-__all__ = ["AGREE_FRAC", "CHECK_FRAC", "FAR_FRAC", "PROPAGATION_TRUST", "FlowConfig", "Propagated", "dragged_joints", "fuse_chains",
-           "fuse_with_backbone", "propagate", "propagate_people", "track_chain"]
+__all__ = ["AGREE_FRAC", "CHECK_FRAC", "FAR_FRAC", "PROPAGATION_TRUST", "FlowConfig", "Propagated", "dragged_joints",
+           "fuse_chains", "fuse_with_backbone", "propagate", "propagate_people", "track_chain"]
 
 PROPAGATION_TRUST = 0.3  # least propagated confidence that replaces the backbone's joint
 # A backbone joint farther than this fraction of the person's height from the carried pose is replaced by

@@ -530,7 +530,8 @@ def _human_person(pose: _Pose, slot: _Slot) -> Person:
 
 def _predicted_person(xy: np.ndarray, maxvals: np.ndarray, slot: _Slot, pose: _Pose | None,
                       prop: Propagated | None = None, backbone_xy: np.ndarray | None = None) -> Person:
-    """A decoded person; propagated joints replace it where trusted, a partial human pose's joints win."""
+    """A decoded person; propagated joints replace it where trusted (`fuse_with_backbone`, which checks
+    `backbone_xy`, the backbone's own joints, where `xy` is a head's), a partial human pose's joints win."""
     kps, scores = _keypoints(xy, maxvals)
     source = "model"
     extra: dict[str, Any] = {}
