@@ -54,8 +54,9 @@ backbone's score, or wherever the backbone's pose misses most of the joints the 
 not see this person here), and the backbone's estimate elsewhere (the flow broke: occlusion, blur, fast
 limbs), except where the backbone's joint lies farther than FAR_FRAC (0.3) of the person's height from
 the carried one (another person's limb, a left/right swap) while the flow still follows a third of the
-person: there the carried point, weak as it is, wins. A backbone joint kept beside a carried point is scored by their agreement
-(AGREE_FRAC), so that the joints a prediction is surest of are the ones the labels on both sides support.
+person: there the carried point, weak as it is, wins. A backbone joint kept beside a carried point is
+scored by their agreement (AGREE_FRAC), so that the joints a prediction is surest of are the ones the
+labels on both sides support.
 """
 
 from __future__ import annotations
