@@ -36,16 +36,22 @@ def path(t: int) -> np.ndarray:
     return np.array([60.0 + 1.5 * t, 50.0 + 6.0 * np.sin(t / 6.0)])
 
 
+def _sprite_mask() -> np.ndarray:
+    """(140, 60) float mask of the person-like sprite: head, torso and arms, legs."""
+    mask = np.zeros((140, 60), np.float32)
+    cv2.ellipse(mask, (30, 15), (12, 14), 0, 0, 360, 1.0, -1)
+    cv2.rectangle(mask, (8, 28), (52, 85), 1.0, -1)
+    cv2.rectangle(mask, (14, 80), (46, 139), 1.0, -1)
+    return mask
+
+
 def render(num_frames: int = 17, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
     """Frames of a textured person-like shape moving along `path` over a textured background, and GT joints."""
     rng = np.random.default_rng(seed)
     w, h = SIZE
     background = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2.0)
     sprite = cv2.GaussianBlur(rng.integers(0, 256, (140, 60, 3), dtype=np.uint8), (0, 0), 1.5)
-    mask = np.zeros((140, 60), np.float32)
-    cv2.ellipse(mask, (30, 15), (12, 14), 0, 0, 360, 1.0, -1)  # head
-    cv2.rectangle(mask, (8, 28), (52, 85), 1.0, -1)  # torso and arms
-    cv2.rectangle(mask, (14, 80), (46, 139), 1.0, -1)  # legs
+    mask = _sprite_mask()
     frames, gt = [], []
     for t in range(num_frames):
         x, y = path(t)
@@ -226,10 +232,7 @@ def _render_two(num_frames: int = 13, seed: int = 3) -> tuple[list[np.ndarray], 
     w, h = SIZE
     background = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2.0)
     sprites = [cv2.GaussianBlur(rng.integers(0, 256, (140, 60, 3), dtype=np.uint8), (0, 0), 1.5) for _ in range(2)]
-    mask = np.zeros((140, 60), np.float32)
-    cv2.ellipse(mask, (30, 15), (12, 14), 0, 0, 360, 1.0, -1)
-    cv2.rectangle(mask, (8, 28), (52, 85), 1.0, -1)
-    cv2.rectangle(mask, (14, 80), (46, 139), 1.0, -1)
+    mask = _sprite_mask()
     frames, gt_a, gt_b = [], [], []
     for t in range(num_frames):
         image = background.astype(np.float32)
@@ -243,6 +246,14 @@ def _render_two(num_frames: int = 13, seed: int = 3) -> tuple[list[np.ndarray], 
         gt_a.append(SPRITE_JOINTS + corners[0])
         gt_b.append(SPRITE_JOINTS + corners[1])
     return frames, np.stack(gt_a), np.stack(gt_b)
+
+
+def _carry_both_and_alone(frames: list[np.ndarray], gt_a: np.ndarray, gt_b: np.ndarray):
+    """(targets, both carried together, A carried alone) from labels of A and B on frame 0."""
+    labels = {0: {0: _label(gt_a, 0)}, 1: {0: _label(gt_b, 0)}}
+    targets = list(range(1, len(frames)))
+    carried = propagate_people(_gray(frames), labels, {0: targets, 1: targets}, num_frames=len(frames))
+    return targets, carried, propagate(_gray(frames), labels[0], targets, num_frames=len(frames))
 
 
 def test_a_joint_lost_by_the_flow_moves_on_with_its_person(video) -> None:
@@ -329,11 +340,8 @@ def test_a_person_the_flow_loses_entirely_goes_on_at_their_last_pace(video) -> N
 
 def test_a_joint_behind_another_person_is_not_carried_with_them() -> None:
     frames, gt_a, gt_b = _render_two()
-    labels = {0: {0: _label(gt_a, 0)}, 1: {0: _label(gt_b, 0)}}
-    targets = list(range(1, len(frames)))
-    carried = propagate_people(_gray(frames), labels, {0: targets, 1: targets}, num_frames=len(frames))
     # Each track alone (no other person known) follows the pixels wherever they go.
-    alone = propagate(_gray(frames), labels[0], targets, num_frames=len(frames))
+    targets, carried, alone = _carry_both_and_alone(frames, gt_a, gt_b)
     for t in targets:
         a, b = carried[0][t], carried[1][t]
         err_a = np.linalg.norm(a.xy - gt_a[t], axis=1)
@@ -433,10 +441,7 @@ def _render_behind(num_frames: int = 9, seed: int = 4) -> tuple[list[np.ndarray]
     rng = np.random.default_rng(seed)
     w, h = SIZE
     background = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2.0)
-    mask = np.zeros((140, 60), np.float32)
-    cv2.ellipse(mask, (30, 15), (12, 14), 0, 0, 360, 1.0, -1)
-    cv2.rectangle(mask, (8, 28), (52, 85), 1.0, -1)
-    cv2.rectangle(mask, (14, 80), (46, 139), 1.0, -1)
+    mask = _sprite_mask()
     sprites = [cv2.GaussianBlur(rng.integers(0, 256, (140, 60, 3), dtype=np.uint8), (0, 0), 1.5) for _ in range(2)]
     frames, gt_a, gt_b = [], [], []
     for t in range(num_frames):
@@ -455,10 +460,7 @@ def _render_behind(num_frames: int = 9, seed: int = 4) -> tuple[list[np.ndarray]
 
 def test_a_person_wholly_behind_another_on_the_labelled_frame_is_not_carried_with_them() -> None:
     frames, gt_a, gt_b = _render_behind()
-    labels = {0: {0: _label(gt_a, 0)}, 1: {0: _label(gt_b, 0)}}
-    targets = list(range(1, len(frames)))
-    carried = propagate_people(_gray(frames), labels, {0: targets, 1: targets}, num_frames=len(frames))
-    alone = propagate(_gray(frames), labels[0], targets, num_frames=len(frames))
+    targets, carried, alone = _carry_both_and_alone(frames, gt_a, gt_b)
     last = targets[-1]
     # Alone, A's joints go with B's pixels (4 px/frame the wrong way) and stay trusted.
     err_alone = np.linalg.norm(alone[last].xy - gt_a[last], axis=1)
