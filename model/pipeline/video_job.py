@@ -27,7 +27,13 @@ from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
 from model.pipeline.boxes import TrackBox, box_from_keypoints, update_with_keypoints
 from model.pipeline.config import InferConfig
 from model.pipeline.follow import Follower
-from model.pipeline.propagation import PROPAGATION_TRUST, Propagated, fuse_with_backbone, propagate_people
+from model.pipeline.propagation import (
+    CHECK_FRAC,
+    PROPAGATION_TRUST,
+    Propagated,
+    fuse_with_backbone,
+    propagate_people,
+)
 from model.pipeline.tracking import plan_boxes
 from model.transforms import (
     CropGeometry,
@@ -363,12 +369,16 @@ class VideoJob:
 
         Where the propagated human pose still holds on the next frame (`_flow_pose`), the box moves with
         it and the frame's pass is cropped there; elsewhere the pass is cropped on the previous box and
-        the box moves with the backbone's joints.
+        the box moves with the backbone's joints, unless those are another person's (`_sees_another`:
+        the box of a person hidden behind them would move onto them): then it holds.
         """
         if not chains:
             return
         states = [self._anchor_state(label_plan, tid, anchor) for tid, anchor, _ in chains]
         flows: list[np.ndarray | None] = [self._flow_pose(anchor, tid) for tid, anchor, _ in chains]
+        known_at: dict[int, set[int]] = defaultdict(set)  # frame -> tracks with a human or carried pose there
+        for f, other in (*self.human, *self.propagated):
+            known_at[f].add(other)
         for k in range(max(len(path) for _, _, path in chains)):
             active = [i for i, (_, _, path) in enumerate(chains) if k < len(path) and states[i] is not None]
             if not active:
@@ -388,15 +398,32 @@ class VideoJob:
                 tid, _, path = chains[i]
                 track, prev_kps, prev_scores = states[i]
                 kps, scores = _keypoints(xy[j], maxvals[j])
+                held = False
                 if i in by_flow:
                     moved = by_flow[i]
+                elif self._sees_another(path[k], tid, kps, known_at.get(path[k], ())):
+                    moved, held = track, True  # the backbone there sees someone else: the box holds
                 else:
                     moved = update_with_keypoints(track, prev_kps, kps, prev_scores=prev_scores,
                                                   new_scores=scores, frame_size=self.frame_size)
                 score = next(tb.score for tb in label_plan[path[k]] if tb.track_id == tid)
                 out_box = moved.box if moved is not None else track.box
                 self.add_slot(path[k], _Slot(tid, keys[j][1], out_box, "carried", score))
-                states[i] = None if moved is None else (moved, kps, scores)
+                states[i] = None if moved is None else ((moved, prev_kps, prev_scores) if held else (moved, kps, scores))
+
+    def _sees_another(self, frame: int, tid: int, kps: np.ndarray, others: Iterable[int]) -> bool:
+        """Whether backbone joints `kps` (K, 3) on `frame` are another person's (of `others`): within
+        CHECK_FRAC of their height of at least half of the joints their labels follow there (`_flow_pose`)."""
+        for other in others:
+            pose = self._flow_pose(frame, other) if other != tid else None
+            if pose is None:
+                continue
+            strong = pose[:, 2] > 0
+            height = max(float(np.ptp(pose[strong, :2], axis=0).max()), 1.0)
+            gap = np.linalg.norm(kps[strong, :2] - pose[strong, :2], axis=1)
+            if (gap <= CHECK_FRAC * height).mean() >= 0.5:
+                return True
+        return False
 
     def _flow_pose(self, frame: int, tid: int) -> np.ndarray | None:
         """(K, 3) joints the flow follows on `frame` (the human label on a labelled frame), or None when

@@ -488,3 +488,41 @@ def test_a_carried_box_moves_with_the_propagated_pose(video) -> None:
         expected = np.array(_person(gt, t).box.center)
         assert np.linalg.norm(np.array(boxes[True][t].center) - expected) < 2.0, t
     assert np.linalg.norm(np.array(boxes[False][8].center) - np.array(_person(gt, 8).box.center)) > 8.0
+
+
+class _SeesB:
+    """A backbone that sees person B in every crop (B's ground-truth joints, score 0.9)."""
+
+    name, version, sigma = "sees-b", "sees-b", 2.0
+
+    def __init__(self, gt_b: np.ndarray) -> None:
+        self.gt_b = gt_b
+
+    def heatmaps(self, crops, geoms, frame_indices):
+        xy = torch.tensor(np.stack([frame_to_heatmap(self.gt_b[f], g) for g, f in zip(geoms, frame_indices)]))
+        return render_gaussians(xy.float(), torch.full((len(crops), NUM_KEYPOINTS), 0.9), size=HEATMAP_SIZE[::-1],
+                                sigma=2.0).float()
+
+
+def test_a_carried_box_does_not_move_onto_another_person_the_backbone_sees() -> None:
+    frames, gt_a, gt_b = _render_two()
+    # On frame 10 B, walking left, is 40 px right of A and inside A's crop. A is labelled with two joints
+    # only (the flow cannot carry A's box), B in full; the backbone sees B wherever it looks. A's box,
+    # carried with the backbone's joints, would move onto B; B's carried labels say those joints are B's,
+    # and A's box holds.
+    start, last = 10, len(frames) - 1
+    two = _label(gt_a, start)
+    two[2:, 2] = 0
+    box_a = Box.from_xyxy(*(gt_a[start].min(axis=0) - 5), *(gt_a[start].max(axis=0) + 5))
+    box_b = Box.from_xyxy(*(gt_b[start].min(axis=0) - 5), *(gt_b[start].max(axis=0) + 5))
+    people = [Person(two, track_id=0, box=box_a), Person(_label(gt_b, start), track_id=1, box=box_b)]
+    known = Video("v", len(frames), [Frame(start, people, is_labeled=True)], width=SIZE[0], height=SIZE[1])
+    video_ = Video("v", len(frames), width=SIZE[0], height=SIZE[1])
+    centre = {}
+    for on in (True, False):
+        predictor = Predictor(_SeesB(gt_b), None, config=InferConfig(propagate=on), detector=lambda frame: [])
+        out = predictor.predict_video(video_, known, frames=[last], reader=_Frames(frames))
+        centre[on] = {p.track_id: np.array(p.box.center) for p in out.frame(last).persons}
+    assert np.linalg.norm(centre[True][0] - np.array(box_a.center)) < 1.0
+    assert np.linalg.norm(centre[False][0] - np.array(box_a.center)) > 20.0  # without B's carried labels
+    assert np.linalg.norm(centre[True][1] - np.array(box_b.center) - [2.0 * (start - last), 0.0]) < 3.0
