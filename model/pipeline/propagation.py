@@ -436,7 +436,8 @@ def propagate(gray: Callable[[int], np.ndarray], labels: dict[int, np.ndarray], 
 
 
 def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated, trust: float = PROPAGATION_TRUST,
-                       check_xy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       check_xy: np.ndarray | None = None, unseen: bool = False,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per joint: the propagated point where its confidence >= `trust` or >= the backbone's score (a weak
     carried point still beats a backbone even less sure), else the backbone's, unless the backbone's lies
     farther than FAR_FRAC of the person's height from the carried point and the flow still follows a third
@@ -451,6 +452,8 @@ def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated, tru
         trust: least carried confidence that wins outright.
         check_xy: (K, 2) the backbone's own joints, checked against the sure carried ones, where `xy` is a
             head's output (fed the carried poses, it agrees with them by construction); None: `xy`.
+        unseen: the caller knows the backbone does not see this person (it sees another): every carried
+            joint wins.
 
     Returns:
         (xy, scores, taken): fused joints, their scores (the propagated confidence where taken) and
@@ -459,6 +462,8 @@ def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated, tru
     carried = prop.conf > 0
     scores = np.asarray(scores, np.float64)
     taken = (prop.conf >= trust) | (carried & (prop.conf >= scores))
+    if unseen:
+        taken |= carried
     if carried.sum() >= 2:
         height = max(_height(prop.xy[carried]), 1.0)
         gap = np.linalg.norm(np.asarray(xy, np.float64) - prop.xy, axis=1)

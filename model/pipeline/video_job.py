@@ -186,6 +186,7 @@ class VideoJob:
         self.human: dict[tuple[int, int], _Pose] = {}  # every human pose (anchors of carried chains)
         self.poses: dict[tuple[int, int], _Pose] = {}  # the ones label-aware refinement uses
         self.propagated: dict[tuple[int, int], Propagated] = {}  # (frame, track) -> carried human pose
+        self.known_at: dict[int, set[int]] = defaultdict(set)  # frame -> tracks with a human or carried pose
         self.grays = _LRU(_GRAY_MEMORY)
         self.passes = 0
         self.use_neighbours = stages.refine is not None
@@ -301,6 +302,8 @@ class VideoJob:
         chains = self._chains(label_plan, need)
         if self.cfg.propagate:
             self._propagate(need, chains)
+        for f, other in (*self.human, *self.propagated):
+            self.known_at[f].add(other)
         self._carry(label_plan, chains)
 
     def gray(self, index: int) -> np.ndarray:
@@ -376,9 +379,6 @@ class VideoJob:
             return
         states = [self._anchor_state(label_plan, tid, anchor) for tid, anchor, _ in chains]
         flows: list[np.ndarray | None] = [self._flow_pose(anchor, tid) for tid, anchor, _ in chains]
-        known_at: dict[int, set[int]] = defaultdict(set)  # frame -> tracks with a human or carried pose there
-        for f, other in (*self.human, *self.propagated):
-            known_at[f].add(other)
         for k in range(max(len(path) for _, _, path in chains)):
             active = [i for i, (_, _, path) in enumerate(chains) if k < len(path) and states[i] is not None]
             if not active:
@@ -401,7 +401,7 @@ class VideoJob:
                 held = False
                 if i in by_flow:
                     moved = by_flow[i]
-                elif self._sees_another(path[k], tid, kps, known_at.get(path[k], ())):
+                elif self._sees_another(path[k], tid, kps, self.known_at.get(path[k], ())):
                     moved, held = track, True  # the backbone there sees someone else: the box holds
                 else:
                     moved = update_with_keypoints(track, prev_kps, kps, prev_scores=prev_scores,
@@ -412,7 +412,7 @@ class VideoJob:
                 states[i] = None if moved is None else ((moved, prev_kps, prev_scores) if held else (moved, kps, scores))
 
     def _sees_another(self, frame: int, tid: int, kps: np.ndarray, others: Iterable[int]) -> bool:
-        """Whether backbone joints `kps` (K, 3) on `frame` are another person's (of `others`): within
+        """Whether backbone joints `kps` (K, 2+) on `frame` are another person's (of `others`): within
         CHECK_FRAC of their height of at least half of the joints their labels follow there (`_flow_pose`)."""
         for other in others:
             pose = self._flow_pose(frame, other) if other != tid else None
@@ -492,7 +492,10 @@ class VideoJob:
         own = xy if result is hc or not self.propagated else decode_to_frame(hc, [g for _, g in cur])[0]
         for j, (t, slot, pose) in enumerate(items):
             prop = self.propagated.get((t, slot.track_id))
-            out[t].append(_predicted_person(xy[j], maxvals[j], slot, pose, prop, own[j]))
+            # a pass that sees another person (a held carried box of someone hidden behind them) does not
+            # see this one: their carried joints win there
+            unseen = prop is not None and self._sees_another(t, slot.track_id, own[j], self.known_at.get(t, ()))
+            out[t].append(_predicted_person(xy[j], maxvals[j], slot, pose, prop, own[j], unseen))
         for persons in out.values():
             persons.sort(key=lambda p: p.track_id)
         return out
@@ -556,14 +559,17 @@ def _human_person(pose: _Pose, slot: _Slot) -> Person:
 
 
 def _predicted_person(xy: np.ndarray, maxvals: np.ndarray, slot: _Slot, pose: _Pose | None,
-                      prop: Propagated | None = None, backbone_xy: np.ndarray | None = None) -> Person:
+                      prop: Propagated | None = None, backbone_xy: np.ndarray | None = None,
+                      unseen: bool = False) -> Person:
     """A decoded person; propagated joints replace it where trusted (`fuse_with_backbone`, which checks
-    `backbone_xy`, the backbone's own joints, where `xy` is a head's), a partial human pose's joints win."""
+    `backbone_xy`, the backbone's own joints, where `xy` is a head's; every carried joint where the pass is
+    `unseen`: it sees another person), a partial human pose's joints win."""
     kps, scores = _keypoints(xy, maxvals)
     source = "model"
     extra: dict[str, Any] = {}
     if prop is not None:
-        fused_xy, fused_scores, taken = fuse_with_backbone(kps[:, :2], scores, prop, check_xy=backbone_xy)
+        fused_xy, fused_scores, taken = fuse_with_backbone(kps[:, :2], scores, prop, check_xy=backbone_xy,
+                                                           unseen=unseen)
         if taken.any():
             kps[:, :2], scores = fused_xy, fused_scores
             kps[taken, 2] = 2.0

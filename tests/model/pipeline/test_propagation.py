@@ -297,6 +297,8 @@ def test_a_joint_lost_by_the_flow_moves_on_with_its_person(video) -> None:
     # A head's output agrees with the carried poses it was fed: the backbone's own joints are what is checked.
     assert fuse_with_backbone(backbone, scores, weak_near, check_xy=elsewhere)[2].all()
     assert not fuse_with_backbone(elsewhere, scores, weak_near, check_xy=backbone)[2][10]
+    # A pass known to see another person does not see this one: every carried joint wins.
+    assert fuse_with_backbone(backbone, scores, weak_near, unseen=True)[2].all()
     # A weak carried point also wins where the backbone is even less sure of its joint.
     unsure = np.where(np.arange(NUM_KEYPOINTS) == 10, 0.04, scores)
     xy, fused_scores, taken = fuse_with_backbone(backbone, unsure, weak_near)
