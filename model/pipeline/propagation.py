@@ -70,7 +70,7 @@ import numpy as np
 from annotation_io.skeletons import SKELETON_1BASED
 
 __all__ = ["AGREE_FRAC", "CHECK_FRAC", "FAR_FRAC", "PROPAGATION_TRUST", "FlowConfig", "Propagated", "dragged_joints",
-           "fuse_chains", "fuse_with_backbone", "propagate", "propagate_people", "track_chain"]
+           "fuse_chains", "fuse_with_backbone", "propagate", "propagate_people", "sees_pose", "track_chain"]
 
 PROPAGATION_TRUST = 0.3  # least propagated confidence that replaces the backbone's joint
 # A backbone joint farther than this fraction of the person's height from the carried pose is replaced by
@@ -216,6 +216,7 @@ def track_chain(gray: Callable[[int], np.ndarray], start: int, pts: np.ndarray, 
     wobble: dict[int, float] = {}
     wanted = set(stops)
     out: dict[int, Propagated] = {}
+    body = np.zeros_like(xy)  # each point's person's last step (0 where none was measured yet)
     for n, t in enumerate(range(start, end, step), start=1):
         new, err = _step(gray(t), gray(t + step), xy, cfg)
         was = alive.copy()
@@ -223,8 +224,7 @@ def track_chain(gray: Callable[[int], np.ndarray], start: int, pts: np.ndarray, 
         if groups is not None:
             # the bodies checked against: followed joints where the flow took them, lost ones moved on with
             # their person's last step
-            guess = xy + np.array([velocity.get(int(p), (0.0, 0.0)) for p in people])
-            bodies = np.where(alive[:, None], new, guess)
+            bodies = np.where(alive[:, None], new, xy + body)
             alive &= ~dragged_joints(xy, new, alive, people, cfg, velocity, bodies, labelled)
         # the step that loses a joint counts as max_fb of error (its own is meaningless); then total_err stays
         total_err += np.where(was & ~alive, cfg.max_fb, 0.0)
@@ -435,6 +435,15 @@ def propagate(gray: Callable[[int], np.ndarray], labels: dict[int, np.ndarray], 
                             max_reach=max_reach).get(0, {})
 
 
+def sees_pose(xy: np.ndarray, ref: np.ndarray, mask: np.ndarray, height: float | None = None) -> bool:
+    """Whether joints `xy` (K, 2+) are the pose `ref` (K, 2+): within CHECK_FRAC of `height` (default: the
+    size of ref's `mask` joints) of at least half of ref's `mask` joints."""
+    if height is None:
+        height = max(_height(np.asarray(ref, np.float64)[mask, :2]), 1.0)
+    gap = np.linalg.norm(np.asarray(xy, np.float64)[mask, :2] - np.asarray(ref, np.float64)[mask, :2], axis=1)
+    return bool((gap <= CHECK_FRAC * height).mean() >= 0.5)
+
+
 def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated, trust: float = PROPAGATION_TRUST,
                        check_xy: np.ndarray | None = None, unseen: bool = False,
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -474,8 +483,7 @@ def fuse_with_backbone(xy: np.ndarray, scores: np.ndarray, prop: Propagated, tru
         # The joints the flow is sure of check the backbone's pose: where it misses most of them it does not
         # see this person here (another person, a pose it cannot read), and every carried joint wins.
         sure = prop.conf >= trust
-        seen = gap if check_xy is None else np.linalg.norm(np.asarray(check_xy, np.float64) - prop.xy, axis=1)
-        if sure.sum() >= 3 and (seen[sure] <= CHECK_FRAC * height).mean() < 0.5:
+        if sure.sum() >= 3 and not sees_pose(xy if check_xy is None else check_xy, prop.xy, sure, height):
             taken |= carried
         agree = np.maximum(np.exp(-((gap / (AGREE_FRAC * height)) ** 2)), 0.1)
         scores = np.where(carried, scores * agree, scores)

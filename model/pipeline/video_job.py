@@ -28,11 +28,11 @@ from model.pipeline.boxes import TrackBox, box_from_keypoints, update_with_keypo
 from model.pipeline.config import InferConfig
 from model.pipeline.follow import Follower
 from model.pipeline.propagation import (
-    CHECK_FRAC,
     PROPAGATION_TRUST,
     Propagated,
     fuse_with_backbone,
     propagate_people,
+    sees_pose,
 )
 from model.pipeline.tracking import plan_boxes
 from model.transforms import (
@@ -416,12 +416,7 @@ class VideoJob:
         CHECK_FRAC of their height of at least half of the joints their labels follow there (`_flow_pose`)."""
         for other in others:
             pose = self._flow_pose(frame, other) if other != tid else None
-            if pose is None:
-                continue
-            strong = pose[:, 2] > 0
-            height = max(float(np.ptp(pose[strong, :2], axis=0).max()), 1.0)
-            gap = np.linalg.norm(kps[strong, :2] - pose[strong, :2], axis=1)
-            if (gap <= CHECK_FRAC * height).mean() >= 0.5:
+            if pose is not None and sees_pose(kps, pose, pose[:, 2] > 0):
                 return True
         return False
 
