@@ -14,7 +14,7 @@ from annotation_io.types import Box
 logger = logging.getLogger(__name__)
 
 __all__ = ["MIN_SCORE", "BoxSource", "TrackBox", "box_from_keypoints", "box_in_frame", "carry_with_keypoints",
-           "update_with_keypoints"]
+           "coast", "update_with_keypoints"]
 
 BoxSource = Literal["human", "interpolated", "carried", "detected"]
 KEYPOINT_MARGIN = 0.06  # joint box grows by this x its long side per side (fit on synthetic GT boxes)
@@ -136,6 +136,22 @@ def update_with_keypoints(
     box = carry_with_keypoints(
         track.box, prev_kps, new_kps, prev_scores=prev_scores, new_scores=new_scores, min_score=min_score
     )
+    return _carried(track, box, frame_size)
+
+
+def coast(track: TrackBox, step: np.ndarray, *, frame_size: tuple[int, int] | None = None) -> TrackBox | None:
+    """Moves a track's box by `step` (dx, dy) pixels onto the next frame: a person nobody sees there
+    keeps walking (a tracker's constant-velocity step).
+
+    Returns:
+        The "carried" box with the same id and score, or None when it left the frame (`frame_size` as
+        in `update_with_keypoints`).
+    """
+    dx, dy = (float(v) for v in np.asarray(step, dtype=np.float64).reshape(2))
+    return _carried(track, Box(track.box.x + dx, track.box.y + dy, track.box.w, track.box.h), frame_size)
+
+
+def _carried(track: TrackBox, box: Box, frame_size: tuple[int, int] | None) -> TrackBox | None:
     if frame_size is not None:
         if not box_in_frame(box, *frame_size):
             return None

@@ -24,7 +24,7 @@ from annotation_io.types import Box, Frame, Person, Video
 from annotation_io.video import FrameReader
 from model.backbones.base import Backbone
 from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
-from model.pipeline.boxes import TrackBox, box_from_keypoints, update_with_keypoints
+from model.pipeline.boxes import TrackBox, box_from_keypoints, coast, update_with_keypoints
 from model.pipeline.config import InferConfig
 from model.pipeline.follow import Follower
 from model.pipeline.propagation import (
@@ -373,11 +373,13 @@ class VideoJob:
         Where the propagated human pose still holds on the next frame (`_flow_pose`), the box moves with
         it and the frame's pass is cropped there; elsewhere the pass is cropped on the previous box and
         the box moves with the backbone's joints, unless those are another person's (`_sees_another`:
-        the box of a person hidden behind them would move onto them): then it holds.
+        the box of a person hidden behind them would move onto them): then it keeps the pace of the
+        track's labelled boxes (`_label_step`; it holds where one label gives no pace).
         """
         if not chains:
             return
         states = [self._anchor_state(label_plan, tid, anchor) for tid, anchor, _ in chains]
+        paces = [self._label_step(label_plan, tid, anchor, path[0] - anchor) for tid, anchor, path in chains]
         flows: list[np.ndarray | None] = [self._flow_pose(anchor, tid) for tid, anchor, _ in chains]
         for k in range(max(len(path) for _, _, path in chains)):
             active = [i for i, (_, _, path) in enumerate(chains) if k < len(path) and states[i] is not None]
@@ -402,7 +404,11 @@ class VideoJob:
                 if i in by_flow:
                     moved = by_flow[i]
                 elif self._sees_another(path[k], tid, kps, self.known_at.get(path[k], ())):
-                    moved, held = track, True  # the backbone there sees someone else: the box holds
+                    # The backbone there sees someone else: the hidden person keeps their pace, and so
+                    # do the joints the next step is measured from.
+                    moved, held = coast(track, paces[i], frame_size=self.frame_size), True
+                    prev_kps = prev_kps.copy()
+                    prev_kps[:, :2] += paces[i]
                 else:
                     moved = update_with_keypoints(track, prev_kps, kps, prev_scores=prev_scores,
                                                   new_scores=scores, frame_size=self.frame_size)
@@ -435,6 +441,19 @@ class VideoJob:
         kps = np.zeros((len(prop.xy), 3))
         kps[strong, :2], kps[strong, 2] = prop.xy[strong], 2.0
         return kps
+
+    def _label_step(self, plan: dict[int, list[TrackBox]], tid: int, anchor: int, direction: int) -> np.ndarray:
+        """(2,) pixels per frame a chain going `direction` (+1 later, -1 earlier) from its `anchor` label
+        moves: the motion of the track's box centre from its nearest label on the other side of the
+        anchor to the anchor's; zeros where the track has no such label."""
+        step = 1 if direction > 0 else -1
+        for f in range(anchor - step, -1 if step > 0 else self.num_frames, -step):
+            behind = self._human_box(plan, f, tid)
+            if behind is not None:
+                ahead = self._human_box(plan, anchor, tid)
+                assert ahead is not None  # a chain's anchor is a labelled box (`_chains`)
+                return (np.array(ahead.box.center) - np.array(behind.box.center)) / abs(anchor - f)
+        return np.zeros(2)
 
     @staticmethod
     def _human_box(plan: dict[int, list[TrackBox]], frame: int, tid: int) -> TrackBox | None:

@@ -528,3 +528,26 @@ def test_a_carried_box_does_not_move_onto_another_person_the_backbone_sees() -> 
     assert np.linalg.norm(centre[True][0] - np.array(box_a.center)) < 1.0
     assert np.linalg.norm(centre[False][0] - np.array(box_a.center)) > 20.0  # without B's carried labels
     assert np.linalg.norm(centre[True][1] - np.array(box_b.center) - [2.0 * (start - last), 0.0]) < 3.0
+
+
+def test_a_hidden_person_s_box_keeps_the_pace_of_their_labels() -> None:
+    frames, gt_a, gt_b = _render_two(num_frames=19)
+    # As above, and A's box was also drawn on frame 4: A walked 2 px/frame right between the labels. From
+    # frame 10 on the backbone sees only B (who walks over A); A's box walks on at A's pace instead of
+    # holding, and ends on A, where A's joints are still followed by nothing.
+    start, last = 10, len(frames) - 1
+
+    def box(joints: np.ndarray) -> Box:
+        return Box.from_xyxy(*(joints.min(axis=0) - 5), *(joints.max(axis=0) + 5))
+
+    two = _label(gt_a, start)
+    two[2:, 2] = 0
+    people = [Person(two, track_id=0, box=box(gt_a[start])), Person(_label(gt_b, start), track_id=1, box=box(gt_b[start]))]
+    earlier = Frame(4, [Person(track_id=0, box=box(gt_a[4]))], is_labeled=True)
+    known = Video("v", len(frames), [earlier, Frame(start, people, is_labeled=True)], width=SIZE[0], height=SIZE[1])
+    predictor = Predictor(_SeesB(gt_b), None, config=InferConfig(propagate=True), detector=lambda frame: [])
+    out = predictor.predict_video(Video("v", len(frames), width=SIZE[0], height=SIZE[1]), known, frames=[last],
+                                  reader=_Frames(frames))
+    centre = {p.track_id: np.array(p.box.center) for p in out.frame(last).persons}
+    assert np.linalg.norm(centre[0] - np.array(box(gt_a[last]).center)) < 1.0  # held, it would be 16 px behind
+    assert np.linalg.norm(centre[1] - np.array(box(gt_b[last]).center)) < 3.0
