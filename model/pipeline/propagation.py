@@ -70,7 +70,7 @@ import numpy as np
 from annotation_io.skeletons import SKELETON_1BASED
 
 __all__ = ["AGREE_FRAC", "CHECK_FRAC", "FAR_FRAC", "PROPAGATION_TRUST", "FlowConfig", "Propagated", "dragged_joints",
-           "fuse_chains", "fuse_with_backbone", "propagate", "propagate_people", "sees_pose", "track_chain"]
+           "fuse_chains", "fuse_with_backbone", "label_pace", "propagate", "propagate_people", "sees_pose", "track_chain"]
 
 PROPAGATION_TRUST = 0.3  # least propagated confidence that replaces the backbone's joint
 # A backbone joint farther than this fraction of the person's height from the carried pose is replaced by
@@ -110,6 +110,8 @@ class FlowConfig:
             person's height (the extent of their labelled joints) from their motion.
         stray_px: px within which a joint's step is taken for a person's step where the two people's
             steps cannot be compared (one of them wholly hidden or lost; `dragged_joints`).
+        pace_wobble: until the flow measures a person's step, they move at the pace of their labels
+            (`track_chain`'s `paces`), trusted to within this fraction of their height per frame.
     """
 
     win: int = 21
@@ -122,6 +124,7 @@ class FlowConfig:
     drag_margin_px: float = 1.0
     lost_frac: float = 0.05
     stray_px: float = 4.0
+    pace_wobble: float = 0.015
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,8 @@ def _step(a: np.ndarray, b: np.ndarray, pts: np.ndarray, cfg: FlowConfig) -> tup
 
 def track_chain(gray: Callable[[int], np.ndarray], start: int, pts: np.ndarray, conf: np.ndarray,
                 stops: Sequence[int], cfg: FlowConfig = FlowConfig(),
-                groups: np.ndarray | None = None) -> dict[int, Propagated]:
+                groups: np.ndarray | None = None, paces: Mapping[int, np.ndarray] | None = None,
+                ) -> dict[int, Propagated]:
     """Carries points from frame `start` through consecutive frames up to the farthest of `stops`.
 
     A point LK loses moves on with the median step of the points of its group (its person) that LK
@@ -184,6 +188,9 @@ def track_chain(gray: Callable[[int], np.ndarray], start: int, pts: np.ndarray, 
         cfg: tracking settings.
         groups: (K,) the person of each point (each person's points the 17 PoseTrack joints); None: one
             person, no drag check.
+        paces: person -> (2,) px per step their labels show (`label_pace`): their step until the flow
+            measures one, so that a person wholly hidden on the labelled frame walks on (lost joints
+            moved with it fade by `FlowConfig.pace_wobble`); without, such a person stays where labelled.
 
     Returns:
         {frame: Propagated} for each frame of `stops`.
@@ -214,6 +221,7 @@ def track_chain(gray: Callable[[int], np.ndarray], start: int, pts: np.ndarray, 
     # no longer follows at all (wholly behind another) goes on at that pace
     velocity: dict[int, np.ndarray] = {}
     wobble: dict[int, float] = {}
+    pace = {int(p): np.asarray(v, np.float64) for p, v in (paces or {}).items() if int(p) in members}
     wanted = set(stops)
     out: dict[int, Propagated] = {}
     body = np.zeros_like(xy)  # each point's person's last step (0 where none was measured yet)
@@ -240,6 +248,9 @@ def track_chain(gray: Callable[[int], np.ndarray], start: int, pts: np.ndarray, 
             if person in velocity:
                 body[mine] = velocity[person]
                 spread[mine] = wobble[person]
+            elif person in pace:  # not measured yet: the labels' pace
+                body[mine] = pace[person]
+                spread[mine] = cfg.pace_wobble * height[mine]
             else:
                 spread[mine] = height[mine]  # nothing to move it with: it stays, and soon counts for nothing
         drift = np.where(labelled & ~alive, drift + np.maximum(spread, own), 0.0)
@@ -392,7 +403,7 @@ def propagate_people(gray: Callable[[int], np.ndarray], labels: Mapping[int, Map
             if i < len(keys) and keys[i] - t <= max_reach:
                 chains.setdefault((keys[i], -1), {}).setdefault(tid, []).append(t)
     carried: dict[int, dict[int, list[Propagated]]] = {}
-    for (start, _), wanted in chains.items():
+    for (start, direction), wanted in chains.items():
         tids = sorted(wanted)
         lab = {tid: np.asarray(labels[tid][start], np.float64) for tid in tids}
         pts = np.concatenate([lab[tid][:, :2] for tid in tids])
@@ -400,7 +411,9 @@ def propagate_people(gray: Callable[[int], np.ndarray], labels: Mapping[int, Map
         stops = sorted({f for fs in wanted.values() for f in fs})
         bounds = np.cumsum([0] + [len(lab[tid]) for tid in tids])
         groups = np.repeat(np.arange(len(tids)), np.diff(bounds))
-        for f, prop in track_chain(gray, start, pts, conf, stops, cfg, groups).items():
+        paces = {g: pace for g, tid in enumerate(tids)
+                 if (pace := label_pace(labels[tid], start, direction)) is not None}
+        for f, prop in track_chain(gray, start, pts, conf, stops, cfg, groups, paces).items():
             strong = prop.strong
             for tid, lo, hi in zip(tids, bounds[:-1], bounds[1:]):
                 if f in wanted[tid]:
@@ -413,6 +426,21 @@ def propagate_people(gray: Callable[[int], np.ndarray], labels: Mapping[int, Map
             if merged is not None:
                 out.setdefault(tid, {})[f] = merged
     return out
+
+
+def label_pace(track: Mapping[int, np.ndarray], start: int, direction: int) -> np.ndarray | None:
+    """(2,) px per frame a track's labelled joints move going `direction` (+1 later, -1 earlier) from
+    the label on `start`: the median motion of the joints placed on both it and the track's nearest
+    label on the other side; None without such a label or with fewer than 2 joints in common."""
+    behind = [f for f in track if (f < start if direction > 0 else f > start)]
+    if not behind:
+        return None
+    other = max(behind) if direction > 0 else min(behind)
+    a, b = np.asarray(track[start], np.float64), np.asarray(track[other], np.float64)
+    both = (a[:, 2] > 0) & (b[:, 2] > 0) & np.isfinite(a[:, :2]).all(axis=1) & np.isfinite(b[:, :2]).all(axis=1)
+    if both.sum() < 2:
+        return None
+    return np.median(a[both, :2] - b[both, :2], axis=0) / abs(start - other)
 
 
 def propagate(gray: Callable[[int], np.ndarray], labels: dict[int, np.ndarray], targets: Sequence[int], *,

@@ -18,6 +18,7 @@ from model.pipeline.propagation import (
     dragged_joints,
     fuse_chains,
     fuse_with_backbone,
+    label_pace,
     propagate,
     propagate_people,
     track_chain,
@@ -551,3 +552,21 @@ def test_a_hidden_person_s_box_keeps_the_pace_of_their_labels() -> None:
     centre = {p.track_id: np.array(p.box.center) for p in out.frame(last).persons}
     assert np.linalg.norm(centre[0] - np.array(box(gt_a[last]).center)) < 1.0  # held, it would be 16 px behind
     assert np.linalg.norm(centre[1] - np.array(box(gt_b[last]).center)) < 3.0
+
+
+def test_a_person_wholly_behind_another_walks_on_at_the_pace_of_their_labels() -> None:
+    frames, gt_a, gt_b = _render_behind(num_frames=13)
+    # A is labelled on frames 0 and 4 (2 px/frame right, both times wholly behind B), B on frame 4. The flow
+    # cannot follow A from frame 4 on; A's joints walk on at the pace of A's two labels instead of staying
+    # where labelled, and stay weak (the backbone still decides where it sees A).
+    targets = list(range(5, len(frames)))
+    err = {}
+    for labels_a in ({0: _label(gt_a, 0), 4: _label(gt_a, 4)}, {4: _label(gt_a, 4)}):
+        carried = propagate_people(_gray(frames), {0: labels_a, 1: {4: _label(gt_b, 4)}},
+                                   {0: targets, 1: targets}, num_frames=len(frames))
+        assert (carried[0][targets[-1]].conf < PROPAGATION_TRUST).all()
+        err[len(labels_a)] = np.median(np.linalg.norm(carried[0][targets[-1]].xy - gt_a[targets[-1]], axis=1))
+    assert err[2] < 2.0 and err[1] > 12.0, err
+    assert np.allclose(label_pace({0: _label(gt_a, 0), 4: _label(gt_a, 4)}, 4, 1), [2.0, 0.0])
+    assert np.allclose(label_pace({0: _label(gt_a, 0), 4: _label(gt_a, 4)}, 0, -1), [-2.0, 0.0])
+    assert label_pace({4: _label(gt_a, 4)}, 4, 1) is None
