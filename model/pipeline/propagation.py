@@ -61,7 +61,7 @@ labels on both sides support.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -70,7 +70,7 @@ import numpy as np
 from annotation_io.skeletons import SKELETON_1BASED
 
 __all__ = ["AGREE_FRAC", "CHECK_FRAC", "FAR_FRAC", "PROPAGATION_TRUST", "FlowConfig", "Propagated", "dragged_joints",
-           "fuse_chains", "fuse_with_backbone", "label_pace", "propagate", "propagate_people", "sees_pose", "track_chain"]
+           "fuse_chains", "fuse_with_backbone", "label_pace", "pace_label", "propagate", "propagate_people", "sees_pose", "track_chain"]
 
 PROPAGATION_TRUST = 0.3  # least propagated confidence that replaces the backbone's joint
 # A backbone joint farther than this fraction of the person's height from the carried pose is replaced by
@@ -85,6 +85,9 @@ AGREE_FRAC = 0.2
 # agrees with fewer than half of the sure carried joints does not see the person, and the carried pose wins.
 CHECK_FRAC = 0.07
 MAX_REACH = 30  # most frames a label is carried
+# A pace is measured against the nearest label at least this many frames away where there is one: over
+# one frame, a hand-drawn box's or joint's few pixels of noise would be a few pixels per frame of drift.
+PACE_MIN_SPAN = 4
 MIN_CONF = 1e-3  # a lost joint's confidence never fades below this: still carried, as a prior
 # Limbs and torso of a body (0-based slot pairs): the skeleton plus the torso's diagonals, so that a point
 # inside the torso is near a segment too.
@@ -428,14 +431,23 @@ def propagate_people(gray: Callable[[int], np.ndarray], labels: Mapping[int, Map
     return out
 
 
-def label_pace(track: Mapping[int, np.ndarray], start: int, direction: int) -> np.ndarray | None:
-    """(2,) px per frame a track's labelled joints move going `direction` (+1 later, -1 earlier) from
-    the label on `start`: the median motion of the joints placed on both it and the track's nearest
-    label on the other side; None without such a label or with fewer than 2 joints in common."""
-    behind = [f for f in track if (f < start if direction > 0 else f > start)]
+def pace_label(labelled: Iterable[int], start: int, direction: int) -> int | None:
+    """The label a pace going `direction` (+1 later, -1 earlier) from the label on `start` is measured
+    from: among the track's `labelled` frames on the other side of `start`, the nearest at least
+    PACE_MIN_SPAN frames away, else the farthest; None where there is none."""
+    behind = sorted((abs(f - start), f) for f in labelled if (f < start if direction > 0 else f > start))
     if not behind:
         return None
-    other = max(behind) if direction > 0 else min(behind)
+    return next((f for span, f in behind if span >= PACE_MIN_SPAN), behind[-1][1])
+
+
+def label_pace(track: Mapping[int, np.ndarray], start: int, direction: int) -> np.ndarray | None:
+    """(2,) px per frame a track's labelled joints move going `direction` (+1 later, -1 earlier) from
+    the label on `start`: the median motion of the joints placed on both it and the track's label that
+    `pace_label` picks; None without such a label or with fewer than 2 joints in common."""
+    other = pace_label(track, start, direction)
+    if other is None:
+        return None
     a, b = np.asarray(track[start], np.float64), np.asarray(track[other], np.float64)
     both = (a[:, 2] > 0) & (b[:, 2] > 0) & np.isfinite(a[:, :2]).all(axis=1) & np.isfinite(b[:, :2]).all(axis=1)
     if both.sum() < 2:

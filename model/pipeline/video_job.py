@@ -31,6 +31,7 @@ from model.pipeline.propagation import (
     PROPAGATION_TRUST,
     Propagated,
     fuse_with_backbone,
+    pace_label,
     propagate_people,
     sees_pose,
 )
@@ -444,16 +445,13 @@ class VideoJob:
 
     def _label_step(self, plan: dict[int, list[TrackBox]], tid: int, anchor: int, direction: int) -> np.ndarray:
         """(2,) pixels per frame a chain going `direction` (+1 later, -1 earlier) from its `anchor` label
-        moves: the motion of the track's box centre from its nearest label on the other side of the
-        anchor to the anchor's; zeros where the track has no such label."""
-        step = 1 if direction > 0 else -1
-        for f in range(anchor - step, -1 if step > 0 else self.num_frames, -step):
-            behind = self._human_box(plan, f, tid)
-            if behind is not None:
-                ahead = self._human_box(plan, anchor, tid)
-                assert ahead is not None  # a chain's anchor is a labelled box (`_chains`)
-                return (np.array(ahead.box.center) - np.array(behind.box.center)) / abs(anchor - f)
-        return np.zeros(2)
+        moves: the motion of the track's box centre from the label on the other side that `pace_label`
+        picks to the anchor's; zeros where the track has no such label."""
+        boxes = {f: tb.box for f, tbs in plan.items() for tb in tbs if tb.track_id == tid and tb.source == "human"}
+        other = pace_label(boxes, anchor, direction)
+        if other is None:
+            return np.zeros(2)
+        return (np.array(boxes[anchor].center) - np.array(boxes[other].center)) / abs(anchor - other)
 
     @staticmethod
     def _human_box(plan: dict[int, list[TrackBox]], frame: int, tid: int) -> TrackBox | None:

@@ -19,6 +19,7 @@ from model.pipeline.propagation import (
     fuse_chains,
     fuse_with_backbone,
     label_pace,
+    pace_label,
     propagate,
     propagate_people,
     track_chain,
@@ -570,3 +571,14 @@ def test_a_person_wholly_behind_another_walks_on_at_the_pace_of_their_labels() -
     assert np.allclose(label_pace({0: _label(gt_a, 0), 4: _label(gt_a, 4)}, 4, 1), [2.0, 0.0])
     assert np.allclose(label_pace({0: _label(gt_a, 0), 4: _label(gt_a, 4)}, 0, -1), [-2.0, 0.0])
     assert label_pace({4: _label(gt_a, 4)}, 4, 1) is None
+
+
+def test_a_pace_is_measured_over_at_least_a_few_frames_where_labels_allow() -> None:
+    # Labels on consecutive frames: one frame of a hand-placed joint's noise would be that much drift per
+    # frame; the nearest label at least PACE_MIN_SPAN frames away measures the pace instead.
+    assert pace_label([0, 7, 8], 8, 1) == 0 and pace_label([3, 4, 7, 8], 8, 1) == 4
+    assert pace_label([5, 7, 8], 8, 1) == 5  # none that far: the farthest
+    assert pace_label([8, 9, 20], 8, -1) == 20 and pace_label([8], 8, -1) is None
+    walk = {f: np.hstack([SPRITE_JOINTS + [2.0 * f, 0.0], np.full((NUM_KEYPOINTS, 1), 2.0)]) for f in (0, 7, 8)}
+    walk[7][:, 0] += 3.0  # the label on frame 7 placed 3 px off
+    assert np.allclose(label_pace(walk, 8, 1), [2.0, 0.0])
