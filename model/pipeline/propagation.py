@@ -19,8 +19,12 @@ where drift adds up, per frame since the loss, the larger of the person's non-ri
 of their followed joints' steps from the median step) and the joint's own step off its person's just
 before the loss (a swinging hand, lost to blur, drifts fast; a point on a plain sleeve of a walking person
 barely). A person the flow no longer follows at all (wholly behind another, or blurred) goes on at their
-last measured step, their joints fading at their last non-rigid rate; one never followed stays where it
-was and soon counts for nothing. On the synthetic benchmark (flat-coloured sprites: LK loses a third of
+last measured step, their joints fading at their last non-rigid rate; one never followed (wholly behind
+another on the labelled frame) walks at the pace of their labels (`label_pace`: the median motion of their
+joints between the label carried and the track's label `pace_label` picks on the other side), fading by
+`pace_wobble` (0.015) of their height per frame, and with one label stays where it was and soon counts
+for nothing (over 24 test videos, labels every 8 frames: carried labels alone 64.5 -> 71.4 mAP, with the
+simulated backbone 82.8 -> 84.8). On the synthetic benchmark (flat-coloured sprites: LK loses a third of
 the joints within two frames, sliding along plain limbs) this took the share of carried joints trusted,
 with labels every 4 frames, from 57% to 89%, and cold start with BlazePose and labels every 8 frames from
 34.8 to 63.8 mAP (seed 0; seed 1: 57.0 to 63.9), against lost joints frozen with a confidence of at most
