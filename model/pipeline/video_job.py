@@ -401,13 +401,13 @@ class VideoJob:
                 tid, _, path = chains[i]
                 track, prev_kps, prev_scores = states[i]
                 kps, scores = _keypoints(xy[j], maxvals[j])
-                held = False
+                coasting = False
                 if i in by_flow:
                     moved = by_flow[i]
                 elif self._sees_another(path[k], tid, kps, self.known_at.get(path[k], ())):
                     # The backbone there sees someone else: the hidden person keeps their pace, and so
                     # do the joints the next step is measured from.
-                    moved, held = coast(track, paces[i], frame_size=self.frame_size), True
+                    moved, coasting = coast(track, paces[i], frame_size=self.frame_size), True
                     prev_kps = prev_kps.copy()
                     prev_kps[:, :2] += paces[i]
                 else:
@@ -416,7 +416,7 @@ class VideoJob:
                 score = next(tb.score for tb in label_plan[path[k]] if tb.track_id == tid)
                 out_box = moved.box if moved is not None else track.box
                 self.add_slot(path[k], _Slot(tid, keys[j][1], out_box, "carried", score))
-                states[i] = None if moved is None else ((moved, prev_kps, prev_scores) if held else (moved, kps, scores))
+                states[i] = None if moved is None else ((moved, prev_kps, prev_scores) if coasting else (moved, kps, scores))
 
     def _sees_another(self, frame: int, tid: int, kps: np.ndarray, others: Iterable[int]) -> bool:
         """Whether backbone joints `kps` (K, 2+) on `frame` are another person's (of `others`): within
@@ -447,7 +447,7 @@ class VideoJob:
         """(2,) pixels per frame a chain going `direction` (+1 later, -1 earlier) from its `anchor` label
         moves: the motion of the track's box centre from the label on the other side that `pace_label`
         picks to the anchor's; zeros where the track has no such label."""
-        boxes = {f: tb.box for f, tbs in plan.items() for tb in tbs if tb.track_id == tid and tb.source == "human"}
+        boxes = {f: tb.box for f in plan if (tb := self._human_box(plan, f, tid)) is not None}
         other = pace_label(boxes, anchor, direction)
         if other is None:
             return np.zeros(2)
@@ -504,7 +504,7 @@ class VideoJob:
         own = xy if result is hc or not self.propagated else decode_to_frame(hc, [g for _, g in cur])[0]
         for j, (t, slot, pose) in enumerate(items):
             prop = self.propagated.get((t, slot.track_id))
-            # a pass that sees another person (a held carried box of someone hidden behind them) does not
+            # a pass that sees another person (the carried box of someone hidden behind them) does not
             # see this one: their carried joints win there
             unseen = prop is not None and self._sees_another(t, slot.track_id, own[j], self.known_at.get(t, ()))
             out[t].append(_predicted_person(xy[j], maxvals[j], slot, pose, prop, own[j], unseen))
