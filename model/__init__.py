@@ -16,12 +16,14 @@ by nothing in the product):
   work, given the stages), `read_ahead` (frames decoded ahead on a thread), `tracking` and `assignment`
   (person boxes and track ids), `follow` (detected people followed between detector runs),
   `track_filters` (false short tracks dropped), `propagation` (human
-  keypoints carried by optical flow and fused with the backbone).
+  keypoints carried by optical flow and fused with the backbone), `omissions` (joints the labels
+  around leave out stay out).
 - `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head), `distributed` (DDP), `curve`.
 - `cli/`: `python -m model predict|train|bench|bench-video|bench-real|propagation-overlay` (`main`
   dispatches; `predict`, `predict_input`, `render`, `train`).
 - `bench/`: `nets` (backbone, head, DCNv2), `head_speed` (head variants vs HRNet-W48 side by side),
-  `video` (cached/exact cost, accuracy, with `propagation`'s section), `real` (real stills),
+  `video` (cached/exact cost, accuracy, with `propagation`'s section), `real` (real stills; `real_score`
+  its figures, `real_clips` the stills filmed by a moving camera),
   `weights` (benchmark weights), `gpu_check` (the GPU check: parity, fine-tuning, throughput;
   `scripts/gpu_check.sh`) and `overlay` (the README's propagation picture).
 - `testing/`: test support: a ground-truth backbone that errs like real ones (`simulated`) and a

@@ -1,1 +1,1 @@
-"""Benchmarks that print figures (never timed tests): `nets` (`python -m model bench`), `video` and `propagation` (`python -m model bench-video`), `real` (`python -m model bench-real`); `overlay` draws the README's propagation picture."""
+"""Benchmarks that print figures (never timed tests): `nets` (`python -m model bench`), `video` and `propagation` (`python -m model bench-video`), `real`, `real_score` and `real_clips` (`python -m model bench-real [--clips]`); `overlay` draws the README's propagation picture."""

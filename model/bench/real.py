@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,66 +34,14 @@ import numpy as np
 from annotation_io import posetrack
 from annotation_io.evaluate import evaluate
 from annotation_io.types import Frame, Person, Video
+from model.bench.real_score import LIMB_SLOTS, RealScore, score_frame
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RealScore", "handle", "register_parser", "run_real_bench", "score_frame"]
+__all__ = ["LIMB_SLOTS", "RealScore", "handle", "register_parser", "run_real_bench", "run_real_clips", "score_frame"]
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real-stills"
-LIMB_SLOTS = np.arange(5, 17)  # shoulders .. ankles
 MODES = ("detector", "boxes given")
-
-
-@dataclass
-class RealScore:
-    """Counts over images: limb joints right / annotated, people found (>= 1 / >= half), predictions."""
-
-    joints_ok: int = 0
-    joints: int = 0
-    found: int = 0
-    found_half: int = 0
-    people: int = 0
-    predictions: int = 0
-    ap: float = float("nan")
-    within_pckh: float = float("nan")
-    seconds: float = 0.0
-    per_image: dict[str, str] = field(default_factory=dict)
-
-    def add(self, other: RealScore) -> None:
-        for name in ("joints_ok", "joints", "found", "found_half", "people", "predictions"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-    @property
-    def within(self) -> float:
-        """Limb joints within 0.1 x box diagonal, %."""
-        return 100.0 * self.joints_ok / max(self.joints, 1)
-
-
-def score_frame(gt: Frame, pred: Frame | None) -> RealScore:
-    """Scores one image: optimal one-to-one matching of annotated people to predictions."""
-    from scipy.optimize import linear_sum_assignment  # lazy: only the benchmark needs scipy
-
-    gts = [p for p in gt.persons if p.box is not None]
-    preds = [p for p in (pred.persons if pred is not None else [])]
-    correct = np.zeros((len(gts), len(preds)), dtype=int)
-    n = np.zeros(len(gts), dtype=int)
-    for g, person in enumerate(gts):
-        labelled = person.keypoints[LIMB_SLOTS, 2] > 0
-        n[g] = int(labelled.sum())
-        thr = 0.1 * float(np.hypot(person.box.w, person.box.h))
-        for j, other in enumerate(preds):
-            placed = other.keypoints[LIMB_SLOTS, 2] > 0
-            d = np.linalg.norm(other.keypoints[LIMB_SLOTS, :2] - person.keypoints[LIMB_SLOTS, :2], axis=1)
-            correct[g, j] = int(((d <= thr) & labelled & placed).sum())
-    score = RealScore(joints=int(n.sum()), people=len(gts), predictions=len(preds))
-    if preds and gts:
-        rows, cols = linear_sum_assignment(-correct)
-        best = np.zeros(len(gts), dtype=int)
-        best[rows] = correct[rows, cols]
-        score.joints_ok = int(best.sum())
-        score.found = int((best > 0).sum())
-        score.found_half = int(((best > 0) & (2 * best >= n)).sum())
-    return score
 
 
 class _Still:
@@ -174,6 +122,27 @@ def run_real_bench(root: Path, *, checkpoint: Path | None = None,
     return out
 
 
+def run_real_clips(root: Path, *, checkpoint: Path | None = None, backbones: Sequence[str] = ("blazepose",),
+                   spacings: Sequence[int] = (4, 8)) -> list[Any]:
+    """`model.bench.real_clips` rows for each backbone (as `run_real_bench`) and label spacing."""
+    from model.bench.real_clips import run_clip_bench
+    from model.pipeline.predictor import Predictor
+
+    stills = load_stills(root)
+    runs: list[tuple[str, Path | None]] = [(name, None) for name in backbones]
+    if checkpoint is not None:
+        runs.append(("hrnet_w48", checkpoint))
+    rows = []
+    for name, weights in runs:
+        predictor = Predictor.create(name, weights)
+        try:
+            for every in spacings:
+                rows += run_clip_bench(predictor, stills, every)
+        finally:
+            predictor.close()
+    return rows
+
+
 def format_result(result: dict[str, dict[str, RealScore]]) -> str:
     """The figures as a Markdown table."""
     lines = ["| backbone | boxes | limb joints within 0.1 diag | recall (>=1 / >=half) | predictions "
@@ -198,6 +167,9 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet-W48 weights: also bench hrnet_w48")
     parser.add_argument("--backbone", action="append", choices=("blazepose", "yolo11_pose"), default=None,
                         help="backbone with its own weights to bench (repeatable; default blazepose)")
+    parser.add_argument("--clips", action="store_true",
+                        help="also score label propagation on the stills filmed by a moving camera "
+                             "(model.bench.real_clips; a few minutes)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.set_defaults(handle=handle, log_level="WARNING")
 
@@ -208,13 +180,22 @@ def handle(args: argparse.Namespace) -> int:
         print(f"bench-real: checkpoint not found: {args.checkpoint}")
         return 2
     try:
-        result = run_real_bench(args.data.resolve(), checkpoint=args.checkpoint,
-                                backbones=args.backbone or ("blazepose",))
+        backbones = args.backbone or ("blazepose",)
+        result = run_real_bench(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones)
+        clips = run_real_clips(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones) if args.clips else []
     except FileNotFoundError as exc:
         print(f"bench-real: {exc}")
         return 2
     if args.json:
-        print(json.dumps({v: {m: asdict(s) for m, s in modes.items()} for v, modes in result.items()}, indent=2))
+        out: dict[str, Any] = {v: {m: asdict(s) for m, s in modes.items()} for v, modes in result.items()}
+        if clips:
+            out["clips"] = [asdict(row) for row in clips]
+        print(json.dumps(out, indent=2))
     else:
         print(format_result(result))
+        if clips:
+            from model.bench.real_clips import format_clips
+
+            print()
+            print(format_clips(clips))
     return 0

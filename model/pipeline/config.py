@@ -37,6 +37,9 @@ class InferConfig:
             people in crowds; 10 is 2.3x faster on one person at the same result.
         follow_min_score: a followed person whose pose confidence (mean of the best 10 joint scores)
             drops below this is dropped and the detector runs on that frame.
+        follow_omissions: joints the track's nearest complete labels (one per side) leave out are left
+            out of the prediction too, where the annotator could have seen them
+            (`model.pipeline.omissions`).
     """
 
     mode: Mode = "cached"
@@ -50,6 +53,7 @@ class InferConfig:
     precision: str = "fp32"
     redetect_every: int = 1  # recall first: following (e.g. 10) is faster but finds walk-ins late
     follow_min_score: float = 0.3
+    follow_omissions: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

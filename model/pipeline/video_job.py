@@ -27,7 +27,9 @@ from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
 from model.pipeline.boxes import TrackBox, box_from_keypoints, coast, update_with_keypoints
 from model.pipeline.config import InferConfig
 from model.pipeline.follow import Follower
+from model.pipeline.omissions import left_out
 from model.pipeline.propagation import (
+    MAX_REACH,
     PROPAGATION_TRUST,
     Propagated,
     fuse_with_backbone,
@@ -188,6 +190,7 @@ class VideoJob:
         self.poses: dict[tuple[int, int], _Pose] = {}  # the ones label-aware refinement uses
         self.propagated: dict[tuple[int, int], Propagated] = {}  # (frame, track) -> carried human pose
         self.known_at: dict[int, set[int]] = defaultdict(set)  # frame -> tracks with a human or carried pose
+        self.complete_at: dict[int, list[int]] = defaultdict(list)  # track -> its complete labels' frames, sorted
         self.grays = _LRU(_GRAY_MEMORY)
         self.passes = 0
         self.use_neighbours = stages.refine is not None
@@ -300,6 +303,9 @@ class VideoJob:
                     self.add_slot(f, _Slot(tb.track_id, crop_geometry(tb.box), tb.box, tb.source, tb.score))
         self.human = _human_poses(self.known, label_plan)
         self.poses = self.human if self.cfg.label_aware else {}
+        for f, tid in sorted(self.human):
+            if self.human[(f, tid)].complete:
+                self.complete_at[tid].append(f)
         chains = self._chains(label_plan, need)
         if self.cfg.propagate:
             self._propagate(need, chains)
@@ -507,10 +513,31 @@ class VideoJob:
             # a pass that sees another person (the carried box of someone hidden behind them) does not
             # see this one: their carried joints win there
             unseen = prop is not None and self._sees_another(t, slot.track_id, own[j], self.known_at.get(t, ()))
-            out[t].append(_predicted_person(xy[j], maxvals[j], slot, pose, prop, own[j], unseen))
+            person = _predicted_person(xy[j], maxvals[j], slot, pose, prop, own[j], unseen)
+            if self.cfg.follow_omissions:
+                self._leave_out(t, person, pose)
+            out[t].append(person)
         for persons in out.values():
             persons.sort(key=lambda p: p.track_id)
         return out
+
+    def _leave_out(self, t: int, person: Person, pose: _Pose | None) -> None:
+        """Removes the joints the track's nearest complete labels leave out (`model.pipeline.omissions`);
+        a partial human pose's joints on frame t stay; extra["left_out"] lists the joints removed."""
+        frames = self.complete_at.get(person.track_id, [])
+        before = [f for f in frames if t - MAX_REACH <= f < t][-1:]
+        after = [f for f in frames if t < f <= t + MAX_REACH][:1]
+        if not before and not after:
+            return
+        h, w = self.image(t).shape[:2]
+        labels = [self.human[(f, person.track_id)].person.keypoints for f in before + after]
+        drop = left_out(person.keypoints, labels, (w, h))
+        if pose is not None:
+            drop &= ~pose.person.present
+        if drop.any():
+            person.keypoints[drop] = 0.0
+            person.scores[drop] = 0.0
+            person.extra["left_out"] = [int(j) for j in np.flatnonzero(drop)]
 
     def _sides(self, t: int, slot: _Slot) -> tuple[_Side, _Side]:
         pair = []

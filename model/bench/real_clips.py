@@ -1,0 +1,165 @@
+"""`python -m model bench-real --clips`: label propagation on real pixels, the real stills filmed by a moving camera.
+
+The synthetic videos of `bench-video` move flat sprites; here every still of the real-stills data becomes
+a short clip (`camera_clip`): a window of 85% of the photograph that pans across it, zooms in by 15%
+and rolls by up to 3 degrees, each frame re-encoded as JPEG (quality 70) like a video's frames. The
+people stand still in the scene, so the motion is the camera's: what hand-held footage adds to every
+frame. The annotations follow the camera exactly (joints that leave the frame are dropped, as an
+annotator would leave them out), so the flow, the boxes and the backbone meet real textures, real
+people and a known truth.
+
+With human labels every 4 and every 8 frames, it scores the unlabelled frames for backbone only
+(propagation off), propagation only (`model.bench.propagation.propagation_only`) and propagation +
+backbone (the cold-start default): the share of annotated limb joints within 0.1 x the person box
+diagonal (`model.bench.real_score.score_frame`), poseval mAP and the share of predicted joints within
+PCKh@0.5 (`annotation_io.evaluate`; every predicted joint counts, so a joint the truth leaves out is a
+miss: one an annotator would delete). The head boxes are the data's proxies, so mAP and PCKh are
+comparable between runs on these files only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+from annotation_io.evaluate import evaluate
+from annotation_io.synth import sparsify
+from annotation_io.types import Box, Frame, Video
+from model.bench.real_score import RealScore, score_frame
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClipRow", "camera_clip", "format_clips", "run_clip_bench"]
+
+CLIP_FRAMES = 16
+WINDOW = 0.85  # the camera sees this share of the photograph's width and height
+ZOOM = 0.15  # zoom-in over the clip
+PAN = 0.8  # share of the free margin the window sweeps, left-right (one sine period)
+ROLL_DEG = 3.0  # camera roll amplitude
+JPEG_QUALITY = 70
+CLIP_VARIANTS = ("backbone only", "propagation only", "propagation + backbone")
+
+
+@dataclass
+class ClipRow:
+    """One (backbone, label spacing, variant) on the unlabelled clip frames."""
+
+    backbone: str
+    label_every: int
+    variant: str
+    within: float  # limb joints within 0.1 x box diagonal, %
+    joints: int
+    map: float
+    within_pckh: float  # predicted joints within PCKh@0.5 of the truth, %: the rest are to move or delete
+
+
+class ClipReader:
+    """A FrameReader over frames held in memory."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self.frames, self.num_frames = frames, len(frames)
+        self.height, self.width = frames[0].shape[:2]
+
+    def read(self, index: int) -> np.ndarray:
+        return self.frames[index]
+
+    def close(self) -> None:
+        pass
+
+
+def camera_matrix(t: float, width: int, height: int) -> np.ndarray:
+    """(2, 3) affine from photograph pixels to clip pixels at clip time `t` in [0, 1]."""
+    zoom = 1.0 + ZOOM * t
+    seen_w, seen_h = WINDOW * width / zoom, WINDOW * height / zoom
+    cx = width / 2.0 + (width - seen_w) / 2.0 * PAN * np.sin(2.0 * np.pi * t)
+    cy = height / 2.0 + (height - seen_h) / 2.0 * 0.5 * np.sin(np.pi * t)
+    m = cv2.getRotationMatrix2D((float(cx), float(cy)), ROLL_DEG * float(np.sin(2.0 * np.pi * t)), zoom)
+    m[:, 2] += (WINDOW * width / 2.0 - cx, WINDOW * height / 2.0 - cy)
+    return m
+
+
+def _map_box(box: Box | None, m: np.ndarray) -> Box | None:
+    if box is None:
+        return None
+    x1, y1, x2, y2 = box.xyxy
+    corners = np.array([[x1, y1], [x2, y1], [x1, y2], [x2, y2]]) @ m[:, :2].T + m[:, 2]
+    return Box.from_xyxy(*corners.min(axis=0), *corners.max(axis=0))
+
+
+def camera_clip(gt: Video, image: np.ndarray, num_frames: int = CLIP_FRAMES) -> tuple[Video, ClipReader]:
+    """A still (one-frame ground truth `gt` and its BGR `image`) filmed by the moving camera: the clip's
+    ground truth (every frame labelled, track id = the person's index) and its frames."""
+    h, w = image.shape[:2]
+    size = (int(WINDOW * w), int(WINDOW * h))
+    frames, truth = [], []
+    for i in range(num_frames):
+        m = camera_matrix(i / max(num_frames - 1, 1), w, h)
+        shot = cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        frames.append(cv2.imdecode(cv2.imencode(".jpg", shot, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1],
+                                   cv2.IMREAD_COLOR))
+        persons = []
+        for tid, p in enumerate(gt.frames[0].persons):
+            kps = p.keypoints.copy()
+            placed = kps[:, 2] > 0
+            kps[placed, :2] = kps[placed, :2] @ m[:, :2].T + m[:, 2]
+            outside = placed & ((kps[:, 0] < 0) | (kps[:, 1] < 0) | (kps[:, 0] >= size[0]) | (kps[:, 1] >= size[1]))
+            kps[outside] = 0.0
+            persons.append(replace(p, keypoints=kps, track_id=tid, box=_map_box(p.box, m),
+                                   head_box=_map_box(p.head_box, m)))
+        truth.append(Frame(i, persons, is_labeled=True))
+    return Video(gt.name, num_frames, truth, width=size[0], height=size[1]), ClipReader(frames)
+
+
+def _score(gts: dict[str, Video], outs: dict[str, Video]) -> tuple[float, int]:
+    """Limb joints within 0.1 x box diagonal (%) and the joints scored, over all clips' frames."""
+    total = RealScore()
+    for name, gt in gts.items():
+        pred = {f.index: f for f in outs[name].frames}
+        for frame in gt.frames:
+            total.add(score_frame(frame, pred.get(frame.index)))
+    return total.within, total.joints
+
+
+def run_clip_bench(predictor: Any, stills: list[tuple[Video, np.ndarray]], every: int) -> list[ClipRow]:
+    """The three variants on the clips of `stills` with labels every `every` frames (propagation off and
+    on through `predictor.config`, restored after)."""
+    from model.bench.propagation import propagation_only
+
+    clips = {gt.name: camera_clip(gt, image) for gt, image in stills}
+    unlabelled = [i for i in range(CLIP_FRAMES) if i % every]
+    gts = {k: replace(v, frames=[f for f in v.frames if f.index % every]) for k, (v, _) in clips.items()}
+    rows, config = [], predictor.config
+    try:
+        for variant in CLIP_VARIANTS:
+            outs = {}
+            for name, (gt, reader) in clips.items():
+                known = sparsify(gt, every)
+                if variant == "propagation only":
+                    outs[name] = propagation_only(gt, known, reader, unlabelled)
+                    continue
+                predictor.config = replace(config, propagate=variant != "backbone only")
+                template = replace(gt, frames=[Frame(f.index, [], False) for f in gt.frames])
+                outs[name] = predictor.predict_video(template, known, frames=unlabelled, reader=reader)
+            within, joints = _score(gts, outs)
+            ev = evaluate(list(gts.values()), [outs[k] for k in gts])
+            rows.append(ClipRow(predictor.version, every, variant, within, joints, ev.total, ev.within_total))
+            logger.info("clips, labels every %d, %s: %.1f%% within, mAP %.1f", every, variant, within, ev.total)
+    finally:
+        predictor.config = config
+    return rows
+
+
+def format_clips(rows: list[ClipRow]) -> str:
+    """The figures as a Markdown table."""
+    lines = [f"Real stills filmed by a moving camera ({CLIP_FRAMES}-frame clips; unlabelled frames):", "",
+             "| backbone | labels every | variant | limb joints within 0.1 diag | mAP | predicted joints within PCKh@0.5 |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r.backbone} | {r.label_every} | {r.variant} | {r.within:.1f}% ({r.joints} joints) | {r.map:.1f} "
+              f"| {r.within_pckh:.1f}% |"
+              for r in rows]
+    return "\n".join(lines)
+

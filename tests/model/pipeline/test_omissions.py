@@ -1,0 +1,94 @@
+"""Tests of model.pipeline.omissions: joints the annotator left out stay out around their labels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from annotation_io.skeletons import NUM_KEYPOINTS
+from annotation_io.types import Frame, Person, Video
+from model.pipeline.config import InferConfig
+from model.pipeline.omissions import EDGE_MARGIN, left_out
+from model.pipeline.predictor import Predictor
+from tests.model.pipeline.test_propagation import SIZE, _FlatBackbone, _Frames, _person, video  # noqa: F401
+
+WRIST, ANKLE = 9, 15  # left wrist, left ankle (PoseTrack slots)
+
+
+def _pose(shift: tuple[float, float] = (0.0, 0.0), without: tuple[int, ...] = ()) -> np.ndarray:
+    kps = np.zeros((NUM_KEYPOINTS, 3))
+    kps[:, 0] = 100 + 5 * np.arange(NUM_KEYPOINTS) + shift[0]
+    kps[:, 1] = 80 + 3 * np.arange(NUM_KEYPOINTS) + shift[1]
+    kps[:, 2] = 2.0
+    kps[list(without), :] = 0.0
+    return kps
+
+
+def test_a_joint_both_labels_leave_out_is_left_out_and_one_either_places_is_kept() -> None:
+    predicted = _pose((4.0, 1.0))
+    before, after = _pose(without=(WRIST, ANKLE)), _pose((8.0, 2.0), without=(WRIST,))
+    assert np.flatnonzero(left_out(predicted, [before, after], (320, 240))).tolist() == [WRIST]
+    # With a label on one side only, that label decides.
+    assert np.flatnonzero(left_out(predicted, [before], (320, 240))).tolist() == [WRIST, ANKLE]
+    # A joint the prediction does not place is not "left out" by it.
+    unplaced = predicted.copy()
+    unplaced[WRIST] = 0.0
+    assert not left_out(unplaced, [before, after], (320, 240)).any()
+
+
+def test_a_joint_beyond_the_label_frame_s_edge_is_kept() -> None:
+    # The person moved 90 px left since the label: the left-out joints were then near or past the
+    # right edge (the annotator could not see them); the others were inside.
+    predicted = _pose((0.0, 0.0))
+    label = _pose((90.0, 0.0), without=(13, 14, WRIST))
+    width = 256
+    there = predicted[:, 0] + 90.0  # where each joint stood on the label's frame
+    assert there[13] > width - EDGE_MARGIN * width and there[14] > width and there[WRIST] < width - EDGE_MARGIN * width
+    assert np.flatnonzero(left_out(predicted, [label], (width, 240))).tolist() == [WRIST]
+
+
+def test_labels_that_say_nothing_leave_everything_in() -> None:
+    predicted = _pose()
+    few = np.zeros((NUM_KEYPOINTS, 3))
+    few[[0, 1], :2], few[[0, 1], 2] = predicted[[0, 1], :2], 2.0  # two joints: not a pose
+    assert not left_out(predicted, [few], (320, 240)).any()
+    assert not left_out(predicted, [], (320, 240)).any()
+    # No joint shared with the prediction: where the person stood on the label cannot be told.
+    other = _pose(without=tuple(range(8)))
+    assert not left_out(np.where(np.arange(NUM_KEYPOINTS)[:, None] < 8, predicted, 0.0), [other], (320, 240)).any()
+
+
+def test_the_predictor_leaves_out_what_the_labels_around_leave_out(video) -> None:  # noqa: F811
+    frames, gt = video
+    labels = {t: _person(gt, t) for t in (0, 8, 16)}
+    for t, person in labels.items():  # the wrist is hidden on every label; the ankle only on frame 8's
+        person.keypoints[WRIST] = 0.0
+        if t == 8:
+            person.keypoints[ANKLE] = 0.0
+    known = Video("v", len(frames), [Frame(t, [p], is_labeled=True) for t, p in labels.items()],
+                  width=SIZE[0], height=SIZE[1])
+    template = Video("v", len(frames), width=SIZE[0], height=SIZE[1])
+    for propagate in (True, False):
+        config = InferConfig(propagate=propagate)
+        out = Predictor(_FlatBackbone(), None, config=config, detector=lambda frame: []).predict_video(
+            template, known, frames=[4, 12], reader=_Frames(frames))
+        for t in (4, 12):
+            (person,) = out.frame(t).persons
+            assert person.extra["left_out"] == [WRIST] and person.keypoints[WRIST].tolist() == [0.0, 0.0, 0.0]
+            assert person.scores[WRIST] == 0.0 and person.present.sum() == NUM_KEYPOINTS - 1
+    # Off, every joint is predicted again.
+    off = Predictor(_FlatBackbone(), None, config=InferConfig(follow_omissions=False), detector=lambda frame: [])
+    (person,) = off.predict_video(template, known, frames=[4], reader=_Frames(frames)).frame(4).persons
+    assert person.present.all() and "left_out" not in person.extra
+
+
+def test_a_box_only_or_unlabelled_frame_leaves_nothing_out(video) -> None:  # noqa: F811
+    frames, gt = video
+    box_only = Person(track_id=0, box=_person(gt, 0).box)
+    partial = _person(gt, 8)
+    partial.keypoints[WRIST] = 0.0  # a correction on a frame not marked labelled: not a complete label
+    known = Video("v", len(frames), [Frame(0, [box_only], is_labeled=True), Frame(8, [partial], is_labeled=False)],
+                  width=SIZE[0], height=SIZE[1])
+    out = Predictor(_FlatBackbone(), None, detector=lambda frame: []).predict_video(
+        Video("v", len(frames), width=SIZE[0], height=SIZE[1]), known, frames=[4], reader=_Frames(frames))
+    (person,) = out.frame(4).persons
+    assert person.present.all() and "left_out" not in person.extra
