@@ -37,9 +37,9 @@ class InferConfig:
             people in crowds; 10 is 2.3x faster on one person at the same result.
         follow_min_score: a followed person whose pose confidence (mean of the best 10 joint scores)
             drops below this is dropped and the detector runs on that frame.
-        follow_omissions: joints the track's nearest complete labels (one per side) leave out are left
-            out of the prediction too, where the annotator could have seen them
-            (`model.pipeline.omissions`).
+        follow_omissions: joints the track's nearest complete labels on both sides leave out (or, past
+            its first or last label, the label at most 2 frames away) are left out of the prediction
+            too, where the annotator could have seen them (`model.pipeline.omissions`).
     """
 
     mode: Mode = "cached"

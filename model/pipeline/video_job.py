@@ -27,7 +27,7 @@ from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
 from model.pipeline.boxes import TrackBox, box_from_keypoints, coast, update_with_keypoints
 from model.pipeline.config import InferConfig
 from model.pipeline.follow import Follower
-from model.pipeline.omissions import left_out
+from model.pipeline.omissions import ONE_SIDE_REACH, left_out
 from model.pipeline.propagation import (
     MAX_REACH,
     PROPAGATION_TRUST,
@@ -527,8 +527,11 @@ class VideoJob:
         frames = self.complete_at.get(person.track_id, [])
         before = [f for f in frames if t - MAX_REACH <= f < t][-1:]
         after = [f for f in frames if t < f <= t + MAX_REACH][:1]
-        if not before and not after:
-            return
+        if not (before and after):  # one side: only next to that label (a joint hidden there may come out)
+            before = [f for f in before if t - f <= ONE_SIDE_REACH]
+            after = [f for f in after if f - t <= ONE_SIDE_REACH]
+            if not before and not after:
+                return
         h, w = self.image(t).shape[:2]
         labels = [self.human[(f, person.track_id)].person.keypoints for f in before + after]
         drop = left_out(person.keypoints, labels, (w, h))

@@ -100,7 +100,7 @@ def test_on_real_pixels_the_cold_start_carries_the_labels_and_leaves_out_what_th
     # The joints the annotated people leave out (COCO: not visible) come back without the rule, to be
     # deleted on every frame; with it, the annotated joints are found as often.
     before = every_joint["propagation + backbone"]
-    assert cold.within_pckh > before.within_pckh + 10.0 and cold.map > before.map
+    assert cold.within_pckh > before.within_pckh + 5.0 and cold.map > before.map
     assert cold.within >= before.within - 0.5
 
 

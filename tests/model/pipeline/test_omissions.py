@@ -7,7 +7,7 @@ import numpy as np
 from annotation_io.skeletons import NUM_KEYPOINTS
 from annotation_io.types import Frame, Person, Video
 from model.pipeline.config import InferConfig
-from model.pipeline.omissions import EDGE_MARGIN, left_out
+from model.pipeline.omissions import EDGE_MARGIN, ONE_SIDE_REACH, left_out
 from model.pipeline.predictor import Predictor
 from tests.model.pipeline.test_propagation import SIZE, _FlatBackbone, _Frames, _person, video  # noqa: F401
 
@@ -75,6 +75,13 @@ def test_the_predictor_leaves_out_what_the_labels_around_leave_out(video) -> Non
             (person,) = out.frame(t).persons
             assert person.extra["left_out"] == [WRIST] and person.keypoints[WRIST].tolist() == [0.0, 0.0, 0.0]
             assert person.scores[WRIST] == 0.0 and person.present.sum() == NUM_KEYPOINTS - 1
+    # Past the last label only its next frames leave the wrist out: a joint hidden there may come out.
+    last = Video("v", len(frames), [f for f in known.frames if f.index < 16], width=SIZE[0], height=SIZE[1])
+    out = Predictor(_FlatBackbone(), None, detector=lambda frame: []).predict_video(
+        template, last, frames=list(range(9, 9 + ONE_SIDE_REACH + 2)), reader=_Frames(frames))
+    for t in range(9, 9 + ONE_SIDE_REACH + 2):
+        (person,) = out.frame(t).persons
+        assert (person.extra.get("left_out") == [WRIST, ANKLE]) == (t - 8 <= ONE_SIDE_REACH), t
     # Off, every joint is predicted again.
     off = Predictor(_FlatBackbone(), None, config=InferConfig(follow_omissions=False), detector=lambda frame: [])
     (person,) = off.predict_video(template, known, frames=[4], reader=_Frames(frames)).frame(4).persons
