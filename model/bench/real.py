@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from annotation_io import posetrack
 from annotation_io.evaluate import evaluate
 from annotation_io.types import Frame, Person, Video
 from model.bench.real_score import LIMB_SLOTS, RealScore, score_frame
+
+if TYPE_CHECKING:
+    from model.bench.real_clips import ClipRow
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +126,7 @@ def run_real_bench(root: Path, *, checkpoint: Path | None = None,
 
 
 def run_real_clips(root: Path, *, checkpoint: Path | None = None, backbones: Sequence[str] = ("blazepose",),
-                   spacings: Sequence[int] = (4, 8)) -> list[Any]:
+                   spacings: Sequence[int] = (4, 8)) -> list[ClipRow]:
     """`model.bench.real_clips` rows for each backbone (as `run_real_bench`) and label spacing."""
     from model.bench.real_clips import run_clip_bench
     from model.pipeline.predictor import Predictor
@@ -132,7 +135,7 @@ def run_real_clips(root: Path, *, checkpoint: Path | None = None, backbones: Seq
     runs: list[tuple[str, Path | None]] = [(name, None) for name in backbones]
     if checkpoint is not None:
         runs.append(("hrnet_w48", checkpoint))
-    rows = []
+    rows: list[ClipRow] = []
     for name, weights in runs:
         predictor = Predictor.create(name, weights)
         try:

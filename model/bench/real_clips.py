@@ -162,4 +162,3 @@ def format_clips(rows: list[ClipRow]) -> str:
               f"| {r.within_pckh:.1f}% |"
               for r in rows]
     return "\n".join(lines)
-

@@ -523,7 +523,8 @@ class VideoJob:
 
     def _leave_out(self, t: int, person: Person, pose: _Pose | None) -> None:
         """Removes the joints the track's nearest complete labels leave out (`model.pipeline.omissions`);
-        a partial human pose's joints on frame t stay; extra["left_out"] lists the joints removed."""
+        joints a human placed on frame t or nearer by (a partial correction, carried here by the flow)
+        stay; extra["left_out"] lists the joints removed."""
         frames = self.complete_at.get(person.track_id, [])
         before = [f for f in frames if t - MAX_REACH <= f < t][-1:]
         after = [f for f in frames if t < f <= t + MAX_REACH][:1]
@@ -535,6 +536,7 @@ class VideoJob:
         h, w = self.image(t).shape[:2]
         labels = [self.human[(f, person.track_id)].person.keypoints for f in before + after]
         drop = left_out(person.keypoints, labels, (w, h))
+        drop[person.extra.get("propagated", [])] = False  # carried from a human placement nearer by
         if pose is not None:
             drop &= ~pose.person.present
         if drop.any():

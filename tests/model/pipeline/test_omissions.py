@@ -99,3 +99,22 @@ def test_a_box_only_or_unlabelled_frame_leaves_nothing_out(video) -> None:  # no
         Video("v", len(frames), width=SIZE[0], height=SIZE[1]), known, frames=[4], reader=_Frames(frames))
     (person,) = out.frame(4).persons
     assert person.present.all() and "left_out" not in person.extra
+
+
+def test_a_joint_a_correction_places_nearer_by_is_kept(video) -> None:  # noqa: F811
+    frames, gt = video
+    labels = {t: _person(gt, t) for t in (0, 8)}
+    for person in labels.values():
+        person.keypoints[WRIST] = 0.0
+    correction = _person(gt, 5)  # on a frame not marked labelled, the annotator placed only the wrist
+    correction.keypoints[np.arange(NUM_KEYPOINTS) != WRIST] = 0.0
+    frames_known = [Frame(0, [labels[0]], is_labeled=True), Frame(5, [correction], is_labeled=False),
+                    Frame(8, [labels[8]], is_labeled=True)]
+    known = Video("v", len(frames), frames_known, width=SIZE[0], height=SIZE[1])
+    out = Predictor(_FlatBackbone(), None, detector=lambda frame: []).predict_video(
+        Video("v", len(frames), width=SIZE[0], height=SIZE[1]), known, frames=[2, 4], reader=_Frames(frames))
+    for t in (2, 4):
+        (person,) = out.frame(t).persons
+        assert WRIST in person.extra["propagated"] and "left_out" not in person.extra, t
+        assert np.linalg.norm(person.xy[WRIST] - gt[t][WRIST]) < 2.0
+
