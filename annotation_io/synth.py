@@ -382,6 +382,20 @@ def render_video(scene: Scene) -> Iterator[tuple[np.ndarray, list[Person]]]:
         yield _blur(img, blur), [p for _, p in sorted(persons, key=lambda tp: tp[0])]
 
 
+def visible_only(video: Video) -> Video:
+    """A copy of `video` labelled as PoseTrack annotators label: joints covered by a person in front
+    (v = 1) are left out (0, 0, 0), visible ones kept."""
+    frames = []
+    for f in video.frames:
+        persons = []
+        for p in f.persons:
+            person = p.copy()
+            person.keypoints[person.keypoints[:, 2] == 1] = 0.0
+            persons.append(person)
+        frames.append(replace(f, persons=persons))
+    return replace(video, frames=frames)
+
+
 def sparsify(video: Video, every: int) -> Video:
     """A copy of `video` labelled only on frames 0, every, 2*every, ...; other frames keep no persons."""
     frames = [

@@ -49,7 +49,7 @@ import torch
 
 from annotation_io import posetrack
 from annotation_io.evaluate import evaluate
-from annotation_io.synth import generate, sparsify
+from annotation_io.synth import generate, sparsify, visible_only
 from annotation_io.types import Frame, Video
 from annotation_io.video import open_video
 
@@ -86,6 +86,9 @@ class BenchSettings:
         timing_samples: samples of the training-time section.
         backbone_batch: crops per HRNet forward pass.
         repeats: timed runs per cost variant (interleaved; the fastest counts).
+        visible_only: in the propagation section, labels and truth leave out the joints covered by the
+            other walker, as PoseTrack annotators do (`annotation_io.synth.visible_only`); the
+            backbones still see every joint.
         device: where HRNet-W48 and the head run in the cost section ("cpu", "cuda"); BlazePose
             always runs on the CPU (mediapipe).
     """
@@ -107,6 +110,7 @@ class BenchSettings:
     backbone_batch: int = 4
     repeats: int = 3
     device: str = "cpu"
+    visible_only: bool = False
 
     @classmethod
     def quick(cls) -> BenchSettings:
@@ -504,7 +508,7 @@ def _propagation_section(data: _Data, s: BenchSettings, result: VideoBenchResult
     from model.bench.propagation import score_variants, time_propagation
     from model.testing.simulated import SimulatedBackbone
 
-    test = {k: data.gt[k] for k in data.test}
+    test = {k: visible_only(data.gt[k]) if s.visible_only else data.gt[k] for k in data.test}
     sim = SimulatedBackbone(data.gt, seed=s.seed)
     kinds: list[tuple[str, Callable[[str], Any], Any]] = []
     head_sim = trained.get("simulated") or _train_for_accuracy(data, s, result, sim)
@@ -653,6 +657,8 @@ def format_result(r: VideoBenchResult) -> str:
         from model.bench.propagation import format_propagation
 
         lines += format_propagation(r.propagation, r.propagation_cost)
+        if r.settings.get("visible_only"):
+            lines.append("labels and truth: visible joints only (covered joints left out, PoseTrack-style)")
     lines += [f"note: {n}" for n in r.notes]
     return "\n".join(lines)
 
@@ -669,6 +675,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--train-samples", type=int, default=None, help="training samples (accuracy section)")
     parser.add_argument("--test-videos", type=int, default=None,
                         help="test videos (accuracy and propagation sections; default 1)")
+    parser.add_argument("--visible-only", action="store_true",
+                        help="propagation section: labels and truth leave out covered joints (PoseTrack-style)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the generated videos here")
     parser.add_argument("--device", default="cpu", help="where HRNet-W48 and the head run in the cost section")
     parser.set_defaults(handle=handle, log_level="WARNING")
@@ -677,7 +685,7 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Runs the benchmark and prints its figures; 2 for bad options."""
     settings = BenchSettings.quick() if args.quick else BenchSettings()
-    overrides: dict[str, Any] = {"seed": args.seed, "device": args.device}
+    overrides: dict[str, Any] = {"seed": args.seed, "device": args.device, "visible_only": args.visible_only}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.train_samples is not None:

@@ -13,8 +13,8 @@ import pytest
 
 from annotation_io.posetrack import load_2018
 from annotation_io.skeletons import KEYPOINT_INDEX, UNLABELLED_SLOTS
-from annotation_io.synth import generate, main, make_scene, render_video, sparsify
-from annotation_io.types import Person
+from annotation_io.synth import generate, main, make_scene, render_video, sparsify, visible_only
+from annotation_io.types import Frame, Person, Video
 
 SIZE = (192, 144)
 WRISTS_ANKLES = [KEYPOINT_INDEX[n] for n in ("left_wrist", "right_wrist", "left_ankle", "right_ankle")]
@@ -315,3 +315,22 @@ def test_cli_writes_videos(tmp_path: Path) -> None:
     sparse = load_2018(out / "sparse" / "000001.json")
     assert [f.index for f in sparse.labeled_frames()] == [0, 2]
     assert isinstance(sparse.frames[0].persons[0], Person)
+
+
+def test_visible_only_leaves_out_covered_joints_and_keeps_the_rest() -> None:
+    videos = []
+    for seed in range(3):
+        _, frames = rendered(seed, frames=20, people=2)
+        videos.append(Video(f"v{seed}", 20, [Frame(i, persons, is_labeled=True) for i, (_, persons) in enumerate(frames)]))
+    covered = 0
+    for video in videos:
+        out = visible_only(video)
+        for frame, kept in zip(video.frames, out.frames):
+            assert kept.is_labeled and len(kept.persons) == len(frame.persons)
+            for person, person_kept in zip(frame.persons, kept.persons):
+                v = person.keypoints[:, 2]
+                covered += int((v == 1).sum())
+                assert (person_kept.keypoints[v == 1] == 0).all()  # left out, as PoseTrack annotators do
+                np.testing.assert_array_equal(person_kept.keypoints[v != 1], person.keypoints[v != 1])
+                assert person_kept.box == person.box and person_kept.track_id == person.track_id
+    assert covered > 0  # and the input kept its covered joints (copies were changed)
