@@ -24,7 +24,7 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,44 +106,37 @@ def _run_mode(predictor: Any, stills: list[tuple[Video, np.ndarray]], mode: str)
     return total
 
 
-def run_real_bench(root: Path, *, checkpoint: Path | None = None,
-                   backbones: Sequence[str] = ("blazepose",)) -> dict[str, dict[str, RealScore]]:
-    """{backbone version: {mode: score}} for each of `backbones` (and hrnet_w48 when `checkpoint` is given)."""
+def _predictors(backbones: Sequence[str], checkpoint: Path | None) -> Iterator[Any]:
+    """A Predictor for each of `backbones` (and hrnet_w48 when `checkpoint` is given), closed after use."""
     from model.pipeline.predictor import Predictor
 
-    stills = load_stills(root)
     runs: list[tuple[str, Path | None]] = [(name, None) for name in backbones]
     if checkpoint is not None:
         runs.append(("hrnet_w48", checkpoint))
-    out: dict[str, dict[str, RealScore]] = {}
     for name, weights in runs:
         predictor = Predictor.create(name, weights)
         try:
-            out[predictor.version] = {mode: _run_mode(predictor, stills, mode) for mode in MODES}
+            yield predictor
         finally:
             predictor.close()
-    return out
+
+
+def run_real_bench(root: Path, *, checkpoint: Path | None = None,
+                   backbones: Sequence[str] = ("blazepose",)) -> dict[str, dict[str, RealScore]]:
+    """{backbone version: {mode: score}} for each of `backbones` (and hrnet_w48 when `checkpoint` is given)."""
+    stills = load_stills(root)
+    return {predictor.version: {mode: _run_mode(predictor, stills, mode) for mode in MODES}
+            for predictor in _predictors(backbones, checkpoint)}
 
 
 def run_real_clips(root: Path, *, checkpoint: Path | None = None, backbones: Sequence[str] = ("blazepose",),
                    spacings: Sequence[int] = (4, 8)) -> list[ClipRow]:
     """`model.bench.real_clips` rows for each backbone (as `run_real_bench`) and label spacing."""
     from model.bench.real_clips import run_clip_bench
-    from model.pipeline.predictor import Predictor
 
     stills = load_stills(root)
-    runs: list[tuple[str, Path | None]] = [(name, None) for name in backbones]
-    if checkpoint is not None:
-        runs.append(("hrnet_w48", checkpoint))
-    rows: list[ClipRow] = []
-    for name, weights in runs:
-        predictor = Predictor.create(name, weights)
-        try:
-            for every in spacings:
-                rows += run_clip_bench(predictor, stills, every)
-        finally:
-            predictor.close()
-    return rows
+    return [row for predictor in _predictors(backbones, checkpoint) for every in spacings
+            for row in run_clip_bench(predictor, stills, every)]
 
 
 def format_result(result: dict[str, dict[str, RealScore]]) -> str:

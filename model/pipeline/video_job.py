@@ -533,7 +533,7 @@ class VideoJob:
             after = [f for f in after if f - t <= ONE_SIDE_REACH]
             if not before and not after:
                 return
-        h, w = self.image(t).shape[:2]
+        w, h = self.frame_size or self.image(t).shape[1::-1]  # no decode where the video's size is known
         labels = [self.human[(f, person.track_id)].person.keypoints for f in before + after]
         drop = left_out(person.keypoints, labels, (w, h))
         drop[person.extra.get("propagated", [])] = False  # carried from a human placement nearer by
