@@ -14,8 +14,21 @@ merged by weighted non-maximum suppression (IoU 0.3, mediapipe's WEIGHTED mode).
 re-alignment passes) and returns the confirmed pose's body box (`PoseResult.body_box`: confident
 landmarks, hands, feet and head top, as an annotator draws a person box). Measured on the
 real stills (9 photographs, 21 people; limb joints within 0.1 x box diagonal): iterated single-person
-BlazePose 49%; whole frame only 37.6%; + 2x2 tiles 55.1%; + 3x3 tiles 79.1% (the default, ~0.7 s per
-image on 2 cores); + 4x4 tiles 71.8% (tiles cut people apart).
+BlazePose 49%; whole frame only 37.6%; + 2x2 tiles 55.1%; + 3x3 tiles 79.1% (~0.7 s per image on 2
+cores); + 4x4 tiles 71.8% (tiles cut people apart).
+
+The detector finds people who fill a good part of its 224-pixel input, so on large frames (PoseTrack's
+1280x720 and 1920x1080) the 3x3 tiles miss people under ~250 px tall: on three PoseTrack 2018 val frames
+(wheelchair dancers, a ballroom couple, wrestlers; 14 people) the 3x3 detector placed 22 of 141 limb
+joints. Frames whose long side allows it also get a finer grid (`fine_tiles`: 5x5 to 7x7, no tile under
+`MIN_TILE_SIDE` pixels, so a 640-pixel photograph gets none): 22 -> 63 of 141 on those frames, and the
+detector takes ~2.5x as long on them. A frame returns up to 20 people (was 8; the dancers' frame alone
+has 11 annotated). Finer tiles also see parts of people (a back, a wheel) as people: a person only the
+finer grid finds is dropped when their box lies mostly inside a much larger one the coarser views found
+(`_is_part`), and their pose score must be 0.8, not 0.5. On the nine real stills scaled to 1920 px,
+boxes matching nobody annotated (background players, and some junk) went 6 -> 11 with the finer grid, all
+21 people found either way. The part rule applied to every find also dropped real people (an acrobat
+inside her partner's box), so it is kept to the finer grid's finds.
 """
 
 from __future__ import annotations
@@ -41,8 +54,13 @@ DETECTOR_MODEL = "mediapipe/modules/pose_detection/pose_detection.tflite"
 SIDE = 224  # detector input side
 TILES = 3  # tiles per side (plus the whole frame)
 TILE_OVERLAP = 0.35
+FINE_TILES = (5, 7)  # a frame gets a finer grid of this many tiles per side at least and at most ...
+MIN_TILE_SIDE = 256  # ... when its tiles are no smaller than this many pixels
+PART_INSIDE = 0.8  # a person the finer grid alone finds, with this share of their box inside the box of ...
+PART_AREA = 0.35  # ... someone the coarser views found that is over 1 / PART_AREA times larger, is a part of them
 MIN_DETECTION_SCORE = 0.5
 MIN_POSE_SCORE = 0.5
+FINE_MIN_POSE_SCORE = 0.8  # the finer grid sees more clutter: its hits need a surer pose to be people
 DEDUPE_IOU = 0.5  # confirmed people whose boxes overlap more are one person
 _HOG_LONG_SIDE = 800  # HOG runs on the frame scaled to this long side
 
@@ -104,6 +122,13 @@ def _views(width: int, height: int, tiles: int, overlap: float) -> list[tuple[fl
     return views
 
 
+def fine_tiles(width: int, height: int, overlap: float = TILE_OVERLAP) -> int:
+    """Tiles per side of a frame's finer grid (`FINE_TILES`), or 0 when its tiles would be under `MIN_TILE_SIDE`."""
+    most = int((max(width, height) / MIN_TILE_SIDE - overlap) / (1.0 - overlap))
+    n = min(most, FINE_TILES[1])
+    return n if n >= FINE_TILES[0] else 0
+
+
 class PersonDetector:
     """``pose_detection.tflite`` on letterboxed square views of a frame (whole frame + tiles)."""
 
@@ -141,8 +166,19 @@ class PersonDetector:
                min_score: float = MIN_DETECTION_SCORE) -> list[Detection]:
         """Detections on the whole frame and on `tiles` x `tiles` overlapping squares, merged."""
         h, w = frame_bgr.shape[:2]
+        return self._detect_views(frame_bgr, _views(w, h, tiles, overlap), min_score)
+
+    def detect_fine(self, frame_bgr: np.ndarray, *, overlap: float = TILE_OVERLAP,
+                    min_score: float = MIN_DETECTION_SCORE) -> list[Detection]:
+        """Detections on the frame's finer grid of tiles (`fine_tiles`) alone; none where it has none."""
+        h, w = frame_bgr.shape[:2]
+        n = fine_tiles(w, h, overlap)
+        return self._detect_views(frame_bgr, _views(w, h, n, overlap)[1:], min_score) if n else []
+
+    def _detect_views(self, frame_bgr: np.ndarray, views: list[tuple[float, float, float, float]],
+                      min_score: float) -> list[Detection]:
         dets: list[Detection] = []
-        for view in _views(w, h, tiles, overlap):
+        for view in views:
             dets += self.detect_view(frame_bgr, view, min_score)
         return weighted_nms(dets)
 
@@ -157,16 +193,35 @@ class PersonFound:
 
 
 def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: np.ndarray, *,
-                tiles: int = TILES, min_pose_score: float = MIN_POSE_SCORE, realign: int = 2,
+                tiles: int = TILES, fine: bool = True, min_pose_score: float = MIN_POSE_SCORE, realign: int = 2,
                 ) -> list[PersonFound]:
     """People on a frame: detector hits confirmed by the landmark model, duplicates merged, best first.
 
     A hit becomes a person when the landmark pass on its ROI (then up to `realign` passes on the
     pose's own alignment ROI, each kept when its score is >= 0.9 x the previous) has pose score >=
-    `min_pose_score`. People whose boxes overlap by IoU > 0.5 are merged (the higher score kept).
+    `min_pose_score`. With `fine`, hits on the frame's finer grid (`PersonDetector.detect_fine`) add the
+    people they confirm with pose score >= FINE_MIN_POSE_SCORE, except parts of people the coarser
+    views found (`_is_part`). People whose
+    boxes overlap by IoU > 0.5 are merged (the higher score kept).
     """
+    found = _confirm(detector.detect(frame_bgr, tiles=tiles), landmarks, frame_bgr, min_pose_score, realign)
+    if fine:
+        small = _confirm(detector.detect_fine(frame_bgr), landmarks, frame_bgr,
+                         max(min_pose_score, FINE_MIN_POSE_SCORE), realign)
+        found += [p for p in small if not any(_is_part(p.box, q.box) for q in found)]
+    found.sort(key=lambda p: -p.score)
+    kept: list[PersonFound] = []
+    for p in found:
+        if all(box_iou(p.box, q.box) <= DEDUPE_IOU for q in kept):
+            kept.append(p)
+    return kept
+
+
+def _confirm(hits: list[Detection], landmarks: LandmarkModel, frame_bgr: np.ndarray, min_pose_score: float,
+             realign: int) -> list[PersonFound]:
+    """The hits the landmark model confirms as people (see `find_people`)."""
     found: list[PersonFound] = []
-    for det in detector.detect(frame_bgr, tiles=tiles):
+    for det in hits:
         roi = det.roi()
         if not roi.valid:
             continue
@@ -180,21 +235,25 @@ def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: n
                 pose = cand
         if pose.score >= min_pose_score:
             found.append(PersonFound(pose.body_box(), pose, pose.score * det.score))
-    found.sort(key=lambda p: -p.score)
-    kept: list[PersonFound] = []
-    for p in found:
-        if all(box_iou(p.box, q.box) <= DEDUPE_IOU for q in kept):
-            kept.append(p)
-    return kept
+    return found
+
+
+def _is_part(box: Box, of: Box) -> bool:
+    """Whether `box` is a part of the person in `of`: mostly inside it (PART_INSIDE) and much smaller (PART_AREA)."""
+    x1, y1, x2, y2 = box.xyxy
+    ox1, oy1, ox2, oy2 = of.xyxy
+    inside = max(0.0, min(x2, ox2) - max(x1, ox1)) * max(0.0, min(y2, oy2) - max(y1, oy1))
+    return inside > PART_INSIDE * box.w * box.h and box.w * box.h < PART_AREA * of.w * of.h
 
 
 def detect_people(
     frame_bgr: np.ndarray,
-    max_people: int = 8,
+    max_people: int = 20,
     *,
     backbone: BlazePoseBackbone | None = None,
     detector: PersonDetector | None = None,
     tiles: int = TILES,
+    fine: bool = True,
     use_hog: bool = True,
 ) -> list[Box]:
     """Person boxes on a whole frame: BlazePose's detector over the frame and tiles, then HOG if it finds nobody.
@@ -206,6 +265,7 @@ def detect_people(
             (and closed) when None.
         detector: the person detector to reuse; a temporary one is made (and closed) when None.
         tiles: tiles per side besides the whole frame (0: whole frame only).
+        fine: also the frame's finer grid of tiles (`fine_tiles`) where it is large enough.
         use_hog: run OpenCV HOG when the detector finds nobody.
 
     Returns:
@@ -218,7 +278,7 @@ def detect_people(
     bp = BlazePoseBackbone() if backbone is None else backbone
     det = PersonDetector() if detector is None else detector
     try:
-        found = find_people(det, bp.model, frame_bgr, tiles=tiles)
+        found = find_people(det, bp.model, frame_bgr, tiles=tiles, fine=fine)
     finally:
         if backbone is None:
             bp.close()
@@ -229,7 +289,7 @@ def detect_people(
     if boxes or not use_hog:
         logger.debug("detector found %d person(s) on a %dx%d frame", len(boxes), width, height)
         return boxes
-    boxes = hog_people(frame_bgr, max_people)
+    boxes = hog_people(frame_bgr, min(max_people, 8))  # HOG is poor: at most as many as before
     logger.debug("detector found nobody; HOG found %d person(s)", len(boxes))
     return boxes
 

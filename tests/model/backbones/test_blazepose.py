@@ -289,6 +289,9 @@ class _BlindDetector:
     def detect(self, frame_bgr: np.ndarray, **kwargs: object) -> list:
         return []
 
+    def detect_fine(self, frame_bgr: np.ndarray, **kwargs: object) -> list:
+        return []
+
     def close(self) -> None:
         pass
 

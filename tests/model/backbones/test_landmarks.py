@@ -9,7 +9,7 @@ import pytest
 from annotation_io.skeletons import KEYPOINT_INDEX
 from annotation_io.types import Box
 from model.backbones.blazepose import BlazePoseBackbone, posetrack_from_blazepose
-from model.backbones.detectors import PersonDetector, detect_people, ssd_anchors
+from model.backbones.detectors import PersonDetector, detect_people, fine_tiles, ssd_anchors
 from model.backbones.landmarks import PoseResult, Roi, box_fit, head_top, up_rotation
 from model.transforms import crop_geometry, crop_image, crop_to_frame
 
@@ -103,6 +103,27 @@ def test_detector_finds_people_large_and_small(backbone: BlazePoseBackbone, dete
     nose_c = (150 + CAMERA_MAN_NOSE[0] * 160 / 512, 100 + CAMERA_MAN_NOSE[1] * 160 / 512)
     for nose in (nose_a, nose_c):
         assert any(b.contains(*nose) and b.h < 250 for b in small), (nose, small)
+
+
+def test_large_frames_get_a_finer_grid_that_finds_small_people(backbone: BlazePoseBackbone,
+                                                               detector: PersonDetector, photos) -> None:
+    assert fine_tiles(640, 480) == 0 and fine_tiles(900, 600) == 0  # photographs: tiles would be tiny
+    assert fine_tiles(1000, 665) == 5 and fine_tiles(1280, 720) == 7 and fine_tiles(1920, 1080) == 7
+    # Four people 90 px tall on a 1920x1080 frame, as in a wide shot of a crowd or a dance floor.
+    astronaut, camera_man = photos
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(60, 200, (1080, 1920, 3), dtype=np.uint8), (0, 0), 3)
+    size, spots = 90, [(200, 300), (900, 650), (1500, 200), (1600, 800)]
+    for k, (x, y) in enumerate(spots):
+        frame[y:y + size, x:x + size] = cv2.resize(astronaut if k % 2 == 0 else camera_man, (size, size),
+                                                   interpolation=cv2.INTER_AREA)
+    coarse = detect_people(frame, backbone=backbone, detector=detector, use_hog=False, fine=False)
+    boxes = detect_people(frame, backbone=backbone, detector=detector, use_hog=False)
+    assert not any(b.contains(x + size / 2, y + size / 2) for b in coarse for x, y in spots)  # 3x3 misses them
+    for x, y in spots:
+        assert sum(b.contains(x + size / 2, y + size / 2) for b in boxes) == 1, ((x, y), boxes)
+    for b in boxes:  # nobody on the texture: each box is one of the pasted people
+        assert any(b.contains(x + size / 2, y + size / 2) and b.h < 2 * size for x, y in spots), b
 
 
 def test_body_box_holds_hands_feet_and_head_top_not_unsure_points() -> None:
