@@ -199,13 +199,13 @@ def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: n
 
     A hit becomes a person when the landmark pass on its ROI (then up to `realign` passes on the
     pose's own alignment ROI, each kept when its score is >= 0.9 x the previous) has pose score >=
-    `min_pose_score`. With `fine`, hits on the frame's finer grid (`PersonDetector.detect_fine`) add the
-    people they confirm with pose score >= FINE_MIN_POSE_SCORE, except parts of people the coarser
-    views found (`_is_part`). People whose
-    boxes overlap by IoU > 0.5 are merged (the higher score kept).
+    `min_pose_score`. With `fine`, hits on the frame's finer grid (`PersonDetector.detect_fine`, where it
+    is finer than `tiles`) add the people they confirm with pose score >= FINE_MIN_POSE_SCORE, except
+    parts of people the coarser views found (`_is_part`). People whose boxes overlap by IoU > 0.5 are
+    merged (the higher score kept).
     """
     found = _confirm(detector.detect(frame_bgr, tiles=tiles), landmarks, frame_bgr, min_pose_score, realign)
-    if fine:
+    if fine and fine_tiles(frame_bgr.shape[1], frame_bgr.shape[0]) > tiles:
         small = _confirm(detector.detect_fine(frame_bgr), landmarks, frame_bgr,
                          max(min_pose_score, FINE_MIN_POSE_SCORE), realign)
         found += [p for p in small if not any(_is_part(p.box, q.box) for q in found)]
@@ -264,8 +264,8 @@ def detect_people(
         backbone: a BlazePose backbone whose landmark model confirms the hits; a temporary one is made
             (and closed) when None.
         detector: the person detector to reuse; a temporary one is made (and closed) when None.
-        tiles: tiles per side besides the whole frame (0: whole frame only).
-        fine: also the frame's finer grid of tiles (`fine_tiles`) where it is large enough.
+        tiles: tiles per side besides the whole frame (0: whole frame only, with `fine` off).
+        fine: also the frame's finer grid of tiles (`fine_tiles`) where the frame is large enough.
         use_hog: run OpenCV HOG when the detector finds nobody.
 
     Returns:
