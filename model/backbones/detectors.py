@@ -21,14 +21,16 @@ The detector finds people who fill a good part of its 224-pixel input, so on lar
 1280x720 and 1920x1080) the 3x3 tiles miss people under ~250 px tall: on three PoseTrack 2018 val frames
 (wheelchair dancers, a ballroom couple, wrestlers; 14 people) the 3x3 detector placed 22 of 141 limb
 joints. Frames whose long side allows it also get a finer grid (`fine_tiles`: 5x5 to 7x7, no tile under
-`MIN_TILE_SIDE` pixels, so a 640-pixel photograph gets none): 22 -> 63 of 141 on those frames, and the
+`MIN_TILE_SIDE` pixels, so a 640-pixel photograph gets none): 22 -> 62 of 141 on those frames, and the
 detector takes ~2.5x as long on them. A frame returns up to 20 people (was 8; the dancers' frame alone
 has 11 annotated). Finer tiles also see parts of people (a back, a wheel) as people: a person only the
 finer grid finds is dropped when their box lies mostly inside a much larger one the coarser views found
-(`_is_part`), and their pose score must be 0.8, not 0.5. On the nine real stills scaled to 1920 px,
-boxes matching nobody annotated (background players, and some junk) went 6 -> 11 with the finer grid, all
-21 people found either way. The part rule applied to every find also dropped real people (an acrobat
-inside her partner's box), so it is kept to the finer grid's finds.
+(`_is_part`); their pose score must be 0.8, not 0.5; and their box may be at most half a coarse tile
+long (a person larger than that is the coarse views' to find, and the larger finds of the finer grid were
+mostly parts). On the nine real stills scaled to 1920 px, boxes matching nobody annotated (background
+players, and some junk) went 6 -> 7 with the finer grid (11 without the size limit), all 21 people found
+either way. The part rule applied to every find also dropped real people (an acrobat inside her
+partner's box), so it is kept to the finer grid's finds.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ PART_AREA = 0.35  # ... someone the coarser views found that is over 1 / PART_AR
 MIN_DETECTION_SCORE = 0.5
 MIN_POSE_SCORE = 0.5
 FINE_MIN_POSE_SCORE = 0.8  # the finer grid sees more clutter: its hits need a surer pose to be people
+FINE_MAX_SIDE = 0.5  # and it adds only people whose box is at most this x a coarse tile's side
 DEDUPE_IOU = 0.5  # confirmed people whose boxes overlap more are one person
 _HOG_LONG_SIDE = 800  # HOG runs on the frame scaled to this long side
 
@@ -200,7 +203,8 @@ def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: n
     A hit becomes a person when the landmark pass on its ROI (then up to `realign` passes on the
     pose's own alignment ROI, each kept when its score is >= 0.9 x the previous) has pose score >=
     `min_pose_score`. With `fine`, hits on the frame's finer grid (`PersonDetector.detect_fine`, where it
-    is finer than `tiles`) add the people they confirm with pose score >= FINE_MIN_POSE_SCORE, except
+    is finer than `tiles`) add the people they confirm with pose score >= FINE_MIN_POSE_SCORE and a box
+    no longer than FINE_MAX_SIDE x a coarse tile's side (people the coarse views miss are small), except
     parts of people the coarser views found (`_is_part`). People whose boxes overlap by IoU > 0.5 are
     merged (the higher score kept).
     """
@@ -208,7 +212,10 @@ def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: n
     if fine and fine_tiles(frame_bgr.shape[1], frame_bgr.shape[0]) > tiles:
         small = _confirm(detector.detect_fine(frame_bgr), landmarks, frame_bgr,
                          max(min_pose_score, FINE_MIN_POSE_SCORE), realign)
-        found += [p for p in small if not any(_is_part(p.box, q.box) for q in found)]
+        h, w = frame_bgr.shape[:2]
+        most = FINE_MAX_SIDE * _views(w, h, tiles, TILE_OVERLAP)[-1][2]  # the coarse views' own people are larger
+        found += [p for p in small
+                  if max(p.box.w, p.box.h) <= most and not any(_is_part(p.box, q.box) for q in found)]
     found.sort(key=lambda p: -p.score)
     kept: list[PersonFound] = []
     for p in found:

@@ -124,6 +124,13 @@ def test_large_frames_get_a_finer_grid_that_finds_small_people(backbone: BlazePo
         assert sum(b.contains(x + size / 2, y + size / 2) for b in boxes) == 1, ((x, y), boxes)
     for b in boxes:  # nobody on the texture: each box is one of the pasted people
         assert any(b.contains(x + size / 2, y + size / 2) and b.h < 2 * size for x, y in spots), b
+    # A large person on the same kind of frame: the finer grid sees parts of her (a glove, the face) and
+    # adds none of them.
+    frame = cv2.GaussianBlur(rng.integers(60, 200, (1080, 1920, 3), dtype=np.uint8), (0, 0), 3)
+    frame[50:750, 600:1300] = cv2.resize(astronaut, (700, 700), interpolation=cv2.INTER_AREA)
+    coarse = detect_people(frame, backbone=backbone, detector=detector, use_hog=False, fine=False)
+    assert len(coarse) == 1
+    assert detect_people(frame, backbone=backbone, detector=detector, use_hog=False) == coarse
 
 
 def test_body_box_holds_hands_feet_and_head_top_not_unsure_points() -> None:
