@@ -22,7 +22,7 @@ The detector finds people who fill a good part of its 224-pixel input, so on lar
 (wheelchair dancers, a ballroom couple, wrestlers; 14 people) the 3x3 detector placed 22 of 141 limb
 joints. Frames whose long side allows it also get a finer grid (`fine_tiles`: 5x5 to 7x7, no tile under
 `MIN_TILE_SIDE` pixels, so a 640-pixel photograph gets none): 22 -> 62 of 141 on those frames, and the
-detector takes ~2.5x as long on them. A frame returns up to 20 people (was 8; the dancers' frame alone
+detector takes 3-7x as long on them (49 more detector runs, 6-50 more landmark passes). A frame returns up to 20 people (was 8; the dancers' frame alone
 has 11 annotated). Finer tiles also see parts of people (a back, a wheel) as people: a person only the
 finer grid finds is dropped when their box lies mostly inside a much larger one the coarser views found
 (`_is_part`); their pose score must be 0.8, not 0.5; and their box may be at most half a coarse tile
@@ -64,6 +64,7 @@ MIN_DETECTION_SCORE = 0.5
 MIN_POSE_SCORE = 0.5
 FINE_MIN_POSE_SCORE = 0.8  # the finer grid sees more clutter: its hits need a surer pose to be people
 FINE_MAX_SIDE = 0.5  # and it adds only people whose box is at most this x a coarse tile's side
+FINE_ROI_SKIP = 2.5  # its hits whose ROI is this x larger than that are not confirmed (their boxes would be)
 DEDUPE_IOU = 0.5  # confirmed people whose boxes overlap more are one person
 _HOG_LONG_SIDE = 800  # HOG runs on the frame scaled to this long side
 
@@ -204,16 +205,17 @@ def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: n
     pose's own alignment ROI, each kept when its score is >= 0.9 x the previous) has pose score >=
     `min_pose_score`. With `fine`, hits on the frame's finer grid (`PersonDetector.detect_fine`, where it
     is finer than `tiles`) add the people they confirm with pose score >= FINE_MIN_POSE_SCORE and a box
-    no longer than FINE_MAX_SIDE x a coarse tile's side (people the coarse views miss are small), except
-    parts of people the coarser views found (`_is_part`). People whose boxes overlap by IoU > 0.5 are
+    no longer than FINE_MAX_SIDE x a coarse tile's side (people the coarse views miss are small; hits
+    whose ROI is FINE_ROI_SKIP x that are not confirmed at all), except parts of people the coarser
+    views found (`_is_part`). People whose boxes overlap by IoU > 0.5 are
     merged (the higher score kept).
     """
     found = _confirm(detector.detect(frame_bgr, tiles=tiles), landmarks, frame_bgr, min_pose_score, realign)
     if fine and fine_tiles(frame_bgr.shape[1], frame_bgr.shape[0]) > tiles:
-        small = _confirm(detector.detect_fine(frame_bgr), landmarks, frame_bgr,
-                         max(min_pose_score, FINE_MIN_POSE_SCORE), realign)
         h, w = frame_bgr.shape[:2]
         most = FINE_MAX_SIDE * _views(w, h, tiles, TILE_OVERLAP)[-1][2]  # the coarse views' own people are larger
+        hits = [d for d in detector.detect_fine(frame_bgr) if d.roi().size <= FINE_ROI_SKIP * most]
+        small = _confirm(hits, landmarks, frame_bgr, max(min_pose_score, FINE_MIN_POSE_SCORE), realign)
         found += [p for p in small
                   if max(p.box.w, p.box.h) <= most and not any(_is_part(p.box, q.box) for q in found)]
     found.sort(key=lambda p: -p.score)
