@@ -22,8 +22,8 @@ The detector finds people who fill a good part of its 224-pixel input, so on lar
 (wheelchair dancers, a ballroom couple, wrestlers; 14 people) the 3x3 detector placed 22 of 141 limb
 joints. Frames whose long side allows it also get a finer grid (`fine_tiles`: 5x5 to 7x7, no tile under
 `MIN_TILE_SIDE` pixels, so a 640-pixel photograph gets none): 22 -> 62 of 141 on those frames, and the
-detector takes 3-7x as long on them (49 more detector runs, 6-50 more landmark passes). A frame returns up to 20 people (was 8; the dancers' frame alone
-has 11 annotated). Finer tiles also see parts of people (a back, a wheel) as people: a person only the
+detector takes 3-7x as long on them (49 more detector runs, 6-50 more landmark passes). A frame returns
+up to 20 people (was 8; the dancers' frame alone has 11 annotated). Finer tiles also see parts of people (a back, a wheel) as people: a person only the
 finer grid finds is dropped when their box lies mostly inside a much larger one the coarser views found
 (`_is_part`); their pose score must be 0.8, not 0.5; and their box may be at most half a coarse tile
 long (a person larger than that is the coarse views' to find, and the larger finds of the finer grid were
@@ -119,11 +119,17 @@ def _views(width: int, height: int, tiles: int, overlap: float) -> list[tuple[fl
     """The whole frame and a tiles x tiles grid of overlapping squares (x, y, w, h)."""
     views = [(0.0, 0.0, float(width), float(height))]
     if tiles >= 2:
-        side = min(max(width, height) / (tiles - (tiles - 1) * overlap), float(max(width, height)))
+        side = _tile_side(width, height, tiles, overlap)
         ys = [0.0] if side >= height else np.linspace(0.0, height - side, tiles).tolist()
         xs = [0.0] if side >= width else np.linspace(0.0, width - side, tiles).tolist()
         views += [(x, y, side, side) for y in ys for x in xs]
     return views
+
+
+def _tile_side(width: int, height: int, tiles: int, overlap: float) -> float:
+    """The side of a tiles x tiles grid's squares (the frame's long side for fewer than 2 tiles)."""
+    long_side = float(max(width, height))
+    return min(long_side / (tiles - (tiles - 1) * overlap), long_side) if tiles >= 2 else long_side
 
 
 def fine_tiles(width: int, height: int, overlap: float = TILE_OVERLAP) -> int:
@@ -207,13 +213,12 @@ def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: n
     is finer than `tiles`) add the people they confirm with pose score >= FINE_MIN_POSE_SCORE and a box
     no longer than FINE_MAX_SIDE x a coarse tile's side (people the coarse views miss are small; hits
     whose ROI is FINE_ROI_SKIP x that are not confirmed at all), except parts of people the coarser
-    views found (`_is_part`). People whose boxes overlap by IoU > 0.5 are
-    merged (the higher score kept).
+    views found (`_is_part`). People whose boxes overlap by IoU > 0.5 are merged (the higher score kept).
     """
     found = _confirm(detector.detect(frame_bgr, tiles=tiles), landmarks, frame_bgr, min_pose_score, realign)
     if fine and fine_tiles(frame_bgr.shape[1], frame_bgr.shape[0]) > tiles:
         h, w = frame_bgr.shape[:2]
-        most = FINE_MAX_SIDE * _views(w, h, tiles, TILE_OVERLAP)[-1][2]  # the coarse views' own people are larger
+        most = FINE_MAX_SIDE * _tile_side(w, h, tiles, TILE_OVERLAP)  # the coarse views' own people are larger
         hits = [d for d in detector.detect_fine(frame_bgr) if d.roi().size <= FINE_ROI_SKIP * most]
         small = _confirm(hits, landmarks, frame_bgr, max(min_pose_score, FINE_MIN_POSE_SCORE), realign)
         found += [p for p in small
