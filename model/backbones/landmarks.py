@@ -7,7 +7,13 @@ outputs, in model order (measured on 0.10.21):
    BlazePose's body points; 33 and 34 are the alignment points (hip centre and a full-body scale
    point) from which mediapipe places the next frame's region; 35-38 are auxiliary.
 1. (1,) pose presence, already a probability. 2. (65536,) segmentation logits. 3. (159744,) =
-   64x64x39 heatmap logits. 4. (117,) world landmarks.
+   64x64x39 heatmap logits (row, column, landmark; cell (r, c) lies at crop pixel (4c, 4r), like the
+   landmarks). 4. (117,) world landmarks.
+
+As in mediapipe's own pose graph (its heatmap refinement step: a 7x7 window, landmarks whose window
+peaks below 0.5 are kept), each body landmark is moved to the sigmoid-weighted mean of the heatmap
+cells around it. Measured on the real stills and the held-out images with their boxes given (538
+limb joints): median error 3.89% -> 3.41% of the box diagonal, within PCKh@0.5 59.7% -> 61.7%.
 
 A `Roi` is a rotated square (centre, side, rotation in radians, clockwise in image coordinates; the
 crop's up axis is the image direction (sin r, -cos r)). `roi_landmarks` is the strategy for a known
@@ -31,14 +37,16 @@ import numpy as np
 from annotation_io.types import Box
 from model.backbones.tflite import TfliteGraph
 
-__all__ = ["HEAD_TOP_FACTOR", "LandmarkModel", "PoseResult", "Roi", "box_fit", "head_top", "head_top_from", "roi_landmarks",
-           "up_rotation"]
+__all__ = ["HEAD_TOP_FACTOR", "LandmarkModel", "PoseResult", "Roi", "box_fit", "head_top", "head_top_from",
+           "refine_from_heatmaps", "roi_landmarks", "up_rotation"]
 
 LANDMARK_MODEL = "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
 CROP = 256  # landmark model input side
 NUM_ALL = 39  # 33 body points + 6 auxiliary
 NUM_BODY = 33
 HIP_CENTRE, SCALE_POINT = 33, 34  # alignment points (mediapipe's pose_landmarks_to_roi)
+HEATMAP_SIDE, HEATMAP_STRIDE = 64, CROP // 64  # heatmap cells; crop pixels per cell
+REFINE_KERNEL, REFINE_MIN_CONFIDENCE = 7, 0.5  # mediapipe's pose graph: window side, least peak to refine
 ROI_SCALE = 1.25  # mediapipe's ROI enlargement around the alignment square
 MIN_CONFIDENCE = 1e-3  # confidences are floored: an uncertain joint is still returned
 CORE_LANDMARKS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)  # nose, shoulders .. ankles
@@ -166,11 +174,44 @@ class PoseResult:
         return Roi.from_alignment(self.xy[HIP_CENTRE], self.xy[SCALE_POINT])
 
 
-class LandmarkModel:
-    """``pose_landmark_full.tflite`` on ROIs of BGR images (parts outside the image are black)."""
+def refine_from_heatmaps(xy: np.ndarray, heatmap_logits: np.ndarray) -> np.ndarray:
+    """Body landmarks moved to the heatmap's local centre of mass (mediapipe's refinement step).
 
-    def __init__(self) -> None:
+    Args:
+        xy: (>= 33, 2) landmarks in crop pixels.
+        heatmap_logits: (64, 64, >= 33) heatmap logits (row, column, landmark).
+
+    Returns:
+        A copy of `xy` in which each body landmark (0-32) whose 7x7 window of cells around it peaks at
+        a probability of at least 0.5 is the probability-weighted mean of that window's cell positions;
+        the others, and landmarks outside the heatmap, are unchanged.
+    """
+    out = np.array(xy, dtype=np.float64)
+    half = REFINE_KERNEL // 2
+    for j in range(NUM_BODY):
+        col, row = np.floor(out[j] / HEATMAP_STRIDE)
+        if not (0 <= col < HEATMAP_SIDE and 0 <= row < HEATMAP_SIDE):
+            continue  # also NaN
+        r0, c0 = max(int(row) - half, 0), max(int(col) - half, 0)
+        window = _sigmoid(heatmap_logits[r0 : int(row) + half + 1, c0 : int(col) + half + 1, j])
+        total = window.sum()
+        if window.max() < REFINE_MIN_CONFIDENCE or total <= 0:
+            continue
+        rows, cols = np.indices(window.shape)
+        out[j] = HEATMAP_STRIDE * np.array([((cols + c0) * window).sum(), ((rows + r0) * window).sum()]) / total
+    return out
+
+
+class LandmarkModel:
+    """``pose_landmark_full.tflite`` on ROIs of BGR images (parts outside the image are black).
+
+    Args:
+        refine: move body landmarks to their heatmap's local centre of mass (`refine_from_heatmaps`).
+    """
+
+    def __init__(self, *, refine: bool = True) -> None:
         self._graph = TfliteGraph(LANDMARK_MODEL, (CROP, CROP), (0.0, 1.0), 5)
+        self.refine = refine
         self.calls = 0
 
     def close(self) -> None:
@@ -180,10 +221,13 @@ class LandmarkModel:
         """One pass on `roi` of a BGR image; everything mapped back to image pixels."""
         crop = cv2.warpAffine(image_bgr, roi.to_crop(), (CROP, CROP), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-        raw, flag, *_ = self._graph.run(np.ascontiguousarray(crop[..., ::-1]))
+        raw, flag, _, heatmaps, *_ = self._graph.run(np.ascontiguousarray(crop[..., ::-1]))
         self.calls += 1
         lm = raw.reshape(NUM_ALL, 5).astype(np.float64)
-        return PoseResult(roi.to_frame(lm[:, :2]), _sigmoid(lm[:, 3]), _sigmoid(lm[:, 4]), float(flag[0]), roi)
+        xy = lm[:, :2]
+        if self.refine:
+            xy = refine_from_heatmaps(xy, heatmaps.reshape(HEATMAP_SIDE, HEATMAP_SIDE, NUM_ALL))
+        return PoseResult(roi.to_frame(xy), _sigmoid(lm[:, 3]), _sigmoid(lm[:, 4]), float(flag[0]), roi)
 
 
 def box_iou(a: Box, b: Box) -> float:

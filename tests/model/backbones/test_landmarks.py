@@ -10,7 +10,15 @@ from annotation_io.skeletons import KEYPOINT_INDEX
 from annotation_io.types import Box
 from model.backbones.blazepose import BlazePoseBackbone, posetrack_from_blazepose
 from model.backbones.detectors import PersonDetector, detect_people, fine_tiles, ssd_anchors
-from model.backbones.landmarks import PoseResult, Roi, box_fit, head_top, up_rotation
+from model.backbones.landmarks import (
+    LandmarkModel,
+    PoseResult,
+    Roi,
+    box_fit,
+    head_top,
+    refine_from_heatmaps,
+    up_rotation,
+)
 from model.transforms import crop_geometry, crop_image, crop_to_frame
 
 NOSE, LS, RS = 0, KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["right_shoulder"]
@@ -46,6 +54,39 @@ def test_roi_geometry_round_trips_and_rotation_points_up() -> None:
     aligned = Roi.from_alignment((50, 100), (50, 60))  # scale point straight above: upright
     assert aligned.rotation == 0.0 and aligned.size == pytest.approx(2 * 40 * 1.25)
     assert not Roi(0, 0, float("nan")).valid
+
+
+def test_heatmap_refinement_moves_a_landmark_to_its_peak_and_keeps_unsure_ones() -> None:
+    rows, cols = np.indices((64, 64))
+    peak = np.array([20.4, 30.7])  # (column, row) in cells: crop pixel (81.6, 122.8)
+    blob = 8.0 - 2.0 * ((cols - peak[0]) ** 2 + (rows - peak[1]) ** 2)  # logits, sharp peak
+    logits = np.full((64, 64, 39), -20.0)
+    logits[:, :, 0] = blob  # confident: moved
+    logits[:, :, 1] = blob - 12.0  # peak probability < 0.5: kept
+    xy = np.full((39, 2), 100.0)
+    xy[0] = xy[1] = [84.0, 120.0]  # regressed a few pixels off the peak
+    xy[2] = [-50.0, 10.0]  # outside the crop: kept
+    xy[3] = [np.nan, np.nan]
+    out = refine_from_heatmaps(xy, logits)
+    np.testing.assert_allclose(out[0], 4.0 * peak, atol=0.3)
+    np.testing.assert_array_equal(out[1:3], xy[1:3])
+    assert np.isnan(out[3]).all() and (out[33:] == 100.0).all()  # auxiliary points are not refined
+
+
+def test_refined_landmarks_stay_on_the_astronaut(photos) -> None:
+    pytest.importorskip("mediapipe")
+    astronaut, _ = photos
+    roi = Roi.from_box(Box.from_xyxy(40, 10, 370, 512))
+    raw, refined = LandmarkModel(refine=False), LandmarkModel()
+    try:
+        a, b = raw.run(astronaut, roi), refined.run(astronaut, roi)
+    finally:
+        raw.close()
+        refined.close()
+    shift = np.linalg.norm(a.xy[:33] - b.xy[:33], axis=1)
+    assert shift.max() < 0.03 * roi.size and shift.mean() > 0.1  # moved, by a few pixels
+    np.testing.assert_array_equal(a.xy[33:], b.xy[33:])
+    np.testing.assert_array_equal(a.visibility, b.visibility)
 
 
 def test_roi_landmarks_find_the_astronaut_in_her_box(backbone: BlazePoseBackbone, photos) -> None:
