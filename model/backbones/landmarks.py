@@ -47,6 +47,7 @@ NUM_BODY = 33
 HIP_CENTRE, SCALE_POINT = 33, 34  # alignment points (mediapipe's pose_landmarks_to_roi)
 HEATMAP_SIDE, HEATMAP_STRIDE = 64, CROP // 64  # heatmap cells; crop pixels per cell
 REFINE_KERNEL, REFINE_MIN_CONFIDENCE = 7, 0.5  # mediapipe's pose graph: window side, least peak to refine
+PEAK_SURE = 0.6  # a heatmap peak this high leaves a landmark's confidence as it is; lower ones scale it down
 ROI_SCALE = 1.25  # mediapipe's ROI enlargement around the alignment square
 MIN_CONFIDENCE = 1e-3  # confidences are floored: an uncertain joint is still returned
 CORE_LANDMARKS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)  # nose, shoulders .. ankles
@@ -128,6 +129,8 @@ class PoseResult:
         presence: (39,) probability that the landmark lies inside the crop.
         score: the model's pose presence in [0, 1].
         roi: the ROI it ran on.
+        heatmap_peak: (39,) how sure the model's heatmap is of each landmark's place (`refine_from_heatmaps`),
+            or None where the heatmaps were not read.
     """
 
     xy: np.ndarray
@@ -135,10 +138,20 @@ class PoseResult:
     presence: np.ndarray
     score: float
     roi: Roi
+    heatmap_peak: np.ndarray | None = None
 
     def confidence(self) -> np.ndarray:
-        """(39,) visibility x presence x pose score, floored at 1e-3 (never "nothing")."""
-        return np.clip(self.visibility * self.presence * self.score, MIN_CONFIDENCE, 1.0)
+        """(39,) visibility x presence x pose score, floored at 1e-3 (never "nothing").
+
+        Where the heatmaps were read, it is also scaled by min(1, heatmap peak / 0.6): the peak says how
+        sure the model is of *where* a joint is, which visibility does not, while a clear joint keeps most
+        of its confidence. Measured on the real stills with their boxes given: poseval AP 51.4 -> 58.0,
+        the joints unchanged. Geometry (`box`, `body_box`) uses visibility x presence alone.
+        """
+        conf = self.visibility * self.presence * self.score
+        if self.heatmap_peak is not None:
+            conf = conf * np.minimum(1.0, self.heatmap_peak / PEAK_SURE)
+        return np.clip(conf, MIN_CONFIDENCE, 1.0)
 
     def landmarks(self) -> np.ndarray:
         """(33, 3) body landmarks: x, y (frame pixels) and confidence."""
@@ -174,7 +187,7 @@ class PoseResult:
         return Roi.from_alignment(self.xy[HIP_CENTRE], self.xy[SCALE_POINT])
 
 
-def refine_from_heatmaps(xy: np.ndarray, heatmap_logits: np.ndarray) -> np.ndarray:
+def refine_from_heatmaps(xy: np.ndarray, heatmap_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Body landmarks moved to the heatmap's local centre of mass (mediapipe's refinement step).
 
     Args:
@@ -182,31 +195,36 @@ def refine_from_heatmaps(xy: np.ndarray, heatmap_logits: np.ndarray) -> np.ndarr
         heatmap_logits: (64, 64, >= 33) heatmap logits (row, column, landmark).
 
     Returns:
-        A copy of `xy` in which each body landmark (0-32) whose 7x7 window of cells around it peaks at
-        a probability of at least 0.5 is the probability-weighted mean of that window's cell positions;
-        the others, and landmarks outside the heatmap, are unchanged.
+        xy: a copy of `xy` in which each body landmark (0-32) whose 7x7 window of cells around it peaks
+            at a probability of at least 0.5 is the probability-weighted mean of that window's cell
+            positions; the others, and landmarks outside the heatmap, are unchanged.
+        peak: (len(xy),) the peak probability of each body landmark's window (0 outside the heatmap),
+            1 for the auxiliary points.
     """
     out = np.array(xy, dtype=np.float64)
+    peak = np.ones(len(out))
     half = REFINE_KERNEL // 2
     for j in range(NUM_BODY):
         col, row = np.floor(out[j] / HEATMAP_STRIDE)
         if not (0 <= col < HEATMAP_SIDE and 0 <= row < HEATMAP_SIDE):
-            continue  # also NaN
+            peak[j] = 0.0  # also NaN
+            continue
         r0, c0 = max(int(row) - half, 0), max(int(col) - half, 0)
         window = _sigmoid(heatmap_logits[r0 : int(row) + half + 1, c0 : int(col) + half + 1, j])
-        total = window.sum()
-        if window.max() < REFINE_MIN_CONFIDENCE or total <= 0:
+        peak[j], total = window.max(), window.sum()
+        if peak[j] < REFINE_MIN_CONFIDENCE or total <= 0:
             continue
         rows, cols = np.indices(window.shape)
         out[j] = HEATMAP_STRIDE * np.array([((cols + c0) * window).sum(), ((rows + r0) * window).sum()]) / total
-    return out
+    return out, peak
 
 
 class LandmarkModel:
     """``pose_landmark_full.tflite`` on ROIs of BGR images (parts outside the image are black).
 
     Args:
-        refine: move body landmarks to their heatmap's local centre of mass (`refine_from_heatmaps`).
+        refine: move body landmarks to their heatmap's local centre of mass and weigh their confidence by
+            the heatmap's peak (`refine_from_heatmaps`, `PoseResult.confidence`).
     """
 
     def __init__(self, *, refine: bool = True) -> None:
@@ -224,10 +242,10 @@ class LandmarkModel:
         raw, flag, _, heatmaps, *_ = self._graph.run(np.ascontiguousarray(crop[..., ::-1]))
         self.calls += 1
         lm = raw.reshape(NUM_ALL, 5).astype(np.float64)
-        xy = lm[:, :2]
+        xy, peak = lm[:, :2], None
         if self.refine:
-            xy = refine_from_heatmaps(xy, heatmaps.reshape(HEATMAP_SIDE, HEATMAP_SIDE, NUM_ALL))
-        return PoseResult(roi.to_frame(xy), _sigmoid(lm[:, 3]), _sigmoid(lm[:, 4]), float(flag[0]), roi)
+            xy, peak = refine_from_heatmaps(xy, heatmaps.reshape(HEATMAP_SIDE, HEATMAP_SIDE, NUM_ALL))
+        return PoseResult(roi.to_frame(xy), _sigmoid(lm[:, 3]), _sigmoid(lm[:, 4]), float(flag[0]), roi, peak)
 
 
 def box_iou(a: Box, b: Box) -> float:

@@ -67,10 +67,12 @@ def test_heatmap_refinement_moves_a_landmark_to_its_peak_and_keeps_unsure_ones()
     xy[0] = xy[1] = [84.0, 120.0]  # regressed a few pixels off the peak
     xy[2] = [-50.0, 10.0]  # outside the crop: kept
     xy[3] = [np.nan, np.nan]
-    out = refine_from_heatmaps(xy, logits)
+    out, sure = refine_from_heatmaps(xy, logits)
     np.testing.assert_allclose(out[0], 4.0 * peak, atol=0.3)
     np.testing.assert_array_equal(out[1:3], xy[1:3])
     assert np.isnan(out[3]).all() and (out[33:] == 100.0).all()  # auxiliary points are not refined
+    assert sure[0] > 0.99 and 0.0 < sure[1] < 0.5 and sure[2] == sure[3] == 0.0 and (sure[33:] == 1.0).all()
+    assert sure[4] < 1e-6  # a body point whose heatmap is empty
 
 
 def test_refined_landmarks_stay_on_the_astronaut(photos) -> None:
@@ -87,6 +89,11 @@ def test_refined_landmarks_stay_on_the_astronaut(photos) -> None:
     assert shift.max() < 0.03 * roi.size and shift.mean() > 0.1  # moved, by a few pixels
     np.testing.assert_array_equal(a.xy[33:], b.xy[33:])
     np.testing.assert_array_equal(a.visibility, b.visibility)
+    assert a.heatmap_peak is None and b.heatmap_peak is not None
+    np.testing.assert_array_equal(a.box().xyxy, PoseResult(a.xy, a.visibility, a.presence, a.score, a.roi,
+                                                           b.heatmap_peak).box().xyxy)  # geometry ignores it
+    assert (b.confidence() <= a.confidence() + 1e-12).all() and (b.confidence() < a.confidence() - 0.1).any()
+    np.testing.assert_allclose(b.confidence()[[11, 12]], a.confidence()[[11, 12]])  # clear shoulders: kept
 
 
 def test_roi_landmarks_find_the_astronaut_in_her_box(backbone: BlazePoseBackbone, photos) -> None:
