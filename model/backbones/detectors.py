@@ -23,11 +23,11 @@ The detector finds people who fill a good part of its 224-pixel input, so on lar
 joints. Frames whose long side allows it also get a finer grid (`fine_tiles`: 5x5 to 7x7, no tile under
 `MIN_TILE_SIDE` pixels, so a 640-pixel photograph gets none): 22 -> 62 of 141 on those frames, and the
 detector takes 3-7x as long on them (49 more detector runs, 6-50 more landmark passes). A frame returns
-up to 20 people (was 8; the dancers' frame alone has 11 annotated). Finer tiles also see parts of people (a back, a wheel) as people: a person only the
-finer grid finds is dropped when their box lies mostly inside a much larger one the coarser views found
-(`_is_part`); their pose score must be 0.8, not 0.5; and their box may be at most half a coarse tile
-long (a person larger than that is the coarse views' to find, and the larger finds of the finer grid were
-mostly parts). On the nine real stills scaled to 1920 px, boxes matching nobody annotated (background
+up to 20 people (was 8; the dancers' frame alone has 11 annotated). Finer tiles also see parts of
+people (a back, a wheel) as people: a person only the finer grid finds is dropped when their box
+lies mostly inside a much larger one the coarser views found (`_is_part`); their pose score must be
+0.8, not 0.5; and their box may be at most half a coarse tile long (a person larger than that is the
+coarse views' to find, and the larger finds of the finer grid were mostly parts). On the nine real stills scaled to 1920 px, boxes matching nobody annotated (background
 players, and some junk) went 6 -> 7 with the finer grid (11 without the size limit), all 21 people found
 either way. The part rule applied to every find also dropped real people (an acrobat inside her
 partner's box), so it is kept to the finer grid's finds.
