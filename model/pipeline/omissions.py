@@ -13,6 +13,11 @@ joint: moved with the person to that label's frame (the median motion of the joi
 lies at or beyond the frame's edge (`EDGE_MARGIN`), as for a person walking or panned into view. A joint
 either label places is kept.
 
+Joints predicted beyond the frame's edge (`off_frame`, by more than `EDGE_MARGIN`) are left out on every
+frame, labelled or not: the landmark model guesses the legs of a person cut off at the waist, and Label
+Studio, whose regions live inside the image, would show each such guess as a point on the border to
+delete.
+
 Figures (real stills filmed by a moving camera, `python -m model bench-real --clips`, and the synthetic
 walkers): the README's "Propagation and tracking" section.
 """
@@ -23,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["EDGE_MARGIN", "MIN_LABEL_JOINTS", "ONE_SIDE_REACH", "left_out"]
+__all__ = ["EDGE_MARGIN", "MIN_LABEL_JOINTS", "ONE_SIDE_REACH", "left_out", "off_frame"]
 
 EDGE_MARGIN = 0.02  # x the frame's long side: a joint this close to the edge may have been cut off
 ONE_SIDE_REACH = 2  # frames from a label on one side only (before the first label, after the last)
@@ -59,3 +64,13 @@ def left_out(keypoints: np.ndarray, labels: Sequence[np.ndarray], frame_size: tu
                   & (there[:, 1] >= margin) & (there[:, 1] < h - margin))
         out &= ~on_label & inside
     return out
+
+
+def off_frame(keypoints: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """(K,) bool: the placed joints (v > 0) that lie beyond the frame's edge by more than `EDGE_MARGIN` x
+    its long side (a joint just past the edge is a joint at the edge)."""
+    kps = np.asarray(keypoints, np.float64)
+    w, h = frame_size
+    margin = EDGE_MARGIN * max(w, h)
+    x, y = kps[:, 0], kps[:, 1]
+    return (kps[:, 2] > 0) & ((x < -margin) | (x > w - 1 + margin) | (y < -margin) | (y > h - 1 + margin))

@@ -27,7 +27,7 @@ from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
 from model.pipeline.boxes import TrackBox, box_from_keypoints, coast, update_with_keypoints
 from model.pipeline.config import InferConfig
 from model.pipeline.follow import Follower
-from model.pipeline.omissions import ONE_SIDE_REACH, left_out
+from model.pipeline.omissions import ONE_SIDE_REACH, left_out, off_frame
 from model.pipeline.propagation import (
     MAX_REACH,
     PROPAGATION_TRUST,
@@ -516,6 +516,7 @@ class VideoJob:
             person = _predicted_person(xy[j], maxvals[j], slot, pose, prop, own[j], unseen)
             if self.cfg.follow_omissions:
                 self._leave_out(t, person, pose)
+            self._leave_out_off_frame(t, person, pose)
             out[t].append(person)
         for persons in out.values():
             persons.sort(key=lambda p: p.track_id)
@@ -543,6 +544,17 @@ class VideoJob:
             person.keypoints[drop] = 0.0
             person.scores[drop] = 0.0
             person.extra["left_out"] = [int(j) for j in np.flatnonzero(drop)]
+
+    def _leave_out_off_frame(self, t: int, person: Person, pose: _Pose | None) -> None:
+        """Removes the predicted joints beyond the frame's edge (`model.pipeline.omissions.off_frame`);
+        joints a human placed stay; extra["off_frame"] lists the joints removed."""
+        drop = off_frame(person.keypoints, self.frame_size or self.image(t).shape[1::-1])
+        if pose is not None:
+            drop &= ~pose.person.present
+        if drop.any():
+            person.keypoints[drop] = 0.0
+            person.scores[drop] = 0.0
+            person.extra["off_frame"] = [int(j) for j in np.flatnonzero(drop)]
 
     def _sides(self, t: int, slot: _Slot) -> tuple[_Side, _Side]:
         pair = []

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from annotation_io.skeletons import NUM_KEYPOINTS
-from annotation_io.types import Frame, Person, Video
+from annotation_io.types import Box, Frame, Person, Video
+from model.heatmaps import render_gaussians
 from model.pipeline.config import InferConfig
-from model.pipeline.omissions import EDGE_MARGIN, ONE_SIDE_REACH, left_out
+from model.pipeline.omissions import EDGE_MARGIN, ONE_SIDE_REACH, left_out, off_frame
 from model.pipeline.predictor import Predictor
+from model.transforms import HEATMAP_SIZE
 from tests.model.pipeline.test_propagation import SIZE, _FlatBackbone, _Frames, _person, video  # noqa: F401
 
 WRIST, ANKLE = 9, 15  # left wrist, left ankle (PoseTrack slots)
@@ -118,3 +121,56 @@ def test_a_joint_a_correction_places_nearer_by_is_kept(video) -> None:  # noqa: 
         assert WRIST in person.extra["propagated"] and "left_out" not in person.extra, t
         assert np.linalg.norm(person.xy[WRIST] - gt[t][WRIST]) < 2.0
 
+
+
+def test_joints_beyond_the_frame_s_edge_by_more_than_the_margin_are_off_frame() -> None:
+    w, h = 320, 240
+    margin = EDGE_MARGIN * w
+    kps = _pose()
+    kps[0, :2] = (-margin - 1.0, 100.0)  # left of the frame
+    kps[1, :2] = (100.0, h - 1 + margin + 1.0)  # below it
+    kps[2, :2] = (w - 1 + margin - 1.0, 100.0)  # just past the right edge: a joint at the edge
+    kps[3, :2] = (-margin - 50.0, 100.0)
+    kps[3, 2] = 0.0  # not placed
+    assert np.flatnonzero(off_frame(kps, (w, h))).tolist() == [0, 1]
+
+
+class _TallBackbone:
+    """A backbone that places the joints down the middle of the crop, from its top to its bottom (score 0.9)."""
+
+    name, version, sigma = "tall", "tall", 2.0
+
+    def heatmaps(self, crops, geoms, frame_indices):
+        w, h = HEATMAP_SIZE
+        xy = torch.stack([torch.full((NUM_KEYPOINTS,), w / 2.0), torch.linspace(2.0, h - 3.0, NUM_KEYPOINTS)], dim=1)
+        return render_gaussians(xy[None].repeat(len(crops), 1, 1), torch.full((len(crops), NUM_KEYPOINTS), 0.9),
+                                size=HEATMAP_SIZE[::-1], sigma=2.0).float()
+
+
+def test_the_predictor_leaves_out_joints_beyond_the_frame_and_keeps_human_ones(video) -> None:  # noqa: F811
+    frames, _ = video
+    w, h = SIZE
+    cut = Box(100.0, h - 90.0, 60.0, 140.0)  # a person cut off by the bottom edge: their box reaches below it
+    whole = Box(100.0, 40.0, 60.0, 140.0)
+    template = Video("v", len(frames), width=w, height=h)
+    for box, cut_off in ((cut, True), (whole, False)):
+        known = Video("v", len(frames), [Frame(3, [Person(track_id=0, box=box)], is_labeled=True)], width=w, height=h)
+        out = Predictor(_TallBackbone(), None, detector=lambda frame: []).predict_video(
+            template, known, frames=[3], reader=_Frames(frames))
+        (person,) = out.frame(3).persons
+        below = person.extra.get("off_frame", [])
+        assert bool(below) == cut_off
+        assert person.present.sum() == NUM_KEYPOINTS - len(below)
+        kept = person.keypoints[person.present]
+        assert (kept[:, 1] <= h - 1 + EDGE_MARGIN * w).all()
+        if cut_off:  # the lowest joints went, the scores with them
+            assert below == list(range(NUM_KEYPOINTS - len(below), NUM_KEYPOINTS)) and len(below) >= 3
+            assert (person.scores[below] == 0.0).all()
+    # A joint a human placed there stays, even beyond the edge.
+    partial = Person(np.zeros((NUM_KEYPOINTS, 3)), track_id=0, box=cut)
+    partial.keypoints[ANKLE] = (130.0, h + 30.0, 2.0)
+    known = Video("v", len(frames), [Frame(3, [partial], is_labeled=False)], width=w, height=h)
+    out = Predictor(_TallBackbone(), None, detector=lambda frame: []).predict_video(
+        template, known, frames=[3], reader=_Frames(frames))
+    (person,) = out.frame(3).persons
+    assert ANKLE not in person.extra["off_frame"] and person.keypoints[ANKLE].tolist() == [130.0, h + 30.0, 2.0]
