@@ -538,23 +538,13 @@ class VideoJob:
         labels = [self.human[(f, person.track_id)].person.keypoints for f in before + after]
         drop = left_out(person.keypoints, labels, (w, h))
         drop[person.extra.get("propagated", [])] = False  # carried from a human placement nearer by
-        if pose is not None:
-            drop &= ~pose.person.present
-        if drop.any():
-            person.keypoints[drop] = 0.0
-            person.scores[drop] = 0.0
-            person.extra["left_out"] = [int(j) for j in np.flatnonzero(drop)]
+        _drop_joints(person, drop, pose, "left_out")
 
     def _leave_out_off_frame(self, t: int, person: Person, pose: _Pose | None) -> None:
         """Removes the predicted joints beyond the frame's edge (`model.pipeline.omissions.off_frame`);
         joints a human placed stay; extra["off_frame"] lists the joints removed."""
-        drop = off_frame(person.keypoints, self.frame_size or self.image(t).shape[1::-1])
-        if pose is not None:
-            drop &= ~pose.person.present
-        if drop.any():
-            person.keypoints[drop] = 0.0
-            person.scores[drop] = 0.0
-            person.extra["off_frame"] = [int(j) for j in np.flatnonzero(drop)]
+        _drop_joints(person, off_frame(person.keypoints, self.frame_size or self.image(t).shape[1::-1]), pose,
+                     "off_frame")
 
     def _sides(self, t: int, slot: _Slot) -> tuple[_Side, _Side]:
         pair = []
@@ -602,6 +592,17 @@ class VideoJob:
             keep = torch.stack([present[j] | sides[i].pose.complete for j, i in enumerate(labelled)])
             out[labelled] = torch.where(keep[:, :, None, None], gauss, out[labelled])
         return out
+
+
+def _drop_joints(person: Person, drop: np.ndarray, pose: _Pose | None, key: str) -> None:
+    """Removes the `drop` joints of a predicted person, except those a human placed (`pose`), and lists
+    them in extra[key]."""
+    if pose is not None:
+        drop = drop & ~pose.person.present
+    if drop.any():
+        person.keypoints[drop] = 0.0
+        person.scores[drop] = 0.0
+        person.extra[key] = [int(j) for j in np.flatnonzero(drop)]
 
 
 def _human_person(pose: _Pose, slot: _Slot) -> Person:
