@@ -9,7 +9,15 @@ import pytest
 from annotation_io.skeletons import KEYPOINT_INDEX
 from annotation_io.types import Box
 from model.backbones.blazepose import BlazePoseBackbone, posetrack_from_blazepose
-from model.backbones.detectors import PersonDetector, detect_people, fine_tiles, ssd_anchors
+from model.backbones.detectors import (
+    UPRIGHT_RETRY,
+    Detection,
+    PersonDetector,
+    _confirm,
+    detect_people,
+    fine_tiles,
+    ssd_anchors,
+)
 from model.backbones.landmarks import (
     LandmarkModel,
     PoseResult,
@@ -179,6 +187,24 @@ def test_large_frames_get_a_finer_grid_that_finds_small_people(backbone: BlazePo
     coarse = detect_people(frame, backbone=backbone, detector=detector, use_hog=False, fine=False)
     assert len(coarse) == 1
     assert detect_people(frame, backbone=backbone, detector=detector, use_hog=False) == coarse
+
+
+def test_a_hit_aligned_upside_down_gets_an_upright_second_pass(backbone: BlazePoseBackbone, photos) -> None:
+    astronaut, _ = photos
+    model = backbone.model
+    own = model.run(astronaut, Roi.from_box(Box(0, 0, 512, 512)))
+    hip, scale = own.xy[33], own.xy[34]  # the pose's own alignment points: upright
+    box = Box(0, 0, 10, 10)  # the hit's box is not used for confirmation
+    upright = Detection(box, np.array([hip, scale, hip, scale]), 0.9)
+    flipped = 2 * hip - scale  # the scale point turned to below the hips: the hit says she stands on her head
+    upside_down = Detection(box, np.array([hip, flipped, hip, flipped]), 0.9)
+    assert abs(upside_down.roi().rotation) >= UPRIGHT_RETRY > abs(upright.roi().rotation)
+    found, second = _confirm([upright], model, astronaut, 0.5, 2)
+    assert len(found) == 1 and not second  # confirmed on its own alignment: no second pass
+    found, second = _confirm([upside_down], model, astronaut, 0.5, 2)
+    assert not found  # the upside-down crop is rejected ...
+    (person,) = second  # ... and the upright pass at the same place finds her
+    assert person.box.contains(*ASTRONAUT_NOSE) and person.pose.roi.rotation == pytest.approx(0.0, abs=0.3)
 
 
 def test_body_box_holds_hands_feet_and_head_top_not_unsure_points() -> None:
