@@ -541,7 +541,7 @@ class VideoJob:
         _drop_joints(person, drop, pose, "left_out")
 
     def _leave_out_off_frame(self, t: int, person: Person, pose: _Pose | None) -> None:
-        """Removes the predicted joints beyond the frame's edge (`model.pipeline.omissions.off_frame`);
+        """Removes the predicted and carried joints beyond the frame's edge (`model.pipeline.omissions.off_frame`);
         joints a human placed stay; extra["off_frame"] lists the joints removed."""
         _drop_joints(person, off_frame(person.keypoints, self.frame_size or self.image(t).shape[1::-1]), pose,
                      "off_frame")
@@ -596,13 +596,22 @@ class VideoJob:
 
 def _drop_joints(person: Person, drop: np.ndarray, pose: _Pose | None, key: str) -> None:
     """Removes the `drop` joints of a predicted person, except those a human placed (`pose`), and lists
-    them in extra[key]."""
+    them in extra[key]; extra["propagated"] no longer lists them, and the source stops naming propagation
+    when no carried joint is left."""
     if pose is not None:
         drop = drop & ~pose.person.present
-    if drop.any():
-        person.keypoints[drop] = 0.0
-        person.scores[drop] = 0.0
-        person.extra[key] = [int(j) for j in np.flatnonzero(drop)]
+    if not drop.any():
+        return
+    person.keypoints[drop] = 0.0
+    person.scores[drop] = 0.0
+    person.extra[key] = [int(j) for j in np.flatnonzero(drop)]
+    if "propagated" in person.extra:
+        carried = [j for j in person.extra["propagated"] if not drop[j]]
+        if carried:
+            person.extra["propagated"] = carried
+        else:
+            del person.extra["propagated"]
+            person.extra["source"] = person.extra["source"].replace("+propagated", "")
 
 
 def _human_person(pose: _Pose, slot: _Slot) -> Person:

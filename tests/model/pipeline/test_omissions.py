@@ -11,6 +11,7 @@ from model.heatmaps import render_gaussians
 from model.pipeline.config import InferConfig
 from model.pipeline.omissions import EDGE_MARGIN, ONE_SIDE_REACH, left_out, off_frame
 from model.pipeline.predictor import Predictor
+from model.pipeline.video_job import _drop_joints
 from model.transforms import HEATMAP_SIZE
 from tests.model.pipeline.test_propagation import SIZE, _FlatBackbone, _Frames, _person, video  # noqa: F401
 
@@ -174,3 +175,17 @@ def test_the_predictor_leaves_out_joints_beyond_the_frame_and_keeps_human_ones(v
         template, known, frames=[3], reader=_Frames(frames))
     (person,) = out.frame(3).persons
     assert ANKLE not in person.extra["off_frame"] and person.keypoints[ANKLE].tolist() == [130.0, h + 30.0, 2.0]
+
+
+def test_dropped_carried_joints_are_no_longer_listed_as_carried() -> None:
+    person = Person(_pose(), np.full(NUM_KEYPOINTS, 0.8), 0,
+                    extra={"source": "model+propagated+human", "propagated": [WRIST, ANKLE]})
+    drop = np.zeros(NUM_KEYPOINTS, bool)
+    drop[[WRIST, 0]] = True
+    _drop_joints(person, drop, None, "off_frame")
+    assert person.extra["off_frame"] == [0, WRIST] and person.extra["propagated"] == [ANKLE]
+    assert person.keypoints[WRIST].tolist() == [0.0, 0.0, 0.0] and person.scores[0] == 0.0
+    drop[:] = False
+    drop[ANKLE] = True
+    _drop_joints(person, drop, None, "off_frame")  # the last carried joint goes: so does the claim
+    assert "propagated" not in person.extra and person.extra["source"] == "model+human"
