@@ -17,7 +17,14 @@ from annotation_io.synth import generate
 from annotation_io.types import Box, Person, Video
 from annotation_io.video import open_video
 from model.cli.main import main as model_main
-from model.cli.predict import EXIT_USAGE, PredictOptions, parse_frames, run_predict, select_frames
+from model.cli.predict import (
+    EXIT_USAGE,
+    PredictOptions,
+    build_predictor,
+    parse_frames,
+    run_predict,
+    select_frames,
+)
 from model.cli.render import confidence_colour, draw_frame, render_video, track_colour
 
 FRAMES, PEOPLE, SIZE = 6, 2, (320, 240)
@@ -174,7 +181,8 @@ def _sim(gt: Path):  # noqa: ANN202 (a PredictorFactory)
 
     def factory(options: PredictOptions) -> Predictor:
         net, version = load_head(options.head, "simulated") if options.head is not None else (None, None)
-        config = InferConfig(mode=options.mode, label_aware=options.label_aware)  # type: ignore[arg-type]
+        config = InferConfig(mode=options.mode, label_aware=options.label_aware,  # type: ignore[arg-type]
+                             redetect_every=options.redetect_every)
         return Predictor(SimulatedBackbone(posetrack.load(gt)), net, config=config, head_version=version)
 
     return factory
@@ -424,3 +432,30 @@ def test_cuda_unavailable_and_bad_options(
     assert "--device must be" in _error(capsys, [str(mp4), "--out", out, "--device", "gpu"])
     assert "outside the video" in _error(capsys, [str(mp4), "--out", out, "--frames", "3:10"])
     assert main([str(mp4), "--out", out, "--backbone", "resnet"]) == EXIT_USAGE  # argparse's own usage error
+    for bad in ("0", "two"):
+        assert main([str(mp4), "--out", out, "--redetect-every", bad]) == EXIT_USAGE
+        assert "--redetect-every" in capsys.readouterr().err
+
+
+def test_redetect_every_reaches_the_predictor_and_follows_people(synth: Path, tmp_path: Path) -> None:
+    gt_path, _ = _paths(synth)
+    calls: dict[int, int] = {}
+
+    def factory(options: PredictOptions):  # noqa: ANN202
+        predictor = _sim(gt_path)(options)
+        detect, every = predictor.detect, options.redetect_every
+        calls[every] = 0
+
+        def counted(frame):  # noqa: ANN001, ANN202
+            calls[every] += 1
+            return detect(frame)
+
+        predictor.detect = counted  # type: ignore[method-assign]
+        return predictor
+
+    folder = synth / "images" / VID
+    for every in ("1", "5"):
+        argv = [str(folder), "--out", str(tmp_path / f"e{every}.json"), "--no-progress", "--redetect-every", every]
+        assert main(argv, predictor_factory=factory) == 0
+    assert calls[1] == FRAMES and 1 <= calls[5] < FRAMES  # people followed between detections
+    assert build_predictor(PredictOptions(redetect_every=10)).config.redetect_every == 10
