@@ -100,7 +100,7 @@ def _check_device(device: str) -> None:
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """What the command line says about the model: backbone, weights, head, device and mode."""
+    """What the command line says about the model: backbone, weights, head, device, mode and how often to detect."""
 
     backbone: str = "blazepose"
     checkpoint: str | Path | None = None
