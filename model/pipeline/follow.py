@@ -10,17 +10,20 @@ import numpy as np
 
 from annotation_io.skeletons import LABELLED_SLOTS
 from annotation_io.types import Box
-from model.pipeline.boxes import TrackBox, update_with_keypoints
+from model.pipeline.boxes import MIN_SCORE, TrackBox, box_from_keypoints, update_with_keypoints
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DUPLICATE_IOU", "REPLACE_IOU", "Follower", "PoseFn", "pose_confidence"]
+__all__ = ["DUPLICATE_IOU", "REFIT_IOU", "REPLACE_IOU", "WHOLE_POSE", "Follower", "PoseFn", "pose_confidence",
+           "refit_box"]
 
 PoseFn = Callable[[int, list[Box]], list[tuple[np.ndarray, np.ndarray]]]  # (frame, boxes) -> (kps, scores) each
 DUPLICATE_IOU = 0.5  # two followed boxes overlapping this much hold the same person
 REPLACE_IOU = 0.3  # a detection replaces the followed boxes it overlaps this much (a drifted box included)
 MAX_MISSES = 1  # a followed person no detection confirms at this many re-detections in a row is dropped
 TOP_JOINTS = 10  # confidence: mean of the best 10 of the 15 labelled joints (robust to occlusion)
+REFIT_IOU = 0.5  # a detected box overlapping the box of the whole pose found in it less than this is moved there
+WHOLE_POSE = 0.8  # share of the labelled joints scoring >= MIN_SCORE that makes a pose whole (`refit_box`)
 
 
 def pose_confidence(scores: np.ndarray) -> float:
@@ -49,7 +52,8 @@ class Follower:
     moves with the joints. The full detector runs on the first frame of a run, every `redetect_every`
     frames, and whenever a followed pose's confidence drops below `min_confidence` or two followed
     boxes meet on one person (that person is then dropped: one who is still there is found again by
-    the detector). Detections replace followed boxes that overlap them (IoU >= `REPLACE_IOU`); a
+    the detector). A detected box that misses the whole, sure pose found in it is moved onto that pose
+    (`refit_box`). Detections replace followed boxes that overlap them (IoU >= `REPLACE_IOU`); a
     followed person no detection confirms at `MAX_MISSES` re-detections in a row is dropped (a box that
     drifted off its person would otherwise become a false person: 7 on a 3-person synthetic walk with
     2); `plan_boxes` fills such a detector gap inside a track by interpolation. New people appear at
@@ -75,6 +79,7 @@ class Follower:
         self.since_detect = 0
         self.detections = 0  # full detector runs
         self.followed = 0  # boxes carried
+        self.refits = 0  # detected boxes moved onto the pose found in them
 
     def __call__(self, frame: int) -> list[Box]:
         # redetect_every 1: the detector alone on every frame, nobody carried (the behaviour before following)
@@ -107,6 +112,17 @@ class Follower:
         self.followed += len(out)
         return out, lost
 
+    def _refit(self, frame: int, found: list[_Followed]) -> list[_Followed]:
+        """Detections moved onto the person the pose model finds in them (see `refit_box`); the pose is
+        found again on each moved box (that pass is the frame's own, kept for the prediction)."""
+        moves = [(i, box) for i, p in enumerate(found)
+                 if p.confidence >= self.min_confidence and (box := refit_box(p.box, p.kps, p.scores)) is not None]
+        if moves:
+            for (i, box), (kps, scores) in zip(moves, self.pose(frame, [b for _, b in moves])):
+                found[i] = _Followed(box, kps, scores, pose_confidence(scores))
+            self.refits += len(moves)
+        return found
+
     def _with_detections(self, frame: int, carried: list[_Followed]) -> list[_Followed]:
         """Detections on `frame` (with their poses), plus the followed people none of them covers."""
         boxes = self.detect(frame)
@@ -115,9 +131,29 @@ class Follower:
         self.detections += 1
         found = [_Followed(b, kps, scores, pose_confidence(scores))
                  for b, (kps, scores) in zip(boxes, self.pose(frame, boxes) if boxes else [])]
+        found = self._refit(frame, found)
         kept = [replace(c, misses=c.misses + 1) for c in carried if all(c.box.iou(d.box) < REPLACE_IOU for d in found)]
         kept = [c for c in kept if c.misses < MAX_MISSES]  # a box that drifted off its person goes in time
         return found + kept
+
+
+def refit_box(box: Box, kps: np.ndarray, scores: np.ndarray) -> Box | None:
+    """The box of the whole, sure pose found in a detected box that misses it, or None.
+
+    The detector boxes a person by the landmark pass on its own alignment. On a poor hit (aligned upside
+    down, a square several times the person's size) that pass can spread landmarks over the background and
+    over other people: on a 3-person synthetic walk, a 196x117 box around a 58x143 walker. Such boxes
+    then match one another by IoU and are gap-filled into a false person (25 frames there). The pass
+    cropped on that box, upright and centred, finds the walker whole. When at least `WHOLE_POSE` of the
+    labelled joints score >= `MIN_SCORE` and their box (`box_from_keypoints`) overlaps the detected
+    box by less than `REFIT_IOU`, that box is the person's. A pose with only some sure joints (a person's
+    upper body, a part the detector boxed) leaves the box as it is.
+    """
+    sure = np.asarray(scores, dtype=float)[list(LABELLED_SLOTS)] >= MIN_SCORE
+    if sure.mean() < WHOLE_POSE:
+        return None
+    joints = box_from_keypoints(kps, scores)
+    return joints if box.iou(joints) < REFIT_IOU else None
 
 
 def _without_duplicates(people: list[_Followed]) -> list[_Followed]:
