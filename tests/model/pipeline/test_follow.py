@@ -7,7 +7,7 @@ import pytest
 
 from annotation_io.skeletons import LABELLED_SLOTS
 from annotation_io.types import Box
-from model.pipeline.follow import Follower
+from model.pipeline.follow import HEAD_SLOTS, Follower, _Followed, part_of
 
 K = 17
 
@@ -136,3 +136,44 @@ def test_real_blazepose_boxes_a_walker_its_detector_hit_aligned_upside_down(tmp_
     assert len(truth) == 2 and len(boxes) == 2
     assert all(max(b.iou(t) for t in truth) > 0.5 for b in boxes)  # no false person
     assert all(max(b.iou(t) for b in boxes) > 0.5 for t in truth)  # both walkers found
+
+
+def _two_follower(second: Box, same_head: bool) -> Follower:
+    """The detector finds the walker of frame 0 and a second box; the pose in the second box shares the
+    walker's head and shoulders (`same_head`: a part of the walker) or is a person of its own."""
+    walker = _walker(0)
+
+    def pose(frame: int, boxes: list[Box]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for box in boxes:
+            kps = _pose_in(box)
+            if box != walker and same_head:
+                kps[list(HEAD_SLOTS)] = _pose_in(walker)[list(HEAD_SLOTS)]
+            out.append((kps, np.full(K, 0.9)))
+        return out
+
+    return Follower(lambda f: [walker, second], pose, redetect_every=1, min_confidence=0.3)
+
+
+def _followed(box: Box, head_of_walker: bool) -> _Followed:
+    kps = _pose_in(box)
+    if head_of_walker:
+        kps[list(HEAD_SLOTS)] = _pose_in(_walker(0))[list(HEAD_SLOTS)]
+    return _Followed(box, kps, np.full(K, 0.9), 0.9)
+
+
+def test_a_box_on_a_persons_head_and_shoulders_is_a_part_of_them_and_dropped() -> None:
+    walker = _walker(0)
+    head = Box(walker.x + 8.0, walker.y, 24.0, 36.0)  # the top of the walker's box, around their head joints
+    assert head.iou(walker) < 0.5  # not a duplicate by overlap
+    assert _two_follower(head, same_head=True)(0) == [walker]
+    assert part_of(_followed(head, True), _followed(walker, False))
+    assert not part_of(_followed(walker, False), _followed(head, True))  # the person is not a part of the part
+
+
+@pytest.mark.parametrize(("second", "same_head"), [
+    (Box(14.0, 40.0, 24.0, 36.0), False),  # a child standing in front of the walker: a head of their own
+    (Box(30.0, 25.0, 40.0, 80.0), True),   # a person of the walker's size crossing behind them
+])
+def test_a_person_inside_or_across_anothers_box_is_kept(second: Box, same_head: bool) -> None:
+    assert _two_follower(second, same_head)(0) == [_walker(0), second]
