@@ -11,6 +11,7 @@ import numpy as np
 from annotation_io.skeletons import LABELLED_SLOTS
 from annotation_io.types import Box
 from model.pipeline.boxes import MIN_SCORE, TrackBox, box_from_keypoints, update_with_keypoints
+from model.pipeline.track_filters import overlap_of_smaller
 
 logger = logging.getLogger(__name__)
 
@@ -173,10 +174,7 @@ def part_of(p: _Followed, q: _Followed) -> bool:
     """
     if p.box.area >= PART_AREA * q.box.area:
         return False
-    x1, y1, x2, y2 = p.box.xyxy
-    a1, b1, a2, b2 = q.box.xyxy
-    inside = max(0.0, min(x2, a2) - max(x1, a1)) * max(0.0, min(y2, b2) - max(y1, b1))
-    if inside < PART_INSIDE * p.box.area:
+    if overlap_of_smaller(p.box, q.box) < PART_INSIDE:  # p's is the smaller box
         return False
     idx = list(HEAD_SLOTS)
     sure = (np.asarray(p.scores)[idx] >= MIN_SCORE) & (np.asarray(q.scores)[idx] >= MIN_SCORE)

@@ -11,7 +11,7 @@ from model.pipeline.tracking import SHORT_TRACK
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["drop_flicker"]
+__all__ = ["drop_flicker", "overlap_of_smaller"]
 
 MIN_SPAN_TO_PRUNE = 6  # short tracks are judged only when at least this many frames were predicted
 FLICKER_SCORE = 0.3  # a short detected track with a mean person score below this is dropped
@@ -56,7 +56,7 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
         for p in (p for p in people if p.track_id in candidates):
             joints = p.keypoint_box() or p.box  # where its pose lies; its box reaches past the joints
             if joints is not None and any(
-                    q.track_id not in candidates and q.box is not None and _overlap(joints, q.box) >= DUPLICATE_OVERLAP
+                    q.track_id not in candidates and q.box is not None and overlap_of_smaller(joints, q.box) >= DUPLICATE_OVERLAP
                     for q in people):
                 drop.add(p.track_id)
     if drop:
@@ -64,7 +64,7 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
     return {f: [p for p in people if p.track_id not in drop] for f, people in persons.items()}
 
 
-def _overlap(a: Box, b: Box) -> float:
+def overlap_of_smaller(a: Box, b: Box) -> float:
     """Intersection over the smaller box's area."""
     ax1, ay1, ax2, ay2 = a.xyxy
     bx1, by1, bx2, by2 = b.xyxy
