@@ -16,7 +16,7 @@ from model.pipeline.track_filters import overlap_of_smaller
 logger = logging.getLogger(__name__)
 
 __all__ = ["DUPLICATE_IOU", "REFIT_IOU", "REPLACE_IOU", "WHOLE_POSE", "Follower", "PoseFn", "part_of",
-           "pose_confidence", "refit_box"]
+           "pose_confidence", "refit_box", "same_pose"]
 
 PoseFn = Callable[[int, list[Box]], list[tuple[np.ndarray, np.ndarray]]]  # (frame, boxes) -> (kps, scores) each
 DUPLICATE_IOU = 0.5  # two followed boxes overlapping this much hold the same person
@@ -29,6 +29,7 @@ HEAD_SLOTS = (0, 1, 2, 5, 6)  # nose, head_bottom, head_top, shoulders: where a 
 PART_AREA = 0.5  # a part of a person (`part_of`) has a box under this x theirs ...
 PART_INSIDE = 0.8  # ... with this share of it inside theirs ...
 SAME_HEAD = 0.1  # ... and its head and shoulders within this x its box diagonal of theirs
+SAME_POSE = 0.1  # two poses whose common sure joints lie within this x the smaller box diagonal are one person
 
 
 def pose_confidence(scores: np.ndarray) -> float:
@@ -46,6 +47,7 @@ class _Followed:
     scores: np.ndarray
     confidence: float
     misses: int = 0  # re-detections in a row that did not find this person
+    carried: bool = False  # followed from the previous frame (not detected on this one)
 
 
 class Follower:
@@ -56,8 +58,8 @@ class Follower:
     `update_with_keypoints`: the pose model runs on their previous box on the new frame and the box
     moves with the joints. The full detector runs on the first frame of a run, every `redetect_every`
     frames, and whenever a followed pose's confidence drops below `min_confidence` or two followed
-    boxes meet on one person (that person is then dropped: one who is still there is found again by
-    the detector). A detected box that misses the whole, sure pose found in it is moved onto that pose
+    boxes meet on one person, by overlap or by holding one pose (`same_pose`); that person is then
+    dropped (one who is still there is found again by the detector). A detected box that misses the whole, sure pose found in it is moved onto that pose
     (`refit_box`), and a person boxed by their head and shoulders alone is dropped (`part_of`).
     Detections replace followed boxes that overlap them (IoU >= `REPLACE_IOU`); a followed person no
     detection confirms at `MAX_MISSES` re-detections in a row is dropped (a box that drifted off its
@@ -114,7 +116,7 @@ class Follower:
             if moved is None or confidence < self.min_confidence:
                 lost = True  # left the frame or unsure: the detector looks again here
                 continue
-            out.append(_Followed(moved.box, kps, scores, confidence, prev.misses))
+            out.append(_Followed(moved.box, kps, scores, confidence, prev.misses, carried=True))
         self.followed += len(out)
         return out, lost
 
@@ -184,11 +186,30 @@ def part_of(p: _Followed, q: _Followed) -> bool:
     return bool(np.median(d) <= SAME_HEAD * float(np.hypot(p.box.w, p.box.h)))
 
 
+def same_pose(p: _Followed, q: _Followed) -> bool:
+    """Whether `p` and `q` hold one pose, whatever their boxes: most labelled joints (`WHOLE_POSE`) sure
+    in both, lying within `SAME_POSE` x the smaller box diagonal of each other (median).
+
+    A followed box can drift onto another person and grow around them (1.4x their box on a 3-person
+    synthetic walk): its IoU with their box stays under `DUPLICATE_IOU`, but the pass in it finds them,
+    and it was followed as a false person for 10 frames. Two people who cross have poses of their own.
+    """
+    idx = list(LABELLED_SLOTS)
+    sure = (np.asarray(p.scores)[idx] >= MIN_SCORE) & (np.asarray(q.scores)[idx] >= MIN_SCORE)
+    if sure.mean() < WHOLE_POSE:
+        return False
+    d = np.linalg.norm(p.kps[idx, :2] - q.kps[idx, :2], axis=1)[sure]
+    diagonal = min(float(np.hypot(p.box.w, p.box.h)), float(np.hypot(q.box.w, q.box.h)))
+    return bool(np.median(d) <= SAME_POSE * diagonal)
+
+
 def _without_duplicates(people: list[_Followed]) -> list[_Followed]:
-    """Drops a person whose box overlaps an earlier one's by `DUPLICATE_IOU` (detections come first),
-    then the parts of people (`part_of`)."""
+    """Drops a person whose box overlaps an earlier one's by `DUPLICATE_IOU`, or a followed one whose pose
+    is an earlier one's (`same_pose`; detections come first), then the parts of people (`part_of`).
+    Two detections holding one pose stay: the second is often a person hidden behind the first (two
+    walkers crossing), whose box is right even where the pass in it found the other."""
     out: list[_Followed] = []
     for p in people:
-        if all(p.box.iou(q.box) < DUPLICATE_IOU for q in out):
+        if all(p.box.iou(q.box) < DUPLICATE_IOU and not (p.carried and same_pose(p, q)) for q in out):
             out.append(p)
     return [p for p in out if not any(q is not p and part_of(p, q) for q in out)]

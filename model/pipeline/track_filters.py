@@ -16,6 +16,7 @@ __all__ = ["drop_flicker", "overlap_of_smaller"]
 MIN_SPAN_TO_PRUNE = 6  # short tracks are judged only when at least this many frames were predicted
 FLICKER_SCORE = 0.3  # a short detected track with a mean person score below this is dropped
 DUPLICATE_OVERLAP = 0.6  # ...and so is one whose box lies this much (of the smaller box) on a longer track's
+RIDER_FRAMES = 10  # a detector track this short that lies on one longer track on every frame it has is dropped
 
 
 def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, min_span: int = MIN_SPAN_TO_PRUNE,
@@ -27,7 +28,8 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
     40 frames). A short detected track goes when its mean person score is low, or when on one of its
     frames its joints' box lies mostly (`DUPLICATE_OVERLAP` of the smaller box) on the box of a longer
     track (the joints, not its person box: a detected box reaches past the joints to hands, feet and
-    head top, and a partial hit's box can stick out of the person it sits on).
+    head top, and a partial hit's box can stick out of the person it sits on). A detector track of up to
+    `RIDER_FRAMES` frames that lies so on one longer track on every frame it has goes too (`_riders`).
 
     Args:
         persons: frame -> predicted persons (``extra["box_source"]`` says where the box came from).
@@ -59,9 +61,40 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
                     q.track_id not in candidates and q.box is not None and overlap_of_smaller(joints, q.box) >= DUPLICATE_OVERLAP
                     for q in people):
                 drop.add(p.track_id)
+    drop |= _riders(persons)
     if drop:
         logger.debug("dropped %d flickering detected track(s): %s", len(drop), sorted(drop))
     return {f: [p for p in people if p.track_id not in drop] for f, people in persons.items()}
+
+
+def _riders(persons: dict[int, list[Person]]) -> set[int]:
+    """Detector tracks of at most `RIDER_FRAMES` frames whose joints lie on one longer track's box on
+    every frame they have (`DUPLICATE_OVERLAP` of the smaller box).
+
+    A second hit on a person already tracked can last a few frames: on 3-person synthetic walks, the
+    upper half of a near walker (4 frames) and a box on a walker's lower body at the frame edge (5
+    frames, gap-filled). A person of their own lies on another only while crossing them, and one who
+    stays in front of another for the whole clip has a track as long as theirs.
+    """
+    frames: dict[int, dict[int, Person]] = {}
+    for f, people in persons.items():
+        for p in people:
+            if p.track_id is not None:
+                frames.setdefault(p.track_id, {})[f] = p
+    detector = {t for t, ps in frames.items()
+                if all(p.extra.get("box_source") in ("detected", "interpolated") for p in ps.values())
+                and any(p.extra.get("box_source") == "detected" for p in ps.values())}
+    out = set()
+    for t in (t for t in detector if len(frames[t]) <= RIDER_FRAMES):
+        first = min(frames[t])
+        for u in {q.track_id for q in persons[first]} - {t, None}:
+            under = frames[u]
+            if len(under) > len(frames[t]) and all(
+                    f in under and under[f].box is not None and (joints := p.keypoint_box() or p.box) is not None
+                    and overlap_of_smaller(joints, under[f].box) >= DUPLICATE_OVERLAP for f, p in frames[t].items()):
+                out.add(t)
+                break
+    return out
 
 
 def overlap_of_smaller(a: Box, b: Box) -> float:

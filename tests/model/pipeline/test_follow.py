@@ -7,7 +7,7 @@ import pytest
 
 from annotation_io.skeletons import LABELLED_SLOTS
 from annotation_io.types import Box
-from model.pipeline.follow import HEAD_SLOTS, Follower, _Followed, part_of
+from model.pipeline.follow import HEAD_SLOTS, Follower, _Followed, part_of, same_pose
 
 K = 17
 
@@ -177,3 +177,49 @@ def test_a_box_on_a_persons_head_and_shoulders_is_a_part_of_them_and_dropped() -
 ])
 def test_a_person_inside_or_across_anothers_box_is_kept(second: Box, same_head: bool) -> None:
     assert _two_follower(second, same_head)(0) == [_walker(0), second]
+
+
+def _wide(box: Box) -> Box:
+    """A box 1.2x as large as `box` and shifted right: it overlaps `box` by IoU < 0.5 (not a duplicate
+    by overlap) and is not twice its size (`box` is not a part of it)."""
+    return Box(box.x + 0.3 * box.w, box.y - 0.075 * box.h, box.w * 1.2, box.h * 1.2)
+
+
+def _one_pose_follower(sure: int, whole_from: int = 0) -> tuple[Follower, list[int]]:
+    """The detector finds the walker and a wide box around them; the pose model finds the walker in both:
+    in the wide box, its last `sure` labelled joints sure up to frame `whole_from`, all of them after."""
+    calls: list[int] = []
+
+    def detect(frame: int) -> list[Box]:
+        calls.append(frame)
+        return [_walker(frame), _wide(_walker(frame))]
+
+    def pose(frame: int, boxes: list[Box]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for box in boxes:
+            scores = np.full(K, 0.9)
+            if box.iou(_walker(frame)) < 0.9 and frame < whole_from:
+                scores[list(LABELLED_SLOTS[:len(LABELLED_SLOTS) - sure])] = 0.05  # the head first
+            out.append((_pose_in(_walker(frame)), scores))
+        return out
+
+    return Follower(detect, pose, redetect_every=5, min_confidence=0.3, frame_size=(400, 200)), calls
+
+
+def test_a_followed_box_holding_another_persons_whole_pose_is_dropped_and_the_detector_runs() -> None:
+    """A carried box that drifted onto a walker and grew (IoU under DUPLICATE_IOU): on frame 0 the
+    pass in it finds the walker's lower body only (not whole: kept as is), on frame 1 the walker whole."""
+    walker = _walker(0)
+    assert _wide(walker).iou(walker) < 0.5  # not a duplicate by overlap
+    follower, calls = _one_pose_follower(sure=8, whole_from=1)
+    assert follower(0) == [walker, _wide(walker)]
+    (box,) = follower(1)
+    assert box.iou(_walker(1)) > 0.9 and calls == [0, 1]  # the two met on one person: the detector looks again
+    a = _Followed(walker, _pose_in(walker), np.full(K, 0.9), 0.9)
+    b = _Followed(_wide(walker), _pose_in(walker), np.full(K, 0.9), 0.9)
+    assert same_pose(a, b) and same_pose(b, a)
+    b.kps[:, 0] += 0.5 * walker.w  # the same shape half the walker's width away: someone else
+    assert not same_pose(a, b)
+    b.kps[:, 0] -= 0.5 * walker.w
+    b.scores[list(LABELLED_SLOTS[:8])] = 0.05  # 7 of 15 sure: under WHOLE_POSE, not judged by its pose
+    assert not same_pose(a, b)

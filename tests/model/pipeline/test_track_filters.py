@@ -41,3 +41,28 @@ def test_a_partial_hit_whose_box_sticks_out_is_judged_by_its_joints() -> None:
     away.box = Box(310, 70, 120, 80)
     persons[4] = [*lasting, away]
     assert [p.track_id for p in drop_flicker(persons)[4]] == [0, 1]
+
+
+def _tracks(rider: dict[int, Box], rider_source: str = "detected", frames: int = 12) -> dict[int, list[Person]]:
+    """A walker detected on every frame (track 0) and a second track on the frames and boxes of `rider`
+    (confident, so only where it lies can drop it; its middle frame gap-filled)."""
+    persons = {f: [Person(track_id=0, box=Box(100 + 3 * f, 40, 60, 160), score=0.9, extra={"box_source": "detected"})]
+               for f in range(frames)}
+    middle = sorted(rider)[len(rider) // 2]
+    for f, box in rider.items():
+        source = "interpolated" if f == middle and rider_source == "detected" else rider_source
+        persons[f].append(Person(track_id=1, box=box, score=0.9, extra={"box_source": source}))
+    return persons
+
+
+def test_a_second_hit_lasting_a_few_frames_on_a_tracked_person_is_dropped() -> None:
+    # The upper half of the walker, boxed as a person of its own on frames 3-7 (seen on synthetic walks).
+    upper = {f: Box(105 + 3 * f, 45, 45, 80) for f in range(3, 8)}
+    assert all(1 not in {p.track_id for p in people} for people in drop_flicker(_tracks(upper)).values())
+    # Kept: the same track once beside the walker (a person crossing them), one labelled by a human, and
+    # one lying on the walker on every frame of the clip (someone in front of them throughout).
+    crossing = {**upper, 7: Box(300, 45, 45, 80)}
+    whole_clip = {f: Box(105 + 3 * f, 45, 45, 80) for f in range(12)}
+    for rider, source in ((crossing, "detected"), (upper, "human"), (whole_clip, "detected")):
+        persons = _tracks(rider, source)
+        assert drop_flicker(persons) == persons
