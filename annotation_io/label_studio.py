@@ -85,6 +85,15 @@ class _At:
             raise self.error(f"value.{bad[0]} must be a finite number, got {value.get(bad[0])!r}")
         return [float(value[key]) for key in keys]
 
+    def box(self) -> list[float]:
+        """x, y, width, height of a box (percent); a box without area is refused, not read as no person."""
+        x, y, w, h = self.numbers(*_BOX_KEYS)
+        for key, extent in (("width", w), ("height", h)):
+            if extent <= 0:
+                got = self.item["value"][key]
+                raise self.error(f"value.{key} must be positive, got {got!r}: a person box needs an area")
+        return [x, y, w, h]
+
     def label(self, key: str) -> str:
         labels = self.item["value"].get(key)
         if not isinstance(labels, list) or not labels or not isinstance(labels[0], str):
@@ -182,8 +191,8 @@ def results_to_persons(
         `image_size`).
 
     Raises:
-        AnnotationFormatError: a malformed item, a box without id, a parentID naming no region,
-            a joint twice in one person, or no original image size.
+        AnnotationFormatError: a malformed item, a box without id or without area, a parentID
+            naming no region, a joint twice in one person, or no original image size.
     """
     config = config or default_config()
     picked = _pick(results, config, source, strict=False)
@@ -203,7 +212,7 @@ def results_to_persons(
                 raise at.error(f"box label {at.label('rectanglelabels')!r} is not {config.person_label!r}")
             if at.item.get("id") is None or str(at.item["id"]) in boxes:
                 raise at.error("a person box needs an id of its own")
-            x, y, w, h = at.numbers(*_BOX_KEYS)
+            x, y, w, h = at.box()
             boxes[str(at.item["id"])] = (Box(x * sx, y * sy, w * sx, h * sy), at.item)
     keypoints: list[_Keypoint] = []
     tracks: dict[str, tuple[int | None, dict]] = {}
@@ -330,6 +339,11 @@ def persons_to_results(
     with_boxes = config.person_from_name is not None
     used = {p.region_id for p in persons if p.region_id}
     for i, p in enumerate(persons):
+        if p.box is not None and with_boxes and p.box.clip(w, h).area <= 0:
+            # Wholly outside the image (a box carried past the frame edge): it would go out with no area,
+            # a region Label Studio shows as a dot and the webhook refuses when submitted unchanged.
+            logger.debug("person %d: box %s lies outside the %dx%d image; not written", i, p.box, w, h)
+            continue
         box_id = p.region_id or f"{id_prefix or ''}p{i}"
         while not p.region_id and box_id in used:  # a new person beside regions kept from LS
             box_id += "_"
@@ -378,8 +392,8 @@ def validate_results(
 
     Raises:
         AnnotationFormatError: the first bad item: unknown from_name/to_name/type/label, geometry
-            outside 0..100 %, rotation, missing original_width/original_height, a parentID or
-            track result naming no region, or a track id that is not an integer.
+            outside 0..100 %, a box without area, rotation, missing original_width/original_height, a
+            parentID or track result naming no region, or a track id that is not an integer.
     """
     config = config or default_config()
     picked = _pick(results, config, source, strict=True)
@@ -401,8 +415,7 @@ def validate_results(
         if (label := at.label("rectanglelabels" if role == "box" else "keypointlabels")) not in known:
             expected = ", ".join(known)
             raise at.error(f"unknown label {label!r} for {at.item['from_name']!r} (expected: {expected})")
-        x, y = at.numbers("x", "y")
-        span_x, span_y = at.numbers("width", "height") if role == "box" else (0.0, 0.0)
+        x, y, span_x, span_y = at.box() if role == "box" else (*at.numbers("x", "y"), 0.0, 0.0)
         for name, start, span in (("x", x, span_x), ("y", y, span_y)):
             if not (-1e-6 <= start and span >= 0 and start + span <= 100 + 1e-6):
                 raise at.error(f"value.{name} = {start} (+ {span}) is outside 0..100 % of the image")

@@ -100,9 +100,11 @@ class BackendContext:
 
 
 def media_policy(settings: Settings) -> MediaPolicy:
-    """Where task images may come from: MEDIA_HOSTS, MEDIA_ROOTS, MAX_IMAGE_MB (`backend.ls.media`)."""
+    """Where task images may come from and how large they may be: MEDIA_HOSTS, MEDIA_ROOTS, MAX_IMAGE_MB,
+    MAX_IMAGE_MEGAPIXELS (`backend.ls.media`)."""
     return MediaPolicy(hosts=tuple(h.lower() for h in settings.media_hosts), roots=tuple(settings.media_roots),
-                       max_bytes=int(settings.max_image_mb * 1024 * 1024))  # fmt: skip
+                       max_bytes=int(settings.max_image_mb * 1024 * 1024),
+                       max_pixels=int(settings.max_image_megapixels * 1_000_000))  # fmt: skip
 
 
 def build_context(settings: Settings, *, runner: RunnerFactory | None = None,

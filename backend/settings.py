@@ -82,6 +82,8 @@ class Settings:
         media_roots: MEDIA_ROOTS, comma-separated local folders task images may be read from (default
             none: local paths and file:// URLs are refused).
         max_image_mb: MAX_IMAGE_MB (default 50): the largest task image read or downloaded.
+        max_image_megapixels: MAX_IMAGE_MEGAPIXELS (default 50): the most pixels a task image may
+            declare; checked in its header before decoding (a few-KB PNG can declare gigapixels).
         frame_cache_mb: FRAME_CACHE_MB (default 2048): the frame cache's size; least recently used
             files are evicted beyond it.
         event_workers: EVENT_WORKERS (default 2): threads processing webhook events (in-process runner).
@@ -114,6 +116,7 @@ class Settings:
     media_hosts: tuple[str, ...] = ()
     media_roots: tuple[Path, ...] = ()
     max_image_mb: float = 50.0
+    max_image_megapixels: float = 50.0
     frame_cache_mb: float = 2048.0
     event_workers: int = 2
     event_batch: int = 50
@@ -177,7 +180,8 @@ class Settings:
             raise SettingsError(f"EVENT_BACKLOG must be >= 0 (0 = off), got {self.event_backlog}")
         if not self.promote_margin >= 0:
             raise SettingsError(f"PROMOTE_MARGIN must be >= 0, got {self.promote_margin}")
-        for name in (*_LIMIT_FIELDS, "event_workers", "event_batch", "max_image_mb", "frame_cache_mb"):
+        for name in (*_LIMIT_FIELDS, "event_workers", "event_batch", "max_image_mb", "max_image_megapixels",
+                     "frame_cache_mb"):
             if not getattr(self, name) >= (0 if name == "coordinate_tolerance_pct" else 1):
                 raise SettingsError(f"{name.upper()} must be positive, got {getattr(self, name)}")
 
@@ -245,6 +249,7 @@ class Settings:
             media_roots=tuple(Path(r.strip()).expanduser() for r in env.get("MEDIA_ROOTS", "").split(",")
                               if r.strip()),  # fmt: skip
             max_image_mb=_number(env, "MAX_IMAGE_MB", 50.0, float),
+            max_image_megapixels=_number(env, "MAX_IMAGE_MEGAPIXELS", 50.0, float),
             frame_cache_mb=_number(env, "FRAME_CACHE_MB", 2048.0, float),
             event_workers=_number(env, "EVENT_WORKERS", 2, int),
             event_batch=_number(env, "EVENT_BATCH", 50, int),

@@ -15,13 +15,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
 import requests
+import urllib3
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ Json = dict[str, Any]
 REFRESH_MARGIN_S = 30.0
 # Characters of LS's reason text kept in a LabelStudioError.
 REASON_CHARS = 500
+# Bytes of a streamed error body read for its reason (the rest is never read).
+ERROR_BODY_BYTES = 64 * 1024
 _IDEMPOTENT = frozenset({"GET", "HEAD"})
 
 
@@ -89,12 +92,13 @@ def mask_secret(secret: str | None) -> str:
     return "***" if secret else "<none>"
 
 
-def _reason(resp: requests.Response) -> str:
-    """LS's explanation of an error response, on one line and truncated."""
+def _reason(resp: requests.Response, content: bytes | None = None) -> str:
+    """LS's explanation of an error response, on one line and truncated (from `content`, the start of a
+    streamed body, when given)."""
     try:
-        body = resp.json()
+        body = resp.json() if content is None else json.loads(content)
     except ValueError:
-        text = resp.text
+        text = resp.text if content is None else content.decode("utf-8", errors="replace")
     else:
         text = json.dumps(body)
         if isinstance(body, dict):  # LS 1.23: {"status_code", "detail", "validation_errors": {field: [msg]}}
@@ -102,6 +106,14 @@ def _reason(resp: requests.Response) -> str:
             text = ": ".join(p if isinstance(p, str) else json.dumps(p) for p in parts) or text
     text = " ".join(str(text).split()) or resp.reason or ""
     return text if len(text) <= REASON_CHARS else text[:REASON_CHARS] + "…"
+
+
+def _start_of(resp: requests.Response) -> bytes:
+    """The first ERROR_BODY_BYTES of a streamed body (what arrived, or nothing, when it breaks off)."""
+    try:
+        return resp.raw.read(ERROR_BODY_BYTES, decode_content=True)
+    except urllib3.exceptions.HTTPError:
+        return b""
 
 
 class LabelStudioClient:
@@ -200,6 +212,7 @@ class LabelStudioClient:
                 resp = self._session.request(method, url, headers=headers, **kwargs)
                 if resp.status_code == 401 and auth and self.kind == "personal":
                     logger.info("%s %s: 401, refreshing the access token once", method, path)
+                    resp.close()
                     headers = self._auth_header(force_refresh=True)
                     resp = self._session.request(method, url, headers=headers, **kwargs)
                 return resp
@@ -212,11 +225,12 @@ class LabelStudioClient:
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _check(self, resp: requests.Response, method: str, path: str) -> requests.Response:
-        """`resp` when it succeeded, else a LabelStudioError with LS's reason."""
+    def _check(self, resp: requests.Response, method: str, path: str,
+               content: bytes | None = None) -> requests.Response:  # fmt: skip
+        """`resp` when it succeeded, else a LabelStudioError with LS's reason (from `content` if given)."""
         if resp.status_code < 400:
             return resp
-        reason = self._scrub(_reason(resp))
+        reason = self._scrub(_reason(resp, content))
         hint = ""
         if resp.status_code == 401:
             hint = f" (token {mask_secret(self._key)}, {self.kind}: wrong, expired, or legacy tokens off)"
@@ -397,11 +411,16 @@ class LabelStudioClient:
             return urljoin(self.url + "/", url.lstrip("/")), True
         return url, parts.netloc == urlsplit(self.url).netloc
 
-    def download(self, url_or_path: str | Path, *, allow_redirects: bool = True) -> bytes:
+    def download(self, url_or_path: str | Path, *, allow_redirects: bool = True,
+                 read: Callable[[requests.Response], bytes] | None = None) -> bytes:  # fmt: skip
         """The bytes of a task's image: an LS-relative or http(s) URL, a file:// URL or a local path.
 
         A string is read as a local path when such a file exists and it does not start with
         "/data/"; otherwise a string starting with "/" is a URL relative to LS.
+
+        Args:
+            read: reads the body of the streamed response as it arrives (`MediaPolicy.read`: capped in
+                size and time); of an error body only ERROR_BODY_BYTES are read then. None: the whole body.
 
         Raises:
             LabelStudioError: the server answered an error status or could not be reached.
@@ -421,9 +440,10 @@ class LabelStudioClient:
         if not parts.scheme and not text.startswith("/"):
             raise FileNotFoundError(f"image file not found and not an LS URL: {text[:200]}")
         absolute, auth = self.resolve_url(text)
-        resp = self._check(self._send("GET", absolute, auth=auth, allow_redirects=allow_redirects), "GET",
-                           urlsplit(absolute).path)  # fmt: skip
-        if not allow_redirects and 300 <= resp.status_code < 400:
-            raise RedirectedError("GET", urlsplit(absolute).path, f"{resp.status_code}: redirected",
-                                  location=urljoin(absolute, resp.headers.get("Location", "")))  # fmt: skip
-        return resp.content
+        path, stream = urlsplit(absolute).path, read is not None
+        with self._send("GET", absolute, auth=auth, allow_redirects=allow_redirects, stream=stream) as resp:
+            self._check(resp, "GET", path, _start_of(resp) if stream and resp.status_code >= 400 else None)
+            if not allow_redirects and 300 <= resp.status_code < 400:
+                location = urljoin(absolute, resp.headers.get("Location", ""))
+                raise RedirectedError("GET", path, f"{resp.status_code}: redirected", location=location)
+            return read(resp) if read is not None else resp.content

@@ -4,7 +4,8 @@ Which URLs may be read is `backend.ls.media.MediaPolicy`'s decision: LS's media
 (`/data/local-files/?d=...`, `/data/upload/...`, LABEL_STUDIO_URL's host), hosts in MEDIA_HOSTS,
 files under MEDIA_ROOTS; anything else is refused with one message. LS URLs are downloaded through
 `backend.ls.client.LabelStudioClient.download` (auth header, token refresh; redirects followed only
-to allowed places) and cached on disk under FRAME_CACHE_DIR, keyed by the SHA-256 of the resolved
+to allowed places; capped in size and time while the body arrives, as downloads from MEDIA_HOSTS are)
+and cached on disk under FRAME_CACHE_DIR, keyed by the SHA-256 of the resolved
 URL, the least recently used files evicted beyond FRAME_CACHE_MB; local files are read in place.
 Only bytes that decode as an image are cached, so an error page never poisons the cache.
 
@@ -15,6 +16,7 @@ API key only ever travels in headers.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import threading
@@ -24,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
+import PIL.Image
 import requests
 
 from annotation_io.jsonio import atomic_open
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 DOWNLOAD_TIMEOUT_S = 10.0  # per attempt; LS gives /predict 100 s in all
 DOWNLOAD_RETRIES = 1
 MAX_REDIRECTS = 3
+MIN_IMAGE_SIDE = 2  # pixels; the backbones refuse thinner frames (model.backbones.blazepose.check_image)
 _SECRET_PARAMS = ("token", "key", "sig", "signature", "password", "secret", "credential", "auth", "access")
 
 
@@ -50,12 +54,16 @@ class ImageUnavailableError(Exception):
 def safe_url(url: str) -> str:
     """`url` without user-info and with secret-looking query values (token, signature, ...) masked."""
     text = str(url)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:  # "http://[::1", "http://h:99999/": it may still hold user-info; show none of it
+        return "(an unparsable URL)"
     if not parts.scheme and not parts.query:
         return text[:500]
     netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
+    if port is not None:
+        netloc = f"{netloc}:{port}"
     query = [(k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v)
              for k, v in parse_qsl(parts.query, keep_blank_values=True)]  # fmt: skip
     return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="/*")))[:500]
@@ -150,7 +158,7 @@ class FrameStore:
             raise ImageUnavailableError(url, str(exc)) from None
         if source == "local":
             try:
-                return _decode(self.policy.read_local(target), url)
+                return _decode(self.policy.read_local(target), url, self.policy.max_pixels)
             except OSError:
                 raise ImageUnavailableError(url, "cannot read the file") from None
             except MediaRefusedError as exc:
@@ -159,11 +167,11 @@ class FrameStore:
         cached = self.cache.read(absolute)
         if cached is not None:
             try:
-                return _decode(cached, url)
+                return _decode(cached, url, self.policy.max_pixels)
             except ImageUnavailableError:
                 pass
         data = self._download(url, source)
-        image = _decode(data, url)
+        image = _decode(data, url, self.policy.max_pixels)
         self.cache.write(absolute, data)
         return image
 
@@ -183,10 +191,7 @@ class FrameStore:
             client = self.access.client("frames")
             if client is None:
                 raise ImageUnavailableError(url, "downloading from Label Studio needs LABEL_STUDIO_API_KEY")
-            data = client.download(url, allow_redirects=False)
-            if len(data) > self.policy.max_bytes:
-                raise MediaRefusedError("larger than MAX_IMAGE_MB")
-            return data
+            return client.download(url, allow_redirects=False, read=self.policy.read)
         except RedirectedError as exc:
             try:
                 target = self.policy.classify(exc.location, self.access.url) if hops < MAX_REDIRECTS else None
@@ -260,10 +265,32 @@ class FrameCache:
         return total
 
 
-def _decode(data: bytes, url: str) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
+def _decode(data: bytes, url: str, max_pixels: int) -> np.ndarray:
+    """(H, W, 3) uint8 BGR image of `data`, whose declared size is checked before anything is decoded.
+
+    Raises:
+        ImageUnavailableError: not an image, larger than `max_pixels` (MAX_IMAGE_MEGAPIXELS) or smaller
+            than MIN_IMAGE_SIDE on a side.
+    """
+    not_an_image = ImageUnavailableError(url, f"the {len(data)} bytes are not a decodable image")
+    try:  # only the header is read: a few-KB PNG may declare 100000 x 100000 pixels (30 GB decoded)
+        with PIL.Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except PIL.Image.DecompressionBombError as exc:  # Pillow's own cap (179 megapixels) came first
+        raise ImageUnavailableError(url, str(exc)) from None
+    except (OSError, ValueError):  # PIL.UnidentifiedImageError is an OSError
+        raise not_an_image from None
+    if width * height > max_pixels:
+        raise ImageUnavailableError(url, f"{width}x{height} pixels is more than MAX_IMAGE_MEGAPIXELS "
+                                         f"({max_pixels / 1e6:g})")  # fmt: skip
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ImageUnavailableError(url, f"{width}x{height} pixels is too small to show a person")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
     if image is None:
-        raise ImageUnavailableError(url, f"the {len(data)} bytes are not a decodable image")
+        raise not_an_image
     return image
 
 

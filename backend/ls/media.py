@@ -8,12 +8,14 @@ A task's `data.image` comes from whoever can write tasks or call /predict, so it
   symbolic links cannot leave it).
 Everything else (other hosts, other schemes, other paths, other LS routes) is refused with one
 message that says nothing about the target (whether a file exists, its size). Downloads from listed
-hosts follow no redirects and are capped in size (MAX_IMAGE_MB) and time.
+hosts follow no redirects; they and Label Studio's are capped in size (MAX_IMAGE_MB) and time while
+they arrive.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import requests
+import urllib3
 
 REFUSED = "not a Label Studio media URL, nor on a host in MEDIA_HOSTS or a file under MEDIA_ROOTS"
 LS_MEDIA_PREFIXES = ("/data/local-files/", "/data/local-files?", "/data/upload/")
@@ -28,7 +31,8 @@ Source = Literal["local", "label_studio", "host"]
 
 
 class MediaRefusedError(Exception):
-    """A URL the media policy does not allow, or a download beyond its caps (the message reveals nothing)."""
+    """A URL the media policy does not allow, or a download beyond its caps or broken off (the message
+    reveals nothing)."""
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,14 @@ class MediaPolicy:
         hosts: MEDIA_HOSTS: "host" or "host:port" entries (lower case) fetched without the token.
         roots: MEDIA_ROOTS: local folders task images may be read from.
         max_bytes: MAX_IMAGE_MB in bytes: the largest image downloaded or read.
+        max_pixels: MAX_IMAGE_MEGAPIXELS in pixels: the most an image may declare (width x height).
         timeout_s: the most one download may take, all of it.
     """
 
     hosts: tuple[str, ...] = ()
     roots: tuple[Path, ...] = field(default=())
     max_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 50_000_000
     timeout_s: float = 10.0
 
     def classify(self, url: str, label_studio_url: str | None) -> tuple[Source, str]:
@@ -106,7 +112,16 @@ class MediaPolicy:
                 raise MediaRefusedError("redirects are not followed for task images")
             if resp.status_code >= 400:
                 raise MediaRefusedError(f"HTTP {resp.status_code}")
-            return self.capped(resp.iter_content(64 * 1024), deadline)
+            return self.capped(_arriving(resp), deadline)
+
+    def read(self, resp: requests.Response) -> bytes:
+        """The body of a streamed response (`stream=True`) as it arrives, within `max_bytes` and `timeout_s`
+        from now: Label Studio's own downloads (`LabelStudioClient.download(read=...)`).
+
+        Raises:
+            MediaRefusedError: too large, too slow, or broken off.
+        """
+        return self.capped(_arriving(resp), time.monotonic() + self.timeout_s)
 
     def capped(self, chunks: object, deadline: float) -> bytes:
         """Joins downloaded chunks, refusing more than `max_bytes` or reading past `deadline`."""
@@ -118,6 +133,16 @@ class MediaPolicy:
             if time.monotonic() > deadline:
                 raise MediaRefusedError(f"download took longer than {self.timeout_s:g} s")
         return bytes(out)
+
+
+def _arriving(resp: requests.Response) -> Iterator[bytes]:
+    """The body in the pieces the socket delivers: `iter_content(n)` waits for n bytes, so a server
+    sending a byte every few seconds would hold it (and the deadline check between chunks) for hours."""
+    try:
+        while chunk := resp.raw.read1(64 * 1024, decode_content=True):
+            yield chunk
+    except urllib3.exceptions.HTTPError as exc:  # raw reads bypass requests' own wrapping of these
+        raise MediaRefusedError(f"the download broke off ({type(exc).__name__})") from None
 
 
 def _netloc(parts: object) -> str:

@@ -11,19 +11,24 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_FILE = "train_config.json"
+# Bounds no real run comes near: a typo such as 100000000 epochs is refused at the request instead of
+# holding the project's training for years (a running job cannot be cancelled).
+INTEGER_RANGES = {"epochs": (1, 10_000), "batch_size": (1, 1024), "distance": (1, 100),
+                  "seed": (0, 2**32 - 1)}  # fmt: skip
+MAX_LR = 1.0
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Options of one fine-tuning run.
+    """Options of one fine-tuning run (integers within INTEGER_RANGES).
 
     Attributes:
-        epochs: passes over the training samples.
-        batch_size: samples per optimiser step.
-        lr: Adam learning rate (head parameters only).
+        epochs: passes over the training samples (at most 10,000).
+        batch_size: samples per optimiser step (at most 1024).
+        lr: Adam learning rate (head parameters only; at most MAX_LR).
         holdout_fraction: share of videos (or of the frame range of a single video) held out for the gate.
-        seed: seeds the split, the sample order and the augmentation.
-        distance: neighbour frame distance (1 as released).
+        seed: seeds the split, the sample order and the augmentation (0 to 2**32-1, numpy's range).
+        distance: neighbour frame distance (1 as released; at most 100).
         augment: flip / scale / rotation augmentation.
         amp: bfloat16 autocast for the head (2-3x faster on CPUs with AVX512-BF16 and recent GPUs).
         device: "cpu", "cuda", "cuda:N"; None: the service's DEVICE.
@@ -40,14 +45,19 @@ class FinetuneConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "distance"):
+        for name, (low, high) in INTEGER_RANGES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"train config '{name}' must be an integer >= 1, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"train config 'lr' must be a positive number, got {self.lr!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"train config '{name}' must be an integer from {low} to {high}, "
+                                 f"got {value!r}")  # fmt: skip
+        lr, number = self.lr, isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
+        if not (number and math.isfinite(lr) and 0 < lr <= MAX_LR):
+            raise ValueError(f"train config 'lr' must be a number above 0 and at most {MAX_LR:g}, got {lr!r}")
         if not (isinstance(self.holdout_fraction, (int, float)) and 0 < self.holdout_fraction < 1):
             raise ValueError(f"train config 'holdout_fraction' must be in (0, 1), got {self.holdout_fraction!r}")
+        for name in ("augment", "amp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"train config '{name}' must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, base: FinetuneConfig | None = None,

@@ -182,18 +182,32 @@ def task_regions(task: Mapping[str, Any], context: Mapping[str, Any] | None = No
 
     Returns:
         (result items, whether they are a submitted annotation), or None when there are none.
+
+    Raises:
+        AnnotationFormatError: `drafts`, `annotations` or one's `result` is not a list (never skipped:
+            the frame would be predicted as if it had no human labels).
     """
     if isinstance(context, Mapping) and isinstance(context.get("result"), list) and context["result"]:
         return list(context["result"]), False
 
     def usable(key: str) -> list[dict[str, Any]]:
         entries = task.get(key) or []
+        source = f"task {task.get('id')}"
+        if not isinstance(entries, list):
+            raise AnnotationFormatError(f"must be a list, got {type(entries).__name__}", source=source,
+                                        where=key)  # fmt: skip
+        for j, e in enumerate(entries):
+            result = e.get("result") if isinstance(e, dict) else None
+            if result is not None and not isinstance(result, list):
+                raise AnnotationFormatError(f"must be a list of region objects, got {type(result).__name__}",
+                                            source=source, where=f"{key}[{j}].result")  # fmt: skip
         return [e for e in entries if isinstance(e, dict) and isinstance(e.get("result"), list) and e["result"]
                 and not e.get("was_cancelled")]  # fmt: skip
 
-    if drafts := usable("drafts"):
+    drafts, annotations = usable("drafts"), usable("annotations")
+    if drafts:
         return list(_newest(drafts)["result"]), False
-    if annotations := usable("annotations"):
+    if annotations:
         return list(_newest(annotations)["result"]), True
     return None
 
@@ -202,7 +216,8 @@ def frame_item(task: Any, context: Mapping[str, Any] | None = None) -> FrameItem
     """Parses one LS task into a FrameItem.
 
     Raises:
-        AnnotationFormatError: not a frame task, or no integer id (names the task and the key).
+        AnnotationFormatError: not a frame task, no integer id, or drafts/annotations that are not lists
+            (names the task and the key).
     """
     frame = parse_task(task)
     if frame.task_id is None:

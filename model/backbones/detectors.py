@@ -361,6 +361,11 @@ def hog_people(frame_bgr: np.ndarray, max_people: int = 4) -> list[Box]:
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     small = cv2.resize(frame_bgr, None, fx=scale, fy=scale, interpolation=interpolation)
     hog = cv2.HOGDescriptor()
+    if small.shape[1] < hog.winSize[0] or small.shape[0] < hog.winSize[1]:
+        # Nobody fits the 64x128 window, and OpenCV 4.11's detectMultiScale corrupts memory on such
+        # images (segfault, "double free"), taking the whole server down: a 1920x60 strip, a 2x500 image.
+        logger.debug("frame %dx%d is smaller than HOG's window once scaled: not searched", width, height)
+        return []
     hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
     rects, weights = hog.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=1.05)
     order = np.argsort(-np.ravel(weights)) if len(rects) else []

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from annotation_io import posetrack
+from annotation_io.errors import AnnotationFormatError
 from annotation_io.evaluate import evaluate
 from annotation_io.types import Frame, Person, Video
 from model.bench.real_score import LIMB_SLOTS, RealScore, score_frame
@@ -70,7 +71,9 @@ def load_stills(root: Path) -> list[tuple[Video, np.ndarray]]:
     out = []
     for path in files:
         video = posetrack.load(path)
-        name = json.loads(path.read_text())["images"][0]["file_name"]
+        name = video.frames[0].file_name if video.frames else None
+        if not name:
+            raise AnnotationFormatError("names no image (a still is one frame with its file_name)", source=str(path))
         image = cv2.imread(str(root / name))
         if image is None:
             raise FileNotFoundError(f"cannot read the image {root / name} named by {path}")
@@ -179,7 +182,7 @@ def handle(args: argparse.Namespace) -> int:
         backbones = args.backbone or ("blazepose",)
         result = run_real_bench(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones)
         clips = run_real_clips(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones) if args.clips else []
-    except FileNotFoundError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: AnnotationFormatError, CheckpointError
         print(f"bench-real: {exc}")
         return 2
     if args.json:

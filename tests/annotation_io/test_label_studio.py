@@ -217,6 +217,17 @@ def test_geometry_is_clipped_to_the_image() -> None:
     ls.validate_results(items)
 
 
+def test_a_person_boxed_wholly_outside_the_image_is_not_written() -> None:
+    kps = np.zeros((17, 3))
+    kps[0] = (W + 30.0, 40.0, 2)
+    outside = Person(keypoints=kps, box=Box(W + 10, 10, 50, 50), track_id=3)
+    inside = Person(keypoints=kps.copy(), box=Box(10, 10, 50, 50), track_id=4)
+    items = ls.persons_to_results([outside, inside], W, H)
+    assert {i.get("parentID") for i in items if i["type"] == "keypointlabels"} == {"p1"}
+    assert all(i["id"].startswith("p1") for i in items)
+    ls.validate_results(items)  # no region without an area, which the webhook would refuse once submitted
+
+
 # ----------------------------------------------------------------------------- human annotations
 
 

@@ -188,3 +188,45 @@ def test_a_delete_overtaking_its_create_is_found_by_id(app_client: FlaskClient, 
     with session_scope(backend_app.extensions["dcpose"].sessions) as session:
         assert session.get(Annotation, 2500).deleted
         assert session.scalar(select(func.count()).select_from(DeletedAnnotation)) == 2000
+
+
+@pytest.mark.parametrize("field, value", [("width", 0.0), ("height", -5.0)])
+@pytest.mark.parametrize("with_keypoints", [False, True])
+def test_a_person_box_without_area_is_refused_not_dropped(app_client: FlaskClient, backend_app: Flask,
+                                                          synth_video: SynthVideo, field: str, value: float,
+                                                          with_keypoints: bool) -> None:  # fmt: skip
+    """On main, /predict answered 200 with an empty result and "its human labels hold no person" (boxes only),
+    or predicted around the box (with keypoints), and the webhook stored the box with its zero or negative
+    extent as a human label."""
+    result = [i for i in gt_results(synth_video, 1) if with_keypoints or i["type"] != "keypointlabels"]
+    box = next(i for i in result if i["type"] == "rectanglelabels")
+    box["value"][field] = value
+    task = synth_video.task(1, annotations=[{"id": 5, "result": result}])
+    resp = app_client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": [task]})
+    assert resp.status_code == 400, resp.json
+    assert f"value.{field} must be positive, got {value}" in resp.json["error"], resp.json
+    assert f"region id {box['id']!r}" in resp.json["error"] and "task 101" in resp.json["error"]
+    resp = app_client.post("/webhook", json=event("ANNOTATION_CREATED", 10, synth_video.task(1), result,
+                                                  "2026-03-01T10:00:00Z"))  # fmt: skip
+    assert resp.status_code == 400 and f"value.{field} must be positive" in resp.json["error"], resp.json
+    assert f"region id {box['id']!r}" in resp.json["error"]
+    drain(backend_app)
+    assert rows(backend_app, WebhookEvent) == 0 and rows(backend_app, Annotation) == 0
+
+
+@pytest.mark.parametrize("key", ["annotations", "drafts"])
+def test_a_result_that_is_not_a_list_is_refused_not_ignored(app_client: FlaskClient, synth_video: SynthVideo,
+                                                            key: str) -> None:  # fmt: skip
+    """On main, an annotation whose result was an object was skipped: /predict answered 200 as if the frame
+    had no human labels."""
+    regions = {item["id"]: item for item in gt_results(synth_video, 1)}
+    task = synth_video.task(1, **{key: [{"id": 5, "result": []}, {"id": 6, "result": regions}]})
+    resp = app_client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": [task]})
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"] == f"task 101: {key}[1].result: must be a list of region objects, got dict"
+    task = synth_video.task(1, **{key: {"result": list(regions.values())}})
+    resp = app_client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": [task]})
+    assert resp.status_code == 400 and resp.json["error"] == f"task 101: {key}: must be a list, got dict"
+    resp = app_client.post("/webhook", json=event("ANNOTATION_CREATED", 11, synth_video.task(1), regions,
+                                                  "2026-03-01T10:00:00Z"))  # fmt: skip
+    assert resp.status_code == 400 and "annotation.result must be a list" in resp.json["error"], resp.json

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 
 from backend.context import BackendContext
 from backend.db import versions
 from backend.db.session import session_scope
+from backend.db.tables import Job
 from backend.services.prediction import serving_model
 from backend.services.version_files import version_files
 from tests.backend.services.test_training import RELEASE, train_function  # noqa: F401  (pytest fixture)
@@ -20,7 +23,7 @@ def test_post_train_validates_queues_and_coalesces(app_client: FlaskClient, back
     for body, reason in ((None, "expected a JSON object"), ({}, "'project'"), ({"project": "x"}, "project must be"),
                          ({"project": 1, "config": [1]}, "'config' must be an object"),
                          ({"project": 1, "config": {"epoch": 1}}, r"unknown key\(s\) \['epoch'\]"),
-                         ({"project": 1, "config": {"lr": 0}}, "'lr' must be a positive number")):  # fmt: skip
+                         ({"project": 1, "config": {"lr": 0}}, "'lr' must be a number above 0")):  # fmt: skip
         resp = (
             app_client.post("/train", json=body) if body is not None else app_client.post("/train", data="x")
         )
@@ -38,6 +41,27 @@ def test_post_train_validates_queues_and_coalesces(app_client: FlaskClient, back
     done = app_client.get(f"/jobs/{job_id}").json
     assert (done["state"], done["kind"], done["trigger"]) == ("succeeded", "train", "api")
     assert done["result"] == {"project_id": 1, "config": {"epochs": 1}}
+
+
+@pytest.mark.parametrize("option, value, bound", [
+    ("epochs", 100_000_000, "from 1 to 10000"), ("epochs", 10_001, "from 1 to 10000"),
+    ("batch_size", 10**9, "from 1 to 1024"), ("distance", 10**6, "from 1 to 100"),
+    ("seed", -1, "from 0 to 4294967295"), ("seed", 2**64, "from 0 to 4294967295"),
+    ("seed", "7", "an integer"),
+    ("lr", 1e6, "at most 1"), ("augment", "no", "true or false"), ("amp", 1, "true or false"),
+])  # fmt: skip
+def test_post_train_refuses_unbounded_options(app_client: FlaskClient, backend_app: Flask, train_function: None,
+                                              option: str, value: object, bound: str) -> None:  # fmt: skip
+    """On main, {"epochs": 100000000} was queued (a job that cannot be cancelled, running for years), as
+    were a string seed and "augment": "no" (truthy), which failed or misbehaved only in the job."""
+    resp = app_client.post("/train", json={"project": 1, "config": {option: value}})
+    assert resp.status_code == 400, resp.json
+    assert f"'{option}' must be" in resp.json["error"] and bound in resp.json["error"], resp.json
+    with session_scope(backend_app.extensions["dcpose"].sessions) as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0, "nothing was queued"
+    largest = {"epochs": 10_000, "batch_size": 1024, "distance": 100, "seed": 2**32 - 1, "lr": 1.0}
+    config = {option: largest.get(option, False)}
+    assert app_client.post("/train", json={"project": 1, "config": config}).status_code == 202, config
 
 
 def make_version(ctx: BackendContext, name: str, *, project: int | None = 1, head: bool = True, curve: bool = True,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import http.server
+import struct
 import threading
+import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +113,155 @@ def test_frame_cache_is_an_lru_with_a_size_cap(host: str, tmp_path: Path) -> Non
         store.image(urls[0])  # kept warm: never the least recently used
     files = list((tmp_path / "cache").glob("??/*"))
     assert len(files) <= 3 and store.cache_path(urls[0]).is_file()
+
+
+def _png(width: int, height: int, rows: int | None = None) -> bytes:
+    """A grey PNG of zeros declaring `width` x `height` (only `rows` rows stored: the header is what counts)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = b"\0" * (width + 1)
+    idat = b"".join(packer.compress(row) for _ in range(height if rows is None else rows)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _predict_image(client: FlaskClient, synth_video: SynthVideo, image: str) -> tuple[int, dict]:
+    task = synth_video.task(1)
+    task["data"]["image"] = image
+    resp = client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": [task]})
+    return resp.status_code, resp.json
+
+
+def test_decompression_bombs_are_refused_from_their_header(app_client: FlaskClient, synth_video: SynthVideo,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    """On main, a 1 KB PNG declaring 100000x100000 got a 500 (cv2.error), and a 0.9 MB one declaring
+    30000x30000 was decoded: 4.5 GB of server memory and 30 s for one /predict."""
+    (tmp_path / "64mp.png").write_bytes(_png(8000, 8000))  # 64 KB on disk, 192 MB decoded
+    (tmp_path / "10gp.png").write_bytes(_png(100_000, 100_000, rows=4))
+    status, body = _predict_image(app_client, synth_video, str(tmp_path / "64mp.png"))
+    assert status == 422 and "8000x8000 pixels is more than MAX_IMAGE_MEGAPIXELS (50)" in body["error"], body
+    status, body = _predict_image(app_client, synth_video, str(tmp_path / "10gp.png"))
+    assert status == 422 and "decompression bomb" in body["error"], body
+    store = FrameStore(
+        tmp_path / "cache", LabelStudioAccess(), MediaPolicy(roots=(tmp_path,), max_pixels=70_000_000)
+    )
+    assert store.image(str(tmp_path / "64mp.png")).shape == (8000, 8000, 3)  # the cap is MAX_IMAGE_MEGAPIXELS
+
+
+def test_images_under_two_pixels_a_side_are_refused(app_client: FlaskClient, synth_video: SynthVideo,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    """On main, a 1x1 or 500x1 task image reached the person detector: HTTP 500 "frame_bgr is too small"."""
+    for height, width in ((1, 1), (1, 500), (500, 1)):
+        path = tmp_path / f"{width}x{height}.png"
+        cv2.imwrite(str(path), np.full((height, width, 3), 90, np.uint8))
+        status, body = _predict_image(app_client, synth_video, str(path))
+        assert status == 422 and f"{width}x{height} pixels is too small" in body["error"], body
+
+
+@pytest.mark.parametrize(
+    "image", ["http://[::1/a.jpg", "http://user:secret@host:99999/a.jpg", "http://h:x/a.jpg"]
+)
+def test_unparsable_urls_get_422_and_are_not_echoed(app_client: FlaskClient, synth_video: SynthVideo,
+                                                    image: str) -> None:  # fmt: skip
+    """On main, `safe_url` raised on these (invalid IPv6, port out of range): HTTP 500."""
+    status, body = _predict_image(app_client, synth_video, image)
+    assert status == 422 and REFUSED in body["error"], body
+    assert "secret" not in str(body)
+
+
+class _Drip(http.server.BaseHTTPRequestHandler):
+    """Sends a large image's headers, then a byte now and then, until the client hangs up."""
+
+    cut_short = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", "1000000")
+        self.end_headers()
+        try:
+            for _ in range(600):  # 60 s at most
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            _Drip.cut_short.set()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_host_dripping_bytes_is_cut_off_at_the_download_deadline(tmp_path: Path) -> None:
+    """On main, chunks of 64 KB were awaited whole: a byte every 0.1 s held /predict past LS's timeout."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        store = FrameStore(tmp_path / "cache", LabelStudioAccess(), MediaPolicy(hosts=(host,), timeout_s=1.0))
+        with pytest.raises(ImageUnavailableError, match="download took longer than 1 s"):
+            store.image(f"http://{host}/slow.jpg")
+        assert _Drip.cut_short.wait(30), "the download went on after its deadline"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Flood(http.server.BaseHTTPRequestHandler):
+    """Poses as Label Studio (or a media host): a 64 MB image or error page with no Content-Length, or a
+    body cut short; records how much of each flood it got to send."""
+
+    sent: dict[str, int] = {}
+    done = threading.Semaphore(0)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path.endswith("cut.jpg"):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(JPEG[:10])
+            return
+        self.send_response(404 if "missing" in self.path else 200)
+        self.end_headers()
+        _Flood.sent[self.path] = 0
+        try:
+            for _ in range(64):
+                self.wfile.write(b"\0" * (1024 * 1024))
+                _Flood.sent[self.path] += 1024 * 1024
+        except OSError:  # the client hung up
+            pass
+        finally:
+            _Flood.done.release()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_label_studio_downloads_are_capped_while_they_arrive(tmp_path: Path) -> None:
+    """On main, an image from Label Studio was read whole (64 MB here, any size there) before MAX_IMAGE_MB
+    was checked, and so was an error page; a body cut short from a MEDIA_HOSTS host got a 500."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flood)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    policy = MediaPolicy(max_bytes=1024 * 1024)
+    try:
+        access = LabelStudioAccess(f"http://{host}", "token-0123456789abcdef")
+        store = FrameStore(tmp_path / "cache", access, policy)
+        with pytest.raises(ImageUnavailableError, match="larger than MAX_IMAGE_MB"):
+            store.image("/data/upload/huge.jpg")
+        with pytest.raises(ImageUnavailableError, match="HTTP 404"):
+            store.image(f"http://{host}/data/upload/missing.jpg")
+        for _ in range(2):
+            assert _Flood.done.acquire(timeout=30), "the server is still sending"
+        assert _Flood.sent["/data/upload/huge.jpg"] < 16 * 1024 * 1024, _Flood.sent
+        assert _Flood.sent["/data/upload/missing.jpg"] < 16 * 1024 * 1024, _Flood.sent
+        with pytest.raises(ImageUnavailableError, match="broke off"):
+            store.image("/data/upload/cut.jpg")
+        media = FrameStore(tmp_path / "c2", LabelStudioAccess(), MediaPolicy(hosts=(host,)))
+        with pytest.raises(ImageUnavailableError, match="broke off"):
+            media.image(f"http://{host}/cut.jpg")
+        assert not list((tmp_path / "cache").glob("??/*")), "nothing was cached"
+    finally:
+        server.shutdown()
+        server.server_close()

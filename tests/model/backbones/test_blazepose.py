@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -316,3 +317,21 @@ def test_hog_fallback_and_empty_frame(backbone: BlazePoseBackbone) -> None:
         detect_people(grey, max_people=0, backbone=backbone)
     with pytest.raises(ValueError, match=r"frame_bgr must be an \(H, W, 3\)"):
         detect_people(grey[..., 0], backbone=backbone)
+
+
+def test_hog_on_frames_thinner_than_its_window_finds_nobody_without_crashing() -> None:
+    """On main, OpenCV's HOG segfaulted (or "double free") on an 800x40 frame: the server died with it.
+
+    Run in a child process, a few frames each: the corruption does not crash every single call.
+    """
+    code = (
+        "import numpy as np\n"
+        "from model.backbones.detectors import hog_people\n"
+        "rng = np.random.default_rng(0)\n"
+        "for h, w in [(40, 800), (60, 1920), (500, 2), (800, 3), (3, 800)] * 3:\n"
+        "    assert hog_people(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) == [], (h, w)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).resolve().parents[3])  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])

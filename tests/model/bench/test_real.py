@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -54,3 +55,23 @@ def test_command_benches_the_backbones_named(tmp_path: Path, capsys: pytest.Capt
     # hrnet_w48 needs its weights: it is benched through --checkpoint, not named by --backbone.
     assert main(["bench-real", "--backbone", "hrnet_w48"]) == 2
     assert "invalid choice: 'hrnet_w48'" in capsys.readouterr().err
+
+
+def test_command_reports_malformed_annotations_and_checkpoints(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """On main, these ended in a traceback (exit 1) instead of a message and exit 2."""
+    (tmp_path / "annotations" / "val").mkdir(parents=True)
+    bad = tmp_path / "annotations" / "val" / "a.json"
+    bad.write_text('{"images": [')
+    assert main(["bench-real", "--data", str(tmp_path)]) == 2
+    assert f"bench-real: {bad}: line 1 column 13: invalid JSON" in capsys.readouterr().out
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    bad.write_text('{"images": [], "annotations": [], "categories": []}')
+    assert main(["bench-real", "--data", str(tmp_path)]) == 2
+    assert f"bench-real: {bad}: names no image" in capsys.readouterr().out
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((48, 64, 3), 90, np.uint8))
+    bad.write_text('{"images": [{"id": 1, "file_name": "a.jpg", "frame_id": 1, "vid_id": "1", "nframes": 1,'
+                   ' "is_labeled": true}], "annotations": [], "categories": []}')  # fmt: skip
+    assert main(["bench-real", "--data", str(tmp_path), "--checkpoint", str(garbage)]) == 2
+    assert f"bench-real: {garbage}: cannot be read as a checkpoint" in capsys.readouterr().out
