@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 import requests
@@ -66,7 +66,9 @@ class MediaPolicy:
 
     def _classify(self, url: str, label_studio_url: str | None) -> tuple[Source, str]:
         parts = urlsplit(url)
-        if "\x00" in url:
+        if "\x00" in url or ".." in unquote(parts.path).split("/"):
+            # "/data/upload/../../api/..." passes for Label Studio media, and the HTTP client would
+            # fetch the API route it normalises to, with the token
             raise MediaRefusedError(REFUSED)
         if not parts.scheme and url.startswith(LS_MEDIA_PREFIXES):
             return "label_studio", url

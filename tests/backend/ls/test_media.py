@@ -58,7 +58,8 @@ def test_files_outside_the_roots_are_refused_without_a_hint(tmp_path: Path) -> N
     store = FrameStore(tmp_path / "cache", LabelStudioAccess(), MediaPolicy(roots=(root,)))
     messages = set()
     for url in ("file:///etc/passwd", "/etc/passwd", "/etc/no-such-file", f"{root}/../secret.txt", "a.jpg",
-                "ftp://127.0.0.1/a.jpg", "http://169.254.169.254/latest", "/api/projects", "gopher://x"):  # fmt: skip
+                "ftp://127.0.0.1/a.jpg", "http://169.254.169.254/latest", "/api/projects", "gopher://x",
+                "/data/upload/../../api/projects", "/data/upload/%2e%2e/%2E%2E/api/projects"):  # fmt: skip
         with pytest.raises(ImageUnavailableError) as err:
             store.image(url)
         messages.add(err.value.reason)
