@@ -23,7 +23,7 @@ from model.backbones.names import check_backbone_name
 logger = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
+DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d+)?")  # DEVICE and the train config's "device"
 _SECRET_FIELDS = ("label_studio_api_key", "basic_auth_pass")
 _URL_FIELDS = ("database_url", "redis_url")
 _LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
@@ -142,7 +142,7 @@ class Settings:
         Raises:
             SettingsError: the first bad value, naming its environment variable.
         """
-        if not _DEVICE.fullmatch(self.device):
+        if not DEVICE_PATTERN.fullmatch(self.device):
             raise SettingsError(f"DEVICE={self.device!r}: expected cpu, cuda, cuda:N or auto")
         try:
             check_backbone_name(self.backbone)

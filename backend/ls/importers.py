@@ -384,8 +384,18 @@ def _run(args: argparse.Namespace, importer: Callable[..., ImportSummary], sourc
     return 0
 
 
+def _missing_source(path: Path, what: str) -> bool:
+    """Prints an error and returns True when `path` does not exist (checked before any setting or request)."""
+    if path.exists():
+        return False
+    print(f"error: {what} not found: {path}", file=sys.stderr)
+    return True
+
+
 def run_import_video(args: argparse.Namespace) -> int:
     """`import-video` handler: returns the exit status."""
+    if _missing_source(args.video, "video file or frame folder"):
+        return 1
     root = _document_root(args.document_root)
     frames_root = args.frames_root or (root / "frames" if root is not None else None)
     if frames_root is None:
@@ -397,6 +407,8 @@ def run_import_video(args: argparse.Namespace) -> int:
 
 def run_import_posetrack(args: argparse.Namespace) -> int:
     """`import-posetrack` handler: returns the exit status."""
+    if _missing_source(args.dataset, "PoseTrack dataset folder"):
+        return 1
     return _run(args, import_posetrack, args.dataset, files=args.files or None)
 
 

@@ -13,4 +13,6 @@ Map:
 - `preannotate`: the bulk "preannotate" job pushing predictions into Label Studio.
 - `training_data`: a project's human-checked frames from the database.
 - `corrections`: prediction vs final annotation, joint by joint.
+- `ls_sync`: keeps Label Studio's project `model_version` (and the ML backend card's note) in step.
+- `status`: what the status page shows (serving versions, gate figures, jobs, acceptance).
 """

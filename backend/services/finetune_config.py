@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from backend.settings import DEVICE_PATTERN
+
 CONFIG_FILE = "train_config.json"
 # Bounds no real run comes near: a typo such as 100000000 epochs is refused at the request instead of
 # holding the project's training for years (a running job cannot be cancelled).
@@ -31,7 +33,7 @@ class FinetuneConfig:
         distance: neighbour frame distance (1 as released; at most 100).
         augment: flip / scale / rotation augmentation.
         amp: bfloat16 autocast for the head (2-3x faster on CPUs with AVX512-BF16 and recent GPUs).
-        device: "cpu", "cuda", "cuda:N"; None: the service's DEVICE.
+        device: "cpu", "cuda", "cuda:N" or "auto"; None: the service's DEVICE.
     """
 
     epochs: int = 10
@@ -58,6 +60,10 @@ class FinetuneConfig:
         for name in ("augment", "amp"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"train config '{name}' must be true or false, got {getattr(self, name)!r}")
+        # Checked here so that a typo ("tpu", "gpu") gets its 400 instead of a job failing in torch.
+        device = self.device
+        if device is not None and not (isinstance(device, str) and DEVICE_PATTERN.fullmatch(device)):
+            raise ValueError(f"train config 'device' must be cpu, cuda, cuda:N or auto, got {device!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, base: FinetuneConfig | None = None,

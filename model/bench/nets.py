@@ -303,7 +303,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--batch", type=int, default=1, help="crops / person-frames per call (default 1)")
-    parser.add_argument("--backbone", choices=sorted(BACKBONE_WIDTHS), default="hrnet_w48")
+    parser.add_argument("--backbone", choices=sorted(BACKBONE_WIDTHS), default="hrnet_w48",
+                        help="HRNet width to time (random weights; default hrnet_w48)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per section (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per section (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")

@@ -80,8 +80,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     """Adds the `propagation-overlay` command."""
     parser = subparsers.add_parser(name, help="draw a frame whose keypoints were carried from labels",
                                    description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="PNG to write")
-    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"PNG to write (default {DEFAULT_OUT})")
+    parser.add_argument("--seed", type=int, default=3, help="seed of the synthetic walk (default 3)")
     parser.set_defaults(handle=handle, log_level="WARNING")
 
 

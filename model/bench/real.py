@@ -162,7 +162,7 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     """Adds the `bench-real` command."""
     parser = subparsers.add_parser(name, help="recall, limb joints within 0.1 x box diagonal and AP on real stills",
                                    description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real-stills folder (PoseTrack 2018 layout)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real-stills folder (PoseTrack 2018 layout; default ../shared/data/real-stills)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet-W48 weights: also bench hrnet_w48")
     parser.add_argument("--backbone", action="append", choices=("blazepose", "yolo11_pose"), default=None,
                         help="backbone with its own weights to bench (repeatable; default blazepose)")

@@ -669,8 +669,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                                    description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)} (default all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the videos, the simulation and training (default 0)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (accuracy section)")
     parser.add_argument("--train-samples", type=int, default=None, help="training samples (accuracy section)")
     parser.add_argument("--test-videos", type=int, default=None,

@@ -62,7 +62,7 @@ def _torchvision_deform_conv2d() -> Callable[..., Tensor] | None:
             )
             _torchvision_op = False
         else:
-            logger.info("using torchvision.ops.deform_conv2d as the DCNv2 fast path")
+            logger.info("torchvision.ops.deform_conv2d available (impl='auto' uses it on CUDA, the pure-PyTorch DCNv2 on CPU)")
             _torchvision_op = op
     return _torchvision_op or None
 

@@ -49,17 +49,20 @@ def test_post_train_validates_queues_and_coalesces(app_client: FlaskClient, back
     ("seed", -1, "from 0 to 4294967295"), ("seed", 2**64, "from 0 to 4294967295"),
     ("seed", "7", "an integer"),
     ("lr", 1e6, "at most 1"), ("augment", "no", "true or false"), ("amp", 1, "true or false"),
+    ("device", "tpu", "cpu, cuda, cuda:N or auto"), ("device", 0, "cpu, cuda, cuda:N or auto"),
 ])  # fmt: skip
 def test_post_train_refuses_unbounded_options(app_client: FlaskClient, backend_app: Flask, train_function: None,
                                               option: str, value: object, bound: str) -> None:  # fmt: skip
     """On main, {"epochs": 100000000} was queued (a job that cannot be cancelled, running for years), as
-    were a string seed and "augment": "no" (truthy), which failed or misbehaved only in the job."""
+    were a string seed, "augment": "no" (truthy) and "device": "tpu", which failed or misbehaved only in
+    the job."""
     resp = app_client.post("/train", json={"project": 1, "config": {option: value}})
     assert resp.status_code == 400, resp.json
     assert f"'{option}' must be" in resp.json["error"] and bound in resp.json["error"], resp.json
     with session_scope(backend_app.extensions["dcpose"].sessions) as session:
         assert session.scalar(select(func.count()).select_from(Job)) == 0, "nothing was queued"
-    largest = {"epochs": 10_000, "batch_size": 1024, "distance": 100, "seed": 2**32 - 1, "lr": 1.0}
+    largest = {"epochs": 10_000, "batch_size": 1024, "distance": 100, "seed": 2**32 - 1, "lr": 1.0,
+               "device": "cpu"}  # fmt: skip
     config = {option: largest.get(option, False)}
     assert app_client.post("/train", json={"project": 1, "config": config}).status_code == 202, config
 

@@ -276,6 +276,22 @@ def test_cli_without_token_fails_with_a_clear_message(
     assert "LABEL_STUDIO_API_KEY" in capsys.readouterr().err
 
 
+def test_cli_names_a_missing_video_or_dataset_before_asking_for_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On main, a mistyped video path was answered "pass --frames-root or set
+    LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", which says nothing about the path."""
+    for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    for argv, what in ((["import-video", str(tmp_path / "typo.mp4")], "video file or frame folder"),
+                       (["import-posetrack", str(tmp_path / "nope")], "PoseTrack dataset folder")):  # fmt: skip
+        args = parser().parse_args([*argv, "--project", "1"])
+        assert args.func(args) == 1
+        err = capsys.readouterr().err
+        assert f"error: {what} not found: {argv[1]}" in err, err
+        assert "LABEL_STUDIO" not in err and "--frames-root" not in err, err
+
+
 # ----------------------------------------------------------------------------- real Label Studio
 
 
