@@ -52,6 +52,7 @@ from model.cli.predict_input import (
     parse_frames,
     select_frames,
 )
+from model.cli.render import VIDEO_SUFFIXES
 from model.pipeline.config import MODES
 
 if TYPE_CHECKING:
@@ -184,6 +185,9 @@ def run_predict(
         raise PredictInputError(f"--mode must be cached or exact, got {options.mode!r}")
     _check_device(options.device)
     _check_outputs([input_path, labels, options.checkpoint, options.head], [out_path, render])
+    if render is not None and Path(render).suffix.lower() not in VIDEO_SUFFIXES:
+        # checked now: OpenCV's writer fails only once the prediction has run
+        raise PredictInputError(f"--render {render}: give a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
     inp = load_input(input_path, labels=labels, use_labels=use_labels, images_root=images_root)
     predictor = None
     try:
@@ -237,7 +241,7 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                         help="where no label reaches, run the person detector every N frames and follow people "
                         "between (default 1: every frame, finds the most people; 10: 2.3x faster on one person)")
     parser.add_argument("--frames", type=str, help="frames a:b to predict (default all)")
-    parser.add_argument("--render", type=Path, help="also write an overlay video (mp4v) here")
+    parser.add_argument("--render", type=Path, help="also write an overlay video here (.mp4, .avi, .mov, .m4v or .mkv; mp4v codec)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details and tracebacks")
     parser.set_defaults(handle=handle, log_level="WARNING")

@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 FOURCC = "mp4v"
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".m4v", ".mkv")  # containers OpenCV writes FOURCC into
 _UNTRACKED_COLOUR = (200, 200, 200)
 _LABEL_RING = (255, 255, 255)
 

@@ -284,6 +284,20 @@ def test_video_file_with_labels_and_render(synth: Path, mp4: Path, tmp_path: Pat
         video.read(FRAMES - 1)
 
 
+def test_an_overlay_name_without_a_video_suffix_is_refused_before_predicting(synth: Path, mp4: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """On main, `--render overlay` ran the whole prediction, then failed to open OpenCV's writer."""
+    gt_path, sparse = _paths(synth)
+    out = tmp_path / "pred.json"
+    argv = [str(mp4), "--labels", str(sparse), "--out", str(out), "--render", str(tmp_path / "overlay"), "--no-progress"]
+    assert main(argv, predictor_factory=_sim(gt_path)) == 2
+    assert "give a video file name ending in .mp4" in capsys.readouterr().err
+    assert not out.exists()  # refused before the slow part
+    assert main([*argv[:-3], "--render", str(tmp_path / "overlay.MP4"), "--no-progress"],
+                predictor_factory=_sim(gt_path)) == 0  # fmt: skip
+    assert out.exists() and (tmp_path / "overlay.MP4").stat().st_size > 0
+
+
 def test_frames_option_predicts_only_those_frames(synth: Path, mp4: Path, tmp_path: Path) -> None:
     gt_path, sparse = _paths(synth)
     out, overlay = tmp_path / "pred.json", tmp_path / "o.mp4"
