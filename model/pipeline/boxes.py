@@ -9,18 +9,26 @@ from typing import Literal
 
 import numpy as np
 
+from annotation_io.skeletons import LABELLED_SLOTS
 from annotation_io.types import Box
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MIN_SCORE", "BoxSource", "TrackBox", "box_from_keypoints", "box_in_frame", "carry_with_keypoints",
-           "coast", "update_with_keypoints"]
+__all__ = ["MIN_SCORE", "TOP_JOINTS", "BoxSource", "TrackBox", "box_from_keypoints", "box_in_frame",
+           "carry_with_keypoints", "coast", "pose_confidence", "update_with_keypoints"]
 
 BoxSource = Literal["human", "interpolated", "carried", "detected"]
 KEYPOINT_MARGIN = 0.06  # joint box grows by this x its long side per side (fit on synthetic GT boxes)
 MIN_SCORE = 0.3  # joints below this confidence do not move or size boxes
+TOP_JOINTS = 10  # a pose's confidence: mean of the best 10 of the 15 labelled joints (robust to occlusion)
 MIN_VISIBLE = 0.25  # a box with less of its area inside the frame has left it
 _SCALE_LIMITS = (0.67, 1.5)  # most a box may grow or shrink in one carry step
+
+
+def pose_confidence(scores: np.ndarray) -> float:
+    """A pose's confidence: the mean of its best `TOP_JOINTS` labelled-joint scores."""
+    top = np.sort(np.asarray(scores, dtype=float)[list(LABELLED_SLOTS)])[::-1][:TOP_JOINTS]
+    return float(top.mean())
 
 
 @dataclass(frozen=True)

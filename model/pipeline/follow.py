@@ -10,7 +10,13 @@ import numpy as np
 
 from annotation_io.skeletons import LABELLED_SLOTS
 from annotation_io.types import Box
-from model.pipeline.boxes import MIN_SCORE, TrackBox, box_from_keypoints, update_with_keypoints
+from model.pipeline.boxes import (
+    MIN_SCORE,
+    TrackBox,
+    box_from_keypoints,
+    pose_confidence,
+    update_with_keypoints,
+)
 from model.pipeline.track_filters import overlap_of_smaller
 
 logger = logging.getLogger(__name__)
@@ -22,7 +28,6 @@ PoseFn = Callable[[int, list[Box]], list[tuple[np.ndarray, np.ndarray]]]  # (fra
 DUPLICATE_IOU = 0.5  # two followed boxes overlapping this much hold the same person
 REPLACE_IOU = 0.3  # a detection replaces the followed boxes it overlaps this much (a drifted box included)
 MAX_MISSES = 1  # a followed person no detection confirms at this many re-detections in a row is dropped
-TOP_JOINTS = 10  # confidence: mean of the best 10 of the 15 labelled joints (robust to occlusion)
 REFIT_IOU = 0.5  # a detected box overlapping the box of the whole pose found in it less than this is moved there
 WHOLE_POSE = 0.8  # share of the labelled joints scoring >= MIN_SCORE that makes a pose whole (`refit_box`)
 HEAD_SLOTS = (0, 1, 2, 5, 6)  # nose, head_bottom, head_top, shoulders: where a part and its person meet
@@ -30,12 +35,6 @@ PART_AREA = 0.5  # a part of a person (`part_of`) has a box under this x theirs 
 PART_INSIDE = 0.8  # ... with this share of it inside theirs ...
 SAME_HEAD = 0.1  # ... and its head and shoulders within this x its box diagonal of theirs
 SAME_POSE = 0.1  # two poses whose common sure joints lie within this x the smaller box diagonal are one person
-
-
-def pose_confidence(scores: np.ndarray) -> float:
-    """A pose's confidence: the mean of its best `TOP_JOINTS` labelled-joint scores."""
-    top = np.sort(np.asarray(scores, dtype=float)[list(LABELLED_SLOTS)])[::-1][:TOP_JOINTS]
-    return float(top.mean())
 
 
 @dataclass

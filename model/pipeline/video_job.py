@@ -24,7 +24,14 @@ from annotation_io.types import Box, Frame, Person, Video
 from annotation_io.video import FrameReader
 from model.backbones.base import Backbone
 from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
-from model.pipeline.boxes import TrackBox, box_from_keypoints, coast, update_with_keypoints
+from model.pipeline.boxes import (
+    TOP_JOINTS,
+    TrackBox,
+    box_from_keypoints,
+    coast,
+    pose_confidence,
+    update_with_keypoints,
+)
 from model.pipeline.config import InferConfig
 from model.pipeline.follow import Follower
 from model.pipeline.omissions import ONE_SIDE_REACH, left_out, off_frame
@@ -51,7 +58,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["TOP_JOINTS", "JobStages", "VideoJob", "assemble_output"]
 
-TOP_JOINTS = 10  # person score: mean of the best 10 of the 15 labelled joints (robust to occlusion)
 _FRAME_MEMORY = 8  # decoded frames kept while cropping (passes are sorted by frame)
 _GRAY_MEMORY = 64  # grey frames kept for label propagation
 _Key = tuple[int, CropGeometry]  # a backbone pass: (frame index, crop geometry)
@@ -161,8 +167,7 @@ def _keypoints(xy: np.ndarray, maxvals: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _person_score(scores: np.ndarray, box_score: float) -> float:
-    top = np.sort(scores[list(LABELLED_SLOTS)])[::-1][:TOP_JOINTS]
-    return float(box_score * top.mean())
+    return float(box_score * pose_confidence(scores))
 
 
 class VideoJob:

@@ -66,3 +66,15 @@ def test_a_second_hit_lasting_a_few_frames_on_a_tracked_person_is_dropped() -> N
     for rider, source in ((crossing, "detected"), (upper, "human"), (whole_clip, "detected")):
         persons = _tracks(rider, source)
         assert drop_flicker(persons) == persons
+
+
+def test_a_detected_box_holding_no_pose_is_dropped_even_on_one_frame() -> None:
+    def person(tid: int, joint_score: float, source: str = "detected") -> Person:
+        return Person(track_id=tid, box=Box(40 * tid, 0, 30, 60), scores=np.full(17, joint_score), score=0.5,
+                      extra={"box_source": source})  # fmt: skip
+
+    # One frame (a Label Studio task): too few frames to judge tracks, but a box holding no pose is junk.
+    frame = [person(0, 0.9), person(1, 0.08), person(2, 0.25), person(3, 0.08, "human"), person(4, 0.08, "interpolated")]
+    assert [p.track_id for p in drop_flicker({0: frame})[0]] == [0, 2, 3, 4]
+    lasting = {f: [person(0, 0.9), person(1, 0.05 if f == 3 else 0.9)] for f in range(8)}
+    assert [len(people) for people in drop_flicker(lasting).values()] == [2, 2, 2, 1, 2, 2, 2, 2]
