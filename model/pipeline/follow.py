@@ -58,8 +58,9 @@ class Follower:
     moves with the joints. The full detector runs on the first frame of a run, every `redetect_every`
     frames, and whenever a followed pose's confidence drops below `min_confidence` or two followed
     boxes meet on one person, by overlap or by holding one pose (`same_pose`); that person is then
-    dropped (one who is still there is found again by the detector). A detected box that misses the whole, sure pose found in it is moved onto that pose
-    (`refit_box`), and a person boxed by their head and shoulders alone is dropped (`part_of`).
+    dropped (one who is still there is found again by the detector). A detected box that misses the
+    whole, sure pose found in it is moved onto that pose (`refit_box`), and a person boxed by their
+    head and shoulders alone is dropped (`part_of`).
     Detections replace followed boxes that overlap them (IoU >= `REPLACE_IOU`); a followed person no
     detection confirms at `MAX_MISSES` re-detections in a row is dropped (a box that drifted off its
     person would otherwise become a false person: 7 on a 3-person synthetic walk with 2); `plan_boxes`

@@ -24,14 +24,7 @@ from annotation_io.types import Box, Frame, Person, Video
 from annotation_io.video import FrameReader
 from model.backbones.base import Backbone
 from model.heatmaps import TARGET_SIGMA, decode_to_frame, render_gaussians
-from model.pipeline.boxes import (
-    TOP_JOINTS,
-    TrackBox,
-    box_from_keypoints,
-    coast,
-    pose_confidence,
-    update_with_keypoints,
-)
+from model.pipeline.boxes import TrackBox, box_from_keypoints, coast, pose_confidence, update_with_keypoints
 from model.pipeline.config import InferConfig
 from model.pipeline.follow import Follower
 from model.pipeline.omissions import ONE_SIDE_REACH, left_out, off_frame
@@ -56,7 +49,7 @@ from model.transforms import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TOP_JOINTS", "JobStages", "VideoJob", "assemble_output"]
+__all__ = ["JobStages", "VideoJob", "assemble_output"]
 
 _FRAME_MEMORY = 8  # decoded frames kept while cropping (passes are sorted by frame)
 _GRAY_MEMORY = 64  # grey frames kept for label propagation
