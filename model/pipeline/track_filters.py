@@ -62,10 +62,7 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
     drop = {t for t in candidates if float(np.mean(scores[t])) < min_score}
     for people in persons.values():
         for p in (p for p in people if p.track_id in candidates):
-            joints = p.keypoint_box() or p.box  # where its pose lies; its box reaches past the joints
-            if joints is not None and any(
-                    q.track_id not in candidates and q.box is not None and overlap_of_smaller(joints, q.box) >= DUPLICATE_OVERLAP
-                    for q in people):
+            if any(q.track_id not in candidates and _lies_on_box(p, q.box) for q in people):
                 drop.add(p.track_id)
     drop |= _riders(persons)
     if drop:
@@ -88,6 +85,14 @@ def _empty(p: Person) -> bool:
     return pose_confidence(p.scores) < EMPTY_POSE
 
 
+def _lies_on_box(p: Person, box: Box | None) -> bool:
+    """Whether `p`'s joints (its box when it has none) lie on `box`, `DUPLICATE_OVERLAP` of the smaller
+    box: the joints, as a detected box reaches past them to hands, feet and head top, and a partial
+    hit's box can stick out of the person it sits on."""
+    joints = p.keypoint_box() or p.box
+    return box is not None and joints is not None and overlap_of_smaller(joints, box) >= DUPLICATE_OVERLAP
+
+
 def _lies_on(p: Person, q: Person) -> bool:
     """On a request too short to judge tracks (one Label Studio task): whether `p` is a detected box
     whose joints lie on `q`'s box (`DUPLICATE_OVERLAP` of the smaller box) and whose person score is
@@ -98,11 +103,9 @@ def _lies_on(p: Person, q: Person) -> bool:
     shrunken pose in it scored 0.31 against his 0.49. Two players in one tackle scored 0.44 and 0.45, and
     so stay.
     """
-    if q is p or p.extra.get("box_source") != "detected" or q.box is None:
+    if q is p or p.extra.get("box_source") != "detected":
         return False
-    joints = p.keypoint_box() or p.box
-    return (joints is not None and (p.score or 0.0) < LOWER_SCORE * (q.score or 0.0)
-            and overlap_of_smaller(joints, q.box) >= DUPLICATE_OVERLAP)
+    return (p.score or 0.0) < LOWER_SCORE * (q.score or 0.0) and _lies_on_box(p, q.box)
 
 
 def _riders(persons: dict[int, list[Person]]) -> set[int]:
@@ -127,9 +130,8 @@ def _riders(persons: dict[int, list[Person]]) -> set[int]:
         first = min(frames[t])
         for u in {q.track_id for q in persons[first]} - {t, None}:
             under = frames[u]
-            if len(under) > len(frames[t]) and all(
-                    f in under and under[f].box is not None and (joints := p.keypoint_box() or p.box) is not None
-                    and overlap_of_smaller(joints, under[f].box) >= DUPLICATE_OVERLAP for f, p in frames[t].items()):
+            if len(under) > len(frames[t]) and all(f in under and _lies_on_box(p, under[f].box)
+                                                   for f, p in frames[t].items()):
                 out.add(t)
                 break
     return out
