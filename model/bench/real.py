@@ -38,7 +38,7 @@ from annotation_io.types import Frame, Person, Video
 from model.bench.real_score import LIMB_SLOTS, RealScore, score_frame
 
 if TYPE_CHECKING:
-    from model.bench.real_clips import ClipRow
+    from model.bench.real_clips import ClipRow, FollowRow
 
 logger = logging.getLogger(__name__)
 
@@ -133,13 +133,17 @@ def run_real_bench(root: Path, *, checkpoint: Path | None = None,
 
 
 def run_real_clips(root: Path, *, checkpoint: Path | None = None, backbones: Sequence[str] = ("blazepose",),
-                   spacings: Sequence[int] = (4, 8)) -> list[ClipRow]:
-    """`model.bench.real_clips` rows for each backbone (as `run_real_bench`) and label spacing."""
-    from model.bench.real_clips import run_clip_bench
+                   spacings: Sequence[int] = (4, 8)) -> tuple[list[ClipRow], list[FollowRow]]:
+    """`model.bench.real_clips` rows for each backbone (as `run_real_bench`) and label spacing, and each
+    backbone's row with no labels."""
+    from model.bench.real_clips import run_clip_bench, run_follow_bench
 
     stills = load_stills(root)
-    return [row for predictor in _predictors(backbones, checkpoint) for every in spacings
-            for row in run_clip_bench(predictor, stills, every)]
+    rows, follow = [], []
+    for predictor in _predictors(backbones, checkpoint):
+        rows += [row for every in spacings for row in run_clip_bench(predictor, stills, every)]
+        follow.append(run_follow_bench(predictor, stills))
+    return rows, follow
 
 
 def format_result(result: dict[str, dict[str, RealScore]]) -> str:
@@ -167,7 +171,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--backbone", action="append", choices=("blazepose", "yolo11_pose"), default=None,
                         help="backbone with its own weights to bench (repeatable; default blazepose)")
     parser.add_argument("--clips", action="store_true",
-                        help="also score label propagation on the stills filmed by a moving camera "
+                        help="also score the stills filmed by a moving camera, with labels every 4 and 8 "
+                             "frames (label propagation) and with none (detection and following) "
                              "(model.bench.real_clips; a few minutes)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.set_defaults(handle=handle, log_level="WARNING")
@@ -181,7 +186,8 @@ def handle(args: argparse.Namespace) -> int:
     try:
         backbones = args.backbone or ("blazepose",)
         result = run_real_bench(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones)
-        clips = run_real_clips(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones) if args.clips else []
+        clips, follow = (run_real_clips(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones)
+                         if args.clips else ([], []))
     except (OSError, ValueError) as exc:  # ValueError: AnnotationFormatError, CheckpointError
         print(f"bench-real: {exc}")
         return 2
@@ -189,12 +195,15 @@ def handle(args: argparse.Namespace) -> int:
         out: dict[str, Any] = {v: {m: asdict(s) for m, s in modes.items()} for v, modes in result.items()}
         if clips:
             out["clips"] = [asdict(row) for row in clips]
+            out["clips_no_labels"] = [asdict(row) for row in follow]
         print(json.dumps(out, indent=2))
     else:
         print(format_result(result))
         if clips:
-            from model.bench.real_clips import format_clips
+            from model.bench.real_clips import format_clips, format_follow
 
             print()
             print(format_clips(clips))
+            print()
+            print(format_follow(follow))
     return 0

@@ -33,7 +33,8 @@ from model.bench.real_score import RealScore, score_frame
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClipRow", "camera_clip", "format_clips", "run_clip_bench"]
+__all__ = ["ClipRow", "FollowRow", "camera_clip", "format_clips", "format_follow", "run_clip_bench",
+           "run_follow_bench"]
 
 CLIP_FRAMES = 16
 WINDOW = 0.85  # the camera sees this share of the photograph's width and height
@@ -55,6 +56,18 @@ class ClipRow:
     joints: int
     map: float
     within_pckh: float  # predicted joints within PCKh@0.5 of the truth, %: the rest are to move or delete
+
+
+@dataclass
+class FollowRow:
+    """One backbone on the clips with no labels at all: the person detector and following alone."""
+
+    backbone: str
+    found: int  # person-frames on which a prediction places at least half of the person's limb joints
+    found_any: int  # ... at least one of them
+    person_frames: int  # annotated person-frames
+    predictions: int  # predicted person-frames (unannotated bystanders count here too)
+    tracks: int  # predicted track ids, over all clips
 
 
 class ClipReader:
@@ -161,4 +174,30 @@ def format_clips(rows: list[ClipRow]) -> str:
     lines += [f"| {r.backbone} | {r.label_every} | {r.variant} | {r.within:.1f}% ({r.joints} joints) | {r.map:.1f} "
               f"| {r.within_pckh:.1f}% |"
               for r in rows]
+    return "\n".join(lines)
+
+
+def run_follow_bench(predictor: Any, stills: list[tuple[Video, np.ndarray]],
+                     num_frames: int = CLIP_FRAMES) -> FollowRow:
+    """The clips of `stills` predicted with no labels (people found by the detector and followed): how
+    many annotated person-frames are found, as `model.bench.real_score.score_frame` matches them."""
+    total, tracks = RealScore(), 0
+    for gt, image in stills:
+        clip, reader = camera_clip(gt, image, num_frames)
+        template = replace(clip, frames=[Frame(f.index, [], False) for f in clip.frames])
+        out = {f.index: f for f in predictor.predict_video(template, None, reader=reader).frames}
+        for frame in clip.frames:
+            total.add(score_frame(frame, out.get(frame.index)))
+        tracks += len({p.track_id for f in out.values() for p in f.persons})
+    logger.info("clips, no labels: %d/%d person-frames found", total.found_half, total.people)
+    return FollowRow(predictor.version, total.found_half, total.found, total.people, total.predictions, tracks)
+
+
+def format_follow(rows: list[FollowRow]) -> str:
+    """The no-label figures as a Markdown table."""
+    lines = [f"No labels ({CLIP_FRAMES}-frame clips, every frame; people found by the detector and followed):", "",
+             "| backbone | person-frames found (>= half / >= 1 limb joint) | predicted person-frames | track ids |",
+             "|---|---|---|---|"]
+    lines += [f"| {r.backbone} | {r.found}/{r.person_frames} / {r.found_any}/{r.person_frames} | {r.predictions} "
+              f"| {r.tracks} |" for r in rows]
     return "\n".join(lines)

@@ -28,6 +28,8 @@ PoseFn = Callable[[int, list[Box]], list[tuple[np.ndarray, np.ndarray]]]  # (fra
 DUPLICATE_IOU = 0.5  # two followed boxes overlapping this much hold the same person
 REPLACE_IOU = 0.3  # a detection replaces the followed boxes it overlaps this much (a drifted box included)
 MAX_MISSES = 1  # a followed person no detection confirms at this many re-detections in a row is dropped
+MAX_UNSEEN = 15  # detecting on every frame, a person the detector misses is followed for at most this many frames
+MIN_SEEN = 3  # ... once it has found them on this many frames in a row, each box on the last (DUPLICATE_IOU)
 REFIT_IOU = 0.5  # a detected box overlapping the box of the whole pose found in it less than this is moved there
 WHOLE_POSE = 0.8  # share of the labelled joints scoring >= MIN_SCORE that makes a pose whole (`refit_box`)
 HEAD_SLOTS = (0, 1, 2, 5, 6)  # nose, head_bottom, head_top, shoulders: where a part and its person meet
@@ -45,8 +47,9 @@ class _Followed:
     kps: np.ndarray
     scores: np.ndarray
     confidence: float
-    misses: int = 0  # re-detections in a row that did not find this person
+    misses: int = 0  # re-detections in a row that did not find this person (detecting on every frame: frames)
     carried: bool = False  # followed from the previous frame (not detected on this one)
+    seen: int = 1  # frames on which the detector found this person, each box on the last (following between)
 
 
 class Follower:
@@ -68,6 +71,14 @@ class Follower:
     ids are given by `plan_boxes` (IoU with the previous frame's boxes), which carried boxes match by
     construction.
 
+    With `redetect_every` 1 (the default) the detector runs on every frame, and a person of the previous
+    frame whom no detection covers is followed onto the frame as above, once the detector has found them
+    on `MIN_SEEN` frames in a row (a stray hit is not followed) and for at most `MAX_UNSEEN` frames in a
+    row; duplicates and parts go as above, detections first. Those boxes are listed in `unseen`:
+    `plan_boxes` replaces the ones that lie between two detections of their track by the interpolation,
+    which fits better, and keeps the others, where the detector has lost someone who is still there (a
+    person cut by the frame's edge, seen by a panning camera).
+
     Args:
         detect: frame index -> person boxes (the full detector).
         pose: (frame, boxes) -> (K, 3) keypoints and (K,) scores in frame pixels, one pair per box.
@@ -88,11 +99,13 @@ class Follower:
         self.detections = 0  # full detector runs
         self.followed = 0  # boxes carried
         self.refits = 0  # detected boxes moved onto the pose found in them
+        self.unseen: set[tuple[int, Box]] = set()  # (frame, box) of people followed where the detector missed them
 
     def __call__(self, frame: int) -> list[Box]:
-        # redetect_every 1: the detector alone on every frame, nobody carried (the behaviour before following)
-        adjacent = self.redetect_every > 1 and self.last is not None and abs(frame - self.last) == 1
-        carried, lost = self._carry(frame) if adjacent else ([], False)
+        adjacent = self.last is not None and abs(frame - self.last) == 1
+        if self.redetect_every == 1:
+            return self._detect_and_follow_missed(frame, adjacent)
+        carried, lost = self._carry(frame, self.people) if adjacent else ([], False)
         distinct = _without_duplicates(carried)
         lost |= len(distinct) < len(carried)  # two followed boxes met on one person: look again
         carried = distinct
@@ -104,19 +117,35 @@ class Follower:
         self.people = _without_duplicates(carried)
         return [p.box for p in self.people]
 
-    def _carry(self, frame: int) -> tuple[list[_Followed], bool]:
-        """The people of the last frame moved onto `frame`; True when one was lost on the way."""
-        if not self.people:
+    def _detect_and_follow_missed(self, frame: int, adjacent: bool) -> list[Box]:
+        """The detector on `frame`, plus the people of the last frame it misses, followed onto `frame`
+        (at most `MAX_UNSEEN` frames in a row; one whose pose is lost or met by another's is dropped)."""
+        self.last = frame
+        found = self._detections(frame)
+        prev = self.people if adjacent else []
+        for i, d in enumerate(found):
+            before = [p.seen for p in prev if p.box.iou(d.box) >= DUPLICATE_IOU]  # the same box, steadily
+            found[i] = replace(d, seen=1 + max(before, default=0))
+        missed = [p for p in prev if p.seen >= MIN_SEEN and p.misses < MAX_UNSEEN
+                  and all(p.box.iou(d.box) < REPLACE_IOU for d in found)]
+        carried, _ = self._carry(frame, missed)
+        self.people = _without_duplicates(found + [replace(c, misses=c.misses + 1) for c in carried])
+        self.unseen.update((frame, p.box) for p in self.people if p.carried)
+        return [p.box for p in self.people]
+
+    def _carry(self, frame: int, people: list[_Followed]) -> tuple[list[_Followed], bool]:
+        """`people` of the last frame moved onto `frame`; True when one was lost on the way."""
+        if not people:
             return [], False
         out, lost = [], False
-        for prev, (kps, scores) in zip(self.people, self.pose(frame, [p.box for p in self.people])):
+        for prev, (kps, scores) in zip(people, self.pose(frame, [p.box for p in people])):
             moved = update_with_keypoints(TrackBox(0, prev.box, "carried", 1.0), prev.kps, kps,
                                           prev_scores=prev.scores, new_scores=scores, frame_size=self.frame_size)
             confidence = pose_confidence(scores)
             if moved is None or confidence < self.min_confidence:
                 lost = True  # left the frame or unsure: the detector looks again here
                 continue
-            out.append(_Followed(moved.box, kps, scores, confidence, prev.misses, carried=True))
+            out.append(_Followed(moved.box, kps, scores, confidence, prev.misses, carried=True, seen=prev.seen))
         self.followed += len(out)
         return out, lost
 
@@ -133,16 +162,20 @@ class Follower:
 
     def _with_detections(self, frame: int, carried: list[_Followed]) -> list[_Followed]:
         """Detections on `frame` (with their poses), plus the followed people none of them covers."""
+        found = self._detections(frame)
+        kept = [replace(c, misses=c.misses + 1) for c in carried if all(c.box.iou(d.box) < REPLACE_IOU for d in found)]
+        kept = [c for c in kept if c.misses < MAX_MISSES]  # a box that drifted off its person goes in time
+        return found + kept
+
+    def _detections(self, frame: int) -> list[_Followed]:
+        """The detector's people on `frame`, with their poses (`_refit`)."""
         boxes = self.detect(frame)
         if not isinstance(boxes, list) or not all(isinstance(b, Box) for b in boxes):
             raise TypeError(f"detector({frame}) must return a list of Box, got {type(boxes).__name__}")
         self.detections += 1
         found = [_Followed(b, kps, scores, pose_confidence(scores))
                  for b, (kps, scores) in zip(boxes, self.pose(frame, boxes) if boxes else [])]
-        found = self._refit(frame, found)
-        kept = [replace(c, misses=c.misses + 1) for c in carried if all(c.box.iou(d.box) < REPLACE_IOU for d in found)]
-        kept = [c for c in kept if c.misses < MAX_MISSES]  # a box that drifted off its person goes in time
-        return found + kept
+        return self._refit(frame, found)
 
 
 def refit_box(box: Box, kps: np.ndarray, scores: np.ndarray) -> Box | None:

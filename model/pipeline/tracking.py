@@ -104,15 +104,17 @@ class _Memo:
         dx, dy = self.velocity * (frame - self.frame)
         return Box(self.box.x + dx, self.box.y + dy, self.box.w, self.box.h)
 
-    def update(self, frame: int, box: Box) -> None:
-        step = (np.array(box.center) - np.array(self.box.center)) / (frame - self.frame)
-        self.velocity = step if self.velocity is None else 0.5 * self.velocity + 0.5 * step
+    def update(self, frame: int, box: Box, *, move: bool = True) -> None:
+        """The track's box on `frame`; with `move`, its velocity too."""
+        if move:
+            step = (np.array(box.center) - np.array(self.box.center)) / (frame - self.frame)
+            self.velocity = step if self.velocity is None else 0.5 * self.velocity + 0.5 * step
         self.frame, self.box = frame, box
 
 
-def _remember(memory: dict[int, _Memo], track_id: int, frame: int, box: Box) -> None:
+def _remember(memory: dict[int, _Memo], track_id: int, frame: int, box: Box, *, move: bool = True) -> None:
     if track_id in memory:
-        memory[track_id].update(frame, box)
+        memory[track_id].update(frame, box, move=move)
     else:
         memory[track_id] = _Memo(frame, box)
 
@@ -337,6 +339,7 @@ def _detect(
     """Fills detector frames run by run, continuing the label-derived tracks beside each run: forward
     from the frame before it, or backward from the frame after it when only that one has tracks;
     tracks found only on the far side are candidates too."""
+    unseen = getattr(detector, "unseen", set())  # boxes a Follower carried where the detector missed them
     for run in _runs(todo, wanted):
         order, step = run, 1
         if not labels.plan(run[0] - 1) and labels.plan(run[-1] + 1):
@@ -358,28 +361,36 @@ def _detect(
             assigned = assign_tracks(prev, boxes, next_id=labels.next_id, iou_threshold=iou_threshold)
             for tb in assigned:
                 labels.next_id = max(labels.next_id, tb.track_id + 1)
-                _remember(memory, tb.track_id, f, tb.box)
+                # a followed box moves the track, but its velocity stays the detections' (a pass on a
+                # person being crossed can slide; the detection after must still match the track)
+                _remember(memory, tb.track_id, f, tb.box, move=(f, tb.box) not in unseen)
             plans[f] = sorted(assigned, key=lambda t: t.track_id)
-        _fill_gaps(plans, run)
+        _fill_gaps(plans, run, unseen)
 
 
-def _fill_gaps(plans: dict[int, list[TrackBox]], run: list[int]) -> None:
+def _fill_gaps(plans: dict[int, list[TrackBox]], run: list[int], unseen: set[tuple[int, Box]] = frozenset()) -> None:
     """Detector gaps inside a track are filled by interpolation.
 
     A track detected on frames a < b of the run but missed on run frames between them gets boxes
     interpolated linearly between its boxes on a and b (source "interpolated", score 0.8 x the
     detected score): the detector missed a person who is still there (blur, an odd pose). Only tracks
     detected on more than `SHORT_TRACK` frames are filled: filling between two stray detections would
-    spread a false person over the frames between them (seen on a synthetic walk).
+    spread a false person over the frames between them (seen on a synthetic walk). Boxes in `unseen`
+    (frame, box) are people a `Follower` followed where the detector missed them: they are not
+    detections, and between two detections of their track the interpolation replaces them.
     """
     seen: dict[int, dict[int, Box]] = {}
     for f in run:
         for tb in plans.get(f, []):
-            seen.setdefault(tb.track_id, {})[f] = tb.box
+            if (f, tb.box) not in unseen:
+                seen.setdefault(tb.track_id, {})[f] = tb.box
     for tid, boxes in seen.items():
         if len(boxes) <= SHORT_TRACK:
             continue
         frames = sorted(boxes)
+        for f in run:  # followed between two of its detections: the interpolation is surer
+            if frames[0] < f < frames[-1] and f not in boxes:
+                plans[f] = [tb for tb in plans.get(f, []) if tb.track_id != tid]
         for a, b in zip(frames, frames[1:]):
             for f in (g for g in run if a < g < b):
                 w = (f - a) / (b - a)

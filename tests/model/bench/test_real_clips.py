@@ -10,7 +10,14 @@ import pytest
 
 from annotation_io.types import Video
 from model.bench.real import load_stills
-from model.bench.real_clips import CLIP_FRAMES, WINDOW, camera_clip, camera_matrix, run_clip_bench
+from model.bench.real_clips import (
+    CLIP_FRAMES,
+    WINDOW,
+    camera_clip,
+    camera_matrix,
+    run_clip_bench,
+    run_follow_bench,
+)
 from model.cli.main import main
 from model.pipeline.propagation import propagate
 
@@ -107,3 +114,17 @@ def test_on_real_pixels_the_cold_start_carries_the_labels_and_leaves_out_what_th
 def test_command_takes_the_clips_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench-real", "--data", str(tmp_path), "--clips"]) == 2
     assert "no annotations/val/*.json" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_with_no_labels_a_person_on_every_frame_of_a_real_clip_is_found_on_each_with_no_false_people() -> None:
+    from model.pipeline.predictor import Predictor
+
+    skier = [_still("coco_000000000785")]
+    predictor = Predictor.create("blazepose")
+    try:
+        row = run_follow_bench(predictor, skier, num_frames=40)
+    finally:
+        predictor.close()
+    assert row.person_frames == 40 and row.found == 40  # at least half of the limb joints right on each
+    assert row.predictions == 40 and row.tracks == 1  # nobody else, one id

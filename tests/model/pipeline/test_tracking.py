@@ -14,6 +14,7 @@ from annotation_io.synth import generate, sparsify
 from annotation_io.types import Box, Frame, Person, Video
 from model.pipeline.assignment import hungarian, iou_matrix
 from model.pipeline.boxes import TrackBox, box_from_keypoints, carry_with_keypoints, update_with_keypoints
+from model.pipeline.follow import Follower
 from model.pipeline.tracking import assign_tracks, plan_boxes
 
 FRAMES, EVERY, SIZE = 40, 8, (160, 120)
@@ -414,3 +415,33 @@ def test_a_missed_detection_keeps_one_id() -> None:
         assert tb.source == ("interpolated" if f in (5, 6) else "detected")
         np.testing.assert_allclose(tb.box.xyxy, walker(f).xyxy, atol=1e-6)
 
+
+
+def test_people_followed_inside_a_track_are_interpolated_and_followed_past_its_last_detection() -> None:
+    video = Video("walk", 14, width=640, height=480)
+
+    def walker(f: int) -> Box:
+        return Box(50.0 + 20 * f, 100.0, 80.0, 200.0)
+
+    def pose(f: int, boxes: list[Box]) -> list[tuple[np.ndarray, np.ndarray]]:
+        # the pass finds the walker 6 px low: a followed box drifts where a detection would not
+        kps = np.zeros((17, 3))
+        b = walker(f)
+        kps[:, 0] = b.x + b.w * np.linspace(0.1, 0.9, 17)
+        kps[:, 1] = b.y + 6.0 + b.h * np.linspace(0.05, 0.95, 17)
+        kps[:, 2] = 2.0
+        return [(kps.copy(), np.full(17, 0.9)) for _ in boxes]
+
+    missed = {5, 6, 11, 12, 13}
+    follower = Follower(lambda f: [] if f in missed else [walker(f)], pose, redetect_every=1, min_confidence=0.3,
+                        frame_size=(640, 480))
+    plan = plan_boxes(video, None, range(14), detector=follower)
+    assert {f for f, _ in follower.unseen} == missed
+    assert len({tb.track_id for f in range(14) for tb in plan[f]}) == 1
+    for f in range(14):
+        (tb,) = plan[f]
+        if f in (5, 6):  # between two detections: interpolated, exactly on the walker
+            assert tb.source == "interpolated"
+            np.testing.assert_allclose(tb.box.xyxy, walker(f).xyxy, atol=1e-6)
+        else:  # detected, or followed past the last detection
+            assert tb.source == "detected" and tb.box.iou(walker(f)) > 0.8, f
