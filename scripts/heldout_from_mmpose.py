@@ -48,6 +48,7 @@ MPII_TO_POSETRACK = {0: 16, 1: 14, 2: 12, 3: 11, 4: 13, 5: 15, 8: 1, 9: 2, 10: 1
                      14: 7, 15: 9}  # pelvis (6) and thorax (7) have no slot
 AIC_TO_POSETRACK = {0: 6, 1: 8, 2: 10, 3: 5, 4: 7, 5: 9, 6: 12, 7: 14, 8: 16, 9: 11, 10: 13, 11: 15, 12: 2, 13: 1}
 COCO_TO_POSETRACK = {0: 0, **{i: i for i in range(5, 17)}}  # eyes and ears: the stills leave them out
+OUTPUT_NAMES = {"annotations", "images"}  # what a run writes: only such a folder is replaced
 
 
 class SourceError(Exception):
@@ -144,7 +145,9 @@ def convert(mmpose: Path, out: Path) -> tuple[int, int, int]:
     if not data.is_dir():
         raise SourceError(f"{mmpose} has no tests/data folder (pass a checkout of open-mmlab/mmpose)")
     if out.exists():
-        shutil.rmtree(out)
+        if not out.is_dir() or {p.name for p in out.iterdir()} - OUTPUT_NAMES:
+            raise SourceError(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
+        shutil.rmtree(out)  # an earlier run's annotations/ and images/ only
     images = people = joints = 0
     for name, path, persons in sources(data):
         persons = [p for p in persons if (p.keypoints[list(LIMB_SLOTS), 2] > 0).any()]
@@ -166,12 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.heldout_from_mmpose",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--mmpose", type=Path, required=True, help="a checkout of open-mmlab/mmpose")
-    parser.add_argument("--out", type=Path, required=True, help="folder to write (replaced if it exists)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder to write: new, empty, or an earlier run's output (which is replaced)")
     args = parser.parse_args(argv)
     try:
         images, people, joints = convert(args.mmpose, args.out)
     except (SourceError, KeyError, IndexError, TypeError, ValueError) as exc:
-        print(f"error: {exc!r}" if not isinstance(exc, SourceError) else f"error: {exc}", file=sys.stderr)
+        why = str(exc) if isinstance(exc, SourceError) else f"an annotation file is not in the expected format ({exc!r})"
+        print(f"error: {why}", file=sys.stderr)
         return 1
     print(f"{images} images, {people} people, {joints} annotated limb joints -> {args.out}")
     return 0

@@ -107,3 +107,19 @@ def test_a_missing_annotation_file_is_named(mmpose: Path, tmp_path: Path, capsys
     (mmpose / "tests" / "data" / "mpii" / "test_mpii.json").unlink()
     assert main(["--mmpose", str(mmpose), "--out", str(tmp_path / "out")]) == 1
     assert "test_mpii.json is missing" in capsys.readouterr().err
+
+
+def test_an_earlier_output_is_replaced_and_any_other_folder_is_left_alone(mmpose: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "heldout"
+    assert main(["--mmpose", str(mmpose), "--out", str(out)]) == 0
+    stale = out / "annotations" / "val" / "gone.json"
+    stale.write_text("{}")
+    assert main(["--mmpose", str(mmpose), "--out", str(out)]) == 0
+    assert not stale.exists() and len(list((out / "annotations" / "val").iterdir())) == 4
+    mine = tmp_path / "work"
+    (mine / "images").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["--mmpose", str(mmpose), "--out", str(mine)]) == 1
+    assert "holds more than an earlier run's output" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep me"
