@@ -25,6 +25,7 @@ these files compares between runs on these files only. People with no annotated 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -37,8 +38,8 @@ import numpy as np
 
 from annotation_io import posetrack
 from annotation_io.types import Box, Frame, Person, Video
+from model.bench.real_score import LIMB_SLOTS
 
-LIMB_SLOTS = range(5, 17)  # shoulders .. ankles, as `model.bench.real_score` counts them
 HEAD_PROXY = 0.15  # the real stills' head box: a square of this x the person box height, top centre
 MPII_BOX_MARGIN = 0.1  # an MPII person box: the joints' extent grown by this x its size on each side
 
@@ -88,6 +89,7 @@ def _read_json(path: Path) -> Any:
         raise SourceError(f"{path} is not JSON: {exc}") from exc
 
 
+@functools.cache  # an MPII image is measured for its box, then again when copied
 def _image_size(path: Path) -> tuple[int, int]:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
@@ -150,7 +152,8 @@ def convert(mmpose: Path, out: Path) -> tuple[int, int, int]:
         shutil.rmtree(out)  # an earlier run's annotations/ and images/ only
     images = people = joints = 0
     for name, path, persons in sources(data):
-        persons = [p for p in persons if (p.keypoints[list(LIMB_SLOTS), 2] > 0).any()]
+        limbs = {id(p): int((p.keypoints[LIMB_SLOTS, 2] > 0).sum()) for p in persons}
+        persons = [p for p in persons if limbs[id(p)]]
         width, height = _image_size(path)
         target = out / "images" / "val" / name / "000000.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +164,7 @@ def convert(mmpose: Path, out: Path) -> tuple[int, int, int]:
         posetrack.dump_2018(video, out / "annotations" / "val" / f"{name}.json")
         images += 1
         people += len(persons)
-        joints += sum(int((p.keypoints[list(LIMB_SLOTS), 2] > 0).sum()) for p in persons)
+        joints += sum(limbs[id(p)] for p in persons)
     return images, people, joints
 
 
