@@ -51,12 +51,20 @@ def create_app(settings: Settings | None = None, *, predictor_factory: Predictor
     app.extensions[CONTEXT_KEY] = ctx
     register_error_handlers(app)
     app.before_request(_basic_auth(settings))
+    app.before_request(_refuse_nul)
     for module in (protocol, jobs, versions, status):
         app.register_blueprint(module.blueprint)
     scheduler = start_scheduler(ctx)
     if scheduler is not None:
         app.extensions[SCHEDULER_KEY] = scheduler
     return app
+
+
+def _refuse_nul() -> None:
+    """A before-request hook refusing NUL (%00) in the path or the query: job ids, version names and filters are
+    compared with text columns, which PostgreSQL refuses it in (a 500 otherwise)."""
+    if "\x00" in request.path or any("\x00" in k + v for k, v in request.args.items(multi=True)):
+        raise ApiError(400, "the URL path and query must not contain NUL (%00)")
 
 
 def _basic_auth(settings: Settings) -> Callable[[], None]:

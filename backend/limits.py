@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_ID = 2**63 - 1  # ids are stored as 64-bit integers (BIGINT on PostgreSQL)
+MAX_TEXT_CHARS = 512  # a video_id or project title (VARCHAR(512) on PostgreSQL)
 PERSON_TYPES = frozenset({"rectanglelabels", "rectangle"})
 KEYPOINT_TYPES = frozenset({"keypointlabels", "keypoint"})
 _PERCENT_FIELDS = ("x", "y", "width", "height")
@@ -34,7 +35,7 @@ class Limits:
         max_keypoints_per_annotation: MAX_KEYPOINTS_PER_ANNOTATION: keypoints in one result.
         max_persons_per_task: MAX_PERSONS_PER_TASK: boxes over all results a task carries.
         max_keypoints_per_task: MAX_KEYPOINTS_PER_TASK: keypoints over all results a task carries.
-        max_predict_tasks: MAX_PREDICT_TASKS: tasks in one /predict.
+        max_predict_tasks: MAX_PREDICT_TASKS: tasks in one /predict, task ids in one /preannotate.
         max_json_depth: MAX_JSON_DEPTH: nesting of a request body.
         coordinate_tolerance_pct: COORDINATE_TOLERANCE_PCT: how far (in percent of the image)
             a region may reach outside the image before it is refused.
@@ -107,6 +108,33 @@ def check_depth(value: Any, *, max_depth: int) -> None:
                 stack.append((child, depth + 1))
 
 
+def check_text(value: Any) -> None:
+    """Refuses strings (keys included) that no database stores as text: JSON's escapes can spell a lone UTF-16
+    surrogate ("\\ud800"), which parses but cannot be encoded as UTF-8, and NUL ("\\u0000"), which PostgreSQL
+    text refuses.
+
+    Raises:
+        LimitError: the first such string, naming where it is.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():  # the key is popped (checked) before anything under it names it
+                stack.append((child, f"{where}.{key}" if where else str(key)))
+                stack.append((key, f"a key in {where or 'the body'}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise LimitError(f"{where}: strings must not contain NUL (\\u0000), got {_short(item)}")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise LimitError(f"{where}: strings must be valid Unicode, got {_short(item)} "
+                                 "(a lone UTF-16 surrogate)") from None  # fmt: skip
+
+
 def finite_float(text: str) -> float:
     """`json.loads(..., parse_float=finite_float)`: a JSON number that overflows to infinity is refused.
 
@@ -120,11 +148,15 @@ def finite_float(text: str) -> float:
 
 
 def check_frame_fields(data: Mapping[str, Any], limits: Limits, where: str) -> None:
-    """Refuses a task's `nframes` / `frame_index` beyond MAX_VIDEO_FRAMES (other checks are the converter's).
+    """Refuses a task's `nframes` / `frame_index` beyond MAX_VIDEO_FRAMES and a `video_id` longer than
+    MAX_TEXT_CHARS (other checks are the converter's).
 
     Raises:
         LimitError: a value over the limit.
     """
+    video_id = data.get("video_id")
+    if isinstance(video_id, (str, int)) and len(str(video_id)) > MAX_TEXT_CHARS:  # stored as str(video_id)
+        raise LimitError(f"{where}.video_id is {len(str(video_id))} characters long; at most {MAX_TEXT_CHARS}")
     for key in ("nframes", "frame_index"):
         value = data.get(key)
         number = _number(value)

@@ -3,7 +3,7 @@
 Every variable has an embedded default, so `python -m backend` starts with no environment at all
 (SQLite in ./data, BlazePose, CPU). `Settings.from_env()` validates everything up front and names
 the variable at fault; its repr masks the secrets (API key, basic-auth password, passwords inside
-DATABASE_URL and REDIS_URL).
+DATABASE_URL, REDIS_URL and LABEL_STUDIO_URL).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d+)?")  # DEVICE and the train config's "device"
 _SECRET_FIELDS = ("label_studio_api_key", "basic_auth_pass")
-_URL_FIELDS = ("database_url", "redis_url")
+_URL_FIELDS = ("database_url", "redis_url", "label_studio_url")
 _LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
 
 
@@ -40,9 +40,7 @@ def mask_url_password(url: str | None) -> str | None:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # as given: parts.port raises on a port out of range
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
@@ -161,7 +159,9 @@ class Settings:
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
         if self.label_studio_url and urlsplit(self.label_studio_url).scheme not in ("http", "https"):
-            raise SettingsError(f"LABEL_STUDIO_URL={self.label_studio_url!r}: expected http(s)://host:port")
+            raise SettingsError(
+                f"LABEL_STUDIO_URL={mask_url_password(self.label_studio_url)!r}: expected http(s)://host:port"
+            )
         if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             raise SettingsError(
                 f"REDIS_URL={mask_url_password(self.redis_url)!r}: expected redis://host:port/db"

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from annotation_io.errors import AnnotationFormatError
 from backend.context import NoRunnerError
@@ -78,6 +78,11 @@ def register_error_handlers(app: Flask) -> None:
         resp.set_data(json.dumps({"error": exc.description or exc.name}))
         resp.content_type = "application/json"
         return resp
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge) -> Any:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return error_response(413, f"the request body is larger than MAX_REQUEST_MB ({limit / 2**20:g} MB)")
 
     def _typed(exc: Exception) -> Any:
         status = next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app, request
 
-from backend.limits import LimitError, check_depth, finite_float, parse_id
+from backend.limits import LimitError, check_depth, check_text, finite_float, parse_id
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
 
 CONTEXT_KEY = "dcpose"  # app.extensions[CONTEXT_KEY] is the BackendContext
+# JSON's spelling of NUL or of a UTF-16 surrogate (\ud800-\udfff): only a UTF-8 body holding one of them
+# can hold a string that `check_text` refuses (raw NUL and encoded surrogates do not parse)
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 class RequestFormatError(ValueError):
@@ -29,9 +33,12 @@ def json_body() -> dict[str, Any]:
 
     Raises:
         RequestFormatError: empty, malformed, or not an object. (Beyond MAX_REQUEST_MB: 413.)
-        LimitError: nested deeper than MAX_JSON_DEPTH, or NaN / Infinity / a number beyond float range.
+        LimitError: nested deeper than MAX_JSON_DEPTH, NaN / Infinity / a number beyond float range, or a
+            string no database stores as text (a lone UTF-16 surrogate, NUL).
     """
     raw = request.get_data(cache=True)  # raises 413 beyond MAX_REQUEST_MB
+    if request.max_content_length is not None and len(raw) >= request.max_content_length:
+        request.stream.read(1)  # a streamed (chunked) body stops at the limit without a word: reading on raises 413
     if not raw:
         raise RequestFormatError("empty request body; expected a JSON object")
     depth = current_context().settings.max_json_depth
@@ -46,6 +53,8 @@ def json_body() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RequestFormatError(f"expected a JSON object, got {type(data).__name__}")
     check_depth(data, max_depth=depth)  # finite numbers: the parser refused the others
+    if _SUSPECT_ESCAPE.search(raw) or json.detect_encoding(raw) != "utf-8":
+        check_text(data)
     return data
 
 

@@ -20,7 +20,7 @@ from backend.db.session import session_scope
 from backend.db.tables import Job
 from backend.http.errors import ApiError
 from backend.http.inputs import current_context, json_body, query_int, required_project
-from backend.limits import LimitError, parse_id
+from backend.limits import MAX_TEXT_CHARS, LimitError, parse_id
 from backend.services import preannotate as preannotate_service
 from backend.services.status import job_fraction
 
@@ -46,6 +46,10 @@ def _task_ids(tasks: Any) -> list[int] | None:
         return None
     if not isinstance(tasks, list) or not tasks:
         raise ApiError(400, "'tasks' must be a non-empty list of task ids (or tasks with 'id')")
+    limit = current_context().settings.max_predict_tasks  # the ids travel with the job: /jobs shows them
+    if len(tasks) > limit:
+        raise ApiError(400, f"'tasks': {len(tasks)} task ids exceed MAX_PREDICT_TASKS={limit}; pre-annotate a "
+                            "whole video ('video_id') or project instead")  # fmt: skip
     try:
         return [parse_id(t.get("id") if isinstance(t, dict) else t, f"tasks[{i}]") for i, t in enumerate(tasks)]
     except LimitError as exc:
@@ -59,6 +63,8 @@ def preannotate() -> Any:
     video_id = body.get("video_id")
     if video_id is not None and (isinstance(video_id, bool) or not isinstance(video_id, (str, int))):
         raise ApiError(400, f"'video_id' must be a string, got {video_id!r}")
+    if video_id is not None and len(str(video_id)) > MAX_TEXT_CHARS:  # it travels with the job: /jobs shows it
+        raise ApiError(400, f"'video_id' is {len(str(video_id))} characters long; at most {MAX_TEXT_CHARS}")
     job_id = preannotate_service.submit_preannotate(
         current_context(), project_id, trigger="api", video_id=None if video_id is None else str(video_id),
         task_ids=_task_ids(body.get("tasks")), force=bool(body.get("force", False)),

@@ -24,6 +24,8 @@ from urllib.request import url2pathname
 import requests
 import urllib3
 
+from backend.settings import mask_url_password
+
 logger = logging.getLogger(__name__)
 
 TokenKind = Literal["legacy", "personal"]
@@ -87,6 +89,14 @@ def token_kind(key: str) -> TokenKind:
     return "personal" if jwt_claims(key) is not None else "legacy"
 
 
+def shown_url(url: str | None) -> str:
+    """`url` as messages show it: the password of its user-info part (http://user:pass@host) masked."""
+    try:
+        return mask_url_password(url) or ""
+    except ValueError:  # an unparsable port or host
+        return "(an unparsable URL)"
+
+
 def mask_secret(secret: str | None) -> str:
     """A loggable stand-in for a secret: nothing of it (no prefix, no length), only whether one is set."""
     return "***" if secret else "<none>"
@@ -134,10 +144,11 @@ class LabelStudioClient:
     def __init__(self, url: str, api_key: str, *, timeout: float = 30, retries: int = 3, backoff: float = 0.5,
                  session: requests.Session | None = None) -> None:  # fmt: skip
         if urlsplit(url or "").scheme not in ("http", "https") or not urlsplit(url).netloc:
-            raise ValueError(f"Label Studio url must look like http://host:port, got {url!r}")
+            raise ValueError(f"Label Studio url must look like http://host:port, got {shown_url(url)!r}")
         if not api_key or not api_key.strip():
             raise ValueError("Label Studio api_key is empty (set LABEL_STUDIO_API_KEY)")
         self.url = url.rstrip("/")
+        self._shown_url = shown_url(self.url)  # what messages and the repr name: no password
         self.timeout, self.retries, self.backoff = timeout, max(int(retries), 0), backoff
         self._key = api_key.strip()
         self.kind: TokenKind = token_kind(self._key)
@@ -147,7 +158,7 @@ class LabelStudioClient:
         self._session = session or requests.Session()
 
     def __repr__(self) -> str:
-        return f"LabelStudioClient(url={self.url!r}, token={mask_secret(self._key)}, kind={self.kind!r})"
+        return f"LabelStudioClient(url={self._shown_url!r}, token={mask_secret(self._key)}, kind={self.kind!r})"
 
     def close(self) -> None:
         self._session.close()
@@ -173,7 +184,7 @@ class LabelStudioClient:
         try:
             resp = self._session.post(self.url + path, json={"refresh": self._key}, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise LabelStudioError("POST", path, f"cannot reach {self.url}: {type(exc).__name__}") from None
+            raise LabelStudioError("POST", path, f"cannot reach {self._shown_url}: {type(exc).__name__}") from None
         if resp.status_code != 200:
             reason = self._scrub(_reason(resp))
             message = f"{resp.status_code}: personal access token {mask_secret(self._key)} was refused"
@@ -218,7 +229,7 @@ class LabelStudioClient:
                 return resp
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt + 1 >= attempts:
-                    message = f"cannot reach {self.url} after {attempts} attempt(s): {type(exc).__name__}"
+                    message = f"cannot reach {self._shown_url} after {attempts} attempt(s): {type(exc).__name__}"
                     raise LabelStudioError(method, path, message) from None
                 delay = self.backoff * 2**attempt
                 logger.warning("%s %s: %s, retrying in %.1f s", method, path, type(exc).__name__, delay)

@@ -45,7 +45,7 @@ from backend.db import queries
 from backend.db.event_batches import label_configs
 from backend.db.session import read_scope, session_scope
 from backend.jobs.registry import PROCESS_EVENT
-from backend.limits import LimitError, check_frame_fields, check_result, parse_id
+from backend.limits import MAX_TEXT_CHARS, LimitError, check_frame_fields, check_result, parse_id
 from backend.services import ls_sync, training
 
 if TYPE_CHECKING:
@@ -102,6 +102,14 @@ def _project_id(payload: Mapping[str, Any], action: str) -> int:
         if isinstance(payload.get(key), dict) and payload[key].get("project") is not None:
             return _int(payload[key]["project"], f"{key}.project")
     raise WebhookPayloadError(f"{action} payload has no project (expected 'project': {{'id': ...}})")
+
+
+def _check_title(project: Any) -> None:
+    title = project.get("title") if isinstance(project, dict) else None
+    if title is not None and not isinstance(title, str):
+        raise WebhookPayloadError(f"project.title must be a string, got {type(title).__name__}")
+    if title is not None and len(title) > MAX_TEXT_CHARS:
+        raise WebhookPayloadError(f"project.title is {len(title)} characters long; at most {MAX_TEXT_CHARS}")
 
 
 def _deleted_ids(payload: Mapping[str, Any]) -> list[int]:
@@ -242,6 +250,8 @@ def receive(ctx: BackendContext, payload: Any, *, backend_url: str | None = None
     elif action in ("PROJECT_UPDATED", "START_TRAINING"):
         _object(payload, "project", action)
     project_id = _project_id(payload, action)
+    if action in (*ANNOTATION_ACTIONS, "PROJECT_UPDATED"):  # their project's title is stored
+        _check_title(payload.get("project"))
     key, annotation_id = _dedup(action, payload, project_id)
     if action == "PROJECT_UPDATED" and payload["project"].get("label_config"):
         _label_config(payload["project"]["label_config"])

@@ -3,6 +3,7 @@ stored garbage or an event accepted and failed later); each must now get a 4xx n
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -230,3 +231,228 @@ def test_a_result_that_is_not_a_list_is_refused_not_ignored(app_client: FlaskCli
     resp = app_client.post("/webhook", json=event("ANNOTATION_CREATED", 11, synth_video.task(1), regions,
                                                   "2026-03-01T10:00:00Z"))  # fmt: skip
     assert resp.status_code == 400 and "annotation.result must be a list" in resp.json["error"], resp.json
+
+
+def _with_lone_surrogate(body: dict[str, Any], marker: str) -> str:
+    """`body` as JSON text with `marker` (a string value or key in it) spelled as a lone UTF-16 surrogate."""
+    text = json.dumps(body)
+    assert text.count(marker) == 1, marker
+    return text.replace(marker, "\\ud800")
+
+
+@pytest.mark.parametrize("path, where", [
+    ("/predict", "tasks[0].data.video_id"),
+    ("/predict", "a key in tasks[0].data"),
+    ("/setup", "schema"),
+    ("/webhook", "task.data.image"),
+    ("/webhook", "annotation.result[0].from_name"),
+    ("/train", "a key in config"),
+    ("/preannotate", "video_id"),
+])  # fmt: skip
+def test_a_lone_surrogate_in_a_string_gets_400_naming_its_place(app_client: FlaskClient, backend_app: Flask,
+                                                                synth_video: SynthVideo, path: str,
+                                                                where: str) -> None:  # fmt: skip
+    """JSON may spell a lone UTF-16 surrogate ("\\ud800"); it parses, but no UTF-8 encoder takes it. On main,
+    /predict and /setup answered 500 (UnicodeEncodeError while storing the task or the config), the webhook
+    was acknowledged with 201 and its event failed in the background (the annotation was never stored), and
+    /train and /preannotate queued jobs carrying it."""
+    task = synth_video.task(1)
+    task["data"].update(video_id="VIDEO-MARK", extra="KEY-MARK")
+    result = gt_results(synth_video, 1)
+    result[0]["from_name"] = "FROM-MARK"
+    bodies: dict[str, dict[str, Any]] = {
+        "/predict": {"project": 1, "label_config": CONFIG, "tasks": [task]},
+        "/setup": {"project": 1, "schema": "SCHEMA-MARK"},
+        "/webhook": event("ANNOTATION_CREATED", 15, dict(task, data=dict(task["data"], image="IMAGE-MARK")), result,
+                          "2026-03-01T10:00:00Z"),
+        "/train": {"project": 1, "config": {"KEY-MARK": 1}},
+        "/preannotate": {"project": 1, "video_id": "VIDEO-MARK"},
+    }
+    marker = {"tasks[0].data.video_id": "VIDEO-MARK", "a key in tasks[0].data": "extra", "schema": "SCHEMA-MARK",
+              "task.data.image": "IMAGE-MARK", "annotation.result[0].from_name": "FROM-MARK",
+              "a key in config": "KEY-MARK", "video_id": "VIDEO-MARK"}[where]  # fmt: skip
+    resp = post_raw(app_client, path, _with_lone_surrogate(bodies[path], marker))
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"].startswith(f"{where}: strings must be valid Unicode"), resp.json
+    drain(backend_app)
+    assert rows(backend_app, WebhookEvent) == 0 and rows(backend_app, Task) == 0
+    assert app_client.get("/jobs").json["jobs"] == []
+
+
+def test_surrogate_pairs_are_valid_unicode(app_client: FlaskClient, backend_app: Flask,
+                                           synth_video: SynthVideo) -> None:  # fmt: skip
+    """A pair ("\\ud83d\\ude00", one character) is text like any other, in every encoding JSON allows."""
+    payload = {"action": "PROJECT_UPDATED", "project": {"id": 1, "title": "poses TITLE", "label_config": CONFIG}}
+    text = json.dumps(payload).replace("TITLE", "\\ud83d\\ude00")
+    assert post_raw(app_client, "/webhook", text).status_code == 201
+    resp = app_client.post("/webhook", data=json.dumps(payload).encode("utf-16"), content_type="application/json")
+    assert resp.status_code == 201, resp.json  # another event: its title differs
+    spoiled = _with_lone_surrogate(payload, "TITLE").encode("utf-16")  # the escape is no ASCII byte sequence here
+    resp = app_client.post("/webhook", data=spoiled, content_type="application/json")
+    assert resp.status_code == 400 and resp.json["error"].startswith("project.title: strings must be valid Unicode")
+    drain(backend_app)
+    with session_scope(backend_app.extensions["dcpose"].sessions) as session:
+        assert {e.status for e in session.scalars(select(WebhookEvent))} == {"processed"}
+
+
+@pytest.mark.parametrize("title", [{"en": "poses"}, ["poses"], 7, True])
+def test_a_project_title_that_is_not_a_string_is_refused_at_intake(app_client: FlaskClient, backend_app: Flask,
+                                                                   title: Any) -> None:  # fmt: skip
+    """On main, PROJECT_UPDATED with a non-string title was acknowledged (201); processing then raised
+    (TypeError "unhashable type: 'dict'" for an object) and the event stayed "received" for ever, taking the
+    other events of its batch with it, or stored the number as the title."""
+    payload = {"action": "PROJECT_UPDATED", "project": {"id": 1, "title": title, "label_config": CONFIG}}
+    resp = app_client.post("/webhook", json=payload)
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"] == f"project.title must be a string, got {type(title).__name__}"
+    assert rows(backend_app, WebhookEvent) == 0
+    payload["project"]["title"] = None  # absent or null: the title is left as it is
+    assert app_client.post("/webhook", json=payload).status_code == 201
+    drain(backend_app)
+    with session_scope(backend_app.extensions["dcpose"].sessions) as session:
+        assert [e.status for e in session.scalars(select(WebhookEvent))] == ["processed"]
+
+
+def test_a_bulk_delete_records_its_tombstones_in_one_statement(app_client: FlaskClient,
+                                                               backend_app: Flask) -> None:  # fmt: skip
+    """Label Studio's Data Manager deletes many annotations in one ANNOTATIONS_DELETED. On main, the tombstones
+    went in as one INSERT of 1,000 VALUES rows per thousand ids, each compiled anew (0.4 s apiece): 100,000
+    ids kept the webhook (and, on SQLite, the write lock) for 22 s on SQLite and 35 s on PostgreSQL."""
+    from tests.backend.services.test_event_statements import counted
+
+    ids = list(range(1, 5001))
+    payload = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": i} for i in ids], "project": {"id": 1}}
+    with counted(backend_app.extensions["dcpose"].engine) as seen:
+        assert app_client.post("/webhook", json=payload).status_code == 201
+    inserts = [s for s in seen if s.lstrip().upper().startswith("INSERT INTO DELETED_ANNOTATIONS")]
+    assert len(inserts) == 1, len(inserts)
+    with session_scope(backend_app.extensions["dcpose"].sessions) as session:
+        stored = session.scalars(select(DeletedAnnotation.annotation_id).order_by(DeletedAnnotation.annotation_id))
+        assert list(stored) == ids
+
+
+@pytest.mark.parametrize("path, where", [("/predict", "tasks[0].data.video_id"), ("/webhook", "project.title"),
+                                         ("/setup", "a key in the body")])  # fmt: skip
+def test_nul_in_a_string_gets_400_naming_its_place(app_client: FlaskClient, backend_app: Flask,
+                                                   synth_video: SynthVideo, path: str, where: str) -> None:  # fmt: skip
+    """PostgreSQL text holds no NUL. On main, /predict answered 500 there (DataError storing the video key),
+    and PROJECT_UPDATED was acknowledged with 201 and its event failed in the background."""
+    task = synth_video.task(1)
+    task["data"]["video_id"] = "MARK"
+    bodies: dict[str, dict[str, Any]] = {
+        "/predict": {"project": 1, "label_config": CONFIG, "tasks": [task]},
+        "/webhook": {"action": "PROJECT_UPDATED", "project": {"id": 1, "title": "MARK", "label_config": CONFIG}},
+        "/setup": {"project": 1, "schema": CONFIG, "MARK": 1},
+    }
+    resp = post_raw(app_client, path, json.dumps(bodies[path]).replace("MARK", "v\\u0000"))
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"].startswith(f"{where}: strings must not contain NUL"), resp.json
+    drain(backend_app)
+    assert rows(backend_app, WebhookEvent) == 0 and rows(backend_app, Task) == 0
+
+
+@pytest.mark.parametrize("method, url", [("GET", "/jobs?state=%00"), ("GET", "/jobs?kind=train%00"),
+                                         ("GET", "/jobs/a%00b"), ("GET", "/versions/p1-v1%00"),
+                                         ("GET", "/versions/p1-v1%00/curve.png"),
+                                         ("POST", "/versions/p1-v1%00/promote"), ("GET", "/metrics?x%00=1")])  # fmt: skip
+def test_nul_in_the_url_gets_400(app_client: FlaskClient, method: str, url: str) -> None:
+    """On main, PostgreSQL answered 500 (DataError: text holds no NUL) for job and version lookups and filters."""
+    resp = app_client.open(url, method=method)
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"] == "the URL path and query must not contain NUL (%00)"
+
+
+@pytest.mark.parametrize("size", [10_001, 30_000])
+def test_a_chunked_body_beyond_the_limit_gets_413_not_a_truncated_read(app_client: FlaskClient, backend_app: Flask,
+                                                                        size: int) -> None:  # fmt: skip
+    """A chunked body has no Content-Length to check up front. On main, Werkzeug's read stopped at
+    MAX_REQUEST_MB without a word: the first MAX_REQUEST_MB of a well-formed body were parsed and refused as
+    "malformed JSON: Unterminated string ..." (or, ended by blanks, taken as the whole body)."""
+    backend_app.config["MAX_CONTENT_LENGTH"] = 10_000  # MAX_REQUEST_MB, in bytes
+    payload = {"action": "PROJECT_UPDATED", "project": {"id": 1, "title": "", "label_config": CONFIG}}
+    text = json.dumps(payload)
+    text = text.replace('"title": ""', '"title": "' + "x" * (size - len(text)) + '"')
+    assert len(text) == size
+
+    def chunked(body: str) -> Any:
+        return app_client.post("/webhook", input_stream=io.BytesIO(body.encode()), content_type="application/json",
+                               headers={"Transfer-Encoding": "chunked"},
+                               environ_overrides={"wsgi.input_terminated": True})  # as the servers set it  # fmt: skip
+
+    resp = chunked(text)
+    assert resp.status_code == 413, resp.json
+    assert resp.json["error"] == "the request body is larger than MAX_REQUEST_MB (0.00953674 MB)"
+    resp = app_client.post("/webhook", data=text, content_type="application/json")  # with Content-Length
+    assert resp.status_code == 413 and "MAX_REQUEST_MB" in resp.json["error"], resp.json
+    assert rows(backend_app, WebhookEvent) == 0
+    resp = chunked(json.dumps({"action": "PROJECT_UPDATED", "project": {"id": 1, "title": "short"}}))
+    assert resp.status_code == 201, resp.json
+
+
+def test_a_password_in_setups_hostname_stays_out_of_answers_and_logs(app_client: FlaskClient, backend_app: Flask,
+                                                                     synth_video: SynthVideo,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """On main, /predict answered (and logged) "cannot reach http://admin:<password>@127.0.0.1:9 ..." when the
+    Label Studio URL learnt from /setup carried user-info, and the background sync logged it too."""
+    secret = "host-PASSWORD-42"
+    setup = {"project": 1, "schema": CONFIG, "hostname": f"http://admin:{secret}@127.0.0.1:9", "access_token": "t"}
+    assert app_client.post("/setup", json=setup).status_code == 200
+    task = synth_video.task(1)
+    task["data"]["image"] = "/data/local-files/?d=frames/000001.jpg"  # Label Studio's media: fetched from it
+    resp = app_client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": [task]})
+    assert resp.status_code == 422 and "cannot reach http://admin:***@127.0.0.1:9" in resp.json["error"], resp.json
+    drain(backend_app)
+    assert secret not in resp.get_data(as_text=True)
+    assert "admin:***@127.0.0.1:9" in caplog.text and secret not in caplog.text
+
+
+@pytest.mark.parametrize("field, value, error", [
+    ("tasks", list(range(1, 1002)), "'tasks': 1001 task ids exceed MAX_PREDICT_TASKS=1000; pre-annotate a whole "
+                                    "video ('video_id') or project instead"),
+    ("video_id", "v" * 513, "'video_id' is 513 characters long; at most 512"),
+])  # fmt: skip
+def test_preannotate_parameters_are_bounded(app_client: FlaskClient, field: str, value: Any, error: str) -> None:
+    """The job keeps its parameters, and /jobs and the status page show them. On main, 2,000,000 task ids were
+    taken (202, 7 s): 17 MB in the job row, sent again with every GET /jobs (the status page polls it)."""
+    setup = {"project": 1, "schema": CONFIG, "hostname": "http://127.0.0.1:9", "access_token": "t"}
+    assert app_client.post("/setup", json=setup).status_code == 200  # Label Studio known: jobs may be queued
+    resp = app_client.post("/preannotate", json={"project": 1, field: value})
+    assert resp.status_code == 400 and resp.json["error"] == error, resp.json
+    assert app_client.get("/jobs").json["jobs"] == []
+
+
+@pytest.mark.parametrize("action", ["PROJECT_UPDATED", "ANNOTATION_CREATED"])
+@pytest.mark.parametrize("title, error", [("t" * 513, "project.title is 513 characters long; at most 512"),
+                                          ({"en": "poses"}, "project.title must be a string, got dict")])  # fmt: skip
+def test_a_stored_project_title_is_checked_at_intake(app_client: FlaskClient, backend_app: Flask,
+                                                     synth_video: SynthVideo, action: str, title: Any,
+                                                     error: str) -> None:  # fmt: skip
+    """Both actions store the project's title (VARCHAR(512) on PostgreSQL). On main, they were acknowledged
+    (201); on PostgreSQL a long title failed the event ("value too long"), and an object failed the batch
+    on any database (TypeError), leaving its events "received"."""
+    if action == "PROJECT_UPDATED":
+        payload: dict[str, Any] = {"action": action, "project": {"id": 1, "title": title, "label_config": CONFIG}}
+    else:
+        payload = event(action, 16, synth_video.task(1), gt_results(synth_video, 1), "2026-03-01T10:00:00Z")
+        payload["project"]["title"] = title
+    resp = app_client.post("/webhook", json=payload)
+    assert resp.status_code == 400 and resp.json["error"] == error, resp.json
+    assert rows(backend_app, WebhookEvent) == 0
+
+
+@pytest.mark.parametrize("video_id", ["v" * 513, int("9" * 513)], ids=["string", "number"])
+def test_a_video_id_beyond_its_column_is_refused_at_intake(app_client: FlaskClient, backend_app: Flask,
+                                                           synth_video: SynthVideo, video_id: Any) -> None:  # fmt: skip
+    """Videos are keyed by `data.video_id` (VARCHAR(512) on PostgreSQL). On main, PostgreSQL answered /predict
+    with 500 ("value too long") and acknowledged the webhook, whose event then failed: the annotation was lost."""
+    task = synth_video.task(1)
+    task["data"]["video_id"] = video_id
+    resp = app_client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": [task]})
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"] == "tasks[0].data.video_id is 513 characters long; at most 512"
+    payload = event("ANNOTATION_CREATED", 17, task, gt_results(synth_video, 1), "2026-03-01T10:00:00Z")
+    resp = app_client.post("/webhook", json=payload)
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"] == "task.data.video_id is 513 characters long; at most 512"
+    drain(backend_app)
+    assert rows(backend_app, WebhookEvent) == 0 and rows(backend_app, Task) == 0

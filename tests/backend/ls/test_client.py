@@ -231,6 +231,25 @@ def test_unexpected_task_list_shape_is_an_error() -> None:
         client.list_tasks(1)
 
 
+def test_a_password_in_the_label_studio_url_is_never_shown() -> None:
+    """LABEL_STUDIO_URL (or /setup's hostname) may carry user-info, e.g. behind a proxy's basic auth. On main,
+    "cannot reach http://admin:<password>@host" went into errors, the log and /predict's answer."""
+    secret = "url-PASSWORD-42"
+    transport = FakeTransport(lambda req: (200, {}), fail_first=10)
+    session = requests.Session()
+    session.mount("http://", transport)
+    client = LabelStudioClient(f"http://admin:{secret}@ls.test:8080", LEGACY, session=session, backoff=0.0,
+                               retries=1)  # fmt: skip
+    with pytest.raises(LabelStudioError) as err:
+        client.get_project(1)
+    assert str(err.value) == "GET /api/projects/1: cannot reach http://admin:***@ls.test:8080 after 2 attempt(s): " \
+                             "ConnectionError"  # fmt: skip
+    assert secret not in repr(client) and "admin:***@ls.test:8080" in repr(client)
+    with pytest.raises(ValueError) as bad:
+        LabelStudioClient(f"ftp://admin:{secret}@ls.test", LEGACY)
+    assert secret not in str(bad.value)
+
+
 def test_get_is_retried_on_connection_errors_but_post_is_not() -> None:
     client, transport = fake_client(lambda req: (200, {"id": 1}), fail_first=2, retries=3)
     assert client.get_task(1) == {"id": 1}
