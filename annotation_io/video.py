@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import struct
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,10 +29,15 @@ from typing import Protocol, Self
 
 import cv2
 import numpy as np
+import PIL.Image
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# The most pixels a frame image may declare, checked from its header before it is decoded (8K UHD is
+# 33 megapixels; a 1 MB PNG can declare 30000x30000, 2.7 GB once decoded).
+MAX_FRAME_PIXELS = 100_000_000
+_EXIF_ORIENTATION = 0x0112
 # Declared counts up to this many frames are verified by decoding every frame on open (grab() only,
 # about 0.1-0.5 ms per frame at PoseTrack sizes); longer files get a last-frame check instead.
 FULL_VERIFY_MAX_FRAMES = 300
@@ -144,6 +150,10 @@ def _natural_key(name: str) -> list[int | str]:
 class FolderSource(FrameSource):
     """Frames stored as image files in one folder (PoseTrack `%06d.jpg`, `%08d.jpg`, any *.jpg/*.png).
 
+    Hidden files are skipped and other non-image files ignored with a warning. Every image's header is
+    read on open (an image, of the first one's size, within MAX_FRAME_PIXELS), so a stray or oversized
+    file fails the open instead of a long run half-way; frames are decoded on demand.
+
     Args:
         path: the folder.
         fps: frames per second to report (folders carry none).
@@ -151,17 +161,43 @@ class FolderSource(FrameSource):
 
     def __init__(self, path: str | Path, *, fps: float | None = None) -> None:
         self.path = Path(path)
-        files = [p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        # Hidden files are never frames (macOS writes a "._000001.jpg" beside each file on some drives).
+        entries = [p for p in self.path.iterdir() if p.is_file() and not p.name.startswith(".")]
+        files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise VideoError(
                 f"{self.path}: empty frame folder: no image files ({', '.join(IMAGE_SUFFIXES)}) in it"
             )
+        if len(files) < len(entries):
+            others = sorted(p.name for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES)
+            logger.warning("%s: %d file(s) that are not frame images ignored: %s%s", self.path, len(others),
+                           ", ".join(others[:3]), ", ..." if len(others) > 3 else "")  # fmt: skip
         self.files: list[Path] = sorted(files, key=lambda p: _natural_key(p.name))
         self.num_frames = len(self.files)
         self.fps = fps
+        self._check_headers()
         first = self._load(0)
         self.height, self.width = first.shape[:2]
         self._cache: tuple[int, np.ndarray] | None = (0, first)
+
+    def _check_headers(self) -> None:
+        """Every file is an image of the first one's size, within MAX_FRAME_PIXELS: read from the headers
+        now, so that a stray file or a frame of another size fails the open, not a long run half-way."""
+        first: tuple[int, int] | None = None
+        for index, file in enumerate(self.files):
+            width, height = _declared_size(file, f"frame {index} of folder {self.path}")
+            if width * height > MAX_FRAME_PIXELS:
+                raise VideoError(
+                    f"{file}: frame {index} of folder {self.path} declares {width}x{height} pixels, more than a"
+                    f" frame may have ({MAX_FRAME_PIXELS / 1e6:g} megapixels)"
+                )
+            if first is None:
+                first = (width, height)
+            elif (width, height) != first:
+                raise VideoError(
+                    f"{file}: frame {index} is {width}x{height} but the folder's first frame is"
+                    f" {first[0]}x{first[1]}; all frames of a video must have one size"
+                )
 
     def _load(self, index: int) -> np.ndarray:
         file = self.files[index]
@@ -227,6 +263,9 @@ class FileSource(FrameSource):
         if not cap.isOpened():
             cap.release()
             raise VideoError(f"{self.path}: cannot open as a video: {_diagnose_unopenable(self.path)}")
+        # Phones record portrait video as landscape frames plus a rotation in the container; players
+        # and browsers apply it, cv2 (4.11) does not unless asked. Frame width/height then follow it.
+        cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         return cap
 
     def _reopen(self) -> None:
@@ -359,6 +398,27 @@ class FileSource(FrameSource):
         self._cap.release()
         self._closed = True
         self._cache = None
+
+
+def _declared_size(file: Path, what: str) -> tuple[int, int]:
+    """(width, height) of an image file as cv2 decodes it (JPEG EXIF orientation applied), from its header.
+
+    Raises:
+        VideoError: not an image (`what` says which frame it was to be).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # the caller checks the size
+            with PIL.Image.open(file) as header:
+                width, height = header.size
+                orientation = header.getexif().get(_EXIF_ORIENTATION, 1) if header.format == "JPEG" else 1
+    except PIL.Image.DecompressionBombError:  # Pillow's own cap (179 megapixels) came first
+        raise VideoError(
+            f"{file}: {what} declares more pixels than a frame may have ({MAX_FRAME_PIXELS / 1e6:g} megapixels)"
+        ) from None
+    except (OSError, ValueError, SyntaxError):  # PIL.UnidentifiedImageError is an OSError
+        raise VideoError(f"{file}: cannot decode image ({what}); corrupt or not an image") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def _diagnose_unopenable(path: Path) -> str:

@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -136,14 +137,22 @@ def _output_video(pred: Video, inp: PredictInput) -> Video:
 
 
 def _check_outputs(inp_paths: Sequence[str | Path | None], outputs: Sequence[str | Path | None]) -> None:
-    """Refuse to overwrite an input; create the output folders before the slow part runs."""
+    """Refuse to overwrite an input; create the output folders and check that they take files before
+    the slow part runs (a read-only folder would otherwise fail the run only once it is done)."""
     sources = {Path(p).resolve() for p in inp_paths if p is not None}
     for out in (Path(p) for p in outputs if p is not None):
         if out.resolve() in sources:
             raise PredictInputError(f"{out} is an input of this run; write the output elsewhere")
         if out.is_dir():
             raise PredictInputError(f"{out} is a folder; give a file name")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
+                pass
+        except OSError as exc:
+            raise PredictInputError(
+                f"{out}: cannot write into {out.parent} ({exc.strerror or exc}); write it elsewhere"
+            ) from None
 
 
 def run_predict(

@@ -215,7 +215,10 @@ def test_zero_frame_video_and_empty_folder(tmp_path: Path) -> None:
 def test_corrupt_image_in_folder(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "frames", 4)
     (folder / "000002.jpg").write_bytes(b"not a jpeg")
-    with open_video(folder) as src:
+    with pytest.raises(VideoError, match=r"000002\.jpg: cannot decode image \(frame 2"):
+        open_video(folder)  # every header is read on open
+    with open_video(write_folder(tmp_path / "cut", 4)) as src:
+        (src.files[2]).write_bytes(src.files[2].read_bytes()[:300])  # a header, then nothing
         assert_is_frame(src.read(1), 1)
         with pytest.raises(VideoError, match=r"000002\.jpg: cannot decode image \(frame 2"):
             src.read(2)

@@ -1,0 +1,151 @@
+"""annotation_io.video on footage as phones and file managers leave it: rotation metadata, EXIF, stray files."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import PIL.Image
+import pytest
+
+from annotation_io.video import MAX_FRAME_PIXELS, VideoError, open_video
+
+W, H = 160, 96
+
+
+def make_frame(index: int) -> np.ndarray:
+    """A frame whose top-left corner is red and whose stripe position encodes `index`."""
+    frame = np.full((H, W, 3), 60, np.uint8)
+    frame[:24, :24] = (0, 0, 255)
+    frame[40:80, 40 + 8 * index : 48 + 8 * index] = 255
+    return frame
+
+
+def write_folder(path: Path, n: int, suffix: str = ".jpg") -> Path:
+    path.mkdir()
+    for i in range(n):
+        cv2.imwrite(str(path / f"{i:06d}{suffix}"), make_frame(i))
+    return path
+
+
+def png_declaring(path: Path, width: int, height: int) -> Path:
+    """A valid 1-bit black PNG of width x height: a few KB on disk, width * height * 3 bytes decoded."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\x00" * (1 + (width + 7) // 8)
+    pixels = zlib.compress(row * height, 9)
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_a_huge_declared_frame_is_refused_from_its_header(tmp_path: Path) -> None:
+    """Before: the folder opened (only frame 0 is decoded on open) and reading frame 1 decoded
+    12000 x 12000 x 3 bytes (a 30000 x 30000 one took 6 GB of memory) before failing on its size."""
+    folder = write_folder(tmp_path / "frames", 2, ".png")
+    side = int(MAX_FRAME_PIXELS**0.5) + 1000
+    png_declaring(folder / "000001.png", side, side)
+    assert (folder / "000001.png").stat().st_size < 100_000
+    with pytest.raises(VideoError, match=rf"000001\.png: frame 1 of folder .* declares {side}x{side} pixels"):
+        open_video(folder)
+    png_declaring(folder / "000001.png", 30000, 30000)  # beyond Pillow's own cap as well
+    with pytest.raises(VideoError, match=r"000001\.png: frame 1 .*more pixels than a frame may have"):
+        open_video(folder)
+
+
+def test_a_frame_of_another_size_or_a_non_image_fails_the_open(tmp_path: Path) -> None:
+    """Before: both opened fine and failed only when the run reached that frame, losing the work done."""
+    folder = write_folder(tmp_path / "sizes", 4)
+    cv2.imwrite(str(folder / "000003.jpg"), cv2.resize(make_frame(3), (W * 2, H * 2)))
+    with pytest.raises(
+        VideoError, match=rf"000003\.jpg: frame 3 is {2 * W}x{2 * H} but .* first frame is {W}x{H}"
+    ):
+        open_video(folder)
+    folder = write_folder(tmp_path / "text", 4)
+    (folder / "000002.jpg").write_text("not a jpeg")
+    with pytest.raises(VideoError, match=r"000002\.jpg: cannot decode image \(frame 2 of folder"):
+        open_video(folder)
+
+
+def test_hidden_files_are_not_frames_and_other_files_are_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: macOS's "._000000.jpg" beside each frame became a frame that does not decode."""
+    folder = write_folder(tmp_path / "frames", 3)
+    (folder / "._000000.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(100))
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (folder / "notes.txt").write_text("shot on a phone")
+    with caplog.at_level(logging.WARNING, logger="annotation_io.video"), open_video(folder) as source:
+        assert source.num_frames == 3
+        assert [p.name for p in source.files] == ["000000.jpg", "000001.jpg", "000002.jpg"]
+        for index, frame in source.iter_frames():
+            assert frame.shape == (H, W, 3) and frame[60, 44 + 8 * index, 0] > 200
+    assert "notes.txt" in caplog.text and "._000000" not in caplog.text
+
+
+def test_webp_and_tiff_frames_keep_their_place(tmp_path: Path) -> None:
+    """Before: .webp and .tif files (which cv2 reads) were skipped silently, shifting the indices after them."""
+    folder = write_folder(tmp_path / "frames", 2)
+    cv2.imwrite(str(folder / "000002.webp"), make_frame(2), [cv2.IMWRITE_WEBP_QUALITY, 101])
+    cv2.imwrite(str(folder / "000003.tif"), make_frame(3))
+    cv2.imwrite(str(folder / "000004.jpg"), make_frame(4))
+    with open_video(folder) as source:
+        assert source.num_frames == 5
+        for index, frame in source.iter_frames():
+            assert frame[60, 44 + 8 * index, 0] > 200, index
+
+
+def test_exif_oriented_frames_read_as_shown(tmp_path: Path) -> None:
+    """JPEGs stored sideways with an EXIF orientation read upright, as browsers show them."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    for i in range(2):
+        upright = PIL.Image.fromarray(make_frame(i)[:, :, ::-1])
+        stored = upright.transpose(PIL.Image.Transpose.ROTATE_90)  # counter-clockwise
+        stored.save(folder / f"{i:06d}.jpg", quality=95, exif=exif.tobytes())
+    with open_video(folder) as source:
+        assert (source.width, source.height) == (W, H)
+        frame = source.read(1)
+        assert frame.shape == (H, W, 3)
+        assert frame[5, 5, 2] > 200 and frame[5, 5, 0] < 60, "the red corner is top-left again"
+
+
+def rotate_in_container(data: bytes) -> bytes:
+    """The mp4 with its video track's display matrix set to a 90-degree rotation (as phones write it)."""
+    out = bytearray(data)
+    at = out.index(b"tkhd", out.index(b"moov"))
+    fields = 4 + 4 + (20 if out[at + 4] == 0 else 32) + 8 + 8  # type, version+flags, times..., layer...
+    one = 0x00010000
+    struct.pack_into(">9I", out, at + fields, 0, one, 0, (-one) & 0xFFFFFFFF, 0, 0, 0, 0, 0x40000000)
+    return bytes(out)
+
+
+def test_a_phone_video_with_rotation_metadata_reads_upright(tmp_path: Path) -> None:
+    """Before: cv2 ignored the container's rotation, so a portrait phone clip was read lying on its side
+    (people sideways for the backbone, keypoints in coordinates no player shows)."""
+    plain = tmp_path / "plain.mp4"
+    writer = cv2.VideoWriter(str(plain), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (W, H))
+    for i in range(3):
+        writer.write(make_frame(i))
+    writer.release()
+    rotated = tmp_path / "portrait.mp4"
+    rotated.write_bytes(rotate_in_container(plain.read_bytes()))
+    with open_video(plain) as source:
+        assert (source.width, source.height) == (W, H)
+        stored = source.read(2)
+    with open_video(rotated) as source:
+        assert (source.num_frames, source.width, source.height) == (3, H, W)
+        frame = source.read(2)
+        assert frame.shape == (W, H, 3)
+        np.testing.assert_array_equal(frame, cv2.rotate(stored, cv2.ROTATE_90_CLOCKWISE))
+        assert [f.shape for _, f in source.iter_frames()] == [(W, H, 3)] * 3
