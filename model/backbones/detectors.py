@@ -58,7 +58,7 @@ from model.backbones.tflite import TfliteGraph
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Detection", "PersonDetector", "PersonFound", "detect_people", "find_people", "hog_people",
+__all__ = ["Detection", "PersonDetector", "PersonFound", "detect_people", "find_people", "hog_hits", "hog_people",
            "ssd_anchors"]
 
 DETECTOR_MODEL = "mediapipe/modules/pose_detection/pose_detection.tflite"
@@ -77,6 +77,10 @@ FINE_ROI_SKIP = 2.5  # its hits whose ROI is this x larger than that are not con
 DEDUPE_IOU = 0.5  # confirmed people whose boxes overlap more are one person
 UPRIGHT_RETRY = 1.5  # radians: a hit aligned this far from upright that its pass rejects gets an upright pass
 _HOG_LONG_SIDE = 800  # HOG runs on the frame scaled to this long side
+HOG_NEW_IOU = 0.3  # a HOG hit overlapping someone found by more (or inside them, or holding them) is theirs
+HOG_ROI_SCALE = 1.1  # a HOG hit's landmark ROI: upright square on its centre, this x its height
+HOG_MIN_POSE_SCORE = 0.9  # HOG fires on car doors and railings: its hits need a sure pose to be people
+HOG_MIN_FIT = 0.3  # and the pose's body box must overlap the hit by this IoU (not a neighbour's pose)
 
 
 def ssd_anchors(input_size: int = SIDE, strides: Sequence[int] = (8, 16, 32, 32, 32),
@@ -213,8 +217,8 @@ class PersonFound:
 
 
 def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: np.ndarray, *,
-                tiles: int = TILES, fine: bool = True, min_pose_score: float = MIN_POSE_SCORE, realign: int = 2,
-                ) -> list[PersonFound]:
+                tiles: int = TILES, fine: bool = True, hog: bool | Sequence[tuple[Box, float]] = True,
+                min_pose_score: float = MIN_POSE_SCORE, realign: int = 2) -> list[PersonFound]:
     """People on a frame: detector hits confirmed by the landmark model, duplicates merged, best first.
 
     A hit becomes a person when the landmark pass on its ROI (then up to `realign` passes on the
@@ -227,6 +231,13 @@ def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: n
     gets a second pass on an upright ROI at the same place and size; the person it confirms is added
     unless their box lies mostly (`PART_INSIDE`) inside the box of someone found otherwise. People whose
     boxes overlap by IoU > 0.5 are merged (the higher score kept).
+
+    With `hog`, OpenCV's HOG people detector looks for the upright people BlazePose's detector misses
+    (people seen from behind, about 100-250 px tall, as on a street): each HOG hit that overlaps nobody
+    found (`HOG_NEW_IOU`) gets the landmark pass on an upright ROI around it, and becomes a person when
+    the pose scores `HOG_MIN_POSE_SCORE` and its body box overlaps the hit (`HOG_MIN_FIT`). Their score
+    is the pose score x `MIN_DETECTION_SCORE`: after the detector's people of equal pose score. `hog` may
+    also be the frame's `hog_hits`, found already by the caller.
     """
     found, upright = _confirm(detector.detect(frame_bgr, tiles=tiles), landmarks, frame_bgr, min_pose_score,
                               realign)
@@ -244,7 +255,28 @@ def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: n
     for p in found:
         if all(box_iou(p.box, q.box) <= DEDUPE_IOU for q in kept):
             kept.append(p)
+    if hog is not False:
+        hits = hog_hits(frame_bgr) if hog is True else list(hog)
+        kept += _confirm_hog(hits, kept, landmarks, frame_bgr, realign)
+        kept.sort(key=lambda p: -p.score)
     return kept
+
+
+def _confirm_hog(hits: list[tuple[Box, float]], found: list[PersonFound], landmarks: LandmarkModel,
+                 frame_bgr: np.ndarray, realign: int) -> list[PersonFound]:
+    """The people HOG hits add to `found` (see `find_people`), best hit first."""
+    added: list[PersonFound] = []
+    for box, _ in hits:
+        if any(box_iou(box, p.box) > HOG_NEW_IOU or _inside(box, p.box) or _inside(p.box, box)
+               for p in found + added):
+            continue
+        roi = Roi(box.x + box.w / 2.0, box.y + box.h / 2.0, HOG_ROI_SCALE * box.h, 0.0)
+        pose = _pose_at(landmarks, frame_bgr, roi, realign)
+        body = pose.body_box()
+        if (pose.score >= HOG_MIN_POSE_SCORE and box_iou(body, box) >= HOG_MIN_FIT
+                and all(box_iou(body, p.box) <= DEDUPE_IOU for p in found + added)):
+            added.append(PersonFound(body, pose, pose.score * MIN_DETECTION_SCORE))
+    return added
 
 
 def _confirm(hits: list[Detection], landmarks: LandmarkModel, frame_bgr: np.ndarray, min_pose_score: float,
@@ -304,7 +336,8 @@ def detect_people(
     fine: bool = True,
     use_hog: bool = True,
 ) -> list[Box]:
-    """Person boxes on a whole frame: BlazePose's detector over the frame and tiles, then HOG if it finds nobody.
+    """Person boxes on a whole frame: BlazePose's detector over the frame and tiles, and HOG's confirmed hits;
+    HOG's own boxes if nobody is found.
 
     Args:
         frame_bgr: (H, W, 3) uint8 BGR frame.
@@ -314,7 +347,8 @@ def detect_people(
         detector: the person detector to reuse; a temporary one is made (and closed) when None.
         tiles: tiles per side besides the whole frame (0: whole frame only, with `fine` off).
         fine: also the frame's finer grid of tiles (`fine_tiles`) where the frame is large enough.
-        use_hog: run OpenCV HOG when the detector finds nobody.
+        use_hog: add the upright people OpenCV HOG finds and the landmark model confirms (`find_people`),
+            and return HOG's own boxes when nobody is confirmed.
 
     Returns:
         Boxes in frame pixels, clipped to the frame, most confident first; empty when nobody is found.
@@ -326,7 +360,8 @@ def detect_people(
     bp = BlazePoseBackbone() if backbone is None else backbone
     det = PersonDetector() if detector is None else detector
     try:
-        found = find_people(det, bp.model, frame_bgr, tiles=tiles, fine=fine)
+        hog = hog_hits(frame_bgr) if use_hog else []  # searched once: confirmed hits, or the fallback below
+        found = find_people(det, bp.model, frame_bgr, tiles=tiles, fine=fine, hog=hog if use_hog else False)
     finally:
         if backbone is None:
             bp.close()
@@ -337,16 +372,16 @@ def detect_people(
     if boxes or not use_hog:
         logger.debug("detector found %d person(s) on a %dx%d frame", len(boxes), width, height)
         return boxes
-    boxes = hog_people(frame_bgr, min(max_people, 8))  # HOG is poor: at most as many as before
+    boxes = [b.clip(width, height) for b, _ in hog[: min(max_people, 8)]]  # HOG is poor: at most as many as before
     logger.debug("detector found nobody; HOG found %d person(s)", len(boxes))
     return boxes
 
 
 def hog_people(frame_bgr: np.ndarray, max_people: int = 4) -> list[Box]:
-    """OpenCV's HOG + linear SVM people detector (``HOGDescriptor_getDefaultPeopleDetector``).
+    """OpenCV's HOG + linear SVM people detector (``HOGDescriptor_getDefaultPeopleDetector``), unconfirmed.
 
-    The frame is scaled to an 800 px long side first (the scale used in measured on mediapipe 0.10.21). Works only
-    for upright, mostly full-body people; boxes include the detector window's margin around the person.
+    Works only for upright, mostly full-body people; boxes include the detector window's margin around
+    the person.
 
     Args:
         frame_bgr: (H, W, 3) uint8 BGR frame.
@@ -355,6 +390,13 @@ def hog_people(frame_bgr: np.ndarray, max_people: int = 4) -> list[Box]:
     Returns:
         Boxes in frame pixels, clipped to the frame, by descending SVM score.
     """
+    hits = hog_hits(frame_bgr)
+    height, width = frame_bgr.shape[:2]
+    return [box.clip(width, height) for box, _ in hits[:max_people]]
+
+
+def hog_hits(frame_bgr: np.ndarray) -> list[tuple[Box, float]]:
+    """HOG's hits on the frame scaled to an 800 px long side: (box in frame pixels, SVM score), best first."""
     check_image(frame_bgr, "frame_bgr")
     height, width = frame_bgr.shape[:2]
     scale = _HOG_LONG_SIDE / max(height, width)
@@ -368,9 +410,5 @@ def hog_people(frame_bgr: np.ndarray, max_people: int = 4) -> list[Box]:
         return []
     hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
     rects, weights = hog.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=1.05)
-    order = np.argsort(-np.ravel(weights)) if len(rects) else []
-    boxes = []
-    for i in order[:max_people]:
-        x, y, w, h = (float(v) / scale for v in rects[i])
-        boxes.append(Box(x, y, w, h).clip(width, height))
-    return boxes
+    scores = np.ravel(weights) if len(rects) else np.zeros(0)
+    return [(Box(*(float(v) / scale for v in rects[i])), float(scores[i])) for i in np.argsort(-scores)]
