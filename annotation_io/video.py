@@ -21,7 +21,7 @@ import re
 import struct
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -175,29 +175,10 @@ class FolderSource(FrameSource):
         self.files: list[Path] = sorted(files, key=lambda p: _natural_key(p.name))
         self.num_frames = len(self.files)
         self.fps = fps
-        self._check_headers()
+        check_frame_images(self.files, f"folder {self.path}")
         first = self._load(0)
         self.height, self.width = first.shape[:2]
         self._cache: tuple[int, np.ndarray] | None = (0, first)
-
-    def _check_headers(self) -> None:
-        """Every file is an image of the first one's size, within MAX_FRAME_PIXELS: read from the headers
-        now, so that a stray file or a frame of another size fails the open, not a long run half-way."""
-        first: tuple[int, int] | None = None
-        for index, file in enumerate(self.files):
-            width, height = _declared_size(file, f"frame {index} of folder {self.path}")
-            if width * height > MAX_FRAME_PIXELS:
-                raise VideoError(
-                    f"{file}: frame {index} of folder {self.path} declares {width}x{height} pixels, more than a"
-                    f" frame may have ({MAX_FRAME_PIXELS / 1e6:g} megapixels)"
-                )
-            if first is None:
-                first = (width, height)
-            elif (width, height) != first:
-                raise VideoError(
-                    f"{file}: frame {index} is {width}x{height} but the folder's first frame is"
-                    f" {first[0]}x{first[1]}; all frames of a video must have one size"
-                )
 
     def _load(self, index: int) -> np.ndarray:
         file = self.files[index]
@@ -398,6 +379,35 @@ class FileSource(FrameSource):
         self._cap.release()
         self._closed = True
         self._cache = None
+
+
+def check_frame_images(files: Sequence[Path], where: str) -> None:
+    """Every file is an image of the first one's size, within MAX_FRAME_PIXELS, read from the headers
+    alone: a stray file, an oversized image or a frame of another size fails the open of a video's
+    frames, not a long run half-way (or the machine's memory).
+
+    Args:
+        files: the frame images in frame order.
+        where: what the frames are, for messages ("folder x", "the images of y.json").
+
+    Raises:
+        VideoError: the first file at fault, named with its frame index.
+    """
+    first: tuple[int, int] | None = None
+    for index, file in enumerate(files):
+        width, height = _declared_size(file, f"frame {index} of {where}")
+        if width * height > MAX_FRAME_PIXELS:
+            raise VideoError(
+                f"{file}: frame {index} of {where} declares {width}x{height} pixels, more than a"
+                f" frame may have ({MAX_FRAME_PIXELS / 1e6:g} megapixels)"
+            )
+        if first is None:
+            first = (width, height)
+        elif (width, height) != first:
+            raise VideoError(
+                f"{file}: frame {index} is {width}x{height} but the first frame of {where} is"
+                f" {first[0]}x{first[1]}; all frames of a video must have one size"
+            )
 
 
 def _declared_size(file: Path, what: str) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from annotation_io import posetrack
 from annotation_io.types import Video
-from annotation_io.video import IMAGE_SUFFIXES, FrameSource, VideoError, open_video
+from annotation_io.video import IMAGE_SUFFIXES, FrameSource, VideoError, check_frame_images, open_video
 
 _ROOT_LEVELS = 3  # the JSON's folder and this many folders above it are searched for the images
 
@@ -51,6 +51,7 @@ class _ListedFrames:
         self.num_frames = num_frames
         self.fps: float | None = None
         self.path = files[min(files)].parent
+        check_frame_images([files[i] for i in sorted(files)], f"the frames listed by the annotation file in {self.path}")
         first = self.read(min(files))
         self.height, self.width = first.shape[:2]
 

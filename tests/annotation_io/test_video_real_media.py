@@ -66,7 +66,7 @@ def test_a_frame_of_another_size_or_a_non_image_fails_the_open(tmp_path: Path) -
     folder = write_folder(tmp_path / "sizes", 4)
     cv2.imwrite(str(folder / "000003.jpg"), cv2.resize(make_frame(3), (W * 2, H * 2)))
     with pytest.raises(
-        VideoError, match=rf"000003\.jpg: frame 3 is {2 * W}x{2 * H} but .* first frame is {W}x{H}"
+        VideoError, match=rf"000003\.jpg: frame 3 is {2 * W}x{2 * H} but the first frame of .* is {W}x{H}"
     ):
         open_video(folder)
     folder = write_folder(tmp_path / "text", 4)

@@ -64,3 +64,30 @@ def test_an_unwritable_output_folder_is_refused_before_predicting(
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
     assert f"cannot write into {unwritable}" in err, err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_posetrack_json_naming_a_huge_image_is_refused_from_its_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: frames an annotation file lists were decoded as the run reached them, so an image declaring
+    30000 x 30000 pixels (a few KB of PNG) took gigabytes of memory half-way through; frame folders were
+    already checked on open."""
+    from annotation_io.posetrack import dump_2018
+    from annotation_io.types import Frame, Video
+    from tests.annotation_io.test_video_real_media import png_declaring
+
+    images = tmp_path / "images" / "v"
+    images.mkdir(parents=True)
+    for i in range(2):
+        cv2.imwrite(str(images / f"{i:06d}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    png_declaring(images / "000002.png", 30000, 30000)
+    frames = [Frame(i, [], False, file_name=f"images/v/{i:06d}.png", image_id=10000 + i) for i in range(3)]
+    labels = tmp_path / "v.json"
+    dump_2018(Video("v", 3, frames), labels)
+    argv = ["predict", str(labels), "--out", str(tmp_path / "p.json"), "--no-progress"]
+    assert model_main(argv, predictor_factory=_never) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert "000002.png: frame 2 of the frames listed by the annotation file" in err, err
+    assert "more pixels than a frame may have" in err, err
+    assert not (tmp_path / "p.json").exists()
