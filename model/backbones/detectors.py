@@ -81,6 +81,7 @@ HOG_NEW_IOU = 0.3  # a HOG hit overlapping someone found by more (or inside them
 HOG_ROI_SCALE = 1.1  # a HOG hit's landmark ROI: upright square on its centre, this x its height
 HOG_MIN_POSE_SCORE = 0.9  # HOG fires on car doors and railings: its hits need a sure pose to be people
 HOG_MIN_FIT = 0.3  # and the pose's body box must overlap the hit by this IoU (not a neighbour's pose)
+HOG_MAX_HITS = 20  # the best this many HOG hits are looked at (real frames give 0-6; a crowd or a fence more)
 
 
 def ssd_anchors(input_size: int = SIDE, strides: Sequence[int] = (8, 16, 32, 32, 32),
@@ -266,7 +267,7 @@ def _confirm_hog(hits: list[tuple[Box, float]], found: list[PersonFound], landma
                  frame_bgr: np.ndarray, realign: int) -> list[PersonFound]:
     """The people HOG hits add to `found` (see `find_people`), best hit first."""
     added: list[PersonFound] = []
-    for box, _ in hits:
+    for box, _ in sorted(hits, key=lambda hit: -hit[1])[:HOG_MAX_HITS]:  # a bounded number of landmark passes
         if any(box_iou(box, p.box) > HOG_NEW_IOU or _inside(box, p.box) or _inside(p.box, box)
                for p in found + added):
             continue

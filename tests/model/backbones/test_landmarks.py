@@ -12,6 +12,7 @@ from annotation_io.skeletons import KEYPOINT_INDEX
 from annotation_io.types import Box
 from model.backbones.blazepose import BlazePoseBackbone, posetrack_from_blazepose
 from model.backbones.detectors import (
+    HOG_MAX_HITS,
     UPRIGHT_RETRY,
     Detection,
     PersonDetector,
@@ -269,3 +270,25 @@ def test_hog_hits_that_are_not_people_are_not_confirmed(backbone: BlazePoseBackb
     assert len(hits) >= 2, hits  # the test means something: HOG takes bars for people
     found = find_people(_BlindDetector(), backbone.model, frame)
     assert found == [], [p.box for p in found]
+
+
+class _CountingLandmarks:
+    """A landmark model seeing nobody anywhere, counting its passes."""
+
+    def __init__(self) -> None:
+        self.rois: list[Roi] = []
+
+    def run(self, frame_bgr: np.ndarray, roi: Roi) -> PoseResult:
+        self.rois.append(roi)
+        return PoseResult(np.zeros((39, 2)), np.zeros(39), np.zeros(39), 0.0, roi)
+
+
+def test_hog_hits_get_a_bounded_number_of_landmark_passes() -> None:
+    """A frame full of upright edges (a fence, a crowd) can give HOG dozens of hits; only the best
+    HOG_MAX_HITS of them cost a landmark pass, best SVM score first."""
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    hits = [(Box(40.0 * i, 100.0, 30.0, 90.0), float(i)) for i in range(3 * HOG_MAX_HITS)]
+    landmarks = _CountingLandmarks()
+    assert find_people(_BlindDetector(), landmarks, frame, hog=hits, realign=0) == []
+    assert len(landmarks.rois) == HOG_MAX_HITS
+    assert landmarks.rois[0].cx == pytest.approx(40.0 * (3 * HOG_MAX_HITS - 1) + 15.0)  # the best hit first
