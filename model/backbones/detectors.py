@@ -82,6 +82,7 @@ HOG_ROI_SCALE = 1.1  # a HOG hit's landmark ROI: upright square on its centre, t
 HOG_MIN_POSE_SCORE = 0.9  # HOG fires on car doors and railings: its hits need a sure pose to be people
 HOG_MIN_FIT = 0.3  # and the pose's body box must overlap the hit by this IoU (not a neighbour's pose)
 HOG_MAX_HITS = 20  # the best this many HOG hits are looked at (real frames give 0-6; a crowd or a fence more)
+_UPRIGHT_CHAIN = ((11, 12), (23, 24), (27, 28))  # BlazePose shoulders, hips, ankles: top to bottom when upright
 
 
 def ssd_anchors(input_size: int = SIDE, strides: Sequence[int] = (8, 16, 32, 32, 32),
@@ -274,10 +275,18 @@ def _confirm_hog(hits: list[tuple[Box, float]], found: list[PersonFound], landma
         roi = Roi(box.x + box.w / 2.0, box.y + box.h / 2.0, HOG_ROI_SCALE * box.h, 0.0)
         pose = _pose_at(landmarks, frame_bgr, roi, realign)
         body = pose.body_box()
-        if (pose.score >= HOG_MIN_POSE_SCORE and box_iou(body, box) >= HOG_MIN_FIT
+        if (pose.score >= HOG_MIN_POSE_SCORE and box_iou(body, box) >= HOG_MIN_FIT and _upright(pose)
                 and all(box_iou(body, p.box) <= DEDUPE_IOU for p in found + added)):
             added.append(PersonFound(body, pose, pose.score * MIN_DETECTION_SCORE))
     return added
+
+
+def _upright(pose: PoseResult) -> bool:
+    """Whether the pose's shoulders, hips and ankles lie top to bottom in the frame, as on the upright
+    people HOG looks for (seated people too). On a HOG hit over two men leaning together, the pass
+    found a sure pose (0.96-0.99) spread across both of them, its ankles above its hips."""
+    heights = [float(pose.xy[list(pair), 1].mean()) for pair in _UPRIGHT_CHAIN]
+    return heights[0] < heights[1] < heights[2]
 
 
 def _confirm(hits: list[Detection], landmarks: LandmarkModel, frame_bgr: np.ndarray, min_pose_score: float,

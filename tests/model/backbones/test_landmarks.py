@@ -13,10 +13,14 @@ from annotation_io.types import Box
 from model.backbones.blazepose import BlazePoseBackbone, posetrack_from_blazepose
 from model.backbones.detectors import (
     HOG_MAX_HITS,
+    HOG_MIN_POSE_SCORE,
+    HOG_ROI_SCALE,
     UPRIGHT_RETRY,
     Detection,
     PersonDetector,
     _confirm,
+    _pose_at,
+    _upright,
     detect_people,
     find_people,
     fine_tiles,
@@ -292,3 +296,20 @@ def test_hog_hits_get_a_bounded_number_of_landmark_passes() -> None:
     assert find_people(_BlindDetector(), landmarks, frame, hog=hits, realign=0) == []
     assert len(landmarks.rois) == HOG_MAX_HITS
     assert landmarks.rois[0].cx == pytest.approx(40.0 * (3 * HOG_MAX_HITS - 1) + 15.0)  # the best hit first
+
+
+@pytest.mark.parametrize(("still", "index"), [("coco_000000196141", 0), ("crowdpose_103319", 0)])
+def test_a_sure_pose_upside_down_is_not_an_upright_person(backbone: BlazePoseBackbone, still: str, index: int) -> None:
+    """HOG looks for upright people, and the landmark pass on an upright ROI can return a sure pose that
+    is not (on a real clip, one spread over two men leaning together, ankles above hips). Real people
+    turned upside down give such passes: sure, and not shoulders-hips-ankles top to bottom."""
+    (gt, image), = [s for s in load_stills(STILLS) if s[0].name == still]
+    box = sorted((p.box for p in gt.frames[0].persons), key=lambda b: -b.h)[index]
+    roi = Roi(box.x + box.w / 2, box.y + box.h / 2, HOG_ROI_SCALE * box.h, 0.0)
+    pose = _pose_at(backbone.model, image, roi, 2)
+    assert pose.score >= HOG_MIN_POSE_SCORE and _upright(pose)
+    flipped = np.ascontiguousarray(image[::-1])
+    roi = Roi(roi.cx, image.shape[0] - roi.cy, roi.size, 0.0)
+    pose = _pose_at(backbone.model, flipped, roi, 2)
+    assert pose.score >= HOG_MIN_POSE_SCORE, pose.score  # the test means something: the pass is sure
+    assert not _upright(pose)
