@@ -135,6 +135,16 @@ def check_text(value: Any) -> None:
                                  "(a lone UTF-16 surrogate)") from None  # fmt: skip
 
 
+def check_length(text: str, where: str) -> None:
+    """Refuses text longer than MAX_TEXT_CHARS (a video_id or project title: VARCHAR(512) on PostgreSQL).
+
+    Raises:
+        LimitError: naming `where` and the length.
+    """
+    if len(text) > MAX_TEXT_CHARS:
+        raise LimitError(f"{where} is {len(text)} characters long; at most {MAX_TEXT_CHARS}")
+
+
 def finite_float(text: str) -> float:
     """`json.loads(..., parse_float=finite_float)`: a JSON number that overflows to infinity is refused.
 
@@ -155,8 +165,8 @@ def check_frame_fields(data: Mapping[str, Any], limits: Limits, where: str) -> N
         LimitError: a value over the limit.
     """
     video_id = data.get("video_id")
-    if isinstance(video_id, (str, int)) and len(str(video_id)) > MAX_TEXT_CHARS:  # stored as str(video_id)
-        raise LimitError(f"{where}.video_id is {len(str(video_id))} characters long; at most {MAX_TEXT_CHARS}")
+    if isinstance(video_id, (str, int)):
+        check_length(str(video_id), f"{where}.video_id")  # stored as str(video_id)
     for key in ("nframes", "frame_index"):
         value = data.get(key)
         number = _number(value)

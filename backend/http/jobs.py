@@ -20,7 +20,7 @@ from backend.db.session import session_scope
 from backend.db.tables import Job
 from backend.http.errors import ApiError
 from backend.http.inputs import current_context, json_body, query_int, required_project
-from backend.limits import MAX_TEXT_CHARS, LimitError, parse_id
+from backend.limits import LimitError, check_length, parse_id
 from backend.services import preannotate as preannotate_service
 from backend.services.status import job_fraction
 
@@ -63,8 +63,8 @@ def preannotate() -> Any:
     video_id = body.get("video_id")
     if video_id is not None and (isinstance(video_id, bool) or not isinstance(video_id, (str, int))):
         raise ApiError(400, f"'video_id' must be a string, got {video_id!r}")
-    if video_id is not None and len(str(video_id)) > MAX_TEXT_CHARS:  # it travels with the job: /jobs shows it
-        raise ApiError(400, f"'video_id' is {len(str(video_id))} characters long; at most {MAX_TEXT_CHARS}")
+    if video_id is not None:
+        check_length(str(video_id), "'video_id'")  # it travels with the job: /jobs shows it
     job_id = preannotate_service.submit_preannotate(
         current_context(), project_id, trigger="api", video_id=None if video_id is None else str(video_id),
         task_ids=_task_ids(body.get("tasks")), force=bool(body.get("force", False)),

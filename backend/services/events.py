@@ -45,7 +45,7 @@ from backend.db import queries
 from backend.db.event_batches import label_configs
 from backend.db.session import read_scope, session_scope
 from backend.jobs.registry import PROCESS_EVENT
-from backend.limits import MAX_TEXT_CHARS, LimitError, check_frame_fields, check_result, parse_id
+from backend.limits import LimitError, check_frame_fields, check_length, check_result, parse_id
 from backend.services import ls_sync, training
 
 if TYPE_CHECKING:
@@ -108,8 +108,8 @@ def _check_title(project: Any) -> None:
     title = project.get("title") if isinstance(project, dict) else None
     if title is not None and not isinstance(title, str):
         raise WebhookPayloadError(f"project.title must be a string, got {type(title).__name__}")
-    if title is not None and len(title) > MAX_TEXT_CHARS:
-        raise WebhookPayloadError(f"project.title is {len(title)} characters long; at most {MAX_TEXT_CHARS}")
+    if title is not None:
+        check_length(title, "project.title")
 
 
 def _deleted_ids(payload: Mapping[str, Any]) -> list[int]:
