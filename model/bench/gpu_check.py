@@ -2,7 +2,7 @@
 
 Run ``scripts/gpu_check.sh [OUT.json]`` (or ``python -m model.bench.gpu_check --out OUT.json``) on a
 CUDA machine; it takes a few minutes. Every check records its figures and ``ok``; the exit status is
-1 when any check fails, 2 without CUDA. Tolerances (float32, TF32 off for the parity checks):
+1 when any check fails, 2 without CUDA. Tolerances (float32, TF32 off wherever CPU and CUDA outputs are compared):
 
 - HRNet-W48 and the head, CPU vs CUDA on the same weights and inputs: max |diff| <= 1e-3 of the
   output's max |value| (cuDNN and oneDNN sum in different orders), and decoded keypoints within
@@ -30,7 +30,8 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +91,21 @@ def _compare(cpu: torch.Tensor, gpu: torch.Tensor) -> dict[str, Any]:
             "kp_p95_px": float(dist.quantile(0.95))}
 
 
-def check_parity(device: str = "cuda", batch: int = 2) -> dict[str, Any]:
-    """HRNet-W48 and the head in float32 on CPU and on `device`, same weights and inputs."""
+@contextmanager
+def _exact_float32() -> Iterator[None]:
+    """TF32 off for matmuls and cuDNN convolutions (cuDNN's default is on: ~1e-3 relative error)."""
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # exact float32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        return _parity(device, batch)
+        yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def check_parity(device: str = "cuda", batch: int = 2) -> dict[str, Any]:
+    """HRNet-W48 and the head in float32 on CPU and on `device`, same weights and inputs."""
+    with _exact_float32():
+        return _parity(device, batch)
 
 
 def _parity(device: str, batch: int) -> dict[str, Any]:
@@ -215,7 +223,7 @@ def check_finetune(device: str = "cuda", workdir: Path | None = None,
                                version="gpu-check")
         cpu_head, _ = load_head(path, "simulated")
         maps = _peaked_heatmaps(4, seed=6)
-        with torch.inference_mode():
+        with torch.inference_mode(), _exact_float32():
             on_cpu = cpu_head.refine(*maps)
             on_gpu = place_module(head, device).refine(*(m.to(device) for m in maps))
         for r in readers.values():
@@ -272,8 +280,13 @@ def throughput(device: str = "cuda", batch: int = 32) -> dict[str, Any]:
     return out
 
 
-def run_gpu_check(device: str = "cuda", video: bool = True) -> dict[str, Any]:
-    """Every check and the throughput figures, each timed; `video` adds the bench-video cost section."""
+def run_gpu_check(device: str = "cuda", video: bool = True,
+                  on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every check and the throughput figures, each timed; `video` adds the bench-video cost section.
+
+    `on_step` gets the report so far after each step (the CLI writes it, so that a run stopped by its
+    time limit still leaves the figures of the steps that finished).
+    """
     name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
     report: dict[str, Any] = {"device": device, "device_name": name,
                               "torch": torch.__version__, "checks": {}}
@@ -298,7 +311,10 @@ def run_gpu_check(device: str = "cuda", video: bool = True) -> dict[str, Any]:
         report["checks"][name] = result
         logger.info("gpu check: %s %s in %.0f s", name, "ok" if result.get("ok", True) else "FAILED",
                     result["seconds"])
-    report["ok"] = all(c.get("ok", True) for c in report["checks"].values())
+        report["ok"] = all(c.get("ok", True) for c in report["checks"].values())
+        report["complete"] = len(report["checks"]) == len(steps)
+        if on_step is not None:
+            on_step(report)
     return report
 
 
@@ -326,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no CUDA device (torch.cuda.is_available() is False); run this on a GPU machine",
               file=sys.stderr)
         return 2
-    report = run_gpu_check(args.device, video=not args.no_video)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    out = Path(args.out)
+    report = run_gpu_check(args.device, video=not args.no_video,
+                           on_step=lambda partial: out.write_text(json.dumps(partial, indent=2)))
     print(json.dumps({k: v.get("ok") for k, v in report["checks"].items()}))
     print(f"figures written to {args.out}; {'all checks passed' if report['ok'] else 'SOME CHECKS FAILED'}")
     return 0 if report["ok"] else 1

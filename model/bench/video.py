@@ -334,18 +334,19 @@ def _cost_section(data: _Data, s: BenchSettings, result: VideoBenchResult) -> No
     ]
     head = head.to(s.device)
     for name, make in backbones:
-        try:
+        reader = data.reader(data.cost)
+        try:  # BlazePose loads mediapipe on first use, so the warm-up is where a missing one shows
             backbone = make()
+            _warm_up(backbone, head, video, reader)
         except Exception as exc:  # noqa: BLE001 - report and go on with the other backbone
             result.notes.append(f"cost with {name} skipped: {type(exc).__name__}: {exc}")
+            reader.close()
             continue
-        reader = data.reader(data.cost)
         cuda = torch.device(s.device).type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(s.device)
         base: dict[str, Any] = {"label_aware": False, "detect": False, "batch_size": s.backbone_batch,
                                 "device": s.device}
-        _warm_up(backbone, head, video, reader)
         rows: dict[str, CostRow] = {}
         variants = (("backbone-only", None, "cached"), ("cached", head, "cached"), ("exact", head, "exact"))
         for _ in range(s.repeats):  # interleaved repeats; the fastest of each variant counts

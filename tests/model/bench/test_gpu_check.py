@@ -40,3 +40,26 @@ def test_finetune_on_cuda_loads_on_cpu_and_keeps_its_keypoints_under_autocast(tm
     assert result["ok"], result
     autocast = gpu_check.check_autocast("cuda", trained[0])
     assert autocast["ok"], autocast
+
+
+def test_each_step_is_reported_as_it_finishes_and_one_failure_keeps_the_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu_check, "check_parity", lambda device: {"ok": True, "max_rel_diff": 0.0})
+
+    def broken(device: str) -> dict:
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(gpu_check, "check_dcn", broken)
+    monkeypatch.setattr(gpu_check, "check_finetune", lambda device, trained: {"ok": True})
+    monkeypatch.setattr(gpu_check, "check_autocast", lambda device, head: {"ok": True})
+    monkeypatch.setattr(gpu_check, "throughput", lambda device: {"batch": 32})
+    seen: list[tuple[list[str], bool, bool]] = []
+    report = gpu_check.run_gpu_check("cpu", video=False,
+                                     on_step=lambda r: seen.append((list(r["checks"]), r["ok"], r["complete"])))
+    assert [names for names, _, _ in seen] == [
+        ["parity"], ["parity", "dcn"], ["parity", "dcn", "finetune"],
+        ["parity", "dcn", "finetune", "autocast"], ["parity", "dcn", "finetune", "autocast", "throughput"]]
+    assert [ok for _, ok, _ in seen] == [True, False, False, False, False]
+    assert [complete for _, _, complete in seen] == [False, False, False, False, True]
+    assert report["checks"]["dcn"]["error"] == "RuntimeError: CUDA error: out of memory"
+    assert not report["ok"]
