@@ -149,3 +149,20 @@ def test_a_phone_video_with_rotation_metadata_reads_upright(tmp_path: Path) -> N
         assert frame.shape == (W, H, 3)
         np.testing.assert_array_equal(frame, cv2.rotate(stored, cv2.ROTATE_90_CLOCKWISE))
         assert [f.shape for _, f in source.iter_frames()] == [(W, H, 3)] * 3
+
+
+def test_a_long_folder_says_it_is_checking_headers_and_how_long_it_took(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 50,000-frame folder spent 15-40 s on its header check with nothing said; now two log lines."""
+    import annotation_io.video as video
+
+    folder = write_folder(tmp_path / "frames", 6)
+    with caplog.at_level(logging.INFO, logger="annotation_io.video"):
+        open_video(folder).close()
+    assert "headers" not in caplog.text  # a short folder says nothing
+    monkeypatch.setattr(video, "HEADER_SCAN_ANNOUNCE", 5)
+    with caplog.at_level(logging.INFO, logger="annotation_io.video"):
+        open_video(folder).close()
+    assert f"checking the headers of 6 frames of folder {folder} ..." in caplog.text
+    assert f"6 frames of folder {folder} checked in " in caplog.text
