@@ -89,6 +89,8 @@ class FrameSource(ABC):
         num_frames: number of readable frames (> 0).
         fps: frames per second, or None where unknown.
         width, height: frame size in pixels.
+        concurrent_reads: whether `read` may be called from several threads at once (image files
+            are; a video file's decoder is not).
     """
 
     path: Path
@@ -96,6 +98,7 @@ class FrameSource(ABC):
     fps: float | None
     width: int
     height: int
+    concurrent_reads: bool = False
 
     def __len__(self) -> int:
         return self.num_frames
@@ -154,7 +157,8 @@ class FolderSource(FrameSource):
 
     Hidden files are skipped and other non-image files ignored with a warning. Every image's header is
     read on open (an image, of the first one's size, within MAX_FRAME_PIXELS), so a stray or oversized
-    file fails the open instead of a long run half-way; frames are decoded on demand.
+    file fails the open instead of a long run half-way; frames are decoded on demand, by several
+    threads at once where the caller wants (`concurrent_reads`).
 
     Args:
         path: the folder.
@@ -196,11 +200,14 @@ class FolderSource(FrameSource):
             )
         return frame
 
+    concurrent_reads = True  # each frame is its own file; the last-frame cache is swapped whole
+
     def read(self, index: int) -> np.ndarray:
         index = self._check_index(index)
-        if self._cache is None or self._cache[0] != index:
-            self._cache = (index, self._load(index))
-        return self._cache[1].copy()
+        cached = self._cache  # one read of the attribute: another thread may replace it meanwhile
+        if cached is None or cached[0] != index:
+            cached = self._cache = (index, self._load(index))
+        return cached[1].copy()
 
     def iter_frames(
         self, step: int = 1, start: int = 0, stop: int | None = None

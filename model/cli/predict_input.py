@@ -46,6 +46,8 @@ class PredictInput:
 class _ListedFrames:
     """Frames named one by one by an annotation file (index -> image path)."""
 
+    concurrent_reads = True  # one file per frame, no state
+
     def __init__(self, files: dict[int, Path], num_frames: int) -> None:
         self.files = files
         self.num_frames = num_frames

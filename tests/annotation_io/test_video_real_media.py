@@ -166,3 +166,17 @@ def test_a_long_folder_says_it_is_checking_headers_and_how_long_it_took(
         open_video(folder).close()
     assert f"checking the headers of 6 frames of folder {folder} ..." in caplog.text
     assert f"6 frames of folder {folder} checked in " in caplog.text
+
+
+def test_a_frame_folder_reads_right_from_several_threads_at_once(tmp_path: Path) -> None:
+    """FolderSource says `concurrent_reads`: the prediction's read-ahead decodes its frames on 4 threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = write_folder(tmp_path / "frames", 12, ".png")
+    with open_video(folder) as source:
+        assert source.concurrent_reads
+        indices = [i % 12 for i in range(240)]
+        with ThreadPoolExecutor(4) as pool:
+            frames = list(pool.map(source.read, indices))
+    for index, frame in zip(indices, frames):
+        assert np.array_equal(frame, make_frame(index)), index

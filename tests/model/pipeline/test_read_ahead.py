@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -63,3 +64,69 @@ def test_a_failing_frame_raises_for_the_consumer_not_the_thread() -> None:
 def test_bad_depth_is_named() -> None:
     with pytest.raises(ValueError, match="depth"):
         ReadAheadReader(_Frames(2), [0], depth=0)
+
+
+class _Files:
+    """A reader of one file per frame (`concurrent_reads`): each read takes 20 ms; records overlap."""
+
+    concurrent_reads = True
+
+    def __init__(self, n: int, fail: int | None = None) -> None:
+        self.num_frames, self.fail = n, fail
+        self.reads: list[int] = []
+        self.busy = self.most_busy = 0
+        self._lock = threading.Lock()
+
+    def read(self, index: int) -> np.ndarray:
+        with self._lock:
+            self.reads.append(index)
+            self.busy += 1
+            self.most_busy = max(self.most_busy, self.busy)
+        try:
+            time.sleep(0.02)
+            if index == self.fail:
+                raise OSError(f"cannot decode frame {index}")
+            return np.full((4, 5, 3), index, dtype=np.uint8)
+        finally:
+            with self._lock:
+                self.busy -= 1
+
+
+def test_files_are_decoded_by_several_threads_in_order_of_use() -> None:
+    inner = _Files(24)
+    with ReadAheadReader(inner, range(24), depth=8, workers=4) as ahead:
+        assert ahead.workers == 4
+        got = [int(ahead.read(i)[0, 0, 0]) for i in range(24)]
+    assert got == list(range(24))
+    assert sorted(inner.reads) == list(range(24))  # each frame decoded once
+    assert inner.most_busy >= 2, inner.most_busy  # decoded side by side
+
+
+def test_a_reader_that_is_not_thread_safe_gets_one_thread_whatever_is_asked() -> None:
+    inner = _Frames(12)  # asserts it is never used by two threads at once
+    with ReadAheadReader(inner, range(12), workers=4) as ahead:
+        assert ahead.workers == 1
+        assert [int(ahead.read(i)[0, 0, 0]) for i in range(12)] == list(range(12))
+
+
+def test_with_several_threads_a_failing_frame_still_raises_for_the_consumer() -> None:
+    inner = _Files(10, fail=4)
+    with ReadAheadReader(inner, range(10), workers=3) as ahead:
+        assert [int(ahead.read(i)[0, 0, 0]) for i in range(4)] == [0, 1, 2, 3]
+        with pytest.raises(OSError, match="frame 4"):
+            ahead.read(4)
+        assert [int(ahead.read(i)[0, 0, 0]) for i in range(5, 10)] == [5, 6, 7, 8, 9]
+
+
+def test_skipped_frames_are_not_kept() -> None:
+    inner = _Files(30)
+    with ReadAheadReader(inner, range(30), depth=6, workers=3) as ahead:
+        assert int(ahead.read(20)[0, 0, 0]) == 20  # the consumer jumps ahead
+        time.sleep(0.1)  # threads finish what they had started
+        assert all(i > 20 for i in ahead._ready), sorted(ahead._ready)
+        assert [int(ahead.read(i)[0, 0, 0]) for i in range(21, 30)] == list(range(21, 30))
+
+
+def test_bad_workers_is_named() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        ReadAheadReader(_Files(2), [0], workers=0)
