@@ -130,3 +130,19 @@ def test_skipped_frames_are_not_kept() -> None:
 def test_bad_workers_is_named() -> None:
     with pytest.raises(ValueError, match="workers"):
         ReadAheadReader(_Files(2), [0], workers=0)
+
+
+def test_the_pipeline_profile_script_times_each_variant_and_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    """`scripts/profile_pipeline.py` (README "Speed on CPU and GPU"), its instant backbone and head: the
+    pipeline's own cost, with 1 and 2 decoding threads side by side."""
+    from scripts import profile_pipeline
+
+    assert profile_pipeline.main(["--instant", "--size", "320x240", "--frames", "3", "--people", "2",
+                                  "--repeats", "1", "--decode-workers", "1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "3 frames x 2 people = 6 person-frames" in out
+    for variant in ("backbone-only", "cached", "exact"):
+        for workers in (1, 2):
+            assert f"{variant} ({workers} decoding)" in out
+    for stage in (*profile_pipeline.STAGES, "other"):
+        assert f"\n  {stage} " in out
