@@ -165,6 +165,8 @@ class FolderSource(FrameSource):
         fps: frames per second to report (folders carry none).
     """
 
+    concurrent_reads = True  # each frame is its own file; the last-frame cache is swapped whole
+
     def __init__(self, path: str | Path, *, fps: float | None = None) -> None:
         self.path = Path(path)
         # Hidden files are never frames (macOS writes a "._000001.jpg" beside each file on some drives).
@@ -199,8 +201,6 @@ class FolderSource(FrameSource):
                 f" {self.width}x{self.height}; all frames of a video must have one size"
             )
         return frame
-
-    concurrent_reads = True  # each frame is its own file; the last-frame cache is swapped whole
 
     def read(self, index: int) -> np.ndarray:
         index = self._check_index(index)

@@ -175,13 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     timer.wrap(video_job, "decode_to_frame", "decode")
     _sync(args.device)
     t0 = time.perf_counter()
-    cached = next(run for name, run in variants.items() if name.startswith("cached"))
+    stage_name, cached = next((name, run) for name, run in variants.items() if name.startswith("cached"))
     cached()
     _sync(args.device)
     total = time.perf_counter() - t0
     timer.restore()
     inner = dict(timer.seconds)
-    print(f"cached, one timed run with synchronised stages: {1e3 * total / person_frames:.2f} ms per person-frame")
+    print(f"{stage_name}, one timed run with synchronised stages: {1e3 * total / person_frames:.2f} ms per "
+          "person-frame")
     for stage in STAGES:
         v = inner.get(stage, 0.0)
         print(f"  {stage:11s} {1e3 * v / person_frames:7.3f} ms per person-frame  ({100 * v / total:5.1f}%)")

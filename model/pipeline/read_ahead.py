@@ -27,8 +27,8 @@ class ReadAheadReader:
     while the backbone runs on the previous batch. At most `depth` decoded frames wait (or are being
     decoded); a frame asked for out of order is read directly. A reader whose `concurrent_reads` is
     true (frame folders, the frames an annotation file lists: one image file each) is read by
-    `workers` threads at once, since one thread decodes about 200 frames of 1280x720 a second, less
-    than a GPU predicts with one person per frame; any other reader (cv2.VideoCapture is not
+    `workers` threads at once, since one thread decodes about 220 JPEG frames of 1280x720 a second
+    (90 of 1920x1080), fewer than a GPU predicts with one person per frame; any other reader (cv2.VideoCapture is not
     thread-safe) is only ever used by one thread at a time, under one lock. Use as a context
     manager, or call `close`.
 
