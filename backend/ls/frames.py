@@ -320,6 +320,10 @@ class VideoFrames:
         ValueError: no URL at all, or an anchor without a URL.
     """
 
+    # One image per task: the prediction's read-ahead downloads and decodes several at once (the
+    # FrameStore's disk cache and the client are shared by the service's threads already).
+    concurrent_reads = True
+
     def __init__(self, store: FrameStore, urls: Mapping[int, str], num_frames: int, *,
                  anchor: int | None = None) -> None:  # fmt: skip
         if not urls:
@@ -335,6 +339,7 @@ class VideoFrames:
         probe = store.image(self.urls[first])
         self.height, self.width = probe.shape[:2]
         self._last: tuple[int, np.ndarray] = (first, probe)
+        self._count = threading.Lock()  # stand_ins is counted by several reading threads
 
     def _source(self, index: int) -> int:
         if index in self.urls:
@@ -347,10 +352,11 @@ class VideoFrames:
         """(H, W, 3) uint8 BGR frame `index` (or its stand-in)."""
         source = self._source(index)
         if source != index:
-            self.stand_ins += 1
+            self._stand_in()
             logger.debug("frame %d: no task image, frame %d stands in", index, source)
-        if self._last[0] == source:
-            return self._last[1]
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last[0] == source:
+            return last[1]
         try:
             image = self.store.image(self.urls[source])
         except ImageUnavailableError as exc:
@@ -358,7 +364,7 @@ class VideoFrames:
             if fallback is None:
                 raise
             logger.warning("frame %d: %s; frame %d stands in", index, exc, fallback)
-            self.stand_ins += 1
+            self._stand_in()
             return self.read(fallback)
         if image.shape[:2] != (self.height, self.width):
             logger.warning("frame %d is %dx%d, the video %dx%d: resized", source, image.shape[1], image.shape[0],
@@ -366,3 +372,7 @@ class VideoFrames:
             image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
         self._last = (source, image)
         return image
+
+    def _stand_in(self) -> None:
+        with self._count:
+            self.stand_ins += 1

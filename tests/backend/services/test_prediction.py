@@ -303,6 +303,52 @@ def test_frame_store_errors_name_the_image_and_learn_from_setup(image_server: st
     assert (configured.url, configured.api_key) == ("http://ls.example:8080", "from-settings")
 
 
+class _SlowImages(_Images):
+    """Label Studio's media 30 ms away; counts the downloads running at once."""
+
+    busy: ClassVar[int] = 0
+    most_busy: ClassVar[int] = 0
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:
+        with self.lock:
+            _SlowImages.busy += 1
+            _SlowImages.most_busy = max(_SlowImages.most_busy, _SlowImages.busy)
+        try:
+            time.sleep(0.03)
+            super().do_GET()
+        finally:
+            with self.lock:
+                _SlowImages.busy -= 1
+
+
+def test_task_images_are_downloaded_by_several_read_ahead_threads(synth_video: SynthVideo,
+                                                                  tmp_path: Path) -> None:  # fmt: skip
+    """A /preannotate job over a whole video reads its task images through the read-ahead: with Label
+    Studio's media over the network, one thread waited on one download at a time."""
+    from model.pipeline.read_ahead import ReadAheadReader
+
+    _Images.files = {f"/data/upload/1/f{t}.jpg": path.read_bytes() for t, path in enumerate(synth_video.paths)}
+    _Images.hits = []
+    _SlowImages.busy = _SlowImages.most_busy = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowImages)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        store = FrameStore(tmp_path / "cache", LabelStudioAccess(url, _Images.token))
+        frames = VideoFrames(store, {t: f"/data/upload/1/f{t}.jpg" for t in range(6)}, 6)
+        assert frames.concurrent_reads
+        with ReadAheadReader(frames, range(6), workers=4) as ahead:
+            got = [ahead.read(t) for t in range(6)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    for t, image in enumerate(got):
+        assert np.array_equal(image, cv2.imread(str(synth_video.paths[t]))), t
+    assert sorted(_Images.hits) == sorted(_Images.files)  # each image downloaded once (frame 0 by the probe)
+    assert _SlowImages.most_busy >= 2
+
+
 def test_safe_url_masks_secrets() -> None:
     url = safe_url("https://user:pw@bucket.s3.amazonaws.com/a.jpg?X-Amz-Signature=abc123&token=t0k&d=x/y.jpg")
     assert "pw" not in url and "abc123" not in url and "t0k" not in url
