@@ -2,7 +2,8 @@
 
 Run ``scripts/gpu_check.sh [OUT.json]`` (or ``python -m model.bench.gpu_check --out OUT.json``) on a
 CUDA machine; it takes a few minutes. Every check records its figures and ``ok``; the exit status is
-1 when any check fails, 2 without CUDA. Tolerances (float32, TF32 off wherever CPU and CUDA outputs are compared):
+1 when any check fails, 2 without CUDA. Tolerances (float32, TF32 off wherever CPU and CUDA outputs
+are compared):
 
 - HRNet-W48 and the head, CPU vs CUDA on the same weights and inputs: max |diff| <= 1e-3 of the
   output's max |value| (cuDNN and oneDNN sum in different orders), and decoded keypoints within
