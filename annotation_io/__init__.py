@@ -12,4 +12,5 @@ Map:
 - `video`: frame count, fps, random access and iteration for video files and frame folders.
 - `evaluate`: poseval-compatible AP (`python -m annotation_io.evaluate GT PRED`).
 - `synth`: synthetic PoseTrack-style videos (`python -m annotation_io.synth OUT ...`).
+- `arguments`: argparse types the command lines of all three packages share (`positive_int`).
 """

@@ -32,6 +32,7 @@ from urllib.parse import quote
 import cv2
 
 from annotation_io import posetrack
+from annotation_io.arguments import positive_int
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.label_studio import LabelConfig, parse_config, parse_task, persons_to_results, task_data
 from annotation_io.types import Frame, Video
@@ -413,26 +414,15 @@ def run_import_posetrack(args: argparse.Namespace) -> int:
     return _run(args, import_posetrack, args.dataset, files=args.files or None)
 
 
-def _positive_int(text: str) -> int:
-    """An integer >= 1 (argparse type): checked before any frame is extracted or request sent."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _common_args(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--project", type=_positive_int, required=True, help="Label Studio project id")
+    add("--project", type=positive_int, required=True, help="Label Studio project id")
     add("--ls-url", default=None, help="Label Studio URL (default: $LABEL_STUDIO_URL)")
     add("--document-root", type=Path, default=None,
         help="LS local-files document root (default: $LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)")  # fmt: skip
     add("--url-mode", choices=URL_MODES, default="local-files",
         help="task image URLs: LS local files (default) or absolute paths")  # fmt: skip
-    add("--batch-size", type=_positive_int, default=DEFAULT_BATCH, help="tasks per import request")
+    add("--batch-size", type=positive_int, default=DEFAULT_BATCH, help="tasks per import request")
     add("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -440,7 +430,7 @@ def add_import_commands(subparsers: argparse._SubParsersAction) -> None:
     """Adds `import-video` and `import-posetrack`; each sets `func(args) -> exit status`."""
     video = subparsers.add_parser("import-video", help="extract a video's frames, create a task per frame")
     video.add_argument("video", type=Path, help="video file or frame folder")
-    video.add_argument("--every", type=_positive_int, default=1, help="keep every K-th frame (default 1)")
+    video.add_argument("--every", type=positive_int, default=1, help="keep every K-th frame (default 1)")
     video.add_argument("--frames-root", type=Path, default=None,
                        help="where frames are written (default: <document root>/frames)")  # fmt: skip
     video.add_argument("--video-id", default=None, help="video id in the tasks (default: file stem)")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING
 import cv2
 
 from annotation_io import posetrack
+from annotation_io.arguments import positive_int
 from annotation_io.types import Video
 from annotation_io.video import VideoError
 from model.backbones.names import BACKBONE_NAMES
@@ -246,7 +248,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--mode", default="cached", choices=MODES,
                         help="cached: one backbone pass per person-frame (default); exact: released 3 crops")
     parser.add_argument("--no-label-aware", action="store_true", help="do not feed human labels to the head")
-    parser.add_argument("--redetect-every", type=_at_least_one, default=1, metavar="N",
+    parser.add_argument("--redetect-every", type=functools.partial(positive_int, unit="frames"), default=1,
+                        metavar="N",
                         help="where no label reaches, run the person detector every N frames and follow people "
                         "between (default 1: every frame, finds the most people; 10: 2.3x faster on one person)")
     parser.add_argument("--frames", type=str, help="frames a:b to predict (default all)")
@@ -254,17 +257,6 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details and tracebacks")
     parser.set_defaults(handle=handle, log_level="WARNING")
-
-
-def _at_least_one(text: str) -> int:
-    """An integer >= 1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of frames, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _one_line(exc: BaseException) -> str:
