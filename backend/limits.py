@@ -9,15 +9,20 @@ walk over the JSON, never a database row, a frame set or a model call. No Flask 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from annotation_io.errors import AnnotationFormatError
+
 MAX_ID = 2**63 - 1  # ids are stored as 64-bit integers (BIGINT on PostgreSQL)
 MAX_TEXT_CHARS = 512  # a video_id or project title (VARCHAR(512) on PostgreSQL)
+TRACK_IDS = (-(2**31), 2**31 - 1)  # corrections.track_id is INTEGER: 32-bit on PostgreSQL
 PERSON_TYPES = frozenset({"rectanglelabels", "rectangle"})
 KEYPOINT_TYPES = frozenset({"keypointlabels", "keypoint"})
 _PERCENT_FIELDS = ("x", "y", "width", "height")
+_FLOAT_DIGITS = len(str(int(sys.float_info.max)))  # 309: the digits of the largest float
 _PLAIN_NUMBERS = (int, float)  # exact types (bool is an int subclass, not one of them)
 
 
@@ -157,6 +162,19 @@ def finite_float(text: str) -> float:
     return value
 
 
+def finite_int(text: str) -> int:
+    """`json.loads(..., parse_int=finite_int)`: an integer beyond float range is refused, as `finite_float`
+    refuses 1e999 (every `float()` of it overflows: a score, an fps, a track id, a learning rate).
+
+    Raises:
+        LimitError: the integer is beyond float range (about 1.8e308), named by its number of digits.
+    """
+    digits = len(text) - text.startswith("-")
+    if digits > _FLOAT_DIGITS or (digits == _FLOAT_DIGITS and abs(int(text)) > sys.float_info.max):
+        raise LimitError(f"numbers must be within float range (about 1.8e308), got a {digits}-digit integer")
+    return int(text)
+
+
 def check_frame_fields(data: Mapping[str, Any], limits: Limits, where: str) -> None:
     """Refuses a task's `nframes` / `frame_index` beyond MAX_VIDEO_FRAMES and a `video_id` longer than
     MAX_TEXT_CHARS (other checks are the converter's).
@@ -209,7 +227,8 @@ def check_result(result: Any, limits: Limits, where: str) -> tuple[int, int]:
 
 
 def check_task(task: Mapping[str, Any], limits: Limits, where: str) -> None:
-    """Checks a task: its frame fields and the annotations and predictions it carries.
+    """Checks a task: its frame fields and the annotations, drafts and predictions it carries (a draft is
+    read as human labels when the task has one, like an annotation).
 
     Raises:
         LimitError: a limit broken (named in the message).
@@ -217,7 +236,7 @@ def check_task(task: Mapping[str, Any], limits: Limits, where: str) -> None:
     if isinstance(task.get("data"), Mapping):
         check_frame_fields(task["data"], limits, f"{where}.data")
     persons = keypoints = 0
-    for key in ("annotations", "predictions"):
+    for key in ("annotations", "drafts", "predictions"):
         for j, entry in enumerate(_as_list(task.get(key))):
             if isinstance(entry, Mapping):
                 p, k = check_result(entry.get("result"), limits, f"{where}.{key}[{j}].result")
@@ -243,6 +262,36 @@ def check_tasks(tasks: Iterable[Any], limits: Limits) -> None:
         if project is not None and not (isinstance(project, str) and "." in project):
             parse_id(project, f"tasks[{i}].project")
         check_task(task, limits, f"tasks[{i}]")
+
+
+def check_track_ids(persons: Iterable[Any], source: str) -> None:
+    """Refuses a person (human label) whose track id the database cannot store (`TRACK_IDS`): a correction
+    keeps the track id, and PostgreSQL refused 3000000000 only when the event was processed, after its 201.
+
+    Args:
+        persons: `annotation_io.types.Person`s, as `results_to_persons` returns them.
+        source: where they come from ("annotation 7", "task 101"), named in the error.
+
+    Raises:
+        AnnotationFormatError: the first track id out of range, with its box's region id.
+    """
+    low, high = TRACK_IDS
+    for person in persons:
+        track = person.track_id
+        if track is not None and not low <= track <= high:
+            raise AnnotationFormatError(f"track id {_short(track)} of person box {person.region_id!r} is outside "
+                                        "-2**31 to 2**31-1, the range a track id is stored in", source=source)  # fmt: skip
+
+
+def check_context(context: Any, limits: Limits) -> None:
+    """Checks /predict's interactive context (`params.context`): its `result` stands for the task's regions,
+    so it is held to the per-annotation limits.
+
+    Raises:
+        LimitError: too many persons or keypoints, or a region outside the image.
+    """
+    if isinstance(context, Mapping):
+        check_result(context.get("result"), limits, "params.context.result")
 
 
 def _check_region(item: Mapping[str, Any], person: bool, low: float, high: float, limits: Limits, where: str,

@@ -23,7 +23,7 @@ from model.backbones.names import check_backbone_name
 logger = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d+)?")  # DEVICE and the train config's "device"
+DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d{1,3})?")  # DEVICE and the train config's "device" (index: 3 digits at most)
 _SECRET_FIELDS = ("label_studio_api_key", "basic_auth_pass")
 _URL_FIELDS = ("database_url", "redis_url", "label_studio_url")
 _LIMIT_FIELDS = tuple(f.name for f in fields(Limits))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app, request
 
-from backend.limits import LimitError, check_depth, check_text, finite_float, parse_id
+from backend.limits import LimitError, check_depth, check_text, finite_float, finite_int, parse_id
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
@@ -32,9 +32,10 @@ def json_body() -> dict[str, Any]:
     """The request's JSON object.
 
     Raises:
-        RequestFormatError: empty, malformed, or not an object. (Beyond MAX_REQUEST_MB: 413.)
-        LimitError: nested deeper than MAX_JSON_DEPTH, NaN / Infinity / a number beyond float range, or a
-            string no database stores as text (a lone UTF-16 surrogate, NUL).
+        RequestFormatError: empty, malformed, not an object, or an object naming a key twice. (Beyond
+            MAX_REQUEST_MB: 413.)
+        LimitError: nested deeper than MAX_JSON_DEPTH, NaN / Infinity / a number beyond float range (an
+            integer too), or a string no database stores as text (a lone UTF-16 surrogate, NUL).
     """
     raw = request.get_data(cache=True)  # raises 413 beyond MAX_REQUEST_MB
     if request.max_content_length is not None and len(raw) >= request.max_content_length:
@@ -43,11 +44,12 @@ def json_body() -> dict[str, Any]:
         raise RequestFormatError("empty request body; expected a JSON object")
     depth = current_context().settings.max_json_depth
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=finite_float)
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=finite_float, parse_int=finite_int,
+                          object_pairs_hook=_unique_keys)  # fmt: skip
     except RecursionError:
         raise LimitError(f"the JSON nests deeper than MAX_JSON_DEPTH={depth}") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, LimitError):
+        if isinstance(exc, (LimitError, RequestFormatError)):
             raise
         raise RequestFormatError(f"malformed JSON: {exc}; expected a JSON object") from None
     if not isinstance(data, dict):
@@ -62,16 +64,32 @@ def _refuse_constant(name: str) -> Any:
     raise LimitError(f"numbers must be finite, got {name}")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a key given twice is refused (JSON parsers disagree on which one counts:
+    Python's takes the last, others the first)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RequestFormatError(f"duplicate key {key[:40]!r} in a JSON object; each key may appear once")
+            seen.add(key)
+    return obj
+
+
 def parse_project_id(value: Any) -> int | None:
     """LS project reference -> id: 3, "3" and LS's "<id>.<created_at unix>" ("3.1795471908").
 
     Raises:
-        RequestFormatError: anything else.
+        RequestFormatError: anything else ("3.x", "3.", "3.1.2" included).
     """
     if value is None or value == "":
         return None
     try:
-        return parse_id(value.split(".", 1)[0] if isinstance(value, str) else value, "project")
+        number, _, stamp = value.partition(".") if isinstance(value, str) else (value, "", "")
+        if isinstance(value, str) and "." in value and not (stamp.isascii() and stamp.isdigit()):
+            raise LimitError("the part after the dot must be a unix time")
+        return parse_id(number, "project")
     except LimitError:
         raise RequestFormatError(
             f"project must be an id (1 to 2**63-1) like 3 or '3.1795471908', got {str(value)[:40]!r}"

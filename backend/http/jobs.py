@@ -17,7 +17,7 @@ from flask import Blueprint, request
 from backend.db import jobs as db_jobs
 from backend.db.metrics import acceptance_metrics
 from backend.db.session import session_scope
-from backend.db.tables import Job
+from backend.db.tables import JOB_KINDS, JOB_STATES, Job
 from backend.http.errors import ApiError
 from backend.http.inputs import current_context, json_body, query_int, required_project
 from backend.limits import LimitError, check_length, parse_id
@@ -56,6 +56,15 @@ def _task_ids(tasks: Any) -> list[int] | None:
         raise ApiError(400, f"'tasks' must hold integer task ids: {exc}") from None
 
 
+def _force(value: Any) -> bool:
+    """`force`: true or false (absent or null: false). A string such as "false" is refused, not taken as true."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ApiError(400, f"'force' must be true or false, got {value!r:.40}")
+    return value
+
+
 @blueprint.post("/preannotate")
 def preannotate() -> Any:
     body = json_body()
@@ -63,21 +72,34 @@ def preannotate() -> Any:
     video_id = body.get("video_id")
     if video_id is not None and (isinstance(video_id, bool) or not isinstance(video_id, (str, int))):
         raise ApiError(400, f"'video_id' must be a string, got {video_id!r}")
+    if video_id == "":  # no frame task has an empty video id: the job would match nothing
+        raise ApiError(400, "'video_id' must not be empty; leave it out to pre-annotate the whole project")
     if video_id is not None:
         check_length(str(video_id), "'video_id'")  # it travels with the job: /jobs shows it
     job_id = preannotate_service.submit_preannotate(
         current_context(), project_id, trigger="api", video_id=None if video_id is None else str(video_id),
-        task_ids=_task_ids(body.get("tasks")), force=bool(body.get("force", False)),
+        task_ids=_task_ids(body.get("tasks")), force=_force(body.get("force")),
     )  # fmt: skip
     return {"job": job_id}, 202
+
+
+def _choice(name: str, allowed: tuple[str, ...]) -> str | None:
+    """A query parameter that must be one of `allowed` (absent or empty: None): a typo is refused, not
+    answered with an empty list."""
+    value = request.args.get(name)
+    if value is None or value == "":
+        return None
+    if value not in allowed:
+        raise ApiError(400, f"query parameter {name}={value[:40]!r} must be one of {', '.join(allowed)}")
+    return value
 
 
 @blueprint.get("/jobs")
 def list_jobs() -> Any:
     limit = query_int("limit") or 100
     with session_scope(current_context().sessions) as session:
-        rows = db_jobs.list_jobs(session=session, project_id=query_int("project"), kind=request.args.get("kind"),
-                                 state=request.args.get("state"), limit=max(1, min(limit, 1000)))  # fmt: skip
+        rows = db_jobs.list_jobs(session=session, project_id=query_int("project"), kind=_choice("kind", JOB_KINDS),
+                                 state=_choice("state", JOB_STATES), limit=max(1, min(limit, 1000)))  # fmt: skip
         return {"jobs": [job_json(j) for j in rows]}
 
 

@@ -19,7 +19,7 @@ from backend.db import queries
 from backend.db.session import read_session, session_scope
 from backend.db.tables import Project
 from backend.http.inputs import RequestFormatError, parse_project_id
-from backend.limits import check_tasks
+from backend.limits import check_context, check_tasks
 from backend.services import events, ls_sync, prediction
 
 if TYPE_CHECKING:
@@ -93,11 +93,13 @@ class DCPoseBackend:
 
         Raises:
             RequestFormatError: no tasks list, no project, or no labelling config.
+            backend.limits.LimitError: the tasks or the context break a limit (MAX_PREDICT_TASKS, ...).
             AnnotationFormatError | backend.ls.frames.ImageUnavailableError: every task failed.
         """
         if not isinstance(tasks, list) or not tasks:
             raise RequestFormatError("'tasks' must be a non-empty list of Label Studio tasks")
         check_tasks(tasks, self.ctx.settings.limits)
+        check_context(context, self.ctx.settings.limits)
         project_id = self.project_id
         if project_id is None:
             first = tasks[0] if isinstance(tasks[0], dict) else {}

@@ -10,6 +10,7 @@ SDK (label-studio-ml) sends them.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, g, request
 from sqlalchemy.exc import OperationalError
@@ -39,7 +40,10 @@ def setup() -> Any:
     schema = body.get("schema")
     if schema is not None and not isinstance(schema, str):
         raise ApiError(400, "'schema' must be the labelling config XML string")
-    ctx.ls.learn(body.get("hostname"), body.get("access_token"))
+    token = body.get("access_token")
+    if token is not None and not isinstance(token, str):  # not echoed: it is a secret
+        raise ApiError(400, f"'access_token' must be Label Studio's token string, got {type(token).__name__}")
+    ctx.ls.learn(_hostname(body), token)
     backend = DCPoseBackend(parse_project_id(body.get("project")), schema, context=ctx)
     backend.remember_project()
     answer: dict[str, Any] = {"model_version": backend.model_version}
@@ -49,6 +53,25 @@ def setup() -> Any:
         answer["unmapped_labels"] = list(config.unmapped)
         answer["message"] = (f"keypoint labels naming no PoseTrack joint are left out: {', '.join(config.unmapped)}")
     return answer
+
+
+def _hostname(body: dict[str, Any]) -> str | None:
+    """/setup's `hostname` (Label Studio's URL, or empty): a string whose host and port parse.
+
+    Raises:
+        ApiError: not a string, or a URL Python cannot parse ("http://[::1", port 99999). It is not
+            echoed: it may carry a password.
+    """
+    hostname = body.get("hostname")
+    if hostname is not None and not isinstance(hostname, str):
+        raise ApiError(400, f"'hostname' must be Label Studio's URL string, got {type(hostname).__name__}")
+    try:
+        if hostname:
+            urlsplit(hostname).port  # noqa: B018  (parses host and port: raises on a bad one)
+    except ValueError:
+        raise ApiError(400, "'hostname' must be Label Studio's URL, like http://localhost:8080; its host or port "
+                            "does not parse (the URL is not shown: it may hold a password)") from None
+    return hostname
 
 
 @blueprint.post("/predict")

@@ -32,10 +32,12 @@ Other Label Studio actions are acknowledged and ignored; unknown ones are refuse
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +47,14 @@ from backend.db import queries
 from backend.db.event_batches import label_configs
 from backend.db.session import read_scope, session_scope
 from backend.jobs.registry import PROCESS_EVENT
-from backend.limits import LimitError, check_frame_fields, check_length, check_result, parse_id
+from backend.limits import (
+    LimitError,
+    check_frame_fields,
+    check_length,
+    check_result,
+    check_track_ids,
+    parse_id,
+)
 from backend.services import ls_sync, training
 
 if TYPE_CHECKING:
@@ -152,14 +161,38 @@ def _dedup(action: str, payload: Mapping[str, Any], project_id: int) -> tuple[st
     return db_events.event_dedup_key(action, [], None, extra=uuid.uuid4().hex), None  # each click counts
 
 
-@functools.lru_cache(maxsize=64)
+CONFIG_CACHE_SIZE = 64  # parsed labelling configs kept (a few KB each), least recently used dropped
+_CONFIGS: OrderedDict[bytes, LabelConfig] = OrderedDict()
+_CONFIGS_LOCK = threading.Lock()
+
+
 def parsed_config(xml: str) -> LabelConfig:
     """`parse_config`, once per distinct config in this process (a project's arrives with every webhook).
+
+    Kept by the config's SHA-256, not its text: an lru_cache keyed by the text held every config it had
+    seen, and 64 configs of MAX_REQUEST_MB (32 MB) each stayed in memory (2 GB) for good.
 
     Raises:
         ConfigError: invalid XML or a missing control (a 400 naming what the config lacks).
     """
-    return parse_config(xml)
+    key = hashlib.sha256(xml.encode("utf-8", "surrogatepass")).digest()
+    with _CONFIGS_LOCK:
+        config = _CONFIGS.get(key)
+        if config is not None:
+            _CONFIGS.move_to_end(key)
+            return config
+    config = parse_config(xml)  # outside the lock: a large config takes a while
+    with _CONFIGS_LOCK:
+        _CONFIGS[key] = config
+        while len(_CONFIGS) > CONFIG_CACHE_SIZE:
+            _CONFIGS.popitem(last=False)
+    return config
+
+
+def _has_config(xml: Any) -> bool:
+    """Whether a payload's `project.label_config` is given: absent, null and "" are not; anything else is
+    (and `_label_config` refuses what is not XML text, such as {} or 0, instead of ignoring it)."""
+    return xml is not None and xml != ""
 
 
 def _label_config(xml: Any) -> LabelConfig:
@@ -189,13 +222,18 @@ def _check_annotation(ctx: BackendContext, payload: Mapping[str, Any], project_i
     completed_by = annotation.get("completed_by")
     if isinstance(completed_by, int) and not isinstance(completed_by, bool):
         _int(completed_by, "annotation.completed_by")
+    cancelled = annotation.get("was_cancelled")
+    if cancelled is not None and not isinstance(cancelled, bool):  # "false" would count as cancelled
+        raise WebhookPayloadError(f"annotation.was_cancelled must be true or false, got {cancelled!r:.40}")
     if isinstance(task, dict) and isinstance(task.get("data"), dict):
         check_frame_fields(task["data"], limits, "task.data")
     check_result(annotation["result"], limits, "annotation.result")
     project = payload.get("project")
     xml = project.get("label_config") if isinstance(project, dict) else None
-    config = _label_config(xml) if xml else _stored_config(ctx, project_id)
-    results_to_persons(annotation["result"], config, source=f"annotation {annotation.get('id')}", as_labels=True)
+    config = _label_config(xml) if _has_config(xml) else _stored_config(ctx, project_id)
+    source = f"annotation {annotation.get('id')}"
+    persons, _ = results_to_persons(annotation["result"], config, source=source, as_labels=True)
+    check_track_ids(persons, source)
 
 
 def _start_training(ctx: BackendContext, project_id: int, event_id: int,
@@ -253,7 +291,7 @@ def receive(ctx: BackendContext, payload: Any, *, backend_url: str | None = None
     if action in (*ANNOTATION_ACTIONS, "PROJECT_UPDATED"):  # their project's title is stored
         _check_title(payload.get("project"))
     key, annotation_id = _dedup(action, payload, project_id)
-    if action == "PROJECT_UPDATED" and payload["project"].get("label_config"):
+    if action == "PROJECT_UPDATED" and _has_config(payload["project"].get("label_config")):
         _label_config(payload["project"]["label_config"])
     if action in ANNOTATION_ACTIONS:  # refused here, or never
         _check_annotation(ctx, payload, project_id)

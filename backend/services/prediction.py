@@ -40,6 +40,7 @@ from backend.db import queries, versions
 from backend.db.persons import persons_from_json
 from backend.db.session import read_session, session_scope
 from backend.db.tables import Annotation, Task, VideoRecord
+from backend.limits import check_track_ids
 from backend.ls.frames import ImageUnavailableError, VideoFrames
 from backend.predictor_cache import PredictorSpec
 from model.pipeline.config import with_propagation
@@ -288,6 +289,7 @@ def _known(labels: dict[int, list[Person]], items: Sequence[FrameItem], context_
         try:
             persons, _ = results_to_persons(result, config, source=f"task {item.task_id}", image_size=size,
                                             as_labels=True)  # fmt: skip
+            check_track_ids(persons, f"task {item.task_id}")  # predictions carry them on to corrections
         except AnnotationFormatError as exc:
             if id(item) in predicted:
                 errors[item.task_id] = exc

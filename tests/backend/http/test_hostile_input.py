@@ -17,6 +17,7 @@ from backend.db.tables import Annotation, Correction, DeletedAnnotation, Task, V
 from tests.backend.conftest import SynthVideo, drain
 from tests.backend.services.test_events import CONFIG, event
 from tests.backend.services.test_prediction import gt_results
+from tests.backend.services.test_training import RELEASE, train_function  # noqa: F401  (pytest fixture)
 
 BIG = 2**40  # beyond PostgreSQL's INTEGER, within 64 bits
 ROUTES_WITH_PROJECT = ("/setup", "/predict", "/train", "/preannotate")
@@ -444,15 +445,257 @@ def test_a_stored_project_title_is_checked_at_intake(app_client: FlaskClient, ba
 def test_a_video_id_beyond_its_column_is_refused_at_intake(app_client: FlaskClient, backend_app: Flask,
                                                            synth_video: SynthVideo, video_id: Any) -> None:  # fmt: skip
     """Videos are keyed by `data.video_id` (VARCHAR(512) on PostgreSQL). On main, PostgreSQL answered /predict
-    with 500 ("value too long") and acknowledged the webhook, whose event then failed: the annotation was lost."""
+    with 500 ("value too long") and acknowledged the webhook, whose event then failed: the annotation was lost.
+    A 513-digit number is beyond float range, and refused as such before its length is looked at."""
     task = synth_video.task(1)
     task["data"]["video_id"] = video_id
+    number = "numbers must be within float range (about 1.8e308), got a 513-digit integer"
     resp = app_client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": [task]})
     assert resp.status_code == 400, resp.json
-    assert resp.json["error"] == "tasks[0].data.video_id is 513 characters long; at most 512"
+    too_long = "tasks[0].data.video_id is 513 characters long; at most 512"
+    assert resp.json["error"] == (too_long if isinstance(video_id, str) else number)
     payload = event("ANNOTATION_CREATED", 17, task, gt_results(synth_video, 1), "2026-03-01T10:00:00Z")
     resp = app_client.post("/webhook", json=payload)
     assert resp.status_code == 400, resp.json
-    assert resp.json["error"] == "task.data.video_id is 513 characters long; at most 512"
+    too_long = "task.data.video_id is 513 characters long; at most 512"
+    assert resp.json["error"] == (too_long if isinstance(video_id, str) else number)
     drain(backend_app)
     assert rows(backend_app, WebhookEvent) == 0 and rows(backend_app, Task) == 0
+
+
+@pytest.mark.parametrize("hostname", ["http://[::1", "http://admin:host-PASSWORD-42@127.0.0.1:99999",
+                                      "http://admin:host-PASSWORD-42/@127.0.0.1"])  # fmt: skip
+def test_an_unparsable_setup_hostname_gets_400_and_is_not_echoed(app_client: FlaskClient, backend_app: Flask,
+                                                                 hostname: str,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """On main, /setup answered 500 (ValueError "Invalid IPv6 URL" from urlsplit in LabelStudioAccess.learn) for
+    "http://[::1"; a port out of range or a typo'd password ("user:pw/@host") was learnt as Label Studio's URL and
+    failed every later download."""
+    resp = app_client.post("/setup", json={"project": 1, "schema": CONFIG, "hostname": hostname, "access_token": "t"})
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"].startswith("'hostname' must be Label Studio's URL, like http://localhost:8080")
+    assert "PASSWORD" not in resp.get_data(as_text=True) and "PASSWORD" not in caplog.text
+    assert backend_app.extensions["dcpose"].ls.url is None, "nothing learnt"
+    resp = app_client.post("/setup", json={"project": 1, "schema": CONFIG, "hostname": 9})
+    assert resp.status_code == 400 and resp.json["error"] == "'hostname' must be Label Studio's URL string, got int"
+    resp = app_client.post("/setup", json={"project": 1, "schema": CONFIG, "access_token": ["PASSWORD"]})
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"] == "'access_token' must be Label Studio's token string, got list"
+    ok = app_client.post("/setup", json={"project": 1, "schema": CONFIG, "hostname": "http://[::1]:8080"})
+    assert ok.status_code == 200 and backend_app.extensions["dcpose"].ls.url == "http://[::1]:8080"
+
+
+@pytest.mark.parametrize("path, text, key", [
+    ("/setup", '{"project": 1, "project": 2, "schema": ""}', "project"),
+    ("/webhook", '{"action": "PROJECT_UPDATED", "project": {"id": 1, "title": "a", "title": "b"}}', "title"),
+    ("/train", '{"project": 1, "config": {"epochs": 1, "epochs": 10000}}', "epochs"),
+])  # fmt: skip
+def test_a_key_given_twice_in_a_body_gets_400(app_client: FlaskClient, backend_app: Flask, path: str, text: str,
+                                              key: str) -> None:  # fmt: skip
+    """JSON parsers disagree on which of two equal keys counts (Python's the last, others the first). On main the
+    last one silently won: a body checked by a proxy as {"epochs": 1} trained for 10000 epochs here."""
+    resp = post_raw(app_client, path, text)
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"] == f"duplicate key {key!r} in a JSON object; each key may appear once"
+    assert rows(backend_app, WebhookEvent) == 0 and app_client.get("/jobs").json["jobs"] == []
+
+
+@pytest.mark.parametrize("value", ["1.x", "1.", "1.2.3", "1.٣"])
+def test_a_project_reference_whose_timestamp_is_not_digits_gets_400(app_client: FlaskClient, value: str) -> None:
+    """Label Studio sends "<id>.<created_at unix>". On main anything after the first dot was dropped unread:
+    "1.x" and "1.2.3" were taken as project 1."""
+    resp = app_client.post("/setup", json={"project": value, "schema": CONFIG})
+    assert resp.status_code == 400 and resp.json["error"].startswith("project must be an id"), resp.json
+    resp = app_client.get("/jobs", query_string={"project": value})
+    assert resp.status_code == 400 and "must be a positive integer" in resp.json["error"], resp.json
+    assert app_client.post("/setup", json={"project": "1.1700000000", "schema": CONFIG}).status_code == 200
+
+
+@pytest.mark.parametrize("query, error", [
+    ("kind=trian", "query parameter kind='trian' must be one of train, preannotate"),
+    ("state=runing", "query parameter state='runing' must be one of queued, running, succeeded, failed, rejected"),
+])  # fmt: skip
+def test_an_unknown_job_kind_or_state_filter_gets_400(app_client: FlaskClient, backend_app: Flask,
+                                                      train_function: None, query: str, error: str) -> None:  # fmt: skip
+    """On main, a typo in the filter answered 200 with an empty list, as if no job had run."""
+    job_id = app_client.post("/train", json={"project": 1}).json["job"]
+    resp = app_client.get(f"/jobs?{query}")
+    assert resp.status_code == 400 and resp.json["error"] == error, resp.json
+    assert [j["id"] for j in app_client.get("/jobs?kind=train").json["jobs"]] == [job_id]
+    assert app_client.get("/jobs?kind=preannotate&state=").json["jobs"] == []  # empty: no filter
+    RELEASE.set()
+    assert backend_app.extensions["dcpose"].runner.drain(10)
+
+
+@pytest.mark.parametrize("body, error", [
+    ({"force": "false"}, "'force' must be true or false, got 'false'"),
+    ({"force": 1}, "'force' must be true or false, got 1"),
+    ({"video_id": ""}, "'video_id' must not be empty; leave it out to pre-annotate the whole project"),
+])  # fmt: skip
+def test_preannotate_force_and_video_id_are_checked(app_client: FlaskClient, body: dict[str, Any], error: str) -> None:
+    """On main, "force": "false" was truthy (every task predicted again and pushed anew), and "video_id": "" queued a
+    job that matched no task and succeeded having done nothing."""
+    setup = {"project": 1, "schema": CONFIG, "hostname": "http://127.0.0.1:9", "access_token": "t"}
+    assert app_client.post("/setup", json=setup).status_code == 200  # Label Studio known: jobs may be queued
+    resp = app_client.post("/preannotate", json={"project": 1, **body})
+    assert resp.status_code == 400 and resp.json["error"] == error, resp.json
+    assert app_client.get("/jobs").json["jobs"] == []
+
+
+@pytest.mark.parametrize("value", ["false", 0, "no"])
+def test_a_was_cancelled_that_is_not_a_boolean_is_refused_at_intake(app_client: FlaskClient, backend_app: Flask,
+                                                                    synth_video: SynthVideo, value: Any) -> None:  # fmt: skip
+    """On main, any truthy was_cancelled ("false", "no") marked the annotation cancelled: acknowledged 201, its
+    corrections dropped and its frame left out of training, without a word."""
+    task = synth_video.task(1)
+    payload = event("ANNOTATION_CREATED", 18, task, gt_results(synth_video, 1), "2026-03-01T10:00:00Z",
+                    was_cancelled=value)  # fmt: skip
+    resp = app_client.post("/webhook", json=payload)
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"] == f"annotation.was_cancelled must be true or false, got {value!r}"
+    assert rows(backend_app, WebhookEvent) == 0
+    payload["annotation"]["was_cancelled"] = False
+    assert app_client.post("/webhook", json=payload).status_code == 201
+    drain(backend_app)
+    with session_scope(backend_app.extensions["dcpose"].sessions) as session:
+        assert session.get(Annotation, 18).was_cancelled is False
+        assert session.scalar(select(func.count()).select_from(Correction)) > 0
+
+
+@pytest.mark.parametrize("action", ["PROJECT_UPDATED", "ANNOTATION_CREATED"])
+@pytest.mark.parametrize("config", [{}, 0, False, []])
+def test_a_label_config_that_is_not_text_is_refused_at_intake(app_client: FlaskClient, backend_app: Flask,
+                                                              synth_video: SynthVideo, action: str,
+                                                              config: Any) -> None:  # fmt: skip
+    """On main, an empty object or list, 0 or false as project.label_config was taken for "no config sent" and
+    acknowledged (201); a non-empty list or object was refused. Absent, null and "" still mean "no config sent"."""
+    if action == "PROJECT_UPDATED":
+        payload: dict[str, Any] = {"action": action, "project": {"id": 1, "title": "t", "label_config": config}}
+    else:
+        payload = event(action, 19, synth_video.task(1), gt_results(synth_video, 1), "2026-03-01T10:00:00Z")
+        payload["project"]["label_config"] = config
+    resp = app_client.post("/webhook", json=payload)
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"] == f"project.label_config must be the labelling config XML, got {type(config).__name__}"
+    assert rows(backend_app, WebhookEvent) == 0
+    payload["project"]["label_config"] = ""
+    assert app_client.post("/webhook", json=payload).status_code == 201
+
+
+def _many_persons(video: SynthVideo, copies: int) -> list[dict[str, Any]]:
+    """Frame 1's labels repeated `copies` times under fresh region ids (2 people each)."""
+    result = []
+    for copy_no in range(copies):
+        for item in gt_results(video, 1):
+            clone = json.loads(json.dumps(item))
+            clone["id"] = f"c{copy_no}_{clone['id']}"
+            if "parentID" in clone:
+                clone["parentID"] = f"c{copy_no}_{clone['parentID']}"
+            result.append(clone)
+    return result
+
+
+@pytest.mark.parametrize("where", ["drafts", "context"])
+def test_drafts_and_the_interactive_context_are_held_to_the_limits(app_client: FlaskClient, synth_video: SynthVideo,
+                                                                   where: str) -> None:  # fmt: skip
+    """A task's newest draft, or /predict's `params.context.result`, is read as its human labels. On main only
+    annotations and predictions were checked: 600 boxes in a draft or the context were served (200, 1.5 s; 4,000
+    boxes took 27 s), and a keypoint at x=1e9 % was taken as a human label."""
+    outside = gt_results(synth_video, 1)
+    outside[0]["value"]["x"] = 1e9
+    for result, error in ((_many_persons(synth_video, 300), "person boxes: 600 exceeds MAX_PERSONS_PER_ANNOTATION=100"),
+                          (outside, "[0].value.x=1000000000.0 is outside the image")):  # fmt: skip
+        task = synth_video.task(1)
+        body: dict[str, Any] = {"project": 1, "label_config": CONFIG, "tasks": [task]}
+        if where == "drafts":
+            task["drafts"] = [{"id": 3, "result": result}]
+        else:
+            body["params"] = {"context": {"result": result}}
+        resp = app_client.post("/predict", json=body)
+        assert resp.status_code == 400, resp.json
+        prefix = "tasks[0].drafts[0].result" if where == "drafts" else "params.context.result"
+        assert resp.json["error"].startswith(prefix) and error in resp.json["error"], resp.json
+
+
+@pytest.mark.parametrize("path, where", [("/predict", "score"), ("/predict", "fps"), ("/webhook", "score"),
+                                         ("/webhook", "fps"), ("/webhook", "track"), ("/train", "lr")])  # fmt: skip
+def test_integers_beyond_float_range_are_refused(app_client: FlaskClient, backend_app: Flask,
+                                                 synth_video: SynthVideo, path: str, where: str) -> None:  # fmt: skip
+    """JSON integers have no size limit; 1e999 was refused (it overflows to infinity) but 1 followed by 400 zeros
+    was taken. On main, /predict and /train answered 500 (OverflowError converting it to float: a region's score,
+    data.fps, lr), and the webhook was acknowledged (201) and its event failed in the background: the annotation was
+    lost (data.fps; a track id: "Python int too large to convert to SQLite INTEGER")."""
+    task = synth_video.task(1)
+    result = gt_results(synth_video, 1)
+    marker = '"BIG"'
+    if where == "score":
+        result[0]["score"] = "BIG"
+    elif where == "fps":
+        task["data"]["fps"] = "BIG"
+    elif where == "track":
+        next(i for i in result if i["type"] == "textarea")["value"]["text"] = ["BIG"]
+    bodies = {
+        "/predict": {"project": 1, "label_config": CONFIG,
+                     "tasks": [dict(task, annotations=[{"id": 3, "result": result}])]},
+        "/webhook": event("ANNOTATION_CREATED", 20, task, result, "2026-03-01T10:00:00Z"),
+        "/train": {"project": 1, "config": {"lr": "BIG"}},
+    }
+    resp = post_raw(app_client, path, json.dumps(bodies[path]).replace(marker, "1" + "0" * 400))
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"] == "numbers must be within float range (about 1.8e308), got a 401-digit integer"
+    drain(backend_app)
+    assert rows(backend_app, WebhookEvent) == 0 and app_client.get("/jobs").json["jobs"] == []
+
+
+@pytest.mark.parametrize("track", ["3000000000", 2**31, -(2**31) - 1, 2**63])
+def test_a_track_id_beyond_its_column_is_refused_at_intake(app_client: FlaskClient, backend_app: Flask,
+                                                           synth_video: SynthVideo, track: Any) -> None:  # fmt: skip
+    """A correction keeps the person's track id (INTEGER: 32-bit on PostgreSQL). On main, a webhook whose track id
+    was 3000000000 was acknowledged (201) and its event failed ("out of range for type integer"): the annotation
+    was lost; on SQLite from 2**63 on. /predict took it as a human label and carried it into its prediction."""
+    task = synth_video.task(1)
+    result = gt_results(synth_video, 1)
+    box = next(i for i in result if i["type"] == "textarea")
+    box["value"]["text"] = [track]
+    error = (f"track id {int(track)} of person box {box['id']!r} is outside -2**31 to 2**31-1, the range a track "
+             "id is stored in")  # fmt: skip
+    resp = app_client.post("/webhook", json=event("ANNOTATION_CREATED", 21, task, result, "2026-03-01T10:00:00Z"))
+    assert resp.status_code == 400 and resp.json["error"] == f"annotation 21: {error}", resp.json
+    task["annotations"] = [{"id": 21, "result": result}]
+    resp = app_client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": [task]})
+    assert resp.status_code == 400 and resp.json["error"] == f"task 101: {error}", resp.json
+    box["value"]["text"] = [str(2**31 - 1)]  # the largest that is stored
+    resp = app_client.post("/webhook", json=event("ANNOTATION_CREATED", 21, task, result, "2026-03-01T10:00:00Z"))
+    assert resp.status_code == 201, resp.json
+    drain(backend_app)
+    with session_scope(backend_app.extensions["dcpose"].sessions) as session:
+        assert [e.status for e in session.scalars(select(WebhookEvent))] == ["processed"]
+
+
+def test_large_label_configs_are_not_kept_in_memory(app_client: FlaskClient, backend_app: Flask) -> None:
+    """Every webhook carries the project's labelling config, parsed once per distinct config. On main the parsed
+    configs were cached by their text (functools.lru_cache, 64 entries): each distinct config stayed in memory for
+    good, up to 64 x MAX_REQUEST_MB (2 GB); 12 configs of 20 MB took the service from 740 to 1141 MB."""
+    import gc
+    import tracemalloc
+    import uuid
+
+    head, _, tail = CONFIG.rpartition("</View>")
+    run = uuid.uuid4().hex  # configs no earlier test (or database variant) has sent
+    app_client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 1, "label_config": CONFIG}})
+    drain(backend_app)
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(5):
+            config = f"{head}<!-- {run} {i} {'x' * 2_000_000} --></View>{tail}"
+            payload = {"action": "PROJECT_UPDATED", "project": {"id": 1, "title": f"t{i}", "label_config": config}}
+            assert app_client.post("/webhook", json=payload).status_code == 201
+        del config, payload
+        drain(backend_app)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 4_000_000, f"{held / 1e6:.1f} MB still held after 5 configs of 2 MB"

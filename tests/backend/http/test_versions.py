@@ -50,6 +50,7 @@ def test_post_train_validates_queues_and_coalesces(app_client: FlaskClient, back
     ("seed", "7", "an integer"),
     ("lr", 1e6, "at most 1"), ("augment", "no", "true or false"), ("amp", 1, "true or false"),
     ("device", "tpu", "cpu, cuda, cuda:N or auto"), ("device", 0, "cpu, cuda, cuda:N or auto"),
+    ("device", "cuda:" + "9" * 20, "cpu, cuda, cuda:N or auto"),
 ])  # fmt: skip
 def test_post_train_refuses_unbounded_options(app_client: FlaskClient, backend_app: Flask, train_function: None,
                                               option: str, value: object, bound: str) -> None:  # fmt: skip
