@@ -106,7 +106,8 @@ def _person_category(top: dict[str, Any], reader: FieldReader) -> _Category:
         person_id = reader.int_(cat["id"], f"{where}.id") if "id" in cat else None
         if "keypoints" not in cat:
             return _Category(person_id=person_id)
-        names = [reader.str_(n, f"{where}.keypoints[{k}]") for k, n in enumerate(cat["keypoints"])]
+        listed = reader.list_(cat["keypoints"], f"{where}.keypoints")
+        names = [reader.str_(n, f"{where}.keypoints[{k}]") for k, n in enumerate(listed)]
         unknown = [n for n in names if n not in KEYPOINT_INDEX]
         if unknown:
             logger.warning("%s: keypoints %s have no PoseTrack slot and are dropped", reader.source, unknown)
@@ -215,6 +216,26 @@ def annotation_from_person(person: Person, ann_id: int, image_id: int, *, coco: 
     return add_extra(out, person.extra, PT17_FIELDS)
 
 
+def _flag(value: Any, reader: FieldReader, where: str) -> bool:
+    """A yes/no field: true/false or 0/1 (a string such as "false" is refused, not read as true)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise reader.error(f"expected true/false (or 0/1), got {value!r}", where)
+
+
+def _size(image: dict[str, Any], reader: FieldReader, where: str) -> tuple[int, int]:
+    """`width` and `height` of an image entry, each a positive integer."""
+    sides = []
+    for key in ("width", "height"):
+        side = reader.int_(image[key], f"{where}.{key}")
+        if side < 1:
+            raise reader.error(f"expected a positive number of pixels, got {side}", f"{where}.{key}")
+        sides.append(side)
+    return sides[0], sides[1]
+
+
 def parse_images(top: dict[str, Any], reader: FieldReader, *, default_labeled: bool) -> list[ImageEntry]:
     """Shared: `images` and `annotations` of a COCO-style dict as entries in file order (index unset)."""
     images = reader.list_(reader.req(top, "images", None), "images")
@@ -235,7 +256,7 @@ def parse_images(top: dict[str, Any], reader: FieldReader, *, default_labeled: b
             extra.update({k: image[k] for k in ("ignore_regions_x", "ignore_regions_y") if k in image})
         frame = Frame(
             index=-1,
-            is_labeled=bool(image.get("is_labeled", default_labeled)),
+            is_labeled=_flag(image.get("is_labeled", default_labeled), reader, f"{where}.is_labeled"),
             ignore_regions=regions or [],
             file_name=None if file_name is None else reader.str_(file_name, f"{where}.file_name"),
             image_id=image_id,
@@ -250,10 +271,7 @@ def parse_images(top: dict[str, Any], reader: FieldReader, *, default_labeled: b
         if "frame_id" in image:
             entry.frame_id = reader.int_(image["frame_id"], f"{where}.frame_id")
         if "width" in image and "height" in image:
-            entry.size = (
-                reader.int_(image["width"], f"{where}.width"),
-                reader.int_(image["height"], f"{where}.height"),
-            )
+            entry.size = _size(image, reader, where)
         entries.append(entry)
         by_id[image_id] = entry
     for j, ann in enumerate(annotations):

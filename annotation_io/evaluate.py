@@ -421,6 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.gt.is_dir() != args.pred.is_dir() and args.gt.exists() and args.pred.exists():
             raise EvaluationError("GT and PRED must both be files or both be folders")
         result = evaluate(_load(args.gt, "GT"), _load(args.pred, "PRED"))
+        if result.n_frames == 0:  # every AP would be NaN: an answer that says nothing
+            raise EvaluationError(
+                f"GT {args.gt} has no frame with an annotated person: nothing to evaluate (every AP would be NaN)"
+            )
     except (OSError, ValueError) as exc:  # ValueError covers AnnotationFormatError and JSON errors
         sys.stderr.write(f"error: {exc}\n")
         return 2

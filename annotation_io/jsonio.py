@@ -64,9 +64,15 @@ class FieldReader:
     def num(self, value: Any, where: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(f"expected a number, got {_json_type(value)} {value!r}", where)
-        if not math.isfinite(value):
+        try:
+            number = float(value)  # an integer of 309+ digits overflows a double
+        except OverflowError:
+            raise self.error(
+                f"number too large: an integer of {len(str(abs(value)))} digits", where
+            ) from None
+        if not math.isfinite(number):
             raise self.error(f"expected a finite number, got {value!r}", where)
-        return float(value)
+        return number
 
     def str_(self, value: Any, where: str) -> str:
         if not isinstance(value, str):
@@ -94,12 +100,20 @@ def read_json(path_or_dict: JsonInput, source: str | None = None) -> tuple[Any, 
         ) from exc
     except UnicodeDecodeError as exc:
         raise AnnotationFormatError(f"not UTF-8 text: {exc.reason}", source=name) from exc
+    except RecursionError:  # "[[[[...": the decoder recurses once per level
+        raise AnnotationFormatError(
+            "invalid JSON: arrays or objects nested too deeply", source=name
+        ) from None
+    except ValueError as exc:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise AnnotationFormatError(f"invalid JSON: {str(exc).split(';')[0]}", source=name) from None
 
 
 def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Shared: write `data` as strict JSON (no NaN), one line, key order as built."""
+    """Shared: write `data` as strict JSON (no NaN), one line, key order as built; atomically
+    (`atomic_open`), so a run killed while writing leaves the previous file whole, never a torn one."""
     text = json.dumps(data, allow_nan=False)
-    Path(path).write_text(text + "\n", encoding="utf-8")
+    with atomic_open(path) as fh:
+        fh.write(text + "\n")
 
 
 @contextlib.contextmanager

@@ -347,7 +347,13 @@ def parse_task(task: dict) -> FrameTask:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """v is a finite JSON number (an integer too large for a double, 10**400, is not)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _integer(v: Any) -> int | None:

@@ -532,19 +532,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_args(args.videos, args.frames, args.people, args.seed, args.label_every, args.size)
         except ValueError as exc:
             parser.error(str(exc))
+        if args.out.exists() and not args.out.is_dir():
+            parser.error(
+                f"{args.out} is a file; OUT must be a folder (it gets images/, annotations/, sparse/)"
+            )
     except SystemExit as exc:  # argparse exits 2 on bad arguments, 0 on --help
         return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    paths = generate(
-        args.out,
-        videos=args.videos,
-        frames=args.frames,
-        people=args.people,
-        seed=args.seed,
-        label_every=args.label_every,
-        size=args.size,
-        progress=True,
-    )
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)  # a file in the way fails here, before the progress bar
+        paths = generate(
+            args.out,
+            videos=args.videos,
+            frames=args.frames,
+            people=args.people,
+            seed=args.seed,
+            label_every=args.label_every,
+            size=args.size,
+            progress=True,
+        )
+    except OSError as exc:  # OUT (or a folder above it) is a file, or cannot be written
+        sys.stderr.write(f"error: cannot write under {args.out}: {exc.strerror or exc} ({exc.filename})\n")
+        return 2
     logger.info("wrote %d videos under %s", len(paths), args.out)
     return 0
 

@@ -17,6 +17,7 @@ Video files are read with cv2's FFmpeg backend. Two things make that less simple
 from __future__ import annotations
 
 import logging
+import os
 import re
 import struct
 import time
@@ -40,6 +41,8 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".t
 MAX_FRAME_PIXELS = 100_000_000
 HEADER_SCAN_ANNOUNCE = 5000  # frames from which a folder's header check is logged (start and time taken)
 _EXIF_ORIENTATION = 0x0112
+_JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"  # start and end of image markers
+_JPEG_TAIL = 1024  # bytes at a JPEG's end searched for its end-of-image marker
 # Declared counts up to this many frames are verified by decoding every frame on open (grab() only,
 # about 0.1-0.5 ms per frame at PoseTrack sizes); longer files get a last-frame check instead.
 FULL_VERIFY_MAX_FRAMES = 300
@@ -155,10 +158,11 @@ def _natural_key(name: str) -> list[int | str]:
 class FolderSource(FrameSource):
     """Frames stored as image files in one folder (PoseTrack `%06d.jpg`, `%08d.jpg`, any *.jpg/*.png).
 
-    Hidden files are skipped and other non-image files ignored with a warning. Every image's header is
-    read on open (an image, of the first one's size, within MAX_FRAME_PIXELS), so a stray or oversized
-    file fails the open instead of a long run half-way; frames are decoded on demand, by several
-    threads at once where the caller wants (`concurrent_reads`).
+    Hidden files are skipped and other non-image files ignored with a warning; an image name that is a
+    broken link is an error (skipping it would shift the later frames' indices). Every image's header
+    and last bytes are read on open (an image, of the first one's size, within MAX_FRAME_PIXELS, no JPEG
+    cut off), so a stray, oversized or truncated file fails the open instead of a long run half-way;
+    frames are decoded on demand, by several threads at once where the caller wants (`concurrent_reads`).
 
     Args:
         path: the folder.
@@ -170,7 +174,9 @@ class FolderSource(FrameSource):
     def __init__(self, path: str | Path, *, fps: float | None = None) -> None:
         self.path = Path(path)
         # Hidden files are never frames (macOS writes a "._000001.jpg" beside each file on some drives).
-        entries = [p for p in self.path.iterdir() if p.is_file() and not p.name.startswith(".")]
+        visible = [p for p in self.path.iterdir() if not p.name.startswith(".")]
+        _check_no_broken_links(visible)
+        entries = [p for p in visible if p.is_file()]
         files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise VideoError(
@@ -190,11 +196,7 @@ class FolderSource(FrameSource):
 
     def _load(self, index: int) -> np.ndarray:
         file = self.files[index]
-        frame = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if frame is None:
-            raise VideoError(
-                f"{file}: cannot decode image (frame {index} of folder {self.path}); corrupt or not an image"
-            )
+        frame = read_image(file, f"frame {index} of folder {self.path}")
         if index and frame.shape[:2] != (self.height, self.width):
             raise VideoError(
                 f"{file}: frame {index} is {frame.shape[1]}x{frame.shape[0]} but the folder's first frame is"
@@ -217,6 +219,20 @@ class FolderSource(FrameSource):
 
     def close(self) -> None:
         self._cache = None
+
+
+def _check_no_broken_links(entries: list[Path]) -> None:
+    """No image-named entry is a link to nothing: skipping it would shift every later frame's index.
+
+    Raises:
+        VideoError: the first broken link, named.
+    """
+    for path in sorted(entries):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_symlink() and not path.exists():
+            raise VideoError(
+                f"{path}: a frame image that is a broken link (to {os.readlink(path)}); without it every later"
+                " frame would take the index of the one before"
+            )
 
 
 class FileSource(FrameSource):
@@ -390,10 +406,57 @@ class FileSource(FrameSource):
         self._cache = None
 
 
+def read_image(file: Path, what: str) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 BGR, as cv2 decodes it (JPEG EXIF orientation applied).
+
+    Args:
+        file: the image.
+        what: which frame it is, for messages ("frame 3 of folder x").
+
+    Raises:
+        VideoError: not an image, or a JPEG cut off before its end (cv2 would fill the missing rows
+            with grey and only warn on stderr, so a truncated frame would be predicted on silently).
+    """
+    image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+    if image is None:
+        raise VideoError(f"{file}: cannot decode image ({what}); corrupt or not an image")
+    if _jpeg_truncated(file):
+        raise _truncated(file, what)
+    return image
+
+
+def _truncated(file: Path, what: str) -> VideoError:
+    """The error for a JPEG frame cut off before its end."""
+    return VideoError(
+        f"{file}: truncated JPEG ({what}): the file ends before the image does; re-extract the frame"
+    )
+
+
+def _jpeg_truncated(file: Path) -> bool:
+    """Whether a JPEG file lacks the end of its image: its last `_JPEG_TAIL` bytes hold no EOI marker
+    (FF D9; in the entropy-coded data an FF byte is always followed by 00 or a restart marker) and a
+    full decode by Pillow fails. Files padded or carrying data after the marker pass cheaply when the
+    marker lies in the tail, and through the decode otherwise."""
+    with file.open("rb") as fh:
+        if fh.read(2) != _JPEG_SOI:
+            return False
+        size = fh.seek(0, 2)
+        fh.seek(max(size - _JPEG_TAIL, 2))
+        if _JPEG_EOI in fh.read():
+            return False
+    try:
+        with PIL.Image.open(file) as image:
+            image.load()
+    except (OSError, ValueError, SyntaxError):
+        return True
+    return False
+
+
 def check_frame_images(files: Sequence[Path], where: str) -> None:
-    """Every file is an image of the first one's size, within MAX_FRAME_PIXELS, read from the headers
-    alone: a stray file, an oversized image or a frame of another size fails the open of a video's
-    frames, not a long run half-way (or the machine's memory).
+    """Every file is an image of the first one's size, within MAX_FRAME_PIXELS, and no JPEG is cut off,
+    read from the headers and the last two bytes: a stray file, an oversized image, a truncated JPEG or
+    a frame of another size fails the open of a video's frames, not a long run half-way (or the
+    machine's memory).
 
     Args:
         files: the frame images in frame order.
@@ -414,6 +477,8 @@ def check_frame_images(files: Sequence[Path], where: str) -> None:
                 f"{file}: frame {index} of {where} declares {width}x{height} pixels, more than a"
                 f" frame may have ({MAX_FRAME_PIXELS / 1e6:g} megapixels)"
             )
+        if _jpeg_truncated(file):  # after the size check: a JPEG not ending in its marker is decoded
+            raise _truncated(file, f"frame {index} of {where}")
         if first is None:
             first = (width, height)
         elif (width, height) != first:

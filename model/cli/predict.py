@@ -32,9 +32,7 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -48,6 +46,7 @@ from annotation_io.arguments import positive_int
 from annotation_io.types import Video
 from annotation_io.video import VideoError
 from model.backbones.names import BACKBONE_NAMES
+from model.cli.checks import CheckError, check_device, check_outputs
 from model.cli.predict_input import (
     PredictInput,
     PredictInputError,
@@ -78,7 +77,6 @@ __all__ = [
 ]
 
 EXIT_USAGE = 2
-_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 _FFMPEG_LOG = "OPENCV_FFMPEG_LOGLEVEL"
 
 
@@ -86,20 +84,10 @@ _FFMPEG_LOG = "OPENCV_FFMPEG_LOGLEVEL"
 
 
 def _check_device(device: str) -> None:
-    if _DEVICE.fullmatch(device) is None:
-        raise PredictInputError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PredictInputError(
-                f"--device {device} asked for, but CUDA is not available here; use --device cpu"
-            )
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise PredictInputError(
-                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
-            )
+    try:
+        check_device(device)
+    except CheckError as exc:
+        raise PredictInputError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -139,22 +127,11 @@ def _output_video(pred: Video, inp: PredictInput) -> Video:
 
 
 def _check_outputs(inp_paths: Sequence[str | Path | None], outputs: Sequence[str | Path | None]) -> None:
-    """Refuse to overwrite an input; create the output folders and check that they take files before
-    the slow part runs (a read-only folder would otherwise fail the run only once it is done)."""
-    sources = {Path(p).resolve() for p in inp_paths if p is not None}
-    for out in (Path(p) for p in outputs if p is not None):
-        if out.resolve() in sources:
-            raise PredictInputError(f"{out} is an input of this run; write the output elsewhere")
-        if out.is_dir():
-            raise PredictInputError(f"{out} is a folder; give a file name")
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
-                pass
-        except OSError as exc:
-            raise PredictInputError(
-                f"{out}: cannot write into {out.parent} ({exc.strerror or exc}); write it elsewhere"
-            ) from None
+    """Refuse to overwrite an input, a folder or an unwritable place before the slow part runs."""
+    try:
+        check_outputs(inp_paths, outputs)
+    except CheckError as exc:
+        raise PredictInputError(str(exc)) from None
 
 
 def run_predict(

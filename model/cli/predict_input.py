@@ -12,12 +12,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from annotation_io import posetrack
 from annotation_io.types import Video
-from annotation_io.video import IMAGE_SUFFIXES, FrameSource, VideoError, check_frame_images, open_video
+from annotation_io.video import (
+    IMAGE_SUFFIXES,
+    FrameSource,
+    VideoError,
+    check_frame_images,
+    open_video,
+    read_image,
+)
 
 _ROOT_LEVELS = 3  # the JSON's folder and this many folders above it are searched for the images
 
@@ -60,10 +66,7 @@ class _ListedFrames:
     def read(self, index: int) -> np.ndarray:
         if index not in self.files:
             raise VideoError(f"frame {index} is not listed in the annotation file (0..{self.num_frames - 1})")
-        image = cv2.imread(str(self.files[index]), cv2.IMREAD_COLOR)
-        if image is None:
-            raise VideoError(f"{self.files[index]}: cannot decode image (frame {index})")
-        return image
+        return read_image(self.files[index], f"frame {index} of the frames listed by the annotation file")
 
     def close(self) -> None:
         """Nothing to release (images are read on demand)."""
@@ -90,6 +93,8 @@ def _image_root(ann: Video, json_path: Path, images_root: Path | None) -> Path:
             f"{json_path}: its images carry no file_name, so their pixels cannot be found; give the video "
             "or frame folder as INPUT and this JSON as --labels"
         )
+    if images_root is not None and not images_root.is_dir():  # else the search would quietly go on without it
+        raise PredictInputError(f"--images-root {images_root}: not a folder (the folder the file names are relative to)")
     folder = json_path.resolve().parent
     tried = ([images_root] if images_root is not None else []) + [folder, *folder.parents[:_ROOT_LEVELS]]
     for root in tried:
@@ -111,7 +116,8 @@ def _json_frames(ann: Video, json_path: Path, images_root: Path | None) -> Frame
         raise PredictInputError(
             f"{json_path}: image of frame {index} not found: {path} ({len(missing)} missing)"
         )
-    if set(files) == set(range(ann.num_frames)):
+    # every frame listed (no set(range(nframes)): a file may claim 10**12 frames)
+    if len(files) == ann.num_frames and all(0 <= i < ann.num_frames for i in files):
         return _ListedFrames(files, ann.num_frames)
     # Only some frames are listed (PoseTrack 2017 files may list only labelled ones): read their folder.
     folders = {p.parent for p in files.values()}
@@ -174,6 +180,13 @@ def load_input(
         raise PredictInputError(
             f"labels {known.name!r} cover {known.num_frames} frames (last labelled: {known.frames[-1].index}) "
             f"but the video has {n}; they are not labels of this video"
+        )
+    declared = (template.width, template.height) if template is not None else (None, None)
+    if None not in declared and declared != (reader.width, reader.height):  # labels in other pixels
+        reader.close()
+        raise PredictInputError(
+            f"labels {template.name!r} are for {declared[0]}x{declared[1]} images (their width/height) but the "
+            f"video's frames are {reader.width}x{reader.height}; they are not labels of these frames"
         )
     name = template.name if template is not None else (path.name if path.is_dir() else path.stem)
     source = str(getattr(reader, "path", path))

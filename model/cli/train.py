@@ -10,6 +10,7 @@ model train ...``) every rank trains with DistributedDataParallel.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
@@ -18,11 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from annotation_io.arguments import positive_int
 from annotation_io.types import Video
 
 if TYPE_CHECKING:
+    from annotation_io.video import FrameReader
     from model.backbones.base import Backbone
-    from model.training.loop import TrainResult
+    from model.training.heatmap_cache import BackboneHeatmapCache
+    from model.training.loop import TrainConfig, TrainResult
+    from model.training.samples import TrainSample
 
 BackboneFactory = Callable[[argparse.Namespace], "Backbone"]
 
@@ -62,6 +67,53 @@ def _load_videos(folder: Path, what: str) -> dict[str, Video]:
     return {v.name: v for v in videos}
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """The device is there, and --out and its training curve are not inputs (a labels file, the backbone
+    weights) and can be written: checked before the backbone loads and the head trains, not once the
+    training is done (or as a traceback from torch)."""
+    from model.cli.checks import check_device, check_outputs
+    from model.training.curve import curve_path
+
+    check_device(args.device)
+    labels = Path(args.labels)
+    inputs = [args.checkpoint, *(sorted(labels.glob("*.json")) if labels.is_dir() else [labels])]
+    check_outputs(inputs, [args.out, curve_path(args.out)])
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    """A finite number above 0 (argparse type of --lr)."""
+    value = _float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """A number in [0, 1) (argparse type of --holdout)."""
+    value = _float(text)
+    if not 0.0 <= value < 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    """An integer >= 0 (argparse type of --workers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     """Adds the `train` command."""
     from model.backbones.names import BACKBONE_NAMES
@@ -74,17 +126,17 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--labels", type=Path, required=True, help="PoseTrack JSON file or folder of them (labels)")
     parser.add_argument("--backbone", default="blazepose", choices=BACKBONE_NAMES, help="rough pose estimator (default blazepose)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet weights (hrnet backbones) or a yolo11n-pose.pt (yolo11_pose)")
-    parser.add_argument("--epochs", type=int, default=10, help="passes over the training samples (default 10)")
-    parser.add_argument("--batch-size", type=int, default=16, help="samples per optimiser step (default 16)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    parser.add_argument("--epochs", type=functools.partial(positive_int, unit="epochs"), default=10, help="passes over the training samples (default 10)")
+    parser.add_argument("--batch-size", type=functools.partial(positive_int, unit="samples"), default=16, help="samples per optimiser step (default 16)")
+    parser.add_argument("--lr", type=_positive_float, default=1e-4, help="Adam learning rate (default 1e-4)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the split, sample order and augmentation (default 0)")
-    parser.add_argument("--holdout", type=float, default=0.2, help="held-out fraction (by video / frame range; default 0.2)")
-    parser.add_argument("--distance", type=int, default=1, help="neighbour frame distance (default 1, as released)")
+    parser.add_argument("--holdout", type=_fraction, default=0.2, help="held-out fraction (by video / frame range; default 0.2)")
+    parser.add_argument("--distance", type=functools.partial(positive_int, unit="frames"), default=1, help="neighbour frame distance (default 1, as released)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--no-augment", action="store_true", help="no flip / scale / rotation augmentation")
     parser.add_argument("--no-cache", action="store_true", help="run the backbone in the loop every step")
     parser.add_argument("--cache-dir", type=Path, default=None, help="keep cached heatmaps as files here")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (cache mode)")
+    parser.add_argument("--workers", type=_count, default=0, help="DataLoader workers (cache mode)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the head")
     parser.add_argument("--version", default=None, help="version string stored in the checkpoint")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint to write (our format)")
@@ -113,6 +165,7 @@ def run(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = 
     from model.training.curve import curve_path, save_training_curve
     from model.training.samples import build_samples, split_holdout
 
+    _check_args(args)
     labels = _load_videos(args.labels, "labels")
     backbone = (backbone_factory or _build_backbone)(args)
     samples = build_samples(labels, distance=args.distance)
@@ -130,17 +183,20 @@ def run(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = 
 
     steps_per_epoch = math.ceil(len(train) / (config.batch_size * int(os.environ.get("WORLD_SIZE", "1"))))
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    bar = tqdm(total=steps_per_epoch * config.epochs, desc="train head", unit="step", disable=not rank0)
-
-    def progress(epoch: int, step: int, loss: float) -> None:
-        bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.2e}")
-        bar.update(1)
-
+    bar = None
     try:
+        cache = _filled_cache(backbone, readers, train + holdout, config, rank0)
+        bar = tqdm(total=steps_per_epoch * config.epochs, desc="train head", unit="step", disable=not rank0)
+
+        def progress(epoch: int, step: int, loss: float) -> None:
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.2e}")
+            bar.update(1)
+
         result = train_module.train_head(head, backbone, readers, train, config=config, holdout=holdout,
-                                         progress=progress)
+                                         progress=progress, cache=cache)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         for r in readers.values():
             r.close()
     if rank0:
@@ -159,11 +215,38 @@ def run(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = 
     return result
 
 
+def _filled_cache(backbone: Backbone, readers: dict[str, FrameReader], samples: list[TrainSample],
+                  config: TrainConfig, show: bool) -> BackboneHeatmapCache | None:
+    """The heatmap cache filled before training, with a progress bar (the backbone's pass over every
+    labelled frame and its neighbours takes minutes on a large set, and the step bar would stand at 0
+    meanwhile); None where training fills it itself (no cache, or several DDP ranks sharing the work)."""
+    from tqdm import tqdm
+
+    from model.training.heatmap_cache import BackboneHeatmapCache
+
+    if not config.use_cache or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return None
+    cache = BackboneHeatmapCache(backbone, readers, directory=Path(config.cache_dir) if config.cache_dir else None,
+                                 crop=config.crop)  # fmt: skip
+    with tqdm(desc="backbone heatmaps", unit="crop", disable=not show) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        cache.prefetch(samples, progress=advance)
+    return cache
+
+
 def handle(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = None) -> int:
     """Runs the command; 2 for bad input (a one-line error in the log)."""
+    from annotation_io.video import VideoError
+
     try:
         run(args, backbone_factory=backbone_factory)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    # OSError: a folder that cannot be read or written; VideoError: frames that do not decode.
+    except (OSError, ValueError, KeyError, VideoError) as exc:
+        logger.debug("training failed", exc_info=True)
         logger.error("%s", exc)
         return 2
     return 0

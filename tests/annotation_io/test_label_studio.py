@@ -318,6 +318,10 @@ def test_empty_result() -> None:
         (lambda r: r[4].update(original_width=320), "disagree on the original image size"),
         (lambda r: r[0]["value"].update(rectanglelabels=["car"]), "box label 'car' is not 'person'"),
         (lambda r: r[3].update(type="rectanglelabels"), "does not match control 'kp'"),
+        # integers too large for a double (JSON allows them): were OverflowError tracebacks
+        (lambda r: r[3]["value"].update(x=10**400), "value.x must be a finite number"),
+        (lambda r: r[4].update(original_width=10**400), "original_width/original_height must be positive integers"),
+        (lambda r: r[0]["value"].update(width=-(10**400)), "value.width must be a finite number"),
     ],
 )  # fmt: skip
 def test_results_to_persons_errors(prediction: dict, mutate, message: str) -> None:

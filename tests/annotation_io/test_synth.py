@@ -334,3 +334,15 @@ def test_visible_only_leaves_out_covered_joints_and_keeps_the_rest() -> None:
                 np.testing.assert_array_equal(person_kept.keypoints[v != 1], person.keypoints[v != 1])
                 assert person_kept.box == person.box and person_kept.track_id == person.track_id
     assert covered > 0  # and the input kept its covered joints (copies were changed)
+
+
+def test_cli_out_that_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: NotADirectoryError from mkdir (a traceback, exit 1) once the progress bar had started."""
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    assert main([str(afile), "--frames", "2", "--people", "1"]) == 2
+    assert f"{afile} is a file; OUT must be a folder" in capsys.readouterr().err
+    assert main([str(afile / "sub"), "--frames", "2", "--people", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: cannot write under {afile / 'sub'}: Not a directory" in err and "Traceback" not in err, err
+    assert afile.read_text() == "keep me"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -394,7 +395,7 @@ def test_amp_is_turned_off_where_bfloat16_is_not_native(synth, monkeypatch: pyte
 
 
 @pytest.mark.slow
-def test_cli_writes_a_checkpoint_that_inference_loads(tmp_path: Path) -> None:
+def test_cli_writes_a_checkpoint_that_inference_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from annotation_io import posetrack
     from annotation_io.synth import generate
     from model.cli.main import main
@@ -409,6 +410,9 @@ def test_cli_writes_a_checkpoint_that_inference_loads(tmp_path: Path) -> None:
         "--epochs", "1", "--batch-size", "2", "--holdout", "0", "--out", str(out), "--version", "test-v1",
     ], backbone_factory=lambda args: SimulatedBackbone(gt, seed=args.seed))  # fmt: skip
     assert status == 0 and out.is_file() and curve_path(out).is_file()
+    bars = capsys.readouterr().err  # the heatmap cache fills with its own bar before the steps' bar moves
+    assert re.search(r"backbone heatmaps: 100%\|[^\n]*\| (\d+)/\1 ", bars), bars
+    assert bars.index("backbone heatmaps") < bars.index("train head")
     head, version = load_head(out, "simulated")
     assert version == "test-v1" and isinstance(head, DCPose)
     assert main(["train", "--videos", str(tmp_path), "--labels", str(tmp_path / "none"), "--out", str(out)]) == 2

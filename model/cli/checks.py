@@ -1,0 +1,70 @@
+"""Checks the model's command lines make before the slow part runs: the device and the output paths.
+
+A command that writes a file (a prediction JSON, an overlay video, a checkpoint) refuses a path that is
+one of its inputs (it would overwrite the data it reads), a folder, or a place it cannot create files
+in, and a device that is not there, before it predicts or trains anything: otherwise the failure would
+come only once the work is done, or as a traceback from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["CheckError", "check_device", "check_outputs"]
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+class CheckError(ValueError):
+    """A device or output path cannot be used; the message names it and what to do."""
+
+
+def check_device(device: str) -> None:
+    """`device` is cpu, or a CUDA device that is there.
+
+    Raises:
+        CheckError: another spelling ("gpu"), CUDA asked for without CUDA, or an index beyond the devices.
+    """
+    if _DEVICE.fullmatch(device) is None:
+        raise CheckError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CheckError(f"--device {device} asked for, but CUDA is not available here; use --device cpu")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise CheckError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+
+
+def check_outputs(inputs: Sequence[str | Path | None], outputs: Sequence[str | Path | None]) -> None:
+    """Refuse to overwrite an input; create the output folders and check that they take files.
+
+    Args:
+        inputs: the files the command reads (None entries are skipped).
+        outputs: the files it will write (None entries are skipped).
+
+    Raises:
+        CheckError: the first output at fault.
+    """
+    sources = {Path(p).resolve() for p in inputs if p is not None}
+    taken: set[Path] = set()
+    for out in (Path(p) for p in outputs if p is not None):
+        if out.resolve() in sources:
+            raise CheckError(f"{out} is an input of this run; write the output elsewhere")
+        if out.resolve() in taken:
+            raise CheckError(f"{out} is given for two outputs of this run; give each its own file")
+        taken.add(out.resolve())
+        if out.is_dir():
+            raise CheckError(f"{out} is a folder; give a file name")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
+                pass
+        except OSError as exc:
+            raise CheckError(
+                f"{out}: cannot write into {out.parent} ({exc.strerror or exc}); write it elsewhere"
+            ) from None

@@ -1,0 +1,226 @@
+"""`python -m model predict` and `python -m model train` on hostile inputs: each is refused with one line
+and exit status 2 before any model runs, never a traceback, a silently damaged frame or lost data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from annotation_io import posetrack
+from annotation_io.posetrack import dump_2018
+from annotation_io.types import Frame, Video
+from model.cli.main import main as model_main
+from model.cli.predict import EXIT_USAGE
+
+SIZE = (64, 48)
+
+
+def _never(options: object):  # noqa: ANN202 (a PredictorFactory / BackboneFactory)
+    raise AssertionError("the model was built although the input is refused")
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run `python -m model ARGV` expecting exit status 2; returns its one-line message."""
+    seam = {"predictor_factory": _never} if argv[0] == "predict" else {"backbone_factory": _never}
+    assert model_main(argv, **seam) == EXIT_USAGE
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "Traceback" not in err, err
+    return err
+
+
+def _frames(folder: Path, count: int = 3) -> list[Path]:
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"{i:06d}.jpg"
+        cv2.imwrite(str(path), np.full((SIZE[1], SIZE[0], 3), 40 * i, np.uint8))
+        paths.append(path)
+    return paths
+
+
+def _listing(root: Path, count: int = 3, nframes: int | None = None) -> Path:
+    """A PoseTrack 2018 file naming the frames images/v/00000i.jpg under `root`."""
+    frames = [Frame(i, [], False, file_name=f"images/v/{i:06d}.jpg", image_id=10000 + i) for i in range(count)]
+    path = root / "v.json"
+    dump_2018(Video("v", count, frames), path)
+    if nframes is not None:
+        data = json.loads(path.read_text())
+        for image in data["images"]:
+            image["nframes"] = nframes
+        path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_truncated_jpeg_frame_is_refused_not_predicted_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: cv2 decoded a JPEG cut in half with its missing rows grey ("Premature end of JPEG file" on
+    stderr only) and the run predicted on it and exited 0."""
+    frames = _frames(tmp_path / "images" / "v")
+    rng = np.random.default_rng(0)  # noise: a JPEG large enough that half of it still decodes
+    cv2.imwrite(str(frames[1]), rng.integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8))
+    frames[1].write_bytes(frames[1].read_bytes()[: frames[1].stat().st_size // 2])
+    assert cv2.imread(str(frames[1])) is not None  # cv2 alone does not notice
+    out = tmp_path / "p.json"
+    for source, where in ((tmp_path / "images" / "v", "frame 1 of folder"),
+                          (_listing(tmp_path), "frame 1 of the frames listed by the annotation file")):
+        err = _error(capsys, ["predict", str(source), "--out", str(out), "--no-progress"])
+        assert f"error: {frames[1]}: truncated JPEG ({where}" in err, err
+    assert not out.exists()
+
+
+def test_a_jpeg_with_data_after_its_end_marker_is_read(tmp_path: Path) -> None:
+    """Camera JPEGs may carry data after the end-of-image marker: those are whole images, not truncated."""
+    from annotation_io.video import open_video
+
+    frames = _frames(tmp_path / "v")
+    frames[2].write_bytes(frames[2].read_bytes() + b"trailer written by a camera")
+    with open_video(tmp_path / "v") as source:
+        assert source.read(2).shape == (SIZE[1], SIZE[0], 3)
+
+
+def test_a_posetrack_file_claiming_a_huge_frame_count_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `nframes: 10**12` built set(range(10**12)) and the process was killed for memory."""
+    _frames(tmp_path / "images" / "v")
+    labels = _listing(tmp_path, nframes=10**12)
+    err = _error(capsys, ["predict", str(labels), "--out", str(tmp_path / "p.json"), "--no-progress"])
+    assert f"error: {labels}: lists images for 3 of its 1000000000000 frames" in err, err
+
+
+def test_one_file_for_two_outputs_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: --out x.mp4 --render x.mp4 wrote the prediction JSON, then the overlay video over it."""
+    _frames(tmp_path / "v")
+    both = tmp_path / "x.mp4"
+    err = _error(capsys, ["predict", str(tmp_path / "v"), "--out", str(both), "--render", str(both), "--no-progress"])
+    assert f"error: {both} is given for two outputs of this run" in err, err
+    assert not both.exists()
+
+
+# -------------------------------------------------------------------------------------------- train
+
+
+@pytest.fixture()
+def labelled(tmp_path: Path) -> tuple[Path, Path]:
+    """(frames root, labels file) of a 3-frame video."""
+    _frames(tmp_path / "images" / "v")
+    return tmp_path, _listing(tmp_path)
+
+
+def _train_error(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, argv: list[str]) -> str:
+    """Run `python -m model train ARGV` expecting exit status 2; returns the error it logged."""
+    _error(capsys, ["train", *argv])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "Traceback" not in errors[0], errors
+    caplog.clear()
+    return errors[0]
+
+
+def test_train_refuses_an_output_that_overwrites_its_labels_or_is_a_folder(
+    labelled: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: --out LABELS.json trained, then replaced the labels file with the checkpoint (the labels
+    were lost); --out FOLDER trained, then failed with a traceback (IsADirectoryError)."""
+    root, labels = labelled
+    before = labels.read_bytes()
+    args = ["--videos", str(root), "--labels", str(labels), "--epochs", "1"]
+    assert "is an input of this run" in _train_error(capsys, caplog, [*args, "--out", str(labels)])
+    assert "is an input of this run" in _train_error(capsys, caplog, [
+        "--videos", str(root), "--labels", str(root), "--out", str(labels)])  # a folder of labels  # fmt: skip
+    assert labels.read_bytes() == before
+    folder = tmp_path / "head.pt"
+    folder.mkdir()
+    assert f"{folder} is a folder; give a file name" in _train_error(capsys, caplog, [*args, "--out", str(folder)])
+
+
+def test_train_refuses_a_device_that_is_not_one(
+    labelled: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: --device gpu loaded the labels and the backbone, then died in torch with a traceback
+    (RuntimeError: Expected one of cpu, cuda, ... device type at start of device string: gpu)."""
+    root, labels = labelled
+    argv = ["--videos", str(root), "--labels", str(labels), "--out", str(tmp_path / "h.pt"), "--device", "gpu"]
+    assert "--device must be cpu, cuda or cuda:N, got 'gpu'" in _train_error(capsys, caplog, argv)
+
+
+def test_train_refuses_frames_that_do_not_decode(
+    labelled: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a VideoError from the frame folder was not caught: a traceback instead of the one line."""
+    from model.testing.simulated import SimulatedBackbone
+
+    root, labels = labelled
+    (root / "images" / "v" / "000001.jpg").write_bytes(b"")
+    data = json.loads(labels.read_text())  # a labelled person, so that there is something to train on
+    data["images"][1]["is_labeled"] = True
+    data["annotations"] = [{"id": 1, "image_id": 10001, "track_id": 0, "bbox": [10, 10, 30, 30],
+                            "keypoints": [20, 20, 2] * 17}]
+    labels.write_text(json.dumps(data))
+    argv = ["train", "--videos", str(root), "--labels", str(labels), "--out", str(tmp_path / "h.pt"),
+            "--holdout", "0"]
+    assert model_main(argv, backbone_factory=lambda args: SimulatedBackbone(posetrack.load(labels))) == EXIT_USAGE
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "000001.jpg: cannot decode image" in errors[0], errors
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "h.pt").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--epochs", "0", "must be at least 1, got 0"),
+    ("--batch-size", "-4", "must be at least 1, got -4"),
+    ("--distance", "two", "expected a whole number of frames, got 'two'"),
+    ("--lr", "nan", "must be a finite number above 0, got nan"),
+    ("--holdout", "1.5", "must be at least 0 and below 1, got 1.5"),
+    ("--workers", "-1", "must be at least 0, got -1"),
+])  # fmt: skip
+def test_train_options_out_of_range_are_usage_errors(
+    option: str, value: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: --lr nan, --holdout 1.5, --workers -1 failed only after the labels and backbone loaded, in
+    terms of TrainConfig / "fraction"; --epochs 0 and --batch-size -4 the same."""
+    argv = ["train", "--videos", str(tmp_path), "--labels", str(tmp_path), "--out", str(tmp_path / "h.pt"),
+            option, value]
+    assert model_main(argv, backbone_factory=_never) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"argument {option}: {message}" in err, err
+
+
+def test_an_images_root_that_is_not_a_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: a missing or file --images-root was skipped without a word and the images were looked for
+    (and found) elsewhere, so a typo went unnoticed."""
+    _frames(tmp_path / "images" / "v")
+    labels = _listing(tmp_path)
+    for root in (labels, tmp_path / "typo"):
+        argv = ["predict", str(labels), "--images-root", str(root), "--out", str(tmp_path / "p.json")]
+        assert f"error: --images-root {root}: not a folder" in _error(capsys, argv)
+
+
+def test_a_frame_that_is_a_broken_link_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: the broken link was skipped without a word, so frame 2 became frame 1 (labels of frame 1
+    then sat on the wrong picture) and the run exited 0."""
+    frames = _frames(tmp_path / "v")
+    frames[1].unlink()
+    frames[1].symlink_to(tmp_path / "gone.jpg")
+    err = _error(capsys, ["predict", str(tmp_path / "v"), "--out", str(tmp_path / "p.json"), "--no-progress"])
+    assert f"error: {frames[1]}: a frame image that is a broken link" in err, err
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_labels_declaring_another_image_size_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: labels whose images declare 1920x1080 were used on 64x48 frames without a word (their
+    keypoints far outside the picture) and the run exited 0."""
+    _frames(tmp_path / "images" / "v")
+    labels = _listing(tmp_path)
+    data = json.loads(labels.read_text())
+    for image in data["images"]:
+        image.update(width=1920, height=1080)
+    labels.write_text(json.dumps(data))
+    argv = ["predict", str(tmp_path / "images" / "v"), "--labels", str(labels), "--out", str(tmp_path / "p.json")]
+    err = _error(capsys, argv)
+    assert "labels 'v' are for 1920x1080 images (their width/height) but the video's frames are 64x48" in err, err
