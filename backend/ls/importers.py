@@ -337,10 +337,13 @@ def import_posetrack(
     names = [v.name for v in videos]
     if len(set(names)) != len(names):
         raise AnnotationFormatError(f"two files describe the same video id: {names}", source=str(dataset_dir))
+    images = [dataset_dir / f.file_name for v in videos for f in v.frames if f.file_name]
+    if root is not None:
+        for image in images:  # before anything is asked of LS: a "../../x.jpg" would widen the storage beyond
+            _under_root(image, root, "image")
     config = project_config(client, project_id)
     summary = ImportSummary(project_id, names)
     if root is not None:
-        images = [dataset_dir / f.file_name for v in videos for f in v.frames if f.file_name]
         folders = {image.resolve().parent for image in images}
         common = Path(os.path.commonpath(sorted(folders))) if folders else dataset_dir.resolve()
         summary.storage_id = ensure_local_storage(client, project_id, common)

@@ -147,8 +147,8 @@ def read_yolo_checkpoint(path: str | os.PathLike[str]) -> tuple[YoloSpec, dict[s
         raw = torch.load(path, map_location="cpu", pickle_module=_pickle_module(source), weights_only=False)
     except UnsafeCheckpointError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as exc:
-        raise CheckpointError(f"{source}: cannot be read as a YOLO checkpoint: {exc}") from exc
+    except Exception as exc:  # a corrupt pickle raises anything (OverflowError, ValueError, KeyError, ...)
+        raise CheckpointError(f"{source}: cannot be read as a YOLO checkpoint: {type(exc).__name__}: {exc}") from exc
     net = (raw.get("ema") or raw.get("model")) if isinstance(raw, dict) else None
     if not isinstance(net, _Stub):
         raise CheckpointError(f"{source}: holds no ultralytics model under 'ema' or 'model'")

@@ -28,7 +28,9 @@ from typing import Literal, Self
 
 import torch
 
+from annotation_io.arguments import positive_int
 from model.bench.weights import variance_preserving_init as _variance_preserving_init
+from model.cli.checks import check_device
 from model.nets.blocks import deform_conv2d
 from model.nets.dcpose import build_dcpose
 from model.nets.hrnet import HRNet, count_parameters
@@ -302,12 +304,12 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                                    description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--batch", type=int, default=1, help="crops / person-frames per call (default 1)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="crops / person-frames per call (default 1)")
     parser.add_argument("--backbone", choices=sorted(BACKBONE_WIDTHS), default="hrnet_w48",
                         help="HRNet width to time (random weights; default hrnet_w48)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per section (default 5)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per section (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per section (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--head-variants", action="store_true",
                         help="also time the head before/after each CPU measure vs HRNet-W48 (model.bench.head_speed)")
     parser.set_defaults(handle=handle, log_level="WARNING")
@@ -318,6 +320,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
+        check_device(args.device)
         result = run_benchmark(args.device, args.backbone, args.batch, args.repeats, args.warmup)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

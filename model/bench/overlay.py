@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
@@ -86,7 +87,16 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    """Writes the picture and prints the propagated joints' error."""
+    """Writes the picture and prints the propagated joints' error; 2 for an --out that cannot be written."""
+    from model.cli.checks import CheckError, check_outputs
+
+    try:
+        if args.out.suffix.lower() != ".png":
+            raise CheckError(f"--out {args.out}: the picture is a PNG; give a file name ending in .png")
+        check_outputs([], [args.out])
+    except CheckError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stats = make_overlay(args.out, seed=args.seed)
     print(f"wrote {args.out}: {int(stats['joints'])} propagated joints, mean error {stats['mean_px']:.2f} px, "
           f"max {stats['max_px']:.2f} px")

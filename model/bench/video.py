@@ -52,6 +52,7 @@ from annotation_io.evaluate import evaluate
 from annotation_io.synth import generate, sparsify, visible_only
 from annotation_io.types import Frame, Video
 from annotation_io.video import open_video
+from model.cli.checks import check_device
 
 logger = logging.getLogger(__name__)
 
@@ -699,6 +700,7 @@ def handle(args: argparse.Namespace) -> int:
     settings = replace(settings, **overrides)
     sections = [x.strip() for x in args.sections.split(",") if x.strip()]
     try:
+        check_device(args.device)
         result = run_video_bench(settings, sections=sections, workdir=args.workdir)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

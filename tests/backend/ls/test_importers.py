@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,25 @@ def test_import_posetrack_errors(dataset: Path, docroot: Path, tmp_path: Path) -
     with pytest.raises(AnnotationFormatError, match="KeyPointLabels"):
         import_posetrack(ls, dataset, 1, document_root=docroot, progress=False)
     assert ls.tasks == {}  # nothing imported when a file or the config is bad
+
+
+def test_import_posetrack_refuses_an_image_name_leaving_the_document_root(
+    dataset: Path, docroot: Path, tmp_path: Path
+) -> None:
+    """A file_name such as "../../../x.jpg" is refused before LS is asked for anything: the local storage
+    made for the dataset's images would otherwise widen to a folder above the document root."""
+    outside = tmp_path / "secret.jpg"
+    cv2.imwrite(str(outside), np.zeros((96, 128, 3), np.uint8))
+    path = dataset / "annotations" / "000001.json"
+    data = json.loads(path.read_text())
+    escape = Path("images", "000001", "..", "..", "..", "..", outside.name)  # dataset/images/000001 -> tmp_path
+    data["images"][0]["file_name"] = str(escape)
+    assert (dataset / escape).resolve() == outside.resolve()
+    path.write_text(json.dumps(data))
+    ls = MemoryLS()
+    with pytest.raises(ValueError, match=r"image .*secret\.jpg is not under the LS local-files document root"):
+        import_posetrack(ls, dataset, 1, document_root=docroot, progress=False)
+    assert (ls.storages, ls.tasks) == ([], {})
 
 
 # ----------------------------------------------------------------------------- CLI, fast

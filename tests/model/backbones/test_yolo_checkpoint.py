@@ -69,6 +69,18 @@ def test_a_file_without_an_ultralytics_model_is_named(tmp_path: Path) -> None:
         read_yolo_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("content", [
+    b"\x95\xff\xff\xff\xff\xff\xff\xff\xffjunk",  # a pickle frame claiming 2**64 bytes: OverflowError
+    b"", b"not a checkpoint at all", bytes(range(256)) * 4,
+])  # fmt: skip
+def test_bytes_that_are_no_checkpoint_are_a_checkpoint_error(tmp_path: Path, content: bytes) -> None:
+    """Random files raised OverflowError and others, which the CLI showed as tracebacks."""
+    path = tmp_path / "junk.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"junk\.pt: cannot be read as a YOLO checkpoint"):
+        read_yolo_checkpoint(path)
+
+
 def test_missing_package_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     def absent(name: str) -> metadata.Distribution:
         raise metadata.PackageNotFoundError(name)
