@@ -41,7 +41,12 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".t
 MAX_FRAME_PIXELS = 100_000_000
 HEADER_SCAN_ANNOUNCE = 5000  # frames from which a folder's header check is logged (start and time taken)
 _EXIF_ORIENTATION = 0x0112
+# Formats whose EXIF orientation cv2 (4.11) applies when it decodes but Pillow's header size does not (cv2
+# ignores WebP's, as Chromium does; Pillow sizes a TIFF as oriented already); MPO is how Pillow names the
+# multi-picture JPEGs many phones write.
+_ORIENTED_FORMATS = ("JPEG", "MPO", "PNG")
 _JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"  # start and end of image markers
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")  # little- and big-endian TIFF headers
 _JPEG_TAIL = 1024  # bytes at a JPEG's end searched for its end-of-image marker
 # Declared counts up to this many frames are verified by decoding every frame on open (grab() only,
 # about 0.1-0.5 ms per frame at PoseTrack sizes); longer files get a last-frame check instead.
@@ -407,7 +412,7 @@ class FileSource(FrameSource):
 
 
 def read_image(file: Path, what: str) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 BGR, as cv2 decodes it (JPEG EXIF orientation applied).
+    """An image file as (H, W, 3) uint8 BGR, as cv2 decodes it (EXIF orientation applied, see `imread_color`).
 
     Args:
         file: the image.
@@ -417,12 +422,31 @@ def read_image(file: Path, what: str) -> np.ndarray:
         VideoError: not an image, or a JPEG cut off before its end (cv2 would fill the missing rows
             with grey and only warn on stderr, so a truncated frame would be predicted on silently).
     """
-    image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+    image = imread_color(file)
     if image is None:
         raise VideoError(f"{file}: cannot decode image ({what}); corrupt or not an image")
     if _jpeg_truncated(file):
         raise _truncated(file, what)
     return image
+
+
+def imread_color(file: Path) -> np.ndarray | None:
+    """cv2's (H, W, 3) uint8 BGR decode of an image file, EXIF orientation applied; None if it does not decode.
+
+    cv2.imread (4.11) fails on a TIFF carrying an EXIF orientation other than 1 ("Internal imread issue")
+    that cv2.imdecode reads, rotated as it should be: such a file is decoded from its bytes (TIFFs only: a
+    large file that is no image is not read whole).
+    """
+    image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+    if image is not None:
+        return image
+    try:
+        with open(file, "rb") as fh:
+            if fh.read(4) not in _TIFF_MAGIC:
+                return None
+        return cv2.imdecode(np.fromfile(file, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except (OSError, cv2.error):
+        return None
 
 
 def _truncated(file: Path, what: str) -> VideoError:
@@ -491,7 +515,8 @@ def check_frame_images(files: Sequence[Path], where: str) -> None:
 
 
 def _declared_size(file: Path, what: str) -> tuple[int, int]:
-    """(width, height) of an image file as cv2 decodes it (JPEG EXIF orientation applied), from its header.
+    """(width, height) of an image file as cv2 decodes it (EXIF orientation applied, see `_ORIENTED_FORMATS`),
+    from its header.
 
     Raises:
         VideoError: not an image (`what` says which frame it was to be).
@@ -501,7 +526,8 @@ def _declared_size(file: Path, what: str) -> tuple[int, int]:
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # the caller checks the size
             with PIL.Image.open(file) as header:
                 width, height = header.size
-                orientation = header.getexif().get(_EXIF_ORIENTATION, 1) if header.format == "JPEG" else 1
+                oriented = header.format in _ORIENTED_FORMATS
+                orientation = header.getexif().get(_EXIF_ORIENTATION, 1) if oriented else 1
     except PIL.Image.DecompressionBombError:  # Pillow's own cap (179 megapixels) came first
         raise VideoError(
             f"{file}: {what} declares more pixels than a frame may have ({MAX_FRAME_PIXELS / 1e6:g} megapixels)"

@@ -4,7 +4,8 @@ Which URLs may be read is `backend.ls.media.MediaPolicy`'s decision: LS's media
 (`/data/local-files/?d=...`, `/data/upload/...`, LABEL_STUDIO_URL's host), hosts in MEDIA_HOSTS,
 files under MEDIA_ROOTS; anything else is refused with one message. LS URLs are downloaded through
 `backend.ls.client.LabelStudioClient.download` (auth header, token refresh; redirects followed only
-to allowed places; capped in size and time while the body arrives, as downloads from MEDIA_HOSTS are)
+to allowed places; capped in size and time while the body arrives, as downloads from MEDIA_HOSTS are, and
+in time in all: headers, redirects and retries included, see `backend.ls.media.Deadline`)
 and cached on disk under FRAME_CACHE_DIR, keyed by the SHA-256 of the resolved
 URL, the least recently used files evicted beyond FRAME_CACHE_MB; local files are read in place.
 Only bytes that decode as an image are cached, so an error page never poisons the cache.
@@ -31,7 +32,7 @@ import requests
 
 from annotation_io.jsonio import atomic_open
 from backend.ls.client import LabelStudioClient, LabelStudioError, RedirectedError
-from backend.ls.media import MediaPolicy, MediaRefusedError, Source
+from backend.ls.media import Deadline, MediaPolicy, MediaRefusedError, Source, deadline_session
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +110,12 @@ class LabelStudioAccess:
         with self._lock:
             client = self._clients.get((url, key, purpose))
             if client is None:
-                options = (
-                    {"timeout": DOWNLOAD_TIMEOUT_S, "retries": DOWNLOAD_RETRIES}
+                options = (  # frames: downloads a `Deadline` can cut (its socket timeouts bound one read only)
+                    {
+                        "timeout": DOWNLOAD_TIMEOUT_S,
+                        "retries": DOWNLOAD_RETRIES,
+                        "session": deadline_session(),
+                    }
                     if purpose == "frames"
                     else {}
                 )
@@ -170,7 +175,7 @@ class FrameStore:
                 return _decode(cached, url, self.policy.max_pixels)
             except ImageUnavailableError:
                 pass
-        data = self._download(url, source)
+        data = self._timed_download(url, source)
         image = _decode(data, url, self.policy.max_pixels)
         self.cache.write(absolute, data)
         return image
@@ -184,6 +189,23 @@ class FrameStore:
                                              "from Label Studio) to be downloaded")  # fmt: skip
         return base + url
 
+    def _timed_download(self, url: str, source: Source) -> bytes:
+        """`_download` within the policy's time cap in all: redirects, retries and headers included.
+
+        Raises:
+            ImageUnavailableError: as `_download`; "download took longer than ..." when cut at the deadline.
+        """
+        with Deadline(self.policy.timeout_s) as deadline:
+            try:
+                data = self._download(url, source)
+            except ImageUnavailableError:
+                if deadline.expired:  # the cut connection failed in its own words ("cannot be reached")
+                    raise ImageUnavailableError(url, self.policy.too_slow) from None
+                raise
+        if deadline.expired:  # cut where a body without a length may end: what came is not all of it
+            raise ImageUnavailableError(url, self.policy.too_slow)
+        return data
+
     def _download(self, url: str, source: Source, hops: int = 0) -> bytes:
         try:
             if source == "host":
@@ -193,12 +215,18 @@ class FrameStore:
                 raise ImageUnavailableError(url, "downloading from Label Studio needs LABEL_STUDIO_API_KEY")
             return client.download(url, allow_redirects=False, read=self.policy.read)
         except RedirectedError as exc:
+            if hops >= MAX_REDIRECTS:  # a loop, or a chain too long to follow within LS's predict timeout
+                raise ImageUnavailableError(
+                    url, f"more than {MAX_REDIRECTS} redirects (a redirect loop?)"
+                ) from None
             try:
-                target = self.policy.classify(exc.location, self.access.url) if hops < MAX_REDIRECTS else None
+                target = self.policy.classify(exc.location, self.access.url)
             except MediaRefusedError:
                 target = None
             if target is None or target[0] == "local":
-                raise ImageUnavailableError(url, "redirected to a place task images may not come from") from None
+                raise ImageUnavailableError(
+                    url, "redirected to a place task images may not come from"
+                ) from None
             return self._download(target[1], target[0], hops + 1)
         except MediaRefusedError as exc:
             raise ImageUnavailableError(url, str(exc)) from None
@@ -272,19 +300,25 @@ def _decode(data: bytes, url: str, max_pixels: int) -> np.ndarray:
         ImageUnavailableError: not an image, larger than `max_pixels` (MAX_IMAGE_MEGAPIXELS) or smaller
             than MIN_IMAGE_SIDE on a side.
     """
-    not_an_image = ImageUnavailableError(url, f"the {len(data)} bytes are not a decodable image")
+    not_an_image = ImageUnavailableError(
+        url, f"the {len(data)} bytes are not a decodable image{_what_else(data)}"
+    )
     try:  # only the header is read: a few-KB PNG may declare 100000 x 100000 pixels (30 GB decoded)
         with PIL.Image.open(io.BytesIO(data)) as header:
             width, height = header.size
+            image_format = header.format
+            frames = header.n_frames if image_format == "GIF" else 1  # counted by walking the file: GIFs only
     except PIL.Image.DecompressionBombError as exc:  # Pillow's own cap (179 megapixels) came first
         raise ImageUnavailableError(url, str(exc)) from None
-    except (OSError, ValueError):  # PIL.UnidentifiedImageError is an OSError
+    except (OSError, ValueError, SyntaxError):  # PIL.UnidentifiedImageError is an OSError
         raise not_an_image from None
     if width * height > max_pixels:
         raise ImageUnavailableError(url, f"{width}x{height} pixels is more than MAX_IMAGE_MEGAPIXELS "
                                          f"({max_pixels / 1e6:g})")  # fmt: skip
     if min(width, height) < MIN_IMAGE_SIDE:
         raise ImageUnavailableError(url, f"{width}x{height} pixels is too small to show a person")
+    if image_format == "GIF":  # this cv2 build reads no GIF; Label Studio shows them
+        return _decode_gif(data, url, frames)
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:
@@ -292,6 +326,34 @@ def _decode(data: bytes, url: str, max_pixels: int) -> np.ndarray:
     if image is None:
         raise not_an_image
     return image
+
+
+def _decode_gif(data: bytes, url: str, frames: int) -> np.ndarray:
+    """(H, W, 3) uint8 BGR picture of a still GIF (its size already checked by `_decode`).
+
+    Raises:
+        ImageUnavailableError: an animated GIF (Label Studio shows it moving: no one frame is what the
+            annotator sees), or one that does not decode.
+    """
+    if frames > 1:
+        raise ImageUnavailableError(url, f"an animated GIF ({frames} frames): Label Studio shows it moving, so no "
+                                         "one picture is what annotators label; import its frames as images")  # fmt: skip
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as gif:
+            rgb = np.asarray(gif.convert("RGB"))
+    except (OSError, ValueError, SyntaxError):
+        raise ImageUnavailableError(url, f"the {len(data)} bytes are not a decodable GIF") from None
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _what_else(data: bytes) -> str:
+    """What bytes that are no image look like, where it helps the reader ("" otherwise)."""
+    head = data[:1024].lstrip().lower()
+    if b"<svg" in head:
+        return ": an SVG (vector) image, which is not read; give it as PNG or JPEG"
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return ": an HTML page (an error or login page?)"
+    return ""
 
 
 def _cache_write(path: Path, data: bytes) -> None:

@@ -29,14 +29,12 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-import cv2
-
 from annotation_io import posetrack
 from annotation_io.arguments import positive_int
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.label_studio import LabelConfig, parse_config, parse_task, persons_to_results, task_data
 from annotation_io.types import Frame, Video
-from annotation_io.video import VideoError, extract_frames, video_info
+from annotation_io.video import VideoError, extract_frames, imread_color, video_info
 from backend.ls.client import LabelStudioClient, LabelStudioError
 
 logger = logging.getLogger(__name__)
@@ -251,11 +249,12 @@ def posetrack_files(dataset_dir: Path) -> list[Path]:
 
 def _image_size(video: Video, images: Iterable[Path]) -> tuple[int, int]:
     """(width, height) of the video's frames: from the file when it says, else the first image as Label
-    Studio shows it and the backend reads it (EXIF orientation applied, which IMREAD_UNCHANGED ignores)."""
+    Studio shows it and the backend reads it (EXIF orientation applied, which IMREAD_UNCHANGED ignores; an
+    oriented TIFF, which cv2.imread fails on, decoded from its bytes)."""
     if video.width and video.height:
         return video.width, video.height
     for path in images:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image = imread_color(path)
         if image is not None:
             return image.shape[1], image.shape[0]
     raise VideoError(f"video {video.name}: none of its frame images decodes, so its size is unknown")

@@ -9,11 +9,14 @@ A task's `data.image` comes from whoever can write tasks or call /predict, so it
 Everything else (other hosts, other schemes, other paths, other LS routes) is refused with one
 message that says nothing about the target (whether a file exists, its size). Downloads from listed
 hosts follow no redirects; they and Label Studio's are capped in size (MAX_IMAGE_MB) and time while
-they arrive.
+they arrive. The time cap covers the whole exchange, headers included (`Deadline`): a socket timeout
+bounds one read only, so a server sending its headers a byte at a time could hold a download for hours.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +26,9 @@ from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 import requests
+import requests.adapters
 import urllib3
+import urllib3.connection
 
 REFUSED = "not a Label Studio media URL, nor on a host in MEDIA_HOSTS or a file under MEDIA_ROOTS"
 LS_MEDIA_PREFIXES = ("/data/local-files/", "/data/local-files?", "/data/upload/")
@@ -108,13 +113,26 @@ class MediaPolicy:
             MediaRefusedError: a redirect, an error status, too large or too slow.
             requests.RequestException: unreachable.
         """
-        deadline = time.monotonic() + self.timeout_s
-        with requests.get(url, timeout=self.timeout_s, allow_redirects=False, stream=True) as resp:
-            if resp.is_redirect or 300 <= resp.status_code < 400:
-                raise MediaRefusedError("redirects are not followed for task images")
-            if resp.status_code >= 400:
-                raise MediaRefusedError(f"HTTP {resp.status_code}")
-            return self.capped(_arriving(resp), deadline)
+        with Deadline(self.timeout_s) as deadline, deadline_session() as session:
+            try:
+                with session.get(url, timeout=self.timeout_s, allow_redirects=False, stream=True) as resp:
+                    if resp.is_redirect or 300 <= resp.status_code < 400:
+                        raise MediaRefusedError("redirects are not followed for task images")
+                    if resp.status_code >= 400:
+                        raise MediaRefusedError(f"HTTP {resp.status_code}")
+                    data = self.capped(_arriving(resp), deadline.at)
+            except (requests.RequestException, MediaRefusedError):
+                if deadline.expired:  # the cut connection surfaced as an error of its own
+                    raise MediaRefusedError(self.too_slow) from None
+                raise
+            if deadline.expired:  # cut where a body without a length may end: what came is not all of it
+                raise MediaRefusedError(self.too_slow)
+            return data
+
+    @property
+    def too_slow(self) -> str:
+        """The reason of a download cut at its deadline."""
+        return f"download took longer than {self.timeout_s:g} s"
 
     def read(self, resp: requests.Response) -> bytes:
         """The body of a streamed response (`stream=True`) as it arrives, within `max_bytes` and `timeout_s`
@@ -133,8 +151,115 @@ class MediaPolicy:
             if len(out) > self.max_bytes:
                 raise MediaRefusedError(f"larger than MAX_IMAGE_MB ({self.max_bytes // (1024 * 1024)} MB)")
             if time.monotonic() > deadline:
-                raise MediaRefusedError(f"download took longer than {self.timeout_s:g} s")
+                raise MediaRefusedError(self.too_slow)
         return bytes(out)
+
+
+_ACTIVE = threading.local()  # the deadlines running in this thread (`Deadline.__enter__`), innermost last
+
+
+class Deadline:
+    """Cuts the connections opened for task images in this thread once `seconds` have passed.
+
+    requests' timeout bounds each socket read, not a download: a server that sends its status line
+    and then a header byte every few seconds held a /predict (and its thread) for hours. Sockets of
+    `deadline_session()` sessions register here when their response is awaited, and a timer shuts them
+    down at the deadline; the blocked read then fails (or ends) and `expired` says why. Use as a context
+    manager around the whole download (redirects and retries included), in the thread that makes it.
+
+    Attributes:
+        at: the deadline, in `time.monotonic()` seconds.
+        expired: whether the deadline passed and the connections were cut.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Deadline:
+        _ACTIVE.deadlines = [*getattr(_ACTIVE, "deadlines", []), self]
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _ACTIVE.deadlines = [d for d in getattr(_ACTIVE, "deadlines", []) if d is not self]
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """Cuts `sock` at the deadline (at once when it has passed)."""
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _cut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _cut(sock)
+
+
+def _cut(sock: socket.socket) -> None:
+    """Shuts a socket down both ways: a read blocked on it returns at once (the owner still closes it)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # closed already
+        pass
+
+
+def _watched(sock: socket.socket | None) -> None:
+    for deadline in getattr(_ACTIVE, "deadlines", ()):
+        deadline.watch(sock)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def getresponse(self, *args: object, **kwargs: object) -> urllib3.response.HTTPResponse:  # type: ignore[override]
+        _watched(self.sock)  # sent: the socket exists; the headers are read next
+        return super().getresponse(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def getresponse(self, *args: object, **kwargs: object) -> urllib3.response.HTTPResponse:  # type: ignore[override]
+        _watched(self.sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class _WatchedPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedTLSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedPool, "https": _WatchedTLSPool}
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """An adapter whose connections (direct or through a proxy) obey the thread's `Deadline`s."""
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
+        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: object) -> urllib3.PoolManager:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+        return manager
+
+
+def deadline_session() -> requests.Session:
+    """A requests session whose downloads a `Deadline` can cut (task images: listed hosts, Label Studio)."""
+    session = requests.Session()
+    session.mount("http://", _DeadlineAdapter())
+    session.mount("https://", _DeadlineAdapter())
+    return session
 
 
 def _arriving(resp: requests.Response) -> Iterator[bytes]:

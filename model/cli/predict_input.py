@@ -143,8 +143,19 @@ def _open_frames(path: Path, template: Video | None, images_root: Path | None) -
     if template is not None:
         return _json_frames(template, path, images_root)
     if path.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
-        raise PredictInputError(f"{path}: a folder without images; expected a frame folder")
+        raise PredictInputError(
+            f"{path}: a folder without frame images ({', '.join(IMAGE_SUFFIXES)}){_found_instead(path)}; "
+            "expected a frame folder"
+        )
     return open_video(path)
+
+
+def _found_instead(folder: Path) -> str:
+    """What a folder without frame images holds instead (", only .gif files"), or "" when nothing."""
+    kinds = sorted({p.suffix.lower() or p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")})
+    if not kinds:
+        return ""
+    return f", only {', '.join(kinds[:3])}{', ...' if len(kinds) > 3 else ''} files"
 
 
 def load_input(

@@ -120,6 +120,29 @@ def test_exif_oriented_frames_read_as_shown(tmp_path: Path) -> None:
         assert frame[5, 5, 2] > 200 and frame[5, 5, 0] < 60, "the red corner is top-left again"
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_png_and_tiff_frames_with_an_exif_orientation_read_as_shown(tmp_path: Path, suffix: str) -> None:
+    """cv2 applies the EXIF orientation of PNGs and TIFFs too. Before: the header check sized a PNG as
+    stored, so a folder mixing upright and EXIF-rotated frames of one shown size was refused ("frame 1 is
+    96x160 but the first frame ... is 160x96"); cv2.imread fails on a TIFF with an orientation, so such a
+    frame was called "corrupt or not an image"."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, orientation in enumerate((1, 6, 8, 1)):
+        upright = PIL.Image.fromarray(make_frame(index)[:, :, ::-1])
+        exif = PIL.Image.Exif()
+        exif[0x0112] = orientation
+        stored = {1: upright, 6: upright.transpose(PIL.Image.Transpose.ROTATE_90),
+                  8: upright.transpose(PIL.Image.Transpose.ROTATE_270)}[orientation]  # fmt: skip
+        stored.save(folder / f"{index:06d}{suffix}", exif=exif.tobytes())
+    with open_video(folder) as source:
+        assert (source.width, source.height) == (W, H)
+        for index, frame in source.iter_frames():
+            assert frame.shape == (H, W, 3), index
+            assert frame[5, 5, 2] > 200 and frame[5, 5, 0] < 60, f"frame {index}: the red corner is top-left"
+            assert frame[60, 44 + 8 * index, 0] > 200, f"frame {index}: its stripe is where it was drawn"
+
+
 def rotate_in_container(data: bytes) -> bytes:
     """The mp4 with its video track's display matrix set to a 90-degree rotation (as phones write it)."""
     out = bytearray(data)

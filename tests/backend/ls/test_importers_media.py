@@ -16,9 +16,14 @@ from tests.backend.ls.test_importers import MemoryLS
 W, H = 128, 96
 
 
-def test_labels_of_exif_oriented_images_are_placed_as_label_studio_shows_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".jpg", ".tif"])
+def test_labels_of_exif_oriented_images_are_placed_as_label_studio_shows_them(
+    tmp_path: Path, suffix: str
+) -> None:
     """Before: the size came from cv2.IMREAD_UNCHANGED, which ignores EXIF orientation, so labels on a
-    sideways-stored phone photo were converted against the stored 96x128 instead of the shown 128x96."""
+    sideways-stored phone photo were converted against the stored 96x128 instead of the shown 128x96;
+    and cv2.imread fails on a TIFF with an orientation, so such a dataset's import stopped with "none of
+    its frame images decodes"."""
     root = tmp_path / "docroot"
     dataset = root / "posetrack"
     synth.generate(dataset, videos=1, frames=2, people=1, seed=3, label_every=1, size=(W, H))
@@ -27,7 +32,10 @@ def test_labels_of_exif_oriented_images_are_placed_as_label_studio_shows_them(tm
     for image in sorted((dataset / "images").rglob("*.jpg")):
         with PIL.Image.open(image) as shown:
             stored = shown.transpose(PIL.Image.Transpose.ROTATE_90)
-        stored.save(image, quality=95, exif=exif.tobytes())
+        image.unlink()
+        stored.save(image.with_suffix(suffix), quality=95, exif=exif.tobytes())
+    for labels in (dataset / "annotations").glob("*.json"):
+        labels.write_text(labels.read_text().replace(".jpg", suffix))
     ls = MemoryLS()
     summary = import_posetrack(ls, dataset, 1, document_root=root, progress=False)
     assert summary.annotations_created == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import PIL.Image
 import pytest
 from flask.testing import FlaskClient
 
@@ -33,7 +34,10 @@ class _Host(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         body = JPEG if self.path.startswith("/ok.jpg") else JPEG + b"\0" * 4096
+        if self.path.startswith("/error-page.jpg"):  # a proxy's error page, labelled as the image asked for
+            body = b"<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>"
         self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -266,3 +270,83 @@ def test_label_studio_downloads_are_capped_while_they_arrive(tmp_path: Path) -> 
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _SlowHeaders(http.server.BaseHTTPRequestHandler):
+    """Sends a status line, then one header byte every 0.1 s, until the client hangs up."""
+
+    cut_short = threading.Semaphore(0)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(600):  # 60 s at most
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            _SlowHeaders.cut_short.release()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_dripping_its_headers_is_cut_off_at_the_download_deadline(tmp_path: Path) -> None:
+    """On main, the deadline was checked only between body chunks and requests' timeout bounds each read: a
+    server sending a header byte every 0.1 s held a download from a listed host, and one from Label Studio
+    (twice, with its retry), for as long as it kept sending (hours; 20 s and 60 s for 20 s of drip)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHeaders)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        listed = FrameStore(tmp_path / "c1", LabelStudioAccess(), MediaPolicy(hosts=(host,), timeout_s=1.0))
+        access = LabelStudioAccess(f"http://{host}", "token-0123456789abcdef")
+        label_studio = FrameStore(tmp_path / "c2", access, MediaPolicy(timeout_s=1.0))
+        for store, url in ((listed, f"http://{host}/slow.jpg"), (label_studio, "/data/upload/slow.jpg")):
+            start = time.monotonic()
+            with pytest.raises(ImageUnavailableError, match="download took longer than 1 s"):
+                store.image(url)
+            assert time.monotonic() - start < 5, url
+            assert _SlowHeaders.cut_short.acquire(timeout=30), f"{url}: the server is still sending"
+        assert not list(tmp_path.glob("c?/??/*")), "nothing was cached"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirect_loop_is_named_as_one(host: str, tmp_path: Path) -> None:
+    """On main, a Label Studio URL redirecting to itself got "redirected to a place task images may not come
+    from", a place task images may come from."""
+    access = LabelStudioAccess(f"http://{host}", "token-0123456789abcdef")
+    store = FrameStore(tmp_path / "cache", access, MediaPolicy())
+    _Host.redirect_to = "/data/upload/redirect.jpg"
+    with pytest.raises(ImageUnavailableError, match=r"more than 3 redirects \(a redirect loop\?\)"):
+        store.image("/data/upload/redirect.jpg")
+
+
+def test_gifs_svgs_and_error_pages_get_a_message_saying_what_they_are(
+    app_client: FlaskClient, synth_video: SynthVideo, host: str, tmp_path: Path
+) -> None:
+    """On main, every one of these was "the N bytes are not a decodable image": a still GIF too (this cv2
+    reads no GIF), though Label Studio shows it; an animated one said nothing of its frames."""
+    still = np.full((96, 160, 3), 60, np.uint8)
+    still[:24, :24] = (0, 0, 255)  # red corner, BGR
+    upright = PIL.Image.fromarray(still[:, :, ::-1])
+    upright.save(tmp_path / "still.gif")
+    upright.save(tmp_path / "moving.gif", save_all=True, append_images=[upright.rotate(180)], duration=100)
+    (tmp_path / "vector.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"/>')
+    store = FrameStore(tmp_path / "cache", LabelStudioAccess(), MediaPolicy(roots=(tmp_path,), hosts=(host,)))
+    image = store.image(str(tmp_path / "still.gif"))
+    assert image.shape == (96, 160, 3) and image[5, 5].tolist() == [0, 0, 255] and image[50, 100, 2] == 60
+    status, body = _predict_image(app_client, synth_video, str(tmp_path / "still.gif"))
+    assert status == 200, body
+    status, body = _predict_image(app_client, synth_video, str(tmp_path / "moving.gif"))
+    assert status == 422 and "an animated GIF (2 frames)" in body["error"], body
+    status, body = _predict_image(app_client, synth_video, str(tmp_path / "vector.svg"))
+    assert status == 422 and "an SVG (vector) image" in body["error"], body
+    with pytest.raises(
+        ImageUnavailableError, match=r"not a decodable image: an HTML page \(an error or login"
+    ):
+        store.image(f"http://{host}/error-page.jpg")
+    assert not list((tmp_path / "cache").glob("??/*")), "the error page was not cached"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import PIL.Image
 import pytest
 
 from annotation_io import posetrack
@@ -224,3 +225,13 @@ def test_labels_declaring_another_image_size_are_refused(tmp_path: Path, capsys:
     argv = ["predict", str(tmp_path / "images" / "v"), "--labels", str(labels), "--out", str(tmp_path / "p.json")]
     err = _error(capsys, argv)
     assert "labels 'v' are for 1920x1080 images (their width/height) but the video's frames are 64x48" in err, err
+
+
+def test_a_folder_of_gif_frames_says_which_frames_are_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: "a folder without images", of a folder holding 3 images (GIFs, which frames may not be)."""
+    folder = tmp_path / "gifs"
+    folder.mkdir()
+    for i in range(3):
+        PIL.Image.new("RGB", SIZE, (40 * i,) * 3).save(folder / f"{i:06d}.gif")
+    err = _error(capsys, ["predict", str(folder), "--out", str(tmp_path / "p.json")])
+    assert "a folder without frame images (.jpg, .jpeg, .png" in err and "only .gif files" in err, err
