@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 # image is far below a pixel.
 PERCENT_DIGITS = 10
 _BOX_KEYS = ("x", "y", "width", "height")
+# A track id typed in a TextArea: optional sign, decimal digits (str patterns' \d is what int() reads).
+_TRACK_TEXT = re.compile(r"[+-]?\d+")
 
 
 # ----------------------------------------------------------------------------- result items
@@ -72,11 +75,19 @@ class _At:
         value = self.item.get("value")
         if not isinstance(value, dict):
             raise self.error("has no 'value' object")
-        angles = {"image_rotation": self.item.get("image_rotation"), "value.rotation": value.get("rotation")}
-        for name, angle in angles.items():
-            if angle not in (None, 0):
-                raise self.error(f"{name} = {angle!r}: only unrotated regions and images are supported")
+        angle = self.item.get("image_rotation")
+        if angle not in (None, 0):
+            raise self.error(f"image_rotation = {angle!r}: only unrotated images are supported")
         return value
+
+    def rotation(self) -> float:
+        """value.rotation in degrees (0 when absent); a value that is not a finite number is refused."""
+        angle = self.item["value"].get("rotation")
+        if angle is None:
+            return 0.0
+        if not _is_number(angle):
+            raise self.error(f"value.rotation must be a finite number of degrees, got {angle!r}")
+        return float(angle)
 
     def numbers(self, *keys: str) -> list[float]:
         value = self.item["value"]
@@ -94,34 +105,73 @@ class _At:
                 raise self.error(f"value.{key} must be positive, got {got!r}: a person box needs an area")
         return [x, y, w, h]
 
+    def person_box(self, size: ImageSize) -> Box:
+        """The person box in pixels, as the annotator drew it.
+
+        A box dragged past its opposite edge (negative width/height) spans the same pixels; a rotated
+        one (Label Studio turns it about its top-left corner, clockwise on screen) stands for its
+        axis-aligned bounding box; the box is clipped to the image. A box without area is refused,
+        not read as no person.
+        """
+        x, y, w, h = self.numbers(*_BOX_KEYS)
+        for key, extent in (("width", w), ("height", h)):
+            if extent == 0:
+                raise self.error(f"value.{key} is {self.item['value'][key]!r}: a person box needs an area")
+        sx, sy = size.width / 100.0, size.height / 100.0
+        corners = [(0.0, 0.0), (w * sx, 0.0), (w * sx, h * sy), (0.0, h * sy)]
+        if (angle := self.rotation() % 360.0) != 0.0:
+            c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+            corners = [(u * c - v * s, u * s + v * c) for u, v in corners]
+        xs, ys = [x * sx + u for u, _ in corners], [y * sy + v for _, v in corners]
+        box = Box(min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)).clip(size.width, size.height)
+        if box.area <= 0:
+            raise self.error(f"person box at x={x}, y={y} % lies outside the {size.width}x{size.height} image")
+        return box
+
     def label(self, key: str) -> str:
+        """The region's one label; several different ones are refused (which joint or person would it be?)."""
         labels = self.item["value"].get(key)
-        if not isinstance(labels, list) or not labels or not isinstance(labels[0], str):
+        if not isinstance(labels, list) or not labels or not all(isinstance(v, str) for v in labels):
             raise self.error(f"value.{key} must be a non-empty list of label strings, got {labels!r}")
+        if len(set(labels)) > 1:
+            raise self.error(f"value.{key} has {len(set(labels))} labels {labels!r}: a region needs exactly one")
         return labels[0]
 
     def track_id(self, track_type: str) -> int | None:
-        """Track id of a per-region textarea (`text`[0]) or number result; None when left empty."""
+        """Track id of a per-region textarea (`text`) or number result; None when left empty.
+
+        Text is an optionally signed integer in decimal digits (any script: "٣" is 3) with spaces
+        around it. A TextArea without maxSubmissions keeps every submission: several different
+        non-empty texts are refused (which one is the track?); blank ones are left out.
+        """
         raw = self.item["value"].get("number" if track_type == "number" else "text")
         if isinstance(raw, list):
-            raw = raw[0] if raw else None
+            texts = [v.strip() if isinstance(v, str) else v for v in raw]
+            texts = [v for v in texts if v not in (None, "")]
+            if len(set(map(repr, texts))) > 1:
+                raise self.error(f"track id has {len(texts)} different values {raw!r}: keep one")
+            raw = texts[0] if texts else None
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             return None
-        if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
-            return int(raw)
-        if not isinstance(raw, str) and _integer(raw) is not None:
+        if isinstance(raw, str) and _TRACK_TEXT.fullmatch(raw.strip()):
+            return int(raw.strip())
+        if not isinstance(raw, (str, bool)) and _integer(raw) is not None:
             return _integer(raw)
         raise self.error(f"track id {raw!r} is not an integer")
 
 
-def _image_size(results: list, source: str | None) -> ImageSize | None:
-    """The one (original_width, original_height) that the items carry; None when none carries it."""
+def _image_size(picked: list[tuple[_At, str]], source: str | None) -> ImageSize | None:
+    """The one (original_width, original_height) that the pose items carry; None when none carries it.
+
+    Only the pose controls' items count: another <Image> of the task may have another size.
+    """
     sizes = set()
-    for i, item in enumerate(results):
-        if isinstance(item, dict) and ("original_width" in item or "original_height" in item):
+    for at, _ in picked:
+        item = at.item
+        if "original_width" in item or "original_height" in item:
             w, h = _integer(item.get("original_width")), _integer(item.get("original_height"))
             if w is None or h is None or w <= 0 or h <= 0:
-                raise _At(i, item, source).error("original_width/original_height must be positive integers")
+                raise at.error("original_width/original_height must be positive integers")
             sizes.add(ImageSize(w, h))
     if len(sizes) > 1:
         raise AnnotationFormatError(
@@ -148,7 +198,7 @@ def _pick(results: list, config: LabelConfig, source: str | None, strict: bool) 
         if role is None:
             logger.debug("%s: skipping result[%d] of control %r", source, i, item.get("from_name"))
             continue
-        if strict and item.get("to_name") != config.image_name:
+        if item.get("to_name") != config.image_name and (strict or item.get("to_name") is not None):
             raise at.error(f"unknown to_name {item.get('to_name')!r} (expected {config.image_name!r})")
         if item.get("type") != rtype:
             raise at.error(
@@ -196,7 +246,7 @@ def results_to_persons(
     """
     config = config or default_config()
     picked = _pick(results, config, source, strict=False)
-    size = _image_size(results, source) or image_size
+    size = _image_size(picked, source) or image_size
     if size is None:
         if picked:
             raise AnnotationFormatError(
@@ -206,19 +256,26 @@ def results_to_persons(
     sx, sy = size.width / 100.0, size.height / 100.0  # percent -> pixels
 
     boxes: dict[str, tuple[Box, dict]] = {}
+    others: set[str] = set()  # boxes of the person control's other labels (ignore regions): not persons
     for at, role in picked:
         if role == "box":
-            if at.label("rectanglelabels") != config.person_label:
-                raise at.error(f"box label {at.label('rectanglelabels')!r} is not {config.person_label!r}")
-            if at.item.get("id") is None or str(at.item["id"]) in boxes:
+            label = at.label("rectanglelabels")
+            if label != config.person_label and label not in config.other_box_labels:
+                raise at.error(f"box label {label!r} is not {config.person_label!r}")
+            if at.item.get("id") is None or str(at.item["id"]) in boxes or str(at.item["id"]) in others:
                 raise at.error("a person box needs an id of its own")
-            x, y, w, h = at.box()
-            boxes[str(at.item["id"])] = (Box(x * sx, y * sy, w * sx, h * sy), at.item)
+            if label != config.person_label:
+                others.add(str(at.item["id"]))
+                continue
+            boxes[str(at.item["id"])] = (at.person_box(size), at.item)
     keypoints: list[_Keypoint] = []
     tracks: dict[str, tuple[int | None, dict]] = {}
     for at, role in picked:
         if role == "kp":
             label = at.label("keypointlabels")
+            if label in config.unmapped:  # a label of the config that names no joint (stock templates' "Face")
+                logger.debug("%s: result[%d]: label %r names no joint; skipped", source, at.i, label)
+                continue
             if label not in config.joint_labels:
                 raise at.error(f"unknown joint label {label!r}")
             x, y = at.numbers("x", "y")
@@ -227,6 +284,8 @@ def results_to_persons(
             keypoints.append(_Keypoint(at, config.joint_labels[label], x * sx, y * sy, parent))
         elif role == "track":
             rid = str(at.item.get("id"))
+            if rid in others:
+                continue
             if rid not in boxes or rid in tracks:
                 raise at.error("a track id result must reuse the id of one person box, once")
             tracks[rid] = (at.track_id(config.track_type), at.item)
@@ -337,17 +396,10 @@ def persons_to_results(
     out: list[dict] = []  # keypoints; boxes and tracks go to `boxes`, appended last
     boxes: list[dict] = []
     with_boxes = config.person_from_name is not None
-    used = {p.region_id for p in persons if p.region_id}
-    for i, p in enumerate(persons):
-        if p.box is not None and with_boxes and p.box.clip(w, h).area <= 0:
-            # Wholly outside the image (a box carried past the frame edge): it would go out with no area,
-            # a region Label Studio shows as a dot and the webhook refuses when submitted unchanged.
+    for i, (p, box_id) in enumerate(zip(persons, region_ids(persons, w, h, config, id_prefix=id_prefix), strict=True)):
+        if box_id is None:
             logger.debug("person %d: box %s lies outside the %dx%d image; not written", i, p.box, w, h)
             continue
-        box_id = p.region_id or f"{id_prefix or ''}p{i}"
-        while not p.region_id and box_id in used:  # a new person beside regions kept from LS
-            box_id += "_"
-        used.add(box_id)
         geometry: dict[str, Any] = {}
         if p.box is not None and with_boxes:
             b = p.box.clip(w, h)
@@ -385,6 +437,33 @@ def persons_to_results(
     return out + boxes
 
 
+def region_ids(
+    persons: list[Person], width: int, height: int, config: LabelConfig | None = None, *, id_prefix: str | None = None
+) -> list[str | None]:
+    """The box id `persons_to_results` gives each person (its keypoints' ids and parentID derive from it).
+
+    Person.region_id when set, else f"{id_prefix}p{i}" (with "_" appended while it clashes with a kept
+    id); None for a person it does not write: its box lies wholly outside the image (a box carried past
+    the frame edge would go out with no area, a region LS shows as a dot and the webhook refuses).
+    Label Studio keeps these ids on the regions an annotator left or moved, so they tell which
+    predicted person a submitted one is (`backend.services.corrections.match_persons`).
+    """
+    config = config or default_config()
+    with_boxes = config.person_from_name is not None
+    used = {p.region_id for p in persons if p.region_id}
+    ids: list[str | None] = []
+    for i, p in enumerate(persons):
+        if p.box is not None and with_boxes and p.box.clip(width, height).area <= 0:
+            ids.append(None)
+            continue
+        box_id = p.region_id or f"{id_prefix or ''}p{i}"
+        while not p.region_id and box_id in used:  # a new person beside regions kept from LS
+            box_id += "_"
+        used.add(box_id)
+        ids.append(box_id)
+    return ids
+
+
 def validate_results(
     results: list[dict], config: LabelConfig | None = None, *, source: str | None = None
 ) -> None:
@@ -411,6 +490,8 @@ def validate_results(
                 raise at.error("track id result reuses no person box id")
             at.track_id(config.track_type)
             continue
+        if role == "box" and at.rotation() != 0:
+            raise at.error(f"value.rotation = {at.item['value']['rotation']!r}: predictions are unrotated boxes")
         known = [config.person_label] if role == "box" else list(config.joint_labels)
         if (label := at.label("rectanglelabels" if role == "box" else "keypointlabels")) not in known:
             expected = ", ".join(known)

@@ -32,6 +32,7 @@ JOINT_COLOURS: tuple[str, ...] = (
 PERSON_COLOUR = "#00aa00"
 # Lenient joint-name spellings: "L"/"R" prefixes and a few common aliases of PoseTrack's names.
 _SIDE = {"l": "left", "r": "right", "lt": "left", "rt": "right"}
+_OTHER_JOINTS = {"left_eye", "right_eye", "left_ear", "right_ear"}  # COCO joints PoseTrack leaves out
 _ALIASES = {"neck": "head_bottom", "top_head": "head_top", "head": "head_top", "headtop": "head_top"}
 
 
@@ -61,7 +62,10 @@ class LabelConfig:
         joint_labels: keypoint label value -> 17-slot joint index.
         track_from_name: name of the per-region <TextArea>/<Number> holding track ids, if any.
         track_type: result type of that control, "textarea" or "number".
-        unmapped: keypoint label values that name no PoseTrack joint (left out of predictions).
+        unmapped: keypoint label values that name no PoseTrack joint (left out of predictions; such
+            regions in annotations are skipped).
+        other_box_labels: the person control's other label values (e.g. an ignore region): boxes
+            with them are not persons and are skipped.
     """
 
     image_name: str
@@ -73,6 +77,7 @@ class LabelConfig:
     track_from_name: str | None = None
     track_type: str = "textarea"
     unmapped: tuple[str, ...] = ()
+    other_box_labels: tuple[str, ...] = ()
 
     @property
     def slot_labels(self) -> dict[int, str]:
@@ -156,43 +161,27 @@ def _targets(el: ET.Element) -> list[str]:
 def parse_config(xml: str) -> LabelConfig:
     """Reads the image, person, keypoint and track-id controls out of an LS labelling config.
 
+    Extra controls (Choices, a comment TextArea, a KeyPointLabels whose labels name no joint, a
+    RectangleLabels without a person label) are left alone; their results are ignored.
+
     Raises:
-        ConfigError: invalid XML, or a missing/unusable control (the message says which).
+        ConfigError: invalid XML, or a missing, unusable or ambiguous control (the message says which).
     """
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
         raise ConfigError(f"label config is not valid XML: {exc}") from exc
     images = {el.get("name"): el.get("value") or "" for el in root.iter("Image") if el.get("name")}
-    kp = next((el for el in root.iter("KeyPointLabels") if set(_targets(el)) & images.keys()), None)
-    if kp is None or not kp.get("name"):
-        raise ConfigError("no <KeyPointLabels> bound to an <Image> (its toName must name an <Image> tag)")
-    image_name = next(t for t in _targets(kp) if t in images)
+    kp, (joints, unmapped) = _keypoint_control(root, images)
+    on_images = [t for t in _targets(kp) if t in images]
+    if len(on_images) > 1:
+        raise ConfigError(f"<KeyPointLabels name={kp.get('name')!r}> is bound to several images ({', '.join(on_images)}): "
+                          "one task is one frame, with one <Image>")  # fmt: skip
+    image_name = on_images[0]
     if not images[image_name].startswith("$"):
         raise ConfigError(f"<Image name={image_name!r}> has no value=\"$key\" naming its task data key")
-    rect = next((el for el in root.iter("RectangleLabels") if image_name in _targets(el) and el.get("name")), None)
-    person_label = "person"
-    if rect is not None:
-        rect_labels = [el.get("value") for el in rect.iter("Label") if el.get("value")]
-        lowered = {str(v).lower(): str(v) for v in rect_labels}
-        if "person" in lowered or len(rect_labels) == 1:
-            person_label = lowered.get("person") or str(rect_labels[0])
-        else:
-            raise ConfigError(f"<RectangleLabels name={rect.get('name')!r}> has no 'person' label: {rect_labels}")
-    track = next(
-        (
-            el
-            for el in root.iter()
-            if el.tag in ("TextArea", "Number")
-            and el.get("perRegion") == "true"
-            and image_name in _targets(el)
-            and el.get("name")
-        ),
-        None,
-    )
-    if rect is None:
-        track = None  # a track id is a per-region result of a person box
-    joints, unmapped = _joint_labels(kp)
+    rect, person_label = _person_control(root, image_name)
+    track = None if rect is None else _track_control(root, image_name, str(rect.get("name")))
     return LabelConfig(
         image_name=image_name,
         image_value=images[image_name][1:],
@@ -203,7 +192,112 @@ def parse_config(xml: str) -> LabelConfig:
         track_from_name=None if track is None else track.get("name"),
         track_type="number" if track is not None and track.tag == "Number" else "textarea",
         unmapped=unmapped,
+        other_box_labels=() if rect is None else tuple(
+            str(el.get("value")) for el in rect.iter("Label") if el.get("value") and el.get("value") != person_label
+        ),
     )
+
+
+def _keypoint_control(root: ET.Element, images: dict[str, str]) -> tuple[ET.Element, tuple[dict[str, int], tuple[str, ...]]]:
+    """The one <KeyPointLabels> on an <Image> whose labels name joints, with its (joint labels, unmapped labels).
+
+    A second one whose labels name no joint (prompts, face points) is left alone; two that both name
+    joints are refused: results of the other would be ignored, and its joints lost.
+
+    Raises:
+        ConfigError: none bound to an image, or two naming joints.
+    """
+    controls = [el for el in root.iter("KeyPointLabels") if set(_targets(el)) & images.keys() and el.get("name")]
+    if not controls:
+        raise ConfigError("no <KeyPointLabels> bound to an <Image> (its toName must name an <Image> tag)")
+    mapped, first_error = [], None
+    for el in controls:
+        try:
+            mapped.append((el, _joint_labels(el)))
+        except ConfigError as exc:
+            first_error = first_error or exc
+    if len(mapped) > 1:
+        named = "; ".join(f"{el.get('name')!r} ({', '.join(labels)})" for el, (labels, _) in mapped)
+        raise ConfigError(f"{len(mapped)} <KeyPointLabels> name joints: {named}; this backend reads one: put every joint "
+                          "label in one <KeyPointLabels>")  # fmt: skip
+    if not mapped:
+        raise first_error or ConfigError("no <KeyPointLabels> label names a joint")
+    return mapped[0]
+
+
+def _person_control(root: ET.Element, image_name: str) -> tuple[ET.Element | None, str]:
+    """The <RectangleLabels> on the image holding person boxes (None: keypoints-only), and its person label.
+
+    The control with a 'person' label (any case) wins; without one, a lone control with a lone label.
+
+    Raises:
+        ConfigError: several controls with a person label, or none of several has one.
+    """
+    rects = [el for el in root.iter("RectangleLabels") if image_name in _targets(el) and el.get("name")]
+    found = []
+    for rect in rects:
+        labels = [str(el.get("value")) for el in rect.iter("Label") if el.get("value")]
+        person = next((v for v in labels if v.lower() == "person"), None)
+        if person is not None:
+            found.append((rect, person))
+    if len(found) > 1:
+        names = ", ".join(repr(r.get("name")) for r, _ in found)
+        raise ConfigError(f"several <RectangleLabels> have a 'person' label ({names}); person boxes need one control")
+    if found:
+        return found[0]
+    if not rects:
+        return None, "person"
+    labels = [str(el.get("value")) for el in rects[0].iter("Label") if el.get("value")]
+    if len(rects) == 1 and len(labels) == 1:
+        return rects[0], labels[0]
+    if len(rects) == 1:
+        raise ConfigError(f"<RectangleLabels name={rects[0].get('name')!r}> has no 'person' label: {labels}")
+    names = ", ".join(repr(r.get("name")) for r in rects)
+    raise ConfigError(f"no <RectangleLabels> on {image_name!r} has a 'person' label ({names}): which holds persons?")
+
+
+def _track_control(root: ET.Element, image_name: str, person: str) -> ET.Element | None:
+    """The per-region <TextArea>/<Number> holding person boxes' track ids, if any.
+
+    One shown only for another control's regions (inside a View with whenTagName naming that control,
+    e.g. a note per keypoint) is not a track id. Of several left, the one whose name has "track".
+
+    Raises:
+        ConfigError: several candidates and no single one named like a track id.
+    """
+    parents = {child: parent for parent in root.iter() for child in parent}
+
+    def shown_for_others(el: ET.Element) -> bool:
+        while el in parents:
+            el = parents[el]
+            tag = el.get("whenTagName")
+            if tag is not None and tag != person:
+                return True
+        return False
+
+    candidates = [el for el in root.iter() if el.tag in ("TextArea", "Number") and el.get("perRegion") == "true"
+                  and image_name in _targets(el) and el.get("name") and not shown_for_others(el)]  # fmt: skip
+    if len(candidates) > 1:
+        named = [el for el in candidates if "track" in str(el.get("name")).lower()]
+        if len(named) != 1:
+            names = ", ".join(repr(el.get("name")) for el in candidates)
+            raise ConfigError(f"several per-region <TextArea>/<Number> could hold the track id ({names}): name the "
+                              "track id's one with 'track' (e.g. track_id), or show the others only for other "
+                              "regions (whenTagName)")  # fmt: skip
+        candidates = named
+    return candidates[0] if candidates else None
+
+
+def _spelled(name: str) -> str | None:
+    """A label's words, lower case, side first, joined by "_" ("Shoulder L" -> "left_shoulder"); None if empty."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name.strip())
+    words = [w for w in re.split(r"[\s_\-.]+", spaced.lower()) if w]
+    if not words:
+        return None
+    words = [_SIDE.get(w, w) if i in (0, len(words) - 1) and len(words) > 1 else w for i, w in enumerate(words)]
+    if words[-1] in ("left", "right") and len(words) > 1:
+        words = [words[-1], *words[:-1]]
+    return "_".join(words)
 
 
 def joint_of_name(name: str) -> str | None:
@@ -213,28 +307,30 @@ def joint_of_name(name: str) -> str | None:
     "left"/"right" as a prefix or suffix: `Left Shoulder`, `left-shoulder`, `L_Shoulder`,
     `shoulder_l` and `LeftShoulder`-style camel case all give "left_shoulder". "neck" is head_bottom.
     """
-    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name.strip())
-    words = [w for w in re.split(r"[\s_\-.]+", spaced.lower()) if w]
-    if not words:
-        return None
-    words = [_SIDE.get(w, w) if i in (0, len(words) - 1) and len(words) > 1 else w for i, w in enumerate(words)]
-    if words[-1] in ("left", "right") and len(words) > 1:
-        words = [words[-1], *words[:-1]]
-    joined = "_".join(words)
+    joined = _spelled(name)
     if joined in LS_JOINTS:
         return joined
-    return _ALIASES.get(joined)
+    return _ALIASES.get(joined or "")
+
+
+def _names_other_joint(name: str) -> bool:
+    """Whether a label names a body point PoseTrack does not label (COCO's eyes and ears)."""
+    return _spelled(name) in _OTHER_JOINTS
 
 
 def _joint_labels(kp: ET.Element) -> tuple[dict[str, int], tuple[str, ...]]:
     """(label value -> 17-slot index, label values that name no joint).
 
-    A label maps by `model_index` (index into LS_JOINTS), else by its `predicted_values` (the first
-    joint name among its comma-separated values), else by its own value (`joint_of_name`).
+    A label maps by what it says first: the first joint name among its `predicted_values`
+    (comma-separated) and its own value (`joint_of_name`); what the annotator reads is what the
+    correction is stored against. Only a label naming no joint maps by `model_index` (index into
+    LS_JOINTS): LS's YOLO keypoint configs number labels in COCO's 17-joint order
+    (`left_shoulder` model_index="5" is not LS_JOINTS[5], left_elbow). A label naming a joint
+    PoseTrack does not label (eye, ear) is unmapped, whatever its model_index.
 
     Raises:
-        ConfigError: a label without value, a bad model_index, two labels for one joint, or no label
-            that maps to a joint.
+        ConfigError: a label without value, a bad model_index on a label naming no joint, two labels
+            for one joint, or no label that maps to a joint.
     """
     labels: dict[str, int] = {}
     unknown: list[str] = []
@@ -242,19 +338,19 @@ def _joint_labels(kp: ET.Element) -> tuple[dict[str, int], tuple[str, ...]]:
         value = el.get("value")
         if not value:
             raise ConfigError(f"a <Label> of <KeyPointLabels name={kp.get('name')!r}> has no value")
+        spellings = [v for v in (el.get("predicted_values") or "").split(",") if v.strip()] + [value]
+        joint = next((j for j in map(joint_of_name, spellings) if j is not None), None)
         index = el.get("model_index")
-        if index is not None:
+        if joint is not None:
+            slot = KEYPOINT_INDEX[joint]
+        elif index is not None and not any(_names_other_joint(v) for v in spellings):
             if not index.strip().isdigit() or int(index) >= len(LS_JOINTS):
                 last = len(LS_JOINTS) - 1
                 raise ConfigError(f"joint label {value!r}: model_index={index!r} is not in 0..{last}")
             slot = LABELLED_SLOTS[int(index)]
         else:
-            spellings = [v for v in (el.get("predicted_values") or "").split(",") if v.strip()] or [value]
-            joint = next((j for j in map(joint_of_name, spellings) if j is not None), None)
-            if joint is None:
-                unknown.append(value)
-                continue
-            slot = KEYPOINT_INDEX[joint]
+            unknown.append(value)
+            continue
         if slot in labels.values():
             raise ConfigError(f"joint label {value!r} maps to the same joint as another label (slot {slot})")
         labels[value] = slot

@@ -2,9 +2,10 @@
 
 Pure functions on `annotation_io.types.Person` (pixel coordinates): no database, no Label Studio.
 
-`compare` pairs each predicted person with a final (human) person, first by track id, then greedily
-by similarity (box IoU, or keypoint closeness when the boxes do not overlap), and classifies every
-joint slot:
+`compare` pairs each predicted person with a final (human) person, first by region id (Label Studio
+keeps a predicted box's id on the region the annotator left, moved or retyped the track id of), then
+by track id, then greedily by similarity (box IoU, or keypoint closeness when the boxes do not
+overlap), and classifies every joint slot:
 
 - kept: placed by the model and left where it was (distance <= `kept_tolerance_px`; Label Studio's
   percent round trip moves points by ~1e-4 px, so exact equality is too strict);
@@ -104,12 +105,26 @@ def similarity(a: Person, b: Person) -> float:
 def match_persons(
     predicted: Sequence[Person], final: Sequence[Person], *, min_similarity: float = DEFAULT_MIN_SIMILARITY
 ) -> list[tuple[int, int]]:
-    """Pairs (predicted index, final index): equal track ids first, then greedy on similarity."""
+    """Pairs (predicted index, final index): the same region, then equal track ids, then greedy on similarity.
+
+    The same region: equal region ids (the box id Label Studio keeps when the annotator edits a predicted
+    person) and at least `min_similarity` alike. It comes before the track id, so that an annotator
+    who swaps two persons' track ids (an identity switch fixed) does not pair each prediction with the
+    other person, every joint "moved" by the distance between them.
+    """
     pairs: list[tuple[int, int]] = []
     used_p: set[int] = set()
     used_f: set[int] = set()
     for i, p in enumerate(predicted):
-        if p.track_id is None:
+        if p.region_id is None:
+            continue
+        j = next((j for j, f in enumerate(final) if j not in used_f and f.region_id == p.region_id), None)
+        if j is not None and similarity(p, final[j]) >= min_similarity:
+            pairs.append((i, j))
+            used_p.add(i)
+            used_f.add(j)
+    for i, p in enumerate(predicted):
+        if p.track_id is None or i in used_p:
             continue
         for j, f in enumerate(final):
             if j not in used_f and f.track_id == p.track_id:

@@ -39,7 +39,8 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from annotation_io.errors import AnnotationFormatError
-from annotation_io.label_studio import default_config, parse_task, results_to_persons
+from annotation_io.label_studio import LabelConfig, default_config, parse_task, region_ids, results_to_persons
+from annotation_io.types import Person
 from backend.db import event_batches as db_batches
 from backend.db import queries
 from backend.db.event_batches import AnnotationCorrections, LatestPrediction, TaskRow
@@ -50,6 +51,7 @@ from backend.jobs.registry import JobQueueError
 from backend.services import training
 from backend.services.corrections import compare
 from backend.services.events import ANNOTATION_ACTIONS, parsed_config
+from backend.services.prediction import region_id_prefix
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
@@ -145,7 +147,7 @@ def _prepare_annotation(work: _Work, payload: Mapping[str, Any], read: _Read) ->
         work.video = (frame.video_id, frame.nframes)
     else:
         work.task = TaskRow(task_id, project_id, data)
-    persons, _ = results_to_persons(annotation["result"], config, source=f"annotation {ann_id}", as_labels=True)
+    persons, size = results_to_persons(annotation["result"], config, source=f"annotation {ann_id}", as_labels=True)
     cancelled = bool(annotation.get("was_cancelled"))
     completed_by = annotation.get("completed_by")
     work.annotation = {"annotation_id": ann_id, "task_id": task_id, "project_id": project_id,
@@ -155,10 +157,22 @@ def _prepare_annotation(work: _Work, payload: Mapping[str, Any], read: _Read) ->
                        "was_cancelled": cancelled}  # fmt: skip
     prediction = read.predictions.get(task_id)
     predicted = persons_from_json(prediction.persons, source=f"prediction {prediction.id}") if prediction else []
+    _name_predicted_regions(predicted, task_id, size.width, size.height, config)
     rows = [] if cancelled else compare(predicted, persons)
     work.corrections = AnnotationCorrections(ann_id, task_id, project_id, rows,
                                              prediction.model_version if prediction else None,
                                              prediction.id if prediction else None)  # fmt: skip
+
+
+def _name_predicted_regions(predicted: list[Person], task_id: int, width: int, height: int,
+                            config: LabelConfig) -> None:  # fmt: skip
+    """Gives the predicted persons the box ids they were served with, so that `compare` pairs each with the
+    region the annotator edited (the same region, whatever its track id became)."""
+    if not predicted or width <= 0 or height <= 0 or config.person_from_name is None:
+        return  # an empty result has no size; keypoints-only persons have no box id to keep
+    prefix = region_id_prefix(task_id)
+    for person, rid in zip(predicted, region_ids(predicted, width, height, config, id_prefix=prefix), strict=True):
+        person.region_id = rid
 
 
 def _prepare(event: Row[Any], read: _Read) -> _Work:

@@ -103,6 +103,12 @@ class TaskPrediction:
         return out
 
 
+def region_id_prefix(task_id: int) -> str:
+    """The prefix of the region ids a task's predicted persons are sent with (`persons_to_results`' id_prefix);
+    `backend.services.event_processing` rebuilds the ids with it to pair each prediction with the region an
+    annotator edited."""
+    return f"t{task_id}_"
+
 def failed(task_id: int | None, error: TaskError) -> TaskPrediction:
     return TaskPrediction(task_id, [], 0.0, [], error)
 
@@ -358,7 +364,7 @@ def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: Labe
     by_frame = {f.index: f.persons for f in predicted.frames}
     for item in ok:
         persons = with_display_boxes(by_frame.get(item.frame.frame_index, []), size.width, size.height)
-        result = persons_to_results(persons, size.width, size.height, config, id_prefix=f"t{item.task_id}_")
+        result = persons_to_results(persons, size.width, size.height, config, id_prefix=region_id_prefix(item.task_id))
         scores = [p.score for p in persons if p.score is not None]
         reason = None
         if not result:

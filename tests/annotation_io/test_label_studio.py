@@ -99,7 +99,7 @@ def test_parse_config_by_name_and_by_model_index() -> None:
          "no keypoint label names a PoseTrack joint: foo, bar (expected joint names such as nose, head_bottom"),
         ("<View><Image name='image' value='$image'/><RectangleLabels name='p' toName='image'>"
          "<Label value='person'/></RectangleLabels><KeyPointLabels name='kp' toName='image'>"
-         "<Label value='nose' model_index='15'/></KeyPointLabels></View>", "model_index='15' is not in 0..14"),
+         "<Label value='Punkt' model_index='15'/></KeyPointLabels></View>", "model_index='15' is not in 0..14"),
         ("<View><Image name='image' value='$image'/><RectangleLabels name='p' toName='image'>"
          "<Label value='person'/></RectangleLabels><KeyPointLabels name='kp' toName='image'>"
          "<Label value='nose'/><Label value='nez' model_index='0'/></KeyPointLabels></View>", "same joint"),
@@ -310,7 +310,9 @@ def test_empty_result() -> None:
         (lambda r: r[1].update(parentID="nope"), "parentID 'nope' names no person box"),
         (lambda r: r[1].update(parentID="p0") or r[2].update(value={**r[2]["value"], "keypointlabels": ["nose"]}),
          "person box 'p0' has joint 'nose' twice"),
-        (lambda r: r[0]["value"].update(rotation=30), "value.rotation = 30"),
+        (lambda r: r[0]["value"].update(rotation="30"), "value.rotation must be a finite number of degrees"),
+        (lambda r: r[0]["value"].update(width=0), "value.width is 0: a person box needs an area"),
+        (lambda r: r[0]["value"].update(x=-60, width=50), "lies outside the 640x480 image"),
         (lambda r: r[0].update(image_rotation=90), "image_rotation = 90"),
         (lambda r: r[16]["value"].update(text=["A7"]), "track id 'A7' is not an integer"),
         (lambda r: r[3]["value"].update(keypointlabels=["left_ear"]), "unknown joint label 'left_ear'"),
@@ -512,3 +514,152 @@ def test_generated_config_look_is_legible() -> None:
     assert custom.find(".//Header") is None
     with pytest.raises(ls.ConfigError, match="15 joint colours"):
         ls.label_config(colours=["#000000"])
+
+
+# ----------------------------------------------------------------------------- annotation semantics: odd but real
+
+YOLO_NAMES = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+              "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee",
+              "left_ankle", "right_ankle")  # fmt: skip
+# Label Studio's YOLO keypoint config: model_index in COCO's 17-joint order, predicted_values the detector class.
+YOLO_CONFIG = ('<View><Image name="image" value="$image"/><KeyPointLabels name="keypoints" toName="image">'
+               + "".join(f'<Label value="{n}" predicted_values="person" model_index="{i}"/>' for i, n in enumerate(YOLO_NAMES))
+               + "</KeyPointLabels></View>")  # fmt: skip
+
+
+def _config(*controls: str) -> str:
+    return '<View><Image name="image" value="$image"/>' + "".join(controls) + "</View>"
+
+
+PERSON = '<RectangleLabels name="person" toName="image"><Label value="person"/></RectangleLabels>'
+KP = '<KeyPointLabels name="kp" toName="image"><Label value="nose"/><Label value="left_knee"/></KeyPointLabels>'
+TRACK = '<TextArea name="track_id" toName="image" perRegion="true"/>'
+
+
+def test_a_label_naming_a_joint_maps_to_it_whatever_its_model_index() -> None:
+    # Was: model_index won, so "left_shoulder" (COCO index 5) was stored as LS_JOINTS[5], the left elbow,
+    # "Left Eye" (index 1) as head_bottom; indexes 15/16 refused the whole config.
+    cfg = ls.parse_config(YOLO_CONFIG)
+    assert cfg.joint_labels == {n: KEYPOINT_INDEX[n] for n in YOLO_NAMES if n in LS_JOINTS}
+    assert cfg.unmapped == ("left_eye", "right_eye", "left_ear", "right_ear")
+    stock = ls.parse_config(_config('<KeyPointLabels name="kp" toName="image"><Label value="Left Eye" model_index="1"/>'
+                                    '<Label value="Punkt" model_index="1"/></KeyPointLabels>'))  # fmt: skip
+    assert stock.joint_labels == {"Punkt": KEYPOINT_INDEX["head_bottom"]} and stock.unmapped == ("Left Eye",)
+    items = [_kp_item("left_shoulder", 30, 30, "a"), _kp_item("left_eye", 31, 20, "b")]
+    for item in items:
+        item["from_name"] = "keypoints"
+    (person,), _ = ls.results_to_persons(items, cfg)
+    assert person.present.nonzero()[0].tolist() == [KEYPOINT_INDEX["left_shoulder"]]
+
+
+def test_the_pose_controls_are_found_among_extras() -> None:
+    note = '<View visibleWhen="region-selected" whenTagName="kp"><TextArea name="note" toName="image" perRegion="true"/></View>'
+    cars = '<RectangleLabels name="vehicles" toName="image"><Label value="car"/></RectangleLabels>'
+    extras = '<Choices name="quality" toName="image"><Choice value="ok"/></Choices><TextArea name="comment" toName="image"/>'
+    face = '<KeyPointLabels name="face" toName="image"><Label value="mouth"/></KeyPointLabels>'
+    # Were: the first RectangleLabels (cars) held "persons", the keypoint note was read as the track id.
+    cfg = ls.parse_config(_config(cars, note, extras, face, PERSON, KP, TRACK))
+    assert (cfg.person_from_name, cfg.person_label, cfg.keypoint_from_name) == ("person", "person", "kp")
+    assert cfg.track_from_name == "track_id"
+    two = ls.parse_config(_config(PERSON, KP, '<TextArea name="remark" toName="image" perRegion="true"/>', TRACK))
+    assert two.track_from_name == "track_id"
+
+
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        (_config(PERSON, KP, KP.replace('"kp"', '"kp2"').replace("nose", "head_top").replace("left_knee", "right_knee")),
+         "2 <KeyPointLabels> name joints: 'kp' (nose, left_knee); 'kp2' (head_top, right_knee)"),
+        (_config('<Image name="other" value="$other"/>', KP.replace('toName="image"', 'toName="image,other"')),
+         "<KeyPointLabels name='kp'> is bound to several images (image, other)"),
+        (_config(PERSON, PERSON.replace('"person" toName', '"people" toName'), KP),
+         "several <RectangleLabels> have a 'person' label ('person', 'people')"),
+        (_config(PERSON.replace("person", "car"), PERSON.replace("person", "bus"), KP),
+         "no <RectangleLabels> on 'image' has a 'person' label ('car', 'bus')"),
+        (_config(PERSON, KP, TRACK.replace("track_id", "a"), TRACK.replace("track_id", "b")),
+         "several per-region <TextArea>/<Number> could hold the track id ('a', 'b')"),
+    ],
+)  # fmt: skip
+def test_ambiguous_pose_controls_are_refused(xml: str, message: str) -> None:
+    # Were: the first control won and the other's human labels were silently ignored.
+    with pytest.raises(ls.ConfigError) as info:
+        ls.parse_config(xml)
+    assert message in str(info.value)
+
+
+def _track_item(rid: str, text: list) -> dict:
+    return {"id": rid, "from_name": "track_id", "to_name": "image", "type": "textarea", "original_width": W,
+            "original_height": H, "value": {"x": 10, "y": 10, "width": 50, "height": 50, "rotation": 0, "text": text}}  # fmt: skip
+
+
+def test_boxes_as_annotators_leave_them() -> None:
+    # Rotated with the handle (LS turns it about its top-left corner, clockwise): its bounding box, clipped.
+    rotated = _box_item("R", 10, 10, 50, 50)
+    rotated["value"]["rotation"] = 90  # (64, 48) px, 320 x 240 turned: x from 64 - 240 to 64, y from 48 to 368
+    flipped = _box_item("F", 60, 60, -50, -50)  # dragged past its opposite corner
+    turned = _box_item("T", 10, 10, 50, 50)
+    turned["value"]["rotation"] = 360
+    persons, _ = ls.results_to_persons([rotated, flipped, turned])
+    np.testing.assert_allclose(persons[0].box.xywh, [0, 48, 64, 320], atol=1e-6)
+    np.testing.assert_allclose(persons[1].box.xywh, [64, 48, 320, 240], atol=1e-6)
+    np.testing.assert_allclose(persons[2].box.xywh, [64, 48, 320, 240], atol=1e-6)
+    # An orphan keypoint inside the rotated box's bounding box joins it.
+    (r, *_), _ = ls.results_to_persons([rotated, _kp_item("nose", 5, 50, "k")])
+    assert r.present[0]
+    with pytest.raises(AnnotationFormatError, match=r"value.rotation = 90: predictions are unrotated"):
+        ls.validate_results([rotated])
+
+
+def test_labels_of_the_config_that_are_not_persons_or_joints_are_skipped() -> None:
+    xml = _config(PERSON.replace('<Label value="person"/>', '<Label value="person"/><Label value="ignore"/>'),
+                  KP.replace("</KeyPointLabels>", '<Label value="Face"/></KeyPointLabels>'), TRACK)  # fmt: skip
+    cfg = ls.parse_config(xml)
+    ignore = _box_item("I", 60, 60, 20, 20)
+    ignore["value"]["rectanglelabels"] = ["ignore"]
+    items = [_box_item("B", 10, 10, 40, 40), ignore, _track_item("I", ["9"]), _kp_item("Face", 20, 20, "f", "B"),
+             _kp_item("nose", 21, 21, "n", "B"), _kp_item("left_knee", 65, 65, "k")]  # fmt: skip
+    # Were: "box label 'ignore' is not 'person'" and "unknown joint label 'Face'" refused the whole annotation.
+    (person,), _ = ls.results_to_persons(items, cfg)
+    assert person.region_id == "B" and person.present.nonzero()[0].tolist() == [0, KEYPOINT_INDEX["left_knee"]]
+    with pytest.raises(AnnotationFormatError, match="parentID 'I' names no person box"):
+        ls.results_to_persons([*items[:2], _kp_item("nose", 61, 61, "x", "I")], cfg)
+
+
+@pytest.mark.parametrize(
+    ("text", "track"), [([" 2 "], 2), (["+3"], 3), (["٣"], 3), (["4", "4"], 4), (["", "5"], 5), ([], None), ([""], None)]
+)  # fmt: skip
+def test_track_id_text_as_typed(text: list, track: int | None) -> None:
+    (person,), _ = ls.results_to_persons([_box_item("B", 10, 10, 50, 50), _track_item("B", text)])
+    assert person.track_id == track
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        # were ValueError (a 500 at the webhook): str.isdigit() accepts digits int() does not read
+        (lambda r: r[1]["value"].update(text=["²"]), "track id '²' is not an integer"),
+        (lambda r: r[1]["value"].update(text=["--3"]), "track id '--3' is not an integer"),
+        (lambda r: r[1]["value"].update(text=["1.5"]), "track id '1.5' is not an integer"),
+        # were: the first value or label silently won
+        (lambda r: r[1]["value"].update(text=["3", "7"]), "track id has 2 different values ['3', '7']: keep one"),
+        (lambda r: r[2]["value"].update(keypointlabels=["nose", "left_knee"]),
+         "value.keypointlabels has 2 labels ['nose', 'left_knee']: a region needs exactly one"),
+        (lambda r: r[0]["value"].update(rectanglelabels=["person", "car"]), "value.rectanglelabels has 2 labels"),
+        # was: read as a joint of this image's person
+        (lambda r: r[2].update(to_name="image2"), "result[2]: unknown to_name 'image2' (expected 'image')"),
+    ],
+)  # fmt: skip
+def test_ambiguous_regions_are_refused(mutate, message: str) -> None:
+    results = [_box_item("B", 10, 10, 50, 50), _track_item("B", ["1"]), _kp_item("nose", 20, 20, "k", "B")]
+    mutate(results)
+    with pytest.raises(AnnotationFormatError, match="annotation 5") as info:
+        ls.results_to_persons(results, source="annotation 5")
+    assert message in str(info.value)
+
+
+def test_regions_of_another_image_do_not_set_the_size() -> None:
+    # Was: "items disagree on the original image size" for any task with a second, other-sized <Image>.
+    other = {"id": "z", "from_name": "thumb_kp", "to_name": "thumb", "type": "keypointlabels", "original_width": 64,
+             "original_height": 48, "value": {"x": 1, "y": 1, "width": 1, "keypointlabels": ["x"]}}  # fmt: skip
+    persons, size = ls.results_to_persons([_box_item("B", 10, 10, 50, 50), other])
+    assert size == (W, H) and len(persons) == 1

@@ -162,3 +162,19 @@ def test_bad_input_is_named() -> None:
     broken.keypoints[5, 0] = np.nan
     with pytest.raises(ValueError, match=r"final person 0 \(track 1\): joints \[5\]"):
         compare([pred], [broken])
+
+
+def test_the_same_region_wins_over_a_retyped_track_id() -> None:
+    # An identity switch fixed: the annotator swapped two persons' track ids and moved nothing. Was: each
+    # prediction paired with the other person by track id, every joint "moved" 300 px.
+    a, b = make_person(0, 0, track=1), make_person(300, 0, track=2)
+    a.region_id, b.region_id = "t5_p0", "t5_p1"
+    fa, fb = as_label(a), as_label(b)
+    fa.track_id, fb.track_id = 2, 1
+    rows = compare([a, b], [fb, fa])
+    assert {r.kind for r in rows} == {"kept"} and len(rows) == 2 * len(LABELLED_SLOTS)
+    assert {r.track_id for r in rows[: len(LABELLED_SLOTS)]} == {2}  # the final (corrected) track id
+    # The same region moved far (no longer alike): track id, then geometry decide as before.
+    fa, fb = as_label(b), as_label(a)
+    fa.region_id, fa.track_id, fb.region_id, fb.track_id = "t5_p0", 1, "t5_p1", 2
+    assert all(r.distance_px == pytest.approx(300.0) for r in compare([a, b], [fa, fb]))

@@ -337,3 +337,143 @@ def test_start_training_needs_labelled_frames_and_answers_one_line(
         RELEASE.set()  # the stand-in training job ends
         drain(app, timeout=30)
         ctx.close()
+
+
+# ----------------------------------------------------------------------------- annotation semantics: odd but real
+
+
+def _region(video: SynthVideo, rid: str, kind: str, value: dict, from_name: str, **extra: Any) -> dict:
+    return {"id": rid, "from_name": from_name, "to_name": "image", "type": kind, "original_width": video.width,
+            "original_height": video.height, "image_rotation": 0, "value": value, **extra}  # fmt: skip
+
+
+def _kp(video: SynthVideo, rid: str, labels: list[str], x: float, y: float, from_name: str = "kp", **extra: Any) -> dict:
+    return _region(video, rid, "keypointlabels", {"x": x, "y": y, "width": 0.6, "keypointlabels": labels}, from_name,
+                   **extra)  # fmt: skip
+
+
+def _stored_joints(app: Flask, annotation_id: int) -> list[tuple[int, str]]:
+    with session_scope(app.extensions["dcpose"].sessions) as session:
+        rows = session.scalars(select(Correction).where(Correction.annotation_id == annotation_id)).all()
+        return sorted((c.joint, c.kind) for c in rows)
+
+
+def test_a_correction_lands_on_the_joint_its_label_names(app_client: FlaskClient, backend_app: Flask,
+                                                         synth_video: SynthVideo) -> None:  # fmt: skip
+    # Label Studio's YOLO keypoint config numbers labels in COCO order (left_shoulder model_index="5").
+    # Was: the left shoulder was stored as LS_JOINTS[5], the left elbow (joint 7); the stock "Left Eye"
+    # label refused the whole annotation ("unknown joint label").
+    xml = ('<View><Image name="image" value="$image"/><KeyPointLabels name="kp" toName="image">'
+           '<Label value="nose" model_index="0"/><Label value="Left Eye" model_index="1"/>'
+           '<Label value="left_shoulder" model_index="5"/><Label value="right_shoulder" model_index="6"/>'
+           "</KeyPointLabels></View>")  # fmt: skip
+    setup = app_client.post("/setup", json={"project": 1, "schema": xml})
+    assert setup.status_code == 200 and setup.json["unmapped_labels"] == ["Left Eye"], setup.json
+    # Two KeyPointLabels naming joints: was served from the first, the other's labels silently ignored.
+    split = xml.replace('<Label value="right_shoulder" model_index="6"/>',
+                        '</KeyPointLabels><KeyPointLabels name="kp_right" toName="image"><Label value="right_shoulder"/>')  # fmt: skip
+    refused = app_client.post("/setup", json={"project": 1, "schema": split})
+    assert refused.status_code == 400 and "2 <KeyPointLabels> name joints: 'kp'" in refused.json["error"]
+    result = [_kp(synth_video, "a", ["left_shoulder"], 40, 40), _kp(synth_video, "b", ["Left Eye"], 41, 20),
+              _kp(synth_video, "c", ["nose"], 42, 15)]  # fmt: skip
+    payload = event("ANNOTATION_CREATED", 61, synth_video.task(5), result, "2026-03-02T10:00:00Z")
+    payload["project"]["label_config"] = xml
+    resp = app_client.post("/webhook", json=payload)
+    assert resp.status_code == 201, resp.json
+    drain(backend_app)
+    assert _stored_joints(backend_app, 61) == [(0, "added"), (5, "added")]  # nose, left_shoulder
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # was a 500 (ValueError): "²".isdigit() is true, int("²") fails
+        (lambda r: r[-1]["value"].update(text=["²"]), "track id '²' is not an integer"),
+        # were: the first label / text won without a word
+        (lambda r: r[1]["value"].update(keypointlabels=["nose", "left_knee"]), "value.keypointlabels has 2 labels"),
+        (lambda r: r[-1]["value"].update(text=["3", "7"]), "track id has 2 different values ['3', '7']: keep one"),
+        # was: a keypoint of another image read as a joint of this one
+        (lambda r: r[1].update(to_name="thumb"), "result[1]: unknown to_name 'thumb' (expected 'image')"),
+    ],
+)  # fmt: skip
+def test_ambiguous_regions_are_refused_at_the_webhook(app_client: FlaskClient, backend_app: Flask,
+                                                      synth_video: SynthVideo, change, message: str) -> None:  # fmt: skip
+    box = {"x": 10, "y": 10, "width": 50, "height": 60, "rotation": 0}
+    result = [_region(synth_video, "B", "rectanglelabels", {**box, "rectanglelabels": ["person"]}, "person"),
+              _kp(synth_video, "k", ["nose"], 20, 20, parentID="B"),
+              _region(synth_video, "B", "textarea", {**box, "text": ["1"]}, "track_id")]  # fmt: skip
+    change(result)
+    resp = app_client.post("/webhook", json=event("ANNOTATION_CREATED", 71, synth_video.task(0), result,
+                                                  "2026-03-02T11:00:00Z"))  # fmt: skip
+    assert resp.status_code == 400 and message in resp.json["error"], resp.json
+    assert "annotation 71" in resp.json["error"]
+
+
+def test_rotated_flipped_and_ignore_boxes_are_read_as_drawn(app_client: FlaskClient, backend_app: Flask,
+                                                            synth_video: SynthVideo) -> None:  # fmt: skip
+    # Was: a box turned with LS's rotation handle, or a second label of the person control (an ignore
+    # region), refused the whole annotation: all its corrections lost (LS does not resend webhooks).
+    xml = label_config().replace('<Label value="person" background="#00aa00" />',
+                                 '<Label value="person" background="#00aa00" /><Label value="ignore" />')  # fmt: skip
+    assert "ignore" in xml
+    rotated = {"x": 10, "y": 10, "width": 30, "height": 60, "rotation": 5, "rectanglelabels": ["person"]}
+    flipped = {"x": 95, "y": 90, "width": -30, "height": -60, "rotation": 0, "rectanglelabels": ["person"]}
+    ignore = {"x": 70, "y": 5, "width": 10, "height": 10, "rotation": 0, "rectanglelabels": ["ignore"]}
+    result = [_region(synth_video, "R", "rectanglelabels", rotated, "person"),
+              _region(synth_video, "F", "rectanglelabels", flipped, "person"),
+              _region(synth_video, "I", "rectanglelabels", ignore, "person"),
+              _kp(synth_video, "r0", ["nose"], 20, 20, parentID="R"),
+              _kp(synth_video, "f0", ["nose"], 80, 60)]  # no parentID: inside the flipped box  # fmt: skip
+    payload = event("ANNOTATION_CREATED", 81, synth_video.task(1), result, "2026-03-02T12:00:00Z")
+    payload["project"]["label_config"] = xml
+    resp = app_client.post("/webhook", json=payload)
+    assert resp.status_code == 201, resp.json
+    drain(backend_app)
+    with session_scope(backend_app.extensions["dcpose"].sessions) as session:
+        row = session.get(Annotation, 81)
+        boxes = {p["region_id"]: p["box"] for p in row.persons}
+    assert set(boxes) == {"R", "F"}
+    w, h = synth_video.width, synth_video.height
+    assert boxes["F"] == pytest.approx([0.65 * w, 0.3 * h, 0.3 * w, 0.6 * h])
+    assert _stored_joints(backend_app, 81) == [(0, "added"), (0, "added")]
+
+
+def test_swapped_track_ids_are_corrections_of_ids_not_of_joints(app_client: FlaskClient, backend_app: Flask,
+                                                                synth_video: SynthVideo) -> None:  # fmt: skip
+    # The annotator fixes an identity switch: swaps the two persons' track ids, moves no joint. Was: each
+    # prediction was compared with the other person (same track id), every joint "moved".
+    task = synth_video.task(2, task_id=140)
+    prediction = predict(app_client, task)
+    result = copy.deepcopy(prediction["result"])
+    tracks = [r for r in result if r["type"] == "textarea"]
+    assert len(tracks) == 2 and tracks[0]["value"]["text"] != tracks[1]["value"]["text"], tracks
+    tracks[0]["value"]["text"], tracks[1]["value"]["text"] = tracks[1]["value"]["text"], tracks[0]["value"]["text"]
+    resp = app_client.post("/webhook", json=event("ANNOTATION_CREATED", 91, task, result, "2026-03-02T13:00:00Z"))
+    assert resp.status_code == 201, resp.json
+    drain(backend_app)
+    stats = overall(app_client, prediction["model_version"])
+    placed = sum(1 for i in prediction["result"] if i["type"] == "keypointlabels")
+    assert (stats["kept"], stats["moved"], stats["deleted"], stats["added"]) == (placed, 0, 0, 0), stats
+
+
+def test_hidden_readonly_relations_and_extras_are_read_as_usual(app_client: FlaskClient, backend_app: Flask,
+                                                               synth_video: SynthVideo) -> None:  # fmt: skip
+    # Label Studio output beside the pose regions: a hidden box (eye icon), a read-only keypoint, a relation
+    # (no from_name), a global TextArea comment and Choices; a ground-truth annotation. All counted as usual.
+    xml = label_config().replace("</View>\n</View>", '</View><Choices name="q" toName="image"><Choice value="ok"/>'
+                                 '</Choices><TextArea name="comment" toName="image"/></View>')  # fmt: skip
+    assert "comment" in xml
+    box = {"x": 10, "y": 10, "width": 50, "height": 60, "rotation": 0}
+    result = [_region(synth_video, "B", "rectanglelabels", {**box, "rectanglelabels": ["person"]}, "person", hidden=True),
+              _kp(synth_video, "k0", ["nose"], 20, 20, parentID="B", readonly=True),
+              _kp(synth_video, "k1", ["left_knee"], 30, 50, parentID="B"),
+              {"from_id": "k0", "to_id": "k1", "type": "relation", "direction": "right", "labels": []},
+              {"id": "c", "from_name": "comment", "to_name": "image", "type": "textarea", "value": {"text": ["blurry"]}},
+              {"id": "q", "from_name": "q", "to_name": "image", "type": "choices", "value": {"choices": ["ok"]}}]  # fmt: skip
+    payload = event("ANNOTATION_CREATED", 95, synth_video.task(3, task_id=150), result, "2026-03-02T14:00:00Z",
+                    ground_truth=True)  # fmt: skip
+    payload["project"]["label_config"] = xml
+    resp = app_client.post("/webhook", json=payload)
+    assert resp.status_code == 201, resp.json
+    drain(backend_app)
+    assert _stored_joints(backend_app, 95) == [(0, "added"), (13, "added")]
