@@ -315,9 +315,30 @@ def _check_region(item: Mapping[str, Any], person: bool, low: float, high: float
         return
     for (origin, extent), start, size in ((("x", "width"), numbers[0], numbers[2]),
                                           (("y", "height"), numbers[1], numbers[3])):  # fmt: skip
+        size = _turned_extent(item, value, numbers, origin == "x", size)
         if start is not None and size is not None and start + size > high:
             raise LimitError(f"{where}[{index}].value: {origin} + {extent} = {start + size:g} % reaches outside the "
                              f"image (COORDINATE_TOLERANCE_PCT={limits.coordinate_tolerance_pct})")  # fmt: skip
+
+
+def _turned_extent(item: Mapping[str, Any], value: Mapping[str, Any], numbers: list[float | None], along_x: bool,
+                   size: float | None) -> float | None:  # fmt: skip
+    """A box's extent (percent of the image) right of its x, or below its y, as drawn: Label Studio turns a box by
+    `value.rotation` degrees about its top-left corner, so a box turned near the right or bottom edge reaches
+    less far (or further) than x + width. None where it cannot be told (no image size to turn percentages
+    with): the parser then clips the box to the image and refuses one wholly outside it."""
+    angle = _number(value.get("rotation"))
+    if not angle or size is None or math.isclose(angle % 360.0, 0.0, abs_tol=1e-9):
+        return size
+    width, height, w, h = (_number(item.get("original_width")), _number(item.get("original_height")),
+                           numbers[2], numbers[3])  # fmt: skip
+    if not width or not height or w is None or h is None or not math.isfinite(angle):
+        return None
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    u, v = w * width / 100.0, h * height / 100.0  # the box's sides in pixels
+    if along_x:
+        return max(0.0, u * c, u * c - v * s, -v * s) * 100.0 / width
+    return max(0.0, u * s, u * s + v * c, v * c) * 100.0 / height
 
 
 def _kind(item: Mapping[str, Any]) -> str:

@@ -94,6 +94,28 @@ def test_regions_are_counted_and_must_lie_in_the_image() -> None:
         check_result([{**_keypoint(1, 1), "original_width": 0}], limits, "r")
 
 
+def test_a_turned_box_is_held_to_the_extent_it_covers() -> None:
+    """Label Studio turns a box about its top-left corner. A box at x=90 % 30 % wide turned 90 degrees (on a
+    200x100 image) hangs down from its corner inside the image; its unrotated x + width (120 %) was refused
+    at intake although the annotation reader takes turned boxes. Turned the other way, it reaches outside."""
+    limits = Limits(coordinate_tolerance_pct=2.0)
+
+    def box(rotation: float, **size: int) -> dict:
+        return {"type": "rectanglelabels", "value": {"x": 90, "y": 10, "width": 30, "height": 8,
+                                                      "rotation": rotation}, **size}  # fmt: skip
+
+    image = {"original_width": 200, "original_height": 100}
+    assert check_result([box(90, **image)], limits, "r") == (1, 0)  # 60 px of width turned downward: y 10 -> 70 %
+    assert check_result([box(450, **image)], limits, "r") == (1, 0)
+    with pytest.raises(LimitError, match=r"y \+ height = 130 % reaches outside"):  # 120 px down a 100 px image
+        check_result([box(90, original_width=400, original_height=100)], limits, "r")
+    with pytest.raises(LimitError, match=r"x \+ width = 120 % reaches outside"):
+        check_result([box(0, **image)], limits, "r")
+    with pytest.raises(LimitError, match=r"x \+ width = 120.927 % reaches outside"):  # turned up-right
+        check_result([box(-20, original_width=100, original_height=100)], limits, "r")
+    assert check_result([box(90)], limits, "r") == (1, 0)  # no image size: the reader clips it
+
+
 def test_tasks_frames_and_count() -> None:
     limits = Limits(max_video_frames=100, max_predict_tasks=2)
     check_tasks([{"id": 1, "data": {"nframes": 100, "frame_index": 99}}], limits)
