@@ -43,8 +43,9 @@ def setup() -> Any:
     token = body.get("access_token")
     if token is not None and not isinstance(token, str):  # not echoed: it is a secret
         raise ApiError(400, f"'access_token' must be Label Studio's token string, got {type(token).__name__}")
-    ctx.ls.learn(_hostname(body), token)
-    backend = DCPoseBackend(parse_project_id(body.get("project")), schema, context=ctx)
+    hostname = _hostname(body)
+    backend = DCPoseBackend(parse_project_id(body.get("project")), schema, context=ctx)  # a bad project or config:
+    ctx.ls.learn(hostname, token)  # refused before Label Studio's address and token are taken
     backend.remember_project()
     answer: dict[str, Any] = {"model_version": backend.model_version}
     config = backend.parsed_label_config

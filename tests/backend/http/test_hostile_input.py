@@ -485,6 +485,16 @@ def test_an_unparsable_setup_hostname_gets_400_and_is_not_echoed(app_client: Fla
     assert ok.status_code == 200 and backend_app.extensions["dcpose"].ls.url == "http://[::1]:8080"
 
 
+@pytest.mark.parametrize("body", [{"project": "x", "schema": CONFIG}, {"project": 1, "schema": "<View/>"}])
+def test_a_refused_setup_leaves_label_studio_s_address_and_token_as_they_were(app_client: FlaskClient,
+                                                                              backend_app: Flask, body: dict) -> None:  # fmt: skip
+    """On main, /setup took the hostname and token before it looked at the project and the config: a /setup
+    refused for its project still pointed every later download at the new address."""
+    resp = app_client.post("/setup", json={**body, "hostname": "http://127.0.0.1:9", "access_token": "new-token"})
+    assert resp.status_code == 400, resp.json
+    assert backend_app.extensions["dcpose"].ls.url is None, "nothing learnt"
+
+
 @pytest.mark.parametrize("path, text, key", [
     ("/setup", '{"project": 1, "project": 2, "schema": ""}', "project"),
     ("/webhook", '{"action": "PROJECT_UPDATED", "project": {"id": 1, "title": "a", "title": "b"}}', "title"),
