@@ -418,15 +418,15 @@ def read_image(file: Path, what: str) -> np.ndarray:
         file: the image.
         what: which frame it is, for messages ("frame 3 of folder x").
 
+    A JPEG cut off before its end is refused when the frames are opened (`check_frame_images`), not at
+    every read: cv2 would fill its missing rows with grey and only warn on stderr.
+
     Raises:
-        VideoError: not an image, or a JPEG cut off before its end (cv2 would fill the missing rows
-            with grey and only warn on stderr, so a truncated frame would be predicted on silently).
+        VideoError: not an image.
     """
     image = imread_color(file)
     if image is None:
         raise VideoError(f"{file}: cannot decode image ({what}); corrupt or not an image")
-    if _jpeg_truncated(file):
-        raise _truncated(file, what)
     return image
 
 
@@ -447,13 +447,6 @@ def imread_color(file: Path) -> np.ndarray | None:
         return cv2.imdecode(np.fromfile(file, dtype=np.uint8), cv2.IMREAD_COLOR)
     except (OSError, cv2.error):
         return None
-
-
-def _truncated(file: Path, what: str) -> VideoError:
-    """The error for a JPEG frame cut off before its end."""
-    return VideoError(
-        f"{file}: truncated JPEG ({what}): the file ends before the image does; re-extract the frame"
-    )
 
 
 def _jpeg_truncated(file: Path) -> bool:
@@ -502,7 +495,8 @@ def check_frame_images(files: Sequence[Path], where: str) -> None:
                 f" frame may have ({MAX_FRAME_PIXELS / 1e6:g} megapixels)"
             )
         if _jpeg_truncated(file):  # after the size check: a JPEG not ending in its marker is decoded
-            raise _truncated(file, f"frame {index} of {where}")
+            raise VideoError(f"{file}: truncated JPEG (frame {index} of {where}): the file ends before the image"
+                             " does; re-extract the frame")  # fmt: skip
         if first is None:
             first = (width, height)
         elif (width, height) != first:
