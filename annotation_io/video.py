@@ -17,6 +17,7 @@ Video files are read with cv2's FFmpeg backend. Two things make that less simple
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import struct
@@ -53,6 +54,10 @@ _JPEG_TAIL = 1024  # bytes at a JPEG's end searched for its end-of-image marker
 FULL_VERIFY_MAX_FRAMES = 300
 # The first seek is checked against a sequential decode only when the target is this close to 0.
 SEEK_CHECK_MAX_INDEX = 300
+# Frame rates a video file may declare; outside them the rate is a broken header's (an AVI's rate/scale
+# of 10**6/1 or 3/10**6, FFmpeg's 90000 guess for a bad time base) and is treated as unknown: an
+# overlay written at it cannot be opened (mp4v takes 0.01-65535 fps) or plays as a still.
+MIN_FPS, MAX_FPS = 1 / 60, 1000.0
 
 
 class VideoError(Exception):
@@ -245,7 +250,8 @@ class FileSource(FrameSource):
 
     Args:
         path: the video file.
-        fps: overrides the fps the file declares.
+        fps: overrides the fps the file declares (a declared rate outside MIN_FPS..MAX_FPS counts as
+            none).
         strict: if True (default) a file whose declared frame count does not decode raises
             VideoError; if False the decodable count is used and a warning is logged. FFmpeg
             conceals a frame cut in the middle, so the last decodable frame may be part-damaged.
@@ -256,10 +262,15 @@ class FileSource(FrameSource):
         self._closed = False
         self._cap = self._open()
         declared = round(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        file_fps = self._cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps is not None else (float(file_fps) if file_fps and file_fps > 0 else None)
+        self.fps = fps if fps is not None else self._declared_fps()
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if self.width * self.height > MAX_FRAME_PIXELS:  # from the header, before a frame is decoded
+            self._cap.release()
+            raise VideoError(
+                f"{self.path}: the video's frames are {self.width}x{self.height} pixels, more than a frame"
+                f" may have ({MAX_FRAME_PIXELS / 1e6:g} megapixels)"
+            )
         self._pos = 0  # index of the frame the next grab() decodes
         self._cache: tuple[int, np.ndarray] | None = None
         self._seek_ok: bool | None = None  # None: not yet verified
@@ -268,6 +279,17 @@ class FileSource(FrameSource):
         except VideoError:
             self._cap.release()
             raise
+
+    def _declared_fps(self) -> float | None:
+        """The file's frame rate; None where it declares none, or one outside MIN_FPS..MAX_FPS."""
+        value = float(self._cap.get(cv2.CAP_PROP_FPS))
+        if not math.isfinite(value) or value <= 0:
+            return None
+        if not MIN_FPS <= value <= MAX_FPS:
+            logger.warning("%s: declares %g frames per second, not a frame rate a video has (%g..%g);"
+                           " treated as unknown", self.path, value, MIN_FPS, MAX_FPS)  # fmt: skip
+            return None
+        return value
 
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
@@ -582,13 +604,18 @@ def open_video(path: str | Path, *, fps: float | None = None, strict: bool = Tru
         A FrameSource; close it (or use `with`).
 
     Raises:
-        VideoError: the path is missing, not a video, empty or truncated.
+        VideoError: the path is missing, a pipe or device, not a video, empty or truncated, or its
+            frames are larger than MAX_FRAME_PIXELS.
     """
     path = Path(path)
     if not path.exists():
         raise VideoError(f"{path}: no such video file or frame folder")
     if path.is_dir():
         return FolderSource(path, fps=fps)
+    if not path.is_file():  # cv2 waits for ever on a pipe's writer, and a file is opened several times
+        raise VideoError(
+            f"{path}: not a regular file (a pipe, socket or device); save the video to a file first"
+        )
     return FileSource(path, fps=fps, strict=strict)
 
 

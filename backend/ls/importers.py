@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import os
 import sys
@@ -34,7 +35,7 @@ from annotation_io.arguments import positive_int
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.label_studio import LabelConfig, parse_config, parse_task, persons_to_results, task_data
 from annotation_io.types import Frame, Video
-from annotation_io.video import VideoError, extract_frames, imread_color, video_info
+from annotation_io.video import VideoError, VideoInfo, extract_frames, imread_color, video_info
 from backend.ls.client import LabelStudioClient, LabelStudioError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ UrlMode = Literal["local-files", "path"]
 URL_MODES: tuple[str, ...] = ("local-files", "path")
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 DEFAULT_BATCH = 100
+SOURCE_MARK = ".source.json"  # in a video's frames folder: which video the frames were extracted from
 Task = dict[str, Any]
 
 
@@ -168,6 +170,44 @@ def import_in_batches(
 # ----------------------------------------------------------------------------- video
 
 
+def _check_video_id(video_id: str) -> None:
+    """A video id names its frames' folder under frames_root: a plain name, which cannot lead out of it."""
+    if video_id in ("", ".", "..") or "/" in video_id or "\0" in video_id:
+        raise ValueError(f"video id {video_id!r} must be a plain name (no '/', not '.' or '..'): it names"
+                         " the folder the video's frames are written to")  # fmt: skip
+
+
+def _claim_frames(folder: Path, video_path: Path, info: VideoInfo, video_id: str) -> None:
+    """Marks `folder` as holding the frames of `video_path`; refuses a folder holding another video's.
+
+    Frames are named by index only, so a second video imported under the same id (the `GH010001.MP4` of
+    two cameras) would overwrite the first one's frames, which its tasks go on showing. A video is
+    known by its size in bytes, frame count and frame size, not its path (a moved file is the same
+    video). A folder of an import made before the mark existed is taken as this video's.
+
+    Raises:
+        ValueError: the folder holds another video's frames, or a mark that does not read.
+    """
+    mine = {"bytes": video_path.stat().st_size if video_path.is_file() else None,
+            "frames": info.num_frames, "width": info.width, "height": info.height}  # fmt: skip
+    mark = folder / SOURCE_MARK
+    try:
+        theirs = json.loads(mark.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):  # no mark; a folder that is a file fails its mkdir
+        theirs = mine
+    except (OSError, ValueError):
+        theirs = None
+    if not isinstance(theirs, dict) or any(theirs.get(key) != value for key, value in mine.items()):
+        other = theirs.get("video") if isinstance(theirs, dict) else None
+        raise ValueError(
+            f"{folder} holds the frames of another video ({other or f'its {SOURCE_MARK} does not read'});"
+            f" importing {video_path} as video id {video_id!r} would overwrite them under the tasks that show"
+            " them: give it another video id (--video-id)"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    mark.write_text(json.dumps({**mine, "video": str(video_path.resolve())}), encoding="utf-8")
+
+
 def import_video(
     client: LabelStudioClient,
     video_path: str | Path,
@@ -183,7 +223,8 @@ def import_video(
 ) -> ImportSummary:
     """Extracts every `every`-th frame of a video and creates one LS task per frame.
 
-    Frames go to `frames_root/<video_id>/%06d.jpg` (named by frame index). In url_mode
+    Frames go to `frames_root/<video_id>/%06d.jpg` (named by frame index), never over the frames of
+    another video imported under the same id (see `_claim_frames`). In url_mode
     "local-files" (default) `frames_root` must lie under `document_root` and a local-files storage
     of the project covering `frames_root` is reused or created. url_mode "path" puts the absolute
     file path in the task instead (for backends on the same disk; LS cannot display it).
@@ -201,7 +242,8 @@ def import_video(
         batch_size: tasks per import request.
 
     Raises:
-        ValueError: bad `every`/`url_mode`, or frames_root outside the document root.
+        ValueError: bad `every`/`url_mode`/`video_id`, frames_root outside the document root, or the
+            video id's folder holding another video's frames.
         VideoError: the video cannot be read.
         LabelStudioError: LS refused a request (e.g. no such project).
     """
@@ -212,9 +254,16 @@ def import_video(
     if root is not None:
         _under_root(frames_root, root, "frames_root")
     video_id = video_id or video_path.stem
+    _check_video_id(video_id)
+    if video_path.is_dir() and video_path.resolve() == (frames_root / video_id).resolve():
+        raise ValueError(
+            f"{video_path} is the folder its frames would be extracted to (frames root/video id): they would"
+            " be re-encoded over themselves; give another frames root or video id"
+        )
     info = video_info(video_path)
     client.get_project(project_id)  # fails early (404) before any extraction
     summary = ImportSummary(project_id, [video_id])
+    _claim_frames(frames_root / video_id, video_path, info, video_id)
     files = extract_frames(video_path, frames_root / video_id, step=every, progress=progress)
     if root is not None:
         summary.storage_id = ensure_local_storage(client, project_id, frames_root)
@@ -381,7 +430,7 @@ def _run(args: argparse.Namespace, importer: Callable[..., ImportSummary], sourc
         with _client_from_env(args.ls_url) as client:
             summary = importer(client, source, args.project, document_root=root, url_mode=args.url_mode,
                                progress=not args.no_progress, batch_size=args.batch_size, **kw)  # fmt: skip
-    except (LabelStudioError, AnnotationFormatError, VideoError, ValueError, FileNotFoundError) as exc:
+    except (LabelStudioError, AnnotationFormatError, VideoError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(summary)
@@ -389,10 +438,15 @@ def _run(args: argparse.Namespace, importer: Callable[..., ImportSummary], sourc
 
 
 def _missing_source(path: Path, what: str) -> bool:
-    """Prints an error and returns True when `path` does not exist (checked before any setting or request)."""
-    if path.exists():
-        return False
-    print(f"error: {what} not found: {path}", file=sys.stderr)
+    """Prints an error and returns True when `path` does not exist or cannot be looked at (a name too long)
+    (checked before any setting or request)."""
+    try:
+        if path.exists():
+            return False
+        problem = "not found"
+    except OSError as exc:
+        problem = f"cannot be used ({exc.strerror or exc})"
+    print(f"error: {what} {problem}: {path}", file=sys.stderr)
     return True
 
 

@@ -89,7 +89,10 @@ class MediaPolicy:
     def _local(self, path: Path) -> Path:
         if not path.is_absolute() or not self.roots:
             raise MediaRefusedError(REFUSED)
-        resolved = path.resolve()
+        try:
+            resolved = path.resolve()
+        except RuntimeError:  # a link loop (Python 3.11); refused like any other path, saying nothing of it
+            raise MediaRefusedError(REFUSED) from None
         if not any(resolved.is_relative_to(root.resolve()) for root in self.roots):
             raise MediaRefusedError(REFUSED)
         return resolved

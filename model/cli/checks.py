@@ -50,14 +50,15 @@ def check_outputs(inputs: Sequence[str | Path | None], outputs: Sequence[str | P
     Raises:
         CheckError: the first output at fault.
     """
-    sources = {Path(p).resolve() for p in inputs if p is not None}
+    sources = {_resolved(Path(p)) for p in inputs if p is not None}
     taken: set[Path] = set()
     for out in (Path(p) for p in outputs if p is not None):
-        if out.resolve() in sources:
+        resolved = _resolved(out)
+        if resolved in sources:
             raise CheckError(f"{out} is an input of this run; write the output elsewhere")
-        if out.resolve() in taken:
+        if resolved in taken:
             raise CheckError(f"{out} is given for two outputs of this run; give each its own file")
-        taken.add(out.resolve())
+        taken.add(resolved)
         if out.is_dir():
             raise CheckError(f"{out} is a folder; give a file name")
         try:
@@ -68,3 +69,17 @@ def check_outputs(inputs: Sequence[str | Path | None], outputs: Sequence[str | P
             raise CheckError(
                 f"{out}: cannot write into {out.parent} ({exc.strerror or exc}); write it elsewhere"
             ) from None
+
+
+def _resolved(path: Path) -> Path:
+    """`path` with its links followed.
+
+    Raises:
+        CheckError: a link that leads back to itself (Python 3.11's resolve() raises RuntimeError on it).
+    """
+    try:
+        return path.resolve()
+    except RuntimeError:
+        raise CheckError(
+            f"{path}: a symbolic link that loops (it leads back to itself); give the file it should name"
+        ) from None

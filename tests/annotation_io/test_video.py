@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from annotation_io.video import (
+    MAX_FRAME_PIXELS,
     FileSource,
     FolderSource,
     VideoError,
@@ -252,6 +253,52 @@ def test_truncated_mp4_reports_decodable_count(mp4: Path, tmp_path: Path, keep: 
         src.read(decoded - 1)
         with pytest.raises(VideoError, match="out of range"):
             src.read(decoded)
+
+
+def patched_avi(
+    path: Path, *, rate: tuple[int, int] | None = None, size: tuple[int, int] | None = None
+) -> Path:
+    """A 16-frame MJPG AVI whose headers declare `rate` (frames, per seconds) or frames of `size` (every
+    frame's JPEG header too), as a broken or hostile file may."""
+    data = bytearray(write_video(path, "MJPG").read_bytes())
+    if rate is not None:  # strh: type, handler, flags, priority+language, initial frames, then scale, rate
+        struct.pack_into("<II", data, data.find(b"strh") + 28, rate[1], rate[0])
+    if size is not None:
+        width, height = size
+        struct.pack_into("<II", data, data.find(b"avih") + 40, width, height)  # dwWidth, dwHeight
+        struct.pack_into("<ii", data, data.find(b"strf") + 12, width, height)  # biWidth, biHeight
+        at = data.find(b"\xff\xc0")  # each frame's SOF0: length, precision, height, width
+        while at >= 0:
+            struct.pack_into(">HH", data, at + 5, height, width)
+            at = data.find(b"\xff\xc0", at + 2)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_frames_beyond_max_frame_pixels_are_refused_from_the_header(tmp_path: Path) -> None:
+    """Before: a video's frame size was not checked at all; this one was called "empty video: no frame
+    decodes", and a real one of 12000x9000 would have been decoded at 324 MB a frame."""
+    path = patched_avi(tmp_path / "huge.avi", size=(12000, 9000))
+    assert 12000 * 9000 > MAX_FRAME_PIXELS
+    with pytest.raises(VideoError, match=r"huge\.avi: the video's frames are 12000x9000 pixels, more than a"
+                                         r" frame may have \(100 megapixels\)"):  # fmt: skip
+        open_video(path)
+
+
+@pytest.mark.parametrize("rate", [(10**6, 1), (3, 10**6), (2**32 - 1, 1)])
+def test_a_declared_frame_rate_no_video_has_counts_as_unknown(
+    tmp_path: Path, rate: tuple[int, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: 10**6, 3e-6 and 90000 fps (FFmpeg's guess for 2**32-1/1) were taken as the rate; an overlay
+    video written at it cannot be opened, after the whole prediction has run."""
+    path = patched_avi(tmp_path / "odd.avi", rate=rate)
+    with open_video(path) as src:
+        assert src.fps is None and src.num_frames == 16
+    assert "frames per second, not a frame rate a video has" in caplog.text
+    with open_video(path, fps=30.0) as src:  # the caller's rate stands
+        assert src.fps == 30.0
+    with open_video(patched_avi(tmp_path / "slow.avi", rate=(1, 60))) as src:  # time-lapse: a frame a minute
+        assert src.fps == pytest.approx(1 / 60)
 
 
 def test_truncated_avi_reports_decodable_count(tmp_path: Path) -> None:

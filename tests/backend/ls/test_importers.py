@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,6 +162,56 @@ def test_import_video_refuses_bad_settings_before_writing(tmp_path: Path, docroo
     assert not outside.exists() and not (docroot / "f").exists() and ls.tasks == {}
 
 
+def test_a_second_video_under_the_same_id_does_not_overwrite_the_first_ones_frames(
+    tmp_path: Path, docroot: Path
+) -> None:
+    """Before: cam2/clip.mp4 was extracted over cam1/clip.mp4's frames (both video id "clip"): the tasks of
+    cam1 showed cam2's pictures, and the import said "3 skipped", exit 0."""
+    (tmp_path / "cam1").mkdir(), (tmp_path / "cam2").mkdir()
+    first = write_synthetic_mp4(tmp_path / "cam1" / "clip.mp4", frames=3, seed=0)
+    second = write_synthetic_mp4(tmp_path / "cam2" / "clip.mp4", frames=4, seed=5)
+    ls = MemoryLS()
+    kw: dict[str, Any] = {"frames_root": docroot / "frames", "document_root": docroot, "progress": False}
+    assert import_video(ls, first, 1, **kw).tasks_created == 3
+    frames = sorted((docroot / "frames" / "clip").glob("*.jpg"))
+    before = [f.read_bytes() for f in frames]
+    refused = r"clip holds the frames of another video \(.*cam1/clip\.mp4\); importing .*cam2/clip\.mp4 as"
+    with pytest.raises(ValueError, match=refused + " video id 'clip' would overwrite them"):
+        import_video(ls, second, 1, **kw)
+    assert [f.read_bytes() for f in frames] == before and len(ls.tasks) == 3
+    assert import_video(ls, first, 1, every=2, **kw).skipped == 2  # the same video again: as before
+    moved = tmp_path / "moved.mp4"
+    first.rename(moved)
+    assert import_video(ls, moved, 1, video_id="clip", **kw).skipped == 3  # a moved file is the same video
+    assert import_video(ls, second, 1, video_id="cam2-clip", **kw).tasks_created == 4
+
+
+@pytest.mark.parametrize("video_id", ["../escaped", "a/b", ".."])
+def test_a_video_id_that_is_not_a_plain_name_is_refused_before_writing(
+    tmp_path: Path, docroot: Path, video_id: str
+) -> None:
+    """Before: --video-id ../escaped wrote the frames beside the document root, then failed on their URL."""
+    video = write_synthetic_mp4(tmp_path / "v.mp4", frames=2)
+    with pytest.raises(ValueError, match="must be a plain name"):
+        import_video(MemoryLS(), video, 1, frames_root=docroot / "frames", document_root=docroot,
+                     video_id=video_id, progress=False)  # fmt: skip
+    assert not (docroot / "frames").exists() and not (docroot / "escaped").exists()
+
+
+def test_a_frame_folder_that_is_its_own_destination_is_not_re_encoded_over_itself(docroot: Path) -> None:
+    """Before: importing docroot/frames/clip with the default frames root re-encoded its JPEGs over
+    themselves, a little worse at every import."""
+    folder = docroot / "frames" / "clip"
+    folder.mkdir(parents=True)
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i:06d}.jpg"), np.full((H, W, 3), 60 * i, np.uint8))
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    with pytest.raises(ValueError, match="is the folder its frames would be extracted to"):
+        import_video(MemoryLS(), folder, 1, frames_root=docroot / "frames", document_root=docroot,
+                     progress=False)  # fmt: skip
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+
+
 def test_local_files_url_quotes_and_checks_root(tmp_path: Path) -> None:
     assert local_files_url(tmp_path / "a b" / "1.jpg", tmp_path) == LOCAL_FILES_PREFIX + "a%20b/1.jpg"
     with pytest.raises(ValueError, match="not under"):
@@ -310,6 +361,34 @@ def test_cli_names_a_missing_video_or_dataset_before_asking_for_settings(
         err = capsys.readouterr().err
         assert f"error: {what} not found: {argv[1]}" in err, err
         assert "LABEL_STUDIO" not in err and "--frames-root" not in err, err
+
+
+def test_cli_a_video_name_too_long_for_the_file_system_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: Path.exists() raised OSError (ENAMETOOLONG) out of the command: a traceback."""
+    name = tmp_path / ("v" * 300 + ".mp4")
+    args = parser().parse_args(["import-video", str(name), "--project", "1"])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: video file or frame folder cannot be used (File name too long): ")
+
+
+def test_cli_a_frames_folder_that_is_a_file_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: extract_frames' mkdir raised FileExistsError out of the command: a traceback."""
+    from backend.ls import importers
+
+    monkeypatch.setattr(importers, "_client_from_env", lambda url: contextlib.nullcontext(MemoryLS()))
+    video = write_synthetic_mp4(tmp_path / "v.mp4", frames=2)
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "v").write_text("not a folder")
+    args = parser().parse_args(["import-video", str(video), "--project", "1", "--url-mode", "path",
+                                "--frames-root", str(tmp_path / "frames"), "--no-progress"])  # fmt: skip
+    assert args.func(args) == 1
+    assert f"error: [Errno 17] File exists: '{tmp_path / 'frames' / 'v'}'" in capsys.readouterr().err
+    assert (tmp_path / "frames" / "v").read_text() == "not a folder"
 
 
 # ----------------------------------------------------------------------------- real Label Studio

@@ -85,6 +85,15 @@ def test_predict_with_a_system_file_reveals_nothing(app_client: FlaskClient, syn
     assert len(answers) == 1 and REFUSED in answers.pop()
 
 
+def test_a_task_image_that_is_a_link_loop_gets_422(app_client: FlaskClient, synth_video: SynthVideo,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    """Before: Path.resolve() raised RuntimeError ("Symlink loop from ...") out of /predict: HTTP 500."""
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    status, body = _predict_image(app_client, synth_video, str(loop))
+    assert status == 422 and REFUSED in body["error"], body
+
+
 def test_listed_hosts_only_without_redirects_and_capped(host: str, tmp_path: Path) -> None:
     policy = MediaPolicy(hosts=(host,), max_bytes=len(JPEG) + 100)
     store = FrameStore(tmp_path / "cache", LabelStudioAccess(), policy)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -309,6 +313,27 @@ def test_frames_option_predicts_only_those_frames(synth: Path, mp4: Path, tmp_pa
         assert video.num_frames == 3
 
 
+def test_a_video_declaring_a_frame_rate_no_video_has_is_rendered_at_25_fps(
+    synth: Path, tmp_path: Path
+) -> None:
+    """Before: an AVI whose header says 10**6 frames per second ran the whole prediction, wrote the JSON, then
+    failed with exit 2: OpenCV's writer does not open at 10**6 fps."""
+    gt_path, sparse = _paths(synth)
+    video = tmp_path / "odd.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, SIZE)
+    for image in sorted((synth / "images" / VID).glob("*.jpg")):
+        writer.write(cv2.imread(str(image)))
+    writer.release()
+    data = bytearray(video.read_bytes())
+    struct.pack_into("<II", data, data.find(b"strh") + 28, 1, 10**6)  # dwScale, dwRate: 10**6 fps
+    video.write_bytes(bytes(data))
+    out, overlay = tmp_path / "pred.json", tmp_path / "overlay.mp4"
+    argv = [str(video), "--labels", str(sparse), "--out", str(out), "--render", str(overlay), "--no-progress"]
+    assert main(argv, predictor_factory=_sim(gt_path)) == 0
+    with open_video(overlay) as rendered:
+        assert rendered.num_frames == FRAMES and rendered.fps == 25.0
+
+
 def test_json_images_found_through_images_root(synth: Path, tmp_path: Path) -> None:
     gt_path, sparse = _paths(synth)
     moved = tmp_path / "elsewhere" / "labels.json"
@@ -399,6 +424,32 @@ def test_missing_and_unreadable_inputs(
     assert "cannot open as a video" in _error(capsys, [str(broken), "--out", out])
     assert "input of this run" in _error(capsys, [str(broken), "--out", str(broken)])
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_link_loop_as_input_or_output_is_refused_with_its_name(
+    mp4: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: Path.resolve() raised RuntimeError ("Symlink loop from ...") out of the command."""
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    out = tmp_path / "p.json"
+    assert f"{loop}: a symbolic link that loops" in _error(capsys, [str(loop), "--out", str(out)])
+    render = [str(mp4), "--out", str(out), "--render", str(loop)]
+    assert f"{loop}: a symbolic link that loops" in _error(capsys, render)
+    assert not out.exists()
+
+
+def test_a_pipe_named_like_a_video_is_refused_not_waited_on(mp4: Path, tmp_path: Path) -> None:
+    """Before: OpenCV opened the pipe and waited for a writer for ever (and a video file is opened more than
+    once, so even a pipe someone writes to could not be read)."""
+    pipe = tmp_path / "stream.mp4"
+    os.mkfifo(pipe)
+    out = tmp_path / "p.json"
+    argv = [sys.executable, "-m", "model", "predict", str(pipe), "--out", str(out), "--no-progress"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[3])
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert f"error: {pipe}: not a regular file (a pipe, socket or device)" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_labels_that_do_not_parse_name_the_field(
