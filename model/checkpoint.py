@@ -41,6 +41,7 @@ __all__ = [
     "CheckpointFormatError",
     "CheckpointInfo",
     "CheckpointMismatchError",
+    "CheckpointValueError",
     "load_checkpoint",
     "read_checkpoint_info",
     "save_checkpoint",
@@ -74,6 +75,24 @@ class CheckpointError(ValueError):
 
 class CheckpointFormatError(CheckpointError):
     """The file is not a checkpoint we can read (not a torch file, unsafe pickle, unknown layout)."""
+
+
+class CheckpointValueError(CheckpointError):
+    """The checkpoint's weights hold NaN or infinite values (e.g. written by a training run that diverged)."""
+
+
+def _non_finite_keys(state_dict: Mapping[str, Tensor]) -> list[str]:
+    """Keys of the floating-point tensors holding NaN or infinity."""
+    return [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _check_finite(state_dict: Mapping[str, Tensor], source: str, action: str) -> None:
+    bad = _non_finite_keys(state_dict)
+    if bad:
+        raise CheckpointValueError(
+            f"{source}: {len(bad)} tensor(s) hold NaN or infinite values, e.g. {bad[:5]}; weights like these "
+            f"make every prediction NaN and are not {action} (a training run that diverged?)"
+        )
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -225,6 +244,7 @@ def save_checkpoint(
     Raises:
         TypeError: if ``model_config`` or ``extra`` holds non-plain values.
         ValueError: if ``version`` is empty.
+        CheckpointValueError: if a weight is NaN or infinite (nothing is written).
     """
     if not isinstance(version, str) or not version.strip():
         raise ValueError(f"version must be a non-empty string, got {version!r}")
@@ -233,14 +253,11 @@ def save_checkpoint(
     _check_plain(model_config, "model_config", allow_tensors=False)
     extra = {} if extra is None else extra
     _check_plain(extra, "extra", allow_tensors=True)
-    payload = {
-        "format": FORMAT,
-        "model_config": model_config,
-        "version": version,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "extra": extra,
-    }
     path = Path(path)
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _check_finite(state_dict, str(path), "saved")
+    payload = {"format": FORMAT, "model_config": model_config, "version": version, "state_dict": state_dict,
+               "extra": extra}  # fmt: skip
     with atomic_open(path, "wb") as handle:
         torch.save(payload, handle)
     logger.info("saved checkpoint %s (version %s, %d tensors)", path, version, len(payload["state_dict"]))
@@ -251,12 +268,14 @@ def save_checkpoint(
 
 
 def _torch_load(path: Path) -> Any:
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a folder; give the checkpoint file in it")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = re.search(r"WeightsUnpickler error: ([^\n]*)", str(exc))
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
         reason = detail.group(1).split(". Please use")[0] if detail else str(exc).splitlines()[0]
         raise CheckpointFormatError(
             f"{path}: cannot be read as a checkpoint with torch.load(weights_only=True): {reason}. "
@@ -361,7 +380,7 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
     """Describe a checkpoint file without building a model.
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist.
+        FileNotFoundError: if ``path`` does not exist (IsADirectoryError: it is a folder).
         CheckpointFormatError: if the file is not a checkpoint of a known kind.
     """
     path = Path(path)
@@ -422,9 +441,10 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, strict: b
         What was loaded.
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist.
+        FileNotFoundError: if ``path`` does not exist (IsADirectoryError: it is a folder).
         CheckpointFormatError: if the file is not a checkpoint of a known kind.
         CheckpointMismatchError: if the tensors do not fit and ``strict`` is true.
+        CheckpointValueError: if a tensor to load holds NaN or infinity (the model is left unchanged).
     """
     path = Path(path)
     source = str(path)
@@ -443,6 +463,7 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, strict: b
         raise CheckpointMismatchError(source, kind, missing, unexpected, mismatched, target)
     bad = {k for k, _, _ in mismatched}
     loadable = {k: v for k, v in mapped.items() if k in own and k not in bad}
+    _check_finite(loadable, source, "loaded")
     # load_state_dict copies values into the existing tensors, keeping the model's device and dtype.
     model.load_state_dict(loadable, strict=False)
     skipped = tuple(sorted(set(unexpected) | bad))

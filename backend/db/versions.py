@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from annotation_io.jsonio import finite_json
@@ -130,6 +130,23 @@ def serving_fields(*, session: Session, project_id: int | None = None) -> tuple[
     return rows.get(project_id) if project_id is not None and project_id in rows else rows.get(None)
 
 
+# Namespace of the advisory locks that serialise serving changes (pg_advisory_xact_lock's first key).
+_PG_SERVING_LOCK = 0x5E7E
+
+
+def lock_serving_scope(*, session: Session, project_id: int | None) -> None:
+    """Waits until no other transaction changes the serving version of this scope; call first in one.
+
+    Without it, two promotions of one project on PostgreSQL (by hand and by the gate, or two at once)
+    each saw no "p<project>-v0" and no serving row of the other's and failed on the unique indexes
+    (the second a 500). An advisory lock held to the end of the transaction; SQLite's write
+    transactions are exclusive already (BEGIN IMMEDIATE).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = -1 if project_id is None else project_id % 2**31  # int4; a shared key only serialises more
+        session.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": _PG_SERVING_LOCK, "key": key})
+
+
 def set_serving(*, session: Session, name: str) -> ModelVersion:
     """Serve `name` in its scope (its project, or global); the previous serving one becomes retired.
 
@@ -213,6 +230,7 @@ def apply_gate_verdict(*, session: Session, candidate: str, project_id: int, pro
     Raises:
         NotFoundError: the candidate is not registered.
     """
+    lock_serving_scope(session=session, project_id=project_id)
     row = _version(session, candidate)
     metrics = finite_json({**(row.metrics or {}), "gate": dict(gate), "holdout": dict(holdout)})
     current = serving_version(session=session, project_id=project_id)

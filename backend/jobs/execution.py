@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from annotation_io.jsonio import finite_json
 from backend.context import BackendContext
 from backend.db import jobs as db_jobs
 from backend.db.queries import ConflictError, NotFoundError
@@ -30,7 +31,9 @@ class ProgressReporter:
         self._last = 0.0
 
     def __call__(self, **progress: Any) -> None:
-        self.progress.update(progress)
+        # NaN -> None: a diverging run reports a NaN loss, which the JSON column refuses (the failure
+        # handler then could not record the job's error either, and the job process died of it).
+        self.progress.update(finite_json(progress, "progress"))
         if time.monotonic() - self._last >= self.interval:
             self.flush()
 

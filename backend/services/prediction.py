@@ -42,7 +42,7 @@ from backend.db.session import read_session, session_scope
 from backend.db.tables import Annotation, Task, VideoRecord
 from backend.limits import check_track_ids
 from backend.ls.frames import ImageUnavailableError, VideoFrames
-from backend.predictor_cache import PredictorSpec
+from backend.predictor_cache import ModelUnavailableError, PredictorSpec
 from model.pipeline.config import with_propagation
 
 if TYPE_CHECKING:
@@ -355,6 +355,13 @@ def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: Labe
         with ctx.predictors.lease(serving.spec) as predictor:
             predicted = predictor.predict_video(video, known_video, frames=indices, reader=reader,
                                                 progress=progress or False)  # fmt: skip
+    except ModelUnavailableError as exc:
+        if serving.spec.head is None:
+            raise
+        # Its head file was deleted or damaged after promotion: every request fails until another serves.
+        reason = exc.__cause__ or exc
+        raise ModelUnavailableError(f"serving model version {serving.name!r} cannot be loaded: {reason}; promote "
+                                    "a version whose head loads (POST /versions/<name>/promote)") from exc  # fmt: skip
     except Exception:
         logger.exception("project %s video %s tasks %s: prediction failed", project_id, key,
                          [i.task_id for i in ok])  # fmt: skip

@@ -293,6 +293,21 @@ def serving_problem(version: ModelVersion) -> str | None:
     return None
 
 
+def head_problem(name: str, head_path: str | None, backbone: str) -> str | None:
+    """Why a version's head file cannot serve: it does not load as a head of its backbone (damaged, NaN
+    weights, another backbone's); None when it loads or there is none (`serving_problem` covers a missing
+    file). Loaded as serving would load it, so that a head that cannot predict is never promoted."""
+    if not head_path or not Path(head_path).is_file():
+        return None
+    from model.pipeline.predictor import load_head
+
+    try:
+        load_head(head_path, backbone.split(":")[0])
+    except (OSError, ValueError) as exc:  # model.checkpoint.CheckpointError is a ValueError
+        return f"the head of model version {name!r} cannot serve: {exc}"
+    return None
+
+
 def promote_version(ctx: BackendContext, name: str) -> dict[str, Any]:
     """Serves `name` in its scope (one transaction); returns what changed.
 
@@ -302,14 +317,20 @@ def promote_version(ctx: BackendContext, name: str) -> dict[str, Any]:
     predictor cache is keyed by the head file).
 
     Raises:
-        NotFoundError: no such version. ConflictError: it failed or its head file is missing.
+        NotFoundError: no such version. ConflictError: it failed, or its head file is missing or does
+        not load (damaged, NaN weights, trained for another backbone).
     """
     with session_scope(ctx.sessions) as session:
         version = db_versions.get_model_version(session=session, name=name)
         project_id = None if version is None else version.project_id
+        head = None if version is None else (version.head_path, version.backbone)
     # Asked before the write transaction: SQLite allows one writer, and serving_model reads in its own.
     fallback = serving_model(ctx, project_id).name if project_id is not None else None
+    problem = head_problem(name, *head) if head is not None else None  # seconds of torch: outside the writes
+    if problem is not None:
+        raise ConflictError(problem)
     with session_scope(ctx.sessions) as session:
+        db_versions.lock_serving_scope(session=session, project_id=project_id)
         version = db_versions.get_model_version(session=session, name=name)
         if version is None:
             raise NotFoundError(f"model version {name!r} does not exist")

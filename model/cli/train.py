@@ -171,7 +171,16 @@ def run(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = 
     samples = build_samples(labels, distance=args.distance)
     if not samples:
         raise ValueError(f"{args.labels}: no labelled frame holds a human pose; nothing to train on")
-    train, holdout = split_holdout(samples, fraction=args.holdout, seed=args.seed, distance=args.distance)
+    try:
+        train, holdout = split_holdout(samples, fraction=args.holdout, seed=args.seed, distance=args.distance)
+    except ValueError as exc:  # a single labelled frame: nothing to hold out
+        raise ValueError(f"{args.labels}: {exc} (--holdout 0)") from None
+    if not train:  # (train_head's "label some frames first" would be wrong: they are labelled)
+        raise ValueError(
+            f"{args.labels}: none of the {len(samples)} labelled persons is left to train on: {len(holdout)} held "
+            f"out (--holdout {args.holdout:g}), the rest within --distance {args.distance} of them; label more "
+            "frames or use --holdout 0"
+        )
     readers = {name: open_video(_find_frames(args.videos, v)) for name, v in labels.items()}
     config = train_module.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          augment=not args.no_augment, use_cache=not args.no_cache, device=args.device,

@@ -54,9 +54,13 @@ from model.training.samples import TrainSample
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "train_head"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "train_head"]
 
 ProgressFn = Callable[[int, int, float], None]
+
+
+class TrainingDivergedError(ValueError):
+    """The loss became NaN or infinite: the head's weights are broken and no state of it is kept."""
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,7 @@ def train_head(
 
     Raises:
         ValueError: no samples, or a cache made for another backbone or crop size.
+        TrainingDivergedError: an epoch's training or held-out loss is NaN or infinite.
     """
     if not samples:
         raise ValueError("train_head needs at least one training sample; label some frames first")
@@ -432,6 +437,14 @@ def _train(head: DCPose, backbone: Backbone, readers: Mapping[str, FrameReader],
             result.holdout_losses.append(score)
         logger.info("epoch %d: loss %.6f%s, %.1f s", epoch, epoch_loss,
                     f", held-out {score:.6f}" if holdout else "", elapsed)
+        if not (math.isfinite(epoch_loss) and math.isfinite(score)):
+            # NaN never compares below the best score: the run would go on and end "trained" on an earlier
+            # epoch's or its initial weights. Every rank sees the same averaged figures, so all ranks raise.
+            what, bad = ("held-out loss", score) if math.isfinite(epoch_loss) else ("loss", epoch_loss)
+            raise TrainingDivergedError(
+                f"training diverged: the {what} of epoch {epoch + 1} is {bad} (lr {config.lr:g}); lower the "
+                "learning rate, or check the backbone's heatmaps and the labels for NaN"
+            )
         if score < best_score:
             best_score, result.best_epoch = score, epoch
             result.best_state_dict = _cpu_state(head)

@@ -105,6 +105,7 @@ def build_samples(videos: Mapping[str, Video], *, distance: int = 1) -> list[Tra
                 if box is None:
                     tight = person.keypoint_box()
                     box = tight.expand(1.2) if tight is not None else None
+                box = round_box(box) if box is not None else None  # a box under 0.05 px rounds to none
                 if box is None or box.w <= 0 or box.h <= 0:
                     logger.debug("%s frame %d: person without a usable box skipped", name, frame.index)
                     continue
@@ -113,7 +114,7 @@ def build_samples(videos: Mapping[str, Video], *, distance: int = 1) -> list[Tra
                 kps[list(UNLABELLED_SLOTS)] = 0.0
                 sides = [_neighbour_label(by_index.get(f), person.track_id) if f != frame.index else None
                          for f in (p, n)]
-                samples.append(TrainSample(name, frame.index, p, n, margin, round_box(box), kps, person.track_id,
+                samples.append(TrainSample(name, frame.index, p, n, margin, box, kps, person.track_id,
                                            *sides))
     logger.info("built %d training samples from %d videos", len(samples), len(videos))
     return samples

@@ -87,4 +87,19 @@ def _install_death() -> None:
     loop.train_head = dying
 
 
-FAULTS = {"damage": _install_damage, "die": _install_death}
+def _install_nan_heatmaps() -> None:
+    """The backbone's heatmaps of one joint are NaN (a half-precision overflow): the loss becomes NaN."""
+    from model.testing.simulated import SimulatedBackbone
+
+    real = getattr(SimulatedBackbone.heatmaps, "real", SimulatedBackbone.heatmaps)
+
+    def nan_heatmaps(self: Any, *args: Any) -> Any:
+        out = real(self, *args)
+        out[:, 3] = float("nan")
+        return out
+
+    nan_heatmaps.real = real  # type: ignore[attr-defined]
+    SimulatedBackbone.heatmaps = nan_heatmaps  # type: ignore[method-assign]
+
+
+FAULTS = {"damage": _install_damage, "die": _install_death, "nan": _install_nan_heatmaps}

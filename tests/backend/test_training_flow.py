@@ -247,6 +247,22 @@ def test_a_job_that_dies_leaves_serving_intact_and_stale_jobs_fail_at_start_up(q
         restarted.extensions["dcpose"].close()
 
 
+def test_a_run_whose_loss_becomes_nan_fails_and_registers_nothing(quick_world: World) -> None:
+    """Before: the NaN loss never beat the best score, so the run ended "trained" on the head's initial
+    weights, which were written as p1-v1 and put to the gate (the job succeeded or was rejected)."""
+    world, ctx = quick_world, quick_world.ctx
+    cold = world.setup_version()
+    ctx.predictors.factory.fault = "nan"  # the training process's backbone gives NaN heatmaps
+    job = world.job(world.client.post("/train", json={"project": 1}).json["job"])
+    assert job["state"] == "failed", job
+    assert job["error"].startswith("TrainingDivergedError: training diverged: the loss of epoch 1 is nan"), job
+    assert world.setup_version() == cold
+    with session_scope(ctx.sessions) as session:
+        assert versions.list_versions(session=session, project_id=1) == []
+    root = ctx.settings.model_dir / "versions"
+    assert not root.exists() or not any(root.iterdir()), "no version folder"
+
+
 def test_killing_the_training_process_fails_the_job_and_leaves_serving_and_versions_intact(
     quick_world: World,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +293,41 @@ def test_non_checkpoint_files_give_clear_errors(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         read_checkpoint_info(tmp_path / "missing.pth")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")
+def test_a_folder_and_a_bare_pickle_are_named_as_such(tmp_path: Path) -> None:
+    """Before: a folder was "checkpoint file not found" (it is there); a plain pickle's reason was empty
+    ("...weights_only=True): . Either it is not ...")."""
+    with pytest.raises(IsADirectoryError, match=f"checkpoint {tmp_path} is a folder; give the checkpoint file"):
+        load_checkpoint(tmp_path, HRNet(width=8))
+    plain = tmp_path / "dict.pkl"
+    plain.write_bytes(pickle.dumps({"conv1.weight": 1}, protocol=4))
+    with pytest.raises(CheckpointFormatError, match=r"weights_only=True\): Unsupported operand \d+\. Either"):
+        read_checkpoint_info(plain)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_holding_nan_or_inf_are_neither_saved_nor_loaded(tmp_path: Path, source: DCPose,
+                                                                 bad: float) -> None:  # fmt: skip
+    """Before: a head with a NaN weight was saved and loaded without a word; it then predicted NaN for
+    every joint."""
+    broken = build_dcpose(None)
+    key = "modulated_deform_conv_list.0.deform_conv.weight"
+    with torch.no_grad():
+        broken.state_dict()[key][0, 0, 0, 0] = bad
+    with pytest.raises(ckpt.CheckpointError, match=rf"1 tensor\(s\) hold NaN or infinite values, e.g. \['{key}'\]"):
+        save_checkpoint(tmp_path / "head.pt", broken, model_config={}, version="v")
+    assert list(tmp_path.iterdir()) == [], "nothing written, no temporary file left"
+
+    state = {"module." + k: v.clone() for k, v in source.state_dict().items()}  # an official file, damaged
+    state["module." + key].view(-1)[5] = bad
+    torch.save({"state_dict": state}, tmp_path / "official.pth")
+    target = build_dcpose(None)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ckpt.CheckpointError, match="are not loaded"):
+        load_checkpoint(tmp_path / "official.pth", target)
+    _assert_same_state(target.state_dict(), before)
 
 
 def test_state_dict_kind() -> None:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from backend.context import BackendContext
 from backend.db import versions
 from backend.db.session import session_scope
 from backend.db.tables import Job
+from backend.services import training
 from backend.services.prediction import serving_model
 from backend.services.version_files import version_files
+from backend.settings import Settings
+from tests.backend.conftest import SynthVideo
 from tests.backend.services.test_training import RELEASE, train_function  # noqa: F401  (pytest fixture)
 
 
@@ -68,16 +73,34 @@ def test_post_train_refuses_unbounded_options(app_client: FlaskClient, backend_a
     assert app_client.post("/train", json={"project": 1, "config": config}).status_code == 202, config
 
 
+def write_head(path: Path, *, backbone: str = "blazepose", version: str = "h", nan: bool = False) -> Path:
+    """A DCPose head checkpoint (our format) trained for `backbone`; with `nan`, one weight is NaN."""
+    import torch
+
+    from model.checkpoint import FORMAT, save_checkpoint
+    from model.nets.dcpose import build_dcpose
+
+    head = build_dcpose(backbone=None)
+    config = {"backbone": backbone, "num_joints": head.num_joints, "head": "dcpose"}
+    if not nan:
+        return save_checkpoint(path, head, model_config=config, version=version)
+    state = head.state_dict()
+    state["modulated_deform_conv_list.0.deform_conv.weight"].view(-1)[0] = float("nan")
+    torch.save({"format": FORMAT, "model_config": config, "version": version, "state_dict": state, "extra": {}},
+               path)  # as a writer before save_checkpoint refused NaN did, or a damaged disk  # fmt: skip
+    return path
+
+
 def make_version(ctx: BackendContext, name: str, *, project: int | None = 1, head: bool = True, curve: bool = True,
-                 state: str = "candidate") -> Path:  # fmt: skip
+                 state: str = "candidate", backbone: str = "blazepose") -> Path:  # fmt: skip
     files = version_files(ctx.settings.model_dir, name)
     files["dir"].mkdir(parents=True)
     if head:
-        files["head"].write_bytes(b"weights")
+        write_head(files["head"], backbone=backbone, version=name)
     if curve:
         files["curve"].write_bytes(b"\x89PNG\r\n\x1a\nfake")
     with session_scope(ctx.sessions) as session:
-        versions.create_model_version(session=session, name=name, backbone="blazepose", project_id=project,
+        versions.create_model_version(session=session, name=name, backbone=backbone, project_id=project,
                                       head_path=str(files["head"]), state=state, metrics={"gate": {"promote": True}},
                                       training_summary={"labelled_frames": 4})  # fmt: skip
     return files["dir"]
@@ -140,3 +163,95 @@ def test_manual_promotion_and_rollback_switch_what_setup_reports_and_serves(
     assert (states["p1-v1"], states["p1-v0"]) == ("retired", "retired")
     v0 = app_client.get("/versions/p1-v0").json
     assert (v0["head_path"], v0["parent"], v0["training_summary"]) == (None, cold, {"baseline_of": cold})
+
+
+def test_promotion_refuses_a_head_that_cannot_serve(app_client: FlaskClient, backend_app: Flask) -> None:
+    """Before: only a missing head file was refused; a head with a NaN weight, a truncated file or a head
+    trained on another backbone's heatmaps was promoted, and every /predict then failed (503), or
+    predicted NaN."""
+    ctx = backend_app.extensions["dcpose"]
+    cold = serving_model(ctx, 1).name
+    for name in ("p1-v1", "p1-v2", "p1-v3"):
+        make_version(ctx, name)
+    head = version_files(ctx.settings.model_dir, "p1-v1")["head"]
+    write_head(head, nan=True)
+    truncated = version_files(ctx.settings.model_dir, "p1-v2")["head"]
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    write_head(version_files(ctx.settings.model_dir, "p1-v3")["head"], backbone="hrnet_w48")
+    for name, reason in (("p1-v1", "1 tensor(s) hold NaN or infinite values"),
+                         ("p1-v2", "not a readable PyTorch checkpoint"),
+                         ("p1-v3", "trained on hrnet_w48 heatmaps but the backbone is blazepose")):  # fmt: skip
+        resp = app_client.post(f"/versions/{name}/promote")
+        assert resp.status_code == 409, resp.json
+        assert resp.json["error"].startswith(f"the head of model version '{name}' cannot serve: ")
+        assert reason in resp.json["error"], resp.json
+    assert serving_model(ctx, 1).name == cold, "nothing was promoted"
+    with session_scope(ctx.sessions) as session:
+        assert versions.get_model_version(session=session, name="p1-v0") is None
+
+
+def test_a_promotion_by_hand_waits_for_the_gate_promoting_at_the_same_time(backend_app: Flask,
+                                                                           db_url: str) -> None:  # fmt: skip
+    """Before, on PostgreSQL: both transactions found no "p1-v0" and no serving row of the other's; the
+    second failed on the unique index (IntegrityError: a 500 for POST /versions/<name>/promote, a failed
+    job for the gate)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's write transactions are exclusive (BEGIN IMMEDIATE): promotions cannot overlap")
+    ctx = backend_app.extensions["dcpose"]
+    make_version(ctx, "p1-v1")
+    make_version(ctx, "p1-v2")
+    cold = serving_model(ctx, 1).name
+    outcome: dict[str, Any] = {}
+
+    def by_hand() -> None:
+        try:
+            outcome["answer"] = training.promote_version(ctx, "p1-v2")
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND wait_event_type = 'Lock'")  # fmt: skip
+    with session_scope(ctx.sessions) as session:  # the gate promotes p1-v1, its transaction still open
+        verdict = versions.apply_gate_verdict(session=session, candidate="p1-v1", project_id=1, promote=True,
+                                              judged_against=cold, gate={"reason": "better"}, holdout={},
+                                              baseline_holdout={}, backbone_version="blazepose")  # fmt: skip
+        assert verdict == "promoted"
+        thread = threading.Thread(target=by_hand)
+        thread.start()
+        with ctx.sessions() as observer:
+            while not observer.execute(waiting).scalar() and thread.is_alive():  # until it waits for the gate
+                observer.rollback()
+    thread.join()
+    assert "error" not in outcome, repr(outcome.get("error"))
+    assert outcome["answer"] == {"serving": "p1-v2", "project_id": 1, "previous": "p1-v1"}
+    with session_scope(ctx.sessions) as session:
+        states = {v.name: v.state for v in versions.list_versions(session=session, project_id=1)}
+    assert states == {"p1-v0": "retired", "p1-v1": "retired", "p1-v2": "serving"}
+
+
+def test_predict_names_the_serving_version_whose_head_file_is_gone(backend_settings: Settings,
+                                                                   synth_video: SynthVideo) -> None:  # fmt: skip
+    """Before: every /predict answered 503 "model PredictorSpec(backbone='simulated', checkpoint=None,
+    head='...') cannot be loaded", naming neither the version nor what to do."""
+    from backend.app import create_app
+    from tests.backend.head_factory import head_factory
+    from tests.backend.services.test_events import CONFIG
+
+    app = create_app(backend_settings, predictor_factory=head_factory(synth_video))
+    ctx = app.extensions["dcpose"]
+    try:
+        make_version(ctx, "p1-v1", backbone="simulated")
+        head = version_files(ctx.settings.model_dir, "p1-v1")["head"]
+        client = app.test_client()
+        assert client.post("/versions/p1-v1/promote").status_code == 200
+        head.unlink()  # removed by hand while it serves (its predictor not loaded yet, as after a restart)
+        body = {"project": "1.1700000000", "label_config": CONFIG, "tasks": [synth_video.task(1)]}
+        resp = client.post("/predict", json=body)
+        assert resp.status_code == 503, resp.json
+        assert resp.json["error"] == (f"serving model version 'p1-v1' cannot be loaded: checkpoint file not found: "
+                                      f"{head}; promote a version whose head loads "
+                                      "(POST /versions/<name>/promote)")  # fmt: skip
+        assert client.post("/versions/p1-v0/promote").status_code == 200  # back to the model served before
+        assert client.post("/predict", json=body).status_code == 200
+    finally:
+        ctx.close()

@@ -54,6 +54,11 @@ def failing_job(ctx: BackendContext, *, job_id: str, report: Any, **params: Any)
     raise RuntimeError("boom at step 1")
 
 
+def diverging_job(ctx: BackendContext, *, job_id: str, report: Any, **params: Any) -> dict:
+    report(step=1, loss=float("nan"), epoch_losses=[0.5, float("inf")])
+    raise ValueError("training diverged at step 1")
+
+
 def rejecting_job(ctx: BackendContext, *, job_id: str, report: Any, **params: Any) -> dict:
     return {"state": "rejected", "margin": -0.5}
 
@@ -67,7 +72,7 @@ def blocking_call(ctx: BackendContext, **params: Any) -> None:
 @pytest.fixture(autouse=True)
 def test_functions(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     functions = dict(registry.JOB_FUNCTIONS)
-    for name in ("blocking_job", "failing_job", "rejecting_job", "blocking_call"):
+    for name in ("blocking_job", "failing_job", "diverging_job", "rejecting_job", "blocking_call"):
         functions[name] = f"tests.backend.jobs.test_runners:{name}"
     monkeypatch.setattr(registry, "JOB_FUNCTIONS", functions)
     RELEASE.clear()
@@ -114,6 +119,17 @@ def test_thread_runner_runs_coalesces_and_records_outcomes(backend_app: Flask) -
         runner.submit("train", 1, "nope")
     listed = backend_app.test_client().get("/jobs?project=1&kind=preannotate").json["jobs"]
     assert [j["state"] for j in listed] == ["succeeded", "succeeded"] and listed[1]["id"] == first
+
+
+def test_a_job_reporting_a_nan_loss_fails_with_its_own_error(backend_app: Flask) -> None:
+    """Before: the NaN in the progress made the progress write fail (the JSON column refuses NaN), and
+    then the failure record too: the job's error was lost (a training job's process exited with status 1)."""
+    ctx = backend_app.extensions["dcpose"]
+    job_id = ctx.runner.submit("train", 1, "diverging_job")
+    assert ctx.runner.drain(10)
+    done = job(ctx, job_id)
+    assert (done.state, done.error) == ("failed", "ValueError: training diverged at step 1")
+    assert (done.progress["step"], done.progress["loss"], done.progress["epoch_losses"]) == (1, None, [0.5, None])
 
 
 def test_thread_runner_counts_the_events_waiting_in_its_lanes(backend_app: Flask) -> None:

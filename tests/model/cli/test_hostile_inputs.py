@@ -3,6 +3,7 @@ and exit status 2 before any model runs, never a traceback, a silently damaged f
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -170,6 +171,80 @@ def test_train_refuses_frames_that_do_not_decode(
     assert len(errors) == 1 and "000001.jpg: cannot decode image" in errors[0], errors
     assert "Traceback" not in capsys.readouterr().err
     assert not (tmp_path / "h.pt").exists()
+
+
+def _label(labels: Path, frames: list[int]) -> None:
+    """One person labelled on each of `frames` of the listing."""
+    data = json.loads(labels.read_text())
+    for i in frames:
+        data["images"][i]["is_labeled"] = True
+    data["annotations"] = [{"id": i, "image_id": 10000 + i, "track_id": 0, "bbox": [10, 10, 30, 30],
+                            "keypoints": [20, 20, 2] * 17} for i in frames]  # fmt: skip
+    labels.write_text(json.dumps(data))
+
+
+def test_train_without_frames_left_to_train_on_names_the_option(
+    labelled: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: two neighbouring labelled frames, one held out and the other dropped beside it, were refused
+    with "train_head needs at least one training sample; label some frames first" (they are labelled); one
+    labelled frame with "use fraction=0", an option the command does not have."""
+    from model.testing.simulated import SimulatedBackbone
+
+    root, labels = labelled
+    argv = ["train", "--videos", str(root), "--labels", str(labels), "--out", str(tmp_path / "h.pt")]
+    cases = (([1, 2], "none of the 2 labelled persons is left to train on: 1 held out (--holdout 0.2), the rest "
+                      "within --distance 1 of them; label more frames or use --holdout 0"),
+             ([1], "cannot hold out frames of video 'v': it has 1 labelled frame(s); label more frames or use "
+                   "fraction=0 (--holdout 0)"))  # fmt: skip
+    for frames, message in cases:
+        _label(labels, frames)
+        factory = functools.partial(lambda gt, args: SimulatedBackbone(gt), posetrack.load(labels))
+        assert model_main(argv, backbone_factory=factory) == EXIT_USAGE
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert errors == [f"{labels}: {message}"], errors
+        caplog.clear()
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "h.pt").exists()
+
+
+class NaNHeatmaps:
+    """A backbone whose heatmaps of one joint are NaN (a half-precision overflow, broken weights)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:  # name, version, ...
+        return getattr(self.inner, name)
+
+    def for_video(self, name: str) -> NaNHeatmaps:
+        return NaNHeatmaps(self.inner.for_video(name))
+
+    def heatmaps(self, *args: object) -> object:
+        out = self.inner.heatmaps(*args)
+        out[:, 3] = float("nan")
+        return out
+
+
+def test_train_whose_loss_becomes_nan_fails_and_writes_no_checkpoint(
+    labelled: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: the NaN loss never beat the best score, so the run ended "trained" on its initial weights,
+    wrote them as the checkpoint and exited 0."""
+    from model.testing.simulated import SimulatedBackbone
+
+    root, labels = labelled
+    _label(labels, [0, 2])
+    out = tmp_path / "h.pt"
+    argv = ["train", "--videos", str(root), "--labels", str(labels), "--out", str(out), "--holdout", "0",
+            "--epochs", "1", "--no-augment", "--lr", "1e6"]  # fmt: skip
+    backbone = NaNHeatmaps(SimulatedBackbone(posetrack.load(labels)))
+    assert model_main(argv, backbone_factory=lambda args: backbone) == EXIT_USAGE
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["training diverged: the loss of epoch 1 is nan (lr 1e+06); lower the learning rate, or "
+                      "check the backbone's heatmaps and the labels for NaN"], errors  # fmt: skip
+    assert "Traceback" not in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [

@@ -127,6 +127,15 @@ def test_build_samples_takes_labelled_human_poses_and_picks_neighbours() -> None
     assert samples[1].box == Box(20, 40, 50, 120)
 
 
+def test_a_box_too_thin_to_crop_skips_its_person_not_the_run() -> None:
+    """Before: a box 0.04 px wide passed the w > 0 check, was rounded to 0.0 px for the sample, and the
+    heatmap cache then failed the whole run ("box has no extent (w=0.0, h=0.0)")."""
+    thin = Person(_person(10).keypoints, box=Box(10, 40, 0.04, 120), track_id=2)
+    video = Video("v", 3, [Frame(1, [_person(50, track_id=1), thin], is_labeled=True)])
+    samples = build_samples({"v": video})
+    assert [(s.track_id, s.box) for s in samples] == [(1, Box(40, 40, 50, 120))]
+
+
 def test_split_holdout_by_video_is_deterministic_and_disjoint() -> None:
     videos = {f"v{k}": Video(f"v{k}", 5, [Frame(t, [_person(10 + t)], True) for t in range(5)]) for k in range(5)}
     samples = build_samples(videos)
@@ -362,6 +371,29 @@ def test_backbone_in_the_loop_and_should_stop(synth) -> None:
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="same aspect"):
         TrainConfig(input_size=(72, 96), heatmap_size=(24, 24))
+
+
+class NaNBackbone(CountingBackbone):
+    """A backbone whose heatmaps of one joint are NaN (a half-precision overflow, broken weights)."""
+
+    def for_video(self, name: str) -> NaNBackbone:
+        return NaNBackbone(self.inner.for_video(name), self.counter)
+
+    def heatmaps(self, crops, geoms, frame_indices):
+        out = super().heatmaps(crops, geoms, frame_indices)
+        out[:, 3] = float("nan")
+        return out
+
+
+def test_a_loss_that_becomes_nan_fails_the_run(synth) -> None:
+    """Before: NaN never beat the best score, so the run ended as if trained (best_epoch -1), holding its
+    initial weights, which the CLI and the service then saved as a trained head."""
+    videos, readers = synth
+    samples = build_samples(videos)
+    config = TrainConfig(epochs=2, batch_size=2, augment=False, bn_samples=0, **SMALL)
+    with pytest.raises(ValueError, match=r"training diverged: the loss of epoch 1 is nan \(lr 0.0001\)"):
+        train_head(build_dcpose(backbone=None), NaNBackbone(SimulatedBackbone(videos)), readers, samples[:2],
+                   holdout=samples[-1:], config=config)  # fmt: skip
 
 
 def test_amp_is_turned_off_where_bfloat16_is_not_native(synth, monkeypatch: pytest.MonkeyPatch,
