@@ -70,6 +70,34 @@ def test_a_second_hit_lasting_a_few_frames_on_a_tracked_person_is_dropped() -> N
         assert drop_flicker(persons) == persons
 
 
+def _posed(track_id: int, box: Box, head: tuple[float, float]) -> Person:
+    """A detected, confident person in `box` whose 17 joints hang from `head` in a column 120 px tall."""
+    kps = np.zeros((17, 3))
+    kps[:, 0] = head[0] + np.tile([-8.0, 8.0], 9)[:17]
+    kps[:, 1] = head[1] + np.linspace(0, 120, 17)
+    kps[:, 2] = 1
+    return Person(keypoints=kps, scores=np.full(17, 0.9), track_id=track_id, box=box, score=0.9,
+                  extra={"box_source": "detected"})
+
+
+def test_a_person_behind_another_is_kept_where_a_second_hit_on_them_goes() -> None:
+    # Track 0 stands in front on all 12 frames; track 1 is found on frames 2-8 only, its box inside
+    # track 0's on every one (a seated man behind a standing one: seen on a real CrowdPose still).
+    front = {f: _posed(0, Box(100, 40, 80, 170), (140, 50)) for f in range(12)}
+
+    def run(rider_head: tuple[float, float]) -> set[int]:
+        persons = {f: [front[f]] for f in range(12)}
+        for f in range(2, 9):
+            persons[f].append(_posed(1, Box(110, 50, 60, 150), rider_head))
+        return {p.track_id for people in drop_flicker(persons).values() for p in people}
+
+    # Its joints lie where track 0's are: a second hit on the same person, dropped.
+    assert run((141, 52)) == {0}
+    # Its head 25 px to the side and 30 px lower (0.24 x the smaller box diagonal apart): a person of
+    # their own, kept.
+    assert run((165, 80)) == {0, 1}
+
+
 def test_a_detected_box_holding_no_pose_is_dropped_even_on_one_frame() -> None:
     def person(tid: int, joint_score: float, source: str = "detected") -> Person:
         return Person(track_id=tid, box=Box(40 * tid, 0, 30, 60), scores=np.full(17, joint_score), score=0.5,
