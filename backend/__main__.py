@@ -18,6 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from backend.db.session import DatabaseSetupError
 from backend.logs import configure_logging
 from backend.ls.importers import add_import_commands
 from backend.settings import Settings, SettingsError, mask_url_password
@@ -58,9 +59,14 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.redis_url:
         print("error: REDIS_URL is not set; without Redis, jobs run inside the web process", file=sys.stderr)
         return 2
+    from redis.exceptions import RedisError
+
     ctx = build_context(settings, runner=runner_factory(settings, "rq"))
     try:
         run_worker(ctx, burst=args.burst)
+    except RedisError as exc:  # refused at start (or lost for good): one line, as for the database
+        print(f"error: REDIS_URL {mask_url_password(settings.redis_url)!r}: {exc}", file=sys.stderr)
+        return 1
     finally:
         ctx.close()
     return 0
@@ -134,7 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    return int(args.func(args, settings))
+    try:
+        return int(args.func(args, settings))
+    except SettingsError as exc:  # a folder or device of the settings, found unusable at start-up
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

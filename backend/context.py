@@ -19,12 +19,12 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.session import make_engine, migrate, session_factory
+from backend.db.session import open_database, session_factory
 from backend.db.tables import JobKind
 from backend.ls.frames import FrameStore, LabelStudioAccess
 from backend.ls.media import MediaPolicy
 from backend.predictor_cache import PredictorCache, PredictorFactory
-from backend.settings import Settings
+from backend.settings import Settings, SettingsError
 
 
 class NoRunnerError(RuntimeError):
@@ -116,12 +116,15 @@ def build_context(settings: Settings, *, runner: RunnerFactory | None = None,
             None: no runner (CLI jobs run in the foreground). The runner is created, not started.
         predictor_factory: builds predictors (tests inject fast ones); default
             `model.pipeline.predictor.Predictor.create` through the predictor cache.
+
+    Raises:
+        SettingsError: DATA_DIR, MODEL_DIR or FRAME_CACHE_DIR is not a folder that can be created and
+            written to, or DEVICE names a CUDA device that is not there.
+        DatabaseSetupError: DATABASE_URL's database cannot be opened or migrated (`open_database`).
     """
-    if settings.database_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
-    if migrate_db:
-        migrate(engine)
+    _make_folders(settings)
+    _check_device(settings.device)
+    engine = open_database(settings.database_url, migrate_schema=migrate_db)
     access = LabelStudioAccess(settings.label_studio_url, settings.label_studio_api_key)
     ctx = BackendContext(settings, engine, session_factory(engine), PredictorCache(predictor_factory),
                          FrameStore(settings.frame_cache_dir, access, media_policy(settings),
@@ -130,6 +133,36 @@ def build_context(settings: Settings, *, runner: RunnerFactory | None = None,
     if runner is not None:
         ctx.runner = runner(ctx)
     return ctx
+
+
+def _make_folders(settings: Settings) -> None:
+    """Creates the folders the service writes to, or names the one that cannot be (a file is in the way, no
+    permission), before anything starts: otherwise a download or a training run fails much later."""
+    folders = {"MODEL_DIR": settings.model_dir, "FRAME_CACHE_DIR": settings.frame_cache_dir}
+    if settings.database_url.startswith("sqlite"):
+        folders = {"DATA_DIR": settings.data_dir, **folders}
+    for name, folder in folders.items():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise SettingsError(f"{name}={folder}: a file is in the way of this folder") from None
+        except OSError as exc:
+            raise SettingsError(f"{name}={folder}: the folder cannot be created: {exc.strerror}") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise SettingsError(f"{name}={folder}: the folder is not writable by this user")
+
+
+def _check_device(device: str) -> None:
+    """A CUDA DEVICE must be there (a model built on it later would fail every prediction and training run)."""
+    if not device.startswith("cuda"):
+        return
+    import torch  # lazy: only for a CUDA device
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        here = f"there are {count} CUDA device(s) here" if count else "CUDA is not available here"
+        raise SettingsError(f"DEVICE={device}: {here}; use cpu or auto")
 
 
 def _after_fork_in_child(ref: weakref.ref[BackendContext]) -> None:

@@ -166,6 +166,12 @@ class Settings:
             raise SettingsError(
                 f"REDIS_URL={mask_url_password(self.redis_url)!r}: expected redis://host:port/db"
             )
+        from backend.db.session import normalize_url  # lazy: SQLAlchemy, only once settings are made
+
+        try:
+            normalize_url(self.database_url)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"LOG_LEVEL={self.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
         if not self.max_request_mb > 0:

@@ -5,8 +5,8 @@ Map:
   Correction, Job, WebhookEvent) and the UTC datetime type.
 - `session`: `make_engine(url)` (SQLite WAL / PostgreSQL via psycopg 3), `session_factory`,
   `session_scope` (commit/rollback), `read_scope` / `read_session` (read-only, no SQLite write lock),
-  `migrate(url_or_engine)` (alembic upgrade head, no alembic.ini),
-  `default_sqlite_url(data_dir)`.
+  `migrate(url_or_engine)` (alembic upgrade head, no alembic.ini), `open_database(url)` (a process's
+  engine, migrated, or one `DatabaseSetupError` saying what is wrong), `default_sqlite_url(data_dir)`.
 - `queries`: plain functions with a keyword-only `session`: idempotent upserts of projects, videos,
   tasks, predictions and annotations; corrections.
 - `persons`: the JSON of the `persons` columns (NaN stored as null).

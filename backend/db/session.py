@@ -9,7 +9,13 @@ process, writers queue for that lock in `backend.db.sqlite_lock` (first come fir
 processing after webhook intake); `read_scope` reads without it.
 
 PostgreSQL goes through psycopg 3 (``postgresql+psycopg://user@host/db``); plain ``postgresql://``
-and ``postgres://`` URLs are rewritten to that driver.
+and ``postgres://`` URLs are rewritten to that driver. A connection attempt gives up after
+`PG_CONNECT_TIMEOUT_S` unless the URL says otherwise (``?connect_timeout=N``): a server that takes the
+connection and never answers held start-up, and every request, for ever.
+
+`open_database(url)` is what a process starts with: the engine, its schema migrated, or one
+`DatabaseSetupError` saying what is wrong (server unreachable, not a database file, a schema from a
+newer version of the backend), with the URL's password masked.
 """
 
 from __future__ import annotations
@@ -24,19 +30,26 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db import sqlite_lock
 from backend.db.sqlite_lock import WriteLock
+from backend.settings import mask_url_password
 
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout unless the URL sets one
 # Serialises concurrent `migrate` calls on one PostgreSQL database (e.g. several gunicorn workers).
 _PG_MIGRATION_LOCK = 7_303_201
 _READ_ONLY = "dcpose_read_only"  # execution option of read_scope connections
+
+
+class DatabaseSetupError(RuntimeError):
+    """The database of DATABASE_URL cannot be opened or migrated; the message names the URL (password masked)
+    and the problem."""
 
 
 def default_sqlite_url(data_dir: str | Path) -> str:
@@ -50,20 +63,38 @@ def normalize_url(url: str | URL) -> URL:
     """Parse a database URL, sending PostgreSQL to the psycopg 3 driver.
 
     Raises:
-        ValueError: the URL cannot be parsed or names a database other than SQLite/PostgreSQL.
+        ValueError: the URL cannot be parsed, names a database other than SQLite/PostgreSQL, or one
+            this service cannot keep data in (in-memory SQLite, no PostgreSQL database name); the
+            message shows the URL with its password masked.
     """
+    shown = _masked(url)
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
-        raise ValueError(f"DATABASE_URL {str(url)!r} is not a database URL: {exc}") from exc
+        raise ValueError(f"DATABASE_URL {shown!r} is not a database URL: {exc}") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
         raise ValueError(
-            f"DATABASE_URL uses {parsed.get_backend_name()!r}; supported are sqlite:///PATH and "
-            "postgresql+psycopg://USER@HOST/DB"
+            f"DATABASE_URL uses {backend!r}; supported are sqlite:///PATH and postgresql+psycopg://USER@HOST/DB"
         )
+    if backend == "sqlite" and (parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed.database)):
+        raise ValueError(
+            f"DATABASE_URL {shown!r} is an in-memory SQLite database: each connection would get its own, "
+            "empty one, and nothing would be kept; give a file, sqlite:///PATH"
+        )
+    if backend == "postgresql" and not parsed.database:
+        raise ValueError(f"DATABASE_URL {shown!r} names no database: postgresql+psycopg://USER@HOST/DB")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ValueError(f"DATABASE_URL {shown!r}: port {parsed.port} is out of range (1 to 65535)")
     return parsed
+
+
+def _masked(url: str | URL) -> str:
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return mask_url_password(url) or ""
 
 
 def _sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
@@ -119,6 +150,8 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         options["connect_args"] = connect_args
     else:
         options["pool_pre_ping"] = True
+        if "connect_timeout" not in parsed.query:
+            options["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **kwargs.pop("connect_args", {})}
     options.update(kwargs)
     engine = create_engine(parsed, **options)
     if parsed.get_backend_name() == "sqlite":
@@ -207,6 +240,66 @@ def migrate(url_or_engine: str | URL | Engine, revision: str = "head") -> None:
     finally:
         if engine is not url_or_engine:
             engine.dispose()
+
+
+def open_database(url: str | URL, *, migrate_schema: bool = True) -> Engine:
+    """The engine a process starts with: `make_engine(url)`, its schema migrated to head (`migrate`).
+
+    Args:
+        migrate_schema: False: the engine only, nothing connected to yet (a child of a process that migrated).
+
+    Raises:
+        ValueError: the URL itself cannot be used (`normalize_url`).
+        DatabaseSetupError: the database cannot be reached or opened (an SQLite path that is a folder, in a
+            folder that does not exist, or a file that is no database), or its schema comes from a newer
+            version of the backend or cannot be migrated; the message shows the URL with its password masked.
+    """
+    parsed = normalize_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite" and not parsed.query.get("uri"):
+        path = Path(str(parsed.database)).expanduser()  # a relative path is the working directory's, as sqlite3's
+        if path.is_dir():
+            raise DatabaseSetupError(f"DATABASE_URL {shown!r}: {path} is a folder, not a database file")
+        if not path.parent.is_dir():
+            raise DatabaseSetupError(f"DATABASE_URL {shown!r}: the folder {path.parent} does not exist")
+    engine = make_engine(parsed)
+    if not migrate_schema:
+        return engine
+    from alembic.util import CommandError
+
+    step = ""
+    try:
+        revision = current_revision(engine)
+        if revision is not None and not _known_revision(revision):
+            raise DatabaseSetupError(
+                f"DATABASE_URL {shown!r}: its schema is at revision {revision!r}, which this version of the "
+                f"backend does not know (its newest is {head_revision()!r}): a newer version migrated it; run "
+                "that version, or restore a backup of the database taken before"
+            )
+        step = "migrating its schema failed: "
+        migrate(engine)
+    except (SQLAlchemyError, CommandError) as exc:
+        engine.dispose()
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if parsed.password:
+            reason = reason.replace(parsed.password, "***")
+        if parsed.get_backend_name() == "sqlite" and "not a database" in reason:
+            reason = f"{parsed.database} is not an SQLite database ({reason})"
+        raise DatabaseSetupError(f"DATABASE_URL {shown!r}: {step}{reason}") from None
+    except DatabaseSetupError:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _known_revision(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory(str(MIGRATIONS_DIR)).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def downgrade(url_or_engine: str | URL | Engine, revision: str = "base") -> None:

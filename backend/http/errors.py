@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from annotation_io.errors import AnnotationFormatError
@@ -94,12 +94,20 @@ def register_error_handlers(app: Flask) -> None:
     for cls in STATUS:
         app.register_error_handler(cls, _typed)
 
-    @app.errorhandler(OperationalError)
-    def _database(exc: OperationalError) -> Any:
-        logger.error("%s %s: database unavailable: %s", request.method, request.path, str(exc).splitlines()[0])
-        return error_response(503, "database unavailable")
-
     @app.errorhandler(Exception)
     def _bug(exc: Exception) -> Any:
         logger.exception("%s %s failed (tasks %s)", request.method, request.path, g.get("task_ids"))
         return error_response(500, f"internal error ({type(exc).__name__}); see the backend log")
+
+    @app.errorhandler(DatabaseError)
+    def _database(exc: DatabaseError) -> Any:
+        if not database_unavailable(exc):  # IntegrityError, ProgrammingError, DataError: a bug of ours
+            return _bug(exc)
+        logger.error("%s %s: database unavailable: %s", request.method, request.path, str(exc).splitlines()[0])
+        return error_response(503, "database unavailable")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means the database cannot be used (server gone, an SQLite file that is no
+    longer a database: plain DatabaseError), rather than a statement of ours that is wrong."""
+    return isinstance(exc, OperationalError) or type(exc) is DatabaseError

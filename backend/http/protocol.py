@@ -13,9 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, g, request
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError
 
-from backend.http.errors import ApiError
+from backend.http.errors import ApiError, database_unavailable
 from backend.http.inputs import current_context, json_body, parse_project_id
 from backend.http.ls_model import DCPoseBackend
 from backend.predictor_cache import ModelUnavailableError
@@ -28,7 +28,9 @@ blueprint = Blueprint("protocol", __name__)
 def health() -> Any:
     try:
         version = serving_model(current_context(), None).name
-    except (OperationalError, ModelUnavailableError) as exc:
+    except (DatabaseError, ModelUnavailableError) as exc:
+        if isinstance(exc, DatabaseError) and not database_unavailable(exc):
+            raise
         return {"status": "DOWN", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}, 503
     return {"status": "UP", "model_class": "DCPoseBackend", "model_version": version}
 

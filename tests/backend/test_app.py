@@ -88,6 +88,9 @@ def test_settings_defaults_need_no_environment(tmp_path: Path) -> None:
         ({"LABEL_STUDIO_URL": "ls:8080"}, "LABEL_STUDIO_URL"),
         ({"REDIS_URL": "http://r:6379"}, "REDIS_URL"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"DATABASE_URL": "sqlite://"}, "DATABASE_URL 'sqlite://' is an in-memory SQLite database"),
+        ({"DATABASE_URL": "postgres://"}, "DATABASE_URL 'postgres://' names no database"),
+        ({"DATABASE_URL": "postgresql://app:pw-s3cret@db:abc/ml"}, r"DATABASE_URL 'postgresql://app:\*\*\*@db:abc/ml'"),
     ],
 )
 def test_settings_errors_name_the_variable(env: dict[str, str], names: str) -> None:
@@ -261,6 +264,26 @@ def test_bugs_give_500_json_and_are_logged_with_the_task_ids(
         "error": "internal error (KeyError); see the backend log"
     }
     assert "tasks [103]" in caplog.text and "KeyError" in caplog.text
+
+
+def test_a_database_file_that_stopped_being_one_gets_503(tmp_path: Path) -> None:
+    """The SQLite file replaced under a running service (a bad restore): /health says DOWN, routes 503, not 500."""
+    data = tmp_path / "data"
+    app = create_app(Settings(data_dir=data, model_dir=tmp_path / "models", frame_cache_dir=tmp_path / "frames"))
+    try:
+        client = app.test_client()
+        assert client.get("/health").status_code == 200
+        app.extensions["dcpose"].engine.dispose()
+        for name in ("backend.db", "backend.db-wal", "backend.db-shm"):
+            (data / name).unlink(missing_ok=True)
+        (data / "backend.db").write_bytes(bytes(range(256)) * 32)
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json["status"] == "DOWN"
+        assert "file is not a database" in health.json["error"]
+        assert client.get("/versions").status_code == 503
+        assert client.get("/versions").json == {"error": "database unavailable"}
+    finally:
+        app.extensions["dcpose"].close()
 
 
 # ----------------------------------------------------------------------------- a real server
