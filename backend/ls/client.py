@@ -5,17 +5,25 @@ personal access token is a JWT *refresh* token, exchanged at `POST /api/token/re
 short-lived access token sent as `Bearer`. The kind is detected from the key's shape. Access tokens
 are refreshed shortly before they expire and once more on a 401. The key never appears in logs,
 reprs or error messages.
+
+A server is not trusted to behave: an API response is read within a size cap (MAX_BODY_BYTES) and a
+time cap for the whole exchange (ATTEMPT_DEADLINE_S, however slowly it arrives); redirects are followed
+on Label Studio's own host only (the token goes nowhere else); 429 and 502-504 are retried a bounded
+number of times, Retry-After capped (MAX_RETRY_WAIT_S); a body that is not JSON, or JSON of the wrong
+shape, is a LabelStudioError naming the endpoint; task listings that repeat themselves stop.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import email.utils
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
@@ -24,6 +32,7 @@ from urllib.request import url2pathname
 import requests
 import urllib3
 
+from backend.ls.media import Deadline, deadline_session
 from backend.settings import mask_url_password
 
 logger = logging.getLogger(__name__)
@@ -37,7 +46,20 @@ REFRESH_MARGIN_S = 30.0
 REASON_CHARS = 500
 # Bytes of a streamed error body read for its reason (the rest is never read).
 ERROR_BODY_BYTES = 64 * 1024
+# The largest API response read (a page of 100 tasks with their annotations is a few MB).
+MAX_BODY_BYTES = 128 * 1024 * 1024
+# The most one API request may take in all, redirects, headers and body included (a socket timeout
+# bounds one read only: a server sending a byte every few seconds could hold a call for hours).
+ATTEMPT_DEADLINE_S = 300.0
+# The longest pause before a retry, a server's Retry-After included (10**9 s or a date years ahead).
+MAX_RETRY_WAIT_S = 60.0
+MAX_REDIRECTS = 5
+# The most tasks one listing yields: a server inventing new pages for ever is stopped there.
+MAX_TASKS = 5_000_000
 _IDEMPOTENT = frozenset({"GET", "HEAD"})
+# Statuses retried: 429 (any method: it was not processed), 502-504 (GET/HEAD: a proxy's, LS restarting).
+_RETRIED = frozenset({429, 502, 503, 504})
+_BROKEN = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
 
 
 class LabelStudioError(RuntimeError):
@@ -102,20 +124,55 @@ def mask_secret(secret: str | None) -> str:
     return "***" if secret else "<none>"
 
 
-def _reason(resp: requests.Response, content: bytes | None = None) -> str:
+def _reason(resp: requests.Response, content: bytes | None = None,
+            scrub: Callable[[str], str] = str) -> str:  # fmt: skip
     """LS's explanation of an error response, on one line and truncated (from `content`, the start of a
-    streamed body, when given)."""
+    streamed body, when given); `scrub` masks secrets before the cut, which could keep a secret's start."""
     try:
-        body = resp.json() if content is None else json.loads(content)
-    except ValueError:
-        text = resp.text if content is None else content.decode("utf-8", errors="replace")
+        body = resp.json() if content is None else json.loads(content[:ERROR_BODY_BYTES])
+    except (ValueError, RecursionError):
+        text = resp.text if content is None else content[:ERROR_BODY_BYTES].decode("utf-8", errors="replace")
     else:
         text = json.dumps(body)
         if isinstance(body, dict):  # LS 1.23: {"status_code", "detail", "validation_errors": {field: [msg]}}
             parts = [body[k] for k in ("detail", "error", "validation_errors") if body.get(k)]
             text = ": ".join(p if isinstance(p, str) else json.dumps(p) for p in parts) or text
-    text = " ".join(str(text).split()) or resp.reason or ""
+    text = " ".join(scrub(str(text)).split()) or resp.reason or ""
     return text if len(text) <= REASON_CHARS else text[:REASON_CHARS] + "…"
+
+
+def _kind(body: Any) -> str:
+    """How a message names a JSON value's type: "null", "list", "str", ..."""
+    return "null" if body is None else type(body).__name__
+
+
+def as_id(value: Any, method: str, path: str, what: str) -> int:
+    """`value` as a Label Studio object id: a positive integer (not a bool, a float or a string).
+
+    Raises:
+        LabelStudioError: anything else, named by `what` ("'id'", "task 3's 'id'").
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return value
+    shown = repr(value)[:40] if value is not None else "missing"
+    raise LabelStudioError(method, path, f"{what} is {shown}, not a Label Studio id (a positive integer)")
+
+
+def retry_wait(resp: requests.Response, fallback: float, cap: float) -> float:
+    """Seconds to wait before retrying `resp`: its Retry-After (seconds or an HTTP date) or `fallback`,
+    at most `cap` (a server asking for 10**9 s, or a date years ahead, gets `cap`)."""
+    value = resp.headers.get("Retry-After", "").strip()
+    if value.isascii() and value.isdigit():
+        wait = float(value) if len(value) < 10 else cap
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            when = None
+        if when is not None and when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        wait = (when - datetime.now(UTC)).total_seconds() if when is not None else fallback
+    return min(max(wait, 0.0), cap)
 
 
 def _start_of(resp: requests.Response) -> bytes:
@@ -132,17 +189,22 @@ class LabelStudioClient:
     Args:
         url: base URL of Label Studio, e.g. "http://127.0.0.1:8080".
         api_key: a legacy token or a personal access token (JWT refresh token).
-        timeout: seconds per request (connect and read).
-        retries: extra attempts for GET/HEAD requests that fail to connect or time out.
+        timeout: seconds per socket operation (connect, each read).
+        retries: extra attempts for GET/HEAD requests that fail to connect, time out, break off or get
+            429/502/503/504, and for any request that gets 429 (Label Studio did not process it).
         backoff: seconds before the first retry; doubled for each next one.
-        session: a requests.Session to use (one is created otherwise).
+        session: a requests.Session to use (one whose requests a `Deadline` can cut is created otherwise).
+        max_body_bytes: the largest API response read; a larger one fails the call.
+        deadline: the most seconds one API request may take in all (redirects, headers and body).
+        max_wait: the longest pause before a retry, a server's Retry-After included.
 
     Raises:
         ValueError: empty api_key, or a url that is not http(s)://host.
     """
 
     def __init__(self, url: str, api_key: str, *, timeout: float = 30, retries: int = 3, backoff: float = 0.5,
-                 session: requests.Session | None = None) -> None:  # fmt: skip
+                 session: requests.Session | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+                 deadline: float = ATTEMPT_DEADLINE_S, max_wait: float = MAX_RETRY_WAIT_S) -> None:  # fmt: skip
         if urlsplit(url or "").scheme not in ("http", "https") or not urlsplit(url).netloc:
             raise ValueError(f"Label Studio url must look like http://host:port, got {shown_url(url)!r}")
         if not api_key or not api_key.strip():
@@ -150,12 +212,13 @@ class LabelStudioClient:
         self.url = url.rstrip("/")
         self._shown_url = shown_url(self.url)  # what messages and the repr name: no password
         self.timeout, self.retries, self.backoff = timeout, max(int(retries), 0), backoff
+        self.max_body_bytes, self.deadline, self.max_wait = max_body_bytes, deadline, max_wait
         self._key = api_key.strip()
         self.kind: TokenKind = token_kind(self._key)
         self._access: str | None = None
         self._access_exp: float | None = None
         self._lock = threading.Lock()
-        self._session = session or requests.Session()
+        self._session = session or deadline_session()
 
     def __repr__(self) -> str:
         return f"LabelStudioClient(url={self._shown_url!r}, token={mask_secret(self._key)}, kind={self.kind!r})"
@@ -179,21 +242,17 @@ class LabelStudioClient:
         return text
 
     def _refresh_access(self) -> None:
-        """Exchanges the personal access (refresh) token for a new access token."""
+        """Exchanges the personal access (refresh) token for a new access token (the token travels in the
+        body: a redirect to another host is not followed)."""
         path = "/api/token/refresh/"
-        try:
-            resp = self._session.post(self.url + path, json={"refresh": self._key}, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise LabelStudioError("POST", path, f"cannot reach {self._shown_url}: {type(exc).__name__}") from None
+        resp, content = self._fetch("POST", path, auth=False, json_body={"refresh": self._key})
         if resp.status_code != 200:
-            reason = self._scrub(_reason(resp))
+            reason = _reason(resp, content, self._scrub)
             message = f"{resp.status_code}: personal access token {mask_secret(self._key)} was refused"
             message += f" ({reason}); create a new one in Label Studio (Account & Settings)"
             raise LabelStudioError("POST", path, message, status=resp.status_code, reason=reason)
-        try:
-            access = resp.json().get("access")
-        except (ValueError, AttributeError):
-            access = None
+        body = self._json(resp, content, "POST", path)
+        access = body.get("access") if isinstance(body, dict) else None
         if not isinstance(access, str) or not access:
             raise LabelStudioError("POST", path, "response has no 'access' token", status=resp.status_code)
         exp = (jwt_claims(access) or {}).get("exp")
@@ -212,10 +271,11 @@ class LabelStudioClient:
 
     # ------------------------------------------------------------------------------- requests
 
-    def _send(self, method: str, url: str, *, auth: bool, **kwargs: Any) -> requests.Response:
-        """One request with auth (refreshing once on 401) and retries for idempotent methods."""
+    def _send(self, method: str, url: str, *, auth: bool, retry: bool = True, **kwargs: Any) -> requests.Response:
+        """One request with auth (refreshing once on 401); `retry`: retries for idempotent methods that
+        fail to connect or time out (else such failures are raised as they are)."""
         path = urlsplit(url).path
-        attempts = 1 + (self.retries if method in _IDEMPOTENT else 0)
+        attempts = 1 + (self.retries if retry and method in _IDEMPOTENT else 0)
         kwargs.setdefault("timeout", self.timeout)
         for attempt in range(attempts):
             try:
@@ -228,6 +288,8 @@ class LabelStudioClient:
                     resp = self._session.request(method, url, headers=headers, **kwargs)
                 return resp
             except (requests.ConnectionError, requests.Timeout) as exc:
+                if not retry:
+                    raise
                 if attempt + 1 >= attempts:
                     message = f"cannot reach {self._shown_url} after {attempts} attempt(s): {type(exc).__name__}"
                     raise LabelStudioError(method, path, message) from None
@@ -236,15 +298,137 @@ class LabelStudioClient:
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _fetch(self, method: str, path: str, *, auth: bool = True, params: Json | None = None,
+               json_body: Any = None) -> tuple[requests.Response, bytes]:  # fmt: skip
+        """An API call's (closed) response and body, with bounded retries (see the class's `retries`).
+
+        Raises:
+            LabelStudioError: unreachable or broken off after the retries, redirected off Label Studio's
+                host, a body over `max_body_bytes`, or longer than `deadline`.
+        """
+        method = method.upper()
+        retried = _RETRIED if method in _IDEMPOTENT else frozenset({429})
+        for attempt in range(1 + self.retries):
+            last = attempt == self.retries
+            try:
+                resp, content = self._attempt(method, self.url + path, auth=auth, params=params, json=json_body)
+            except requests.RequestException as exc:
+                if method not in _IDEMPOTENT or last:
+                    failed = f"the answer from {self._shown_url} broke off" if isinstance(exc, _BROKEN) \
+                        else f"cannot reach {self._shown_url}"  # fmt: skip
+                    message = f"{failed} after {attempt + 1} attempt(s): {type(exc).__name__}"
+                    raise LabelStudioError(method, path, message) from None
+                why, wait = type(exc).__name__, self._backoff(attempt)
+            else:
+                if resp.status_code not in retried or last:
+                    return resp, content
+                why, wait = str(resp.status_code), retry_wait(resp, self._backoff(attempt), self.max_wait)
+            logger.warning("%s %s: %s, retrying in %.1f s", method, path, why, wait)
+            time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff * 2**attempt, self.max_wait)
+
+    def _attempt(self, method: str, url: str, *, auth: bool, **kwargs: Any) -> tuple[requests.Response, bytes]:
+        """One request and its body within `deadline`, redirects followed on Label Studio's host only.
+
+        Raises:
+            requests.RequestException: unreachable, timed out or broken off.
+            LabelStudioError: redirected elsewhere or too often, a body too large or too slow.
+        """
+        path = urlsplit(url).path
+        with Deadline(self.deadline) as deadline:
+            try:
+                for _ in range(MAX_REDIRECTS + 1):
+                    resp = self._send(method, url, auth=auth, retry=False, stream=True, allow_redirects=False,
+                                      **kwargs)  # fmt: skip
+                    with resp:
+                        if not resp.is_redirect:
+                            return resp, self._body(resp, method, path, deadline)
+                        url, kwargs = self._redirect(resp, method, path, url, kwargs)
+            except requests.RequestException:
+                if deadline.expired:  # the cut connection failed in its own words
+                    raise self._too_slow(method, path) from None
+                raise
+        raise LabelStudioError(method, path, f"more than {MAX_REDIRECTS} redirects (a redirect loop?)")
+
+    def _redirect(self, resp: requests.Response, method: str, path: str, url: str,
+                  kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:  # fmt: skip
+        """(url, request arguments) of the redirect `resp` answers, when it may be followed.
+
+        Raises:
+            LabelStudioError: it leaves Label Studio's host (the token would go there, or be dropped),
+                or it would turn a request with a body into a GET.
+        """
+        target = urljoin(url, resp.headers["Location"])
+        if self._session.should_strip_auth(url, target):
+            where = urlsplit(target)
+            host = shown_url(f"{where.scheme}://{where.netloc}")
+            message = (f"{resp.status_code}: redirected to {host}, another host: not followed (the token goes to "
+                       f"Label Studio only); set LABEL_STUDIO_URL to the address Label Studio answers at")  # fmt: skip
+            raise LabelStudioError(method, path, message, status=resp.status_code)
+        if method not in _IDEMPOTENT and resp.status_code not in (307, 308):
+            message = f"{resp.status_code}: redirected to {urlsplit(target).path}: not followed (the {method} " \
+                      f"would become a GET)"  # fmt: skip
+            raise LabelStudioError(method, path, message, status=resp.status_code)
+        return target, {**kwargs, "params": None}  # the query is in the target
+
+    def _body(self, resp: requests.Response, method: str, path: str, deadline: Deadline) -> bytes:
+        """The body of a streamed response, within `max_body_bytes` and the attempt's deadline.
+
+        Raises:
+            LabelStudioError: larger than the cap, or still arriving at the deadline.
+            requests.RequestException: the connection broke off.
+        """
+        cap = self.max_body_bytes
+        too_large = LabelStudioError(method, path, f"{resp.status_code}: the response is larger than "
+                                     f"{cap / 2**20:g} MB; not read", status=resp.status_code)  # fmt: skip
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isascii() and declared.isdigit() and (len(declared) > 15 or int(declared) > cap):
+            raise too_large
+        body = bytearray()
+        for chunk in resp.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > cap:
+                raise too_large
+        if deadline.expired:  # cut where a body without a length may end: what came is not all of it
+            raise self._too_slow(method, path)
+        return bytes(body)
+
+    def _too_slow(self, method: str, path: str) -> LabelStudioError:
+        message = f"no complete answer from {self._shown_url} within {self.deadline:g} s"
+        return LabelStudioError(method, path, message)
+
+    def _json(self, resp: requests.Response, content: bytes, method: str, path: str) -> Any:
+        """The decoded JSON body.
+
+        Raises:
+            LabelStudioError: not JSON (a login page, a proxy's error page), or nested beyond Python's reach.
+        """
+        try:
+            return json.loads(content)
+        except (ValueError, RecursionError):
+            kind = resp.headers.get("Content-Type", "no Content-Type").split(";")[0].strip()[:100]
+            start = " ".join(self._scrub(content[:ERROR_BODY_BYTES].decode("utf-8", errors="replace")).split())
+            message = f"{resp.status_code}: the response is not JSON ({kind}: {start[:200]!r}); is " \
+                      f"{self._shown_url} Label Studio's API (not a login page or a proxy)?"  # fmt: skip
+            raise LabelStudioError(method, path, message, status=resp.status_code) from None
+
     def _check(self, resp: requests.Response, method: str, path: str,
                content: bytes | None = None) -> requests.Response:  # fmt: skip
         """`resp` when it succeeded, else a LabelStudioError with LS's reason (from `content` if given)."""
         if resp.status_code < 400:
             return resp
-        reason = self._scrub(_reason(resp, content))
+        reason = _reason(resp, content, self._scrub)
         hint = ""
         if resp.status_code == 401:
-            hint = f" (token {mask_secret(self._key)}, {self.kind}: wrong, expired, or legacy tokens off)"
+            hint = f" (the token {mask_secret(self._key)}, {self.kind}, was refused: wrong, expired, or legacy " \
+                   f"tokens off)"  # fmt: skip
+        elif resp.status_code == 403:
+            hint = " (the token's user may not do this)"
+        elif resp.status_code == 404:
+            hint = " (no such object: deleted, or not visible to the token's user)"
         raise LabelStudioError(method, path, f"{resp.status_code}: {reason}{hint}", status=resp.status_code,
                                reason=reason)  # fmt: skip
 
@@ -256,59 +440,100 @@ class LabelStudioClient:
             LabelStudioError: an HTTP error status, an unreachable server or a non-JSON body.
         """
         method = method.upper()
-        resp = self._check(self._send(method, self.url + path, auth=True, params=params, json=json_body),
-                           method, path)  # fmt: skip
-        if not expect_json or not resp.content:
+        resp, content = self._fetch(method, path, params=params, json_body=json_body)
+        self._check(resp, method, path, content)
+        if not expect_json or not content:
             return None
-        try:
-            return resp.json()
-        except ValueError:
-            message = f"{resp.status_code}: response is not JSON: {self._scrub(resp.text[:200])!r}"
-            raise LabelStudioError(method, path, message, status=resp.status_code) from None
+        return self._json(resp, content, method, path)
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> Json:
+        """`request` for an endpoint answering one JSON object with its positive integer "id".
+
+        Raises:
+            LabelStudioError: as `request`; another shape (a list, null, no id, an id "7").
+        """
+        body = self.request(method, path, **kwargs)
+        if not isinstance(body, dict):
+            raise LabelStudioError(method, path, f"expected a JSON object, got {_kind(body)}")
+        as_id(body.get("id"), method, path, "'id'")
+        return body
 
     # ------------------------------------------------------------------------------- API
 
     def whoami(self) -> Json:
         """The user the key belongs to (`GET /api/current-user/whoami`)."""
-        return self.request("GET", "/api/current-user/whoami")
+        return self._object("GET", "/api/current-user/whoami")
 
     def create_project(self, title: str, label_config: str, **fields: Any) -> Json:
         """Creates a project; extra `fields` go into the body (e.g. description)."""
         body = {"title": title, "label_config": label_config, **fields}
-        return self.request("POST", "/api/projects", json_body=body)
+        return self._object("POST", "/api/projects", json_body=body)
 
     def get_project(self, project: int) -> Json:
-        return self.request("GET", f"/api/projects/{int(project)}")
+        """One project (`GET /api/projects/{id}`): a JSON object with its id.
+
+        Raises:
+            LabelStudioError: LS refused (404: no such project), or answered another shape.
+        """
+        return self._object("GET", f"/api/projects/{int(project)}")
 
     def iter_tasks(self, project: int, *, page_size: int = 100, fields: str = "all") -> Iterator[Json]:
         """Yields the project's tasks page by page (`GET /api/tasks`).
 
         LS 1.23 answers `{"tasks": [...], "total": n, ...}`; older servers a bare list. Both are read;
         paging stops at `total`, at a short or empty page, or at LS's 404 past the last page.
-        `fields="task_only"` leaves out annotations and predictions (their counts stay).
+        `fields="task_only"` leaves out annotations and predictions (their counts stay). A task listed
+        again on a later page is yielded once.
+
+        Raises:
+            LabelStudioError: LS refused; a page of another shape (not a list of objects with integer ids, a
+                `total` that is no count); a page holding only tasks already listed (the same page again,
+                which would never end); more than MAX_TASKS tasks.
         """
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
-        seen, page = 0, 1
+        path, seen, page = "/api/tasks", set(), 1
         while True:
             params = {"project": int(project), "fields": fields, "page": page, "page_size": page_size}
-            resp = self._send("GET", self.url + "/api/tasks", auth=True, params=params)
+            resp, content = self._fetch("GET", path, params=params)
             if resp.status_code == 404 and page > 1:
                 return
-            body = self._check(resp, "GET", "/api/tasks").json()
-            if isinstance(body, dict) and isinstance(body.get("tasks"), list):
-                tasks, total = body["tasks"], body.get("total")
-            elif isinstance(body, list):
-                tasks, total = body, None
-            else:
-                keys = sorted(body)[:6] if isinstance(body, dict) else ""
-                message = f"unexpected response shape {type(body).__name__} {keys}"
-                raise LabelStudioError("GET", "/api/tasks", message, status=resp.status_code)
-            yield from tasks
-            seen += len(tasks)
-            if not tasks or len(tasks) < page_size or (isinstance(total, int) and seen >= total):
+            self._check(resp, "GET", path, content)
+            tasks, total = self._task_page(self._json(resp, content, "GET", path), page)
+            new = [t for t in tasks if t["id"] not in seen]
+            if tasks and not new:
+                message = f"page {page} lists only tasks of earlier pages (the same page again?); stopped"
+                raise LabelStudioError("GET", path, message, status=resp.status_code)
+            seen.update(t["id"] for t in new)
+            if len(seen) > MAX_TASKS:
+                raise LabelStudioError("GET", path, f"more than {MAX_TASKS} tasks listed; stopped")
+            yield from new
+            if not tasks or len(tasks) < page_size or (total is not None and len(seen) >= total):
                 return
             page += 1
+
+    @staticmethod
+    def _task_page(body: Any, page: int) -> tuple[list[Json], int | None]:
+        """(tasks, total or None) of one page of `GET /api/tasks`.
+
+        Raises:
+            LabelStudioError: another shape.
+        """
+        path = "/api/tasks"
+        if isinstance(body, dict) and isinstance(body.get("tasks"), list):
+            tasks, total = body["tasks"], body.get("total")
+        elif isinstance(body, list):
+            tasks, total = body, None
+        else:
+            keys = sorted(body)[:6] if isinstance(body, dict) else ""
+            raise LabelStudioError("GET", path, f"unexpected response shape {_kind(body)} {keys}".rstrip())
+        if total is not None and not (isinstance(total, int) and not isinstance(total, bool) and total >= 0):
+            raise LabelStudioError("GET", path, f"page {page}: 'total' is {repr(total)[:40]}, not a task count")
+        for n, task in enumerate(tasks):
+            if not isinstance(task, dict):
+                raise LabelStudioError("GET", path, f"page {page}: task {n} is {_kind(task)}, not a JSON object")
+            as_id(task.get("id"), "GET", path, f"page {page}: task {n}'s 'id'")
+        return tasks, total
 
     def list_tasks(self, project: int, page_size: int = 100, *, fields: str = "all") -> list[Json]:
         """All tasks of a project (see `iter_tasks`)."""
@@ -317,7 +542,7 @@ class LabelStudioClient:
     def get_task(self, task: int) -> Json:
         """One task with annotations and predictions. Note: LS asks a connected ML backend for a
         prediction when the task has none (as when the labelling UI opens it)."""
-        return self.request("GET", f"/api/tasks/{int(task)}")
+        return self._object("GET", f"/api/tasks/{int(task)}")
 
     def import_tasks(self, project: int, tasks: list[Json]) -> list[int]:
         """Imports tasks (`{"data": ..., "annotations"?: [...], "predictions"?: [...]}`); returns their ids.
@@ -335,7 +560,7 @@ class LabelStudioClient:
             got = len(ids) if isinstance(ids, list) else "no"
             message = f"imported {count} of {len(tasks)} task(s), {got} task ids back"
             raise LabelStudioError("POST", path, message)
-        return [int(i) for i in ids]
+        return [as_id(i, "POST", path, "a returned task id") for i in ids]
 
     def create_prediction(self, task: int, result: list[Json], score: float | None = None,
                           model_version: str | None = None) -> Json:  # fmt: skip
@@ -345,7 +570,7 @@ class LabelStudioClient:
             body["score"] = float(score)
         if model_version is not None:
             body["model_version"] = model_version
-        return self.request("POST", "/api/predictions", json_body=body)
+        return self._object("POST", "/api/predictions", json_body=body)
 
     def create_annotation(self, task: int, result: list[Json], *, lead_time: float | None = None,
                           parent_prediction: int | None = None, ground_truth: bool = False,
@@ -356,12 +581,12 @@ class LabelStudioClient:
             body["lead_time"] = float(lead_time)
         if parent_prediction is not None:
             body["parent_prediction"] = int(parent_prediction)
-        return self.request("POST", f"/api/tasks/{int(task)}/annotations", json_body=body)
+        return self._object("POST", f"/api/tasks/{int(task)}/annotations", json_body=body)
 
     def update_annotation(self, annotation: int, result: list[Json], **fields: Any) -> Json:
         """Replaces an annotation's result (`PATCH /api/annotations/{id}`)."""
         body = {"result": result, **fields}
-        return self.request("PATCH", f"/api/annotations/{int(annotation)}", json_body=body)
+        return self._object("PATCH", f"/api/annotations/{int(annotation)}", json_body=body)
 
     def delete_annotation(self, annotation: int) -> None:
         self.request("DELETE", f"/api/annotations/{int(annotation)}", expect_json=False)
@@ -377,12 +602,17 @@ class LabelStudioClient:
     def add_ml_backend(self, project: int, url: str, title: str, *, is_interactive: bool = False) -> Json:
         """Connects an ML backend (`POST /api/ml`). LS then calls its /health and /setup."""
         body = {"project": int(project), "url": url, "title": title, "is_interactive": is_interactive}
-        return self.request("POST", "/api/ml", json_body=body)
+        return self._object("POST", "/api/ml", json_body=body)
 
     def list_local_storages(self, project: int) -> list[Json]:
-        """The project's local-files import storages."""
-        body = self.request("GET", "/api/storages/localfiles", params={"project": int(project)})
-        return body if isinstance(body, list) else []
+        """The project's local-files import storages (JSON objects with their ids)."""
+        path = "/api/storages/localfiles"
+        body = self.request("GET", path, params={"project": int(project)})
+        if not isinstance(body, list) or not all(isinstance(s, dict) for s in body):
+            raise LabelStudioError("GET", path, f"expected a list of storages, got {_kind(body)}")
+        for n, storage in enumerate(body):
+            as_id(storage.get("id"), "GET", path, f"storage {n}'s 'id'")
+        return body
 
     def create_local_storage(self, project: int, path: str | Path, *, title: str | None = None,
                              sync: bool = False) -> Json:  # fmt: skip
@@ -394,9 +624,9 @@ class LabelStudioClient:
         """
         body = {"project": int(project), "path": str(path), "use_blob_urls": True}
         body["title"] = title or f"frames {Path(path).name}"
-        storage = self.request("POST", "/api/storages/localfiles", json_body=body)
+        storage = self._object("POST", "/api/storages/localfiles", json_body=body)
         if sync:
-            self.sync_local_storage(int(storage["id"]))
+            self.sync_local_storage(storage["id"])
         return storage
 
     def sync_local_storage(self, storage: int) -> Json:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from backend.jobs.registry import SYNC_LS, JobQueueError
-from backend.ls.client import LabelStudioError
+from backend.ls.client import LabelStudioError, as_id
 from backend.services.prediction import serving_model
 
 if TYPE_CHECKING:
@@ -121,18 +121,24 @@ def post_note(ctx: BackendContext, project_id: int, message: str, backend_url: s
 
     Returns:
         How many ML backend cards were retitled.
+
+    Raises:
+        LabelStudioError: LS refused, or listed its ML backends in another shape (not objects with ids).
     """
     client = ctx.ls.client()
     if client is None:
         return 0
     listed: Any = client.request("GET", "/api/ml", params={"project": project_id})
-    backends = [b for b in listed if isinstance(b, dict)] if isinstance(listed, list) else []
+    if not isinstance(listed, list) or not all(isinstance(b, dict) for b in listed):
+        raise LabelStudioError("GET", "/api/ml", f"expected a list of ML backends, got {type(listed).__name__}")
+    backends: list[dict[str, Any]] = listed
     if backend_url:
         mine = [b for b in backends if _same_server(str(b.get("url") or ""), backend_url)]
     else:
         mine = [b for b in backends if str(b.get("title") or "").startswith(NOTE_PREFIX)] or backends[:1]
     title = f"{NOTE_PREFIX}: {' '.join(message.split())}"
-    for b in mine:
-        client.request("PATCH", f"/api/ml/{b['id']}", json_body={"title": title, "url": b.get("url"),
-                                                                  "project": project_id})  # fmt: skip
+    ids = [as_id(b.get("id"), "GET", "/api/ml", "an ML backend's 'id'") for b in mine]  # all checked first
+    for b, backend_id in zip(mine, ids, strict=True):
+        client.request("PATCH", f"/api/ml/{backend_id}", json_body={"title": title, "url": b.get("url"),
+                                                                     "project": project_id})  # fmt: skip
     return len(mine)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from backend.jobs.registry import PREANNOTATE
+from backend.ls.client import LabelStudioClient, LabelStudioError
 from model.pipeline.config import with_propagation
 
 if TYPE_CHECKING:
@@ -86,6 +87,28 @@ def _by_video(items: list[Any]) -> dict[str, list[Any]]:
     return videos
 
 
+# LS statuses that refuse one task's prediction (the task was deleted: 400 "Invalid pk", 404): the job goes on
+# to the next task; any other failure (the token refused, LS down after the client's retries) ends the job.
+TASK_REFUSALS = frozenset({400, 404, 409, 413, 422})
+
+
+def _push(client: LabelStudioClient, task_id: int, prediction: Any, fallback_version: str, job_id: str) -> str:
+    """Pushes one task's prediction: "pushed", or "failed" when LS refuses that task (logged).
+
+    Raises:
+        LabelStudioError: any failure but a refusal of this one task.
+    """
+    try:
+        client.create_prediction(task_id, prediction.result, prediction.score,
+                                 prediction.model_version or fallback_version)  # fmt: skip
+    except LabelStudioError as exc:
+        if exc.status not in TASK_REFUSALS:
+            raise
+        logger.warning("job %s: task %s: Label Studio refused its prediction: %s", job_id, task_id, exc)
+        return "failed"
+    return "pushed"
+
+
 def run_preannotate(ctx: BackendContext, *, job_id: str, report: ProgressReporter, project_id: int,
                     video_id: str | None = None, task_ids: list[int] | None = None,
                     force: bool = False) -> dict[str, Any]:  # fmt: skip
@@ -94,7 +117,8 @@ def run_preannotate(ctx: BackendContext, *, job_id: str, report: ProgressReporte
     Tasks come from `GET /api/tasks`; those that already hold a prediction of the serving version
     (its "+prop" name included: carried labels) are skipped unless `force`. Each video is predicted in frame order in one `predict_video`
     call (cached mode: one backbone pass per person-frame), then each task's prediction is pushed
-    with `POST /api/predictions` and recorded in the DB.
+    with `POST /api/predictions` and recorded in the DB. A task whose prediction LS refuses (deleted
+    meanwhile) counts as failed and is logged; any other LS failure ends the job, failed, with its reason.
 
     Raises:
         ValueError: Label Studio is not configured, or the project's config cannot be served.
@@ -132,8 +156,7 @@ def run_preannotate(ctx: BackendContext, *, job_id: str, report: ProgressReporte
                     counts["failed"] += 1
                     logger.warning("job %s: task %s not predicted: %s", job_id, item.task_id, p.error)
                 else:
-                    client.create_prediction(item.task_id, p.result, p.score, p.model_version or serving.name)
-                    counts["pushed"] += 1
+                    counts[_push(client, item.task_id, p, serving.name, job_id)] += 1
                 report(tasks_done=counts["pushed"] + counts["failed"], **counts)
         report(videos_done=n + 1)
     report.flush()

@@ -329,6 +329,9 @@ class FakeLabelStudio:
     url: str
     tasks: list[dict]
     pushed: list[dict] = field(default_factory=list)
+    refused: set[int] = field(default_factory=set)  # tasks whose predictions it refuses, as for a deleted task
+    ml_backends: list[dict] = field(default_factory=list)
+    patched: list[str] = field(default_factory=list)
 
 
 def _fake_ls(tasks: list[dict], config: str) -> tuple[Flask, FakeLabelStudio]:
@@ -352,8 +355,20 @@ def _fake_ls(tasks: list[dict], config: str) -> tuple[Flask, FakeLabelStudio]:
 
     @app.post("/api/predictions")
     def create_prediction() -> Any:
+        task = request.get_json()["task"]
+        if task in state.refused:  # LS 1.23's answer for a task deleted meanwhile
+            return {"validation_errors": {"task": [f'Invalid pk "{task}" - object does not exist.']}}, 400
         state.pushed.append(request.get_json())
         return {"id": len(state.pushed), **request.get_json()}, 201
+
+    @app.get("/api/ml")
+    def ml_backends() -> Any:
+        return jsonify(state.ml_backends)
+
+    @app.patch("/api/<path:path>")
+    def patch(path: str) -> Any:
+        state.patched.append(path)
+        return {"id": 1}
 
     return app, state
 
@@ -424,6 +439,37 @@ def test_preannotate_pushes_a_projects_predictions_in_frame_order(
     only = client.post("/preannotate", json={"project": 1, "video_id": "another", "force": True})
     drain(ls_app)
     assert client.get(f"/jobs/{only.json['job']}").json["result"]["tasks"] == 0
+
+
+def test_preannotate_goes_on_past_a_task_label_studio_refuses(ls_app: Flask, fake_ls: FakeLabelStudio,
+                                                              synth_video: SynthVideo) -> None:  # fmt: skip
+    """A task deleted while the job runs gets a 400 for its prediction. Before: that ended the whole job, and the
+    predictions of every later task were never pushed."""
+    fake_ls.refused.add(102)
+    client = ls_app.test_client()
+    resp = client.post("/preannotate", json={"project": 1})
+    drain(ls_app)
+    done = client.get(f"/jobs/{resp.json['job']}").json
+    assert done["state"] == "succeeded", done
+    expected = [100 + t for t in range(synth_video.num_frames) if t != 2]
+    assert (done["result"]["pushed"], done["result"]["failed"]) == (len(expected), 1)
+    assert [p["task"] for p in fake_ls.pushed] == expected
+
+
+@pytest.mark.parametrize("backend_id", [None, "2/../../projects/1", 2.0])
+def test_a_note_is_not_posted_to_an_ml_backend_without_an_id(ls_app: Flask, fake_ls: FakeLabelStudio,
+                                                             backend_id: Any) -> None:  # fmt: skip
+    """Before: a card without "id" raised KeyError in the sync job; a string id was put in the PATCH path as it
+    was ("/api/ml/2/../../projects/1")."""
+    from backend.ls.client import LabelStudioError
+    from backend.services import ls_sync
+
+    card = {"url": "http://backend:9090", "title": "DCPose: ready", **({} if backend_id is None else {"id": backend_id})}
+    fake_ls.ml_backends[:] = [card]
+    with pytest.raises(LabelStudioError, match="GET /api/ml: an ML backend's 'id' is"):
+        ls_sync.post_note(ls_app.extensions["dcpose"], 1, "trained")
+    assert fake_ls.patched == []
+    assert ls_sync.sync_project(ls_app.extensions["dcpose"], project_id=1, note="trained") == "unavailable"
 
 
 def test_preannotate_cli(monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path, fake_ls: FakeLabelStudio,

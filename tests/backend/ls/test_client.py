@@ -72,6 +72,7 @@ class FakeTransport(BaseAdapter):
         else:
             resp._content = json.dumps(body).encode()
             resp.headers["content-type"] = "application/json"
+        resp._content_consumed = True  # read, as requests leaves a response after reading its body
         return resp
 
     def close(self) -> None:
