@@ -19,9 +19,9 @@ import sys
 from collections.abc import Sequence
 
 from backend.db.session import DatabaseSetupError
-from backend.logs import configure_logging
+from backend.logs import configure_logging, mask_url_password
 from backend.ls.importers import add_import_commands
-from backend.settings import Settings, SettingsError, mask_url_password
+from backend.settings import Settings, SettingsError
 
 logger = logging.getLogger("backend")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -38,3 +39,15 @@ class SecretQueryFilter(logging.Filter):
         if masked != message:
             record.msg, record.args = masked, ()
         return True
+
+
+def mask_url_password(url: str | None) -> str | None:
+    """`url` with the password of its user-info part replaced by ***."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]  # as given: parts.port raises on a port out of range
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -15,9 +15,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from backend.limits import Limits
+from backend.logs import mask_url_password
 from model.backbones.names import check_backbone_name
 
 logger = logging.getLogger(__name__)
@@ -31,18 +32,6 @@ _LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
 
 class SettingsError(ValueError):
     """An environment variable has a value the service cannot use (the message names it)."""
-
-
-def mask_url_password(url: str | None) -> str | None:
-    """`url` with the password of its user-info part replaced by ***."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]  # as given: parts.port raises on a port out of range
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db import sqlite_lock
 from backend.db.sqlite_lock import WriteLock
-from backend.settings import mask_url_password
+from backend.logs import mask_url_password
 
 logger = logging.getLogger(__name__)
 

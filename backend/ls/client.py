@@ -32,8 +32,8 @@ from urllib.request import url2pathname
 import requests
 import urllib3
 
+from backend.logs import mask_url_password
 from backend.ls.media import Deadline, deadline_session
-from backend.settings import mask_url_password
 
 logger = logging.getLogger(__name__)
 
