@@ -293,6 +293,9 @@ class _BlindDetector:
     def detect_fine(self, frame_bgr: np.ndarray, **kwargs: object) -> list:
         return []
 
+    def detect_split(self, frame_bgr: np.ndarray, **kwargs: object) -> tuple[list, list]:
+        return [], []
+
     def close(self) -> None:
         pass
 
