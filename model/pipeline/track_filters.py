@@ -23,6 +23,7 @@ EMPTY_POSE = 0.2  # a detected box whose best 10 labelled joints score under thi
 LOWER_SCORE = 0.7  # on too few frames, a detected box lying on a box scoring 1 / this x its own is dropped
 OWN_POSE = 0.2  # a rider whose joints lie this far from the longer track's (median, x the smaller box diagonal) ...
 OWN_POSE_JOINTS = 3  # ... judged on the frames where at least this many joints are sure in both, is a person
+OWN_POSE_SCORE = 0.35  # ... when its person score is this high on its median frame (a faint pose is not a person)
 
 
 def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, min_span: int = MIN_SPAN_TO_PRUNE,
@@ -150,7 +151,11 @@ def _riders(persons: dict[int, list[Person]]) -> set[int]:
 def _own_pose(track: dict[int, Person], under: dict[int, Person]) -> bool:
     """Whether `track` holds a pose of its own beside the track `under` it: on the frames where at least
     `OWN_POSE_JOINTS` labelled joints are sure (`MIN_SCORE`) in both, the median distance between those
-    joints is `OWN_POSE` x the smaller box diagonal or more, on the median such frame."""
+    joints is `OWN_POSE` x the smaller box diagonal or more, on the median such frame; and the track's
+    person score is `OWN_POSE_SCORE` or more on its median frame. The man behind scored 0.42-0.43; faint
+    hits on a skier's back and skis (0.01-0.33) had poses apart from his as well."""
+    if float(np.median([p.score or 0.0 for p in track.values()])) < OWN_POSE_SCORE:
+        return False
     apart = [d for f, p in track.items() if (d := _pose_distance(p, under[f])) is not None]
     return bool(apart) and float(np.median(apart)) >= OWN_POSE
 

@@ -70,13 +70,13 @@ def test_a_second_hit_lasting_a_few_frames_on_a_tracked_person_is_dropped() -> N
         assert drop_flicker(persons) == persons
 
 
-def _posed(track_id: int, box: Box, head: tuple[float, float]) -> Person:
-    """A detected, confident person in `box` whose 17 joints hang from `head` in a column 120 px tall."""
+def _posed(track_id: int, box: Box, head: tuple[float, float], score: float = 0.9) -> Person:
+    """A detected person in `box` scoring `score`, whose 17 joints hang from `head` in a column 120 px tall."""
     kps = np.zeros((17, 3))
     kps[:, 0] = head[0] + np.tile([-8.0, 8.0], 9)[:17]
     kps[:, 1] = head[1] + np.linspace(0, 120, 17)
     kps[:, 2] = 1
-    return Person(keypoints=kps, scores=np.full(17, 0.9), track_id=track_id, box=box, score=0.9,
+    return Person(keypoints=kps, scores=np.full(17, 0.9), track_id=track_id, box=box, score=score,
                   extra={"box_source": "detected"})
 
 
@@ -85,10 +85,10 @@ def test_a_person_behind_another_is_kept_where_a_second_hit_on_them_goes() -> No
     # track 0's on every one (a seated man behind a standing one: seen on a real CrowdPose still).
     front = {f: _posed(0, Box(100, 40, 80, 170), (140, 50)) for f in range(12)}
 
-    def run(rider_head: tuple[float, float]) -> set[int]:
+    def run(rider_head: tuple[float, float], score: float = 0.45) -> set[int]:
         persons = {f: [front[f]] for f in range(12)}
         for f in range(2, 9):
-            persons[f].append(_posed(1, Box(110, 50, 60, 150), rider_head))
+            persons[f].append(_posed(1, Box(110, 50, 60, 150), rider_head, score))
         return {p.track_id for people in drop_flicker(persons).values() for p in people}
 
     # Its joints lie where track 0's are: a second hit on the same person, dropped.
@@ -96,6 +96,8 @@ def test_a_person_behind_another_is_kept_where_a_second_hit_on_them_goes() -> No
     # Its head 25 px to the side and 30 px lower (0.24 x the smaller box diagonal apart): a person of
     # their own, kept.
     assert run((165, 80)) == {0, 1}
+    # The same track scoring 0.25 (faint hits on a skier's back and skis had poses apart from his): dropped.
+    assert run((165, 80), 0.25) == {0}
 
 
 def test_a_detected_box_holding_no_pose_is_dropped_even_on_one_frame() -> None:
