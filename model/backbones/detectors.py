@@ -269,7 +269,8 @@ def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: n
     With `edge`, the detector's weaker hits (`EDGE_MIN_DETECTION_SCORE` up to `MIN_DETECTION_SCORE`) that
     reach the frame's edge and overlap nobody found are looked at too (`_confirm_edge`): people the edge
     cuts (a catcher half out of the shot) score near the threshold. They become people when their pose
-    scores `EDGE_MIN_POSE_SCORE` and its body box reaches the edge too and lies on nobody found.
+    scores `EDGE_MIN_POSE_SCORE` and stands upright, and its body box reaches the edge too and lies on,
+    inside or around nobody found.
 
     With `hog`, OpenCV's HOG people detector looks for the upright people BlazePose's detector misses
     (people seen from behind, about 100-250 px tall, as on a street): each HOG hit that overlaps nobody
@@ -320,8 +321,10 @@ def _confirm_edge(weak: list[Detection], found: list[PersonFound], landmarks: La
     added: list[PersonFound] = []
     for det in sorted(weak, key=lambda d: -d.score):
         roi = det.roi()
+        if not roi.valid or _lies_on_found(det.box, found + added):
+            continue
         square = Box(roi.cx - roi.size / 2.0, roi.cy - roi.size / 2.0, roi.size, roi.size)  # the body's region
-        if not roi.valid or not _at_edge(square, width, height) or _lies_on_found(det.box, found + added):
+        if not _at_edge(square, width, height):
             continue
         pose = _pose_at(landmarks, frame_bgr, roi, realign)
         body = pose.body_box()
