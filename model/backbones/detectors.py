@@ -344,8 +344,7 @@ def _confirm_hog(hits: list[tuple[Box, float]], found: list[PersonFound], landma
     """The people HOG hits add to `found` (see `find_people`), best hit first."""
     added: list[PersonFound] = []
     for box, _ in sorted(hits, key=lambda hit: -hit[1])[:HOG_MAX_HITS]:  # a bounded number of landmark passes
-        if any(box_iou(box, p.box) > HOG_NEW_IOU or _inside(box, p.box) or _inside(p.box, box)
-               for p in found + added):
+        if _lies_on_found(box, found + added):
             continue
         roi = Roi(box.x + box.w / 2.0, box.y + box.h / 2.0, HOG_ROI_SCALE * box.h, 0.0)
         pose = _pose_at(landmarks, frame_bgr, roi, realign)
