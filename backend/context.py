@@ -5,6 +5,11 @@ and jobs receive it as their first argument. It is the composition root and sits
 that uses it: it imports settings, `backend.db`, `backend.ls` and the predictor cache, never a job
 runner or a service. The runner is built by a factory passed in (`backend.jobs.runners.runner_factory`)
 and seen here only through the `JobRunner` protocol.
+
+Before anything runs, `build_context` refuses what would otherwise fail much later: a folder it cannot
+write (MODEL_DIR's `versions/` included, where a training run's result is written last), a CUDA DEVICE
+that is not there, and a PostgreSQL login that may hold fewer connections than the EVENT_WORKERS and job
+threads need at once. The pool keeps a connection for each thread that may hold one (`pool_size`).
 """
 
 from __future__ import annotations
@@ -19,12 +24,20 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.session import open_database, session_factory
-from backend.db.tables import JobKind
+from backend.db.session import ConnectionLimit, connection_limit, open_database, session_factory
+from backend.db.tables import JOB_KINDS, JobKind
 from backend.ls.frames import FrameStore, LabelStudioAccess
 from backend.ls.media import MediaPolicy
 from backend.predictor_cache import PredictorCache, PredictorFactory
 from backend.settings import Settings, SettingsError
+from model.device import DeviceUnavailableError, check_device_present
+
+# MODEL_DIR's subfolders, created and checked at start-up with it.
+VERSIONS_DIR = "versions"  # trained versions, one folder each (`backend.services.version_files`)
+HEATMAP_CACHE_DIR = "cache"  # backbone heatmaps of labelled frames, kept between training runs
+# Request threads the pool keeps a connection for: gunicorn's --threads in the README and the Docker image
+# (THREADS=8). More concurrent requests use the pool's overflow (`backend.db.session.POOL_OVERFLOW`).
+REQUEST_THREADS = 8
 
 
 class NoRunnerError(RuntimeError):
@@ -118,13 +131,20 @@ def build_context(settings: Settings, *, runner: RunnerFactory | None = None,
             `model.pipeline.predictor.Predictor.create` through the predictor cache.
 
     Raises:
-        SettingsError: DATA_DIR, MODEL_DIR or FRAME_CACHE_DIR is not a folder that can be created and
-            written to, or DEVICE names a CUDA device that is not there.
+        SettingsError: DATA_DIR, MODEL_DIR (or its `versions`, `cache` subfolders) or FRAME_CACHE_DIR is not
+            a folder that can be created and written to, DEVICE names a CUDA device that is not there, or
+            PostgreSQL lets this login hold fewer connections than EVENT_WORKERS and the job threads need.
         DatabaseSetupError: DATABASE_URL's database cannot be opened or migrated (`open_database`).
     """
     _make_folders(settings)
     _check_device(settings.device)
-    engine = open_database(settings.database_url, migrate_schema=migrate_db)
+    engine = open_database(settings.database_url, migrate_schema=migrate_db, pool_size=pool_size(settings))
+    if migrate_db:  # the process that opens the database checks it; its job children need no second look
+        try:
+            _check_connection_limit(settings, connection_limit(engine))
+        except BaseException:
+            engine.dispose()
+            raise
     access = LabelStudioAccess(settings.label_studio_url, settings.label_studio_api_key)
     ctx = BackendContext(settings, engine, session_factory(engine), PredictorCache(predictor_factory),
                          FrameStore(settings.frame_cache_dir, access, media_policy(settings),
@@ -135,34 +155,61 @@ def build_context(settings: Settings, *, runner: RunnerFactory | None = None,
     return ctx
 
 
+def pool_size(settings: Settings) -> int:
+    """Database connections the pool keeps for the threads of one process that may each hold one at once:
+    EVENT_WORKERS event threads, one thread per job kind, the training timer and `REQUEST_THREADS`."""
+    return settings.event_workers + len(JOB_KINDS) + 1 + REQUEST_THREADS
+
+
 def _make_folders(settings: Settings) -> None:
     """Creates the folders the service writes to, or names the one that cannot be (a file is in the way, no
-    permission), before anything starts: otherwise a download or a training run fails much later."""
-    folders = {"MODEL_DIR": settings.model_dir, "FRAME_CACHE_DIR": settings.frame_cache_dir}
+    permission), before anything starts: otherwise a download or a training run fails much later (a new
+    version is written into MODEL_DIR/versions only once its training is done)."""
+    models = settings.model_dir
+    folders = [  # (setting, its value, a folder to create)
+        ("MODEL_DIR", models, models),
+        ("MODEL_DIR", models, models / VERSIONS_DIR),
+        ("MODEL_DIR", models, models / HEATMAP_CACHE_DIR),
+        ("FRAME_CACHE_DIR", settings.frame_cache_dir, settings.frame_cache_dir),
+    ]
     if settings.database_url.startswith("sqlite"):
-        folders = {"DATA_DIR": settings.data_dir, **folders}
-    for name, folder in folders.items():
+        folders.insert(0, ("DATA_DIR", settings.data_dir, settings.data_dir))
+    for name, value, folder in folders:
+        which = "this folder" if folder == value else f"its folder {folder}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
-            raise SettingsError(f"{name}={folder}: a file is in the way of this folder") from None
+            raise SettingsError(f"{name}={value}: a file is in the way of {which}") from None
         except OSError as exc:
-            raise SettingsError(f"{name}={folder}: the folder cannot be created: {exc.strerror}") from None
+            raise SettingsError(f"{name}={value}: {which} cannot be created: {exc.strerror}") from None
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise SettingsError(f"{name}={folder}: the folder is not writable by this user")
+            raise SettingsError(f"{name}={value}: {which} is not writable by this user")
 
 
 def _check_device(device: str) -> None:
     """A CUDA DEVICE must be there (a model built on it later would fail every prediction and training run)."""
-    if not device.startswith("cuda"):
-        return
-    import torch  # lazy: only for a CUDA device
+    try:
+        check_device_present(device)
+    except DeviceUnavailableError as exc:
+        raise SettingsError(f"DEVICE={exc}; use cpu or auto") from None
 
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    index = int(device.partition(":")[2] or 0)
-    if index >= count:
-        here = f"there are {count} CUDA device(s) here" if count else "CUDA is not available here"
-        raise SettingsError(f"DEVICE={device}: {here}; use cpu or auto")
+
+def _check_connection_limit(settings: Settings, limit: ConnectionLimit | None) -> None:
+    """The database lets this process hold a connection for every event worker and job thread, and one
+    request: otherwise those threads wait on each other and time out (PostgreSQL refuses the rest)."""
+    if limit is None:
+        return
+    others = len(JOB_KINDS) + 1 + 1  # the job threads, the training timer, one request
+    needed = settings.event_workers + others
+    if needed <= limit.connections:
+        return
+    advice = (f"set EVENT_WORKERS to {limit.connections - others} or less, or raise that limit"
+              if limit.connections - others >= 1 else "raise that limit")  # fmt: skip
+    raise SettingsError(
+        f"EVENT_WORKERS={settings.event_workers}: this process needs {needed} database connections at once "
+        f"({settings.event_workers} event workers, {len(JOB_KINDS)} job threads, the training timer, a request), "
+        f"but {limit.source} lets it hold {limit.connections}; {advice}"
+    )
 
 
 def _after_fork_in_child(ref: weakref.ref[BackendContext]) -> None:

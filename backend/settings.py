@@ -28,6 +28,10 @@ DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d{1,3})?")  # DEVICE and the train
 _SECRET_FIELDS = ("label_studio_api_key", "basic_auth_pass")
 _URL_FIELDS = ("database_url", "redis_url", "label_studio_url")
 _LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
+# EVENT_WORKERS at most. Each worker holds a database connection while it processes a batch (one short
+# transaction; SQLite runs one writer at a time, so there more threads mostly wait). 32, with the rest of the
+# pool (`backend.context.pool_size`) and its overflow, fit PostgreSQL's default max_connections of 100.
+MAX_EVENT_WORKERS = 32
 
 
 class SettingsError(ValueError):
@@ -73,7 +77,8 @@ class Settings:
             declare; checked in its header before decoding (a few-KB PNG can declare gigapixels).
         frame_cache_mb: FRAME_CACHE_MB (default 2048): the frame cache's size; least recently used
             files are evicted beyond it.
-        event_workers: EVENT_WORKERS (default 2): threads processing webhook events (in-process runner).
+        event_workers: EVENT_WORKERS (default 2, at most `MAX_EVENT_WORKERS`): threads processing webhook
+            events (the in-process runner's, or each RQ worker's); the database pool is sized for them.
         event_batch: EVENT_BATCH (default 50): queued events one worker processes in one transaction.
         event_backlog: EVENT_BACKLOG (default 500; 0 = off): queued webhook events beyond which
             webhook answers are held back (up to `backend.services.events.MAX_HOLD_S`, at twice as
@@ -173,6 +178,11 @@ class Settings:
             raise SettingsError(f"TRAIN_INTERVAL_S must be >= 0 (0 = off), got {self.train_interval_s}")
         if not self.event_backlog >= 0:
             raise SettingsError(f"EVENT_BACKLOG must be >= 0 (0 = off), got {self.event_backlog}")
+        if self.event_workers > MAX_EVENT_WORKERS:
+            raise SettingsError(
+                f"EVENT_WORKERS must be at most {MAX_EVENT_WORKERS}, got {self.event_workers} (each event worker "
+                "holds a database connection while it processes a batch)"
+            )
         if not self.promote_margin >= 0:
             raise SettingsError(f"PROMOTE_MARGIN must be >= 0, got {self.promote_margin}")
         for name in (*_LIMIT_FIELDS, "event_workers", "event_batch", "max_image_mb", "max_image_megapixels",

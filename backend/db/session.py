@@ -13,9 +13,13 @@ and ``postgres://`` URLs are rewritten to that driver. A connection attempt give
 `PG_CONNECT_TIMEOUT_S` unless the URL says otherwise (``?connect_timeout=N``): a server that takes the
 connection and never answers held start-up, and every request, for ever.
 
-`open_database(url)` is what a process starts with: the engine, its schema migrated, or one
+`open_database(url, pool_size=N)` is what a process starts with: the engine, its schema migrated, or one
 `DatabaseSetupError` saying what is wrong (server unreachable, not a database file, a schema from a
-newer version of the backend), with the URL's password masked.
+newer version of the backend), with the URL's password masked. Its pool keeps `pool_size` connections
+(`backend.context.pool_size`: one per thread that may hold one) plus SQLAlchemy's overflow of
+`POOL_OVERFLOW`; a thread finding all of them taken waits up to 30 s (SQLAlchemy's pool_timeout) and
+fails. `connection_limit(engine)` says how many connections PostgreSQL lets this login hold on its
+database, for the start-up check that the pool's threads can all be served.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,7 @@ PG_CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout unless the URL sets one
 # Serialises concurrent `migrate` calls on one PostgreSQL database (e.g. several gunicorn workers).
 _PG_MIGRATION_LOCK = 7_303_201
 _READ_ONLY = "dcpose_read_only"  # execution option of read_scope connections
+POOL_OVERFLOW = 10  # connections opened beyond pool_size for a burst, then closed (SQLAlchemy's default)
 
 
 class DatabaseSetupError(RuntimeError):
@@ -242,11 +248,12 @@ def migrate(url_or_engine: str | URL | Engine, revision: str = "head") -> None:
             engine.dispose()
 
 
-def open_database(url: str | URL, *, migrate_schema: bool = True) -> Engine:
+def open_database(url: str | URL, *, migrate_schema: bool = True, pool_size: int | None = None) -> Engine:
     """The engine a process starts with: `make_engine(url)`, its schema migrated to head (`migrate`).
 
     Args:
         migrate_schema: False: the engine only, nothing connected to yet (a child of a process that migrated).
+        pool_size: connections the pool keeps (it opens `POOL_OVERFLOW` more for bursts); None: SQLAlchemy's 5.
 
     Raises:
         ValueError: the URL itself cannot be used (`normalize_url`).
@@ -262,7 +269,8 @@ def open_database(url: str | URL, *, migrate_schema: bool = True) -> Engine:
             raise DatabaseSetupError(f"DATABASE_URL {shown!r}: {path} is a folder, not a database file")
         if not path.parent.is_dir():
             raise DatabaseSetupError(f"DATABASE_URL {shown!r}: the folder {path.parent} does not exist")
-    engine = make_engine(parsed)
+    pool = {} if pool_size is None else {"pool_size": pool_size, "max_overflow": POOL_OVERFLOW}
+    engine = make_engine(parsed, **pool)
     if not migrate_schema:
         return engine
     from alembic.util import CommandError
@@ -290,6 +298,47 @@ def open_database(url: str | URL, *, migrate_schema: bool = True) -> Engine:
         engine.dispose()
         raise
     return engine
+
+
+@dataclass(frozen=True)
+class ConnectionLimit:
+    """The most connections one login may hold at once on a PostgreSQL database, and the limit that sets it."""
+
+    connections: int
+    source: str  # e.g. "the server's max_connections 100, less 3 reserved"
+
+
+def connection_limit(engine: Engine) -> ConnectionLimit | None:
+    """How many connections PostgreSQL lets this engine's login hold at once on its database: the least of
+    the server's max_connections (less the slots reserved for superusers, for a login that is none), the
+    database's CONNECTION LIMIT and the role's (neither binds a superuser). Connections of other clients
+    count against the same limits; this is the most this process could ever get.
+
+    Returns:
+        The limit; None on SQLite, which has none.
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as connection:
+        row = connection.execute(text(
+            "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int,"
+            " coalesce(current_setting('reserved_connections', true)::int, 0),"  # PostgreSQL 16+
+            " r.rolsuper, r.rolconnlimit, d.datconnlimit, r.rolname, d.datname"
+            " FROM pg_roles r, pg_database d WHERE r.rolname = session_user AND d.datname = current_database()"
+        )).one()  # fmt: skip
+    max_connections, superuser_reserved, reserved, superuser, role_limit, database_limit, role, database = row
+    if superuser:
+        return ConnectionLimit(max_connections, f"the server's max_connections {max_connections}")
+    limits = [ConnectionLimit(max_connections - superuser_reserved - reserved,
+                              f"the server's max_connections {max_connections}, less "
+                              f"{superuser_reserved + reserved} reserved")]  # fmt: skip
+    if database_limit >= 0:
+        limits.append(
+            ConnectionLimit(database_limit, f"database {database}'s CONNECTION LIMIT {database_limit}")
+        )
+    if role_limit >= 0:
+        limits.append(ConnectionLimit(role_limit, f"role {role}'s CONNECTION LIMIT {role_limit}"))
+    return min(limits, key=lambda limit: limit.connections)
 
 
 def _known_revision(revision: str) -> bool:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from annotation_io.jsonio import finite_json
+from backend.context import HEATMAP_CACHE_DIR
 from backend.db import versions as db_versions
 from backend.db.session import session_scope
 from backend.services.finetune_config import FinetuneConfig, load_config
@@ -61,8 +62,6 @@ if TYPE_CHECKING:
     from backend.jobs.execution import ProgressReporter
 
 logger = logging.getLogger(__name__)
-
-CACHE_DIR = "cache"
 
 
 class FinetuneDataError(ValueError):
@@ -233,7 +232,7 @@ def _train(ctx: BackendContext, data: ProjectData, cfg: FinetuneConfig, serving:
 
     train, holdout = _samples(data, cfg)
     head, start_from = _initial_head(ctx, serving, backbone.name)
-    cache = BackboneHeatmapCache(backbone, readers, directory=Path(ctx.settings.model_dir) / CACHE_DIR)
+    cache = BackboneHeatmapCache(backbone, readers, directory=Path(ctx.settings.model_dir) / HEATMAP_CACHE_DIR)
     cache.prefetch(train + holdout, progress=lambda d, t: report(phase="cache", done=d, total=t))
     steps = math.ceil(len(train) / cfg.batch_size)
     report(phase="train", epoch=0, epochs=cfg.epochs, steps_per_epoch=steps)

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotation_io.jsonio import atomic_open, finite_json
+from backend.context import VERSIONS_DIR  # created and checked at start-up, with MODEL_DIR
 from backend.db.tables import ModelVersion
 
-VERSIONS_DIR = "versions"
 HEAD_FILE = "head.pt"
 CURVE_FILE = "curve.png"
 METRICS_FILE = "metrics.json"

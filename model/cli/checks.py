@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from model.device import DeviceUnavailableError, check_device_present
+
 __all__ = ["CheckError", "check_device", "check_outputs"]
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
@@ -23,21 +25,21 @@ class CheckError(ValueError):
 
 
 def check_device(device: str) -> None:
-    """`device` is cpu, or a CUDA device that is there.
+    """`device` is cpu, or a CUDA device that is there (`model.device.check_device_present`).
 
     Raises:
         CheckError: another spelling ("gpu"), CUDA asked for without CUDA, or an index beyond the devices.
     """
     if _DEVICE.fullmatch(device) is None:
         raise CheckError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CheckError(f"--device {device} asked for, but CUDA is not available here; use --device cpu")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise CheckError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    try:
+        check_device_present(device)
+    except DeviceUnavailableError as exc:
+        if not exc.available:
+            raise CheckError(
+                f"--device {device} asked for, but CUDA is not available here; use --device cpu"
+            ) from None
+        raise CheckError(f"--device {device}: only {exc.available} CUDA device(s) here") from None
 
 
 def check_outputs(inputs: Sequence[str | Path | None], outputs: Sequence[str | Path | None]) -> None:

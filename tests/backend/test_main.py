@@ -46,12 +46,16 @@ def _assert_one_line(proc: subprocess.CompletedProcess[str], status: int, *parts
         ({"DATABASE_URL": "sqlite:///{tmp}/no/backend.db"}, 1, ("DATABASE_URL", "/no does not exist")),
         ({"DATA_DIR": "{tmp}/file"}, 2, ("DATA_DIR=", "a file is in the way")),
         ({"MODEL_DIR": "{tmp}/file"}, 2, ("MODEL_DIR=", "a file is in the way")),
+        ({"MODEL_DIR": "{tmp}/models"}, 2, ("MODEL_DIR=", "a file is in the way of its folder", "models/versions")),
+        ({"EVENT_WORKERS": "100000"}, 2, ("EVENT_WORKERS must be at most 32",)),
         ({"DEVICE": "cuda:999"}, 2, ("DEVICE=cuda:999",)),
     ],
 )  # fmt: skip
 def test_serve_refuses_at_start_up_in_one_line(env: dict[str, str], status: int, parts: tuple[str, ...],
                                                tmp_path: Path) -> None:  # fmt: skip
     (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "versions").write_text("not a folder")  # where a training run writes its result, last
     env = {k: v.format(tmp=tmp_path, port=_free_port()) for k, v in env.items()}
     proc = _start([sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", "0"], env, tmp_path)
     _assert_one_line(proc, status, *parts)
