@@ -92,6 +92,8 @@ def preannotate(args: argparse.Namespace, settings: Settings) -> int:
         with session_scope(ctx.sessions) as session:
             job = get_job(session=session, job_id=job_id)
             state, result, error = (job.state, job.result, job.error) if job else ("missing", None, "job row gone")
+            if state == "cancelled":  # POST /jobs/<id>/cancel from elsewhere: what it did before it stopped
+                result = {k: job.progress.get(k) for k in ("tasks_done", "tasks_total", "pushed", "failed")}
     except ConflictError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

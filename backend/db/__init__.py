@@ -11,7 +11,7 @@ Map:
   tasks, predictions and annotations; corrections.
 - `persons`: the JSON of the `persons` columns (NaN stored as null).
 - `versions`: model versions, the one serving version per project, gate verdicts, rollback targets.
-- `jobs`: job rows (create, update, list, stale ones); `events`: webhook events (dedup, status).
+- `jobs`: job rows (create, update, list, cancel, stale ones); `events`: webhook events (dedup, status).
 - `event_batches`: the bulk reads and writes of one webhook-processing batch (statements built once).
 - `sqlite_lock`: the in-process queue for SQLite's one write lock (webhook intake before processing).
 - `metrics`: acceptance statistics of the predictions.

@@ -1,4 +1,4 @@
-"""Background jobs in the database: create, progress, list, and failing jobs left by dead processes."""
+"""Background jobs in the database: create, progress, list, cancel, and failing jobs left by dead processes."""
 
 from __future__ import annotations
 
@@ -124,6 +124,33 @@ def update_job(
     if error is not None:
         job.error = error
     job.heartbeat_at = now
+    session.flush()
+    return job
+
+
+def request_cancel(*, session: Session, job_id: str) -> Job:
+    """Cancel a job: a queued one ends "cancelled" now; a running one gets `cancel_requested_at`.
+
+    A running job stops at its next stored progress report (`backend.jobs.execution.ProgressReporter`),
+    unless it has told that it is finishing (`progress["cancellable"]` false: a training run registering
+    its version). Asking again for a running job keeps the first request's time.
+
+    Raises:
+        NotFoundError: no such job.
+        ConflictError: the job already finished (the message names its state), or it is finishing.
+    """
+    job = session.scalars(_locked(session, select(Job).where(Job.id == job_id))).first()
+    if job is None:
+        raise NotFoundError(f"job {job_id!r} does not exist")
+    if job.state in FINISHED_JOB_STATES:
+        raise ConflictError(f"job {job_id} already {job.state}; there is nothing to cancel")
+    if job.state == "running" and (job.progress or {}).get("cancellable") is False:
+        raise ConflictError(f"job {job_id} is finishing ({job.progress.get('phase') or 'its last step'}) and "
+                            "can no longer be cancelled")  # fmt: skip
+    now = utcnow()
+    job.cancel_requested_at = job.cancel_requested_at or now
+    if job.state == "queued":
+        job.state, job.finished_at = "cancelled", now
     session.flush()
     return job
 

@@ -42,7 +42,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 ModelState = Literal["candidate", "serving", "rejected", "retired", "failed"]
 CorrectionKind = Literal["kept", "moved", "deleted", "added"]
 JobKind = Literal["train", "preannotate"]
-JobState = Literal["queued", "running", "succeeded", "failed", "rejected"]
+JobState = Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
 EventStatus = Literal["received", "processed", "ignored", "failed"]
 
 MODEL_STATES: tuple[str, ...] = get_args(ModelState)
@@ -50,7 +50,7 @@ CORRECTION_KINDS: tuple[str, ...] = get_args(CorrectionKind)
 JOB_KINDS: tuple[str, ...] = get_args(JobKind)
 JOB_STATES: tuple[str, ...] = get_args(JobState)
 ACTIVE_JOB_STATES: tuple[str, ...] = ("queued", "running")
-FINISHED_JOB_STATES: tuple[str, ...] = ("succeeded", "failed", "rejected")
+FINISHED_JOB_STATES: tuple[str, ...] = ("succeeded", "failed", "rejected", "cancelled")
 EVENT_STATUSES: tuple[str, ...] = get_args(EventStatus)
 
 # Constraint names are spelled out so that migrations can name what they drop (Alembic advice).
@@ -301,6 +301,8 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pid: Mapped[int | None] = mapped_column(Integer)
     host: Mapped[str | None] = mapped_column(String(255))
+    # Set by POST /jobs/<id>/cancel on a running job; the job stops at its next stored progress report.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class WebhookEvent(Base):

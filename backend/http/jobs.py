@@ -1,14 +1,17 @@
-"""Background-job routes (a Blueprint): /preannotate, /jobs, /jobs/<id>, and /metrics.
+"""Background-job routes (a Blueprint): /preannotate, /jobs, /jobs/<id>, /jobs/<id>/cancel, and /metrics.
 
 ``POST /preannotate {"project": 1[, "video_id": "v", "tasks": [ids], "force": false]}`` -> 202
 ``{"job": id}``: a background job pushing predictions for a whole project or video to Label Studio
 (`backend.services.preannotate`). ``GET /jobs[?project=&kind=&state=&limit=]`` and
-``GET /jobs/<id>``: job rows with state and progress. ``GET /metrics[?project=]``: acceptance
-statistics of the predictions (`backend.db.metrics`).
+``GET /jobs/<id>``: job rows with state and progress. ``POST /jobs/<id>/cancel``: a queued job
+ends "cancelled" at once (200), a running one is asked to stop at its next progress report (202;
+`backend.db.jobs.request_cancel`); 409 for a finished job, 404 for an unknown one.
+``GET /metrics[?project=]``: acceptance statistics of the predictions (`backend.db.metrics`).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +27,7 @@ from backend.limits import LimitError, check_length, parse_id
 from backend.services import preannotate as preannotate_service
 from backend.services.status import job_fraction
 
+logger = logging.getLogger(__name__)
 blueprint = Blueprint("jobs", __name__)
 
 
@@ -38,7 +42,8 @@ def job_json(job: Job) -> dict[str, Any]:
             "trigger": job.trigger, "progress": job.progress, "result": job.result, "error": job.error,
             "fraction": round(job_fraction(job.kind, job.state, job.progress), 4),
             "created_at": iso(job.created_at), "started_at": iso(job.started_at),
-            "finished_at": iso(job.finished_at), "heartbeat_at": iso(job.heartbeat_at)}  # fmt: skip
+            "finished_at": iso(job.finished_at), "heartbeat_at": iso(job.heartbeat_at),
+            "cancel_requested_at": iso(job.cancel_requested_at)}  # fmt: skip
 
 
 def _task_ids(tasks: Any) -> list[int] | None:
@@ -110,6 +115,18 @@ def get_job(job_id: str) -> Any:
         if job is None:
             raise ApiError(404, f"no job {job_id!r}")
         return job_json(job)
+
+
+@blueprint.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Any:
+    """200 with the job, now "cancelled", when it was queued; 202 with the job, still running, when it was
+    running (it stops at its next progress report: poll ``GET /jobs/<id>``)."""
+    with session_scope(current_context().sessions) as session:
+        job = db_jobs.request_cancel(session=session, job_id=job_id)
+        body = job_json(job)
+    logger.info("job %s (%s, project %s): %s", job_id, body["kind"], body["project_id"],
+                "cancelled while queued" if body["state"] == "cancelled" else "cancel requested while running")  # fmt: skip
+    return body, 200 if body["state"] == "cancelled" else 202
 
 
 @blueprint.get("/metrics")

@@ -16,9 +16,14 @@ ended; nothing was registered or promoted (see `backend.services.finetune`). The
 as its parent does (a thread waits on the parent's sentinel), so a killed server leaves no training
 behind, and the next start-up marks the job failed (`fail_stale_jobs`: its pid is gone).
 
+Cancellation (``POST /jobs/<id>/cancel``) reaches the child through the job's row, as its progress
+leaves through it: the child's `ProgressReporter` reads the cancel request at its next stored report
+and ends the job "cancelled"; a training run stops taking requests once it starts registering its
+version (`ProgressReporter.commit_to_finish`), so none is half-registered. A job cancelled while queued
+gets no child at all. Killing the child also stops a job, which then ends failed.
+
 The predictor factory must be picklable (a module-level function or a picklable object; the default
-`backend.predictor_cache.default_factory` is). Jobs cannot be cancelled (the job system has no
-cancellation); killing the child is the way to stop one, and the job then ends failed.
+`backend.predictor_cache.default_factory` is).
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ def run_item(ctx: BackendContext, item: execution.Item) -> None:
 
 def run_in_child(ctx: BackendContext, job_id: str, fn_name: str, params: Mapping[str, Any]) -> None:
     """Runs a queued job in a spawned child process and waits for it (see the module docstring)."""
+    if not execution.is_queued(ctx, job_id):  # cancelled while queued: no process is started for it
+        logger.info("job %s (%s) not run: no longer queued", job_id, fn_name)
+        return
     spawn = multiprocessing.get_context("spawn")
     receiver, sender = spawn.Pipe(duplex=False)
     process = spawn.Process(target=child_main, name=f"dcpose-job-{job_id[:8]}", daemon=True,

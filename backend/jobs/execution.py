@@ -21,13 +21,27 @@ PROGRESS_INTERVAL_S = 1.0
 Item = tuple[str, str, str | None, dict[str, Any]]  # ("job" | "call", function name, job_id, params)
 
 
+class JobCancelled(BaseException):
+    """The job was asked to stop (``POST /jobs/<id>/cancel``); raised at a stored progress report.
+
+    A BaseException, as `asyncio.CancelledError` is: the `except Exception` of a job's own code (logging a
+    failed prediction, skipping a task) must not take it for a failure; `execute_job` catches it.
+    """
+
+
 class ProgressReporter:
-    """`report(**progress)`: stores a job's progress (at most every `interval` s; `flush` forces it)."""
+    """`report(**progress)`: stores a job's progress (at most every `interval` s; `flush` forces it).
+
+    Every store is also where a running job learns that it was cancelled: a cancel request on its row
+    (`backend.db.jobs.request_cancel`) makes the store raise `JobCancelled`, until `commit_to_finish`.
+    """
 
     def __init__(self, ctx: BackendContext, job_id: str, base: Mapping[str, Any] | None = None,
-                 interval: float = PROGRESS_INTERVAL_S) -> None:  # fmt: skip
-        self.ctx, self.job_id, self.interval = ctx, job_id, interval
+                 interval: float | None = None) -> None:  # fmt: skip
+        self.ctx, self.job_id = ctx, job_id
+        self.interval = PROGRESS_INTERVAL_S if interval is None else interval
         self.progress: dict[str, Any] = dict(base or {})
+        self.cancellable = True
         self._last = 0.0
 
     def __call__(self, **progress: Any) -> None:
@@ -38,19 +52,45 @@ class ProgressReporter:
             self.flush()
 
     def flush(self) -> None:
+        """Stores the progress now.
+
+        Raises:
+            JobCancelled: the job's cancel was requested (and `commit_to_finish` was not called); the
+                progress is then left to `execute_job`, which stores it with the state "cancelled".
+        """
         with session_scope(self.ctx.sessions) as session:
-            db_jobs.update_job(session=session, job_id=self.job_id, progress=self.progress)
+            job = db_jobs.update_job(session=session, job_id=self.job_id, progress=self.progress)
+            if self.cancellable and job.cancel_requested_at is not None:  # raised inside: nothing is stored
+                raise JobCancelled(f"cancel requested at {job.cancel_requested_at.isoformat()}")
         self._last = time.monotonic()
+
+    def commit_to_finish(self) -> None:
+        """The job's last point of cancellation: a request made before it stops the job here; after it,
+        requests are refused (409) and the job runs to its end (a training run registering its version).
+
+        Raises:
+            JobCancelled: the job's cancel was requested before this call.
+        """
+        self.progress["cancellable"] = False
+        try:
+            self.flush()  # one transaction: either the request was there (raised), or `cancellable` is stored
+        except JobCancelled:
+            del self.progress["cancellable"]
+            raise
+        self.cancellable = False
 
 
 def execute_job(ctx: BackendContext, job_id: str, fn_name: str, params: Mapping[str, Any]) -> None:
-    """Runs a queued job: running -> succeeded | failed (| rejected when the result says so)."""
+    """Runs a queued job: running -> succeeded | failed | cancelled (| rejected when the result says so).
+
+    A job cancelled while queued is not run (its row is already "cancelled").
+    """
     try:
         with session_scope(ctx.sessions) as session:
             job = db_jobs.update_job(session=session, job_id=job_id, state="running")
             base, project_id = dict(job.progress or {}), job.project_id
-    except (ConflictError, NotFoundError) as exc:  # failed as stale meanwhile, or gone
-        logger.warning("job %s not run: %s", job_id, exc)
+    except (ConflictError, NotFoundError) as exc:  # cancelled or failed as stale meanwhile, or gone
+        logger.info("job %s not run: %s", job_id, exc)
         return
     report = ProgressReporter(ctx, job_id, base)
     start = time.perf_counter()
@@ -58,6 +98,13 @@ def execute_job(ctx: BackendContext, job_id: str, fn_name: str, params: Mapping[
         result = dict(
             resolve(fn_name)(ctx, job_id=job_id, report=report, project_id=project_id, **params) or {}
         )
+    except JobCancelled as exc:
+        with session_scope(ctx.sessions) as session:
+            db_jobs.update_job(session=session, job_id=job_id, state="cancelled", progress=report.progress)
+        logger.info(
+            "job %s (%s) cancelled after %.1f s (%s)", job_id, fn_name, time.perf_counter() - start, exc
+        )
+        return
     except Exception as exc:  # the job boundary: whatever broke, the job must end failed, with its reason
         logger.exception("job %s (%s) failed", job_id, fn_name)
         with session_scope(ctx.sessions) as session:
@@ -70,6 +117,13 @@ def execute_job(ctx: BackendContext, job_id: str, fn_name: str, params: Mapping[
             session=session, job_id=job_id, state=state, progress=report.progress, result=result
         )
     logger.info("job %s (%s) %s in %.1f s", job_id, fn_name, state, time.perf_counter() - start)
+
+
+def is_queued(ctx: BackendContext, job_id: str) -> bool:
+    """Whether the job is still waiting to run (not cancelled, failed as stale, or gone meanwhile)."""
+    with session_scope(ctx.sessions) as session:
+        job = db_jobs.get_job(session=session, job_id=job_id)
+        return job is not None and job.state == "queued"
 
 
 def call(ctx: BackendContext, fn_name: str, params: Mapping[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 Two kinds of background work go through a `JobRunner`:
 - jobs (`submit`): rows in the `jobs` table with state and progress, at most one active per
-  (project, kind): a trigger arriving while one is queued or running coalesces into it;
+  (project, kind): a trigger arriving while one is queued or running coalesces into it (one arriving
+  while it is being cancelled is refused); a cancelled job's item is skipped when its turn comes;
 - calls (`enqueue`): untracked functions such as processing a recorded webhook event (the event
   row carries its own status).
 
@@ -67,6 +68,7 @@ class JobRunner(ABC):
 
         Raises:
             ValueError: an unknown function or kind. JobQueueError: the queue refused it.
+            ConflictError: the active job is being cancelled (coalescing into it would drop this request).
         """
         fn_name = function or kind
         resolve(fn_name)
@@ -81,6 +83,9 @@ class JobRunner(ABC):
                     if active is None:
                         raise
             if active is not None:
+                if active.cancel_requested_at is not None:
+                    raise ConflictError(f"project {project_id}'s {kind} job {active.id} is being cancelled; ask "
+                                        f"again once it has stopped (GET /jobs/{active.id})")  # fmt: skip
                 logger.info("%s trigger (%s) for project %s coalesced into job %s", kind, trigger, project_id,
                             active.id)  # fmt: skip
                 return active.id

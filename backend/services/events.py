@@ -19,11 +19,11 @@ with, and the backlog (how far corrections and training triggers lag) stays boun
 - PROJECT_UPDATED: the project row (title, labelling config) is refreshed;
 - START_TRAINING (carries only the project): when the project has TRAIN_MIN_FRAMES labelled frames,
   queues a "train" job through `backend.services.training.submit_training`, as ``POST /train`` does
-  (later triggers coalesce into it); else starts nothing. Either way the answer carries a one-line
-  `message` (job id, what happens, where to watch; or why not and how many more labelled frames
-  are needed), also shown as the ML backend card's title in Label Studio. The answer names the job
-  `job_id`, not `job`: with `job`, Label Studio would poll a `/job_status` route; our job state is
-  at `GET /jobs/<id>`.
+  (later triggers coalesce into it); else, or while the project's training job is being cancelled,
+  starts nothing. Either way the answer carries a one-line `message` (job id, what happens, where to
+  watch; or why not, e.g. how many more labelled frames are needed), also shown as the ML backend
+  card's title in Label Studio. The answer names the job `job_id`, not `job`: with `job`, Label
+  Studio would poll a `/job_status` route; our job state is at `GET /jobs/<id>`.
 After annotation events are processed, training is queued when TRAIN_MIN_CORRECTIONS new
 corrections have arrived since the last run (`backend.services.training.maybe_trigger_training`).
 
@@ -45,6 +45,7 @@ from annotation_io.label_studio import LabelConfig, default_config, parse_config
 from backend.db import events as db_events
 from backend.db import queries
 from backend.db.event_batches import label_configs
+from backend.db.queries import ConflictError
 from backend.db.session import read_scope, session_scope
 from backend.jobs.registry import PROCESS_EVENT
 from backend.limits import (
@@ -244,13 +245,18 @@ def _start_training(ctx: BackendContext, project_id: int, event_id: int,
     of the project's ML backend card (`backend.services.ls_sync`) and the job shows on the status page.
     """
     readiness = training.training_readiness(ctx, project_id)
-    if not readiness.ready:
-        body: dict[str, Any] = {"status": "not_started", "message": readiness.refusal(), "event": event_id,
+    job_id = refusal = None
+    if readiness.ready:
+        try:
+            job_id = training.submit_training(ctx, project_id, trigger="START_TRAINING")
+        except ConflictError as exc:  # the project's training job is being cancelled
+            refusal = f"Training not started: {exc}."
+    if job_id is None:
+        body: dict[str, Any] = {"status": "not_started", "message": refusal or readiness.refusal(), "event": event_id,
                                 "labelled_frames": readiness.labelled_frames, "persons": readiness.persons,
                                 "min_frames": readiness.min_frames, "missing_frames": readiness.missing}  # fmt: skip
         status = 200
     else:
-        job_id = training.submit_training(ctx, project_id, trigger="START_TRAINING")
         watch = f"{backend_url}/ (status page) or {backend_url}/jobs/{job_id}" if backend_url else \
             f"this backend's status page (/) or GET /jobs/{job_id}"  # fmt: skip
         serving = training.serving_model(ctx, project_id).name

@@ -24,8 +24,10 @@ process of the web process or RQ worker, `backend.jobs.child`, so that its memor
    otherwise it is kept as "rejected" with its figures and the job ends "rejected".
 
 An exception or a kill anywhere leaves the serving version as it was: nothing is registered before
-its files exist, and promotion is a single transaction. Training options come from
-MODEL_DIR/train_config.json when present (`backend.services.finetune_config.FinetuneConfig`), overridden by the job's
+its files exist, and promotion is a single transaction. A cancel (``POST /jobs/<id>/cancel``) stops the
+run at its next stored progress report up to the end of training (step 3); from step 4 on, the run is
+committed to finishing (`ProgressReporter.commit_to_finish`) and a cancel is refused. Training options
+come from MODEL_DIR/train_config.json when present (`backend.services.finetune_config.FinetuneConfig`), overridden by the job's
 ``config`` parameter (``POST /train {"project": 1, "config": {"epochs": 5}}``).
 Triggers (START_TRAINING, POST /train, new corrections, timer) live in `backend.services.training`,
 the HTTP routes in `backend.http.versions`.
@@ -327,6 +329,7 @@ def run_training(ctx: BackendContext, *, job_id: str, report: ProgressReporter, 
                    for name, video in data.videos.items()}  # fmt: skip
         run = _train(ctx, data, cfg, serving, backbone, readers, report, device)
         report(phase="write", epoch_losses=[round(v, 8) for v in run.result.epoch_losses])
+        report.commit_to_finish()  # a cancel stops the run up to here, before any version file or row exists
         name, files = _save_candidate(ctx, job_id, project_id, data, cfg, run, backbone, serving, device)
         report(phase="gate", version=name)
         decision, outcome = _gate(ctx, run, data, readers, backbone, serving, name, files, project_id, device)

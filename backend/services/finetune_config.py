@@ -14,7 +14,7 @@ from backend.settings import DEVICE_PATTERN
 
 CONFIG_FILE = "train_config.json"
 # Bounds no real run comes near: a typo such as 100000000 epochs is refused at the request instead of
-# holding the project's training for years (a running job cannot be cancelled).
+# queueing a run that holds the project's training until someone cancels it.
 INTEGER_RANGES = {"epochs": (1, 10_000), "batch_size": (1, 1024), "distance": (1, 100),
                   "seed": (0, 2**32 - 1)}  # fmt: skip
 MAX_LR = 1.0

@@ -36,6 +36,7 @@ def submit_preannotate(ctx: BackendContext, project_id: int, *, trigger: str, vi
         PreannotateSetupError: no Label Studio URL and API key to push predictions with.
         backend.context.NoRunnerError: the service has no job runner.
         backend.jobs.registry.JobQueueError: the queue refused the job.
+        backend.db.queries.ConflictError: the project's pre-annotation job is being cancelled.
     """
     if ctx.ls.client() is None:
         raise PreannotateSetupError(

@@ -17,7 +17,7 @@ from backend.db import versions as db_versions
 from backend.db.jobs import list_jobs
 from backend.db.metrics import acceptance_metrics
 from backend.db.session import session_scope
-from backend.db.tables import Job, ModelVersion
+from backend.db.tables import FINISHED_JOB_STATES, Job, ModelVersion
 from backend.services.prediction import serving_model
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class StatusView:
 
 def job_fraction(kind: str, state: str, progress: dict[str, Any] | None) -> float:
     """A job's progress in 0..1 from its progress record (training: cache 0-10 %, epochs 10-90 %, gate)."""
-    if state in ("succeeded", "failed", "rejected", "cancelled"):
+    if state in FINISHED_JOB_STATES:
         return 1.0
     p = progress or {}
 

@@ -117,6 +117,7 @@ def submit_training(ctx: BackendContext, project_id: int, *, trigger: str,
         TrainingRequestError: `config` is not an object of valid training options.
         backend.context.NoRunnerError: the service has no job runner.
         backend.jobs.registry.JobQueueError: the queue refused the job.
+        ConflictError: the project's active training job is being cancelled.
     """
     if config is not None:
         if not isinstance(config, Mapping):
@@ -212,7 +213,11 @@ def maybe_trigger_training(ctx: BackendContext, project_id: int, *, interval_s: 
     if not readiness.ready:
         logger.info("project %s: %d new corrections, %s", project_id, count, readiness.refusal())
         return None
-    job_id = submit_training(ctx, project_id, trigger=trigger)
+    try:
+        job_id = submit_training(ctx, project_id, trigger=trigger)
+    except ConflictError as exc:  # a job started meanwhile and is being cancelled: the next check decides
+        logger.info("project %s: %d new corrections, training not queued: %s", project_id, count, exc)
+        return None
     logger.info("project %s: %d new corrections -> training job %s (%s)", project_id, count, job_id, trigger)
     return job_id
 

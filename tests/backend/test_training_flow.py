@@ -3,7 +3,8 @@
 Corrections reach the service as Label Studio webhooks, START_TRAINING (or POST /train) queues the
 "train" job, which trains the head, writes the version, and gates it against the serving version on
 held-out frames; a damaged head is rejected, a manual rollback restores the previous version, and a
-job that dies (an exception in training, or a process gone while running) leaves serving intact.
+job that dies (an exception in training, or a process gone while running) or is cancelled leaves serving
+intact.
 Both job runners are exercised: worker threads and RQ on Redis.
 """
 
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +292,45 @@ def test_killing_the_training_process_fails_the_job_and_leaves_serving_and_versi
     root = ctx.settings.model_dir / "versions"
     named = [p.name for p in root.iterdir() if not p.name.startswith(".tmp-")] if root.exists() else []
     assert named == [], "no version folder from the killed run"
+
+
+@pytest.fixture
+def db_world(tmp_path: Path, db_url: str) -> Iterator[World]:
+    """`quick_world` on the test database: a SQLite file, then PostgreSQL."""
+    world = make_world(tmp_path, db_url, frames=8, every=2,
+                       config={"epochs": 1, "batch_size": 4, "seed": 0, "augment": False, "amp": True})  # fmt: skip
+    yield world
+    world.ctx.close()
+
+
+def test_cancelling_a_training_run_stops_it_and_registers_nothing(db_world: World) -> None:
+    """POST /jobs/<id>/cancel reaches the training process through the job's row: it stops at its next
+    progress report, before any version file or row exists; serving stays as it was."""
+    world, ctx = db_world, db_world.ctx
+    cold = world.setup_version()
+    job_id = world.client.post("/train", json={"project": 1, "config": {"epochs": 10_000}}).json["job"]
+    deadline = time.monotonic() + 120
+    while True:  # until the child trains (10,000 epochs: it is still at it when cancelled)
+        with session_scope(ctx.sessions) as session:
+            row = db_jobs.get_job(session=session, job_id=job_id)
+            state, pid, phase = row.state, row.pid, (row.progress or {}).get("phase")
+        if (state == "running" and phase == "train") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert (state, phase) == ("running", "train") and pid is not None and pid != os.getpid(), (state, phase, pid)
+    resp = world.client.post(f"/jobs/{job_id}/cancel")
+    assert resp.status_code == 202 and resp.json["state"] == "running", resp.json
+    job = world.job(job_id, timeout=120)
+    assert (job["state"], job["error"], job["result"]) == ("cancelled", None, {}), job
+    assert job["progress"]["phase"] == "train" and "cancellable" not in job["progress"]
+    assert datetime.fromisoformat(job["finished_at"]) >= datetime.fromisoformat(job["cancel_requested_at"])
+    assert world.client.post(f"/jobs/{job_id}/cancel").status_code == 409  # twice: it is over
+    assert world.setup_version() == cold
+    with session_scope(ctx.sessions) as session:
+        assert versions.list_versions(session=session, project_id=1) == []
+    root = ctx.settings.model_dir / "versions"
+    assert not root.exists() or not any(root.iterdir()), "no version folder, not even a temporary one"
+    assert ctx.runner.drain(60), "the training process ended and its lane is free"
 
 
 # ----------------------------------------------------------------------------- RQ on Redis

@@ -523,7 +523,8 @@ def test_a_project_reference_whose_timestamp_is_not_digits_gets_400(app_client: 
 
 @pytest.mark.parametrize("query, error", [
     ("kind=trian", "query parameter kind='trian' must be one of train, preannotate"),
-    ("state=runing", "query parameter state='runing' must be one of queued, running, succeeded, failed, rejected"),
+    ("state=runing", "query parameter state='runing' must be one of queued, running, succeeded, failed, rejected, "
+                     "cancelled"),
 ])  # fmt: skip
 def test_an_unknown_job_kind_or_state_filter_gets_400(app_client: FlaskClient, backend_app: Flask,
                                                       train_function: None, query: str, error: str) -> None:  # fmt: skip

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -332,6 +332,7 @@ class FakeLabelStudio:
     refused: set[int] = field(default_factory=set)  # tasks whose predictions it refuses, as for a deleted task
     ml_backends: list[dict] = field(default_factory=list)
     patched: list[str] = field(default_factory=list)
+    on_push: Callable[[dict], None] | None = None  # called with each accepted prediction, before the answer
 
 
 def _fake_ls(tasks: list[dict], config: str) -> tuple[Flask, FakeLabelStudio]:
@@ -359,6 +360,8 @@ def _fake_ls(tasks: list[dict], config: str) -> tuple[Flask, FakeLabelStudio]:
         if task in state.refused:  # LS 1.23's answer for a task deleted meanwhile
             return {"validation_errors": {"task": [f'Invalid pk "{task}" - object does not exist.']}}, 400
         state.pushed.append(request.get_json())
+        if state.on_push is not None:
+            state.on_push(request.get_json())
         return {"id": len(state.pushed), **request.get_json()}, 201
 
     @app.get("/api/ml")
