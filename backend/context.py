@@ -35,9 +35,6 @@ from model.device import DeviceUnavailableError, check_device_present
 # MODEL_DIR's subfolders, created and checked at start-up with it.
 VERSIONS_DIR = "versions"  # trained versions, one folder each (`backend.services.version_files`)
 HEATMAP_CACHE_DIR = "cache"  # backbone heatmaps of labelled frames, kept between training runs
-# Request threads the pool keeps a connection for: gunicorn's --threads in the README and the Docker image
-# (THREADS=8). More concurrent requests use the pool's overflow (`backend.db.session.POOL_OVERFLOW`).
-REQUEST_THREADS = 8
 
 
 class NoRunnerError(RuntimeError):
@@ -157,8 +154,10 @@ def build_context(settings: Settings, *, runner: RunnerFactory | None = None,
 
 def pool_size(settings: Settings) -> int:
     """Database connections the pool keeps for the threads of one process that may each hold one at once:
-    EVENT_WORKERS event threads, one thread per job kind, the training timer and `REQUEST_THREADS`."""
-    return settings.event_workers + len(JOB_KINDS) + 1 + REQUEST_THREADS
+    EVENT_WORKERS event threads, one thread per job kind, the training timer and THREADS request threads
+    (gunicorn's ``--threads``; more concurrent requests, as under the threaded development server, use
+    the pool's overflow, `backend.db.session.POOL_OVERFLOW`)."""
+    return settings.event_workers + len(JOB_KINDS) + 1 + settings.threads
 
 
 def _make_folders(settings: Settings) -> None:

@@ -32,6 +32,7 @@ _LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
 # transaction; SQLite runs one writer at a time, so there more threads mostly wait). 32, with the rest of the
 # pool (`backend.context.pool_size`) and its overflow, fit PostgreSQL's default max_connections of 100.
 MAX_EVENT_WORKERS = 32
+MAX_THREADS = 64  # THREADS at most: request threads, each may hold a database connection while it answers
 
 
 class SettingsError(ValueError):
@@ -80,6 +81,9 @@ class Settings:
         event_workers: EVENT_WORKERS (default 2, at most `MAX_EVENT_WORKERS`): threads processing webhook
             events (the in-process runner's, or each RQ worker's); the database pool is sized for them.
         event_batch: EVENT_BATCH (default 50): queued events one worker processes in one transaction.
+        threads: THREADS (default 8, at most `MAX_THREADS`): request threads per web process (gunicorn's
+            ``--threads`` in the Docker image reads the same variable); the database pool keeps a
+            connection for each (`backend.context.pool_size`).
         event_backlog: EVENT_BACKLOG (default 500; 0 = off): queued webhook events beyond which
             webhook answers are held back (up to `backend.services.events.MAX_HOLD_S`, at twice as
             many), so that intake does not outrun processing.
@@ -113,6 +117,7 @@ class Settings:
     event_workers: int = 2
     event_batch: int = 50
     event_backlog: int = 500
+    threads: int = 8
     max_video_frames: int = Limits.max_video_frames
     max_persons_per_annotation: int = Limits.max_persons_per_annotation
     max_keypoints_per_annotation: int = Limits.max_keypoints_per_annotation
@@ -183,9 +188,12 @@ class Settings:
                 f"EVENT_WORKERS must be at most {MAX_EVENT_WORKERS}, got {self.event_workers} (each event worker "
                 "holds a database connection while it processes a batch)"
             )
+        if self.threads > MAX_THREADS:
+            raise SettingsError(f"THREADS must be at most {MAX_THREADS}, got {self.threads} (each request thread "
+                                "may hold a database connection)")  # fmt: skip
         if not self.promote_margin >= 0:
             raise SettingsError(f"PROMOTE_MARGIN must be >= 0, got {self.promote_margin}")
-        for name in (*_LIMIT_FIELDS, "event_workers", "event_batch", "max_image_mb", "max_image_megapixels",
+        for name in (*_LIMIT_FIELDS, "event_workers", "event_batch", "threads", "max_image_mb", "max_image_megapixels",
                      "frame_cache_mb"):
             if not getattr(self, name) >= (0 if name == "coordinate_tolerance_pct" else 1):
                 raise SettingsError(f"{name.upper()} must be positive, got {getattr(self, name)}")
@@ -259,6 +267,7 @@ class Settings:
             event_workers=_number(env, "EVENT_WORKERS", 2, int),
             event_batch=_number(env, "EVENT_BATCH", 50, int),
             event_backlog=_number(env, "EVENT_BACKLOG", 500, int),
+            threads=_number(env, "THREADS", 8, int),
             **{name: _number(env, name.upper(), getattr(Limits, name), type(getattr(Limits, name)))
                for name in _LIMIT_FIELDS},
         )  # fmt: skip

@@ -90,6 +90,8 @@ def test_settings_defaults_need_no_environment(tmp_path: Path) -> None:
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"EVENT_WORKERS": "0"}, "EVENT_WORKERS must be positive"),
         ({"EVENT_WORKERS": "33"}, "EVENT_WORKERS must be at most 32, got 33"),
+        ({"THREADS": "0"}, "THREADS must be positive"),
+        ({"THREADS": "65"}, "THREADS must be at most 64, got 65"),
         ({"DATABASE_URL": "sqlite://"}, "DATABASE_URL 'sqlite://' is an in-memory SQLite database"),
         ({"DATABASE_URL": "postgres://"}, "DATABASE_URL 'postgres://' names no database"),
         ({"DATABASE_URL": "postgresql://app:pw-s3cret@db:abc/ml"}, r"DATABASE_URL 'postgresql://app:\*\*\*@db:abc/ml'"),

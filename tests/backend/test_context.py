@@ -53,11 +53,12 @@ def test_model_dir_subfolders_are_made_at_start_up(tmp_path: Path) -> None:
 def test_the_pool_serves_every_event_worker_job_thread_and_request_thread_at_once(db_url: str,
                                                                                   tmp_path: Path) -> None:  # fmt: skip
     """With EVENT_WORKERS at its most, every thread that may hold a connection gets one at the same time: the
-    event workers, one thread per job kind, the training timer and gunicorn's 8 request threads. SQLAlchemy's
-    default pool (5 + 10 overflow) made the 16th wait 30 s and fail with a pool timeout."""
-    app = create_app(_settings(tmp_path, database_url=db_url, event_workers=MAX_EVENT_WORKERS))
+    event workers, one thread per job kind, the training timer and THREADS=24 request threads (59 in all, more
+    than a pool sized for gunicorn's default 8 holds with its overflow). SQLAlchemy's default pool (5 + 10
+    overflow) made the 16th wait 30 s and fail with a pool timeout."""
+    app = create_app(_settings(tmp_path, database_url=db_url, event_workers=MAX_EVENT_WORKERS, threads=24))
     ctx = app.extensions["dcpose"]
-    threads = MAX_EVENT_WORKERS + len(JOB_KINDS) + 1 + 8
+    threads = MAX_EVENT_WORKERS + len(JOB_KINDS) + 1 + 24
     try:
         with ExitStack() as held:
             for _ in range(threads):
