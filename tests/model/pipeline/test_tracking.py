@@ -417,6 +417,36 @@ def test_a_missed_detection_keeps_one_id() -> None:
 
 
 
+
+def test_a_person_lost_while_the_camera_speeds_up_keeps_one_id() -> None:
+    """The camera pans 2 px per frame, then 20: B, missed on frames 5-7, is found again 72 px beyond where
+    B's own velocity puts B (B's box is 70 px wide). A, seen throughout, shows the camera's motion; C, new on
+    frame 9, is no one lost."""
+    video = Video("pan", 14, width=1200, height=480)
+
+    def pan(f: int) -> float:
+        return 2.0 * f if f <= 4 else 8.0 + 20.0 * (f - 4)
+
+    def person(name: str, f: int) -> Box:
+        x, y, w, h = {"A": (100, 100, 80, 200), "B": (300, 120, 70, 180), "C": (20, 280, 60, 150)}[name]
+        return Box(x + pan(f), y, w, h)
+
+    def detector(f: int) -> list[Box]:
+        names = ["A"] + (["B"] if f not in (5, 6, 7) else []) + (["C"] if f >= 9 else [])
+        return [person(n, f) for n in names]
+
+    plan = plan_boxes(video, None, range(14), detector=detector)
+    ids: dict[str, set[int]] = defaultdict(set)
+    for f in range(14):
+        for tb in plan[f]:
+            (name,) = [n for n in "ABC" if tb.box.iou(person(n, f)) > 0.99]
+            ids[name].add(tb.track_id)
+            if name == "B" and f in (5, 6, 7):  # the gap is filled on B's path (the pan is steady there)
+                assert tb.source == "interpolated"
+    assert all(len(v) == 1 for v in ids.values()), ids
+    assert len(ids["A"] | ids["B"] | ids["C"]) == 3
+    assert sum(len(plan[f]) for f in range(14)) == 14 + 14 + 5
+
 def test_people_followed_inside_a_track_are_interpolated_and_followed_past_its_last_detection() -> None:
     video = Video("walk", 14, width=640, height=480)
 
