@@ -15,7 +15,7 @@ from annotation_io.types import Box
 logger = logging.getLogger(__name__)
 
 __all__ = ["MIN_SCORE", "TOP_JOINTS", "BoxSource", "TrackBox", "box_from_keypoints", "box_in_frame",
-           "carry_with_keypoints", "coast", "pose_confidence", "update_with_keypoints"]
+           "carry_with_keypoints", "coast", "pose_confidence", "pose_gap", "update_with_keypoints"]
 
 BoxSource = Literal["human", "interpolated", "carried", "detected"]
 KEYPOINT_MARGIN = 0.06  # joint box grows by this x its long side per side (fit on synthetic GT boxes)
@@ -29,6 +29,19 @@ def pose_confidence(scores: np.ndarray) -> float:
     """A pose's confidence: the mean of its best `TOP_JOINTS` labelled-joint scores."""
     top = np.sort(np.asarray(scores, dtype=float)[list(LABELLED_SLOTS)])[::-1][:TOP_JOINTS]
     return float(top.mean())
+
+
+def pose_gap(kps_a: np.ndarray, scores_a: np.ndarray, box_a: Box,
+             kps_b: np.ndarray, scores_b: np.ndarray, box_b: Box) -> tuple[int, float]:  # fmt: skip
+    """How far apart two poses lie: (the labelled joints sure in both, scoring >= `MIN_SCORE`; their median
+    distance x the smaller box diagonal, inf when there are none or a box has no size)."""
+    idx = list(LABELLED_SLOTS)
+    sure = (np.asarray(scores_a)[idx] >= MIN_SCORE) & (np.asarray(scores_b)[idx] >= MIN_SCORE)
+    diagonal = min(float(np.hypot(box_a.w, box_a.h)), float(np.hypot(box_b.w, box_b.h)))
+    if not sure.any() or diagonal <= 0:
+        return int(sure.sum()), float("inf")
+    d = np.linalg.norm(np.asarray(kps_a)[idx, :2] - np.asarray(kps_b)[idx, :2], axis=1)[sure]
+    return int(sure.sum()), float(np.median(d)) / diagonal
 
 
 @dataclass(frozen=True)

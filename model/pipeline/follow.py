@@ -15,6 +15,7 @@ from model.pipeline.boxes import (
     TrackBox,
     box_from_keypoints,
     pose_confidence,
+    pose_gap,
     update_with_keypoints,
 )
 from model.pipeline.track_filters import overlap_of_smaller
@@ -227,13 +228,8 @@ def same_pose(p: _Followed, q: _Followed) -> bool:
     synthetic walk): its IoU with their box stays under `DUPLICATE_IOU`, but the pass in it finds them,
     and it was followed as a false person for 10 frames. Two people who cross have poses of their own.
     """
-    idx = list(LABELLED_SLOTS)
-    sure = (np.asarray(p.scores)[idx] >= MIN_SCORE) & (np.asarray(q.scores)[idx] >= MIN_SCORE)
-    if sure.mean() < WHOLE_POSE:
-        return False
-    d = np.linalg.norm(p.kps[idx, :2] - q.kps[idx, :2], axis=1)[sure]
-    diagonal = min(float(np.hypot(p.box.w, p.box.h)), float(np.hypot(q.box.w, q.box.h)))
-    return bool(np.median(d) <= SAME_POSE * diagonal)
+    sure, gap = pose_gap(p.kps, p.scores, p.box, q.kps, q.scores, q.box)
+    return sure / len(LABELLED_SLOTS) >= WHOLE_POSE and gap <= SAME_POSE
 
 
 def _without_duplicates(people: list[_Followed]) -> list[_Followed]:

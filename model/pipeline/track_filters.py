@@ -6,9 +6,8 @@ import logging
 
 import numpy as np
 
-from annotation_io.skeletons import LABELLED_SLOTS
 from annotation_io.types import Box, Person
-from model.pipeline.boxes import MIN_SCORE, pose_confidence
+from model.pipeline.boxes import pose_confidence, pose_gap
 from model.pipeline.tracking import SHORT_TRACK
 
 logger = logging.getLogger(__name__)
@@ -165,13 +164,8 @@ def _pose_distance(p: Person, q: Person) -> float | None:
     fewer than `OWN_POSE_JOINTS` are, or a box is missing."""
     if p.scores is None or q.scores is None or p.box is None or q.box is None:
         return None
-    idx = list(LABELLED_SLOTS)
-    sure = (np.asarray(p.scores)[idx] >= MIN_SCORE) & (np.asarray(q.scores)[idx] >= MIN_SCORE)
-    diagonal = min(float(np.hypot(p.box.w, p.box.h)), float(np.hypot(q.box.w, q.box.h)))
-    if sure.sum() < OWN_POSE_JOINTS or diagonal <= 0:
-        return None
-    d = np.linalg.norm(p.keypoints[idx, :2] - q.keypoints[idx, :2], axis=1)[sure]
-    return float(np.median(d)) / diagonal
+    sure, gap = pose_gap(p.keypoints, p.scores, p.box, q.keypoints, q.scores, q.box)
+    return gap if sure >= OWN_POSE_JOINTS and np.isfinite(gap) else None
 
 
 def overlap_of_smaller(a: Box, b: Box) -> float:
