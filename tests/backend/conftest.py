@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -47,16 +47,25 @@ def _unavailable(reason: str) -> None:
     pytest.skip(message)
 
 
+def pg_admin() -> tuple[Any, str]:
+    """An autocommit connection to the tests' PostgreSQL server (TEST_POSTGRES_URL) and that URL; skips the
+    test, or fails it under CI, when the server cannot be reached."""
+    import psycopg
+
+    admin_url = os.environ.get("TEST_POSTGRES_URL", DEFAULT_PG_ADMIN_URL)
+    try:
+        return psycopg.connect(_pg_conninfo(admin_url), autocommit=True, connect_timeout=3), admin_url
+    except psycopg.Error as exc:
+        _unavailable(f"cannot connect to {make_url(admin_url).render_as_string()}: {exc}")
+        raise  # _unavailable skips or fails the test
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """URL of a fresh, migrated PostgreSQL database for this test session; dropped afterwards."""
     import psycopg
 
-    admin_url = os.environ.get("TEST_POSTGRES_URL", DEFAULT_PG_ADMIN_URL)
-    try:
-        admin = psycopg.connect(_pg_conninfo(admin_url), autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        _unavailable(f"cannot connect to {make_url(admin_url).render_as_string()}: {exc}")
+    admin, admin_url = pg_admin()
     name = f"dcpose_test_{uuid.uuid4().hex[:12]}"
     try:
         admin.execute(f'CREATE DATABASE "{name}"')

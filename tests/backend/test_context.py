@@ -3,7 +3,6 @@ a PostgreSQL login allowed too few connections, and the DEVICE check (shared wit
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -18,7 +17,7 @@ from backend.context import build_context
 from backend.db.session import read_scope
 from backend.db.tables import JOB_KINDS
 from backend.settings import MAX_EVENT_WORKERS, Settings, SettingsError
-from tests.backend.conftest import DEFAULT_PG_ADMIN_URL, _pg_conninfo, _unavailable
+from tests.backend.conftest import _pg_conninfo, pg_admin
 
 
 def _settings(tmp_path: Path, **values: object) -> Settings:
@@ -78,13 +77,7 @@ def limited_postgres() -> Iterator[tuple[str, str, str]]:
     Yields:
         (admin libpq URL, role name, the role's SQLAlchemy URL to the database).
     """
-    import psycopg
-
-    admin_url = os.environ.get("TEST_POSTGRES_URL", DEFAULT_PG_ADMIN_URL)
-    try:
-        admin = psycopg.connect(_pg_conninfo(admin_url), autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        _unavailable(f"cannot connect to {make_url(admin_url).render_as_string()}: {exc}")
+    admin, admin_url = pg_admin()
     name = f"dcpose_limit_{uuid.uuid4().hex[:12]}"
     try:
         admin.execute(f'CREATE ROLE "{name}" LOGIN')
