@@ -9,9 +9,11 @@ id, in this order of trust:
    that label's box (the predictor then moves it frame by frame with `carry_with_keypoints`).
 4. "detected": frames where no track reaches; detector boxes get track ids by IoU matching
    (optimal assignment on 1 - IoU, `model.pipeline.assignment`) against the tracks of the neighbouring
-   frames, matched at their velocity-predicted position and remembered for MAX_LOST frames. Inside a run
-   of detector frames, a frame where the detector missed a track seen before and after gets an
-   interpolated box (one id across the miss). After prediction, `model.pipeline.track_filters.drop_flicker`
+   frames, matched at their velocity-predicted position and remembered for MAX_LOST frames; the tracks and
+   boxes left unmatched get a second chance with every guess moved as the camera moved (the matched
+   tracks show how far). After a run of detector frames, a track that ends is joined to one that starts
+   within MAX_LOST frames where the camera's motion carries it (`_stitch`), and a frame where the detector
+   missed a track seen before and after gets an interpolated box (one id across the miss). After prediction, `model.pipeline.track_filters.drop_flicker`
    removes detected tracks that live for only 1-2 frames with a low score or on top of a longer track.
 
 A frame counts as labelled when it holds a human person, or is marked `is_labeled` and holds no
@@ -358,7 +360,7 @@ def _detect(
                     del memory[tid]
                 elif seen and -lag <= MAX_LOST:
                     prev.append(TrackBox(tid, guess, "detected", DETECTED_SCORE))
-            assigned = assign_tracks(prev, boxes, next_id=labels.next_id, iou_threshold=iou_threshold)
+            assigned = _assign_with_camera(prev, boxes, labels.next_id, iou_threshold)
             for tb in assigned:
                 labels.next_id = max(labels.next_id, tb.track_id + 1)
                 # a followed box moves the track, but its velocity stays the detections' (a pass on a
@@ -367,6 +369,27 @@ def _detect(
             plans[f] = sorted(assigned, key=lambda t: t.track_id)
         _stitch(plans, run, {t for boxes in labels.boxes.values() for t in boxes})
         _fill_gaps(plans, run, unseen)
+
+
+def _assign_with_camera(prev: list[TrackBox], boxes: list[Box], next_id: int,
+                        iou_threshold: float) -> list[TrackBox]:  # fmt: skip
+    """`assign_tracks`, then a second chance for the tracks it left and the boxes it gave new ids: each
+    track's guess moved by the camera's motion, the median of how far the matched tracks' boxes lie from
+    their guesses. A camera that pans faster carries everyone past their velocity at once; a track still
+    without velocity (found on the previous frame only) is then lost on every frame where the pan moves
+    its box by more than about half its width."""
+    assigned = assign_tracks(prev, boxes, next_id=next_id, iou_threshold=iou_threshold)
+    guesses = {tb.track_id: tb.box for tb in prev}
+    matched = [tb for tb in assigned if tb.track_id in guesses]
+    fresh = [tb for tb in assigned if tb.track_id not in guesses]
+    left = [tb for tb in prev if tb.track_id not in {m.track_id for m in matched}]
+    if not (matched and fresh and left):
+        return assigned
+    dx, dy = np.median([np.subtract(tb.box.center, guesses[tb.track_id].center) for tb in matched], axis=0)
+    moved = [TrackBox(tb.track_id, Box(tb.box.x + dx, tb.box.y + dy, tb.box.w, tb.box.h), tb.source, tb.score)
+             for tb in left]  # fmt: skip
+    again = assign_tracks(moved, [tb.box for tb in fresh], next_id=next_id, iou_threshold=iou_threshold)
+    return matched + again
 
 
 def _stitch(plans: dict[int, list[TrackBox]], run: list[int], label_ids: set[int]) -> None:

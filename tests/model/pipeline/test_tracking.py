@@ -447,6 +447,23 @@ def test_a_person_lost_while_the_camera_speeds_up_keeps_one_id() -> None:
     assert len(ids["A"] | ids["B"] | ids["C"]) == 3
     assert sum(len(plan[f]) for f in range(14)) == 14 + 14 + 5
 
+
+def test_people_keep_their_ids_while_the_camera_pans_faster_than_their_velocity() -> None:
+    """The camera pans 2 px per frame, then 40: B's box (70 px wide) lies 38 px past its velocity's guess, under
+    the IoU to continue its track, and a new track's guess, with no velocity yet, lies 40 px behind. A's wider
+    box still matches; how far A lies from its guess moves everyone's guess."""
+    video = Video("pan", 12, width=2000, height=480)
+
+    def pan(f: int) -> float:
+        return 2.0 * f if f <= 4 else 8.0 + 40.0 * (f - 4)
+
+    def detector(f: int) -> list[Box]:
+        return [Box(100 + pan(f), 100, 80, 200), Box(300 + pan(f), 120, 70, 180)]
+
+    plan = plan_boxes(video, None, range(12), detector=detector)
+    ids = {(round(tb.box.x - pan(f)), tb.track_id) for f in range(12) for tb in plan[f]}
+    assert ids == {(100, 0), (300, 1)}
+
 def test_people_followed_inside_a_track_are_interpolated_and_followed_past_its_last_detection() -> None:
     video = Video("walk", 14, width=640, height=480)
 
