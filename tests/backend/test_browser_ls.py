@@ -227,7 +227,8 @@ def test_annotator_loop_in_label_studio(
 
 
 def test_status_page_in_a_browser(tmp_path: Path, driver: Any) -> None:
-    """Renders the versions, moves a running job's bar as its progress changes, promotes after a confirm."""
+    """Renders the versions, moves a running job's bar as its progress changes, cancels it and promotes after a
+    confirm."""
     from backend.app import create_app
     from scripts.bench_status_page import seed
 
@@ -250,6 +251,20 @@ def test_status_page_in_a_browser(tmp_path: Path, driver: Any) -> None:
             db_jobs.update_job(session=session, job_id=job_id, progress={"tasks_done": 8, "tasks_total": 10})
         bar_js = f"const e = document.querySelector('{bar}'); return e ? e.value : 0;"
         wait_for(lambda: float(driver.execute_script(bar_js)) > 0.75, "the progress bar to move to 80 %", timeout=15)
+
+        # Cancel the running job: a confirmation, the request stored, then the row ends "cancelled" unbuttoned.
+        cancel = f'tr.job[data-id="{job_id}"] button.cancel'
+        ui.by_css(driver, cancel).click()
+        alert = ui.wait(driver).until(lambda d: d.switch_to.alert)
+        assert f"Cancel job {job_id}" in alert.text
+        alert.accept()
+        ui.wait(driver).until(lambda d: d.find_element("css selector", cancel).text == "Cancelling…")
+        with session_scope(ctx.sessions) as session:
+            assert session.get(Job, job_id).cancel_requested_at is not None
+            db_jobs.update_job(session=session, job_id=job_id, state="cancelled")  # what its next report does
+        state_js = f"const e = document.querySelector('tr.job[data-id=\"{job_id}\"] .state'); return e && e.textContent;"
+        ui.wait(driver).until(lambda d: d.execute_script(state_js) == "cancelled")
+        assert not driver.find_elements("css selector", cancel)
 
         # Roll back to p1-v1: a confirmation, then the page and the backend serve it.
         assert "p1-v3" in ui.by_css(driver, '#serving td[data-scope="project 1"]').text
