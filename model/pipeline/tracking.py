@@ -9,12 +9,13 @@ id, in this order of trust:
    that label's box (the predictor then moves it frame by frame with `carry_with_keypoints`).
 4. "detected": frames where no track reaches; detector boxes get track ids by IoU matching
    (optimal assignment on 1 - IoU, `model.pipeline.assignment`) against the tracks of the neighbouring
-   frames, matched at their velocity-predicted position and remembered for MAX_LOST frames; the tracks and
-   boxes left unmatched get a second chance with every guess moved as the camera moved (the matched
+   frames, matched at their velocity-predicted position and remembered for MAX_LOST frames; the tracks
+   and boxes left unmatched get a second chance with every guess moved as the camera moved (the matched
    tracks show how far). After a run of detector frames, a track that ends is joined to one that starts
-   within MAX_LOST frames where the camera's motion carries it (`_stitch`), and a frame where the detector
-   missed a track seen before and after gets an interpolated box (one id across the miss). After prediction, `model.pipeline.track_filters.drop_flicker`
-   removes detected tracks that live for only 1-2 frames with a low score or on top of a longer track.
+   within MAX_LOST frames where the camera's motion carries it (`_stitch`), and a frame where the
+   detector missed a track seen before and after gets an interpolated box (one id across the miss).
+   After prediction, `model.pipeline.track_filters.drop_flicker` removes detected tracks that live for
+   only 1-2 frames with a low score or on top of a longer track.
 
 A frame counts as labelled when it holds a human person, or is marked `is_labeled` and holds no
 prediction. A labelled frame is complete: a track missing from it is absent there, so it is neither
