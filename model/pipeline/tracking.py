@@ -383,7 +383,8 @@ def _assign_with_camera(prev: list[TrackBox], boxes: list[Box], next_id: int,
     guesses = {tb.track_id: tb.box for tb in prev}
     matched = [tb for tb in assigned if tb.track_id in guesses]
     fresh = [tb for tb in assigned if tb.track_id not in guesses]
-    left = [tb for tb in prev if tb.track_id not in {m.track_id for m in matched}]
+    taken = {tb.track_id for tb in matched}
+    left = [tb for tb in prev if tb.track_id not in taken]
     if not (matched and fresh and left):
         return assigned
     dx, dy = np.median([np.subtract(tb.box.center, guesses[tb.track_id].center) for tb in matched], axis=0)

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -211,19 +212,25 @@ class _Endless(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_huge_body_is_not_read_whole() -> None:
-    """Before: a body was read whole whatever its size (a 200 MB declared length, an endless stream)."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Endless)
+@contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A local HTTP server answering with `handler`, in a thread, while the block runs; yields its URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{httpd.server_port}"
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_huge_body_is_not_read_whole() -> None:
+    """Before: a body was read whole whatever its size (a 200 MB declared length, an endless stream)."""
+    with _serving(_Endless) as url:
         client = LabelStudioClient(url, LEGACY, retries=0)
         _raises(lambda: client.get_project(2), "GET /api/projects/2: 200: the response is larger than 128 MB")
         small = LabelStudioClient(url, LEGACY, retries=0, max_body_bytes=2**20)
         _raises(lambda: small.get_project(1), "GET /api/projects/1: 200: the response is larger than 1 MB")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_a_refused_token_is_named_and_never_shown_even_cut(server: FakeServer) -> None:
@@ -295,16 +302,10 @@ class _Silent(http.server.BaseHTTPRequestHandler):
 
 def test_a_server_that_never_completes_its_answer_is_cut_at_the_deadline() -> None:
     """Before: a socket timeout bounded one read only: headers dripping a byte at a time held the call a minute."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Silent)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        client = LabelStudioClient(f"http://127.0.0.1:{httpd.server_port}", LEGACY, retries=1, backoff=0.0,
-                                   timeout=5, deadline=1.0)  # fmt: skip
+    with _serving(_Silent) as url:
+        client = LabelStudioClient(url, LEGACY, retries=1, backoff=0.0, timeout=5, deadline=1.0)
         _raises(lambda: client.get_project(1), "GET /api/projects/1: no complete answer from http://127.0.0.1:",
                 "within 1 s")  # fmt: skip
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_a_redirect_to_another_host_is_not_followed(server: FakeServer, other_host: FakeServer) -> None:
