@@ -484,13 +484,17 @@ def hog_hits(frame_bgr: np.ndarray) -> list[tuple[Box, float]]:
     check_image(frame_bgr, "frame_bgr")
     height, width = frame_bgr.shape[:2]
     scale = _HOG_LONG_SIDE / max(height, width)
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    small = cv2.resize(frame_bgr, None, fx=scale, fy=scale, interpolation=interpolation)
+    size = (round(width * scale), round(height * scale))  # what cv2.resize makes of fx=fy=scale
     hog = cv2.HOGDescriptor()
-    if small.shape[1] < hog.winSize[0] or small.shape[0] < hog.winSize[1]:
+    if size[0] < hog.winSize[0] or size[1] < hog.winSize[1]:
         # Nobody fits the 64x128 window, and OpenCV 4.11's detectMultiScale corrupts memory on such
         # images (segfault, "double free"), taking the whole server down: a 1920x60 strip, a 2x500 image.
+        # Checked before resizing: a 20000x10 panorama scales to 800x0, which cv2.resize refuses (cv2.error).
         logger.debug("frame %dx%d is smaller than HOG's window once scaled: not searched", width, height)
+        return []
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    small = cv2.resize(frame_bgr, None, fx=scale, fy=scale, interpolation=interpolation)
+    if small.shape[1] < hog.winSize[0] or small.shape[0] < hog.winSize[1]:  # a rounding at the window's edge
         return []
     hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
     rects, weights = hog.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=1.05)

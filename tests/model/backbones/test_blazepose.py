@@ -322,6 +322,13 @@ def test_hog_fallback_and_empty_frame(backbone: BlazePoseBackbone) -> None:
         detect_people(grey[..., 0], backbone=backbone)
 
 
+def test_hog_on_panoramas_too_thin_to_scale_finds_nobody() -> None:
+    """Before: a 20000x10 frame scales to 800x0 for HOG and cv2.resize raised cv2.error ("!dsize.empty()"):
+    HTTP 500 from /predict for such a task image, a traceback from `python -m model predict`."""
+    for h, w in [(10, 20000), (20000, 10), (3, 20000), (19, 800 * 20)]:
+        assert hog_people(np.full((h, w, 3), 90, np.uint8)) == [], (h, w)
+
+
 def test_hog_on_frames_thinner_than_its_window_finds_nobody_without_crashing() -> None:
     """On main, OpenCV's HOG segfaulted (or "double free") on an 800x40 frame: the server died with it.
 
