@@ -245,6 +245,49 @@ def _check_no_broken_links(entries: list[Path]) -> None:
             )
 
 
+class ImageSource(FrameSource):
+    """One image file (named with a suffix of IMAGE_SUFFIXES) as a one-frame video, read as folder frames are.
+
+    Its header is checked on open as a folder's frames are (an image, within MAX_FRAME_PIXELS, no JPEG cut
+    off), and it is decoded with its EXIF orientation applied, as Label Studio shows it. FFmpeg, which
+    reads such a file as a video too, does neither: it decodes a truncated JPEG with grey rows and gives
+    a phone photo stored sideways as stored.
+
+    Args:
+        path: the image file.
+        fps: frames per second to report (an image carries none).
+    """
+
+    concurrent_reads = True  # the decoded frame is kept whole; a read hands out a copy
+
+    def __init__(self, path: str | Path, *, fps: float | None = None) -> None:
+        self.path = Path(path)
+        self.num_frames = 1
+        self.fps = fps
+        check_frame_images([self.path], f"the image {self.path.name}")
+        self._frame: np.ndarray | None = self._load()
+        self.height, self.width = self._frame.shape[:2]
+
+    def _load(self) -> np.ndarray:
+        return read_image(self.path, f"the only frame of the image {self.path.name}")
+
+    def read(self, index: int) -> np.ndarray:
+        self._check_index(index)
+        frame = self._frame  # one read of the attribute: close() may drop it meanwhile
+        if frame is None:
+            frame = self._frame = self._load()
+        return frame.copy()
+
+    def iter_frames(
+        self, step: int = 1, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        for index in self._check_range(step, start, stop):
+            yield index, self.read(index)
+
+    def close(self) -> None:
+        self._frame = None
+
+
 class FileSource(FrameSource):
     """A video file read with cv2.VideoCapture (mp4, avi, mkv, ... whatever cv2's FFmpeg reads).
 
@@ -592,10 +635,11 @@ def _mp4_top_level_boxes(path: Path) -> list[bytes]:
 
 
 def open_video(path: str | Path, *, fps: float | None = None, strict: bool = True) -> FrameSource:
-    """Open a video file or a frame folder for reading.
+    """Open a video file or a frame folder (or one image file, as a one-frame video) for reading.
 
     Args:
-        path: a video file (anything cv2's FFmpeg backend reads) or a folder of images.
+        path: a video file (anything cv2's FFmpeg backend reads), a folder of images, or an image file
+            named with a suffix of IMAGE_SUFFIXES (`ImageSource`: read as a folder's frames are).
         fps: frames per second to report; overrides the file's value (folders have none otherwise).
         strict: for files, raise VideoError when the declared frame count does not decode
             (default); with False, use the frames that decode and log a warning.
@@ -604,8 +648,8 @@ def open_video(path: str | Path, *, fps: float | None = None, strict: bool = Tru
         A FrameSource; close it (or use `with`).
 
     Raises:
-        VideoError: the path is missing, a pipe or device, not a video, empty or truncated, or its
-            frames are larger than MAX_FRAME_PIXELS.
+        VideoError: the path is missing, a pipe or device, not a video (or an image file that is no
+            image), empty or truncated, or its frames are larger than MAX_FRAME_PIXELS.
     """
     path = Path(path)
     if not path.exists():
@@ -616,6 +660,8 @@ def open_video(path: str | Path, *, fps: float | None = None, strict: bool = Tru
         raise VideoError(
             f"{path}: not a regular file (a pipe, socket or device); save the video to a file first"
         )
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageSource(path, fps=fps)
     return FileSource(path, fps=fps, strict=strict)
 
 

@@ -120,6 +120,38 @@ def test_exif_oriented_frames_read_as_shown(tmp_path: Path) -> None:
         assert frame[5, 5, 2] > 200 and frame[5, 5, 0] < 60, "the red corner is top-left again"
 
 
+def test_one_image_file_reads_as_a_one_frame_video_as_shown(tmp_path: Path) -> None:
+    """An image file given where a video may be is read as a folder's frames are. Before: FFmpeg read it
+    as a video, ignoring its EXIF orientation (a phone photo came out sideways: 96x160, keypoints in a frame
+    Label Studio never shows), decoding a truncated JPEG with grey rows, and calling a text file named
+    .jpg an "empty video: no frame decodes (declared frame count 1)"."""
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    upright = PIL.Image.fromarray(make_frame(3)[:, :, ::-1])
+    stored = upright.transpose(PIL.Image.Transpose.ROTATE_90)  # counter-clockwise
+    stored.save(tmp_path / "photo.jpg", quality=95, exif=exif.tobytes())
+    with open_video(tmp_path / "photo.jpg") as source:
+        assert (source.num_frames, source.width, source.height, source.fps) == (1, W, H, None)
+        frames = list(source.iter_frames())
+        assert [i for i, _ in frames] == [0] and np.array_equal(frames[0][1], source.read(0))
+        frame = source.read(0)
+        assert frame[5, 5, 2] > 200 and frame[5, 5, 0] < 60, "the red corner is top-left again"
+        assert frame[60, 44 + 8 * 3, 0] > 200, "the stripe is where it was drawn"
+        with pytest.raises(VideoError, match="out of range"):
+            source.read(1)
+    noise = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)  # large enough to cut
+    cut = cv2.imencode(".jpg", noise)[1].tobytes()
+    (tmp_path / "cut.jpg").write_bytes(cut[: len(cut) // 2])
+    with pytest.raises(VideoError, match=r"cut\.jpg: truncated JPEG \(frame 0 of the image cut\.jpg\)"):
+        open_video(tmp_path / "cut.jpg")
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    with pytest.raises(VideoError, match=r"notes\.jpg: cannot decode image .*; corrupt or not an image"):
+        open_video(tmp_path / "notes.jpg")
+    png_declaring(tmp_path / "huge.png", 11_000, 11_000)
+    with pytest.raises(VideoError, match=r"huge\.png: frame 0 of the image huge\.png declares 11000x11000"):
+        open_video(tmp_path / "huge.png")
+
+
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_png_and_tiff_frames_with_an_exif_orientation_read_as_shown(tmp_path: Path, suffix: str) -> None:
     """cv2 applies the EXIF orientation of PNGs and TIFFs too. Before: the header check sized a PNG as

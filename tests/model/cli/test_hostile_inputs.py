@@ -76,6 +76,21 @@ def test_a_truncated_jpeg_frame_is_refused_not_predicted_on(
     assert not out.exists()
 
 
+def test_a_truncated_jpeg_given_as_input_is_refused_not_predicted_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a single image file went to FFmpeg as a one-frame video, which decoded a JPEG cut in half with
+    grey rows: the run predicted on it and exited 0 (a frame folder holding the same file was refused)."""
+    photo = tmp_path / "photo.jpg"
+    rng = np.random.default_rng(0)  # noise: a JPEG large enough that half of it still decodes
+    cv2.imwrite(str(photo), rng.integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8))
+    photo.write_bytes(photo.read_bytes()[: photo.stat().st_size // 2])
+    out = tmp_path / "p.json"
+    err = _error(capsys, ["predict", str(photo), "--out", str(out), "--no-progress"])
+    assert f"error: {photo}: truncated JPEG (frame 0 of the image photo.jpg)" in err, err
+    assert not out.exists()
+
+
 def test_a_jpeg_with_data_after_its_end_marker_is_read(tmp_path: Path) -> None:
     """Camera JPEGs may carry data after the end-of-image marker: those are whole images, not truncated."""
     from annotation_io.video import open_video

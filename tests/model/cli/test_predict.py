@@ -356,6 +356,33 @@ def test_default_blazepose_backbone_runs(synth: Path, tmp_path: Path) -> None:
     assert 0.0 <= evaluate(posetrack.load(gt_path), pred).total <= 100.0
 
 
+def test_a_phone_photo_stored_sideways_is_predicted_as_shown(tmp_path: Path) -> None:
+    """A JPEG stored rotated with EXIF orientation 6 or 8, given as INPUT: keypoints in the frame Label Studio
+    shows, as for the upright photo. Before: FFmpeg read the file as stored (425x640), so the person lay on
+    her side for the model and every keypoint was in a frame no viewer shows (the nose at 170,218, not
+    365,83)."""
+    import PIL.Image
+
+    photo = Path(__file__).resolve().parents[2] / "assets/real-stills/images/val/coco_000000000785/000000.jpg"
+    upright = PIL.Image.open(photo)  # 640x425, one skier
+    upright.save(tmp_path / "upright.jpg", quality=95)
+    noses = {}
+    for name, orientation, turn in (("upright", 1, None), ("cw", 6, PIL.Image.Transpose.ROTATE_90),
+                                    ("ccw", 8, PIL.Image.Transpose.ROTATE_270)):  # fmt: skip
+        if turn is not None:
+            exif = PIL.Image.Exif()
+            exif[0x0112] = orientation
+            upright.transpose(turn).save(tmp_path / f"{name}.jpg", quality=95, exif=exif.tobytes())
+        out = tmp_path / f"{name}.json"
+        assert model_main(["predict", str(tmp_path / f"{name}.jpg"), "--out", str(out), "--no-progress"]) == 0
+        (frame,) = posetrack.load(out).frames
+        assert len(frame.persons) == 1, (name, frame.persons)
+        noses[name] = frame.persons[0].keypoints[0, :2]
+    assert 300 < noses["upright"][0] < 420 and 40 < noses["upright"][1] < 130, noses  # on the skier's face
+    for name in ("cw", "ccw"):
+        assert np.abs(noses[name] - noses["upright"]).max() < 6, noses
+
+
 def test_head_checkpoint_is_used_and_checked_against_the_backbone(
     synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
