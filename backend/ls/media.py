@@ -15,7 +15,9 @@ bounds one read only, so a server sending its headers a byte at a time could hol
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -98,12 +100,16 @@ class MediaPolicy:
         return resolved
 
     def read_local(self, path: str) -> bytes:
-        """A file's bytes (from `classify`), within MAX_IMAGE_MB.
+        """A regular file's bytes (from `classify`), within MAX_IMAGE_MB.
 
         Raises:
-            OSError: unreadable. MediaRefusedError: larger than the cap.
+            OSError: unreadable. MediaRefusedError: not a regular file, or larger than the cap.
         """
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a named pipe opens at once, not when a writer comes
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # reading a pipe would hold the request for ever
+            os.close(fd)
+            raise MediaRefusedError("not a regular file (a folder, pipe, socket or device)")
+        with open(fd, "rb") as handle:
             data = handle.read(self.max_bytes + 1)
         if len(data) > self.max_bytes:
             raise MediaRefusedError(f"larger than MAX_IMAGE_MB ({self.max_bytes // (1024 * 1024)} MB)")
