@@ -15,7 +15,8 @@ from annotation_io.types import Box
 logger = logging.getLogger(__name__)
 
 __all__ = ["MIN_SCORE", "TOP_JOINTS", "BoxSource", "TrackBox", "box_from_keypoints", "box_in_frame",
-           "carry_with_keypoints", "coast", "pose_confidence", "pose_gap", "update_with_keypoints"]
+           "carry_with_keypoints", "coast", "overlap_of_smaller", "pose_confidence", "pose_gap",
+           "update_with_keypoints"]
 
 BoxSource = Literal["human", "interpolated", "carried", "detected"]
 KEYPOINT_MARGIN = 0.06  # joint box grows by this x its long side per side (fit on synthetic GT boxes)
@@ -201,3 +202,12 @@ def _usable(kps: np.ndarray, scores: np.ndarray | None, min_score: float, name: 
             raise ValueError(f"{name} must have shape ({len(kps)},), got {sc.shape}")
         use &= sc >= min_score
     return use
+
+
+def overlap_of_smaller(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area."""
+    ax1, ay1, ax2, ay2 = a.xyxy
+    bx1, by1, bx2, by2 = b.xyxy
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    smaller = min(a.area, b.area)
+    return inter / smaller if smaller > 0 else 0.0

@@ -14,11 +14,11 @@ from model.pipeline.boxes import (
     MIN_SCORE,
     TrackBox,
     box_from_keypoints,
+    overlap_of_smaller,
     pose_confidence,
     pose_gap,
     update_with_keypoints,
 )
-from model.pipeline.track_filters import overlap_of_smaller
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,33 @@ class Follower:
         self.people = _without_duplicates(found + [replace(c, misses=c.misses + 1) for c in carried])
         self.unseen.update((frame, p.box) for p in self.people if p.carried)
         return [p.box for p in self.people]
+
+    def follow_back(self, frame: int, box: Box, to: int, others: list[Box]) -> Box | None:
+        """The person in `box` on `frame` followed onto the adjacent frame `to`, before the detector found
+        them (`model.pipeline.tracking` walks a track back from its first detections); None where their
+        pose is lost there (`min_confidence`), the box leaves the frame, or it lands on one of `others`
+        (the boxes already on `to`): overlapping one by `REPLACE_IOU`, one of the two boxes lying in the
+        other (`PART_INSIDE` of the smaller), or holding the same pose (`same_pose`). The box is listed
+        in `unseen`.
+
+        Lying in, as well as by IoU: a detector's poor hit, boxing a person entering the frame together
+        with half of their neighbour, is that person's box on that frame (a synthetic walk: a 37x155 box
+        followed back into a 123x161 hit, IoU 0.25, and counted twice).
+        """
+        if abs(to - frame) != 1:
+            raise ValueError(f"follow_back goes to an adjacent frame, got {frame} -> {to}")
+        ((kps, scores),) = self.pose(frame, [box])
+        carried, _ = self._carry(to, [_Followed(box, kps, scores, pose_confidence(scores))])
+        if not carried or any(carried[0].box.iou(o) >= REPLACE_IOU or overlap_of_smaller(carried[0].box, o)
+                              >= PART_INSIDE for o in others):  # fmt: skip
+            return None
+        p = carried[0]
+        near = [o for o in others if p.box.iou(o) > 0]
+        poses = self.pose(to, near) if near else []
+        if any(same_pose(p, _Followed(o, k, s, pose_confidence(s))) for o, (k, s) in zip(near, poses)):
+            return None
+        self.unseen.add((to, p.box))
+        return p.box
 
     def _carry(self, frame: int, people: list[_Followed]) -> tuple[list[_Followed], bool]:
         """`people` of the last frame moved onto `frame`; True when one was lost on the way."""

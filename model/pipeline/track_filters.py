@@ -7,12 +7,12 @@ import logging
 import numpy as np
 
 from annotation_io.types import Box, Person
-from model.pipeline.boxes import pose_confidence, pose_gap
+from model.pipeline.boxes import overlap_of_smaller, pose_confidence, pose_gap
 from model.pipeline.tracking import SHORT_TRACK
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["drop_flicker", "overlap_of_smaller"]
+__all__ = ["drop_flicker"]
 
 MIN_SPAN_TO_PRUNE = 6  # short tracks are judged only when at least this many frames were predicted
 FLICKER_SCORE = 0.3  # a short detected track with a mean person score below this is dropped
@@ -167,11 +167,3 @@ def _pose_distance(p: Person, q: Person) -> float | None:
     sure, gap = pose_gap(p.keypoints, p.scores, p.box, q.keypoints, q.scores, q.box)
     return gap if sure >= OWN_POSE_JOINTS and np.isfinite(gap) else None
 
-
-def overlap_of_smaller(a: Box, b: Box) -> float:
-    """Intersection over the smaller box's area."""
-    ax1, ay1, ax2, ay2 = a.xyxy
-    bx1, by1, bx2, by2 = b.xyxy
-    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
-    smaller = min(a.area, b.area)
-    return inter / smaller if smaller > 0 else 0.0

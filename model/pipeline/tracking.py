@@ -13,7 +13,9 @@ id, in this order of trust:
    and boxes left unmatched get a second chance with every guess moved as the camera moved (the matched
    tracks show how far). After a run of detector frames, a track that ends is joined to one that starts
    within MAX_LOST frames where the camera's motion carries it (`_stitch`), and a frame where the
-   detector missed a track seen before and after gets an interpolated box (one id across the miss).
+   detector missed a track seen before and after gets an interpolated box (one id across the miss). With
+   a `Follower` as the detector, a track first found after the run's first frame is followed back from
+   there by its pose (`_follow_back`), as the Follower follows one past its last detection.
    After prediction, `model.pipeline.track_filters.drop_flicker` removes detected tracks that live for
    only 1-2 frames with a low score or on top of a longer track.
 
@@ -37,10 +39,12 @@ import numpy as np
 from annotation_io.types import Box, Person, Video
 from model.pipeline.assignment import match_by_iou
 from model.pipeline.boxes import BoxSource, TrackBox, box_from_keypoints, box_in_frame
+from model.pipeline.follow import DUPLICATE_IOU, MAX_UNSEEN, MIN_SEEN
 
 logger = logging.getLogger(__name__)
 
 Detector = Callable[[int], list[Box]]
+FollowBack = Callable[[int, Box, int, list[Box]], Box | None]  # `model.pipeline.follow.Follower.follow_back`
 
 MIN_MAX_GAP = 30  # default max_gap is max(this, median label spacing): ~1 s at 25-30 fps
 IOU_THRESHOLD = 0.3  # least IoU for a detection to continue a track
@@ -369,6 +373,8 @@ def _detect(
                 _remember(memory, tb.track_id, f, tb.box, move=(f, tb.box) not in unseen)
             plans[f] = sorted(assigned, key=lambda t: t.track_id)
         _stitch(plans, run, {t for boxes in labels.boxes.values() for t in boxes})
+        if (follow_back := getattr(detector, "follow_back", None)) is not None:
+            _follow_back(plans, order, follow_back, unseen)
         _fill_gaps(plans, run, unseen)
 
 
@@ -451,6 +457,53 @@ def _stitch(plans: dict[int, list[TrackBox]], run: list[int], label_ids: set[int
         for f in run:
             plans[f] = sorted((TrackBox(final(tb.track_id), tb.box, tb.source, tb.score) for tb in plans.get(f, [])),
                               key=lambda t: t.track_id)  # fmt: skip
+
+
+def _follow_back(plans: dict[int, list[TrackBox]], order: list[int], follow_back: FollowBack,
+                 unseen: set[tuple[int, Box]]) -> None:  # fmt: skip
+    """Tracks followed back from their first detection, frame by frame (`follow_back`), where the
+    detector had not found them yet: at most `MAX_UNSEEN` frames, stopping where the pose is lost or
+    lands on a box already there. The mirror of a `Follower` following a person past their last
+    detection, under the same rule: only a track whose first `MIN_SEEN` boxes are detections on
+    consecutive frames, each overlapping the one before by `DUPLICATE_IOU` (a stray hit is not
+    followed). `order` is the run in the order it was detected (backward when tracks came from the
+    far side); following goes against it.
+
+    A person the detector first finds on the third frame of a clip (half hidden behind another, cut by
+    the frame's edge, blurred) was missing on the first two.
+    """
+    first: dict[int, int] = {}  # track -> index in `order` of its first box
+    for i, f in enumerate(order):
+        for tb in plans.get(f, []):
+            first.setdefault(tb.track_id, i)
+    for tid, i in sorted(first.items(), key=lambda item: item[1]):
+        if i == 0 or not _steady_start(plans, order, tid, i, unseen):
+            continue
+        box = next(tb.box for tb in plans[order[i]] if tb.track_id == tid)
+        for j in range(i, max(i - MAX_UNSEEN, 0), -1):
+            frame, to = order[j], order[j - 1]
+            if abs(to - frame) != 1:
+                break
+            moved = follow_back(frame, box, to, [tb.box for tb in plans.get(to, [])])
+            if moved is None:
+                break
+            box = moved  # `follow_back` lists it in `unseen`
+            plans[to] = sorted([*plans.get(to, []), TrackBox(tid, box, "detected", DETECTED_SCORE)],
+                               key=lambda t: t.track_id)  # fmt: skip
+            logger.debug("track %d followed back onto frame %d", tid, to)
+
+
+def _steady_start(plans: dict[int, list[TrackBox]], order: list[int], tid: int, i: int,
+                  unseen: set[tuple[int, Box]]) -> bool:  # fmt: skip
+    """Whether track `tid`'s boxes on `order[i:i + MIN_SEEN]` are detections on consecutive frames, each
+    overlapping the one before by `DUPLICATE_IOU`."""
+    frames = order[i : i + MIN_SEEN]
+    if len(frames) < MIN_SEEN or any(abs(b - a) != 1 for a, b in zip(frames, frames[1:])):
+        return False
+    boxes = [next((tb.box for tb in plans.get(f, []) if tb.track_id == tid), None) for f in frames]
+    if any(b is None or (f, b) in unseen for f, b in zip(frames, boxes)):
+        return False
+    return all(a.iou(b) >= DUPLICATE_IOU for a, b in zip(boxes, boxes[1:]))
 
 
 def _motion(at: dict[int, dict[int, Box]], a: int, b: int, start: int, end: int,

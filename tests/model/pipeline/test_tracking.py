@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -492,3 +493,84 @@ def test_people_followed_inside_a_track_are_interpolated_and_followed_past_its_l
             np.testing.assert_allclose(tb.box.xyxy, walker(f).xyxy, atol=1e-6)
         else:  # detected, or followed past the last detection
             assert tb.source == "detected" and tb.box.iou(walker(f)) > 0.8, f
+
+
+def _walker_pose(box: Box, sure: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    kps = np.zeros((17, 3))
+    kps[:, 0] = box.x + box.w * np.linspace(0.1, 0.9, 17)
+    kps[:, 1] = box.y + box.h * np.linspace(0.05, 0.95, 17)
+    kps[:, 2] = 2.0
+    return kps, np.full(17, sure)
+
+
+def _late_follower(people: dict[str, Callable[[int], Box]], found_from: dict[str, int], *,
+                   every: int = 1) -> Follower:  # fmt: skip
+    """People the detector finds from `found_from[name]` on; the pose pass finds whoever a box overlaps
+    most (IoU > 0.3, sure), nobody elsewhere."""
+
+    def pose(f: int, boxes: list[Box]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for b in boxes:
+            iou, who = max((b.iou(walk(f)), name) for name, walk in people.items())
+            out.append(_walker_pose(people[who](f)) if iou > 0.3 else _walker_pose(b, 0.05))
+        return out
+
+    def detect(f: int) -> list[Box]:
+        return [walk(f) for name, walk in people.items() if f >= found_from[name]]
+
+    return Follower(detect, pose, redetect_every=every, min_confidence=0.3, frame_size=(640, 480))
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_a_person_the_detector_finds_late_is_followed_back_to_the_first_frames(every: int) -> None:
+    """The detector misses a walker on the first 3 frames (half hidden, blurred): the track is followed back
+    from its first detection, under its id; a person who walks in is followed back only while in the frame."""
+    video = Video("late", 12, width=640, height=480)
+    people = {"A": lambda f: Box(50.0 + 20 * f, 100.0, 80.0, 200.0),
+              "B": lambda f: Box(-60.0 + 15 * f, 250.0, 60.0, 150.0)}  # enters from the left edge
+    follower = _late_follower(people, {"A": 3, "B": 4}, every=every)
+    plan = plan_boxes(video, None, range(12), detector=follower)
+    ids: dict[str, set[int]] = defaultdict(set)
+    for f in range(12):
+        for tb in plan[f]:
+            (name,) = [n for n, walk in people.items() if tb.box.iou(walk(f).clip(640, 480)) > 0.5]
+            ids[name].add(tb.track_id)
+    assert all(len(v) == 1 for v in ids.values()) and len(ids) == 2
+    on = {name: sorted(f for f in range(12) for tb in plan[f] if tb.track_id in ids[name]) for name in people}
+    assert on["A"] == list(range(12))
+    assert on["B"][0] in (1, 2) and on["B"] == list(range(on["B"][0], 12))  # frame 0 holds under a quarter of B
+    assert {(0, tb.box) for tb in plan[0]} <= follower.unseen
+
+
+def test_a_track_is_not_followed_back_onto_a_person_already_there_or_from_a_stray_hit() -> None:
+    """B walks out from behind A on frame 4: followed back onto frame 3, B's box lands on A, so it is not
+    added; C, found on 2 frames only, is not followed back either."""
+    video = Video("behind", 10, width=640, height=480)
+    people = {"A": lambda f: Box(200.0, 100.0, 80.0, 200.0),
+              "B": lambda f: Box(230.0 + 20 * (f - 4), 100.0, 80.0, 200.0),
+              "C": lambda f: Box(450.0, 100.0, 60.0, 150.0)}
+    detections = {"A": range(10), "B": range(4, 10), "C": (6, 7)}
+
+    def pose(f: int, boxes: list[Box]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for b in boxes:  # before frame 4, B is hidden: the pass in B's box finds A
+            iou, who = max((b.iou(walk(f)), name) for name, walk in people.items() if name != "B" or f >= 4)
+            out.append(_walker_pose(people[who](f)) if iou > 0.3 else _walker_pose(b, 0.05))
+        return out
+
+    follower = Follower(lambda f: [people[n](f) for n, frames in detections.items() if f in frames], pose,
+                        redetect_every=1, min_confidence=0.3, frame_size=(640, 480))
+    plan = plan_boxes(video, None, range(10), detector=follower)
+    assert [len(plan[f]) for f in range(10)] == [1, 1, 1, 1, 2, 2, 3, 3, 2, 2]
+    assert not follower.unseen
+
+
+def test_follow_back_goes_to_an_adjacent_frame_only() -> None:
+    follower = _late_follower({"A": lambda f: Box(50.0, 100.0, 80.0, 200.0)}, {"A": 0})
+    assert follower.follow_back(3, Box(50.0, 100.0, 80.0, 200.0), 2, []) is not None
+    assert follower.follow_back(3, Box(50.0, 100.0, 80.0, 200.0), 2, [Box(55.0, 100.0, 80.0, 200.0)]) is None
+    wide = Box(20.0, 90.0, 250.0, 230.0)  # a poor hit around the walker and a neighbour: IoU 0.28, but it holds him
+    assert wide.iou(Box(50.0, 100.0, 80.0, 200.0)) < 0.3
+    assert follower.follow_back(3, Box(50.0, 100.0, 80.0, 200.0), 2, [wide]) is None
+    with pytest.raises(ValueError, match="adjacent"):
+        follower.follow_back(3, Box(50.0, 100.0, 80.0, 200.0), 1, [])
