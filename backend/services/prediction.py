@@ -39,7 +39,7 @@ from annotation_io.types import Box, Frame, Person, Video
 from backend.db import queries, versions
 from backend.db.persons import persons_from_json
 from backend.db.session import read_session, session_scope
-from backend.db.tables import Annotation, Task, VideoRecord
+from backend.db.tables import Annotation, Prediction, Task, VideoRecord
 from backend.limits import check_track_ids
 from backend.ls.frames import ImageUnavailableError, VideoFrames
 from backend.predictor_cache import ModelUnavailableError, PredictorSpec
@@ -263,6 +263,37 @@ def _stored_labels(session: Session, video_row: int) -> dict[int, list[Person]]:
     return labels
 
 
+def _predictions_beside(ctx: BackendContext, project_id: int, key: str, frames: Sequence[int],
+                        skip: set[int]) -> dict[int, Frame]:  # fmt: skip
+    """The newest stored prediction of each frame next to `frames` (not in `frames` or `skip`), as unlabelled
+    frames of predicted persons: their boxes and track ids seed the tracks of the frames asked for
+    (`model.pipeline.tracking.plan_boxes`). Label Studio asks for one task at a time; before, each answer
+    numbered its people 0, 1, ... in the detector's order, so one person's id changed from frame to frame."""
+    beside = {f + d for f in frames for d in (-1, 1)} - set(frames) - skip
+    beside = {f for f in beside if f >= 0}
+    if not beside:
+        return {}
+    with read_session(ctx.sessions) as session:
+        stmt = (
+            select(Task.frame_index, Prediction.persons, Prediction.id)
+            .join(Prediction, Prediction.task_id == Task.id)
+            .join(VideoRecord, VideoRecord.id == Task.video_id)
+            .where(VideoRecord.project_id == project_id, VideoRecord.key == key, Task.frame_index.in_(beside))
+            .order_by(Prediction.created_at, Prediction.id)
+        )
+        rows = session.execute(stmt).all()
+    out: dict[int, Frame] = {}
+    for index, persons, prediction_id in rows:  # the newest last
+        try:
+            predicted = [p for p in persons_from_json(persons or [], source=f"prediction {prediction_id}")
+                         if p.is_prediction and p.track_id is not None]  # fmt: skip
+        except AnnotationFormatError as exc:
+            logger.warning("stored prediction %s not used: %s", prediction_id, exc)
+            continue
+        out[int(index)] = Frame(int(index), predicted, is_labeled=False)
+    return out
+
+
 def _video_state(
     ctx: BackendContext, project_id: int, key: str
 ) -> tuple[int, dict[int, str], dict[int, list[Person]]]:
@@ -347,9 +378,10 @@ def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: Labe
     if not indices:
         return out
     video = Video(key, nframes, width=size.width, height=size.height)
-    known_video = (
-        Video(key, nframes, list(known.values()), width=size.width, height=size.height) if known else None
-    )
+    seeds = _predictions_beside(ctx, project_id, key, indices, set(known))
+    seeds = {f: frame for f, frame in seeds.items() if f < nframes and frame.persons}
+    frames = sorted([*known.values(), *seeds.values()], key=lambda frame: frame.index)
+    known_video = Video(key, nframes, frames, width=size.width, height=size.height) if frames else None
     start = time.perf_counter()
     try:
         with ctx.predictors.lease(serving.spec) as predictor:

@@ -127,10 +127,12 @@ def _remember(memory: dict[int, _Memo], track_id: int, frame: int, box: Box, *, 
 
 
 class _Labels:
-    """Human boxes per labelled frame, keyed by track id (untracked people get fresh ids)."""
+    """Human boxes per labelled frame, keyed by track id (untracked people get fresh ids), and the boxes
+    of earlier predictions on frames with no label (`predicted`)."""
 
     def __init__(self, known: Video | None, max_gap: int | None, frame_size: tuple[int, int] | None) -> None:
         self.boxes: dict[int, dict[int, Box]] = {}
+        self.predicted: dict[int, dict[int, Box]] = {}
         self.next_id = 0
         self.frame_size = frame_size
         untracked: dict[int, list[Box]] = {}
@@ -139,6 +141,10 @@ class _Labels:
             for frame in known.frames:
                 humans = [p for p in frame.persons if not p.is_prediction]
                 if not humans and (not frame.is_labeled or frame.persons):
+                    seen = {int(p.track_id): p.box for p in frame.persons
+                            if p.track_id is not None and p.box is not None and p.box.area > 0}  # fmt: skip
+                    if seen:
+                        self.predicted[frame.index] = seen
                     continue
                 mine = self.boxes.setdefault(frame.index, {})
                 for person in humans:
@@ -182,10 +188,18 @@ class _Labels:
                 self.next_id = max(self.next_id, tb.track_id + 1)
                 _remember(memory, tb.track_id, index, tb.box)
 
+    def seeds(self, index: int) -> bool:
+        """Whether a frame holds tracks that a detector pass beside it continues (`state`)."""
+        return bool(self.plan(index) or self.predicted.get(index))
+
     def state(self, index: int) -> dict[int, _Memo]:
         """Track positions and velocities at a frame, seeding the detector pass. Velocities come from
         the track's two nearest labels (consecutive labelled frames); carried boxes move on at that
-        velocity here (the plan itself keeps them still: the predictor moves them with the joints)."""
+        velocity here (the plan itself keeps them still: the predictor moves them with the joints).
+        A frame no label reaches gives the boxes of its earlier prediction instead, with no velocity:
+        Label Studio asks for one frame at a time, and the people on the frame before keep their ids."""
+        if not self.plan(index):
+            return {t: _Memo(index, box) for t, box in self.predicted.get(index, {}).items()}
         k = bisect.bisect_right(self.frames, index)
         left, right = self.frames[max(k - 2, 0) : k][::-1], self.frames[k : k + 2]  # nearest first
         out = {}
@@ -266,7 +280,10 @@ def plan_boxes(
     Args:
         video: the video predicted; gives `num_frames` and, where known, the frame size
             (`known`'s size is used when `video` has none).
-        known: human labels (persons with `scores is None`); None or empty: detector only.
+        known: human labels (persons with `scores is None`); None or empty: detector only. Predicted
+            persons (scores set) are no labels; on an unlabelled frame just before or after the detector
+            frames, their boxes and track ids seed the tracks there (an earlier prediction of the frame
+            next to the one asked for keeps its ids).
         frames: frame indices to plan.
         detector: frame index -> person boxes, called only for frames no label reaches (not for
             labelled frames, even empty ones). None: such frames get no box.
@@ -349,7 +366,7 @@ def _detect(
     unseen = getattr(detector, "unseen", set())  # boxes a Follower carried where the detector missed them
     for run in _runs(todo, wanted):
         order, step = run, 1
-        if not labels.plan(run[0] - 1) and labels.plan(run[-1] + 1):
+        if not labels.seeds(run[0] - 1) and labels.seeds(run[-1] + 1):
             order, step = run[::-1], -1
         memory = labels.state(order[0] - step)  # tracks beside the run, and those beyond its end
         memory.update({t: m for t, m in labels.state(order[-1] + step).items() if t not in memory})

@@ -17,7 +17,7 @@ from flask import Flask
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.label_studio import label_config, parse_config, persons_to_results, results_to_persons
 from backend.db import queries, versions
-from backend.db.persons import persons_from_json
+from backend.db.persons import persons_from_json, persons_to_json
 from backend.db.session import session_scope
 from backend.db.tables import Prediction, Task
 from backend.ls.frames import FrameStore, ImageUnavailableError, LabelStudioAccess, VideoFrames, safe_url
@@ -532,3 +532,30 @@ def test_empty_prediction_says_why() -> None:
     assert "frame 7: no person found" in reason and "blazepose person detector" in reason
     answer = TaskPrediction(3, [], 0.0, [], reason=reason).to_ls("blazepose-base")
     assert answer["meta"] == {"reason": reason} and answer["result"] == []
+
+
+def test_one_task_at_a_time_keeps_the_track_ids_of_the_frame_predicted_before(
+    backend_app: Flask, synth_video: SynthVideo, spy: SpyPredictor
+) -> None:
+    """Label Studio asks for one task at a time. The newest stored prediction of the frame before (here with
+    the ids a bulk run gave) seeds the tracks: the same people keep their ids. Before, each answer numbered
+    its detections 0, 1, ... again."""
+    ctx, config = ctx_of(backend_app), parse_config(label_config())
+    predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(2)])
+    gt_ids = {}  # ground-truth track -> the id to carry on
+    with session_scope(ctx.sessions) as session:
+        row = session.query(Prediction).filter_by(task_id=102).one()
+        persons = persons_from_json(row.persons)
+        for person, new_id in zip(persons, (7, 3)):
+            (gt,) = [g for g in synth_video.gt.frames[2].persons if g.box.iou(person.box) > 0.5]
+            gt_ids[gt.track_id], person.track_id = new_id, new_id
+        row.persons = persons_to_json(persons)
+    _, (answer,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(3)])
+    assert [f.index for f in spy.calls[-1]["known"].frames] == [2]  # the frame beside, as predicted persons
+    got = {}
+    for person in answer.persons:
+        (gt,) = [g for g in synth_video.gt.frames[3].persons if g.box.iou(person.box) > 0.5]
+        got[gt.track_id] = person.track_id
+    assert got == gt_ids
+    _, (far,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(5)])  # nothing beside
+    assert spy.calls[-1]["known"] is None and sorted(p.track_id for p in far.persons) == [0, 1]

@@ -574,3 +574,26 @@ def test_follow_back_goes_to_an_adjacent_frame_only() -> None:
     assert follower.follow_back(3, Box(50.0, 100.0, 80.0, 200.0), 2, [wide]) is None
     with pytest.raises(ValueError, match="adjacent"):
         follower.follow_back(3, Box(50.0, 100.0, 80.0, 200.0), 1, [])
+
+
+def test_an_earlier_prediction_of_the_frame_beside_seeds_the_track_ids() -> None:
+    """Label Studio asks for one frame at a time: the people predicted on the frame before (or after, when
+    only that one was) keep their ids on this one; a newcomer gets an id above theirs. Before, each request
+    numbered its detections 0, 1, ... in the detector's order."""
+    video = Video("one-at-a-time", 10, width=640, height=480)
+
+    def walker(name: str, f: int) -> Box:
+        return Box({"A": 100.0, "B": 300.0, "C": 500.0}[name] + 4 * f, 100.0, 80.0, 200.0)
+
+    def predicted(f: int, ids: dict[str, int]) -> Frame:
+        return Frame(f, [Person(np.zeros((17, 3)), track_id=t, box=walker(n, f), scores=np.full(17, 0.9))
+                         for n, t in ids.items()])  # fmt: skip
+
+    detector = lambda f: [walker("B", f), walker("A", f), walker("C", f)]  # noqa: E731  the detector's order
+    for side in (3, 5):
+        known = Video("one-at-a-time", 10, [predicted(side, {"A": 7, "B": 3})], width=640, height=480)
+        plan = plan_boxes(video, known, [4], detector=detector)
+        ids = {n: tb.track_id for tb in plan[4] for n in "ABC" if tb.box.iou(walker(n, 4)) > 0.9}
+        assert ids == {"A": 7, "B": 3, "C": 8}, (side, ids)
+    far = Video("one-at-a-time", 10, [predicted(0, {"A": 7, "B": 3})], width=640, height=480)
+    assert sorted(tb.track_id for tb in plan_boxes(video, far, [4], detector=detector)[4]) == [8, 9, 10]
