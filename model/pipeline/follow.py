@@ -22,10 +22,11 @@ from model.pipeline.boxes import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DUPLICATE_IOU", "REFIT_IOU", "REPLACE_IOU", "WHOLE_POSE", "Follower", "PoseFn", "part_of",
+__all__ = ["DUPLICATE_IOU", "REFIT_IOU", "REPLACE_IOU", "WHOLE_POSE", "Follower", "PoseFn", "Seed", "part_of",
            "pose_confidence", "refit_box", "same_pose"]
 
 PoseFn = Callable[[int, list[Box]], list[tuple[np.ndarray, np.ndarray]]]  # (frame, boxes) -> (kps, scores) each
+Seed = tuple[Box, np.ndarray, np.ndarray, int, int]  # box, keypoints, scores, found in a row, followed unseen in a row
 DUPLICATE_IOU = 0.5  # two followed boxes overlapping this much hold the same person
 REPLACE_IOU = 0.3  # a detection replaces the followed boxes it overlaps this much (a drifted box included)
 MAX_MISSES = 1  # a followed person no detection confirms at this many re-detections in a row is dropped
@@ -78,7 +79,9 @@ class Follower:
     row; duplicates and parts go as above, detections first. Those boxes are listed in `unseen`:
     `plan_boxes` replaces the ones that lie between two detections of their track by the interpolation,
     which fits better, and keeps the others, where the detector has lost someone who is still there (a
-    person cut by the frame's edge, seen by a panning camera).
+    person cut by the frame's edge, seen by a panning camera). `counts` keeps, for each box returned,
+    how many frames in a row the detector found that person and how many they have been followed unseen;
+    stored with a prediction, they let the next one-frame request carry on (`seed`).
 
     Args:
         detect: frame index -> person boxes (the full detector).
@@ -101,6 +104,8 @@ class Follower:
         self.followed = 0  # boxes carried
         self.refits = 0  # detected boxes moved onto the pose found in them
         self.unseen: set[tuple[int, Box]] = set()  # (frame, box) of people followed where the detector missed them
+        # detecting on every frame: (frame, box) -> (frames found in a row, frames followed unseen in a row)
+        self.counts: dict[tuple[int, Box], tuple[int, int]] = {}
 
     def __call__(self, frame: int) -> list[Box]:
         adjacent = self.last is not None and abs(frame - self.last) == 1
@@ -132,7 +137,28 @@ class Follower:
         carried, _ = self._carry(frame, missed)
         self.people = _without_duplicates(found + [replace(c, misses=c.misses + 1) for c in carried])
         self.unseen.update((frame, p.box) for p in self.people if p.carried)
+        self.counts.update(((frame, p.box), (p.seen, p.misses)) for p in self.people)
         return [p.box for p in self.people]
+
+    def seed(self, frame: int, people: list[Seed]) -> None:
+        """The people an earlier prediction placed on `frame`, as if this Follower had just been called for
+        it (detecting on every frame; with `redetect_every` > 1 it does nothing): on the frame next to it,
+        one the detector misses is followed there under the rule above, `MIN_SEEN` and `MAX_UNSEEN`
+        counted on from `counts` stored with that prediction. Label Studio asks for one task at a time:
+        a person the detector missed on the task asked for had no box there, though found on the frame
+        before.
+
+        Args:
+            frame: the frame of the earlier prediction.
+            people: (box, (K, 3) keypoints, (K,) scores, frames found in a row, frames followed unseen in
+                a row) of each person on it.
+        """
+        if self.redetect_every != 1:
+            return
+        self.people = [_Followed(box, np.asarray(kps, float), np.asarray(scores, float),
+                                 pose_confidence(scores), misses=unseen, carried=unseen > 0, seen=seen)
+                       for box, kps, scores, seen, unseen in people]  # fmt: skip
+        self.last = frame
 
     def follow_back(self, frame: int, box: Box, to: int, others: list[Box]) -> Box | None:
         """The person in `box` on `frame` followed onto the adjacent frame `to`, before the detector found

@@ -39,7 +39,7 @@ import numpy as np
 from annotation_io.types import Box, Person, Video
 from model.pipeline.assignment import match_by_iou
 from model.pipeline.boxes import BoxSource, TrackBox, box_from_keypoints, box_in_frame
-from model.pipeline.follow import DUPLICATE_IOU, MAX_UNSEEN, MIN_SEEN
+from model.pipeline.follow import DUPLICATE_IOU, MAX_UNSEEN, MIN_SEEN, Seed
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ class _Labels:
     def __init__(self, known: Video | None, max_gap: int | None, frame_size: tuple[int, int] | None) -> None:
         self.boxes: dict[int, dict[int, Box]] = {}
         self.predicted: dict[int, dict[int, Box]] = {}
+        self.seeds_at: dict[int, list[Seed]] = {}  # of the predicted persons a Follower counted (`Follower.seed`)
         self.next_id = 0
         self.frame_size = frame_size
         untracked: dict[int, list[Box]] = {}
@@ -141,10 +142,10 @@ class _Labels:
             for frame in known.frames:
                 humans = [p for p in frame.persons if not p.is_prediction]
                 if not humans and (not frame.is_labeled or frame.persons):
-                    seen = {int(p.track_id): p.box for p in frame.persons
-                            if p.track_id is not None and p.box is not None and p.box.area > 0}  # fmt: skip
-                    if seen:
-                        self.predicted[frame.index] = seen
+                    mine = [p for p in frame.persons if p.track_id is not None and p.box is not None and p.box.area > 0]
+                    if mine:
+                        self.predicted[frame.index] = {int(p.track_id): p.box for p in mine}
+                        self.seeds_at[frame.index] = [seed for p in mine if (seed := _seed(p)) is not None]
                     continue
                 mine = self.boxes.setdefault(frame.index, {})
                 for person in humans:
@@ -254,6 +255,17 @@ class _Labels:
                 tb = TrackBox(tid, tb.box.clip(*self.frame_size), tb.source, tb.score)
             out.append(tb)
         return out
+
+
+def _seed(person: Person) -> Seed | None:
+    """A predicted person as a `Follower` left them (`Follower.counts`, stored in extra "seen" and "unseen"),
+    or None."""
+    seen, unseen = person.extra.get("seen"), person.extra.get("unseen")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (seen, unseen)):
+        return None
+    if person.scores is None or person.box is None:
+        return None
+    return person.box, person.keypoints, person.scores, seen, unseen
 
 
 def _human_box(person: Person, video: str, index: int) -> Box | None:
@@ -369,6 +381,8 @@ def _detect(
         if not labels.seeds(run[0] - 1) and labels.seeds(run[-1] + 1):
             order, step = run[::-1], -1
         memory = labels.state(order[0] - step)  # tracks beside the run, and those beyond its end
+        if (seed := getattr(detector, "seed", None)) is not None and labels.seeds_at.get(order[0] - step):
+            seed(order[0] - step, labels.seeds_at[order[0] - step])  # followed onto the run where missed
         memory.update({t: m for t, m in labels.state(order[-1] + step).items() if t not in memory})
         for f in order:
             boxes = detector(f)

@@ -190,6 +190,7 @@ class VideoJob:
         self.known_at: dict[int, set[int]] = defaultdict(set)  # frame -> tracks with a human or carried pose
         self.complete_at: dict[int, list[int]] = defaultdict(list)  # track -> its complete labels' frames, sorted
         self.grays = _LRU(_GRAY_MEMORY)
+        self.counts: dict[tuple[int, Box], tuple[int, int]] = {}  # `Follower.counts` of the detected boxes
         self.passes = 0
         self.use_neighbours = stages.refine is not None
         backbone_sigma = getattr(stages.backbone, "sigma", None)
@@ -288,6 +289,7 @@ class VideoJob:
             detector = Follower(self._detect, self._poses, redetect_every=self.cfg.redetect_every,
                                 min_confidence=self.cfg.follow_min_score, frame_size=self.frame_size)
         main = plan_boxes(self.video, self.known, requested, detector=detector)
+        self.counts = detector.counts if detector is not None else {}
         if detector is not None and detector.detections:
             logger.info("%s: person detector run on %d frames, people followed on %d frame-boxes",
                         self.video.name, detector.detections, detector.followed)
@@ -512,6 +514,8 @@ class VideoJob:
             # see this one: their carried joints win there
             unseen = prop is not None and self._sees_another(t, slot.track_id, own[j], self.known_at.get(t, ()))
             person = _predicted_person(xy[j], maxvals[j], slot, pose, prop, own[j], unseen)
+            if (counts := self.counts.get((t, slot.box))) is not None:  # the next request's `Follower.seed`
+                person.extra["seen"], person.extra["unseen"] = counts
             if self.cfg.follow_omissions:
                 self._leave_out(t, person, pose)
             self._leave_out_off_frame(t, person, pose)

@@ -538,14 +538,15 @@ def test_one_task_at_a_time_keeps_the_track_ids_of_the_frame_predicted_before(
     backend_app: Flask, synth_video: SynthVideo, spy: SpyPredictor
 ) -> None:
     """Label Studio asks for one task at a time. The newest stored prediction of the frame before (here with
-    the ids a bulk run gave) seeds the tracks: the same people keep their ids. Before, each answer numbered
-    its detections 0, 1, ... again."""
+    the ids a bulk run gave) seeds the tracks: the same people keep their ids, and the follower's counts go
+    on. Before, each answer numbered its detections 0, 1, ... again."""
     ctx, config = ctx_of(backend_app), parse_config(label_config())
     predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(2)])
     gt_ids = {}  # ground-truth track -> the id to carry on
     with session_scope(ctx.sessions) as session:
         row = session.query(Prediction).filter_by(task_id=102).one()
         persons = persons_from_json(row.persons)
+        assert {(p.extra["seen"], p.extra["unseen"]) for p in persons} == {(1, 0)}  # the follower's counts
         for person, new_id in zip(persons, (7, 3)):
             (gt,) = [g for g in synth_video.gt.frames[2].persons if g.box.iou(person.box) > 0.5]
             gt_ids[gt.track_id], person.track_id = new_id, new_id
@@ -557,5 +558,6 @@ def test_one_task_at_a_time_keeps_the_track_ids_of_the_frame_predicted_before(
         (gt,) = [g for g in synth_video.gt.frames[3].persons if g.box.iou(person.box) > 0.5]
         got[gt.track_id] = person.track_id
     assert got == gt_ids
+    assert {(p.extra["seen"], p.extra["unseen"]) for p in answer.persons} == {(2, 0)}  # found twice in a row
     _, (far,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(5)])  # nothing beside
     assert spy.calls[-1]["known"] is None and sorted(p.track_id for p in far.persons) == [0, 1]

@@ -597,3 +597,24 @@ def test_an_earlier_prediction_of_the_frame_beside_seeds_the_track_ids() -> None
         assert ids == {"A": 7, "B": 3, "C": 8}, (side, ids)
     far = Video("one-at-a-time", 10, [predicted(0, {"A": 7, "B": 3})], width=640, height=480)
     assert sorted(tb.track_id for tb in plan_boxes(video, far, [4], detector=detector)[4]) == [8, 9, 10]
+
+
+@pytest.mark.parametrize(("seen", "unseen", "followed"), [(3, 0, True), (7, 14, True), (2, 0, False), (3, 15, False)])
+def test_a_person_an_earlier_request_found_is_followed_onto_a_frame_the_detector_misses_them(
+        seen: int, unseen: int, followed: bool) -> None:  # fmt: skip
+    """One task at a time: A, predicted on frame 3 with the Follower's counts, is missed by the detector on frame
+    4. A is followed there under the rule of a whole run (found on 3 frames in a row, followed at most 15)."""
+    video = Video("one-at-a-time", 10, width=640, height=480)
+    people = {"A": lambda f: Box(100.0 + 4 * f, 100.0, 80.0, 200.0), "B": lambda f: Box(300.0, 100.0, 80.0, 200.0)}
+    follower = _late_follower(people, {"A": 99, "B": 0})  # the detector never finds A
+    kps, scores = _walker_pose(people["A"](3))
+    before = Person(kps, track_id=7, box=people["A"](3), scores=scores, extra={"seen": seen, "unseen": unseen})
+    known = Video("one-at-a-time", 10, [Frame(3, [before])], width=640, height=480)
+    plan = plan_boxes(video, known, [4], detector=follower)
+    ids = {tb.track_id for tb in plan[4] if tb.box.iou(people["A"](4)) > 0.8}
+    assert ids == ({7} if followed else set())
+    (b,) = [tb for tb in plan[4] if tb.box.iou(people["B"](4)) > 0.9]
+    assert follower.counts[(4, b.box)] == (1, 0)
+    if followed:
+        (a,) = [tb for tb in plan[4] if tb.track_id == 7]
+        assert follower.counts[(4, a.box)] == (seen, unseen + 1) and (4, a.box) in follower.unseen
