@@ -359,3 +359,38 @@ def test_label_studio_end_to_end(
     with capsys.disabled():
         line = ", ".join(f"{k}: {v:.2f} s" for k, v in phases.items())
         print(f"\n[LS integration, {db_url.split(':', 1)[0]}] {line}")
+
+
+def test_tasks_predicted_one_at_a_time_keep_their_track_ids(
+    label_studio: LabelStudioServer,  # noqa: F811
+    ls_project: tuple[LabelStudioClient, int],
+    backend: RunningBackend,
+    tmp_path: Path,
+) -> None:
+    """Label Studio asks for one task at a time (an annotator opening them in order; here the Data Manager
+    action on one task each): each person keeps one track id from frame to frame, and the follower's count
+    of frames found in a row goes on from the prediction stored for the frame before."""
+    from annotation_io.label_studio import results_to_persons
+
+    client, project = ls_project
+    video, gt = write_synthetic_mp4(tmp_path / "synth", f"one-{uuid.uuid4().hex[:8]}")
+    summary = import_video(client, video, project, frames_root=label_studio.document_root / video.stem,
+                           document_root=label_studio.document_root, progress=False)  # fmt: skip
+    client.add_ml_backend(project, backend.url, "dcpose-one-at-a-time")
+    ids: dict[int, list[int]] = {}  # ground-truth track -> predicted id on each frame it is found
+    for t, task_id in enumerate(summary.task_ids):
+        client.dm_action(project, "retrieve_tasks_predictions", [task_id])
+        (prediction,) = client.get_task(task_id)["predictions"]
+        persons, _ = results_to_persons(prediction["result"], parse_config(label_config()))
+        for truth in gt.frames[t].persons:
+            hits = [p for p in persons if p.box is not None and p.box.iou(truth.box) > 0.5]
+            if len(hits) == 1:
+                ids.setdefault(truth.track_id, []).append(hits[0].track_id)
+    # BlazePose finds the walker in front on every frame; the one half behind him, seldom
+    assert any(len(v) >= FRAMES - 1 for v in ids.values()), ids
+    assert all(len(set(v)) == 1 for v in ids.values()), f"track ids per person, frame by frame: {ids}"
+    assert len({v[0] for v in ids.values()}) == len(ids), ids
+    with session_scope(backend.ctx.sessions) as session:
+        last = session.scalars(select(Prediction).where(Prediction.task_id == summary.task_ids[-1])).one()
+    seen = max(p["extra"]["seen"] for p in last.persons)
+    assert seen >= FRAMES - 1, last.persons  # found on frame after frame: counted on from task to task
