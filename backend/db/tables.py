@@ -148,6 +148,8 @@ class VideoRecord(Base):
     fps: Mapped[float | None] = mapped_column(Float)
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
+    # above every track id predicted for this video so far: a person new to a request gets an id of their own
+    next_track_id: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Task(Base):

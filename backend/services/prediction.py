@@ -40,7 +40,7 @@ from backend.db import queries, versions
 from backend.db.persons import persons_from_json
 from backend.db.session import read_session, session_scope
 from backend.db.tables import Annotation, Prediction, Task, VideoRecord
-from backend.limits import check_track_ids
+from backend.limits import TRACK_IDS, check_track_ids
 from backend.ls.frames import ImageUnavailableError, VideoFrames
 from backend.predictor_cache import ModelUnavailableError, PredictorSpec
 from model.pipeline.config import with_propagation
@@ -296,19 +296,20 @@ def _predictions_beside(ctx: BackendContext, project_id: int, key: str, frames: 
 
 def _video_state(
     ctx: BackendContext, project_id: int, key: str
-) -> tuple[int, dict[int, str], dict[int, list[Person]]]:
-    """(stored frame count, frame -> image URL of the stored tasks, frame -> stored human labels)."""
+) -> tuple[int, dict[int, str], dict[int, list[Person]], int]:
+    """(stored frame count, frame -> image URL of the stored tasks, frame -> stored human labels, the least
+    track id no prediction of the video has used)."""
     with session_scope(ctx.sessions) as session:
         video = session.scalars(
             select(VideoRecord).where(VideoRecord.project_id == project_id, VideoRecord.key == key)
         ).first()
         if video is None:
-            return 0, {}, {}
+            return 0, {}, {}, 0
         stmt = select(Task.frame_index, Task.image).where(
             Task.video_id == video.id, Task.frame_index.is_not(None), Task.image.is_not(None)
         )
         urls = {int(i): str(u) for i, u in session.execute(stmt.order_by(Task.id))}
-        return int(video.nframes or 0), urls, _stored_labels(session, video.id)
+        return int(video.nframes or 0), urls, _stored_labels(session, video.id), int(video.next_track_id or 0)
 
 
 # ----------------------------------------------------------------------------- predicting
@@ -352,7 +353,7 @@ def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: Labe
     if not items:
         return {}
     key = items[0].frame.video_id
-    stored_frames, urls, labels = _video_state(ctx, project_id, key)
+    stored_frames, urls, labels, next_track_id = _video_state(ctx, project_id, key)
     nframes = max([stored_frames] + [i.frame.nframes for i in items])
     errors: dict[int, TaskError] = {}
     for item in items:
@@ -386,7 +387,7 @@ def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: Labe
     try:
         with ctx.predictors.lease(serving.spec) as predictor:
             predicted = predictor.predict_video(video, known_video, frames=indices, reader=reader,
-                                                progress=progress or False)  # fmt: skip
+                                                progress=progress or False, first_track_id=next_track_id)  # fmt: skip
     except ModelUnavailableError as exc:
         if serving.spec.head is None:
             raise
@@ -418,10 +419,13 @@ def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: Labe
 
 def _record(ctx: BackendContext, project_id: int, key: str, size: ImageSize, version: str,
             predictions: Sequence[tuple[int, TaskPrediction]]) -> None:  # fmt: skip
+    ids = [q.track_id for _, p in predictions for q in p.persons if q.track_id is not None]
     with session_scope(ctx.sessions) as session:
-        queries.upsert_video(
+        video = queries.upsert_video(
             session=session, project_id=project_id, key=key, width=size.width, height=size.height
         )
+        if ids and max(ids) + 1 > video.next_track_id:  # new people of the next request get ids of their own
+            video.next_track_id = min(max(ids) + 1, TRACK_IDS[1])  # the column is 32-bit too
         for task_id, p in predictions:
             queries.record_prediction(session=session, task_id=task_id, model_version=p.model_version or version,
                                       result=p.result,

@@ -203,8 +203,8 @@ class Predictor:
         return torch.cat(outs)
 
     def predict_video(self, video: Video, known: Video | None = None, *, frames: Iterable[int] | None = None,
-                      reader: FrameReader | None = None,
-                      progress: Progress = False) -> Video:
+                      reader: FrameReader | None = None, progress: Progress = False,
+                      first_track_id: int = 0) -> Video:
         """Predicted persons for the requested frames of `video`.
 
         Args:
@@ -213,6 +213,8 @@ class Predictor:
             frames: frame indices to predict; None: all.
             reader: frame access; default `annotation_io.video.open_video(video.source)`.
             progress: True for a tqdm bar, or a callable(done, total) called as frames finish.
+            first_track_id: the least id a person new to this call gets (above every id in `known` in
+                any case): the ids earlier calls gave in the same video, not all of which are in `known`.
 
         Returns:
             A Video with one Frame per requested index (sorted) holding the predicted persons.
@@ -237,7 +239,7 @@ class Predictor:
                 if requested and requested[-1] >= num_frames:
                     raise ValueError(f"frame {requested[-1]} cannot be read: the frames of video "
                                      f"{video.name!r} hold only {num_frames} images")
-            return self._predict(video, known, requested, reader, num_frames, progress)
+            return self._predict(video, known, requested, reader, num_frames, progress, first_track_id)
         finally:
             if own_reader and hasattr(reader, "close"):
                 reader.close()
@@ -253,12 +255,12 @@ class Predictor:
         return self.predict_video(video, known, frames=[index], reader=reader).frames[0]
 
     def _predict(self, video: Video, known: Video | None, requested: list[int], reader: FrameReader,
-                 num_frames: int, progress: Progress) -> Video:
+                 num_frames: int, progress: Progress, first_track_id: int = 0) -> Video:
         if not (video.width and video.height) and getattr(reader, "width", None):
             video = replace(video, width=int(reader.width), height=int(reader.height))  # type: ignore[attr-defined]
         if not requested:
             return assemble_output(video, requested, {})
-        job = VideoJob(self._stages(), video, known, reader, num_frames)
+        job = VideoJob(self._stages(), video, known, reader, num_frames, first_track_id=first_track_id)
         job.plan(requested)
         # Frames the run will read, in order (each person-frame's own and, with a head, neighbours'),
         # decoded ahead on a thread while the networks run.

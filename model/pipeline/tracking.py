@@ -130,15 +130,16 @@ class _Labels:
     """Human boxes per labelled frame, keyed by track id (untracked people get fresh ids), and the boxes
     of earlier predictions on frames with no label (`predicted`)."""
 
-    def __init__(self, known: Video | None, max_gap: int | None, frame_size: tuple[int, int] | None) -> None:
+    def __init__(self, known: Video | None, max_gap: int | None, frame_size: tuple[int, int] | None,
+                 first_id: int = 0) -> None:  # fmt: skip
         self.boxes: dict[int, dict[int, Box]] = {}
         self.predicted: dict[int, dict[int, Box]] = {}
         self.seeds_at: dict[int, list[Seed]] = {}  # of the predicted persons a Follower counted (`Follower.seed`)
-        self.next_id = 0
+        self.next_id = first_id
         self.frame_size = frame_size
         untracked: dict[int, list[Box]] = {}
         if known is not None:
-            self.next_id = max(known.track_ids(), default=-1) + 1
+            self.next_id = max(first_id, max(known.track_ids(), default=-1) + 1)
             for frame in known.frames:
                 humans = [p for p in frame.persons if not p.is_prediction]
                 if not humans and (not frame.is_labeled or frame.persons):
@@ -286,6 +287,7 @@ def plan_boxes(
     detector: Detector | None = None,
     max_gap: int | None = None,
     iou_threshold: float = IOU_THRESHOLD,
+    first_id: int = 0,
 ) -> dict[int, list[TrackBox]]:
     """The person boxes to crop on each requested frame, with stable track ids.
 
@@ -306,9 +308,11 @@ def plan_boxes(
             their position predicted from their velocity; a track the detector misses is kept
             for MAX_LOST (10) frames, so requested frames further apart share no ids.
 
+        first_id: the least id given to a new track (earlier calls on the same video gave the ids below).
+
     Returns:
         Requested frame index -> its TrackBoxes sorted by track id (possibly empty). New ids (for
-        untracked labels and unmatched detections) lie above every id in `known`.
+        untracked labels and unmatched detections) lie above every id in `known`, from `first_id` on.
 
     Raises:
         ValueError: a frame outside the video, a negative `max_gap`, or a bad `iou_threshold`.
@@ -321,7 +325,9 @@ def plan_boxes(
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     width = video.width or (known.width if known is not None else None)
     height = video.height or (known.height if known is not None else None)
-    labels = _Labels(known, max_gap, (width, height) if width and height else None)
+    if isinstance(first_id, bool) or not isinstance(first_id, int) or first_id < 0:
+        raise ValueError(f"first_id must be an integer >= 0, got {first_id!r}")
+    labels = _Labels(known, max_gap, (width, height) if width and height else None, first_id)
     plans = {f: labels.plan(f) for f in wanted}
     todo = [f for f in wanted if not plans[f] and f not in labels.boxes]
     if todo and detector is not None:

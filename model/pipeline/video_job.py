@@ -175,10 +175,11 @@ class VideoJob:
     """
 
     def __init__(self, stages: JobStages, video: Video, known: Video | None, reader: FrameReader,
-                 num_frames: int) -> None:
+                 num_frames: int, *, first_track_id: int = 0) -> None:
         self.stages = stages
         self.cfg = stages.config
         self.video, self.known, self.reader, self.num_frames = video, known, reader, num_frames
+        self.first_track_id = first_track_id
         self.frame_size = (video.width, video.height) if video.width and video.height else None
         self.cache = _LRU(self.cfg.cache_size)
         self.images = _LRU(_FRAME_MEMORY)
@@ -283,12 +284,12 @@ class VideoJob:
     # -- boxes -----------------------------------------------------------------------------------------
     def plan(self, requested: list[int]) -> None:
         """Slots for the requested frames (and their neighbours in cached mode), carried chains run."""
-        label_plan = plan_boxes(self.video, self.known, range(self.num_frames))
+        label_plan = plan_boxes(self.video, self.known, range(self.num_frames), first_id=self.first_track_id)
         detector = None
         if self.cfg.detect:
             detector = Follower(self._detect, self._poses, redetect_every=self.cfg.redetect_every,
                                 min_confidence=self.cfg.follow_min_score, frame_size=self.frame_size)
-        main = plan_boxes(self.video, self.known, requested, detector=detector)
+        main = plan_boxes(self.video, self.known, requested, detector=detector, first_id=self.first_track_id)
         self.counts = detector.counts if detector is not None else {}
         if detector is not None and detector.detections:
             logger.info("%s: person detector run on %d frames, people followed on %d frame-boxes",

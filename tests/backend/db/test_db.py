@@ -107,7 +107,7 @@ def annotate(
 
 def test_migrations_create_the_schema_matching_the_models(db_engine: Engine) -> None:
     assert TABLES <= set(inspect(db_engine).get_table_names())
-    assert current_revision(db_engine) == head_revision() == "0003"
+    assert current_revision(db_engine) == head_revision() == "0004"
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 

@@ -19,7 +19,7 @@ from annotation_io.label_studio import label_config, parse_config, persons_to_re
 from backend.db import queries, versions
 from backend.db.persons import persons_from_json, persons_to_json
 from backend.db.session import session_scope
-from backend.db.tables import Prediction, Task
+from backend.db.tables import Prediction, Task, VideoRecord
 from backend.ls.frames import FrameStore, ImageUnavailableError, LabelStudioAccess, VideoFrames, safe_url
 from backend.ls.media import MediaPolicy
 from backend.predictor_cache import (
@@ -539,7 +539,8 @@ def test_one_task_at_a_time_keeps_the_track_ids_of_the_frame_predicted_before(
 ) -> None:
     """Label Studio asks for one task at a time. The newest stored prediction of the frame before (here with
     the ids a bulk run gave) seeds the tracks: the same people keep their ids, and the follower's counts go
-    on. Before, each answer numbered its detections 0, 1, ... again."""
+    on; people new to a request get ids no earlier answer gave. Before, each answer numbered its detections
+    0, 1, ... again."""
     ctx, config = ctx_of(backend_app), parse_config(label_config())
     predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(2)])
     gt_ids = {}  # ground-truth track -> the id to carry on
@@ -559,5 +560,8 @@ def test_one_task_at_a_time_keeps_the_track_ids_of_the_frame_predicted_before(
         got[gt.track_id] = person.track_id
     assert got == gt_ids
     assert {(p.extra["seen"], p.extra["unseen"]) for p in answer.persons} == {(2, 0)}  # found twice in a row
-    _, (far,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(5)])  # nothing beside
-    assert spy.calls[-1]["known"] is None and sorted(p.track_id for p in far.persons) == [0, 1]
+    # nothing predicted beside frame 5: its people are new, with ids no earlier answer of the video gave
+    _, (far,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(5)])
+    assert spy.calls[-1]["known"] is None and sorted(p.track_id for p in far.persons) == [8, 9]
+    with session_scope(ctx.sessions) as session:
+        assert session.query(VideoRecord).filter_by(project_id=1).one().next_track_id == 10

@@ -597,6 +597,11 @@ def test_an_earlier_prediction_of_the_frame_beside_seeds_the_track_ids() -> None
         assert ids == {"A": 7, "B": 3, "C": 8}, (side, ids)
     far = Video("one-at-a-time", 10, [predicted(0, {"A": 7, "B": 3})], width=640, height=480)
     assert sorted(tb.track_id for tb in plan_boxes(video, far, [4], detector=detector)[4]) == [8, 9, 10]
+    # ids earlier calls gave in this video, though not in `known`, are not given again
+    assert sorted(tb.track_id for tb in plan_boxes(video, None, [4], detector=detector, first_id=12)[4]) == [12, 13, 14]
+    assert sorted(tb.track_id for tb in plan_boxes(video, far, [4], detector=detector, first_id=5)[4]) == [8, 9, 10]
+    with pytest.raises(ValueError, match="first_id"):
+        plan_boxes(video, None, [4], detector=detector, first_id=-1)
 
 
 @pytest.mark.parametrize(("seen", "unseen", "followed"), [(3, 0, True), (7, 14, True), (2, 0, False), (3, 15, False)])
