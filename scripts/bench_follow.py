@@ -1,8 +1,10 @@
 """Following people vs detecting on every frame: a no-label synthetic walk with the real BlazePose, side by side.
 
 Usage: `python -m scripts.bench_follow [--frames 40] [--people 1 3] [--every 10 5] [--backbone blazepose
-yolo11_pose]`. For each backbone and clip, the backbone predicts it twice, `redetect_every=1` (the detector on every frame, as before) and
-`redetect_every=N` for each N given (people followed between detections), and prints per run: person-frames found
+yolo11_pose] [--one-at-a-time]`. For each backbone and clip, the backbone predicts it twice, `redetect_every=1` (the detector on every frame, as before) and
+`redetect_every=N` for each N given (people followed between detections), with `--one-at-a-time` twice more frame by
+frame (as Label Studio asks for tasks; alone, and seeded by the prediction of the frame before), and prints per
+run: person-frames found
 (a predicted box with IoU >= 0.3 to the person's, one-to-one), false people (predicted boxes that
 match nobody), id switches (changes of the predicted id along a person's matched frames), number of
 ids, detector runs and wall time.
@@ -14,11 +16,12 @@ import argparse
 import logging
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from annotation_io.posetrack import load
 from annotation_io.synth import generate
-from annotation_io.types import Video
+from annotation_io.types import Frame, Video
 from annotation_io.video import open_video
 from model.backbones.factory import build_backbone
 from model.pipeline.assignment import match_by_iou
@@ -48,13 +51,30 @@ def score(gt: Video, out: Video) -> dict[str, int]:
     return {"found": found, "of": total, "false": false, "switches": switches, "ids": len(ids)}
 
 
-def run(pred: Predictor, gt: Video, images: Path) -> tuple[dict[str, int], float, int]:
+def run(pred: Predictor, gt: Video, images: Path, one_at_a_time: str | None = None,
+        ) -> tuple[dict[str, int], float, int]:  # fmt: skip
+    """Predicts the whole clip in one call, or (`one_at_a_time`) frame by frame in order, as Label Studio
+    asks for tasks: "alone" with nothing known, "seeded" with the prediction of the frame before as
+    predicted persons and the ids given so far (as `backend.services.prediction` passes them)."""
     calls = []
     detect = pred.detect
     pred.detect = lambda frame: calls.append(1) or detect(frame)  # type: ignore[method-assign]
     start = time.perf_counter()
     with open_video(images) as reader:
-        out = pred.predict_video(gt, None, reader=reader)
+        if one_at_a_time is None:
+            out = pred.predict_video(gt, None, reader=reader)
+        else:
+            frames: list[Frame] = []
+            next_id = 0
+            for t in range(gt.num_frames):
+                known = None
+                if one_at_a_time == "seeded" and frames and frames[-1].persons:
+                    known = replace(gt, frames=[replace(frames[-1], is_labeled=False)])
+                frame = pred.predict_video(gt, known, frames=[t], reader=reader,
+                                           first_track_id=next_id if one_at_a_time == "seeded" else 0).frame(t)
+                frames.append(frame)
+                next_id = max([next_id] + [p.track_id + 1 for p in frame.persons if p.track_id is not None])
+            out = replace(gt, frames=frames)
     return score(gt, out), time.perf_counter() - start, len(calls)
 
 
@@ -65,6 +85,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, nargs="+", default=[10], help="redetect_every values besides 1")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backbone", nargs="+", default=["blazepose"], help="backbones (bundled weights) to compare")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="also predict frame by frame, as Label Studio asks: alone, and seeded by the frame before")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print("backbone | people | redetect_every | found / person-frames | false people | id switches | ids | "
@@ -77,10 +99,13 @@ def main() -> None:
                 if not root.exists():
                     generate(root, videos=1, frames=args.frames, people=people, seed=args.seed)
                 gt = load(next((root / "annotations").rglob("*.json")))
-                for every in (1, *args.every):
+                runs = [(every, None) for every in (1, *args.every)]
+                runs += [(1, mode) for mode in ("alone", "seeded")] if args.one_at_a_time else []
+                for every, mode in runs:
                     pred = Predictor(backbone, None, config=InferConfig(redetect_every=every))
-                    s, wall, calls = run(pred, gt, root / "images" / "000001")
-                    print(f"{name} | {people} | {every} | {s['found']} / {s['of']} | {s['false']} | {s['switches']} | "
+                    s, wall, calls = run(pred, gt, root / "images" / "000001", mode)
+                    label = f"{every}" if mode is None else f"{every}, one frame at a time ({mode})"
+                    print(f"{name} | {people} | {label} | {s['found']} / {s['of']} | {s['false']} | {s['switches']} | "
                           f"{s['ids']} | {calls} | {wall:.1f}", flush=True)  # fmt: skip
 
 
