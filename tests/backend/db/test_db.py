@@ -639,3 +639,32 @@ def test_concurrent_writers(db_factory: sessionmaker[Session]) -> None:
         assert (count(Annotation), count(Prediction), count(WebhookEvent)) == (rounds, rounds, rounds)
         # the later updated_at wins whichever thread wrote last
         assert {a.ls_updated_at for a in s.scalars(select(Annotation))} == {T0 + timedelta(seconds=2)}
+
+
+def test_migration_0004_numbers_new_people_above_the_stored_predictions_ids(db_engine: Engine) -> None:
+    """Videos already there when `videos.next_track_id` comes start above the track ids of their predictions."""
+    import sqlalchemy as sa
+
+    downgrade(db_engine, "0003")
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    projects = sa.table("projects", sa.column("id"), sa.column("created_at"), sa.column("updated_at"))
+    videos = sa.table("videos", sa.column("id"), sa.column("project_id"), sa.column("key"))
+    tasks = sa.table("tasks", sa.column("id"), sa.column("project_id"), sa.column("video_id"),
+                     sa.column("data", sa.JSON), sa.column("created_at"))  # fmt: skip
+    predictions = sa.table("predictions", sa.column("task_id"), sa.column("model_version"),
+                           sa.column("result", sa.JSON), sa.column("persons", sa.JSON), sa.column("created_at"))  # fmt: skip
+    with db_engine.begin() as conn:
+        conn.execute(projects.insert().values(id=1, created_at=at, updated_at=at))
+        conn.execute(videos.insert(), [{"id": 1, "project_id": 1, "key": "a"}, {"id": 2, "project_id": 1, "key": "b"}])
+        conn.execute(tasks.insert(), [{"id": t, "project_id": 1, "video_id": 1, "data": {}, "created_at": at}
+                                      for t in (11, 12)])  # fmt: skip
+        conn.execute(predictions.insert(), [
+            {"task_id": 11, "model_version": "v", "result": [], "persons": [{"track_id": 4}, {"track_id": None}],
+             "created_at": at},
+            {"task_id": 12, "model_version": "v", "result": [], "persons": [{"track_id": 9}, {"track_id": 2}],
+             "created_at": at},
+        ])  # fmt: skip
+    migrate(db_engine)
+    with db_engine.connect() as conn:
+        got = dict(conn.execute(text("SELECT id, next_track_id FROM videos ORDER BY id")).all())
+    assert got == {1: 10, 2: 0}
