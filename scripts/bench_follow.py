@@ -27,6 +27,7 @@ from model.backbones.factory import build_backbone
 from model.pipeline.assignment import match_by_iou
 from model.pipeline.config import InferConfig
 from model.pipeline.predictor import Predictor
+from model.pipeline.tracking import MAX_LOST
 
 MATCH_IOU = 0.3
 
@@ -54,8 +55,8 @@ def score(gt: Video, out: Video) -> dict[str, int]:
 def run(pred: Predictor, gt: Video, images: Path, one_at_a_time: str | None = None,
         ) -> tuple[dict[str, int], float, int]:  # fmt: skip
     """Predicts the whole clip in one call, or (`one_at_a_time`) frame by frame in order, as Label Studio
-    asks for tasks: "alone" with nothing known, "seeded" with the prediction of the frame before as
-    predicted persons and the ids given so far (as `backend.services.prediction` passes them)."""
+    asks for tasks: "alone" with nothing known, "seeded" with the predictions of the `MAX_LOST` frames
+    before as predicted persons and the ids given so far (as `backend.services.prediction` passes them)."""
     calls = []
     detect = pred.detect
     pred.detect = lambda frame: calls.append(1) or detect(frame)  # type: ignore[method-assign]
@@ -68,8 +69,8 @@ def run(pred: Predictor, gt: Video, images: Path, one_at_a_time: str | None = No
             next_id = 0
             for t in range(gt.num_frames):
                 known = None
-                if one_at_a_time == "seeded" and frames and frames[-1].persons:
-                    known = replace(gt, frames=[replace(frames[-1], is_labeled=False)])
+                if one_at_a_time == "seeded" and frames:  # the frames within MAX_LOST, as the backend loads
+                    known = replace(gt, frames=[replace(f, is_labeled=False) for f in frames[-MAX_LOST - 1 :]])
                 frame = pred.predict_video(gt, known, frames=[t], reader=reader,
                                            first_track_id=next_id if one_at_a_time == "seeded" else 0).frame(t)
                 frames.append(frame)

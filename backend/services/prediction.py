@@ -44,6 +44,7 @@ from backend.limits import TRACK_IDS, check_track_ids
 from backend.ls.frames import ImageUnavailableError, VideoFrames
 from backend.predictor_cache import ModelUnavailableError, PredictorSpec
 from model.pipeline.config import with_propagation
+from model.pipeline.tracking import MAX_LOST
 
 if TYPE_CHECKING:
     from backend.context import BackendContext
@@ -265,11 +266,13 @@ def _stored_labels(session: Session, video_row: int) -> dict[int, list[Person]]:
 
 def _predictions_beside(ctx: BackendContext, project_id: int, key: str, frames: Sequence[int],
                         skip: set[int]) -> dict[int, Frame]:  # fmt: skip
-    """The newest stored prediction of each frame next to `frames` (not in `frames` or `skip`), as unlabelled
-    frames of predicted persons: their boxes and track ids seed the tracks of the frames asked for
-    (`model.pipeline.tracking.plan_boxes`). Label Studio asks for one task at a time; before, each answer
-    numbered its people 0, 1, ... in the detector's order, so one person's id changed from frame to frame."""
-    beside = {f + d for f in frames for d in (-1, 1)} - set(frames) - skip
+    """The newest stored prediction of each frame up to `MAX_LOST` (10) from `frames` (not in `frames` or
+    `skip`), as unlabelled frames of predicted persons: their boxes and track ids seed the tracks of the
+    frames asked for (`model.pipeline.tracking.plan_boxes`), as a detector pass over a run remembers its
+    tracks. Label Studio asks for one task at a time; before, each answer numbered its people 0, 1, ... in
+    the detector's order, so one person's id changed from frame to frame."""
+    reach = range(-MAX_LOST, MAX_LOST + 1)
+    beside = {f + d for f in frames for d in reach} - set(frames) - skip
     beside = {f for f in beside if f >= 0}
     if not beside:
         return {}

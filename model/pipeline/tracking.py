@@ -220,6 +220,16 @@ class _Labels:
             out[tb.track_id] = memo
         return out
 
+    def predicted_state(self, index: int, step: int) -> dict[int, _Memo]:
+        """The tracks of earlier predictions on `index` and the `MAX_LOST` frames behind it (against
+        `step`), each at its nearest box: a person the prediction of the frame before missed is looked for
+        where the one before that had them, as a detector pass over a run remembers its tracks."""
+        out: dict[int, _Memo] = {}
+        for k in range(MAX_LOST + 1):
+            for t, box in self.predicted.get(index - k * step, {}).items():
+                out.setdefault(t, _Memo(index - k * step, box))
+        return out
+
     def plan(self, index: int) -> list[TrackBox]:
         """The label-derived boxes of one frame (human, interpolated or carried), by track id."""
         if index not in self._cache:
@@ -387,6 +397,8 @@ def _detect(
         if not labels.seeds(run[0] - 1) and labels.seeds(run[-1] + 1):
             order, step = run[::-1], -1
         memory = labels.state(order[0] - step)  # tracks beside the run, and those beyond its end
+        if not labels.plan(order[0] - step):
+            memory = labels.predicted_state(order[0] - step, step)
         if (seed := getattr(detector, "seed", None)) is not None and labels.seeds_at.get(order[0] - step):
             seed(order[0] - step, labels.seeds_at[order[0] - step])  # followed onto the run where missed
         memory.update({t: m for t, m in labels.state(order[-1] + step).items() if t not in memory})

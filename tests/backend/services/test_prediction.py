@@ -130,7 +130,8 @@ def test_neighbour_frames_and_stored_labels_reach_the_predictor(
     assert np.array_equal(
         call["stand_in_3"], cv2.imread(str(synth_video.paths[2]))
     )  # unknown: current stands in
-    (frame,) = call["known"].frames
+    predicted, frame = call["known"].frames  # frame 0 as predicted (no label), frame 1 as labelled
+    assert predicted.index == 0 and not predicted.is_labeled and all(p.is_prediction for p in predicted.persons)
     assert frame.index == 1 and frame.is_labeled
     assert [p.track_id for p in frame.persons] == [p.track_id for p in labels]
     np.testing.assert_allclose(frame.persons[0].keypoints, labels[0].keypoints)
@@ -560,7 +561,10 @@ def test_one_task_at_a_time_keeps_the_track_ids_of_the_frame_predicted_before(
         got[gt.track_id] = person.track_id
     assert got == gt_ids
     assert {(p.extra["seen"], p.extra["unseen"]) for p in answer.persons} == {(2, 0)}  # found twice in a row
-    # nothing predicted beside frame 5: its people are new, with ids no earlier answer of the video gave
+    # with the stored predictions gone (their tasks deleted), frame 5's people are new: with ids no earlier
+    # answer of the video gave
+    with session_scope(ctx.sessions) as session:
+        session.query(Prediction).delete()
     _, (far,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(5)])
     assert spy.calls[-1]["known"] is None and sorted(p.track_id for p in far.persons) == [8, 9]
     with session_scope(ctx.sessions) as session:

@@ -595,11 +595,17 @@ def test_an_earlier_prediction_of_the_frame_beside_seeds_the_track_ids() -> None
         plan = plan_boxes(video, known, [4], detector=detector)
         ids = {n: tb.track_id for tb in plan[4] for n in "ABC" if tb.box.iou(walker(n, 4)) > 0.9}
         assert ids == {"A": 7, "B": 3, "C": 8}, (side, ids)
-    far = Video("one-at-a-time", 10, [predicted(0, {"A": 7, "B": 3})], width=640, height=480)
-    assert sorted(tb.track_id for tb in plan_boxes(video, far, [4], detector=detector)[4]) == [8, 9, 10]
+    # a person the prediction of the frame before missed is looked for where an earlier one had them
+    earlier = Video("one-at-a-time", 10, [predicted(0, {"A": 7}), predicted(3, {"B": 3})], width=640, height=480)
+    ids = {n: tb.track_id for tb in plan_boxes(video, earlier, [4], detector=detector)[4]
+           for n in "ABC" if tb.box.iou(walker(n, 4)) > 0.9}  # fmt: skip
+    assert ids == {"A": 7, "B": 3, "C": 8}, ids
+    long = Video("one-at-a-time", 30, width=640, height=480)  # ... within MAX_LOST frames
+    far = Video("one-at-a-time", 30, [predicted(3, {"A": 7, "B": 3})], width=640, height=480)
+    assert sorted(tb.track_id for tb in plan_boxes(long, far, [14], detector=detector)[14]) == [8, 9, 10]
     # ids earlier calls gave in this video, though not in `known`, are not given again
     assert sorted(tb.track_id for tb in plan_boxes(video, None, [4], detector=detector, first_id=12)[4]) == [12, 13, 14]
-    assert sorted(tb.track_id for tb in plan_boxes(video, far, [4], detector=detector, first_id=5)[4]) == [8, 9, 10]
+    assert sorted(tb.track_id for tb in plan_boxes(long, far, [14], detector=detector, first_id=5)[14]) == [8, 9, 10]
     with pytest.raises(ValueError, match="first_id"):
         plan_boxes(video, None, [4], detector=detector, first_id=-1)
 
