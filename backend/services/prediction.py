@@ -264,6 +264,9 @@ def _stored_labels(session: Session, video_row: int) -> dict[int, list[Person]]:
     return labels
 
 
+_IN_BATCH = 1000  # frame indices per query of `_predictions_beside`
+
+
 def _predictions_beside(ctx: BackendContext, project_id: int, key: str, frames: Sequence[int],
                         skip: set[int]) -> dict[int, Frame]:  # fmt: skip
     """The newest stored prediction of each frame up to `MAX_LOST` (10) from `frames` (not in `frames` or
@@ -276,17 +279,21 @@ def _predictions_beside(ctx: BackendContext, project_id: int, key: str, frames: 
     beside = {f for f in beside if f >= 0}
     if not beside:
         return {}
+    rows = []
     with read_session(ctx.sessions) as session:
-        stmt = (
-            select(Task.frame_index, Prediction.persons, Prediction.id)
-            .join(Prediction, Prediction.task_id == Task.id)
-            .join(VideoRecord, VideoRecord.id == Task.video_id)
-            .where(VideoRecord.project_id == project_id, VideoRecord.key == key, Task.frame_index.in_(beside))
-            .order_by(Prediction.created_at, Prediction.id)
-        )
-        rows = session.execute(stmt).all()
+        wanted = sorted(beside)
+        for start in range(0, len(wanted), _IN_BATCH):  # bound the bind parameters of one statement
+            stmt = (
+                select(Task.frame_index, Prediction.persons, Prediction.id, Prediction.created_at)
+                .join(Prediction, Prediction.task_id == Task.id)
+                .join(VideoRecord, VideoRecord.id == Task.video_id)
+                .where(VideoRecord.project_id == project_id, VideoRecord.key == key,
+                       Task.frame_index.in_(wanted[start : start + _IN_BATCH]))  # fmt: skip
+            )
+            rows += session.execute(stmt).all()
+    rows.sort(key=lambda row: (row.created_at, row.id))
     out: dict[int, Frame] = {}
-    for index, persons, prediction_id in rows:  # the newest last
+    for index, persons, prediction_id, _ in rows:  # the newest last
         try:
             predicted = [p for p in persons_from_json(persons or [], source=f"prediction {prediction_id}")
                          if p.is_prediction and p.track_id is not None]  # fmt: skip

@@ -16,6 +16,7 @@ from flask import Flask
 
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.label_studio import label_config, parse_config, persons_to_results, results_to_persons
+from annotation_io.types import Box, Person
 from backend.db import queries, versions
 from backend.db.persons import persons_from_json, persons_to_json
 from backend.db.session import session_scope
@@ -569,3 +570,23 @@ def test_one_task_at_a_time_keeps_the_track_ids_of_the_frame_predicted_before(
     assert spy.calls[-1]["known"] is None and sorted(p.track_id for p in far.persons) == [8, 9]
     with session_scope(ctx.sessions) as session:
         assert session.query(VideoRecord).filter_by(project_id=1).one().next_track_id == 10
+
+
+def test_predictions_beside_many_scattered_frames_are_read_in_batches(backend_app: Flask) -> None:
+    """A request of 120 frames 25 apart reaches 2,400 frames beside them, read in 3 queries (one IN list of
+    them all could pass the databases' limits on bind parameters with a larger MAX_PREDICT_TASKS): the
+    newest prediction of a frame wins, and a frame asked for or labelled is left out."""
+    from backend.services.prediction import _predictions_beside
+
+    ctx = ctx_of(backend_app)
+    person = Person(np.zeros((17, 3)), track_id=4, box=Box(1.0, 2.0, 30.0, 60.0), scores=np.full(17, 0.9))
+    with session_scope(ctx.sessions) as session:
+        for task_id, frame in ((1, 1), (2, 2990), (3, 1)):  # task 3 shows frame 1 again, predicted later
+            queries.upsert_task(session=session, task_id=task_id, project_id=5, video_key="long", frame_index=frame)
+            mine = person.copy()
+            mine.track_id = task_id
+            queries.record_prediction(session=session, task_id=task_id, model_version="v", result=[],
+                                      persons=[mine], score=0.5)  # fmt: skip
+    got = _predictions_beside(ctx, 5, "long", list(range(0, 3000, 25)), skip={2990})
+    assert sorted(got) == [1] and [p.track_id for p in got[1].persons] == [3]
+    assert _predictions_beside(ctx, 5, "long", [1], skip=set()) == {}
