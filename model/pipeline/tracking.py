@@ -191,7 +191,7 @@ class _Labels:
                 self.next_id = max(self.next_id, tb.track_id + 1)
                 _remember(memory, tb.track_id, index, tb.box)
 
-    def seeds(self, index: int) -> bool:
+    def has_tracks(self, index: int) -> bool:
         """Whether a frame holds tracks that a detector pass beside it continues (`state`)."""
         return bool(self.plan(index) or self.predicted.get(index))
 
@@ -396,13 +396,12 @@ def _detect(
     unseen = getattr(detector, "unseen", set())  # boxes a Follower carried where the detector missed them
     for run in _runs(todo, wanted):
         order, step = run, 1
-        if not labels.seeds(run[0] - 1) and labels.seeds(run[-1] + 1):
+        if not labels.has_tracks(run[0] - 1) and labels.has_tracks(run[-1] + 1):
             order, step = run[::-1], -1
-        memory = labels.state(order[0] - step)  # tracks beside the run, and those beyond its end
-        if not labels.plan(order[0] - step):
-            memory = labels.predicted_state(order[0] - step, step)
-        if (seed := getattr(detector, "seed", None)) is not None and labels.seeds_at.get(order[0] - step):
-            seed(order[0] - step, labels.seeds_at[order[0] - step])  # followed onto the run where missed
+        before = order[0] - step  # tracks beside the run (labels, else earlier predictions), and those beyond its end
+        memory = labels.state(before) if labels.plan(before) else labels.predicted_state(before, step)
+        if (seed := getattr(detector, "seed", None)) is not None and labels.seeds_at.get(before):
+            seed(before, labels.seeds_at[before])  # followed onto the run where missed
         memory.update({t: m for t, m in labels.state(order[-1] + step).items() if t not in memory})
         for f in order:
             boxes = detector(f)
