@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select
+from sqlalchemy import Select, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,7 @@ from backend.db.tables import (
     VideoRecord,
     utcnow,
 )
+from backend.limits import TRACK_IDS
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,32 @@ def upsert_video(
             setattr(video, name, value)
     session.flush()
     return video
+
+
+def take_track_ids(*, session: Session, video_id: int, count: int, floor: int) -> int | None:
+    """Takes `count` track ids for people new to a request, in one atomic update of the video row.
+
+    Two requests on one video may both read `next_track_id` before either records; the update (not a
+    read and a write) gives each its own ids. The row stays locked until the session commits.
+
+    Args:
+        count: ids wanted (0: only raise `next_track_id` to `floor`).
+        floor: the least id to give (above the ids the request's known people carry).
+
+    Returns:
+        The first id taken, or None when the 32-bit ids would run out (nothing is changed).
+    """
+    start = case((VideoRecord.next_track_id < floor, floor), else_=VideoRecord.next_track_id)
+    stmt = (
+        update(VideoRecord)
+        .where(VideoRecord.id == video_id, start <= TRACK_IDS[1] - count)
+        .values(next_track_id=start + count)
+        .execution_options(synchronize_session=False)
+    )
+    if session.execute(stmt).rowcount != 1:
+        return None
+    taken = session.scalars(_fresh(select(VideoRecord.next_track_id).where(VideoRecord.id == video_id))).one()
+    return int(taken) - count
 
 
 def upsert_task(

@@ -40,7 +40,7 @@ from backend.db import queries, versions
 from backend.db.persons import persons_from_json
 from backend.db.session import read_session, session_scope
 from backend.db.tables import Annotation, Prediction, Task, VideoRecord
-from backend.limits import TRACK_IDS, check_track_ids
+from backend.limits import check_track_ids
 from backend.ls.frames import ImageUnavailableError, VideoFrames
 from backend.predictor_cache import ModelUnavailableError, PredictorSpec
 from model.pipeline.config import with_propagation
@@ -412,6 +412,9 @@ def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: Labe
     logger.info("project %s video %s: %d task(s), %d frame(s) in %.2f s (%s, %d stand-in reads)", project_id, key,
                 len(ok), len(indices), time.perf_counter() - start, serving.name, reader.stand_ins)  # fmt: skip
     by_frame = {f.index: f.persons for f in predicted.frames}
+    answered = {id(p): p for i in indices for p in by_frame.get(i, [])}.values()
+    known_ids = {p.track_id for frame in frames for p in frame.persons if p.track_id is not None}
+    _take_track_ids(ctx, project_id, key, size, list(answered), known_ids)
     for item in ok:
         persons = with_display_boxes(by_frame.get(item.frame.frame_index, []), size.width, size.height)
         result = persons_to_results(persons, size.width, size.height, config, id_prefix=region_id_prefix(item.task_id))
@@ -427,15 +430,38 @@ def predict_video_tasks(ctx: BackendContext, serving: ServingModel, config: Labe
     return out
 
 
-def _record(ctx: BackendContext, project_id: int, key: str, size: ImageSize, version: str,
-            predictions: Sequence[tuple[int, TaskPrediction]]) -> None:  # fmt: skip
-    ids = [q.track_id for _, p in predictions for q in p.persons if q.track_id is not None]
+def _take_track_ids(ctx: BackendContext, project_id: int, key: str, size: ImageSize, persons: Sequence[Person],
+                    known_ids: set[int]) -> None:  # fmt: skip
+    """Gives the people new to this request track ids that no other answer of the video has (in place).
+
+    The model numbered them from `videos.next_track_id` as read before predicting, but another request
+    on the same video may have recorded people with those ids since. The ids are taken in one atomic
+    update of the video row, and the new people renumbered onto them in order: the same ids when no
+    request came between.
+    """
+    ids = {p.track_id for p in persons if p.track_id is not None}
+    if not ids:
+        return
+    new = sorted(ids - known_ids)
+    floor = new[0] if new else max(ids, default=-1) + 1  # the model's new ids lie above the known ones
     with session_scope(ctx.sessions) as session:
         video = queries.upsert_video(
             session=session, project_id=project_id, key=key, width=size.width, height=size.height
         )
-        if ids and max(ids) + 1 > video.next_track_id:  # new people of the next request get ids of their own
-            video.next_track_id = min(max(ids) + 1, TRACK_IDS[1])  # the column is 32-bit too
+        first = queries.take_track_ids(session=session, video_id=video.id, count=len(new), floor=floor)
+    if first is None:
+        logger.warning("project %s video %s: track ids run out; new people keep the ids the model gave",
+                       project_id, key)  # fmt: skip
+        return
+    to_taken = {old: first + n for n, old in enumerate(new)}
+    for person in persons:
+        person.track_id = to_taken.get(person.track_id, person.track_id)
+
+
+def _record(ctx: BackendContext, project_id: int, key: str, size: ImageSize, version: str,
+            predictions: Sequence[tuple[int, TaskPrediction]]) -> None:  # fmt: skip
+    with session_scope(ctx.sessions) as session:
+        queries.upsert_video(session=session, project_id=project_id, key=key, width=size.width, height=size.height)
         for task_id, p in predictions:
             queries.record_prediction(session=session, task_id=task_id, model_version=p.model_version or version,
                                       result=p.result,

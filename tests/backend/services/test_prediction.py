@@ -572,6 +572,48 @@ def test_one_task_at_a_time_keeps_the_track_ids_of_the_frame_predicted_before(
         assert session.query(VideoRecord).filter_by(project_id=1).one().next_track_id == 10
 
 
+def test_two_requests_on_one_video_at_once_give_their_new_people_different_ids(
+    backend_app: Flask, synth_video: SynthVideo
+) -> None:
+    """Two annotators open tasks of one video at the same moment: both requests read the video's next
+    track id before either records. The second to record used to give its people the ids the first had
+    just given (0 and 1 twice); it now takes the next ones."""
+    ctx, config = ctx_of(backend_app), parse_config(label_config())
+    inner = simulated_factory(synth_video)(None)
+    answers: dict[str, Any] = {}
+
+    def request(name: str, frame: int) -> None:
+        answers[name] = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(frame)])[1][0]
+
+    first_reader = threading.Thread(target=request, args=("waiting", 0))
+
+    class FirstHoldsTheModel:
+        version = inner.version
+
+        def predict_video(self, video: Any, known: Any = None, **kwargs: Any) -> Any:
+            if not first_reader.is_alive() and "waiting" not in answers:
+                first_reader.start()  # it reads the video's state, then waits for the model this request holds
+                entry = next(iter(ctx.predictors._entries.values()))
+                deadline = time.monotonic() + 10
+                while entry.leases < 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert entry.leases == 2, "the second request never came to wait for the model"
+            return inner.predict_video(video, known, **kwargs)
+
+    ctx.predictors.factory = lambda spec: FirstHoldsTheModel()
+    request("holding", 5)  # frame 5: more than MAX_LOST away from nothing, 2 people each
+    first_reader.join(30)
+    ids = {name: sorted(p.track_id for p in answer.persons) for name, answer in answers.items()}
+    assert ids == {"holding": [0, 1], "waiting": [2, 3]}
+    with session_scope(ctx.sessions) as session:
+        assert session.query(VideoRecord).filter_by(project_id=1).one().next_track_id == 4
+        stored = {row.task_id: sorted(p.track_id for p in persons_from_json(row.persons))
+                  for row in session.query(Prediction)}  # fmt: skip
+    assert stored == {synth_video.task(5)["id"]: [0, 1], synth_video.task(0)["id"]: [2, 3]}
+    shown, _ = results_to_persons(answers["waiting"].result, config)  # what the annotator sees
+    assert sorted(p.track_id for p in shown) == [2, 3]
+
+
 def test_predictions_beside_many_scattered_frames_are_read_in_batches(backend_app: Flask) -> None:
     """A request of 120 frames 25 apart reaches 2,400 frames beside them, read in 3 queries (one IN list of
     them all could pass the databases' limits on bind parameters with a larger MAX_PREDICT_TASKS): the
