@@ -253,11 +253,16 @@ def check_tasks(tasks: Iterable[Any], limits: Limits) -> None:
     """
     tasks = list(tasks)
     _at_most(len(tasks), limits.max_predict_tasks, "tasks in one request", "MAX_PREDICT_TASKS")
+    seen: dict[int, int] = {}  # task id -> its first place
     for i, task in enumerate(tasks):
         if not isinstance(task, Mapping):
             continue
         if task.get("id") is not None:
-            parse_id(task["id"], f"tasks[{i}].id")
+            task_id = parse_id(task["id"], f"tasks[{i}].id")
+            if task_id in seen:  # the answers are matched to tasks by id: both places got the last one's
+                raise LimitError(f"tasks[{i}].id {task_id} is the id of tasks[{seen[task_id]}] too; send each "
+                                 "task once")  # fmt: skip
+            seen[task_id] = i
         project = task.get("project")
         if project is not None and not (isinstance(project, str) and "." in project):
             parse_id(project, f"tasks[{i}].project")

@@ -67,8 +67,11 @@ def persons_from_json(data: Sequence[dict[str, Any]], *, source: str | None = No
     """Inverse of `persons_to_json`.
 
     Raises:
-        AnnotationFormatError: an entry is not a person dict, or has a wrong shape (names which).
+        AnnotationFormatError: not a list, an entry is not a person dict, or has a wrong shape or a value that
+            is no number (names which).
     """
+    if not isinstance(data, (list, tuple)):
+        raise AnnotationFormatError(f"persons must be a list, got {type(data).__name__}", source=source)
     persons = []
     for i, item in enumerate(data):
         where = f"persons[{i}]"
@@ -89,17 +92,25 @@ def persons_from_json(data: Sequence[dict[str, Any]], *, source: str | None = No
                 source=source,
                 where=f"{where}.scores",
             )
-        score = item.get("score")
-        persons.append(
-            Person(
-                keypoints=kp,
-                scores=sc,
-                track_id=None if item.get("track_id") is None else int(item["track_id"]),
-                box=_box_from(item.get("box"), f"{where}.box"),
-                head_box=_box_from(item.get("head_box"), f"{where}.head_box"),
-                score=None if score is None else float(score),
-                region_id=item.get("region_id"),
-                extra=dict(item.get("extra") or {}),
+        score, extra = item.get("score"), item.get("extra") or {}
+        if not isinstance(extra, dict):
+            raise AnnotationFormatError(f"extra must be an object, got {type(extra).__name__}", source=source,
+                                        where=f"{where}.extra")  # fmt: skip
+        try:  # the callers skip a row that raises AnnotationFormatError; a ValueError here was an HTTP 500
+            persons.append(
+                Person(
+                    keypoints=kp,
+                    scores=sc,
+                    track_id=None if item.get("track_id") is None else int(item["track_id"]),
+                    box=_box_from(item.get("box"), f"{where}.box"),
+                    head_box=_box_from(item.get("head_box"), f"{where}.head_box"),
+                    score=None if score is None else float(score),
+                    region_id=item.get("region_id"),
+                    extra=dict(extra),
+                )
             )
-        )
+        except AnnotationFormatError:
+            raise
+        except (TypeError, ValueError) as exc:  # a box, score or track id that is no number
+            raise AnnotationFormatError(f"not a number: {exc}", source=source, where=where) from exc
     return persons

@@ -171,6 +171,8 @@ def take_track_ids(*, session: Session, video_id: int, count: int, floor: int) -
     Returns:
         The first id taken, or None when the 32-bit ids would run out (nothing is changed).
     """
+    if floor > TRACK_IDS[1] - count:  # a label's id 2**31-1 makes floor 2**31: PostgreSQL refused that
+        return None  # parameter beside the INTEGER column ("integer out of range", HTTP 500 on every /predict)
     start = case((VideoRecord.next_track_id < floor, floor), else_=VideoRecord.next_track_id)
     stmt = (
         update(VideoRecord)

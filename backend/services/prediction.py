@@ -40,7 +40,7 @@ from backend.db import queries, versions
 from backend.db.persons import persons_from_json
 from backend.db.session import read_session, session_scope
 from backend.db.tables import Annotation, Prediction, Task, VideoRecord
-from backend.limits import check_track_ids
+from backend.limits import TRACK_IDS, check_track_ids
 from backend.ls.frames import ImageUnavailableError, VideoFrames
 from backend.predictor_cache import ModelUnavailableError, PredictorSpec
 from model.pipeline.config import with_propagation
@@ -450,8 +450,15 @@ def _take_track_ids(ctx: BackendContext, project_id: int, key: str, size: ImageS
         )
         first = queries.take_track_ids(session=session, video_id=video.id, count=len(new), floor=floor)
     if first is None:
-        logger.warning("project %s video %s: track ids run out; new people keep the ids the model gave",
-                       project_id, key)  # fmt: skip
+        if not new:  # only raising next_track_id above the known ids, which reach the top
+            return
+        # An id beyond the stored range (2**31 after a label's 2**31-1) would reach Label Studio, and the
+        # annotation that keeps it be refused at the webhook: such a person gets none.
+        logger.warning("project %s video %s: track ids run out; new people keep the ids the model gave, "
+                       "none beyond %d", project_id, key, TRACK_IDS[1])  # fmt: skip
+        for person in persons:
+            if person.track_id is not None and not TRACK_IDS[0] <= person.track_id <= TRACK_IDS[1]:
+                person.track_id = None
         return
     to_taken = {old: first + n for n, old in enumerate(new)}
     for person in persons:

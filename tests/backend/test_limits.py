@@ -125,6 +125,8 @@ def test_tasks_frames_and_count() -> None:
         check_tasks([{}, {}, {}], limits)
     with pytest.raises(LimitError, match=r"tasks\[0\].id"):
         check_tasks([{"id": 2**64}], limits)
+    with pytest.raises(LimitError, match=r"tasks\[1\].id 7 is the id of tasks\[0\] too"):
+        check_tasks([{"id": 7}, {"id": "7"}], limits)
 
 
 def test_limits_are_settings() -> None:

@@ -41,6 +41,13 @@ def test_persons_json_errors_name_the_field() -> None:
         persons_from_json([{**good, "box": [1, 2]}])
     with pytest.raises(AnnotationFormatError, match=r"persons\[0\]"):
         persons_from_json([["not", "a", "dict"]])  # type: ignore[list-item]
+    # a value that is no number, an extra that is no object, no list: the callers pass over only this error
+    for damage, where in (({"box": ["a", 0, 1, 1]}, r"persons\[0\]"), ({"track_id": [1]}, r"persons\[0\]"),
+                          ({"score": "x"}, r"persons\[0\]"), ({"extra": [1]}, r"persons\[0\]\.extra")):  # fmt: skip
+        with pytest.raises(AnnotationFormatError, match=where):
+            persons_from_json([{**good, **damage}], source="prediction 7")
+    with pytest.raises(AnnotationFormatError, match="persons must be a list, got int"):
+        persons_from_json(5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"persons\[0\]\.extra\.obj"):
         bad = make_person(0, 0)
         bad.extra = {"obj": object()}

@@ -683,6 +683,38 @@ def test_a_track_id_beyond_its_column_is_refused_at_intake(app_client: FlaskClie
         assert [e.status for e in session.scalars(select(WebhookEvent))] == ["processed"]
 
 
+def test_a_label_with_the_largest_track_id_leaves_predictions_of_its_video_working(
+    app_client: FlaskClient, backend_app: Flask, synth_video: SynthVideo
+) -> None:
+    """2**31-1 is the largest track id stored, and accepted at intake. New people's ids lie above every known
+    one: from 2**31. On main every /predict of the video got a 500 on PostgreSQL ("integer out of range" from
+    taking the video's ids) once an annotation held that id; a new person would have been sent id 2**31,
+    which the webhook then refuses."""
+    result = gt_results(synth_video, 1)
+    box = next(i for i in result if i["type"] == "textarea")
+    box["value"]["text"] = [str(2**31 - 1)]
+    one = [i for i in result if box["id"] in (i["id"], i.get("parentID"))]  # one person of two
+    resp = app_client.post("/webhook", json=event("ANNOTATION_CREATED", 21, synth_video.task(1), one,
+                                                  "2026-03-01T10:00:00Z"))  # fmt: skip
+    assert resp.status_code == 201, resp.json
+    drain(backend_app)
+    resp = app_client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": [synth_video.task(3)]})
+    assert resp.status_code == 200, resp.json
+    tracks = [i["value"]["text"] for i in resp.json["results"][0]["result"] if i["type"] == "textarea"]
+    assert tracks == [[str(2**31 - 1)]]
+
+
+def test_a_task_sent_twice_in_one_predict_gets_400(app_client: FlaskClient, backend_app: Flask,
+                                                   synth_video: SynthVideo) -> None:  # fmt: skip
+    """The answers are matched to the tasks by id. On main two tasks with id 101 (frames 1 and 4) both got the
+    prediction of frame 4, with a 200, and the task row was stored as the last."""
+    tasks = [synth_video.task(1), synth_video.task(4, task_id=101)]
+    resp = app_client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": tasks})
+    assert resp.status_code == 400, resp.json
+    assert resp.json["error"] == "tasks[1].id 101 is the id of tasks[0] too; send each task once"
+    assert rows(backend_app, Task) == 0
+
+
 def test_large_label_configs_are_not_kept_in_memory(app_client: FlaskClient, backend_app: Flask) -> None:
     """Every webhook carries the project's labelling config, parsed once per distinct config. On main the parsed
     configs were cached by their text (functools.lru_cache, 64 entries): each distinct config stayed in memory for

@@ -614,6 +614,46 @@ def test_two_requests_on_one_video_at_once_give_their_new_people_different_ids(
     assert sorted(p.track_id for p in shown) == [2, 3]
 
 
+def test_new_people_get_no_track_id_beyond_the_stored_range(backend_app: Flask, synth_video: SynthVideo) -> None:
+    """With one id left in the video, the two people new to a request cannot both get one. The model numbered
+    them 2**31-1 and 2**31; on main the second was sent to Label Studio with id 2**31, and the annotation
+    keeping it was then refused at the webhook (outside the stored range). It now gets no id."""
+    ctx, config = ctx_of(backend_app), parse_config(label_config())
+    with session_scope(ctx.sessions) as session:
+        queries.upsert_task(session=session, task_id=1, project_id=1, video_key=synth_video.name, frame_index=0)
+        session.query(VideoRecord).update({"next_track_id": 2**31 - 1})
+    _, (answer,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(5)])
+    assert sorted(answer.persons, key=lambda p: p.track_id is None)[0].track_id == 2**31 - 1
+    assert [p.track_id for p in answer.persons].count(None) == 1
+    shown, _ = results_to_persons(answer.result, config)  # what the annotator sees
+    assert sorted(p.track_id for p in shown if p.track_id is not None) == [2**31 - 1]
+    with session_scope(ctx.sessions) as session:
+        assert session.query(VideoRecord).one().next_track_id == 2**31 - 1  # nothing taken
+        (row,) = session.query(Prediction).all()
+        assert sorted(p["track_id"] is None for p in row.persons) == [False, True]
+
+
+def test_a_damaged_stored_prediction_beside_a_request_is_passed_over(
+    backend_app: Flask, synth_video: SynthVideo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stored predictions of the frames beside a request seed its tracks. One whose persons hold a box, score
+    or track id that is no number, an `extra` that is no object, or no list at all, is passed over with a
+    warning naming it; on main it raised ValueError or TypeError: a 500 for every request within 10 frames."""
+    ctx, config = ctx_of(backend_app), parse_config(label_config())
+    predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(2)])
+    with session_scope(ctx.sessions) as session:
+        good = session.query(Prediction).one().persons
+    damages = [{"box": ["a", 0, 1, 1]}, {"score": [1]}, {"track_id": "x"}, {"extra": [1]}, None]
+    for damage in damages:
+        with session_scope(ctx.sessions) as session:
+            row = session.query(Prediction).filter_by(task_id=102).one()
+            row.persons = 5 if damage is None else [{**good[0], **damage}, good[1]]
+        caplog.clear()
+        _, (answer,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(3)])
+        assert answer.error is None and len(answer.persons) == 2, damage
+        assert "stored prediction" in caplog.text and "not used" in caplog.text, damage
+
+
 def test_predictions_beside_many_scattered_frames_are_read_in_batches(backend_app: Flask) -> None:
     """A request of 120 frames 25 apart reaches 2,400 frames beside them, read in 3 queries (one IN list of
     them all could pass the databases' limits on bind parameters with a larger MAX_PREDICT_TASKS): the
