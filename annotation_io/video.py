@@ -46,6 +46,8 @@ _EXIF_ORIENTATION = 0x0112
 # ignores WebP's, as Chromium does; Pillow sizes a TIFF as oriented already); MPO is how Pillow names the
 # multi-picture JPEGs many phones write.
 _ORIENTED_FORMATS = ("JPEG", "MPO", "PNG")
+# Formats that may hold an animation cv2 reads only the first frame of (Pillow's name -> ours); browsers play it.
+_ANIMATED_FORMATS = {"PNG": "PNG (APNG)", "WEBP": "WebP"}
 _JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"  # start and end of image markers
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")  # little- and big-endian TIFF headers
 _JPEG_TAIL = 1024  # bytes at a JPEG's end searched for its end-of-image marker
@@ -578,22 +580,48 @@ def _declared_size(file: Path, what: str) -> tuple[int, int]:
     from its header.
 
     Raises:
-        VideoError: not an image (`what` says which frame it was to be).
+        VideoError: not an image, or an animated one (`what` says which frame it was to be).
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # the caller checks the size
             with PIL.Image.open(file) as header:
                 width, height = header.size
-                oriented = header.format in _ORIENTED_FORMATS
-                orientation = header.getexif().get(_EXIF_ORIENTATION, 1) if oriented else 1
+                orientation = _exif_orientation(header) if header.format in _ORIENTED_FORMATS else 1
+                kind = _ANIMATED_FORMATS.get(header.format or "")
+                frames = header.n_frames if kind else 1  # from the header (APNG's acTL chunk, WebP's ANIM)
     except PIL.Image.DecompressionBombError:  # Pillow's own cap (179 megapixels) came first
         raise VideoError(
             f"{file}: {what} declares more pixels than a frame may have ({MAX_FRAME_PIXELS / 1e6:g} megapixels)"
         ) from None
     except (OSError, ValueError, SyntaxError):  # PIL.UnidentifiedImageError is an OSError
         raise VideoError(f"{file}: cannot decode image ({what}); corrupt or not an image") from None
+    if frames > 1:  # cv2 would read its first frame without a word; which one is the video's frame is unclear
+        raise VideoError(f"{file}: {what} is an animated {kind} of {frames} frames, of which only the first would be"
+                         " read; give its frames as images or as a video")  # fmt: skip
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _exif_orientation(header: PIL.Image.Image) -> int:
+    """The orientation in an image's own EXIF block (a JPEG's APP1, a PNG's eXIf chunk), 1 where there is none.
+
+    Not Pillow's `getexif()`, which disagrees with cv2 (4.11) and Chromium (156, measured) both ways: it takes
+    an orientation from XMP's tiff:Orientation or from a PNG's "Raw profile type exif" text when the EXIF block
+    has none, which neither applies (a mixed folder of one shown size was refused as of two sizes), and it
+    raises on an EXIF block that is not TIFF-encoded, which both ignore (the image was called corrupt).
+    """
+    raw = header.info.get("exif")
+    if not isinstance(raw, bytes) or not raw:
+        return 1
+    exif = PIL.Image.Exif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's "Corrupt EXIF data": read what parses
+            exif.load(raw)
+            orientation = exif.get(_EXIF_ORIENTATION, 1)
+    except (SyntaxError, ValueError, OSError, struct.error):  # not TIFF-encoded: no orientation
+        return 1
+    return orientation if isinstance(orientation, int) else 1
 
 
 def _diagnose_unopenable(path: Path) -> str:

@@ -40,6 +40,9 @@ DOWNLOAD_TIMEOUT_S = 10.0  # per attempt; LS gives /predict 100 s in all
 DOWNLOAD_RETRIES = 1
 MAX_REDIRECTS = 3
 MIN_IMAGE_SIDE = 2  # pixels; the backbones refuse thinner frames (model.backbones.blazepose.check_image)
+# Formats that may hold an animation (Pillow's name -> ours); browsers play all three, cv2 reads the first frame
+# of an APNG or a WebP (and no GIF).
+_ANIMATED_FORMATS = {"GIF": "GIF", "PNG": "PNG (APNG)", "WEBP": "WebP"}
 _SECRET_PARAMS = ("token", "key", "sig", "signature", "password", "secret", "credential", "auth", "access")
 
 
@@ -298,7 +301,8 @@ def _decode(data: bytes, url: str, max_pixels: int) -> np.ndarray:
 
     Raises:
         ImageUnavailableError: not an image, larger than `max_pixels` (MAX_IMAGE_MEGAPIXELS) or smaller
-            than MIN_IMAGE_SIDE on a side.
+            than MIN_IMAGE_SIDE on a side, or an animation (GIF, APNG, WebP: Label Studio shows it moving, so no
+            one frame is what the annotator sees).
     """
     not_an_image = ImageUnavailableError(
         url, f"the {len(data)} bytes are not a decodable image{_what_else(data)}"
@@ -307,7 +311,8 @@ def _decode(data: bytes, url: str, max_pixels: int) -> np.ndarray:
         with PIL.Image.open(io.BytesIO(data)) as header:
             width, height = header.size
             image_format = header.format
-            frames = header.n_frames if image_format == "GIF" else 1  # counted by walking the file: GIFs only
+            # a GIF's frames are counted by walking the file, an APNG's and a WebP's read from its header
+            frames = header.n_frames if image_format in _ANIMATED_FORMATS else 1
     except PIL.Image.DecompressionBombError as exc:  # Pillow's own cap (179 megapixels) came first
         raise ImageUnavailableError(url, str(exc)) from None
     except (OSError, ValueError, SyntaxError):  # PIL.UnidentifiedImageError is an OSError
@@ -317,8 +322,13 @@ def _decode(data: bytes, url: str, max_pixels: int) -> np.ndarray:
                                          f"({max_pixels / 1e6:g})")  # fmt: skip
     if min(width, height) < MIN_IMAGE_SIDE:
         raise ImageUnavailableError(url, f"{width}x{height} pixels is too small to show a person")
+    # cv2 would read an APNG's or a WebP's first frame, though Label Studio shows them moving too
+    if frames > 1:
+        raise ImageUnavailableError(url, f"an animated {_ANIMATED_FORMATS[image_format]} ({frames} frames): Label "
+                                         "Studio shows it moving, so no one picture is what annotators label; "
+                                         "import its frames as images")  # fmt: skip
     if image_format == "GIF":  # this cv2 build reads no GIF; Label Studio shows them
-        return _decode_gif(data, url, frames)
+        return _decode_gif(data, url)
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:
@@ -328,16 +338,12 @@ def _decode(data: bytes, url: str, max_pixels: int) -> np.ndarray:
     return image
 
 
-def _decode_gif(data: bytes, url: str, frames: int) -> np.ndarray:
-    """(H, W, 3) uint8 BGR picture of a still GIF (its size already checked by `_decode`).
+def _decode_gif(data: bytes, url: str) -> np.ndarray:
+    """(H, W, 3) uint8 BGR picture of a still GIF (its size and frame count already checked by `_decode`).
 
     Raises:
-        ImageUnavailableError: an animated GIF (Label Studio shows it moving: no one frame is what the
-            annotator sees), or one that does not decode.
+        ImageUnavailableError: one that does not decode.
     """
-    if frames > 1:
-        raise ImageUnavailableError(url, f"an animated GIF ({frames} frames): Label Studio shows it moving, so no "
-                                         "one picture is what annotators label; import its frames as images")  # fmt: skip
     try:
         with PIL.Image.open(io.BytesIO(data)) as gif:
             rgb = np.asarray(gif.convert("RGB"))

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from annotation_io.video import IMAGE_SUFFIXES
 from model.device import DeviceUnavailableError, check_device_present
 
-__all__ = ["CheckError", "check_device", "check_outputs"]
+__all__ = ["CheckError", "check_device", "check_frames_not_outputs", "check_outputs"]
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
@@ -71,6 +72,35 @@ def check_outputs(inputs: Sequence[str | Path | None], outputs: Sequence[str | P
             raise CheckError(
                 f"{out}: cannot write into {out.parent} ({exc.strerror or exc}); write it elsewhere"
             ) from None
+
+
+def check_frames_not_outputs(frames: Iterable[Path], outputs: Sequence[str | Path | None]) -> None:
+    """Refuse an output that is one of the frame images the run reads (a folder's frames, the images a
+    PoseTrack file lists), or an image beside them: `check_outputs` knows the folder, not the files in it.
+    `--out FOLDER/000000.jpg` replaced that frame with the prediction JSON, and `train`'s curve
+    (`<out>_curve.png`) written among the frames was a frame of another size to every later run. Entries are
+    compared, not link targets: a written output replaces the entry (`atomic_open`).
+
+    Raises:
+        CheckError: the first output at fault.
+    """
+    wanted = {_entry(Path(p)): p for p in outputs if p is not None}
+    names = {entry.name for entry in wanted}
+    folders: set[Path] = set()
+    for frame in frames:  # a frame's folder is resolved only when its name is an output's or it is a new one
+        if frame.name in names and (out := wanted.get(_entry(frame))) is not None:
+            raise CheckError(f"{out} is a frame image this run reads; write the output elsewhere")
+        folders.add(frame.parent)
+    resolved = {_resolved(folder) for folder in folders}
+    for entry, out in wanted.items():
+        if entry.parent in resolved and entry.suffix.lower() in IMAGE_SUFFIXES:
+            raise CheckError(f"{out}: an image written among the frames of {entry.parent} would be read as one of"
+                             " them; write it elsewhere")  # fmt: skip
+
+
+def _entry(path: Path) -> Path:
+    """`path`'s folder with its links followed, joined to its name (the folder entry a write replaces)."""
+    return _resolved(path.parent) / path.name
 
 
 def _resolved(path: Path) -> Path:

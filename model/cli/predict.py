@@ -46,7 +46,7 @@ from annotation_io.arguments import positive_int
 from annotation_io.types import Video
 from annotation_io.video import VideoError
 from model.backbones.names import BACKBONE_NAMES
-from model.cli.checks import CheckError, check_device, check_outputs
+from model.cli.checks import CheckError, check_device, check_frames_not_outputs, check_outputs
 from model.cli.predict_input import (
     PredictInput,
     PredictInputError,
@@ -134,6 +134,15 @@ def _check_outputs(inp_paths: Sequence[str | Path | None], outputs: Sequence[str
         raise PredictInputError(str(exc)) from None
 
 
+def _check_frames_not_outputs(reader: object, outputs: Sequence[str | Path | None]) -> None:
+    """Refuse an output that is one of the frame images read (a folder's, or those a PoseTrack JSON lists)."""
+    files = getattr(reader, "files", ())  # FolderSource: a list; the frames a JSON lists: index -> path
+    try:
+        check_frames_not_outputs(files.values() if isinstance(files, dict) else files, outputs)
+    except CheckError as exc:
+        raise PredictInputError(str(exc)) from None
+
+
 def run_predict(
     input_path: str | Path,
     out_path: str | Path,
@@ -179,6 +188,7 @@ def run_predict(
     inp = load_input(input_path, labels=labels, use_labels=use_labels, images_root=images_root)
     predictor = None
     try:
+        _check_frames_not_outputs(inp.reader, [out_path, render])
         wanted = select_frames(frames, inp.video.num_frames)
         predictor = (predictor_factory or build_predictor)(options)
         started = time.perf_counter()

@@ -26,6 +26,9 @@ from annotation_io.video import (
 )
 
 _ROOT_LEVELS = 3  # the JSON's folder and this many folders above it are searched for the images
+# The fewest pixels a frame may have on a side: the backbones refuse thinner frames
+# (model.backbones.blazepose.check_image), as the service does task images (backend.ls.frames.MIN_IMAGE_SIDE).
+MIN_FRAME_SIDE = 2
 
 
 class PredictInputError(ValueError):
@@ -186,6 +189,13 @@ def load_input(
     known = _labels_only(label_video) if label_video is not None else None
     reader = _open_frames(path, ann, Path(images_root) if images_root is not None else None)
     n = reader.num_frames
+    # before the model loads, in the user's terms: else the backbone's "frame_bgr is too small: (1, 1, 3)"
+    if min(reader.width, reader.height) < MIN_FRAME_SIDE:
+        reader.close()
+        raise PredictInputError(
+            f"{getattr(reader, 'path', path)}: {reader.width}x{reader.height} pixels, too small to show a person "
+            f"(a frame needs at least {MIN_FRAME_SIDE} pixels a side)"
+        )
     if known is not None and (known.num_frames > n or known.frames[-1].index >= n):
         reader.close()
         raise PredictInputError(

@@ -103,15 +103,22 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    """An integer >= 0 (argparse type of --workers)."""
+def _count(text: str, most: int | None = None, why: str = "") -> int:
+    """An integer >= 0, and at most `most` where given (argparse type of --workers and --seed)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most}{why}, got {value}")
     return value
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (what torch's DataLoader weighs its worker count against)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
@@ -129,14 +136,19 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--epochs", type=functools.partial(positive_int, unit="epochs"), default=10, help="passes over the training samples (default 10)")
     parser.add_argument("--batch-size", type=functools.partial(positive_int, unit="samples"), default=16, help="samples per optimiser step (default 16)")
     parser.add_argument("--lr", type=_positive_float, default=1e-4, help="Adam learning rate (default 1e-4)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the split, sample order and augmentation (default 0)")
+    # 0..2**32-1 as the service's (backend.services.finetune_config): else numpy ("expected non-negative integer")
+    # or torch ("Overflow when unpacking long long") refused it once the backbone had run
+    parser.add_argument("--seed", type=functools.partial(_count, most=2**32 - 1), default=0,
+                        help="seeds the split, sample order and augmentation (0 to 2**32-1; default 0)")
     parser.add_argument("--holdout", type=_fraction, default=0.2, help="held-out fraction (by video / frame range; default 0.2)")
     parser.add_argument("--distance", type=functools.partial(positive_int, unit="frames"), default=1, help="neighbour frame distance (default 1, as released)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--no-augment", action="store_true", help="no flip / scale / rotation augmentation")
     parser.add_argument("--no-cache", action="store_true", help="run the backbone in the loop every step")
     parser.add_argument("--cache-dir", type=Path, default=None, help="keep cached heatmaps as files here")
-    parser.add_argument("--workers", type=_count, default=0, help="DataLoader workers (cache mode)")
+    # at most one per CPU: the DataLoader starts every one of them (--workers 100000 hung the machine)
+    parser.add_argument("--workers", type=functools.partial(_count, most=_cpus(), why=" (the CPUs here)"), default=0,
+                        help="DataLoader workers (cache mode; at most one per CPU)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the head")
     parser.add_argument("--version", default=None, help="version string stored in the checkpoint")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint to write (our format)")
@@ -160,6 +172,7 @@ def run(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = 
         backbone_factory: builds the backbone from the arguments; default: `build_backbone` by name.
     """
     from annotation_io.video import open_video
+    from model.cli.checks import CheckError, check_frames_not_outputs
     from model.nets.dcpose import DILATIONS, build_dcpose
     from model.training import loop as train_module
     from model.training.curve import curve_path, save_training_curve
@@ -182,6 +195,13 @@ def run(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = 
             "frames or use --holdout 0"
         )
     readers = {name: open_video(_find_frames(args.videos, v)) for name, v in labels.items()}
+    try:  # the checkpoint and its curve neither replace a frame nor land among the frames
+        check_frames_not_outputs((f for r in readers.values() for f in getattr(r, "files", ())),
+                                 [args.out, curve_path(args.out)])  # fmt: skip
+    except CheckError:
+        for r in readers.values():
+            r.close()
+        raise
     config = train_module.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          augment=not args.no_augment, use_cache=not args.no_cache, device=args.device,
                          num_workers=args.workers, cache_dir=str(args.cache_dir) if args.cache_dir else None,

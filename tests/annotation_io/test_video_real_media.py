@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import PIL.Image
+import PIL.PngImagePlugin
 import pytest
 
 from annotation_io.video import MAX_FRAME_PIXELS, VideoError, open_video
@@ -173,6 +174,65 @@ def test_png_and_tiff_frames_with_an_exif_orientation_read_as_shown(tmp_path: Pa
             assert frame.shape == (H, W, 3), index
             assert frame[5, 5, 2] > 200 and frame[5, 5, 0] < 60, f"frame {index}: the red corner is top-left"
             assert frame[60, 44 + 8 * index, 0] > 200, f"frame {index}: its stripe is where it was drawn"
+
+
+XMP_ORIENTED_6 = (b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+                  b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description'
+                  b' xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+                  b'<?xpacket end="w"?>')  # fmt: skip
+
+
+def test_orientations_that_browsers_do_not_apply_are_not_applied(tmp_path: Path) -> None:
+    """Frames read as Chromium (156, measured; Label Studio's browser) and cv2 show them: an orientation only
+    in XMP or in a PNG's "Raw profile type exif" text, and a WebP's EXIF orientation, are not applied, and a
+    PNG whose eXIf chunk is no TIFF block reads as stored. Before: the header check took Pillow's getexif(),
+    which reads the first two as orientations (this folder of one shown size was refused: "frame 1 is 96x160
+    but the first frame ... is 160x96") and raises on the last ("corrupt or not an image")."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6
+    raw = exif.tobytes()
+    profile = PIL.PngImagePlugin.PngInfo()  # ImageMagick's way of keeping EXIF in a PNG
+    profile.add_text(
+        "Raw profile type exif", f"\nexif\n{len(raw) + 6:8d}\n457869660000{raw.hex()}\n", zip=True
+    )
+    upright = [PIL.Image.fromarray(make_frame(i)[:, :, ::-1]) for i in range(5)]
+    upright[0].save(folder / "000000.jpg", quality=95)
+    upright[1].save(folder / "000001.jpg", quality=95, xmp=XMP_ORIENTED_6)
+    upright[2].save(folder / "000002.png", pnginfo=profile)
+    upright[3].save(folder / "000003.png", exif=b"not a TIFF block")
+    upright[4].save(folder / "000004.webp", lossless=True, exif=raw)
+    with open_video(folder) as source:
+        assert (source.num_frames, source.width, source.height) == (5, W, H)
+        for index, frame in source.iter_frames():
+            assert frame.shape == (H, W, 3), index
+            assert frame[5, 5, 2] > 200 and frame[5, 5, 0] < 60, f"frame {index}: the red corner is top-left"
+            assert frame[60, 44 + 8 * index, 0] > 200, f"frame {index}: its stripe is where it was drawn"
+    for index in range(1, 5):  # each alone, as `predict IMAGE` reads it
+        (image,) = sorted(folder.glob(f"{index:06d}.*"))
+        with open_video(image) as source:
+            assert (source.width, source.height) == (W, H), image.name
+
+
+def test_an_animated_webp_or_png_is_refused_not_read_as_its_first_frame(tmp_path: Path) -> None:
+    """Before: cv2 read the first frame of an animated WebP or PNG (APNG) without a word, so `predict` on one
+    answered for one frame of many (and a folder took it as one frame), exit 0."""
+    folder = write_folder(tmp_path / "frames", 3, ".webp")
+    first, second = (PIL.Image.fromarray(make_frame(i)[:, :, ::-1]) for i in range(2))
+    first.save(folder / "000001.webp", save_all=True, append_images=[second], duration=40, lossless=True)
+    with pytest.raises(
+        VideoError, match=r"000001\.webp: frame 1 of folder .* is an animated WebP of 2 frames"
+    ):
+        open_video(folder)
+    first.save(tmp_path / "clip.png", save_all=True, append_images=[second], duration=40)
+    with pytest.raises(
+        VideoError, match=r"clip\.png: frame 0 of the image clip\.png is an animated PNG \(APNG\) of 2"
+    ):
+        open_video(tmp_path / "clip.png")
+    first.save(tmp_path / "still.png", save_all=True)  # one frame: no animation chunks
+    with open_video(tmp_path / "still.png") as source:
+        assert (source.num_frames, source.width, source.height) == (1, W, H)
 
 
 def rotate_in_container(data: bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import re
 import struct
 import threading
 import time
@@ -359,3 +360,27 @@ def test_gifs_svgs_and_error_pages_get_a_message_saying_what_they_are(
     ):
         store.image(f"http://{host}/error-page.jpg")
     assert not list((tmp_path / "cache").glob("??/*")), "the error page was not cached"
+
+
+def test_animated_webps_and_pngs_are_refused_like_animated_gifs(tmp_path: Path) -> None:
+    """Before: cv2 read the first frame of an animated WebP or PNG (APNG) and keypoints were predicted on it,
+    though Label Studio (a browser) shows the animation, as it does an animated GIF (refused)."""
+    still = np.full((96, 160, 3), 60, np.uint8)
+    still[:24, :24] = (0, 0, 255)  # red corner, BGR
+    upright = PIL.Image.fromarray(still[:, :, ::-1])
+    moving = (("moving.webp", "WebP"), ("moving.png", "PNG (APNG)"))
+    for name, _ in moving:
+        upright.save(
+            tmp_path / name, save_all=True, append_images=[upright.rotate(180)], duration=100, lossless=True
+        )
+    upright.save(tmp_path / "still.webp", lossless=True)
+    upright.save(tmp_path / "still.png", save_all=True)  # one frame: no animation chunks
+    store = FrameStore(tmp_path / "cache", LabelStudioAccess(), MediaPolicy(roots=(tmp_path,)))
+    for name, kind in moving:
+        with pytest.raises(
+            ImageUnavailableError, match=rf"an animated {re.escape(kind)} \(2 frames\): Label Studio"
+        ):
+            store.image(str(tmp_path / name))
+    for name in ("still.webp", "still.png"):
+        image = store.image(str(tmp_path / name))
+        assert image.shape == (96, 160, 3) and image[5, 5].tolist() == [0, 0, 255], name

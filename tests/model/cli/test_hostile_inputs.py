@@ -120,6 +120,20 @@ def test_one_file_for_two_outputs_is_refused(tmp_path: Path, capsys: pytest.Capt
     assert not both.exists()
 
 
+def test_an_output_onto_a_frame_image_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: --out FOLDER/000001.jpg (a frame of the input folder, or of those a PoseTrack JSON lists)
+    replaced that frame with the prediction JSON and exited 0: the video lost a frame."""
+    frames = _frames(tmp_path / "images" / "v")
+    before = frames[1].read_bytes()
+    listing = _listing(tmp_path)
+    for source, out in ((tmp_path / "images" / "v", frames[1]),
+                        (listing, tmp_path / "images" / "v" / ".." / "v" / "000001.jpg"),  # another spelling
+                        (listing, frames[1])):  # fmt: skip
+        err = _error(capsys, ["predict", str(source), "--out", str(out), "--no-progress"])
+        assert err == f"error: {out} is a frame image this run reads; write the output elsewhere", err
+    assert frames[1].read_bytes() == before
+
+
 # -------------------------------------------------------------------------------------------- train
 
 
@@ -186,6 +200,33 @@ def test_train_refuses_frames_that_do_not_decode(
     assert len(errors) == 1 and "000001.jpg: cannot decode image" in errors[0], errors
     assert "Traceback" not in capsys.readouterr().err
     assert not (tmp_path / "h.pt").exists()
+
+
+def test_train_refuses_a_checkpoint_or_curve_onto_a_frame_image(
+    labelled: tuple[Path, Path], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: --out FRAMES/000001.jpg trained, then replaced that frame with the checkpoint; --out FRAMES/h.pt
+    wrote its curve h_curve.png among the frames, where every later run took it for a frame of another size
+    ("frame 3 is 600x400 but the first frame ... is 64x48")."""
+    from model.testing.simulated import SimulatedBackbone
+
+    root, labels = labelled
+    frames = root / "images" / "v"
+    _label(labels, [0, 2])
+    before = {p.name: p.read_bytes() for p in frames.iterdir()}
+    factory = functools.partial(lambda gt, args: SimulatedBackbone(gt), posetrack.load(labels))
+    cases = ((frames / "000001.jpg", f"{frames / '000001.jpg'} is a frame image this run reads; write the output "
+                                     "elsewhere"),
+             (frames / "h.pt", f"{frames / 'h_curve.png'}: an image written among the frames of {frames.resolve()} "
+                               "would be read as one of them; write it elsewhere"))  # fmt: skip
+    for out, message in cases:
+        argv = ["train", "--videos", str(root), "--labels", str(labels), "--out", str(out), "--holdout", "0",
+                "--epochs", "1"]  # fmt: skip
+        assert model_main(argv, backbone_factory=factory) == EXIT_USAGE
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert errors == [message], errors
+        caplog.clear()
+    assert {p.name: p.read_bytes() for p in frames.iterdir()} == before
 
 
 def _label(labels: Path, frames: list[int]) -> None:
@@ -269,12 +310,17 @@ def test_train_whose_loss_becomes_nan_fails_and_writes_no_checkpoint(
     ("--lr", "nan", "must be a finite number above 0, got nan"),
     ("--holdout", "1.5", "must be at least 0 and below 1, got 1.5"),
     ("--workers", "-1", "must be at least 0, got -1"),
+    ("--workers", "100000", "must be at most "),  # the CPUs here
+    ("--seed", "-1", "must be at least 0, got -1"),
+    ("--seed", str(2**64), f"must be at most 4294967295, got {2**64}"),
 ])  # fmt: skip
 def test_train_options_out_of_range_are_usage_errors(
     option: str, value: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Before: --lr nan, --holdout 1.5, --workers -1 failed only after the labels and backbone loaded, in
-    terms of TrainConfig / "fraction"; --epochs 0 and --batch-size -4 the same."""
+    terms of TrainConfig / "fraction"; --epochs 0 and --batch-size -4 the same. --seed -1 and 2**64 failed
+    once the backbone had run, in numpy's and torch's words ("expected non-negative integer", "Overflow when
+    unpacking long long"); --workers 100000 hung, the DataLoader starting 100,000 processes."""
     argv = ["train", "--videos", str(tmp_path), "--labels", str(tmp_path), "--out", str(tmp_path / "h.pt"),
             option, value]
     assert model_main(argv, backbone_factory=_never) == EXIT_USAGE
@@ -325,3 +371,21 @@ def test_a_folder_of_gif_frames_says_which_frames_are_read(tmp_path: Path, capsy
         PIL.Image.new("RGB", SIZE, (40 * i,) * 3).save(folder / f"{i:06d}.gif")
     err = _error(capsys, ["predict", str(folder), "--out", str(tmp_path / "p.json")])
     assert "a folder without frame images (.jpg, .jpeg, .png" in err and "only .gif files" in err, err
+
+
+def test_an_image_too_small_to_show_a_person_is_refused_in_user_terms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the model loaded, then the run failed with the backbone's "frame_bgr is too small: (1, 1, 3)",
+    which named neither the file nor what is wrong with it."""
+    image = tmp_path / "one pixel.png"
+    cv2.imwrite(str(image), np.zeros((1, 1, 3), np.uint8))
+    folder = tmp_path / "thin"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i:06d}.png"), np.zeros((1, 40, 3), np.uint8))
+    for source, size in ((image, "1x1"), (folder, "40x1")):
+        err = _error(capsys, ["predict", str(source), "--out", str(tmp_path / "p.json"), "--no-progress"])
+        assert err.startswith(f"error: {source}: {size} pixels, too small to show a person"), err
+        assert err.endswith("(a frame needs at least 2 pixels a side)"), err
+    assert not (tmp_path / "p.json").exists()
