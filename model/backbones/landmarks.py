@@ -29,6 +29,7 @@ just gets low confidences.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,8 +39,8 @@ import numpy as np
 from annotation_io.types import Box
 from model.backbones.tflite import TfliteGraph
 
-__all__ = ["HEAD_TOP_FACTOR", "LandmarkModel", "PoseResult", "Roi", "box_fit", "head_top", "head_top_from",
-           "refine_from_heatmaps", "roi_landmarks", "up_rotation"]
+__all__ = ["HEAD_TOP_FACTOR", "LandmarkModel", "PoseResult", "Roi", "box_fit", "check_landmark_model", "fuse_poses",
+           "head_top", "head_top_from", "refine_from_heatmaps", "roi_landmarks", "up_rotation"]
 
 LANDMARK_MODEL = "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
 CROP = 256  # landmark model input side
@@ -222,15 +223,21 @@ def refine_from_heatmaps(xy: np.ndarray, heatmap_logits: np.ndarray) -> tuple[np
 
 
 class LandmarkModel:
-    """``pose_landmark_full.tflite`` on ROIs of BGR images (parts outside the image are black).
+    """``pose_landmark_full.tflite`` (or another BlazePose landmark model) on ROIs of BGR images (parts
+    outside the image are black).
 
     Args:
         refine: move body landmarks to their heatmap's local centre of mass and weigh their confidence by
             the heatmap's peak (`refine_from_heatmaps`, `PoseResult.confidence`).
+        model_path: a BlazePose landmark model with the bundled one's inputs and outputs (e.g.
+            ``pose_landmark_heavy.tflite``): an absolute path, or one relative to the mediapipe package's
+            folder. Default: the bundled ``pose_landmark_full.tflite``. `check_landmark_model` says whether
+            a file is one.
     """
 
-    def __init__(self, *, refine: bool = True) -> None:
-        self._graph = TfliteGraph(LANDMARK_MODEL, (CROP, CROP), (0.0, 1.0), 5)
+    def __init__(self, *, refine: bool = True, model_path: str | None = None) -> None:
+        self.model_path = LANDMARK_MODEL if model_path is None else str(model_path)
+        self._graph = TfliteGraph(self.model_path, (CROP, CROP), (0.0, 1.0), 5)
         self.refine = refine
         self.calls = 0
 
@@ -267,14 +274,59 @@ def box_fit(pose: PoseResult, box: Box) -> float:
     return pose.score * box_iou(pose.box(), box)
 
 
+def check_landmark_model(path: str) -> None:
+    """Raises ValueError naming `path` unless it is a BlazePose landmark model that runs here (one pass on
+    a black crop gives the bundled model's five outputs, of its sizes).
+
+    Raises:
+        MediaPipeUnavailableError: mediapipe cannot be imported.
+    """
+    sizes = (NUM_ALL * 5, 1, CROP * CROP, HEATMAP_SIDE * HEATMAP_SIDE * NUM_ALL, NUM_ALL * 3)
+    what = f"{path} is not a BlazePose landmark model (such as pose_landmark_heavy.tflite)"
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        if f.read(8)[4:8] != b"TFL3":  # the FlatBuffer identifier of every .tflite file
+            raise ValueError(f"{what}: not a TFLite file")
+    try:
+        model = LandmarkModel(model_path=os.path.abspath(path))
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise ValueError(f"{what}: {str(exc).splitlines()[-1][:200]}") from exc
+    try:
+        outputs = model._graph.run(np.zeros((CROP, CROP, 3), np.uint8))
+    except (RuntimeError, ValueError) as exc:  # mediapipe names the mismatching tensor sizes
+        raise ValueError(f"{what}: {str(exc).splitlines()[-1][:200]}") from exc
+    finally:
+        try:
+            model.close()
+        except (RuntimeError, ValueError):  # a graph that failed to run may fail to close too
+            pass
+    got = tuple(len(o) for o in outputs)
+    if got != sizes:
+        raise ValueError(f"{what}: its outputs have sizes {got}, expected {sizes}")
+
+
+def fuse_poses(first: PoseResult, second: PoseResult) -> PoseResult:
+    """Two landmark models' passes on one ROI as one pose: each landmark the mean of the two weighted by
+    their confidences; visibility, presence, pose score and heatmap peaks averaged; `first`'s ROI."""
+    a, b = first.confidence()[:, None], second.confidence()[:, None]
+    xy = (a * first.xy + b * second.xy) / (a + b)  # confidences are floored: never 0 / 0
+    peak = None
+    if first.heatmap_peak is not None and second.heatmap_peak is not None:
+        peak = (first.heatmap_peak + second.heatmap_peak) / 2.0
+    return PoseResult(xy, (first.visibility + second.visibility) / 2.0, (first.presence + second.presence) / 2.0,
+                      (first.score + second.score) / 2.0, first.roi, peak)  # fmt: skip
+
+
 def roi_landmarks(model: LandmarkModel, image_bgr: np.ndarray, box: Box, *, realign: int = 2,
-                  prev: PoseResult | None = None) -> PoseResult:
+                  prev: PoseResult | None = None, second: LandmarkModel | None = None) -> PoseResult:  # fmt: skip
     """The pose of the person in a known box; never gated by a detector.
 
     Candidates: the square of 1.25 x the box's long side (rotated like `prev`'s alignment points when
     the track's previous pose is given), then `realign` passes on the ROI each pass's alignment
     points give (side kept within 0.6-2.5 x the box's long side). The candidate that fits the box
-    best (`box_fit`) wins.
+    best (`box_fit`) wins. With a `second` model, it also runs once on the winner's ROI and the two
+    poses are fused (`fuse_poses`).
 
     Args:
         model: the landmark model.
@@ -282,6 +334,7 @@ def roi_landmarks(model: LandmarkModel, image_bgr: np.ndarray, box: Box, *, real
         box: the person box in image pixels.
         realign: re-alignment passes.
         prev: the track's pose on the previous frame, or None.
+        second: a second landmark model (e.g. BlazePose's heavy one), or None.
     """
     rotation = prev.next_roi().rotation if prev is not None and prev.next_roi().valid else 0.0
     pose = model.run(image_bgr, Roi.from_box(box, ROI_SCALE, rotation))
@@ -294,4 +347,5 @@ def roi_landmarks(model: LandmarkModel, image_bgr: np.ndarray, box: Box, *, real
         side = float(np.clip(nxt.size, _REALIGN_LIMITS[0] * long_side, _REALIGN_LIMITS[1] * long_side))
         pose = model.run(image_bgr, Roi(nxt.cx, nxt.cy, side, nxt.rotation))
         candidates.append(pose)
-    return max(candidates, key=lambda p: box_fit(p, box))
+    best = max(candidates, key=lambda p: box_fit(p, box))
+    return best if second is None else fuse_poses(best, second.run(image_bgr, best.roi))

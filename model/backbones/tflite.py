@@ -46,6 +46,7 @@ def _graph_text(model_path: str, size: tuple[int, int], value_range: tuple[float
     """Text proto of image -> tensor -> TFLite -> one float stream per output."""
     w, h = size
     lo, hi = value_range
+    model_path = model_path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")  # a text-proto string
     splits = " ".join(f'output_stream: "o{i}"' for i in range(n))
     ranges = " ".join(f"ranges {{ begin: {i} end: {i + 1} }}" for i in range(n))
     floats = "".join(

@@ -109,11 +109,14 @@ def _run_mode(predictor: Any, stills: list[tuple[Video, np.ndarray]], mode: str)
     return total
 
 
-def _predictors(backbones: Sequence[str], checkpoint: Path | None) -> Iterator[Any]:
-    """A Predictor for each of `backbones` (and hrnet_w48 when `checkpoint` is given), closed after use."""
+def _predictors(backbones: Sequence[str], checkpoint: Path | None, heavy: Path | None = None) -> Iterator[Any]:
+    """A Predictor for each of `backbones` (and hrnet_w48 when `checkpoint` is given, blazepose with BlazePose's
+    heavy landmark model when `heavy` is), closed after use."""
     from model.pipeline.predictor import Predictor
 
     runs: list[tuple[str, Path | None]] = [(name, None) for name in backbones]
+    if heavy is not None:
+        runs.append(("blazepose", heavy))
     if checkpoint is not None:
         runs.append(("hrnet_w48", checkpoint))
     for name, weights in runs:
@@ -124,23 +127,25 @@ def _predictors(backbones: Sequence[str], checkpoint: Path | None) -> Iterator[A
             predictor.close()
 
 
-def run_real_bench(root: Path, *, checkpoint: Path | None = None,
-                   backbones: Sequence[str] = ("blazepose",)) -> dict[str, dict[str, RealScore]]:
-    """{backbone version: {mode: score}} for each of `backbones` (and hrnet_w48 when `checkpoint` is given)."""
+def run_real_bench(root: Path, *, checkpoint: Path | None = None, backbones: Sequence[str] = ("blazepose",),
+                   heavy: Path | None = None) -> dict[str, dict[str, RealScore]]:  # fmt: skip
+    """{backbone version: {mode: score}} for each of `backbones` (and hrnet_w48 when `checkpoint` is given,
+    blazepose with the heavy landmark model when `heavy` is)."""
     stills = load_stills(root)
     return {predictor.version: {mode: _run_mode(predictor, stills, mode) for mode in MODES}
-            for predictor in _predictors(backbones, checkpoint)}
+            for predictor in _predictors(backbones, checkpoint, heavy)}
 
 
 def run_real_clips(root: Path, *, checkpoint: Path | None = None, backbones: Sequence[str] = ("blazepose",),
-                   spacings: Sequence[int] = (4, 8)) -> tuple[list[ClipRow], list[FollowRow]]:
+                   spacings: Sequence[int] = (4, 8), heavy: Path | None = None
+                   ) -> tuple[list[ClipRow], list[FollowRow]]:  # fmt: skip
     """`model.bench.real_clips` rows for each backbone (as `run_real_bench`) and label spacing, and each
     backbone's row with no labels."""
     from model.bench.real_clips import run_clip_bench, run_follow_bench
 
     stills = load_stills(root)
     rows, follow = [], []
-    for predictor in _predictors(backbones, checkpoint):
+    for predictor in _predictors(backbones, checkpoint, heavy):
         rows += [row for every in spacings for row in run_clip_bench(predictor, stills, every)]
         follow.append(run_follow_bench(predictor, stills))
     return rows, follow
@@ -168,6 +173,9 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                                    description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real-stills folder (PoseTrack 2018 layout; default ../shared/data/real-stills)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet-W48 weights: also bench hrnet_w48")
+    parser.add_argument("--heavy", type=Path, default=None,
+                        help="BlazePose's heavy landmark model (pose_landmark_heavy.tflite, `make heavy`): also "
+                             "bench blazepose with it fused")
     parser.add_argument("--backbone", action="append", choices=("blazepose", "yolo11_pose"), default=None,
                         help="backbone with its own weights to bench (repeatable; default blazepose)")
     parser.add_argument("--clips", action="store_true",
@@ -180,14 +188,16 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Runs the benchmark and prints its figures; 2 when the data or the checkpoint cannot be read."""
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        print(f"bench-real: checkpoint not found: {args.checkpoint}")
-        return 2
+    for path in (args.checkpoint, args.heavy):
+        if path is not None and not path.is_file():
+            print(f"bench-real: checkpoint not found: {path}")
+            return 2
     try:
         backbones = args.backbone or ("blazepose",)
-        result = run_real_bench(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones)
-        clips, follow = (run_real_clips(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones)
-                         if args.clips else ([], []))
+        result = run_real_bench(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones,
+                                heavy=args.heavy)  # fmt: skip
+        clips, follow = (run_real_clips(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones,
+                                        heavy=args.heavy) if args.clips else ([], []))  # fmt: skip
     except (OSError, ValueError) as exc:  # ValueError: AnnotationFormatError, CheckpointError
         print(f"bench-real: {exc}")
         return 2

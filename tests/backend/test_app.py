@@ -102,6 +102,14 @@ def test_settings_errors_name_the_variable(env: dict[str, str], names: str) -> N
         Settings.from_env(env)
 
 
+def test_blazepose_takes_a_landmark_model_as_its_checkpoint() -> None:
+    """BlazePose's heavy landmark model (`make heavy`) is the blazepose backbone's one checkpoint."""
+    s = Settings.from_env({"BACKBONE_CHECKPOINT": "weights/pose_landmark_heavy.tflite"})
+    assert (s.backbone, s.backbone_checkpoint) == ("blazepose", Path("weights/pose_landmark_heavy.tflite"))
+    with pytest.raises(SettingsError, match=r"its only checkpoint is a second BlazePose landmark model"):
+        Settings.from_env({"BACKBONE_CHECKPOINT": "/w/dcpose.pth"})
+
+
 # ----------------------------------------------------------------------------- routes
 
 

@@ -451,6 +451,13 @@ def test_predictor_cache_errors_and_cold_start_versions(tmp_path: Path) -> None:
     assert cold_start_version(spec) == f"hrnet_w48:{file_digest(weights)}-base"
     with pytest.raises(ModelUnavailableError, match="cannot be read"):
         cold_start_version(PredictorSpec("hrnet_w48", str(tmp_path / "missing.pth")))
+    # blazepose with a second landmark model (here the bundled one, as `make heavy`'s file would be)
+    from model.backbones.tflite import bundled_model_root
+
+    second = str(Path(bundled_model_root()) / "mediapipe/modules/pose_landmark/pose_landmark_full.tflite")
+    spec = PredictorSpec("blazepose", second)
+    assert cold_start_version(spec) == Predictor.create("blazepose", second).version
+    assert cold_start_version(spec) == f"blazepose2+{file_digest(second)}-base"
 
 
 def test_yolo_cold_start_version_finds_the_installed_weights(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,6 +35,8 @@ from model.backbones.landmarks import (
     Roi,
     box_fit,
     box_iou,
+    check_landmark_model,
+    fuse_poses,
     head_top,
     refine_from_heatmaps,
     up_rotation,
@@ -354,3 +356,80 @@ def test_a_sure_pose_upside_down_is_not_an_upright_person(backbone: BlazePoseBac
     pose = _pose_at(backbone.model, flipped, roi, 2)
     assert pose.score >= HOG_MIN_POSE_SCORE, pose.score  # the test means something: the pass is sure
     assert not _upright(pose)
+
+
+# ----------------------------------------------------------------------------- a second landmark model
+
+HEAVY = Path(__file__).resolve().parents[3] / "weights" / "pose_landmark_heavy.tflite"  # `make heavy`
+
+
+def _bundled(name: str) -> str:
+    from model.backbones.tflite import bundled_model_root
+
+    return str(Path(bundled_model_root()) / "mediapipe" / "modules" / name)
+
+
+def test_fused_poses_lean_to_the_surer_model() -> None:
+    roi = Roi(50.0, 50.0, 100.0, 0.0)
+    ones = np.ones(39)
+    sure = PoseResult(np.zeros((39, 2)), ones * 0.9, ones, 1.0, roi, ones)
+    unsure = PoseResult(np.full((39, 2), 10.0), ones * 0.1, ones, 0.5, Roi(0.0, 0.0, 10.0, 0.0), None)
+    fused = fuse_poses(sure, unsure)
+    a, b = sure.confidence()[0], unsure.confidence()[0]  # 0.9 and 0.05
+    np.testing.assert_allclose(fused.xy, np.full((39, 2), 10.0 * b / (a + b)))
+    assert fused.xy[0, 0] < 1.0 and fused.roi is roi and fused.heatmap_peak is None
+    np.testing.assert_allclose(fused.visibility, 0.5)
+    assert fused.score == pytest.approx(0.75)
+    np.testing.assert_allclose(fuse_poses(sure, sure).xy, sure.xy)
+
+
+def test_only_a_blazepose_landmark_model_is_taken_as_the_second(tmp_path: Path) -> None:
+    """A missing file, a file that is no TFLite model, and a TFLite model of other inputs (BlazePose's own
+    person detector) are refused naming the file; the bundled landmark model passes."""
+    pytest.importorskip("mediapipe")
+    with pytest.raises(ValueError, match="no such file"):
+        check_landmark_model(str(tmp_path / "missing.tflite"))
+    (tmp_path / "text.tflite").write_text("not a model")
+    with pytest.raises(ValueError, match=r"text\.tflite is not a BlazePose landmark model.*not a TFLite file"):
+        check_landmark_model(str(tmp_path / "text.tflite"))
+    detector = _bundled("pose_detection/pose_detection.tflite")
+    with pytest.raises(ValueError, match=r"pose_detection\.tflite is not a BlazePose landmark model"):
+        check_landmark_model(detector)
+    check_landmark_model(_bundled("pose_landmark/pose_landmark_full.tflite"))
+
+
+def test_a_second_landmark_model_runs_once_per_box_and_is_fused() -> None:
+    """The bundled model as its own second opinion: one more pass per box on the winning ROI, and the
+    fused pose is the single model's (two equal poses)."""
+    pytest.importorskip("mediapipe")
+    (gt, image), = [s for s in load_stills(STILLS) if s[0].name == "coco_000000040083"]
+    box = gt.frames[0].persons[0].box
+    full = _bundled("pose_landmark/pose_landmark_full.tflite")
+    with BlazePoseBackbone() as one, BlazePoseBackbone(second_model=full) as two:
+        alone, fused = one.landmarks_in_box(image, box), two.landmarks_in_box(image, box)
+        assert (one.model.calls, two.model.calls, two._second.calls) == (3, 3, 1)
+    np.testing.assert_allclose(fused.xy, alone.xy, atol=1e-6)
+    np.testing.assert_allclose(fused.confidence(), alone.confidence(), atol=1e-6)
+
+
+@pytest.mark.skipif(not HEAVY.is_file(), reason=f"{HEAVY} not fetched (make heavy)")
+def test_the_heavy_model_places_more_limb_joints_on_real_stills() -> None:
+    """BlazePose's heavy landmark model fused with the bundled one, on the test stills with their boxes
+    given: at least as many limb joints within 0.1 x box diagonal, and more on one of them at least."""
+    from annotation_io.types import Frame, Video
+    from model.bench.real import _Still, box_only
+    from model.bench.real_score import score_frame
+    from model.pipeline.predictor import Predictor
+
+    scores = {}
+    for weights in (None, HEAVY):
+        predictor = Predictor.create("blazepose", weights)
+        try:
+            scores[weights] = []
+            for gt, image in load_stills(STILLS):
+                video = Video(gt.name, 1, [Frame(0, [])], width=image.shape[1], height=image.shape[0])
+                pred = predictor.predict_video(video, box_only(gt), reader=_Still(image))
+                scores[weights].append(score_frame(gt.frames[0], pred.frames[0]).joints_ok)
+        finally:
+            predictor.close()
+    assert all(h >= b for b, h in zip(scores[None], scores[HEAVY])) and sum(scores[HEAVY]) > sum(scores[None]), scores

@@ -510,9 +510,13 @@ def test_checkpoint_that_does_not_fit_the_backbone(
     argv = [str(mp4), "--out", str(tmp_path / "p.json"), "--backbone", "hrnet_w48", "--checkpoint", str(ckpt)]
     err = _error(capsys, argv)
     assert str(ckpt) in err and "does not fit" in err and "shape mismatches" in err
-    assert "takes no checkpoint" in _error(
+    assert "its only checkpoint is a second BlazePose landmark model" in _error(
         capsys, [str(mp4), "--out", str(tmp_path / "p.json"), "--checkpoint", str(ckpt)]
     )
+    fake = tmp_path / "pose_landmark_heavy.tflite"  # blazepose's checkpoint must be a landmark model
+    fake.write_bytes(b"\0" * 64)
+    err = _error(capsys, [str(mp4), "--out", str(tmp_path / "p.json"), "--checkpoint", str(fake)])
+    assert f"{fake} is not a BlazePose landmark model" in err and "not a TFLite file" in err
 
 
 def test_cuda_unavailable_and_bad_options(
