@@ -23,7 +23,8 @@ by nothing in the product):
   around leave out stay out).
 - `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head), `distributed` (DDP), `curve`.
 - `cli/`: `python -m model predict|train|bench|bench-video|bench-real|propagation-overlay` (`main`
-  dispatches; `predict`, `predict_input`, `render`, `train`).
+  dispatches; `predict`, `predict_input`, `render`, `train`; `checks`: device and output paths checked
+  before the slow part).
 - `bench/`: `nets` (backbone, head, DCNv2), `head_speed` (head variants vs HRNet-W48 side by side),
   `video` (cached/exact cost, accuracy, with `propagation`'s section), `real` (real stills; `real_score`
   its figures, `real_clips` the stills filmed by a moving camera),

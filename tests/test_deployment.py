@@ -390,6 +390,15 @@ def test_dockerfile_installs_the_pinned_torch(device: str, tmp_path: Path) -> No
     assert docker_vars({"DEVICE": device})["DEVICE"] == device, "runtime DEVICE follows the build"
 
 
+def test_docker_readme_names_the_pinned_torch() -> None:
+    """docker/README.md's GPU build names the torch pair the image installs (requirements.txt's), no other."""
+    text = (ROOT / "docker" / "README.md").read_text()
+    for name in ("torch", "torchvision"):
+        pin = requirement_pin(name)
+        named = set(re.findall(rf"`{name}==([^`]+)`", text)) | set(re.findall(rf"\b{name} (\d+\.\d+\.\d+)\b", text))
+        assert named == {pin}, f"docker/README.md names {name} {sorted(named)}, requirements.txt pins {pin}"
+
+
 def test_dockerfile_rejects_an_unknown_device(tmp_path: Path) -> None:
     (script,) = [run_args(a) for i, a in dockerfile() if i == "RUN" and "torch==" in a]
     rc, calls, err = run_script(script, docker_vars({"DEVICE": "auto"}), tmp_path)

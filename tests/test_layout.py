@@ -7,6 +7,7 @@ functions and under ``if TYPE_CHECKING:``.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,24 @@ def test_the_guard_catches_a_planted_cycle_or_upward_import(tmp_path: Path, modu
     planted.write_text(planted.read_text() + f"\n\ndef _planted() -> None:\n    {line}\n")
     graph = import_graph(tmp_path)
     assert cycles(graph) != [] if expect == "cycle" else layer_violations(graph) != []
+
+
+def unlisted_modules(package: Path, *, recursive: bool = False) -> list[str]:
+    """Modules and sub-packages under `package` (all levels with `recursive`) its `__init__.py` docstring does not name."""
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
+    files = package.rglob("*.py") if recursive else package.glob("*.py")
+    names = {p.stem for p in files if p.stem not in ("__init__", "__main__") and "migrations" not in p.parts}
+    names |= {p.parent.name for p in package.glob("*/__init__.py")}
+    return sorted(n for n in names if not re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", doc))
+
+
+def test_model_docstring_lists_every_module() -> None:
+    """README "Development": `model/__init__.py` lists every module of the package."""
+    assert unlisted_modules(ROOT / "model", recursive=True) == []
+
+
+def test_backend_package_docstrings_list_their_modules() -> None:
+    """README "Development": each backend package's `__init__.py` docstring lists its modules."""
+    packages = [ROOT / "backend", *(p.parent for p in (ROOT / "backend").glob("*/__init__.py"))]
+    missing = {str(p.relative_to(ROOT)): unlisted_modules(p) for p in packages}
+    assert not {k: v for k, v in missing.items() if v}, missing

@@ -67,7 +67,11 @@ def load_stills(root: Path) -> list[tuple[Video, np.ndarray]]:
 
     files = sorted((root / "annotations" / "val").glob("*.json"))
     if not files:
-        raise FileNotFoundError(f"no annotations/val/*.json under {root} (see the data README)")
+        raise FileNotFoundError(
+            f"no annotations/val/*.json under {root}: the real-stills set lies beside the checkout "
+            f"(../shared/data/real-stills), not in the repository; give --data DIR "
+            f"(tests/assets/real-stills holds four of its stills)"
+        )
     out = []
     for path in files:
         video = posetrack.load(path)

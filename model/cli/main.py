@@ -19,7 +19,7 @@ __all__ = ["COMMANDS", "build_parser", "configure_logging", "main"]
 
 # command -> (module, one-line help shown by `python -m model --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "predict": ("model.cli.predict", "keypoints for a video, frame folder or PoseTrack JSON"),
+    "predict": ("model.cli.predict", "keypoints for a video, frame folder, image or PoseTrack JSON"),
     "train": ("model.cli.train", "train a DCPose head on labelled videos (head only, backbone frozen)"),
     "bench": ("model.bench.nets", "backbone, head and DCNv2 timings, parameters, memory"),
     "bench-video": ("model.bench.video", "cached/exact cost and accuracy on synthetic videos"),

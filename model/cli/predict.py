@@ -1,4 +1,4 @@
-"""`python -m model predict`: keypoints for a video, frame folder or PoseTrack JSON, as PoseTrack 2018 JSON.
+"""`python -m model predict`: keypoints for a video, frame folder, image or PoseTrack JSON, as PoseTrack 2018 JSON.
 
     python -m model predict INPUT --out PRED.json [--labels LABELS.json] [--no-labels]
         [--backbone blazepose|yolo11_pose|hrnet_w48] [--checkpoint CKPT] [--head HEAD_CKPT] [--device cpu|cuda]
@@ -8,6 +8,8 @@
 INPUT is one of
 - a video file or a frame folder: its frames are predicted; `--labels` (a PoseTrack JSON indexed
   by the video's frames) supplies human labels;
+- one image file (a suffix of `annotation_io.video.IMAGE_SUFFIXES`): a one-frame video, read as
+  folder frames are (`annotation_io.video.ImageSource`);
 - a PoseTrack 2018 (or 2017) JSON: its labelled frames are the human labels (unless
   `--no-labels`; `--labels` replaces them), and its images are found from their `file_name`
   relative to `--images-root`, the JSON's folder, or the folders above it (PoseTrack's layout is
@@ -159,7 +161,7 @@ def run_predict(
     """Predict the keypoints of INPUT and write them as PoseTrack 2018 JSON (and an overlay video).
 
     Args:
-        input_path: a video file, a frame folder or a PoseTrack JSON (see the module docstring).
+        input_path: a video file, a frame folder, an image file or a PoseTrack JSON (see the module docstring).
         out_path: the prediction JSON to write.
         labels: a PoseTrack JSON of human labels for the video (replaces a JSON input's own labels).
         use_labels: use human labels at all (False: `--no-labels`).
@@ -218,11 +220,11 @@ def run_predict(
 def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     """Adds the `predict` command."""
     parser = subparsers.add_parser(
-        name, help="keypoints for a video, frame folder or PoseTrack JSON",
-        description="Keypoints for a video file, frame folder or PoseTrack JSON, written as PoseTrack 2018 "
+        name, help="keypoints for a video, frame folder, image or PoseTrack JSON",
+        description="Keypoints for a video file, frame folder, one image or PoseTrack JSON, written as PoseTrack 2018 "
         "JSON. A JSON INPUT's labelled frames are used as human labels unless --no-labels.",
     )  # fmt: skip
-    parser.add_argument("input", type=Path, help="video file, frame folder or PoseTrack JSON")
+    parser.add_argument("input", type=Path, help="video file, frame folder, image file or PoseTrack JSON")
     parser.add_argument("--out", type=Path, required=True, help="prediction file to write (PoseTrack 2018 JSON)")
     parser.add_argument("--labels", type=Path, help="PoseTrack JSON of human labels for the video")
     parser.add_argument("--no-labels", action="store_true", help="ignore the labels of a JSON INPUT")

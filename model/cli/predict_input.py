@@ -1,4 +1,4 @@
-"""Inputs of `python -m model predict`: a video file, a frame folder or a PoseTrack JSON, plus labels.
+"""Inputs of `python -m model predict`: a video file, a frame folder, an image file or a PoseTrack JSON, plus labels.
 
 A PoseTrack JSON's images are found from their `file_name` relative to `--images-root`, the JSON's
 folder, or the folders above it (PoseTrack's layout is `<root>/annotations/x.json` +
@@ -178,7 +178,7 @@ def load_input(
     path = Path(input_path)
     if not path.exists():
         raise PredictInputError(
-            f"input not found: {path} (expected a video file, frame folder or PoseTrack JSON)"
+            f"input not found: {path} (expected a video file, frame folder, image file or PoseTrack JSON)"
         )
     if labels is not None and not use_labels:
         raise PredictInputError("--labels and --no-labels contradict each other; give one")

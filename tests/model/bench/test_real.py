@@ -45,7 +45,9 @@ def test_box_only_keeps_boxes_and_drops_keypoints() -> None:
 
 def test_command_reports_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench-real", "--data", str(tmp_path)]) == 2
-    assert "no annotations/val/*.json" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "no annotations/val/*.json" in out
+    assert "--data DIR" in out and "tests/assets/real-stills" in out  # says where the data can come from
     assert main(["bench-real", "--checkpoint", str(tmp_path / "missing.pth")]) == 2
 
 

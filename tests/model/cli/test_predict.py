@@ -555,3 +555,11 @@ def test_redetect_every_reaches_the_predictor_and_follows_people(synth: Path, tm
         assert main(argv, predictor_factory=factory) == 0
     assert calls[1] == FRAMES and 1 <= calls[5] < FRAMES  # people followed between detections
     assert build_predictor(PredictOptions(redetect_every=10)).config.redetect_every == 10
+
+
+def test_help_names_every_input_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    """README: "pre-annotate a video, a frame folder, one image or a PoseTrack JSON"; the help says so too."""
+    assert model_main(["--help"]) == 0
+    assert "keypoints for a video, frame folder, image or PoseTrack JSON" in " ".join(capsys.readouterr().out.split())
+    assert model_main(["predict", "--help"]) == 0
+    assert "video file, frame folder, image file or PoseTrack JSON" in " ".join(capsys.readouterr().out.split())
