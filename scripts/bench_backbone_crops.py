@@ -1,7 +1,8 @@
 """Per-crop cost of the offline backbones on real person crops, and the whole-frame detector's per-image cost.
 
 Usage: `python -m scripts.bench_backbone_crops [--backbones blazepose yolo11_pose] [--repeats 3]
-[--device cpu]`. The crops are the 21 annotated people of the real stills (`model.bench.real`), cut as the
+[--device cpu] [--heavy weights/pose_landmark_heavy.tflite]` (`--heavy`: blazepose with BlazePose's heavy
+landmark model too). The crops are the 21 annotated people of the real stills (`model.bench.real`), cut as the
 pipeline cuts them (`model.transforms.crop_image`, 384x288). Per backbone it prints the median over
 `repeats` runs of: `heatmaps` on the crops one by one (ms per crop), on all crops in one call (ms per
 crop), and the backbone's whole-frame person detector per image (`Predictor.detect`). A print, not a
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=["blazepose", "yolo11_pose"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--heavy", default=None, help="BlazePose's heavy landmark model: also bench blazepose with it")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     stills = load_stills(DEFAULT_DATA.resolve())
@@ -48,8 +50,9 @@ def main() -> None:
                       for p in video.frames[0].persons if p.box is not None])  # fmt: skip
     print(f"{len(crops)} crops from {len(images)} images")
     print("backbone | ms/crop, one by one | ms/crop, one call | detector s/image")
-    for name in args.backbones:
-        backbone = build_backbone(name, None, args.device)
+    runs = [(name, None) for name in args.backbones] + ([("blazepose", args.heavy)] if args.heavy else [])
+    for name, weights in runs:
+        backbone = build_backbone(name, weights, args.device)
         predictor = Predictor(backbone, None, device=args.device)
         single = median_seconds(lambda b=backbone: [b.heatmaps(c[None]) for c in crops], args.repeats)
         batched = median_seconds(lambda b=backbone: b.heatmaps(crops), args.repeats)
