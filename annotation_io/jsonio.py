@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -124,12 +125,21 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, durable: bool 
     file is removed. With `durable` (the default) the data is fsynced before the rename and the
     folder after it, so a crash or kill cannot lose it either; caches that can be recomputed pass
     ``durable=False``. `mode` is "w" (text, UTF-8) or "wb".
+
+    The file gets the permissions a plain ``open(path, "w")`` gives it: an existing file's are kept, a new
+    one gets 0o666 less the umask (the temporary file is created 0o600, so others could not read it).
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        _chmod_as_open_would(fd, tmp, path)
+    except BaseException:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
             yield handle
@@ -148,6 +158,33 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, durable: bool 
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _chmod_as_open_would(fd: int, tmp: str, path: Path) -> None:
+    """Give the temporary file `fd` (at `tmp`) the permissions writing `path` in place would leave: the
+    existing file's (through a link, its target's), else 0o666 less the umask. mkstemp's 0o600 made every
+    output private to its writer, so a team sharing a results folder could not read them."""
+    try:
+        permissions = stat.S_IMODE(os.stat(path).st_mode) & 0o777  # setuid/setgid: a write clears them
+    except OSError:  # a new file (or a broken link, which the rename replaces)
+        permissions = 0o666 & ~_current_umask()
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, permissions)
+    else:  # Windows (Python < 3.13): only the read-only flag exists
+        os.chmod(tmp, permissions)
+
+
+def _current_umask() -> int:
+    """The process's umask, read without changing it where /proc tells it (Linux 4.7+); else by
+    setting and restoring it, which is process-wide: a file another thread creates in between gets 0o077."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split(":", 1)[1].strip(), 8)
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
 
 
 def json_number(value: Any) -> int | float:

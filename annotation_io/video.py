@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import stat
 import struct
 import time
 import warnings
@@ -171,9 +172,10 @@ class FolderSource(FrameSource):
     """Frames stored as image files in one folder (PoseTrack `%06d.jpg`, `%08d.jpg`, any *.jpg/*.png).
 
     Hidden files are skipped and other non-image files ignored with a warning; an image name that is a
-    broken link is an error (skipping it would shift the later frames' indices). Every image's header
-    and last bytes are read on open (an image, of the first one's size, within MAX_FRAME_PIXELS, no JPEG
-    cut off), so a stray, oversized or truncated file fails the open instead of a long run half-way;
+    broken link or no regular file (a named pipe, folder, socket or device) is an error (skipping it would
+    shift the later frames' indices). Every image's header and last bytes are read on open (an image, of
+    the first one's size, within MAX_FRAME_PIXELS, no JPEG cut off), so a stray, oversized or truncated
+    file fails the open instead of a long run half-way;
     frames are decoded on demand, by several threads at once where the caller wants (`concurrent_reads`).
 
     Args:
@@ -187,7 +189,7 @@ class FolderSource(FrameSource):
         self.path = Path(path)
         # Hidden files are never frames (macOS writes a "._000001.jpg" beside each file on some drives).
         visible = [p for p in self.path.iterdir() if not p.name.startswith(".")]
-        _check_no_broken_links(visible)
+        _check_frame_entries(visible)
         entries = [p for p in visible if p.is_file()]
         files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
@@ -233,18 +235,39 @@ class FolderSource(FrameSource):
         self._cache = None
 
 
-def _check_no_broken_links(entries: list[Path]) -> None:
-    """No image-named entry is a link to nothing: skipping it would shift every later frame's index.
+def _check_frame_entries(entries: list[Path]) -> None:
+    """Every image-named entry is a regular file (or a link to one): skipping a broken link, a named pipe, a
+    folder, a socket or a device would shift every later frame's index. Entries are only stat()ed, never
+    opened (opening a named pipe waits for ever on its writer).
 
     Raises:
-        VideoError: the first broken link, named.
+        VideoError: the first entry at fault, named with what it is.
     """
     for path in sorted(entries):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_symlink() and not path.exists():
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.is_symlink() and not path.exists():
             raise VideoError(
                 f"{path}: a frame image that is a broken link (to {os.readlink(path)}); without it every later"
                 " frame would take the index of the one before"
             )
+        try:
+            mode = path.stat().st_mode  # follows a link: a link to a pipe is refused as the pipe is
+        except OSError as exc:
+            raise VideoError(f"{path}: cannot read the frame image ({exc.strerror or exc})") from None
+        if not stat.S_ISREG(mode):
+            link = " (through a link)" if path.is_symlink() else ""
+            raise VideoError(
+                f"{path} is {_file_kind(mode)}{link}, not an image file; without it every later frame would"
+                " take the index of the one before"
+            )
+
+
+def _file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words ("a named pipe")."""
+    kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 class ImageSource(FrameSource):

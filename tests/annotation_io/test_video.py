@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -201,6 +205,44 @@ def test_empty_and_garbage_files(tmp_path: Path) -> None:
     text.write_text("hello " * 200)
     with pytest.raises(VideoError, match="cannot open as a video"):
         video_info(text)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (os.mkfifo, "a named pipe"),
+        (os.mkdir, "a folder"),
+        (lambda entry: entry.symlink_to(entry.parent.parent / "fifo"), r"a named pipe \(through a link\)"),
+        (lambda entry: entry.symlink_to("/dev/null"), r"a character device \(through a link\)"),
+    ],
+    ids=["fifo", "folder", "link-to-fifo", "link-to-device"],
+)
+def test_a_frame_name_that_is_no_regular_file_is_refused(
+    tmp_path: Path, make: Callable[[Path], object], kind: str
+) -> None:
+    """Before: the entry was skipped without a word, so frame 3 was read as index 2 (labels of frame 2 then
+    sat on the wrong picture). A pipe is never opened: the check does not wait for a writer."""
+    os.mkfifo(tmp_path / "fifo")
+    folder = write_folder(tmp_path / "frames", 4)
+    entry = folder / "000002.jpg"
+    entry.unlink()
+    make(entry)
+    with pytest.raises(VideoError, match=rf"^{re.escape(str(entry))} is {kind}, not an image file; without it"):
+        open_video(folder)
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="Unix sockets are POSIX")
+def test_a_frame_name_that_is_a_socket_is_refused(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "f", 3)  # short: a socket path has at most 107 bytes
+    entry = folder / "000001.jpg"
+    entry.unlink()
+    if len(str(entry).encode()) > 100:
+        pytest.skip("temporary folder too deep for a Unix socket path")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(entry))
+        with pytest.raises(VideoError, match=r"000001\.jpg is a socket, not an image file"):
+            FolderSource(folder)
 
 
 def test_zero_frame_video_and_empty_folder(tmp_path: Path) -> None:

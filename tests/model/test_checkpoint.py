@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -364,3 +365,20 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.undo()
     assert read_checkpoint_info(target).version == "v1"
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_saved_checkpoint_gets_the_mode_open_would_give(tmp_path: Path) -> None:
+    """Before: `python -m model train --out head.pt` left a 0o600 file whatever the umask (mkstemp's mode), so
+    the head could not be shared; a replaced one keeps the mode it had."""
+    small = HRNet(width=4, num_joints=3)
+    old = os.umask(0o027)
+    try:
+        target = save_checkpoint(tmp_path / "head.pt", small, model_config={"width": 4}, version="v1")
+        assert stat.S_IMODE(target.stat().st_mode) == 0o640
+        target.chmod(0o644)
+        save_checkpoint(target, small, model_config={"width": 4}, version="v2")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert read_checkpoint_info(target).version == "v2"

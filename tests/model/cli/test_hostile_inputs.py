@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -347,6 +348,26 @@ def test_a_frame_that_is_a_broken_link_is_refused(tmp_path: Path, capsys: pytest
     err = _error(capsys, ["predict", str(tmp_path / "v"), "--out", str(tmp_path / "p.json"), "--no-progress"])
     assert f"error: {frames[1]}: a frame image that is a broken link" in err, err
     assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_frame_name_that_is_a_pipe_or_a_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: a named pipe or a folder named like a frame was skipped without a word, so every later frame
+    took the index of the one before (labels then sat on the wrong picture) and the run exited 0."""
+    frames = _frames(tmp_path / "v", count=4)
+    frames[1].unlink()
+    os.mkfifo(frames[1])  # never opened: reading it would wait for a writer for ever
+    frames[2].unlink()
+    frames[2].mkdir()
+    out = tmp_path / "p.json"
+    err = _error(capsys, ["predict", str(tmp_path / "v"), "--out", str(out), "--no-progress"])
+    assert err.endswith(f"error: {frames[1]} is a named pipe, not an image file; without it every later frame"
+                        " would take the index of the one before"), err  # fmt: skip
+    frames[1].unlink()
+    cv2.imwrite(str(frames[1]), np.zeros((SIZE[1], SIZE[0], 3), np.uint8))
+    err = _error(capsys, ["predict", str(tmp_path / "v"), "--out", str(out), "--no-progress"])
+    assert f"error: {frames[2]} is a folder, not an image file" in err, err
+    assert not out.exists()
 
 
 def test_labels_declaring_another_image_size_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
