@@ -288,14 +288,17 @@ def check_landmark_model(path: str) -> None:
     with open(path, "rb") as f:
         if f.read(8)[4:8] != b"TFL3":  # the FlatBuffer identifier of every .tflite file
             raise ValueError(f"{what}: not a TFLite file")
+    def reason(exc: Exception) -> str:  # mediapipe's last line names the failing check (tensor sizes, ...)
+        return ((str(exc).strip().splitlines() or [type(exc).__name__])[-1])[:200]
+
     try:
         model = LandmarkModel(model_path=os.path.abspath(path))
     except (RuntimeError, ValueError, OSError) as exc:
-        raise ValueError(f"{what}: {str(exc).splitlines()[-1][:200]}") from exc
+        raise ValueError(f"{what}: {reason(exc)}") from exc
     try:
         outputs = model._graph.run(np.zeros((CROP, CROP, 3), np.uint8))
-    except (RuntimeError, ValueError) as exc:  # mediapipe names the mismatching tensor sizes
-        raise ValueError(f"{what}: {str(exc).splitlines()[-1][:200]}") from exc
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"{what}: {reason(exc)}") from exc
     finally:
         try:
             model.close()
