@@ -118,7 +118,8 @@ def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, durable: bool = True) -> Iterator[IO[Any]]:
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, durable: bool = True,
+                private: bool = False) -> Iterator[IO[Any]]:  # fmt: skip
     """Opens a temporary file beside `path` for writing; on success it replaces `path` in one step.
 
     Readers see the old file or the whole new one, never a torn one; on an exception the temporary
@@ -128,6 +129,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, durable: bool 
 
     The file gets the permissions a plain ``open(path, "w")`` gives it: an existing file's are kept, a new
     one gets 0o666 less the umask (the temporary file is created 0o600, so others could not read it).
+    With `private` it stays 0o600 (copies of other people's images in a cache).
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
@@ -135,7 +137,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, durable: bool 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        _chmod_as_open_would(fd, tmp, path)
+        if not private:
+            _chmod_as_open_would(fd, tmp, path)
     except BaseException:
         os.close(fd)
         Path(tmp).unlink(missing_ok=True)

@@ -364,7 +364,7 @@ def _what_else(data: bytes) -> str:
 
 def _cache_write(path: Path, data: bytes) -> None:
     try:
-        with atomic_open(path, "wb") as handle:
+        with atomic_open(path, "wb", private=True) as handle:  # task images: readable by the service alone
             handle.write(data)
     except OSError as exc:  # a full or read-only cache must not fail the prediction
         logger.warning("frame cache %s not written: %s", path.parent, exc)

@@ -72,6 +72,9 @@ def test_a_new_file_gets_the_mode_open_would_give(tmp_path: Path, umask_027: int
     finally:
         os.umask(old)
     assert _mode(tmp_path / "shared.json") == 0o664
+    with atomic_open(tmp_path / "cached.jpg", "wb", private=True) as handle:  # the service's copy of a task image
+        handle.write(b"pixels")
+    assert _mode(tmp_path / "cached.jpg") == 0o600
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")

@@ -275,7 +275,8 @@ def test_frame_store_downloads_with_auth_and_caches(image_server: str, synth_vid
     assert np.array_equal(store.image("/data/upload/1/f0.jpg"), expected)
     assert np.array_equal(store.image(f"{image_server}/data/upload/1/f0.jpg"), expected)  # same file: cached
     assert _Images.hits == ["/data/upload/1/f0.jpg"]
-    assert store.cache_path(f"{image_server}/data/upload/1/f0.jpg").is_file()
+    cached = store.cache_path(f"{image_server}/data/upload/1/f0.jpg")
+    assert cached.is_file() and cached.stat().st_mode & 0o777 == 0o600  # a copy of a task image: the service's alone
     with pytest.raises(ImageUnavailableError, match="not a decodable image") as bad:
         store.image("/data/upload/1/bad.jpg")
     assert not store.cache_path(f"{image_server}/data/upload/1/bad.jpg").exists()
