@@ -339,8 +339,10 @@ def test_hrnet_backbone_batches_on_cpu() -> None:
 def test_build_backbone_checks_names_and_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown backbone 'resnet'"):
         build_backbone("resnet")
-    with pytest.raises(ValueError, match="takes no checkpoint"):
+    with pytest.raises(ValueError, match="its only checkpoint is a second BlazePose landmark model"):
         build_backbone("blazepose", tmp_path / "x.pt")
+    with pytest.raises(ValueError, match=r"x\.tflite: no such file"):
+        build_backbone("blazepose", tmp_path / "x.tflite")
     with pytest.raises(ValueError, match="needs weights"):
         build_backbone("hrnet_w48")
     assert build_backbone("blazepose").name == "blazepose"  # lazy: no mediapipe graph yet
