@@ -48,7 +48,8 @@ _EXIF_ORIENTATION = 0x0112
 # multi-picture JPEGs many phones write.
 _ORIENTED_FORMATS = ("JPEG", "MPO", "PNG")
 # Formats that may hold an animation cv2 reads only the first frame of (Pillow's name -> ours); browsers play it.
-_ANIMATED_FORMATS = {"PNG": "PNG (APNG)", "WEBP": "WebP"}
+ANIMATED_FORMATS = {"PNG": "PNG (APNG)", "WEBP": "WebP"}
+MIN_FRAME_SIDE = 2  # pixels: the fewest a frame may have on a side (the backbones refuse thinner ones)
 _JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"  # start and end of image markers
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")  # little- and big-endian TIFF headers
 _JPEG_TAIL = 1024  # bytes at a JPEG's end searched for its end-of-image marker
@@ -611,7 +612,7 @@ def _declared_size(file: Path, what: str) -> tuple[int, int]:
             with PIL.Image.open(file) as header:
                 width, height = header.size
                 orientation = _exif_orientation(header) if header.format in _ORIENTED_FORMATS else 1
-                kind = _ANIMATED_FORMATS.get(header.format or "")
+                kind = ANIMATED_FORMATS.get(header.format or "")
                 frames = header.n_frames if kind else 1  # from the header (APNG's acTL chunk, WebP's ANIM)
     except PIL.Image.DecompressionBombError:  # Pillow's own cap (179 megapixels) came first
         raise VideoError(

@@ -31,6 +31,7 @@ import PIL.Image
 import requests
 
 from annotation_io.jsonio import atomic_open
+from annotation_io.video import ANIMATED_FORMATS, MIN_FRAME_SIDE
 from backend.ls.client import LabelStudioClient, LabelStudioError, RedirectedError
 from backend.ls.media import Deadline, MediaPolicy, MediaRefusedError, Source, deadline_session
 
@@ -39,10 +40,10 @@ logger = logging.getLogger(__name__)
 DOWNLOAD_TIMEOUT_S = 10.0  # per attempt; LS gives /predict 100 s in all
 DOWNLOAD_RETRIES = 1
 MAX_REDIRECTS = 3
-MIN_IMAGE_SIDE = 2  # pixels; the backbones refuse thinner frames (model.backbones.blazepose.check_image)
+MIN_IMAGE_SIDE = MIN_FRAME_SIDE  # pixels; the backbones refuse thinner frames
 # Formats that may hold an animation (Pillow's name -> ours); browsers play all three, cv2 reads the first frame
 # of an APNG or a WebP (and no GIF).
-_ANIMATED_FORMATS = {"GIF": "GIF", "PNG": "PNG (APNG)", "WEBP": "WebP"}
+_ANIMATED_FORMATS = {"GIF": "GIF", **ANIMATED_FORMATS}
 _SECRET_PARAMS = ("token", "key", "sig", "signature", "password", "secret", "credential", "auth", "access")
 
 

@@ -20,6 +20,7 @@ import torch
 
 from annotation_io.skeletons import NUM_KEYPOINTS, UNLABELLED_SLOTS
 from annotation_io.types import Box
+from annotation_io.video import MIN_FRAME_SIDE
 from model.backbones.base import crop_heatmaps
 from model.backbones.landmarks import head_top
 from model.backbones.tflite import MediaPipeUnavailableError
@@ -221,7 +222,7 @@ def check_image(image: np.ndarray, what: str) -> None:
         raise ValueError(f"{what} must be an (H, W, 3) BGR array, got {shape}")
     if image.dtype != np.uint8:
         raise ValueError(f"{what} must be uint8, got {image.dtype}")
-    if image.shape[0] < 2 or image.shape[1] < 2:
+    if image.shape[0] < MIN_FRAME_SIDE or image.shape[1] < MIN_FRAME_SIDE:
         raise ValueError(f"{what} is too small: {image.shape}")
 
 

@@ -18,6 +18,7 @@ from annotation_io import posetrack
 from annotation_io.types import Video
 from annotation_io.video import (
     IMAGE_SUFFIXES,
+    MIN_FRAME_SIDE,
     FrameSource,
     VideoError,
     check_frame_images,
@@ -26,9 +27,6 @@ from annotation_io.video import (
 )
 
 _ROOT_LEVELS = 3  # the JSON's folder and this many folders above it are searched for the images
-# The fewest pixels a frame may have on a side: the backbones refuse thinner frames
-# (model.backbones.blazepose.check_image), as the service does task images (backend.ls.frames.MIN_IMAGE_SIDE).
-MIN_FRAME_SIDE = 2
 
 
 class PredictInputError(ValueError):
