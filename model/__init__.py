@@ -4,7 +4,8 @@ Map of the package (imports point down this list, never up; `cli`, `bench` and `
 by nothing in the product):
 - `nets/`: the networks, no I/O: `blocks` (DCNv2, RSB), `hrnet` (HRNet backbone), `dcpose` (PRF, PTM,
   PCN and the DCPose module), `losses`, `runtime` (precision/autocast, channels_last, denormals),
-  `yolo_pose` (our implementation of the YOLO11-pose graph).
+  `yolo_pose` (our implementation of the YOLO11-pose graph), `tfjs_graph` (TensorFlow.js graph models run
+  with torch ops).
 - `heatmaps`: the heatmap codec and the one home of the target sigma; `transforms`: crop geometry;
   `checkpoint`: our checkpoints, the official DCPose file, bare HRNet state dicts; `device`: whether a
   device is there (the service's DEVICE and the command lines' --device share it).
@@ -13,7 +14,9 @@ by nothing in the product):
   through mediapipe's graph bindings), `landmarks` (BlazePose's landmark model on a known box / ROI),
   `blazepose` (BlazePose on person crops), `detectors` (BlazePose's person detector over tiles, HOG),
   `yolo_weights` (where the yolo11_pose weights come from), `yolo_checkpoint` (an Ultralytics `.pt`
-  unpickled with an allowlist), `yolo_pose` (the opt-in yolo11_pose backbone), `factory` (`build_backbone`).
+  unpickled with an allowlist), `yolo_pose` (the opt-in yolo11_pose backbone), `coco` (COCO-17 keypoints in
+  the PoseTrack slots), `movenet_weights` (where the movenet weights are, their digest), `movenet` (the
+  opt-in MoveNet Thunder backbone), `factory` (`build_backbone`).
 - `pipeline/`: `config` (InferConfig), `predictor` (Predictor, load_head), `boxes` (TrackBox, boxes
   from and carried with keypoints), `video_job` (one call's
   work, given the stages), `read_ahead` (frames decoded ahead on a thread), `tracking` and `assignment`

@@ -1,6 +1,6 @@
 """Per-crop cost of the offline backbones on real person crops, and the whole-frame detector's per-image cost.
 
-Usage: `python -m scripts.bench_backbone_crops [--backbones blazepose yolo11_pose] [--repeats 3]
+Usage: `python -m scripts.bench_backbone_crops [--backbones blazepose movenet yolo11_pose] [--repeats 3]
 [--device cpu] [--heavy weights/pose_landmark_heavy.tflite]` (`--heavy`: blazepose with BlazePose's heavy
 landmark model too). The crops are the 21 annotated people of the real stills (`model.bench.real`), cut as the
 pipeline cuts them (`model.transforms.crop_image`, 384x288). Per backbone it prints the median over

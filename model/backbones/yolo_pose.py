@@ -13,7 +13,8 @@ Weights: ``yolo11n-pose.pt`` from Ultralytics (AGPL-3.0), shipped inside the PyP
   person is the one whose box, enlarged to 3:4 the same way, overlaps the crop's central box most
   (`pick_person`), and the scales' keypoints are averaged (`average_views`); with no candidate the
   crop gets empty heatmaps. The COCO joints map to the 17 PoseTrack slots (`posetrack_from_coco`) and
-  are rendered as Gaussians like BlazePose's, so a DCPose head consumes them the same way.
+  are rendered as Gaussians like BlazePose's, so a DCPose head consumes them the same way
+  (`model.backbones.coco`).
 - `YoloPoseBackbone.detect_people`: the whole-frame person detector of this backbone (boxes of people
   with confident keypoints, as COCO annotators drew them).
 """
@@ -31,11 +32,10 @@ import cv2
 import numpy as np
 import torch
 
-from annotation_io.skeletons import NUM_KEYPOINTS, UNLABELLED_SLOTS
+from annotation_io.skeletons import NUM_KEYPOINTS
 from annotation_io.types import Box
 from model.backbones.base import check_crops, crop_heatmaps, empty_heatmaps
-from model.backbones.blazepose import head_bottom
-from model.backbones.landmarks import head_top_from
+from model.backbones.coco import posetrack_from_coco
 from model.nets.runtime import place_module
 from model.nets.yolo_pose import YoloPoseNet
 from model.transforms import INPUT_SIZE, CropGeometry
@@ -59,13 +59,7 @@ MIN_SCORE = 0.25  # a person on a whole frame (Ultralytics' default confidence)
 CROP_MIN_SCORE = 0.1  # a candidate on a crop: the crop's person is known to be there
 MIN_KEYPOINT_VIS = 0.5
 MIN_CONFIDENT_KEYPOINTS = 3  # a detected person needs this many joints with visibility >= 0.5
-MIN_CONFIDENCE = 1e-3  # a joint is always placed, with a low confidence where unsure (as BlazePose's)
 MIN_FIT = 0.3  # a crop candidate overlapping the crop's person box less than this is nobody's
-# COCO-17 order: nose, eyes (left, right), ears (left, right), shoulders .. ankles (left, right).
-_NOSE, _EYES, _EARS, _SHOULDERS = 0, (1, 2), (3, 4), (5, 6)
-# mouth = nose + MOUTH_FROM_NOSE x (nose - eye centre): COCO has no mouth point. Median over 20 faces of
-# the real stills in BlazePose's landmarks (which have both) 0.50; anthropometric tables give ~0.45.
-MOUTH_FROM_NOSE = 0.5
 # A crop runs at these long sides and its person's keypoints are averaged (multi-scale testing). Limb
 # joints within 0.1 x box diagonal on the real stills, boxes given: 512 alone 89.3%, 640 alone 89.3%,
 # 448 + 640 89.3%, 512 + 640 90.6%, 512 + 640 + 768 90.2% (one joint is 0.4%; 384 alone 86.8%, 960
@@ -155,31 +149,6 @@ def _select(
     points[..., :2] = (points[..., :2] - shift) / scale
     points_np, scores_np = points.cpu().double().numpy(), scores[keep].cpu().double().numpy()
     return [YoloPerson(Box.from_xyxy(*xyxy[i]), float(scores_np[i]), points_np[i]) for i in range(len(keep))]
-
-
-def posetrack_from_coco(keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """COCO-17 keypoints (17, 3: x, y, visibility) -> PoseTrack 17-slot xy (17, 2) and conf (17,).
-
-    Nose and shoulders .. ankles keep their place (the two orders agree there, the ears too, whose
-    confidence PoseTrack's unlabelled slots get as 0). head_bottom and head_top come from the
-    BlazePose helpers (`model.backbones.blazepose.head_bottom`, `model.backbones.landmarks.head_top_from`)
-    with the mouth estimated from nose and eyes (MOUTH_FROM_NOSE); their confidence is the mean of
-    their sources'.
-    """
-    kp = np.asarray(keypoints, dtype=np.float64)
-    if kp.shape != (NUM_KEYPOINTS, 3) or not np.isfinite(kp).all():
-        raise ValueError(f"COCO keypoints must be a finite (17, 3) array, got shape {kp.shape}")
-    xy, vis = kp[:, :2].copy(), np.clip(kp[:, 2], MIN_CONFIDENCE, 1.0)
-    conf = vis.copy()
-    eyes, ears = xy[list(_EYES)].mean(axis=0), xy[list(_EARS)].mean(axis=0)
-    shoulders = xy[list(_SHOULDERS)].mean(axis=0)
-    mouth = xy[_NOSE] + MOUTH_FROM_NOSE * (xy[_NOSE] - eyes)
-    xy[1] = head_bottom(mouth, shoulders)
-    conf[1] = vis[[_NOSE, *_EYES, *_SHOULDERS]].mean()
-    xy[2] = head_top_from(eyes, ears, mouth)
-    conf[2] = vis[[_NOSE, *_EYES, *_EARS]].mean()
-    conf[list(UNLABELLED_SLOTS)] = 0.0
-    return xy, conf
 
 
 def _aspect_box(box: Box, aspect: float) -> Box:

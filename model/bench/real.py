@@ -3,8 +3,9 @@
 The data (default ``../shared/data/real-stills``, see its README) is PoseTrack 2018 layout, one
 one-frame video per photograph: ``annotations/val/<name>.json`` + the image it names. For each backbone
 (the default BlazePose; ``hrnet_w48`` as well when ``--checkpoint`` gives its weights) the predictor runs
-twice per image (``--backbone yolo11_pose`` benches YOLO11n-pose instead, see
-`model.backbones.yolo_pose`; repeat the option for several):
+twice per image (``--backbone movenet`` or ``--backbone yolo11_pose`` benches MoveNet Thunder or
+YOLO11n-pose instead, see `model.backbones.movenet` and `model.backbones.yolo_pose`; repeat the option
+for several):
 
 - **detector**: no labels; people come from the whole-frame detector;
 - **boxes given**: the annotated boxes as box-only labels (a person with a box and no keypoints, as an
@@ -180,7 +181,7 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--heavy", type=Path, default=None,
                         help="BlazePose's heavy landmark model (pose_landmark_heavy.tflite, `make heavy`): also "
                              "bench blazepose with it fused")
-    parser.add_argument("--backbone", action="append", choices=("blazepose", "yolo11_pose"), default=None,
+    parser.add_argument("--backbone", action="append", choices=("blazepose", "movenet", "yolo11_pose"), default=None,
                         help="backbone with its own weights to bench (repeatable; default blazepose)")
     parser.add_argument("--clips", action="store_true",
                         help="also score the stills filmed by a moving camera, with labels every 4 and 8 "

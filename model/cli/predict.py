@@ -1,7 +1,7 @@
 """`python -m model predict`: keypoints for a video, frame folder, image or PoseTrack JSON, as PoseTrack 2018 JSON.
 
     python -m model predict INPUT --out PRED.json [--labels LABELS.json] [--no-labels]
-        [--backbone blazepose|yolo11_pose|hrnet_w48] [--checkpoint CKPT] [--head HEAD_CKPT] [--device cpu|cuda]
+        [--backbone blazepose|movenet|yolo11_pose|hrnet_w48] [--checkpoint CKPT] [--head HEAD_CKPT] [--device cpu|cuda]
         [--mode cached|exact] [--no-label-aware] [--frames a:b] [--images-root DIR]
         [--render OVERLAY.mp4]
 
@@ -231,7 +231,7 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--images-root", type=Path, help="folder a JSON INPUT's file names are relative to")
     parser.add_argument("--backbone", default="blazepose", choices=BACKBONE_NAMES,
                         help="rough pose estimator (default blazepose)")
-    parser.add_argument("--checkpoint", type=Path, help="backbone weights (hrnet_w48: HRNet or official DCPose file; yolo11_pose: a yolo11n-pose.pt)")
+    parser.add_argument("--checkpoint", type=Path, help="backbone weights (hrnet_w48: HRNet or official DCPose file; yolo11_pose: a yolo11n-pose.pt; movenet: movenet-thunder.json, default weights/)")
     parser.add_argument("--head", type=Path, help="DCPose head checkpoint; without one, backbone-only")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--mode", default="cached", choices=MODES,

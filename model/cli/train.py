@@ -132,7 +132,7 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                              "or the root its file_names are relative to)")
     parser.add_argument("--labels", type=Path, required=True, help="PoseTrack JSON file or folder of them (labels)")
     parser.add_argument("--backbone", default="blazepose", choices=BACKBONE_NAMES, help="rough pose estimator (default blazepose)")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet weights (hrnet backbones) or a yolo11n-pose.pt (yolo11_pose)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet weights (hrnet backbones), a yolo11n-pose.pt (yolo11_pose) or movenet-thunder.json (movenet)")
     parser.add_argument("--epochs", type=functools.partial(positive_int, unit="epochs"), default=10, help="passes over the training samples (default 10)")
     parser.add_argument("--batch-size", type=functools.partial(positive_int, unit="samples"), default=16, help="samples per optimiser step (default 16)")
     parser.add_argument("--lr", type=_positive_float, default=1e-4, help="Adam learning rate (default 1e-4)")

@@ -110,6 +110,15 @@ def test_blazepose_takes_a_landmark_model_as_its_checkpoint() -> None:
         Settings.from_env({"BACKBONE_CHECKPOINT": "/w/dcpose.pth"})
 
 
+def test_movenet_takes_its_graph_json_as_the_checkpoint() -> None:
+    """BACKBONE=movenet: no checkpoint (weights/, `make movenet`) or the graph's JSON; another file is refused."""
+    assert Settings.from_env({"BACKBONE": "movenet"}).backbone_checkpoint is None
+    s = Settings.from_env({"BACKBONE": "MoveNet", "BACKBONE_CHECKPOINT": "/m/movenet-thunder.json"})
+    assert (s.backbone, s.backbone_checkpoint) == ("movenet", Path("/m/movenet-thunder.json"))
+    with pytest.raises(SettingsError, match=r"BACKBONE_CHECKPOINT=/m/movenet\.bin: BACKBONE=movenet takes MoveNet's graph"):
+        Settings.from_env({"BACKBONE": "movenet", "BACKBONE_CHECKPOINT": "/m/movenet.bin"})
+
+
 # ----------------------------------------------------------------------------- routes
 
 
@@ -414,6 +423,31 @@ def test_backbone_yolo11_pose_serves_predictions(backend_settings: Settings, syn
         results = resp.json["results"]
         assert [r["model_version"] for r in results] == [version] * 2
         assert all("error" not in r for r in results)
+    finally:
+        app.extensions["dcpose"].close()
+
+
+@pytest.mark.slow
+def test_backbone_movenet_serves_predictions(backend_settings: Settings, synth_video: SynthVideo) -> None:
+    """BACKBONE=movenet, no checkpoint: the fetched weights in weights/, BlazePose's person detector."""
+    from dataclasses import replace
+
+    from model.backbones.movenet_weights import DEFAULT_WEIGHTS, weights_digest
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip(f"{DEFAULT_WEIGHTS} not fetched (make movenet)")
+    settings = replace(backend_settings, backbone="movenet")
+    version = f"movenet:{weights_digest(DEFAULT_WEIGHTS)}-base"
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        assert client.post("/setup", json={"project": 1, "schema": CONFIG}).json == {"model_version": version}
+        tasks = [synth_video.task(t) for t in range(2)]
+        resp = client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": tasks})
+        assert resp.status_code == 200, resp.json
+        results = resp.json["results"]
+        assert [r["model_version"] for r in results] == [version] * 2
+        assert all("error" not in r and r["result"] for r in results)
     finally:
         app.extensions["dcpose"].close()
 

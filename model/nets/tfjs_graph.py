@@ -1,0 +1,284 @@
+"""`TfjsGraph`: a TensorFlow.js graph model (``model.json`` + weight shards) run with torch ops.
+
+A graph model is a frozen TensorFlow GraphDef written as JSON (``modelTopology.node``: name, op,
+inputs, attributes) with its constants in binary shards (``weightsManifest``: names, shapes, dtypes
+and an optional quantisation: float16, or uint8/uint16 with a scale and minimum). No TensorFlow is
+needed to run one: the nodes come in topological order, and each op here maps to a torch call. Values
+keep TensorFlow's layout (NHWC activations, HWIO kernels); convolutions permute to torch's NCHW and
+back.
+
+Only the ops in `SUPPORTED_OPS` are run: a graph with any other op, a damaged manifest or shards of the
+wrong size is refused at load with a `TfjsGraphError` that names the file and what is wrong. TF's
+"SAME" padding is asymmetric for even kernels and strides (the extra row and column go after), and is
+reproduced exactly; "EXPLICIT" padding and bilinear resizing without half-pixel centres or
+corner alignment are refused, as no graph used here has them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["SUPPORTED_OPS", "TfjsGraph", "TfjsGraphError"]
+
+_CONVS = ("Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "FusedDepthwiseConv2dNative")
+SUPPORTED_OPS = frozenset({
+    "Const", "Placeholder", "Identity", "Cast", "Unpack", "Pack", "ExpandDims", "Squeeze", "Reshape",
+    "ConcatV2", "GatherNd", "ArgMax", "AddV2", "Sub", "Mul", "RealDiv", "FloorDiv", "SquaredDifference",
+    "Sqrt", "Sigmoid", "Relu", "Relu6", "ResizeBilinear", *_CONVS,
+})  # fmt: skip
+_DTYPES = {"float32": np.float32, "int32": np.int32, "float16": np.float16, "uint8": np.uint8, "uint16": np.uint16}
+_TF_DTYPES = {"DT_FLOAT": torch.float32, "DT_INT32": torch.int32}
+MAX_MANIFEST_BYTES = 64 << 20  # a graph's JSON (MoveNet Thunder's: 160 KB)
+MAX_WEIGHT_BYTES = 1 << 30
+
+
+class TfjsGraphError(ValueError):
+    """A file that is not a TensorFlow.js graph model this module can run (the message names it)."""
+
+
+def _text(attr: Mapping[str, Any], key: str) -> str:
+    return base64.b64decode(attr[key]["s"]).decode()
+
+
+def _ints(attr: Mapping[str, Any], key: str, default: Sequence[int] = ()) -> list[int]:
+    if key not in attr:
+        return list(default)
+    return [int(i) for i in attr[key].get("list", {}).get("i", [])]
+
+
+def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TF's SAME padding along one axis: (before, after), the odd pixel after."""
+    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _read_weights(path: Path, manifest: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The named constants of the weight shards, dequantised to float32 where quantised."""
+    out: dict[str, np.ndarray] = {}
+    for group in manifest:
+        shards = [path.parent / str(p) for p in group["paths"]]
+        for shard in shards:
+            if shard.parent.resolve() != path.parent.resolve():
+                raise TfjsGraphError(f"{path}: weight shard {shard.name!r} is outside the model's folder")
+            if not shard.is_file():
+                raise TfjsGraphError(f"{path}: weight shard {shard} is missing")
+        sizes = [shard.stat().st_size for shard in shards]
+        if sum(sizes) > MAX_WEIGHT_BYTES:
+            raise TfjsGraphError(f"{path}: weight shards of {sum(sizes)} bytes (at most {MAX_WEIGHT_BYTES})")
+        blob = b"".join(shard.read_bytes() for shard in shards)
+        offset = 0
+        for weight in group["weights"]:
+            quant = weight.get("quantization")
+            stored = quant["dtype"] if quant else weight["dtype"]
+            if stored not in _DTYPES or weight["dtype"] not in ("float32", "int32"):
+                raise TfjsGraphError(f"{path}: weight {weight['name']!r} has dtype {stored!r}, not one of {sorted(_DTYPES)}")
+            shape = [int(d) for d in weight["shape"]]
+            count = int(np.prod(shape)) if shape else 1
+            size = count * np.dtype(_DTYPES[stored]).itemsize
+            if offset + size > len(blob):
+                raise TfjsGraphError(f"{path}: the weight shards end inside {weight['name']!r} ({len(blob)} bytes)")
+            arr = np.frombuffer(blob, _DTYPES[stored], count, offset).reshape(shape)
+            offset += size
+            if quant and stored == "float16":
+                arr = arr.astype(np.float32)
+            elif quant:
+                arr = arr.astype(np.float32) * float(quant["scale"]) + float(quant["min"])
+            out[str(weight["name"])] = arr.astype(np.int32 if weight["dtype"] == "int32" else np.float32)
+        if offset != len(blob):
+            raise TfjsGraphError(f"{path}: the weight shards hold {len(blob)} bytes, the manifest names {offset}")
+    return out
+
+
+class TfjsGraph:
+    """A loaded graph model on a device; `run` feeds its placeholders and returns the named outputs.
+
+    ``placeholders`` names its inputs.
+
+    Args:
+        path: the graph's ``model.json`` (its weight shards beside it, as the manifest names them).
+        device: where the constants live and the ops run.
+
+    Raises:
+        TfjsGraphError: not a graph model, ops outside `SUPPORTED_OPS`, missing or short shards.
+        OSError: the file cannot be read.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> None:
+        self.path = Path(path)
+        self.device = torch.device(device)
+        if self.path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise TfjsGraphError(f"{self.path}: {self.path.stat().st_size} bytes, too large for a graph model's JSON")
+        try:
+            doc = json.loads(self.path.read_bytes())
+            nodes = doc["modelTopology"]["node"]
+            manifest = doc["weightsManifest"]
+            if doc.get("format", "graph-model") != "graph-model" or not isinstance(nodes, list):
+                raise TypeError(f"format {doc.get('format')!r}")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TfjsGraphError(f"{self.path}: not a TensorFlow.js graph model ({type(exc).__name__}: {exc})") from exc
+        unsupported = sorted({str(n.get("op")) for n in nodes} - SUPPORTED_OPS)
+        if unsupported:
+            raise TfjsGraphError(f"{self.path}: the graph uses ops this runner does not have: {', '.join(unsupported)}")
+        try:
+            arrays = _read_weights(self.path, manifest)
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, TfjsGraphError):
+                raise
+            raise TfjsGraphError(f"{self.path}: damaged weights manifest ({type(exc).__name__}: {exc})") from exc
+        self.nodes: list[dict[str, Any]] = nodes
+        self.placeholders = [n["name"] for n in nodes if n["op"] == "Placeholder"]
+        self.consts: dict[str, torch.Tensor] = {}
+        for node in nodes:
+            if node["op"] == "Const":
+                if node["name"] not in arrays:
+                    raise TfjsGraphError(f"{self.path}: constant {node['name']!r} is not in the weight shards")
+                self.consts[node["name"]] = torch.from_numpy(arrays[node["name"]].copy()).to(self.device)
+        self._kernels: dict[str, torch.Tensor] = {}  # convolution weights in torch's layout, made once
+        for node in nodes:
+            self._check_node(node)
+
+    def _check_node(self, node: Mapping[str, Any]) -> None:
+        attr = node.get("attr", {})
+        if node["op"] in _CONVS and _text(attr, "padding") not in ("SAME", "VALID"):
+            raise TfjsGraphError(f"{self.path}: {node['name']}: padding {_text(attr, 'padding')!r} is not supported")
+        if node["op"] in _CONVS and _text(attr, "data_format") != "NHWC":
+            raise TfjsGraphError(f"{self.path}: {node['name']}: only NHWC convolutions are supported")
+        if node["op"] == "ResizeBilinear":
+            half = attr.get("half_pixel_centers", {}).get("b", False)
+            corners = attr.get("align_corners", {}).get("b", False)
+            if half == corners:
+                raise TfjsGraphError(f"{self.path}: {node['name']}: bilinear resizing needs half-pixel centres "
+                                     "or aligned corners")
+        for fused in self._fused(node):
+            if fused not in ("BiasAdd", "Relu", "Relu6"):
+                raise TfjsGraphError(f"{self.path}: {node['name']}: fused op {fused!r} is not supported")
+
+    @staticmethod
+    def _fused(node: Mapping[str, Any]) -> list[str]:
+        entries = node.get("attr", {}).get("fused_ops", {}).get("list", {}).get("s", [])
+        return [base64.b64decode(s).decode() for s in entries]
+
+    def run(self, feeds: Mapping[str, torch.Tensor], outputs: Sequence[str]) -> list[torch.Tensor]:
+        """The values of `outputs` (node names, ``name:k`` for a node's k-th output) for the given placeholders.
+
+        Raises:
+            ValueError: a placeholder without a value, or an output the graph does not have.
+        """
+        missing = [name for name in self.placeholders if name not in feeds]
+        if missing:
+            raise ValueError(f"no value for the graph's input(s) {', '.join(missing)}")
+        values: dict[str, Any] = {name: feeds[name].to(self.device) for name in self.placeholders}
+        values.update(self.consts)
+        with torch.inference_mode():
+            for node in self.nodes:
+                if node["op"] in ("Const", "Placeholder"):
+                    continue
+                args = [self._input(values, name) for name in node.get("input", []) if not name.startswith("^")]
+                values[node["name"]] = self._op(node, args)
+            unknown = [name for name in outputs if name.split(":")[0] not in values]
+            if unknown:
+                raise ValueError(f"the graph has no output(s) {', '.join(unknown)}")
+            return [self._input(values, name) for name in outputs]
+
+    @staticmethod
+    def _input(values: Mapping[str, Any], name: str) -> torch.Tensor:
+        base, _, index = name.partition(":")
+        value = values[base]
+        if isinstance(value, list):  # a multi-output op (Unpack): "name" is its first output
+            return value[int(index or 0)]
+        return value
+
+    def _kernel(self, node: Mapping[str, Any], weight: torch.Tensor, depthwise: bool) -> torch.Tensor:
+        kernel = self._kernels.get(node["name"])
+        if kernel is None:
+            if depthwise:  # (kh, kw, C, M) -> (C * M, 1, kh, kw)
+                kh, kw, c, m = weight.shape
+                kernel = weight.permute(2, 3, 0, 1).reshape(c * m, 1, kh, kw).contiguous()
+            else:  # (kh, kw, I, O) -> (O, I, kh, kw)
+                kernel = weight.permute(3, 2, 0, 1).contiguous()
+            self._kernels[node["name"]] = kernel
+        return kernel
+
+    def _conv(self, node: Mapping[str, Any], args: list[torch.Tensor]) -> torch.Tensor:
+        attr = node.get("attr", {})
+        depthwise = "Depthwise" in node["op"]
+        x = args[0].float().permute(0, 3, 1, 2)
+        kernel = self._kernel(node, args[1], depthwise)
+        stride = _ints(attr, "strides", (1, 1, 1, 1))[1:3]
+        dilation = _ints(attr, "dilations", (1, 1, 1, 1))[1:3]
+        kh, kw = kernel.shape[2:]
+        if _text(attr, "padding") == "SAME":
+            top, bottom = _same_pad(x.shape[2], kh, stride[0], dilation[0])
+            left, right = _same_pad(x.shape[3], kw, stride[1], dilation[1])
+            x = F.pad(x, (left, right, top, bottom))
+        fused = self._fused(node)
+        bias = args[2] if "BiasAdd" in fused else None
+        y = F.conv2d(x, kernel, bias, stride=stride, dilation=dilation, groups=x.shape[1] if depthwise else 1)
+        if "Relu" in fused:
+            y = F.relu(y)
+        if "Relu6" in fused:
+            y = F.relu6(y)
+        return y.permute(0, 2, 3, 1)
+
+    def _op(self, node: Mapping[str, Any], args: list[torch.Tensor]) -> Any:
+        op, attr = node["op"], node.get("attr", {})
+        if op in _CONVS:
+            return self._conv(node, args)
+        fn = _ELEMENTWISE.get(op)
+        if fn is not None:
+            return fn(*args)
+        if op == "Cast":
+            return args[0].to(_TF_DTYPES[attr["DstT"]["type"]])
+        if op == "Unpack":
+            return list(torch.unbind(args[0], int(attr.get("axis", {}).get("i", 0))))
+        if op == "Pack":
+            return torch.stack(args, int(attr.get("axis", {}).get("i", 0)))
+        if op == "ExpandDims":
+            return args[0].unsqueeze(int(args[1].reshape(-1)[0]))
+        if op == "Squeeze":
+            dims = _ints(attr, "squeeze_dims")
+            return args[0].squeeze(tuple(dims)) if dims else args[0].squeeze()
+        if op == "Reshape":
+            return args[0].reshape([int(v) for v in args[1].reshape(-1).tolist()])
+        if op == "ConcatV2":
+            return torch.cat(args[:-1], int(args[-1].reshape(-1)[0]))
+        if op == "GatherNd":
+            index = args[1].long()
+            return args[0][tuple(index.unbind(-1))]
+        if op == "ArgMax":
+            return torch.argmax(args[0], int(args[1].reshape(-1)[0])).to(torch.int32)
+        if op == "ResizeBilinear":
+            size = [int(v) for v in args[1].reshape(-1).tolist()]
+            corners = bool(attr.get("align_corners", {}).get("b", False))
+            x = args[0].float().permute(0, 3, 1, 2)
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=corners).permute(0, 2, 3, 1)
+        raise AssertionError(f"op {op} passed the load check but has no implementation")  # pragma: no cover
+
+
+def _floor_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.div(a, b, rounding_mode="floor")
+
+
+_ELEMENTWISE: dict[str, Callable[..., torch.Tensor]] = {
+    "Identity": lambda x: x,
+    "AddV2": torch.add,
+    "Sub": torch.sub,
+    "Mul": torch.mul,
+    "RealDiv": torch.div,
+    "FloorDiv": _floor_div,
+    "SquaredDifference": lambda a, b: (a - b) ** 2,
+    "Sqrt": torch.sqrt,
+    "Sigmoid": torch.sigmoid,
+    "Relu": F.relu,
+    "Relu6": F.relu6,
+}

