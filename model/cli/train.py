@@ -131,7 +131,9 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                         help="folder holding each video's frames (a frame folder or video file per video name, "
                              "or the root its file_names are relative to)")
     parser.add_argument("--labels", type=Path, required=True, help="PoseTrack JSON file or folder of them (labels)")
-    parser.add_argument("--backbone", default="blazepose", choices=BACKBONE_NAMES, help="rough pose estimator (default blazepose)")
+    parser.add_argument("--backbone", default=None, choices=BACKBONE_NAMES,
+                        help="rough pose estimator (default: movenet for a .json checkpoint, blazepose for another; "
+                             "with none, movenet where `make movenet` fetched it, else blazepose)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="HRNet weights (hrnet backbones), a yolo11n-pose.pt (yolo11_pose) or movenet-thunder.json (movenet)")
     parser.add_argument("--epochs", type=functools.partial(positive_int, unit="epochs"), default=10, help="passes over the training samples (default 10)")
     parser.add_argument("--batch-size", type=functools.partial(positive_int, unit="samples"), default=16, help="samples per optimiser step (default 16)")
@@ -172,11 +174,14 @@ def run(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = 
         backbone_factory: builds the backbone from the arguments; default: `build_backbone` by name.
     """
     from annotation_io.video import open_video
+    from model.backbones.names import default_backbone
     from model.cli.checks import CheckError, check_frames_not_outputs
     from model.nets.dcpose import DILATIONS, build_dcpose
     from model.training import loop as train_module
     from model.training.curve import curve_path, save_training_curve
     from model.training.samples import build_samples, split_holdout
+
+    args.backbone = args.backbone or default_backbone(args.checkpoint)  # none named: by the checkpoint, or fetched
 
     _check_args(args)
     labels = _load_videos(args.labels, "labels")

@@ -35,9 +35,11 @@ CONFIG = label_config()
 
 
 def test_settings_defaults_need_no_environment(tmp_path: Path) -> None:
+    from model.backbones.names import default_backbone
+
     s = Settings.from_env({})
     assert (s.backbone, s.device, s.backbone_checkpoint, s.redis_url, s.basic_auth) == (
-        "blazepose",
+        default_backbone(),  # movenet where `make movenet` fetched it, else blazepose (tested below)
         "cpu",
         None,
         None,
@@ -110,9 +112,26 @@ def test_blazepose_takes_a_landmark_model_as_its_checkpoint() -> None:
         Settings.from_env({"BACKBONE_CHECKPOINT": "/w/dcpose.pth"})
 
 
+def test_an_unset_backbone_is_movenet_where_its_weights_were_fetched(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """BACKBONE unset: movenet when weights/movenet-thunder.json is there, else blazepose; a named one is kept."""
+    from model.backbones import movenet_weights
+
+    monkeypatch.setattr(movenet_weights, "DEFAULT_WEIGHTS", tmp_path / "movenet-thunder.json")
+    assert Settings.from_env({}).backbone == "blazepose"
+    (tmp_path / "movenet-thunder.json").write_text("{}")
+    assert Settings.from_env({}).backbone == "movenet"
+    assert Settings.from_env({"BACKBONE": "blazepose"}).backbone == "blazepose"
+    assert Settings.from_env({"BACKBONE": " "}).backbone == "movenet"  # blank is unset
+    # a checkpoint names its backbone: the heavy landmark model is blazepose's, whatever weights/ holds
+    assert Settings.from_env({"BACKBONE_CHECKPOINT": "w/pose_landmark_heavy.tflite"}).backbone == "blazepose"
+
+
 def test_movenet_takes_its_graph_json_as_the_checkpoint() -> None:
-    """BACKBONE=movenet: no checkpoint (weights/, `make movenet`) or the graph's JSON; another file is refused."""
+    """BACKBONE=movenet: no checkpoint (weights/, `make movenet`) or the graph's JSON; another file is refused.
+    With BACKBONE unset, a JSON checkpoint means movenet."""
     assert Settings.from_env({"BACKBONE": "movenet"}).backbone_checkpoint is None
+    assert Settings.from_env({"BACKBONE_CHECKPOINT": "/m/movenet-thunder.json"}).backbone == "movenet"
     s = Settings.from_env({"BACKBONE": "MoveNet", "BACKBONE_CHECKPOINT": "/m/movenet-thunder.json"})
     assert (s.backbone, s.backbone_checkpoint) == ("movenet", Path("/m/movenet-thunder.json"))
     with pytest.raises(SettingsError, match=r"BACKBONE_CHECKPOINT=/m/movenet\.bin: BACKBONE=movenet takes MoveNet's graph"):
@@ -350,7 +369,13 @@ def test_end_to_end_on_a_real_server(live_server: str, backend_app: Flask, synth
 
 
 def test_python_m_backend_starts_on_embedded_defaults(tmp_path: Path) -> None:
-    """`make run` = `python -m backend` with no environment: SQLite in ./data, BlazePose, CPU."""
+    """`make run` = `python -m backend` with no environment: SQLite in ./data, CPU, MoveNet where `make movenet`
+    fetched it (`make test` does), else BlazePose."""
+    from model.backbones.movenet_weights import DEFAULT_WEIGHTS, weights_digest
+    from model.backbones.names import default_backbone
+
+    backbone = default_backbone()
+    version = f"movenet:{weights_digest(DEFAULT_WEIGHTS)}-base" if backbone == "movenet" else "blazepose2-base"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", "0"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -362,14 +387,14 @@ def test_python_m_backend_starts_on_embedded_defaults(tmp_path: Path) -> None:
         )
         url = line.split("listening on ")[1].split()[0]
         assert (
-            "backbone blazepose, device cpu" in line
+            f"backbone {backbone}, device cpu" in line
             and f"sqlite:///{tmp_path / 'data' / 'backend.db'}" in line
         )
         health = requests.get(f"{url}/health", timeout=10).json()
         assert health == {
             "status": "UP",
             "model_class": "DCPoseBackend",
-            "model_version": "blazepose2-base",
+            "model_version": version,
         }
         assert (tmp_path / "data" / "backend.db").is_file()
     finally:

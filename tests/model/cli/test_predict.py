@@ -511,7 +511,10 @@ def test_checkpoint_that_does_not_fit_the_backbone(
     err = _error(capsys, argv)
     assert str(ckpt) in err and "does not fit" in err and "shape mismatches" in err
     assert "its only checkpoint is a second BlazePose landmark model" in _error(
-        capsys, [str(mp4), "--out", str(tmp_path / "p.json"), "--checkpoint", str(ckpt)]
+        capsys, [str(mp4), "--out", str(tmp_path / "p.json"), "--backbone", "blazepose", "--checkpoint", str(ckpt)]
+    )
+    assert "movenet's checkpoint is MoveNet's graph" in _error(
+        capsys, [str(mp4), "--out", str(tmp_path / "p.json"), "--backbone", "movenet", "--checkpoint", str(ckpt)]
     )
     fake = tmp_path / "pose_landmark_heavy.tflite"  # blazepose's checkpoint must be a landmark model
     fake.write_bytes(b"\0" * 64)
