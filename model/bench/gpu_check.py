@@ -16,7 +16,9 @@ are compared):
   the fine-tuned head's decoded keypoints on heatmaps with one Gaussian per joint: mean distance
   <= 0.5 heatmap px, 95th percentile <= 1 px (2 px for bf16, whose mantissa has 8 bits);
 - fine-tuning: the last epoch's loss is below the first's, and the checkpoint loads on the CPU and
-  gives the CUDA outputs within the parity tolerance.
+  gives the CUDA outputs within the parity tolerance;
+- MoveNet Thunder (the default backbone where fetched) on real crops, CPU vs CUDA: keypoints within
+  0.5 crop px, scores within 0.01.
 
 Throughput (person-frames per second, peak GPU memory) of HRNet-W48 and the head alone, fp32 and
 autocast, batched like the predictor, and end to end with `python -m model bench-video --device cuda`
@@ -281,6 +283,27 @@ def throughput(device: str = "cuda", batch: int = 32) -> dict[str, Any]:
     return out
 
 
+def check_movenet(device: str = "cuda") -> dict[str, Any]:
+    """MoveNet Thunder's graph (`model.nets.tfjs_graph`) on the CPU and on `device`, on real person crops of the
+    test stills: the 17 keypoints of each crop within 0.5 px (of the 384 px crop) and the scores within 0.01.
+    Skipped (ok) when the weights were not fetched (``make movenet``)."""
+    import numpy as np
+
+    from model.backbones.movenet import build_movenet
+    from model.backbones.movenet_weights import DEFAULT_WEIGHTS
+    from model.bench.real import load_stills
+    from model.transforms import crop_geometry, crop_image
+
+    if not DEFAULT_WEIGHTS.is_file():
+        return {"ok": True, "skipped": f"{DEFAULT_WEIGHTS} not fetched (make movenet)"}
+    stills = Path(__file__).resolve().parents[2] / "tests" / "assets" / "real-stills"
+    crops = np.stack([crop_image(image, crop_geometry(p.box)) for gt, image in load_stills(stills)
+                      for p in gt.frames[0].persons if p.box is not None])  # fmt: skip
+    (xy_cpu, conf_cpu), (xy_dev, conf_dev) = (build_movenet(None, d).keypoints(crops) for d in ("cpu", device))
+    px, score = float(np.abs(xy_cpu - xy_dev).max()), float(np.abs(conf_cpu - conf_dev).max())
+    return {"ok": px <= 0.5 and score <= 0.01, "crops": len(crops), "max_px": round(px, 4), "max_score": round(score, 5)}
+
+
 def run_gpu_check(device: str = "cuda", video: bool = True,
                   on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Every check and the throughput figures, each timed; `video` adds the bench-video cost section.
@@ -296,7 +319,7 @@ def run_gpu_check(device: str = "cuda", video: bool = True,
         ("parity", lambda: check_parity(device)), ("dcn", lambda: check_dcn(device)),
         ("finetune", lambda: check_finetune(device, trained=trained)),
         ("autocast", lambda: check_autocast(device, trained[0] if trained else None)),
-        ("throughput", lambda: throughput(device)),
+        ("throughput", lambda: throughput(device)), ("movenet", lambda: check_movenet(device)),
     ]
     if video:
         steps.append(("video", lambda: _video_cost(device)))

@@ -53,13 +53,21 @@ def test_each_step_is_reported_as_it_finishes_and_one_failure_keeps_the_others(
     monkeypatch.setattr(gpu_check, "check_finetune", lambda device, trained: {"ok": True})
     monkeypatch.setattr(gpu_check, "check_autocast", lambda device, head: {"ok": True})
     monkeypatch.setattr(gpu_check, "throughput", lambda device: {"batch": 32})
+    monkeypatch.setattr(gpu_check, "check_movenet", lambda device: {"ok": True})
     seen: list[tuple[list[str], bool, bool]] = []
     report = gpu_check.run_gpu_check("cpu", video=False,
                                      on_step=lambda r: seen.append((list(r["checks"]), r["ok"], r["complete"])))
     assert [names for names, _, _ in seen] == [
         ["parity"], ["parity", "dcn"], ["parity", "dcn", "finetune"],
-        ["parity", "dcn", "finetune", "autocast"], ["parity", "dcn", "finetune", "autocast", "throughput"]]
-    assert [ok for _, ok, _ in seen] == [True, False, False, False, False]
-    assert [complete for _, _, complete in seen] == [False, False, False, False, True]
+        ["parity", "dcn", "finetune", "autocast"], ["parity", "dcn", "finetune", "autocast", "throughput"],
+        ["parity", "dcn", "finetune", "autocast", "throughput", "movenet"]]
+    assert [ok for _, ok, _ in seen] == [True, False, False, False, False, False]
+    assert [complete for _, _, complete in seen] == [False, False, False, False, False, True]
     assert report["checks"]["dcn"]["error"] == "RuntimeError: CUDA error: out of memory"
     assert not report["ok"]
+
+
+@pytest.mark.gpu
+def test_movenet_on_cuda_matches_the_cpu() -> None:
+    result = gpu_check.check_movenet("cuda")
+    assert result["ok"], result
