@@ -83,7 +83,9 @@ def _read_weights(path: Path, manifest: Sequence[Mapping[str, Any]]) -> dict[str
             if stored not in _DTYPES or weight["dtype"] not in ("float32", "int32"):
                 raise TfjsGraphError(f"{path}: weight {weight['name']!r} has dtype {stored!r}, not one of {sorted(_DTYPES)}")
             shape = [int(d) for d in weight["shape"]]
-            count = int(np.prod(shape)) if shape else 1
+            if any(d < 0 for d in shape):
+                raise TfjsGraphError(f"{path}: weight {weight['name']!r} has shape {shape}")
+            count = math.prod(shape)  # Python ints: a huge shape cannot wrap around
             size = count * np.dtype(_DTYPES[stored]).itemsize
             if offset + size > len(blob):
                 raise TfjsGraphError(f"{path}: the weight shards end inside {weight['name']!r} ({len(blob)} bytes)")
@@ -135,6 +137,12 @@ class TfjsGraph:
             if isinstance(exc, TfjsGraphError):
                 raise
             raise TfjsGraphError(f"{self.path}: damaged weights manifest ({type(exc).__name__}: {exc})") from exc
+        seen: set[str] = set()
+        for node in nodes:  # inputs come first: the nodes are run in this order
+            later = [i for i in node.get("input", []) if i.lstrip("^").split(":")[0] not in seen]
+            if later:
+                raise TfjsGraphError(f"{self.path}: node {node.get('name')!r} reads {later[0]!r} before it is made")
+            seen.add(node["name"])
         self.nodes: list[dict[str, Any]] = nodes
         self.placeholders = [n["name"] for n in nodes if n["op"] == "Placeholder"]
         self.consts: dict[str, torch.Tensor] = {}

@@ -137,6 +137,9 @@ def test_depthwise_resize_and_a_keypoint_decoding_chain(tmp_path: Path) -> None:
         ("layers", r"not a TensorFlow\.js graph model .*format 'layers-model'"),
         ("padding", r"padding 'EXPLICIT' is not supported"),
         ("fused", r"fused op 'LeakyRelu' is not supported"),
+        ("order", r"node 'c' reads 'y' before it is made"),
+        ("shape", r"weight 'w' has shape \[1, -1, 1, 9\]"),
+        ("huge", r"the weight shards end inside 'w'"),
     ],
 )
 def test_what_it_cannot_run_is_refused_at_load_naming_the_file(tmp_path: Path, damage: str, message: str) -> None:
@@ -161,6 +164,13 @@ def test_what_it_cannot_run_is_refused_at_load_naming_the_file(tmp_path: Path, d
         path.write_text(json.dumps(doc))
     elif damage == "not json":
         path.write_bytes(b"\x89PNG not json")
+    elif damage in ("order", "shape", "huge"):
+        if damage == "order":
+            doc["modelTopology"]["node"][-1]["input"] = ["y", "w"]
+            doc["modelTopology"]["node"].append({"name": "y", "op": "Sqrt", "input": ["x"]})
+        else:
+            doc["weightsManifest"][0]["weights"][0]["shape"] = [1, -1, 1, 9] if damage == "shape" else [2**40, 2**40, 2**40, 9]
+        path.write_text(json.dumps(doc))
     elif damage == "layers":
         doc["format"] = "layers-model"
         path.write_text(json.dumps(doc))
