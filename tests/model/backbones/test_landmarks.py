@@ -44,6 +44,7 @@ from model.backbones.landmarks import (
 from model.bench.real import load_stills
 from model.bench.real_clips import camera_clip
 from model.transforms import crop_geometry, crop_image, crop_to_frame
+from tests.model.backbones.conftest import limb_joints_per_still
 
 NOSE, LS, RS = 0, KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["right_shoulder"]
 ASTRONAUT_NOSE = (222, 128)  # full-frame BlazePose, measured
@@ -416,20 +417,5 @@ def test_a_second_landmark_model_runs_once_per_box_and_is_fused() -> None:
 def test_the_heavy_model_places_more_limb_joints_on_real_stills() -> None:
     """BlazePose's heavy landmark model fused with the bundled one, on the test stills with their boxes
     given: at least as many limb joints within 0.1 x box diagonal, and more on one of them at least."""
-    from annotation_io.types import Frame, Video
-    from model.bench.real import _Still, box_only
-    from model.bench.real_score import score_frame
-    from model.pipeline.predictor import Predictor
-
-    scores = {}
-    for weights in (None, HEAVY):
-        predictor = Predictor.create("blazepose", weights)
-        try:
-            scores[weights] = []
-            for gt, image in load_stills(STILLS):
-                video = Video(gt.name, 1, [Frame(0, [])], width=image.shape[1], height=image.shape[0])
-                pred = predictor.predict_video(video, box_only(gt), reader=_Still(image))
-                scores[weights].append(score_frame(gt.frames[0], pred.frames[0]).joints_ok)
-        finally:
-            predictor.close()
+    scores = {weights: limb_joints_per_still("blazepose", weights) for weights in (None, HEAVY)}
     assert all(h >= b for b, h in zip(scores[None], scores[HEAVY])) and sum(scores[HEAVY]) > sum(scores[None]), scores

@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotation_io.types import Frame, Video
 from model.backbones.coco import FLIP_ORDER
 from model.backbones.movenet import MoveNetBackbone, MoveNetModel, average_flip, build_movenet
 from model.backbones.movenet_weights import DEFAULT_WEIGHTS, weights_digest
-from model.bench.real import _Still, box_only, load_stills
-from model.bench.real_score import score_frame
+from model.bench.real import load_stills
 from model.nets.tfjs_graph import TfjsGraphError
 from model.transforms import crop_geometry, crop_image, crop_to_frame
+from tests.model.backbones.conftest import STILLS, limb_joints_per_still
 
-STILLS = Path(__file__).resolve().parents[2] / "assets" / "real-stills"
 needs_weights = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason=f"{DEFAULT_WEIGHTS} not fetched (make movenet)")
 
 
@@ -73,19 +71,7 @@ def test_the_weights_name_the_version_and_a_copy_elsewhere_serves_the_same(tmp_p
 def test_movenet_places_more_limb_joints_than_blazepose_on_real_stills() -> None:
     """The test stills with their boxes given: MoveNet Thunder (mirrored pass averaged in) places at least
     as many limb joints within 0.1 x box diagonal as BlazePose on each still, and more in all."""
-    from model.pipeline.predictor import Predictor
-
-    scores: dict[str, list[int]] = {}
-    for name in ("blazepose", "movenet"):
-        predictor = Predictor.create(name)
-        try:
-            scores[name] = []
-            for gt, image in load_stills(STILLS):
-                video = Video(gt.name, 1, [Frame(0, [])], width=image.shape[1], height=image.shape[0])
-                pred = predictor.predict_video(video, box_only(gt), reader=_Still(image))
-                scores[name].append(score_frame(gt.frames[0], pred.frames[0]).joints_ok)
-        finally:
-            predictor.close()
+    scores = {name: limb_joints_per_still(name) for name in ("blazepose", "movenet")}
     pairs = list(zip(scores["blazepose"], scores["movenet"]))
     assert all(m >= b for b, m in pairs) and sum(scores["movenet"]) > sum(scores["blazepose"]), scores
 
