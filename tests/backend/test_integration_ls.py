@@ -93,12 +93,14 @@ class RunningBackend:
 def backend(
     db_url: str, tmp_path: Path, label_studio: LabelStudioServer  # noqa: F811
 ) -> Iterator[RunningBackend]:
-    """The backend on the test database with the default (BlazePose) model, on a free port."""
+    """The backend on the test database with the default model (`default_backbone`: MoveNet where `make test`
+    fetched it, else BlazePose), on a free port."""
     from backend.app import create_app
+    from model.backbones.names import default_backbone
 
     settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.token,
                         data_dir=tmp_path / "data", database_url=db_url, frame_cache_dir=tmp_path / "frames",
-                        model_dir=tmp_path / "models")  # fmt: skip
+                        model_dir=tmp_path / "models", backbone=default_backbone())  # fmt: skip
     app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="backend-http", daemon=True)
@@ -300,7 +302,7 @@ def test_label_studio_end_to_end(
     prediction = stored[task_id]
     keypoints = check_prediction_shape(task_id, prediction)
     n = len(keypoints)
-    assert n >= 3, f"BlazePose found only {n} keypoints on the best synthetic frame"
+    assert n >= 3, f"the backbone found only {n} keypoints on the best synthetic frame"
     moved_kp, deleted_kp = keypoints[0], keypoints[1]
     moved_joint = joint_of[moved_kp["value"]["keypointlabels"][0]]
     deleted_joint = joint_of[deleted_kp["value"]["keypointlabels"][0]]

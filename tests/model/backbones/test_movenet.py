@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -52,7 +53,7 @@ def test_a_graph_that_is_not_movenet_is_refused_naming_it(tmp_path: Path) -> Non
     doc["modelTopology"]["node"][0]["name"] = "input"
     doc["modelTopology"]["node"][1]["input"] = ["input"]
     (tmp_path / "other.json").write_text(json.dumps(doc))
-    with pytest.raises(TfjsGraphError, match=r"output shape \(1, 256, 256, 3\), expected \(1, 1, 17, 3\)"):
+    with pytest.raises(TfjsGraphError, match=r"other\.json: not MoveNet SinglePose: a 256x256 image does not run .*no output"):
         MoveNetModel(tmp_path / "other.json")
 
 
@@ -92,3 +93,28 @@ def test_a_crop_with_two_people_returns_the_box_s_person() -> None:
         near = np.linalg.norm(frame_xy[5:17] - person.keypoints[5:17, :2], axis=1) < 0.1 * np.hypot(person.box.w, person.box.h)
         assert near[labelled].mean() >= 0.75, (person.box, near[labelled])
     assert conf[:, 5:17].min() > 0 and isinstance(backbone, MoveNetBackbone)  # limb joints always placed
+
+
+@needs_weights
+def test_scores_are_scaled_by_the_chosen_person_s_presence() -> None:
+    """The joint scores are the graph's times min(1, centre heatmap at the chosen centre / 0.4): a real
+    person keeps them, an empty grey square loses most of them."""
+    import torch
+
+    from model.backbones.movenet import CENTRES, CHOSEN, INPUT_NAME, OUTPUT_NAME, PRESENCE_FULL
+
+    model = build_movenet(None).model
+    (gt, image), = [s for s in load_stills(STILLS) if s[0].name == "coco_000000000785"]
+    box = gt.frames[0].persons[0].box
+    person = crop_image(image, crop_geometry(box))[48:336, :, ::-1]  # a square around the skier, RGB
+    grey = np.full((256, 256, 3), 128, np.uint8)
+    presences = []
+    for square in (np.ascontiguousarray(person), grey):
+        small = cv2.resize(square, (256, 256), interpolation=cv2.INTER_AREA)  # as the model does
+        out, centres, chosen = model.graph.run({INPUT_NAME: torch.from_numpy(small).int()[None]},
+                                               [OUTPUT_NAME, CENTRES, CHOSEN])  # fmt: skip
+        presence = float(centres.reshape(-1)[int(chosen.reshape(-1)[0])])
+        presences.append(presence)
+        scaled = model.keypoints(square)[:, 2]
+        np.testing.assert_allclose(scaled, out[0, 0, :, 2].numpy() * min(1.0, presence / PRESENCE_FULL), atol=1e-5)
+    assert presences[0] >= PRESENCE_FULL > 2 * presences[1], presences
