@@ -2,8 +2,9 @@
 
 The data (default ``../shared/data/real-stills``, see its README) is PoseTrack 2018 layout, one
 one-frame video per photograph: ``annotations/val/<name>.json`` + the image it names. For each backbone
-(the default BlazePose; ``hrnet_w48`` as well when ``--checkpoint`` gives its weights) the predictor runs
-twice per image (``--backbone movenet`` or ``--backbone yolo11_pose`` benches MoveNet Thunder or
+(BlazePose, and MoveNet beside it where its weights were fetched; ``hrnet_w48`` as well when
+``--checkpoint`` gives its weights) the predictor runs
+twice per image (``--backbone movenet`` or ``--backbone yolo11_pose`` benches only MoveNet Thunder or
 YOLO11n-pose instead, see `model.backbones.movenet` and `model.backbones.yolo_pose`; repeat the option
 for several):
 
@@ -36,6 +37,7 @@ from annotation_io import posetrack
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.evaluate import evaluate
 from annotation_io.types import Frame, Person, Video
+from model.backbones.names import default_backbone
 from model.bench.real_score import LIMB_SLOTS, RealScore, score_frame
 
 if TYPE_CHECKING:
@@ -182,7 +184,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                         help="BlazePose's heavy landmark model (pose_landmark_heavy.tflite, `make heavy`): also "
                              "bench blazepose with it fused")
     parser.add_argument("--backbone", action="append", choices=("blazepose", "movenet", "yolo11_pose"), default=None,
-                        help="backbone with its own weights to bench (repeatable; default blazepose)")
+                        help="backbone with its own weights to bench (repeatable; default blazepose, and movenet "
+                             "beside it where `make movenet` fetched it)")
     parser.add_argument("--clips", action="store_true",
                         help="also score the stills filmed by a moving camera, with labels every 4 and 8 "
                              "frames (label propagation) and with none (detection and following) "
@@ -198,7 +201,7 @@ def handle(args: argparse.Namespace) -> int:
             print(f"bench-real: checkpoint not found: {path}")
             return 2
     try:
-        backbones = args.backbone or ("blazepose",)
+        backbones = args.backbone or tuple(dict.fromkeys(("blazepose", default_backbone())))
         result = run_real_bench(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones,
                                 heavy=args.heavy)  # fmt: skip
         clips, follow = (run_real_clips(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones,
