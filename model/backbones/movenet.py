@@ -78,7 +78,7 @@ class MoveNetModel:
                                  f"[{INPUT_NAME!r}]")
         try:
             out = self._run(np.zeros((INPUT_SIDE, INPUT_SIDE, 3), np.uint8))
-        except (RuntimeError, ValueError, IndexError, KeyError) as exc:
+        except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as exc:
             raise TfjsGraphError(f"{self.path}: not MoveNet SinglePose: a 256x256 image does not run "
                                  f"({type(exc).__name__}: {exc})") from exc
         if out.shape != (1, 1, NUM_KEYPOINTS, 3):

@@ -46,7 +46,9 @@ class TfjsGraphError(ValueError):
     """A file that is not a TensorFlow.js graph model this module can run (the message names it)."""
 
 
-def _text(attr: Mapping[str, Any], key: str) -> str:
+def _text(attr: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    if key not in attr and default is not None:
+        return default
     return base64.b64decode(attr[key]["s"]).decode()
 
 
@@ -128,21 +130,18 @@ class TfjsGraph:
                 raise TypeError(f"format {doc.get('format')!r}")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TfjsGraphError(f"{self.path}: not a TensorFlow.js graph model ({type(exc).__name__}: {exc})") from exc
-        unsupported = sorted({str(n.get("op")) for n in nodes} - SUPPORTED_OPS)
-        if unsupported:
-            raise TfjsGraphError(f"{self.path}: the graph uses ops this runner does not have: {', '.join(unsupported)}")
+        try:
+            self._check_graph(nodes)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            if isinstance(exc, TfjsGraphError):
+                raise
+            raise TfjsGraphError(f"{self.path}: damaged graph ({type(exc).__name__}: {exc})") from exc
         try:
             arrays = _read_weights(self.path, manifest)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             if isinstance(exc, TfjsGraphError):
                 raise
             raise TfjsGraphError(f"{self.path}: damaged weights manifest ({type(exc).__name__}: {exc})") from exc
-        seen: set[str] = set()
-        for node in nodes:  # inputs come first: the nodes are run in this order
-            later = [i for i in node.get("input", []) if i.lstrip("^").split(":")[0] not in seen]
-            if later:
-                raise TfjsGraphError(f"{self.path}: node {node.get('name')!r} reads {later[0]!r} before it is made")
-            seen.add(node["name"])
         self.nodes: list[dict[str, Any]] = nodes
         self.placeholders = [n["name"] for n in nodes if n["op"] == "Placeholder"]
         self.consts: dict[str, torch.Tensor] = {}
@@ -152,14 +151,25 @@ class TfjsGraph:
                     raise TfjsGraphError(f"{self.path}: constant {node['name']!r} is not in the weight shards")
                 self.consts[node["name"]] = torch.from_numpy(arrays[node["name"]].copy()).to(self.device)
         self._kernels: dict[str, torch.Tensor] = {}  # convolution weights in torch's layout, made once
-        for node in nodes:
+
+    def _check_graph(self, nodes: list[Any]) -> None:
+        """Ops this runner has, every input made before it is read, attributes it can follow."""
+        unsupported = sorted({str(n.get("op")) for n in nodes} - SUPPORTED_OPS)
+        if unsupported:
+            raise TfjsGraphError(f"{self.path}: the graph uses ops this runner does not have: {', '.join(unsupported)}")
+        seen: set[str] = set()
+        for node in nodes:  # inputs come first: the nodes are run in this order
+            later = [i for i in node.get("input", []) if i.lstrip("^").split(":")[0] not in seen]
+            if later:
+                raise TfjsGraphError(f"{self.path}: node {node.get('name')!r} reads {later[0]!r} before it is made")
             self._check_node(node)
+            seen.add(str(node["name"]))
 
     def _check_node(self, node: Mapping[str, Any]) -> None:
         attr = node.get("attr", {})
         if node["op"] in _CONVS and _text(attr, "padding") not in ("SAME", "VALID"):
             raise TfjsGraphError(f"{self.path}: {node['name']}: padding {_text(attr, 'padding')!r} is not supported")
-        if node["op"] in _CONVS and _text(attr, "data_format") != "NHWC":
+        if node["op"] in _CONVS and _text(attr, "data_format", "NHWC") != "NHWC":
             raise TfjsGraphError(f"{self.path}: {node['name']}: only NHWC convolutions are supported")
         if node["op"] == "ResizeBilinear":
             half = attr.get("half_pixel_centers", {}).get("b", False)

@@ -140,6 +140,8 @@ def test_depthwise_resize_and_a_keypoint_decoding_chain(tmp_path: Path) -> None:
         ("order", r"node 'c' reads 'y' before it is made"),
         ("shape", r"weight 'w' has shape \[1, -1, 1, 9\]"),
         ("huge", r"the weight shards end inside 'w'"),
+        ("node", r"damaged graph \(AttributeError"),
+        ("attr", r"damaged graph \(KeyError: 'padding'\)"),
     ],
 )
 def test_what_it_cannot_run_is_refused_at_load_naming_the_file(tmp_path: Path, damage: str, message: str) -> None:
@@ -164,8 +166,12 @@ def test_what_it_cannot_run_is_refused_at_load_naming_the_file(tmp_path: Path, d
         path.write_text(json.dumps(doc))
     elif damage == "not json":
         path.write_bytes(b"\x89PNG not json")
-    elif damage in ("order", "shape", "huge"):
-        if damage == "order":
+    elif damage in ("order", "shape", "huge", "node", "attr"):
+        if damage == "node":
+            doc["modelTopology"]["node"].append("not a node")
+        elif damage == "attr":
+            del doc["modelTopology"]["node"][-1]["attr"]["padding"]
+        elif damage == "order":
             doc["modelTopology"]["node"][-1]["input"] = ["y", "w"]
             doc["modelTopology"]["node"].append({"name": "y", "op": "Sqrt", "input": ["x"]})
         else:
