@@ -13,7 +13,6 @@ never pay for it (see `PredictorCache.version`).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -73,20 +72,24 @@ def default_factory(spec: PredictorSpec) -> Predictor:
     return Predictor.create(spec.backbone, spec.checkpoint, spec.head, device=resolve_device(spec.device))
 
 
-_DIGESTS: dict[tuple[str, float, int], str] = {}
+_DIGESTS: dict[tuple[tuple[str, float, int], ...], str] = {}
 _DIGEST_LOCK = threading.Lock()
+
+
+def _memoised(files: list[Path], digest: Callable[[], str]) -> str:
+    """`digest()` of weights files, memoised by each file's (path, mtime, size)."""
+    key = tuple((str(f.resolve()), (st := f.stat()).st_mtime, st.st_size) for f in files)
+    with _DIGEST_LOCK:
+        if key not in _DIGESTS:
+            _DIGESTS[key] = digest()
+        return _DIGESTS[key]
 
 
 def _weights_digest(path: str) -> str:
     """model.backbones.base.file_digest of a weights file, memoised by (path, mtime, size)."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_mtime, stat.st_size)
-    with _DIGEST_LOCK:
-        if key not in _DIGESTS:
-            from model.backbones.base import file_digest
+    from model.backbones.base import file_digest
 
-            _DIGESTS[key] = file_digest(path)
-        return _DIGESTS[key]
+    return _memoised([Path(path)], lambda: file_digest(path))
 
 
 def cold_start_version(spec: PredictorSpec) -> str:
@@ -112,10 +115,11 @@ def cold_start_version(spec: PredictorSpec) -> str:
     try:
         if spec.backbone == "movenet":  # MoveNetBackbone.version: the graph's JSON and its shards
             from model.backbones.movenet_weights import find_weights as find_movenet
-            from model.backbones.movenet_weights import weights_digest
+            from model.backbones.movenet_weights import weights_digest, weights_files
 
             path = find_movenet(checkpoint)  # stdlib only: no torch
-            return f"movenet:{weights_digest(path)}{COLD_START_SUFFIX}"
+            digest = _memoised(weights_files(path), lambda: weights_digest(path))
+            return f"movenet:{digest}{COLD_START_SUFFIX}"
         if checkpoint is None and spec.backbone == "yolo11_pose":
             from model.backbones.yolo_weights import find_weights  # stdlib only: no torch
 
