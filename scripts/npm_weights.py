@@ -81,7 +81,8 @@ def have(files: NpmFiles, outs: Mapping[str, Path]) -> bool:
 
 
 def fetch(files: NpmFiles, outs: Mapping[str, Path]) -> None:
-    """Writes each member of `files` to its destination in `outs` (a progress bar on stderr).
+    """Writes each member of `files` to its destination in `outs` (a progress bar on stderr), renamed into
+    place in the order of `outs` once all are checked.
 
     Raises:
         OSError (urllib's URLError included), tarfile.TarError, KeyError, ValueError: as `read_members`,
