@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from annotation_io.errors import AnnotationFormatError
 from backend.context import NoRunnerError
 from backend.db.queries import ConflictError, NotFoundError
-from backend.http.inputs import RequestFormatError
+from backend.http.inputs import RequestEncodingError, RequestFormatError
 from backend.jobs.registry import JobQueueError
 from backend.limits import LimitError
 from backend.ls.frames import ImageUnavailableError
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 # Exception type -> HTTP status; the most specific registered class of an exception wins.
 STATUS: dict[type[Exception], int] = {
     RequestFormatError: 400,
+    RequestEncodingError: 415,
     LimitError: 400,
     WebhookPayloadError: 400,
     AnnotationFormatError: 400,

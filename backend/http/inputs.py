@@ -23,6 +23,10 @@ class RequestFormatError(ValueError):
     """A request body or parameter that misses a field or has one of the wrong type (an HTTP 400)."""
 
 
+class RequestEncodingError(RequestFormatError):
+    """A compressed request body (Content-Encoding, or gzip's magic bytes): bodies are plain JSON (an HTTP 415)."""
+
+
 def current_context() -> BackendContext:
     """The BackendContext of the app serving this request."""
     return current_app.extensions[CONTEXT_KEY]
@@ -33,7 +37,7 @@ def json_body() -> dict[str, Any]:
 
     Raises:
         RequestFormatError: empty, malformed, not an object, or an object naming a key twice. (Beyond
-            MAX_REQUEST_MB: 413.)
+            MAX_REQUEST_MB: 413.) RequestEncodingError (415): a compressed body.
         LimitError: nested deeper than MAX_JSON_DEPTH, NaN / Infinity / a number beyond float range (an
             integer too), or a string no database stores as text (a lone UTF-16 surrogate, NUL).
     """
@@ -42,6 +46,11 @@ def json_body() -> dict[str, Any]:
         request.stream.read(1)  # a streamed (chunked) body stops at the limit without a word: reading on raises 413
     if not raw:
         raise RequestFormatError("empty request body; expected a JSON object")
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RequestEncodingError(f"Content-Encoding {encoding[:40]!r} is not accepted; send the JSON uncompressed")
+    if raw[:2] == b"\x1f\x8b":
+        raise RequestEncodingError("the body is gzip-compressed; send the JSON uncompressed")
     depth = current_context().settings.max_json_depth
     try:
         data = json.loads(raw, parse_constant=_refuse_constant, parse_float=finite_float, parse_int=finite_int,

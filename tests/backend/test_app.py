@@ -193,6 +193,22 @@ def _post(client: FlaskClient, path: str, body: Any = None, **kwargs: Any) -> An
     return client.post(path, json=body, **kwargs)
 
 
+def test_a_compressed_body_is_refused_naming_the_compression(app_client: FlaskClient) -> None:
+    """Bodies are plain JSON: gzip (declared or not) and other content codings get 415 saying so."""
+    import gzip
+    import json
+
+    body = gzip.compress(json.dumps({"project": 1, "label_config": CONFIG, "tasks": []}).encode())
+    for headers, message in [({"Content-Encoding": "gzip"}, "Content-Encoding 'gzip' is not accepted"),
+                             ({}, "the body is gzip-compressed"),
+                             ({"Content-Encoding": "br"}, "Content-Encoding 'br' is not accepted")]:  # fmt: skip
+        resp = app_client.post("/predict", data=body, content_type="application/json", headers=headers)
+        assert resp.status_code == 415 and message in resp.json["error"], (headers, resp.json)
+    plain = app_client.post("/predict", data=b'{"project": 1}', content_type="application/json",
+                            headers={"Content-Encoding": "identity"})  # fmt: skip
+    assert plain.status_code == 400 and "tasks" in plain.json["error"], plain.json
+
+
 def test_bad_input_gets_4xx_json_with_the_reason(app_client: FlaskClient, synth_video: SynthVideo,
                                                  tmp_path: Path) -> None:  # fmt: skip
     unreachable = synth_video.task(1)
