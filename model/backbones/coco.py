@@ -11,11 +11,10 @@ import numpy as np
 
 from annotation_io.skeletons import NUM_KEYPOINTS, UNLABELLED_SLOTS
 from model.backbones.blazepose import head_bottom
-from model.backbones.landmarks import head_top_from
+from model.backbones.landmarks import MIN_CONFIDENCE, head_top_from  # the floor of BlazePose's confidences
 
-__all__ = ["FLIP_ORDER", "MIN_CONFIDENCE", "posetrack_from_coco"]
+__all__ = ["FLIP_ORDER", "posetrack_from_coco"]
 
-MIN_CONFIDENCE = 1e-3  # a joint is always placed, with a low confidence where unsure (as BlazePose's)
 _NOSE, _EYES, _EARS, _SHOULDERS = 0, (1, 2), (3, 4), (5, 6)
 # mouth = nose + MOUTH_FROM_NOSE x (nose - eye centre): COCO has no mouth point. Median over 20 faces of
 # the real stills in BlazePose's landmarks (which have both) 0.50; anthropometric tables give ~0.45.

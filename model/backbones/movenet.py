@@ -37,7 +37,7 @@ import torch
 
 from annotation_io.skeletons import NUM_KEYPOINTS
 from model.backbones.base import check_crops, crop_heatmaps, empty_heatmaps
-from model.backbones.coco import FLIP_ORDER, MIN_CONFIDENCE, posetrack_from_coco
+from model.backbones.coco import FLIP_ORDER, posetrack_from_coco
 from model.backbones.movenet_weights import find_weights, weights_digest
 from model.nets.tfjs_graph import TfjsGraph, TfjsGraphError
 from model.transforms import CropGeometry
@@ -108,7 +108,7 @@ class MoveNetModel:
 
 def average_flip(plain: np.ndarray, mirrored: np.ndarray, width: float) -> np.ndarray:
     """(17, 3) COCO keypoints averaged with those of the mirrored image (x -> width - x, left and right swapped)."""
-    back = mirrored[list(FLIP_ORDER)].copy()
+    back = mirrored[list(FLIP_ORDER)]  # a copy (fancy indexing)
     back[:, 0] = width - back[:, 0]
     return (plain + back) / 2.0
 
@@ -146,7 +146,6 @@ class MoveNetBackbone:
                 kp = average_flip(kp, self.model.keypoints(square[:, ::-1]), side)
             kp[:, 0] -= left
             kp[:, 1] -= top
-            kp[:, 2] = np.clip(kp[:, 2], MIN_CONFIDENCE, 1.0)
             xy[i], conf[i] = posetrack_from_coco(kp)
         return xy, conf
 
