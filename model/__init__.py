@@ -16,12 +16,13 @@ by nothing in the product):
   `yolo_weights` (where the yolo11_pose weights come from), `yolo_checkpoint` (an Ultralytics `.pt`
   unpickled with an allowlist), `yolo_pose` (the opt-in yolo11_pose backbone), `coco` (COCO-17 keypoints in
   the PoseTrack slots), `movenet_weights` (where the movenet weights are, their digest), `movenet` (the
-  opt-in MoveNet Thunder backbone), `factory` (`build_backbone`).
+  MoveNet Thunder backbone, the default where fetched), `factory` (`build_backbone`).
 - `pipeline/`: `config` (InferConfig), `predictor` (Predictor, load_head), `boxes` (TrackBox, boxes
   from and carried with keypoints), `video_job` (one call's
   work, given the stages), `read_ahead` (frames decoded ahead on a thread), `tracking` and `assignment`
   (person boxes and track ids), `follow` (detected people followed between detector runs),
-  `track_filters` (false short tracks dropped), `propagation` (human
+  `track_filters` (false short tracks dropped), `one_per_box` (a box holding another person's pose
+  run again with that person painted out), `propagation` (human
   keypoints carried by optical flow and fused with the backbone), `omissions` (joints the labels
   around leave out stay out).
 - `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head), `distributed` (DDP), `curve`.

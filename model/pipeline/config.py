@@ -40,6 +40,8 @@ class InferConfig:
         follow_omissions: joints the track's nearest complete labels on both sides leave out (or, past
             its first or last label, the label at most 2 frames away) are left out of the prediction
             too, where the annotator could have seen them (`model.pipeline.omissions`).
+        one_per_box: where two boxes of a frame get one person's pose, one of them is run again with that
+            person painted out (`model.pipeline.one_per_box`).
     """
 
     mode: Mode = "cached"
@@ -54,6 +56,7 @@ class InferConfig:
     redetect_every: int = 1  # recall first: following (e.g. 10) is faster but found 352 vs 374 of 401 (3-person walks)
     follow_min_score: float = 0.3
     follow_omissions: bool = True
+    one_per_box: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

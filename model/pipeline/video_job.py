@@ -1,6 +1,6 @@
 """The work of one `Predictor.predict_video` call: box chains, crop batches, neighbours, output.
 
-`model.pipeline.predictor` describes the pipeline (its module docstring, items 1-5) and keeps the public
+`model.pipeline.predictor` describes the pipeline (its module docstring, items 1-6) and keeps the public
 facade (Predictor, load_head); this module holds the per-call state and steps:
 carried box chains (`VideoJob.plan`), batched backbone passes through an LRU of heatmaps
 (`VideoJob.heatmaps`), neighbour assembly with label-aware Gaussians (`VideoJob.predict_chunk`)
@@ -28,6 +28,16 @@ from model.pipeline.boxes import TrackBox, box_from_keypoints, coast, pose_confi
 from model.pipeline.config import InferConfig
 from model.pipeline.follow import Follower
 from model.pipeline.omissions import ONE_SIDE_REACH, left_out, off_frame
+from model.pipeline.one_per_box import (
+    MIN_FIT,
+    MIN_SHARED,
+    PAINT_WIDTH,
+    apart,
+    fit,
+    paint_out,
+    same_person,
+    shared_poses,
+)
 from model.pipeline.propagation import (
     MAX_REACH,
     PROPAGATION_TRUST,
@@ -260,10 +270,12 @@ class VideoJob:
                     self.cache.put(key, out[key])
         return out
 
-    def _backbone(self, group: list[_Key]) -> torch.Tensor:
-        """(B, K, H, W) backbone heatmaps of one batch of passes, shape-checked."""
-        crops = np.stack([crop_image(self.image(f), g) for f, g in group])
-        hm = self.stages.backbone.heatmaps(crops, [g for _, g in group], [f for f, _ in group])
+    def _backbone(self, group: list[_Key], crops: list[np.ndarray] | None = None) -> torch.Tensor:
+        """(B, K, H, W) backbone heatmaps of one batch of passes (`crops`: their crops, default cut from the
+        frames), shape-checked."""
+        if crops is None:
+            crops = [crop_image(self.image(f), g) for f, g in group]
+        hm = self.stages.backbone.heatmaps(np.stack(crops), [g for _, g in group], [f for f, _ in group])
         w, h = group[0][1].heatmap_size
         if not isinstance(hm, torch.Tensor) or tuple(hm.shape[1:]) != (NUM_KEYPOINTS, h, w) \
                 or hm.shape[0] != len(group):
@@ -497,6 +509,8 @@ class VideoJob:
         extra = [s.key for pair in sides for s in pair if s.key is not None]
         hm = self.heatmaps(cur + extra)
         hc = torch.stack([hm[key] for key in cur])
+        if self.cfg.one_per_box:
+            hc = self._one_person_per_box(items, hc)
         if self.use_neighbours:
             hp = self._side_heatmaps([s[0] for s in sides], hc, hm, cur)
             hn = self._side_heatmaps([s[1] for s in sides], hc, hm, cur)
@@ -523,6 +537,95 @@ class VideoJob:
             out[t].append(person)
         for persons in out.values():
             persons.sort(key=lambda p: p.track_id)
+        return out
+
+    def _one_person_per_box(self, items: list[tuple[int, _Slot, _Pose | None]],
+                            hc: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """`hc` (B, K, H, W), the backbone heatmaps of `items`, where a known box (labelled, interpolated or
+        carried: not a detection) got the pose of another person of its frame (`model.pipeline.one_per_box`),
+        its crop run again with that person painted out:
+
+        - two boxes with one person's pose: of the two ways to share them (the first box keeps its pose and
+          the second box's crop is run again with that pose painted out, or the other way round), the one
+          whose poses fit their boxes best (`fit`, summed) is taken;
+        - a box with the pose of a person labelled by hand there (6 joints or more): its crop is run again
+          with the labelled pose painted out.
+
+        A painted crop whose pose is not clearly another person's (`apart`), or fits its box less than
+        `MIN_FIT`, cannot take part; where none can, the heatmaps stay as they were. Detected boxes are left to the
+        tracker's filters: two of them holding one pose are most often one person found twice (on the
+        synthetic walks asked frame by frame, painting one of them out made a false person).
+        """
+        by_frame: dict[int, list[int]] = defaultdict(list)
+        for j, (t, slot, _) in enumerate(items):
+            if slot.source != "detected":
+                by_frame[t].append(j)
+        if not by_frame:
+            return hc
+        xy, maxvals = decode_to_frame(hc, [slot.geom for _, slot, _ in items])
+        poses = [_keypoints(xy[j], maxvals[j]) for j in range(len(items))]
+        # Each choice: (item run again, the painted pose, its scores and box, how well the kept pose fits).
+        groups: list[list[tuple[int, np.ndarray, np.ndarray, Box, float]]] = []
+        paired: set[int] = set()
+        for js in by_frame.values():
+            boxes = [items[j][1].box for j in js]
+            found = shared_poses([poses[j][0] for j in js], [poses[j][1] for j in js], boxes)
+            for i, j in ((js[a], js[b]) for a, b in found):
+                paired.update((i, j))
+                groups.append([(takes, *poses[keeps], items[keeps][1].box, fit(*poses[keeps], items[keeps][1].box))
+                               for takes, keeps in ((j, i), (i, j))])
+        labelled = self._labelled_people(set(by_frame))
+        for j in (j for js in by_frame.values() for j in js if j not in paired):
+            t, slot, _ = items[j]
+            for tid, kps, scores, box in labelled.get(t, []):
+                if tid != slot.track_id and same_person(*poses[j], slot.box, kps, scores, box):
+                    groups.append([(j, kps, scores, box, 0.0)])
+                    break
+        if not groups:
+            return hc
+        runs = [run for group in groups for run in group]
+        crops = []
+        for k, kps, scores, box, _ in runs:
+            width = PAINT_WIDTH * float(np.hypot(box.w, box.h))
+            painted = paint_out(self.image(items[k][0]), kps, scores, width)
+            crops.append(crop_image(painted, items[k][1].geom))
+        keys = [(items[k][0], items[k][1].geom) for k, *_ in runs]
+        again = self._backbone(keys, crops).to("cpu", torch.float32)
+        self.passes += len(runs)
+        new_xy, new_max = decode_to_frame(again, [g for _, g in keys])
+        hc = hc.clone()
+        m = 0
+        for group in groups:
+            best, choice = 0.0, None
+            for k, kps, scores, box, kept_fit in group:
+                found, own_box = _keypoints(new_xy[m], new_max[m]), items[k][1].box
+                taken = fit(*found, own_box)
+                if taken < MIN_FIT or not apart(*found, own_box, kps, scores, box):
+                    pass  # nobody filling the box, or not clearly someone else than the painted person
+                elif kept_fit + taken > best:
+                    best, choice = kept_fit + taken, m
+                m += 1
+            if choice is not None:
+                k = runs[choice][0]
+                hc[k] = again[choice]
+                logger.debug("frame %d: track %d held another person's pose; run again with them painted out",
+                             items[k][0], items[k][1].track_id)
+        return hc
+
+    def _labelled_people(self, frames: set[int]) -> dict[int, list[tuple[int, np.ndarray, np.ndarray, Box]]]:
+        """frame -> (track id, joints, scores (1 where placed), box) of the people labelled by hand there with
+        `MIN_SHARED` joints or more; the box is the track's box there, else the label's, else its joints'."""
+        out: dict[int, list[tuple[int, np.ndarray, np.ndarray, Box]]] = defaultdict(list)
+        for (f, tid), pose in self.human.items():
+            person = pose.person
+            if f not in frames or person.present.sum() < MIN_SHARED:
+                continue
+            slot = self.slots.get(f, {}).get(tid)
+            try:
+                box = slot.box if slot is not None else person.box or box_from_keypoints(person.keypoints)
+            except ValueError:  # its joints all on one point
+                continue
+            out[f].append((tid, person.keypoints, person.present.astype(np.float64), box))
         return out
 
     def _leave_out(self, t: int, person: Person, pose: _Pose | None) -> None:
