@@ -19,8 +19,8 @@ from annotation_io.skeletons import LABELLED_SLOTS, SKELETON_1BASED
 from annotation_io.types import Box
 from model.pipeline.boxes import box_from_keypoints, pose_gap
 
-__all__ = ["APART_GAP", "MIN_FIT", "MIN_SHARED", "PAINT_SCORE", "PAINT_WIDTH", "SAME_GAP", "apart", "fit", "paint_out", "same_person",
-           "shared_poses"]
+__all__ = ["APART_GAP", "MIN_FIT", "MIN_SHARED", "PAINT_SCORE", "PAINT_WIDTH", "SAME_GAP", "apart", "fit",
+           "paint_out", "same_person", "shared_poses"]
 
 SAME_GAP = 0.1  # two poses whose sure joints lie this x the smaller box diagonal apart (median) are one person
 APART_GAP = 0.15  # ... and two whose placed joints lie this far apart are two (in between: unclear)
@@ -30,6 +30,7 @@ MIN_FIT = 0.4  # a painted crop's pose must fit its box this well (`fit`) to be 
 PAINT_SCORE = 0.1  # joints scoring this or more are painted (a person seen in two boxes often scores low)
 _LIMBS = tuple((a - 1, b - 1) for a, b in SKELETON_1BASED)
 _TORSO = (5, 6, 12, 11)  # shoulders and hips (0-based), filled
+_FAR = 1 << 20  # drawing coordinates are clipped to this many pixels either way
 
 
 def same_person(kps_a: np.ndarray, scores_a: np.ndarray, box_a: Box,
@@ -93,9 +94,11 @@ def paint_out(image: np.ndarray, kps: np.ndarray, scores: np.ndarray, width: flo
     for j in np.flatnonzero(sure):
         cv2.circle(out, _pt(xy[j]), max(int(round(0.6 * w)), 1), colour, -1, cv2.LINE_AA)
     if sure[list(_TORSO)].all():
-        cv2.fillPoly(out, [np.round(xy[list(_TORSO)]).astype(np.int32)], colour, cv2.LINE_AA)
+        cv2.fillPoly(out, [np.array([_pt(xy[j]) for j in _TORSO], np.int32)], colour, cv2.LINE_AA)
     return out
 
 
 def _pt(p: np.ndarray) -> tuple[int, int]:
-    return int(round(float(p[0]))), int(round(float(p[1])))
+    """A point for cv2's drawing, kept within its int32 coordinates (a joint far off the frame draws nothing)."""
+    x, y = np.clip(np.round(p[:2]), -_FAR, _FAR)
+    return int(x), int(y)

@@ -26,9 +26,11 @@ Pipeline of one `Predictor.predict_video` call (the released DCPose inference, Â
    complete human pose is returned as is (its placed joints with v = 2 and score 1, as predictions
    are written; extra["source"] = "human"); on a partial one the placed joints overwrite the
    prediction (extra["source"] = "model+human"). With label_aware off, labels only provide boxes.
-5. One person per box (`InferConfig.one_per_box`): where the backbone passes of two boxes of a frame hold
-   one person's pose, the pair's crops are run again with that pose painted out and the sharing whose
-   poses fit their boxes best is kept (`model.pipeline.one_per_box`).
+5. One person per box (`InferConfig.one_per_box`): where the backbone passes of two known boxes of a
+   frame (labelled, interpolated or carried) hold one person's pose, the pair's crops are run again with
+   that pose painted out and the sharing whose poses fit their boxes best is kept; a box holding the pose
+   of a person labelled by hand there is run again with that person painted out
+   (`model.pipeline.one_per_box`, `VideoJob._one_person_per_box`).
 6. The head refines (hc, hp, hn, margin); without a head (cold start) the current backbone heatmaps
    are decoded directly and no neighbour is computed. Decoding is `decode_to_frame`; keypoint score
    = peak value clipped to [0, 1], v = 2 where the peak is > 0 (else 0 and x = y = 0); person score =

@@ -552,9 +552,9 @@ class VideoJob:
           with the labelled pose painted out.
 
         A painted crop whose pose is not clearly another person's (`apart`), or fits its box less than
-        `MIN_FIT`, cannot take part; where none can, the heatmaps stay as they were. Detected boxes are left to the
-        tracker's filters: two of them holding one pose are most often one person found twice (on the
-        synthetic walks asked frame by frame, painting one of them out made a false person).
+        `MIN_FIT`, cannot take part; where none can, the heatmaps stay as they were. Detected boxes are left
+        to the tracker's filters: two of them holding one pose are most often one person found twice (on
+        the synthetic walks asked frame by frame, painting one of them out made a false person).
         """
         by_frame: dict[int, list[int]] = defaultdict(list)
         for j, (t, slot, _) in enumerate(items):

@@ -187,6 +187,17 @@ def test_paint_out_blackens_the_limbs_of_placed_joints_only_on_a_copy() -> None:
     assert (out[5, 5] == 200).all()
 
 
+def test_paint_out_takes_joints_far_off_the_frame() -> None:
+    """A joint placed far outside the frame (a carried point gone astray) draws nothing there, and no
+    coordinate overflows cv2's drawing."""
+    image = np.full((240, 320, 3), 200, np.uint8)
+    pose = _pose(_figure(40, 20, 160, 200))
+    pose[9, :2] = (1e15, -1e15)  # the left wrist
+    out = paint_out(image, pose, np.full(NUM_KEYPOINTS, 0.8), width=10)
+    x, y = (int(v) for v in pose[5, :2])
+    assert (out[y, x] == 0).all() and (out[235, 5] == 200).all()
+
+
 OVERLAP = Path(__file__).resolve().parents[2] / "assets" / "real-stills-overlap"
 
 
