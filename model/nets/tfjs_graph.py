@@ -149,7 +149,7 @@ class TfjsGraph:
             if node["op"] == "Const":
                 if node["name"] not in arrays:
                     raise TfjsGraphError(f"{self.path}: constant {node['name']!r} is not in the weight shards")
-                self.consts[node["name"]] = torch.from_numpy(arrays[node["name"]])  # astype made it writable.to(self.device)
+                self.consts[node["name"]] = torch.from_numpy(arrays[node["name"]]).to(self.device)  # astype made it writable
         self._kernels: dict[str, torch.Tensor] = {}  # convolution weights in torch's layout, made once
 
     def _check_graph(self, nodes: list[Any]) -> None:

@@ -33,11 +33,12 @@ def pose_confidence(scores: np.ndarray) -> float:
 
 
 def pose_gap(kps_a: np.ndarray, scores_a: np.ndarray, box_a: Box,
-             kps_b: np.ndarray, scores_b: np.ndarray, box_b: Box) -> tuple[int, float]:  # fmt: skip
-    """How far apart two poses lie: (the labelled joints sure in both, scoring >= `MIN_SCORE`; their median
-    distance x the smaller box diagonal, inf when there are none or a box has no size)."""
+             kps_b: np.ndarray, scores_b: np.ndarray, box_b: Box, *, min_score: float = MIN_SCORE,
+             ) -> tuple[int, float]:  # fmt: skip
+    """How far apart two poses lie: (the labelled joints sure in both, scoring >= `min_score`; their median
+    distance / the smaller box diagonal, inf when there are none or a box has no size)."""
     idx = list(LABELLED_SLOTS)
-    sure = (np.asarray(scores_a)[idx] >= MIN_SCORE) & (np.asarray(scores_b)[idx] >= MIN_SCORE)
+    sure = (np.asarray(scores_a)[idx] >= min_score) & (np.asarray(scores_b)[idx] >= min_score)
     diagonal = min(float(np.hypot(box_a.w, box_a.h)), float(np.hypot(box_b.w, box_b.h)))
     if not sure.any() or diagonal <= 0:
         return int(sure.sum()), float("inf")

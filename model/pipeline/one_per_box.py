@@ -12,10 +12,12 @@ that uses them is `model.pipeline.video_job.VideoJob._one_person_per_box` (`Infe
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
-from annotation_io.skeletons import LABELLED_SLOTS, SKELETON_1BASED
+from annotation_io.skeletons import SKELETON_1BASED
 from annotation_io.types import Box
 from model.pipeline.boxes import box_from_keypoints, pose_gap
 
@@ -48,13 +50,8 @@ def apart(kps_a: np.ndarray, scores_a: np.ndarray, box_a: Box,
     joints placed in both (scoring `PAINT_SCORE` or more), lying `APART_GAP` x the smaller box diagonal or
     farther from each other (median). A crop run again with a person painted out often still holds that
     person's unpainted parts (hands, feet, hair), weakly: its joints then lie near theirs, unsure."""
-    idx = list(LABELLED_SLOTS)
-    placed = (np.asarray(scores_a)[idx] >= PAINT_SCORE) & (np.asarray(scores_b)[idx] >= PAINT_SCORE)
-    diagonal = min(float(np.hypot(box_a.w, box_a.h)), float(np.hypot(box_b.w, box_b.h)))
-    if placed.sum() < MIN_SHARED or diagonal <= 0:
-        return False
-    d = np.linalg.norm(np.asarray(kps_a)[idx, :2] - np.asarray(kps_b)[idx, :2], axis=1)[placed]
-    return float(np.median(d)) >= APART_GAP * diagonal
+    placed, gap = pose_gap(kps_a, scores_a, box_a, kps_b, scores_b, box_b, min_score=PAINT_SCORE)
+    return placed >= MIN_SHARED and math.isfinite(gap) and gap >= APART_GAP
 
 
 def fit(kps: np.ndarray, scores: np.ndarray, box: Box) -> float:
