@@ -40,7 +40,7 @@ class InferConfig:
         follow_omissions: joints the track's nearest complete labels on both sides leave out (or, past
             its first or last label, the label at most 2 frames away) are left out of the prediction
             too, where the annotator could have seen them (`model.pipeline.omissions`).
-        one_per_box: where two known boxes of a frame (not detections) get one person's pose, or a box
+        one_per_box: where two boxes of a frame (known or detected) get one person's pose, or a box
             gets the pose of a person labelled by hand there, the crops are run again with that person
             painted out, and a clearly different person found there is taken (`model.pipeline.one_per_box`).
     """

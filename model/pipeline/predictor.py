@@ -26,8 +26,8 @@ Pipeline of one `Predictor.predict_video` call (the released DCPose inference, Â
    complete human pose is returned as is (its placed joints with v = 2 and score 1, as predictions
    are written; extra["source"] = "human"); on a partial one the placed joints overwrite the
    prediction (extra["source"] = "model+human"). With label_aware off, labels only provide boxes.
-5. One person per box (`InferConfig.one_per_box`): where the backbone passes of two known boxes of a
-   frame (labelled, interpolated or carried) hold one person's pose, the pair's crops are run again with
+5. One person per box (`InferConfig.one_per_box`): where the backbone passes of two boxes of a frame
+   (labelled, interpolated, carried or detected) hold one person's pose, the pair's crops are run again with
    that pose painted out and the sharing whose poses fit their boxes best is kept; a box holding the pose
    of a person labelled by hand there is run again with that person painted out
    (`model.pipeline.one_per_box`, `VideoJob._one_person_per_box`).

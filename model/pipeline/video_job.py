@@ -541,9 +541,8 @@ class VideoJob:
 
     def _one_person_per_box(self, items: list[tuple[int, _Slot, _Pose | None]],
                             hc: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """`hc` (B, K, H, W), the backbone heatmaps of `items`, where a known box (labelled, interpolated or
-        carried: not a detection) got the pose of another person of its frame (`model.pipeline.one_per_box`),
-        its crop run again with that person painted out:
+        """`hc` (B, K, H, W), the backbone heatmaps of `items`, where a box got the pose of another person of
+        its frame (`model.pipeline.one_per_box`), its crop run again with that person painted out:
 
         - two boxes with one person's pose: of the two ways to share them (the first box keeps its pose and
           the second box's crop is run again with that pose painted out, or the other way round), the one
@@ -552,16 +551,15 @@ class VideoJob:
           with the labelled pose painted out.
 
         A painted crop whose pose is not clearly another person's (`apart`), or fits its box less than
-        `MIN_FIT`, cannot take part; where none can, the heatmaps stay as they were. Detected boxes are left
-        to the tracker's filters: two of them holding one pose are most often one person found twice (on
-        the synthetic walks asked frame by frame, painting one of them out made a false person).
+        `MIN_FIT`, cannot take part; where none can, the heatmaps stay as they were. Detected boxes take part
+        too: a person behind another, found by the detector or followed, is boxed right while the pass in
+        the box finds the other (a small skier behind a larger one, on the real stills filmed as clips).
+        Two hits on one person stay one person: the painted crop of the second finds nobody clearly apart
+        that fills it, and the tracker's filters drop what remains of it.
         """
         by_frame: dict[int, list[int]] = defaultdict(list)
-        for j, (t, slot, _) in enumerate(items):
-            if slot.source != "detected":
-                by_frame[t].append(j)
-        if not by_frame:
-            return hc
+        for j, (t, _, _) in enumerate(items):
+            by_frame[t].append(j)
         xy, maxvals = decode_to_frame(hc, [slot.geom for _, slot, _ in items])
         poses = [_keypoints(xy[j], maxvals[j]) for j in range(len(items))]
         # Each choice: (item run again, the painted pose, its scores and box, how well the kept pose fits).
