@@ -551,11 +551,11 @@ class VideoJob:
           with the labelled pose painted out.
 
         A painted crop whose pose is not clearly another person's (`apart`), or fits its box less than
-        `MIN_FIT`, cannot take part; where none can, the heatmaps stay as they were. Detected boxes take part
-        too: a person behind another, found by the detector or followed, is boxed right while the pass in
-        the box finds the other (a small skier behind a larger one, on the real stills filmed as clips).
-        Two hits on one person stay one person: the painted crop of the second finds nobody clearly apart
-        that fills it, and the tracker's filters drop what remains of it.
+        `MIN_FIT`, cannot take part; where none can, the heatmaps stay as they were. Detected and followed
+        boxes take part too: a person behind another can be boxed right while the pass in the box finds the
+        other (a small skier behind a larger one, on the real stills filmed as clips). On the synthetic walks
+        (1 and 3 walkers; detecting on every frame, every 10th, and asked frame by frame) that added no
+        false person; an earlier version of this step that painted detections added one.
         """
         by_frame: dict[int, list[int]] = defaultdict(list)
         for j, (t, _, _) in enumerate(items):
