@@ -598,9 +598,8 @@ class VideoJob:
             for k, kps, scores, box, kept_fit in group:
                 found, own_box = _keypoints(new_xy[m], new_max[m]), items[k][1].box
                 taken = fit(*found, own_box)
-                if taken < MIN_FIT or not apart(*found, own_box, kps, scores, box):
-                    pass  # nobody filling the box, or not clearly someone else than the painted person
-                elif kept_fit + taken > best:
+                # taken only where someone fills the box and is clearly not the painted person
+                if taken >= MIN_FIT and kept_fit + taken > best and apart(*found, own_box, kps, scores, box):
                     best, choice = kept_fit + taken, m
                 m += 1
             if choice is not None:
