@@ -17,8 +17,9 @@ centre the decoding chose: a crop with nobody in it (a box carried off its perso
 follower lets it go (real people measured 0.61-0.82 from 5th percentile to median on the real stills and
 held-out images, empty crops 0.32 at the median). The COCO joints go to the
 PoseTrack slots (`model.backbones.coco.posetrack_from_coco`) and are rendered as Gaussians whose peak
-is the score, as BlazePose's are. Whole-frame person detection stays BlazePose's (the predictor's
-detector); only the joints inside each box come from MoveNet.
+is the score, as BlazePose's are. Whole-frame person detection is BlazePose's (the predictor's
+detector), joined on frames of 690 px and more by the people MoveNet's person-centre heatmap finds over
+tiles (`model.backbones.movenet_people`, through `MoveNetModel.look`).
 
 Limb joints within 0.1 x box diagonal, boxes given (README, "Backbones"): real stills 82.5% (BlazePose)
 -> 86.8%, held-out real images 71.1% -> 84.2%; without the mirrored pass 84.2% and 82.9%. In the pipeline,
