@@ -1,8 +1,8 @@
 """People the whole-frame detector misses, found by MoveNet's person-centre heatmap over tiles (backbone movenet).
 
-BlazePose's person detector (`model.backbones.detectors`) fires weakly or not at all on seated people. On a
-PoseTrack frame of wheelchair dancers (1920x1080) it gave the seated dancers hits of 0.2-0.4 or none, and
-4 of the 11 annotated people were never found. MoveNet's person-centre heatmap (64x64, one sigmoid per
+BlazePose's person detector (`model.backbones.detectors`) fires weakly or not at all on seated people. On
+a PoseTrack frame of wheelchair dancers (1920x1080) it gave the seated dancers hits under its 0.5
+threshold or none, and 4 of the 11 annotated people were never found. MoveNet's person-centre heatmap (64x64, one sigmoid per
 cell) fires on every person in its square, not only on the one its decoding picks, seated people
 included, when the person fills a good part of the square. Over 5x5 tiles of that frame (533 px) it had
 no peak on three of the four missed dancers; over tiles of 310 px it peaked at 0.62-0.82 on all three.
@@ -108,8 +108,8 @@ def _peaks(model: MoveNetModel, frame_bgr: np.ndarray, n: int) -> list[tuple[flo
 
 
 def _at_centre_of(x: float, y: float, boxes: Sequence[Box]) -> bool:
-    return any(abs(x - (b.x + b.w / 2.0)) <= CENTRE_OF_FOUND * b.w and abs(y - (b.y + b.h / 2.0)) <= CENTRE_OF_FOUND * b.h
-               for b in boxes)
+    return any(abs(x - (b.x + b.w / 2.0)) <= CENTRE_OF_FOUND * b.w
+               and abs(y - (b.y + b.h / 2.0)) <= CENTRE_OF_FOUND * b.h for b in boxes)
 
 
 def _look_at(model: MoveNetModel, frame_bgr: np.ndarray, cx: float, cy: float,
