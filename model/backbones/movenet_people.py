@@ -39,9 +39,8 @@ import cv2
 import numpy as np
 
 from annotation_io.types import Box
-from model.backbones.coco import FLIP_ORDER
 from model.backbones.detectors import lies_on
-from model.backbones.movenet import INPUT_SIDE, MoveNetModel
+from model.backbones.movenet import INPUT_SIDE, MoveNetModel, average_flip
 
 __all__ = ["centre_grid", "find_more_people", "grid_tiles"]
 
@@ -119,9 +118,7 @@ def _look_at(model: MoveNetModel, frame_bgr: np.ndarray, cx: float, cy: float,
     square = _square(frame_bgr, cx, cy, side)
     kp, _, presence = model.look(square)
     mirrored, _, presence_m = model.look(np.ascontiguousarray(square[:, ::-1]))
-    back = mirrored[list(FLIP_ORDER)]
-    back[:, 0] = INPUT_SIDE - back[:, 0]
-    kp = (kp + back) / 2.0
+    kp = average_flip(kp, mirrored, INPUT_SIDE)
     scale = side / INPUT_SIDE
     kp[:, 0] = cx + (kp[:, 0] - INPUT_SIDE / 2.0) * scale
     kp[:, 1] = cy + (kp[:, 1] - INPUT_SIDE / 2.0) * scale

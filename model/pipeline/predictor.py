@@ -75,7 +75,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Predictor", "load_head"]
 
 PersonDetector = Callable[[np.ndarray], list[Box]]
-MAX_PEOPLE = 20  # people per frame from the detector (`detect_people`'s default) and the centre heatmap together
+MAX_PEOPLE = 20  # people per frame from the detector and the centre heatmap together
 
 
 class Predictor:
@@ -167,7 +167,7 @@ class Predictor:
             logger.warning("person detection falls back to OpenCV HOG: %s", exc)
             self._detector = hog_people
             return hog_people(frame_bgr)
-        boxes = detect_people(frame_bgr, backbone=pose, detector=finder)
+        boxes = detect_people(frame_bgr, max_people=MAX_PEOPLE, backbone=pose, detector=finder)
         if self.config.centre_people and isinstance(self.backbone, MoveNetBackbone):
             from model.backbones.movenet_people import find_more_people
 
