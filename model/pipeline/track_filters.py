@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 
 import numpy as np
 
@@ -17,12 +18,11 @@ __all__ = ["drop_flicker"]
 MIN_SPAN_TO_PRUNE = 6  # short tracks are judged only when at least this many frames were predicted
 FLICKER_SCORE = 0.3  # a short detected track with a mean person score below this is dropped
 DUPLICATE_OVERLAP = 0.6  # ...and so is one whose box lies this much (of the smaller box) on a longer track's
-RIDER_FRAMES = 10  # a detector track this short that lies on one longer track on every frame it has is dropped
 EMPTY_POSE = 0.2  # a detected box whose best 10 labelled joints score under this on average holds nobody
 LOWER_SCORE = 0.7  # on too few frames, a detected box lying on a box scoring 1 / this x its own is dropped
 OWN_POSE = 0.2  # a rider whose joints lie this far from the longer track's (median, x the smaller box diagonal) ...
 OWN_POSE_JOINTS = 3  # ... judged on the frames where at least this many joints are sure in both, is a person
-OWN_POSE_SCORE = 0.35  # ... when its person score is this high on its median frame (a faint pose is not a person)
+OWN_POSE_SCORE = 0.5  # ... when its person score is this share of the longer track's or more (a faint pose is not a person)
 
 
 def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, min_span: int = MIN_SPAN_TO_PRUNE,
@@ -34,8 +34,8 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
     40 frames). A short detected track goes when its mean person score is low, or when on one of its
     frames its joints' box lies mostly (`DUPLICATE_OVERLAP` of the smaller box) on the box of a longer
     track (the joints, not its person box: a detected box reaches past the joints to hands, feet and
-    head top, and a partial hit's box can stick out of the person it sits on). A detector track of up to
-    `RIDER_FRAMES` frames that lies so on one longer track on every frame it has goes too (`_riders`).
+    head top, and a partial hit's box can stick out of the person it sits on). A detector track that lies so
+    on one longer track on every frame it has goes too, unless it holds a pose of its own (`_riders`).
 
     Args:
         persons: frame -> predicted persons (``extra["box_source"]`` says where the box came from).
@@ -48,7 +48,8 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
         landmark model sees nobody, on any number of frames (`_empty`). With fewer than `min_span`
         frames, tracks are not judged; a detected box lying on a surer one is dropped instead (`_lies_on`).
     """
-    persons = {f: [p for p in people if not _empty(p)] for f, people in persons.items()}
+    gap_filled = _detector_tracks(persons)
+    persons = {f: [p for p in people if not _empty(p, gap_filled)] for f, people in persons.items()}
     if len(persons) < min_span:  # too few frames to judge tracks: judge the boxes of each frame
         return {f: [p for p in people if not any(_lies_on(p, q) for q in people)] for f, people in persons.items()}
     scores: dict[int, list[float]] = {}
@@ -73,17 +74,30 @@ def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, 
     return {f: [p for p in people if p.track_id not in drop] for f, people in persons.items()}
 
 
-def _empty(p: Person) -> bool:
-    """Whether `p` is a detected box in which the landmark model sees nobody: its best `TOP_JOINTS`
-    labelled joints average under `EMPTY_POSE`.
+def _detector_tracks(persons: dict[int, list[Person]]) -> set[int]:
+    """Tracks of the detector alone: detected on some frame, gap-filled (interpolated) on the others."""
+    sources: dict[int, set[str]] = {}
+    for people in persons.values():
+        for p in people:
+            if p.track_id is not None:
+                sources.setdefault(p.track_id, set()).add(str(p.extra.get("box_source")))
+    return {t for t, s in sources.items() if "detected" in s and s <= {"detected", "interpolated"}}
+
+
+def _empty(p: Person, gap_filled: AbstractSet[int] = frozenset()) -> bool:
+    """Whether `p` is a detected box, or a box filling a gap in a detector track (`gap_filled`), in which the
+    landmark model sees nobody: its best `TOP_JOINTS` labelled joints average under `EMPTY_POSE`.
 
     The detector's hit was confirmed by a landmark pass on its own alignment, but the pass on the box
     that came of it can find nothing: a patch of a truck's load, a player's shorts, a 14x23 px speck
     (2 of 24 predictions on the real stills, 3 of 38 on the held-out images, each with no joint
     scoring 0.3). A single frame says as much as a track here, so this holds for one-frame requests too
-    (Label Studio asks for one task at a time).
+    (Label Studio asks for one task at a time). The boxes filling a gap between two such detections go
+    with them: with MoveNet, two boxes scoring 0.01 were left of a 57x39 px hit on a skier (a real still
+    filmed as a 40-frame clip).
     """
-    if p.extra.get("box_source") != "detected" or p.scores is None:
+    source = p.extra.get("box_source")
+    if not (source == "detected" or (source == "interpolated" and p.track_id in gap_filled)) or p.scores is None:
         return False
     return pose_confidence(p.scores) < EMPTY_POSE
 
@@ -112,13 +126,15 @@ def _lies_on(p: Person, q: Person) -> bool:
 
 
 def _riders(persons: dict[int, list[Person]]) -> set[int]:
-    """Detector tracks of at most `RIDER_FRAMES` frames whose joints lie on one longer track's box on
-    every frame they have (`DUPLICATE_OVERLAP` of the smaller box).
+    """Detector tracks whose joints lie on one longer track's box on every frame they have
+    (`DUPLICATE_OVERLAP` of the smaller box) and that hold no pose of their own (`_own_pose`).
 
     A second hit on a person already tracked can last a few frames: on 3-person synthetic walks, the
     upper half of a near walker (4 frames) and a box on a walker's lower body at the frame edge (5
     frames, gap-filled). A person of their own lies on another only while crossing them, and one who
-    stays in front of another for the whole clip has a track as long as theirs.
+    stays in front of another for the whole clip has a track as long as theirs. A faint hit can last
+    longer: with MoveNet, a box on a skier's arm, 11 of 40 frames of a real still filmed as a clip (tracks
+    of up to 10 frames were judged until 2026-12-05).
 
     A person behind another can be found on fewer frames than them, though, and their box can lie
     within the other's on every one (a seated man behind a standing one, a couple in a crowd): such a
@@ -131,11 +147,9 @@ def _riders(persons: dict[int, list[Person]]) -> set[int]:
         for p in people:
             if p.track_id is not None:
                 frames.setdefault(p.track_id, {})[f] = p
-    detector = {t for t, ps in frames.items()
-                if all(p.extra.get("box_source") in ("detected", "interpolated") for p in ps.values())
-                and any(p.extra.get("box_source") == "detected" for p in ps.values())}
+    detector = _detector_tracks(persons)
     out = set()
-    for t in (t for t in detector if len(frames[t]) <= RIDER_FRAMES):
+    for t in detector:
         first = min(frames[t])
         for u in {q.track_id for q in persons[first]} - {t, None}:
             under = frames[u]
@@ -151,9 +165,14 @@ def _own_pose(track: dict[int, Person], under: dict[int, Person]) -> bool:
     """Whether `track` holds a pose of its own beside the track `under` it: on the frames where at least
     `OWN_POSE_JOINTS` labelled joints are sure (`MIN_SCORE`) in both, the median distance between those
     joints is `OWN_POSE` x the smaller box diagonal or more, on the median such frame; and the track's
-    person score is `OWN_POSE_SCORE` or more on its median frame. The man behind scored 0.42-0.43; faint
-    hits on a skier's back and skis (0.01-0.33) had poses apart from his as well."""
-    if float(np.median([p.score or 0.0 for p in track.values()])) < OWN_POSE_SCORE:
+    median person score is `OWN_POSE_SCORE` x that of `under` on the same frames or more. A share, as each
+    backbone scores on its own scale: on the real stills filmed as clips, people behind others scored
+    0.65-1.02 x the person in front with MoveNet (0.19-0.28) and 0.76-0.89 with BlazePose (0.36-0.43);
+    faint hits whose poses lay apart as well, on a skier's arm, back and skis, 0.24-0.44 (BlazePose)
+    and 0.35 (MoveNet)."""
+    own = float(np.median([p.score or 0.0 for p in track.values()]))
+    front = float(np.median([under[f].score or 0.0 for f in track]))
+    if own < OWN_POSE_SCORE * front:
         return False
     apart = [d for f, p in track.items() if (d := _pose_distance(p, under[f])) is not None]
     return bool(apart) and float(np.median(apart)) >= OWN_POSE

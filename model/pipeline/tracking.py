@@ -15,7 +15,9 @@ id, in this order of trust:
    within MAX_LOST frames where the camera's motion carries it (`_stitch`), and a frame where the
    detector missed a track seen before and after gets an interpolated box (one id across the miss). With
    a `Follower` as the detector, a track first found after the run's first frame is followed back from
-   there by its pose (`_follow_back`), as the Follower follows one past its last detection. Earlier
+   there by its pose (`_follow_back`), as the Follower follows one past its last detection; a track the
+   detector found now and then but never on `MIN_SEEN` frames in a row, which the Follower does not follow,
+   is followed on past its last detection (`_follow_on`). Earlier
    predictions in `known` (persons with scores) on the frames beside a run seed its tracks (`predicted`).
    After prediction, `model.pipeline.track_filters.drop_flicker` removes detected tracks that live for
    only 1-2 frames with a low score or on top of a longer track.
@@ -425,6 +427,8 @@ def _detect(
         _stitch(plans, run, {t for boxes in labels.boxes.values() for t in boxes})
         if (follow_back := getattr(detector, "follow_back", None)) is not None:
             _follow_back(plans, order, follow_back, unseen)
+            if getattr(detector, "redetect_every", 1) == 1:
+                _follow_on(plans, order, follow_back, unseen)
         _fill_gaps(plans, run, unseen)
 
 
@@ -542,6 +546,44 @@ def _follow_back(plans: dict[int, list[TrackBox]], order: list[int], follow_back
             plans[to] = sorted([*plans.get(to, []), TrackBox(tid, box, "detected", DETECTED_SCORE)],
                                key=lambda t: t.track_id)  # fmt: skip
             logger.debug("track %d followed back onto frame %d", tid, to)
+
+
+def _follow_on(plans: dict[int, list[TrackBox]], order: list[int], follow: FollowBack,
+               unseen: set[tuple[int, Box]]) -> None:  # fmt: skip
+    """Tracks followed on past their last detection, frame by frame (`follow`, which goes either way): the
+    `Follower` follows a missed person only once found on `MIN_SEEN` frames in a row, so one the detector
+    finds now and then was lost after their last detection. At most `MAX_UNSEEN` frames, stopping where
+    the pose is lost or lands on a box already there, as `_follow_back` does. Only a track whose last box
+    is a detection (not a box the Follower carried, whose end it decided) and which has more than
+    `SHORT_TRACK` detections in the run (the tracks `_fill_gaps` fills): a stray hit is not followed.
+    `order` is the run in the order it was detected; following goes along it.
+
+    On a real still filmed as a clip (COCO 197388, 16 frames), the front skier's hits scored just under
+    the detector's threshold on most frames: found on 5 frames, none of them in a row, he was filled
+    between them and lost after the last.
+    """
+    last: dict[int, int] = {}  # track -> index in `order` of its last box
+    detected: dict[int, int] = {}  # track -> its detections in the run
+    for i, f in enumerate(order):
+        for tb in plans.get(f, []):
+            last[tb.track_id] = i
+            if (f, tb.box) not in unseen:
+                detected[tb.track_id] = detected.get(tb.track_id, 0) + 1
+    for tid, i in sorted(last.items(), key=lambda item: item[1]):
+        box = next(tb.box for tb in plans[order[i]] if tb.track_id == tid)
+        if i == len(order) - 1 or detected.get(tid, 0) <= SHORT_TRACK or (order[i], box) in unseen:
+            continue
+        for j in range(i, min(i + MAX_UNSEEN, len(order) - 1)):
+            frame, to = order[j], order[j + 1]
+            if abs(to - frame) != 1:
+                break
+            moved = follow(frame, box, to, [tb.box for tb in plans.get(to, [])])
+            if moved is None:
+                break
+            box = moved  # `follow` lists it in `unseen`
+            plans[to] = sorted([*plans.get(to, []), TrackBox(tid, box, "detected", DETECTED_SCORE)],
+                               key=lambda t: t.track_id)  # fmt: skip
+            logger.debug("track %d followed on onto frame %d", tid, to)
 
 
 def _steady_start(plans: dict[int, list[TrackBox]], order: list[int], tid: int, i: int,

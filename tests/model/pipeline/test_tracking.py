@@ -629,3 +629,37 @@ def test_a_person_an_earlier_request_found_is_followed_onto_a_frame_the_detector
     if followed:
         (a,) = [tb for tb in plan[4] if tb.track_id == 7]
         assert follower.counts[(4, a.box)] == (seen, unseen + 1) and (4, a.box) in follower.unseen
+
+
+def test_a_person_the_detector_finds_now_and_then_is_followed_on_past_the_last_detection() -> None:
+    """A walks on to the end of the clip, but the detector finds A only now and then, never on 3 frames in a
+    row (so the Follower does not follow A): A's track is filled between its detections and followed on
+    from the last one to the end, under one id. B, found on 2 frames only, is not followed on; C, found on 3,
+    walks out of the frame's right edge and is followed only while the frame holds them."""
+    video = Video("sparse", 14, width=640, height=480)
+    people = {"A": lambda f: Box(40.0 + 15 * f, 100.0, 80.0, 200.0),
+              "B": lambda f: Box(300.0, 260.0, 60.0, 150.0),
+              "C": lambda f: Box(430.0 + 30 * f, 20.0, 60.0, 150.0)}  # half out on frame 6, out on 7
+    detections = {"A": (0, 2, 5, 7), "B": (1, 3), "C": (0, 1, 2)}
+
+    def pose(f: int, boxes: list[Box]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for b in boxes:
+            iou, who = max((b.iou(walk(f)), name) for name, walk in people.items())
+            out.append(_walker_pose(people[who](f)) if iou > 0.3 else _walker_pose(b, 0.05))
+        return out
+
+    follower = Follower(lambda f: [people[n](f) for n, frames in detections.items() if f in frames], pose,
+                        redetect_every=1, min_confidence=0.3, frame_size=(640, 480))
+    plan = plan_boxes(video, None, range(14), detector=follower)
+    on: dict[str, list[int]] = defaultdict(list)
+    ids: dict[str, set[int]] = defaultdict(set)
+    for f in range(14):
+        for tb in plan[f]:
+            (name,) = [n for n, walk in people.items() if tb.box.iou(walk(f).clip(640, 480)) > 0.5]
+            on[name].append(f)
+            ids[name].add(tb.track_id)
+    assert on["A"] == list(range(14)) and len(ids["A"]) == 1
+    assert all((f, tb.box) in follower.unseen for f in range(8, 14) for tb in plan[f] if tb.track_id in ids["A"])
+    assert on["B"] == [1, 3]  # 2 detections: neither filled between them nor followed on
+    assert on["C"] == list(range(on["C"][-1] + 1)) and on["C"][-1] in (5, 6)  # out of the frame from frame 7
