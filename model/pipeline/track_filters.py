@@ -22,7 +22,7 @@ EMPTY_POSE = 0.2  # a detected box whose best 10 labelled joints score under thi
 LOWER_SCORE = 0.7  # on too few frames, a detected box lying on a box scoring 1 / this x its own is dropped
 OWN_POSE = 0.2  # a rider whose joints lie this far from the longer track's (median, x the smaller box diagonal) ...
 OWN_POSE_JOINTS = 3  # ... judged on the frames where at least this many joints are sure in both, is a person
-OWN_POSE_SCORE = 0.5  # ... when its person score is this share of the longer track's or more (a faint pose is not a person)
+OWN_POSE_SCORE = 0.5  # ... when its person score is this share of the longer track's or more (not a faint pose)
 
 
 def drop_flicker(persons: dict[int, list[Person]], *, short: int = SHORT_TRACK, min_span: int = MIN_SPAN_TO_PRUNE,

@@ -534,18 +534,7 @@ def _follow_back(plans: dict[int, list[TrackBox]], order: list[int], follow_back
     for tid, i in sorted(first.items(), key=lambda item: item[1]):
         if i == 0 or not _steady_start(plans, order, tid, i, unseen):
             continue
-        box = next(tb.box for tb in plans[order[i]] if tb.track_id == tid)
-        for j in range(i, max(i - MAX_UNSEEN, 0), -1):
-            frame, to = order[j], order[j - 1]
-            if abs(to - frame) != 1:
-                break
-            moved = follow_back(frame, box, to, [tb.box for tb in plans.get(to, [])])
-            if moved is None:
-                break
-            box = moved  # `follow_back` lists it in `unseen`
-            plans[to] = sorted([*plans.get(to, []), TrackBox(tid, box, "detected", DETECTED_SCORE)],
-                               key=lambda t: t.track_id)  # fmt: skip
-            logger.debug("track %d followed back onto frame %d", tid, to)
+        _follow_steps(plans, order, tid, i, -1, follow_back)
 
 
 def _follow_on(plans: dict[int, list[TrackBox]], order: list[int], follow: FollowBack,
@@ -571,19 +560,27 @@ def _follow_on(plans: dict[int, list[TrackBox]], order: list[int], follow: Follo
                 detected[tb.track_id] = detected.get(tb.track_id, 0) + 1
     for tid, i in sorted(last.items(), key=lambda item: item[1]):
         box = next(tb.box for tb in plans[order[i]] if tb.track_id == tid)
-        if i == len(order) - 1 or detected.get(tid, 0) <= SHORT_TRACK or (order[i], box) in unseen:
-            continue
-        for j in range(i, min(i + MAX_UNSEEN, len(order) - 1)):
-            frame, to = order[j], order[j + 1]
-            if abs(to - frame) != 1:
-                break
-            moved = follow(frame, box, to, [tb.box for tb in plans.get(to, [])])
-            if moved is None:
-                break
-            box = moved  # `follow` lists it in `unseen`
-            plans[to] = sorted([*plans.get(to, []), TrackBox(tid, box, "detected", DETECTED_SCORE)],
-                               key=lambda t: t.track_id)  # fmt: skip
-            logger.debug("track %d followed on onto frame %d", tid, to)
+        if i < len(order) - 1 and detected.get(tid, 0) > SHORT_TRACK and (order[i], box) not in unseen:
+            _follow_steps(plans, order, tid, i, 1, follow)
+
+
+def _follow_steps(plans: dict[int, list[TrackBox]], order: list[int], tid: int, i: int, step: int,
+                  follow: FollowBack) -> None:  # fmt: skip
+    """Track `tid`'s box on `order[i]` followed frame by frame along `order` (`step` 1) or against it (-1),
+    each box added to `plans`: at most `MAX_UNSEEN` frames, up to the run's end or a frame that is not
+    adjacent, stopping where `follow` (which lists each box in the Follower's `unseen`) gives None."""
+    box = next(tb.box for tb in plans[order[i]] if tb.track_id == tid)
+    for j in range(i, i + step * MAX_UNSEEN, step):
+        if not 0 <= j + step < len(order) or abs(order[j + step] - order[j]) != 1:
+            break
+        to = order[j + step]
+        moved = follow(order[j], box, to, [tb.box for tb in plans.get(to, [])])
+        if moved is None:
+            break
+        box = moved
+        plans[to] = sorted([*plans.get(to, []), TrackBox(tid, box, "detected", DETECTED_SCORE)],
+                           key=lambda t: t.track_id)  # fmt: skip
+        logger.debug("track %d followed %s onto frame %d", tid, "on" if step == 1 else "back", to)
 
 
 def _steady_start(plans: dict[int, list[TrackBox]], order: list[int], tid: int, i: int,

@@ -508,6 +508,17 @@ def _late_follower(people: dict[str, Callable[[int], Box]], found_from: dict[str
     """People the detector finds from `found_from[name]` on; the pose pass finds whoever a box overlaps
     most (IoU > 0.3, sure), nobody elsewhere."""
 
+    def detect(f: int) -> list[Box]:
+        return [walk(f) for name, walk in people.items() if f >= found_from[name]]
+
+    return Follower(detect, _overlap_pose(people), redetect_every=every, min_confidence=0.3, frame_size=(640, 480))
+
+
+def _overlap_pose(
+    people: dict[str, Callable[[int], Box]],
+) -> Callable[[int, list[Box]], list[tuple[np.ndarray, np.ndarray]]]:
+    """A pose pass that finds, in each box, whoever it overlaps most (IoU > 0.3, sure), nobody elsewhere."""
+
     def pose(f: int, boxes: list[Box]) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
         for b in boxes:
@@ -515,10 +526,7 @@ def _late_follower(people: dict[str, Callable[[int], Box]], found_from: dict[str
             out.append(_walker_pose(people[who](f)) if iou > 0.3 else _walker_pose(b, 0.05))
         return out
 
-    def detect(f: int) -> list[Box]:
-        return [walk(f) for name, walk in people.items() if f >= found_from[name]]
-
-    return Follower(detect, pose, redetect_every=every, min_confidence=0.3, frame_size=(640, 480))
+    return pose
 
 
 @pytest.mark.parametrize("every", [1, 4])
@@ -641,15 +649,8 @@ def test_a_person_the_detector_finds_now_and_then_is_followed_on_past_the_last_d
               "B": lambda f: Box(300.0, 260.0, 60.0, 150.0),
               "C": lambda f: Box(430.0 + 30 * f, 20.0, 60.0, 150.0)}  # half out on frame 6, out on 7
     detections = {"A": (0, 2, 5, 7), "B": (1, 3), "C": (0, 1, 2)}
-
-    def pose(f: int, boxes: list[Box]) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
-        for b in boxes:
-            iou, who = max((b.iou(walk(f)), name) for name, walk in people.items())
-            out.append(_walker_pose(people[who](f)) if iou > 0.3 else _walker_pose(b, 0.05))
-        return out
-
-    follower = Follower(lambda f: [people[n](f) for n, frames in detections.items() if f in frames], pose,
+    follower = Follower(lambda f: [people[n](f) for n, frames in detections.items() if f in frames],
+                        _overlap_pose(people),
                         redetect_every=1, min_confidence=0.3, frame_size=(640, 480))
     plan = plan_boxes(video, None, range(14), detector=follower)
     on: dict[str, list[int]] = defaultdict(list)
