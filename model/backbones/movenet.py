@@ -111,9 +111,7 @@ class MoveNetModel:
         if square_rgb.shape != (INPUT_SIDE, INPUT_SIDE, 3):
             raise ValueError(f"MoveNet looks at a ({INPUT_SIDE}, {INPUT_SIDE}, 3) RGB square, got {square_rgb.shape}")
         out, centres, chosen = self._outputs(square_rgb)
-        yxs = out[0, 0].astype(np.float64)
-        kp = np.stack([yxs[:, 1] * INPUT_SIDE, yxs[:, 0] * INPUT_SIDE, yxs[:, 2]], axis=1)
-        return kp, centres, float(centres.reshape(-1)[chosen])
+        return _xy_score(out, INPUT_SIDE), centres, float(centres.reshape(-1)[chosen])
 
     def keypoints(self, square_rgb: np.ndarray) -> np.ndarray:
         """(17, 3) x, y (pixels of the square) and score of the person nearest the centre of an RGB square."""
@@ -122,8 +120,14 @@ class MoveNetModel:
             raise ValueError(f"MoveNet takes an (S, S, 3) RGB square, got {square_rgb.shape}")
         interp = cv2.INTER_AREA if side > INPUT_SIDE else cv2.INTER_LINEAR
         small = cv2.resize(square_rgb, (INPUT_SIDE, INPUT_SIDE), interpolation=interp)
-        yxs = self._run(small)[0, 0].astype(np.float64)
-        return np.stack([yxs[:, 1] * side, yxs[:, 0] * side, yxs[:, 2]], axis=1)
+        return _xy_score(self._run(small), side)
+
+
+def _xy_score(out: np.ndarray, side: int) -> np.ndarray:
+    """The graph's (1, 1, 17, 3) y, x (fractions of the square), score -> (17, 3) x, y in pixels of a square of
+    `side`, score."""
+    yxs = out[0, 0].astype(np.float64)
+    return np.stack([yxs[:, 1] * side, yxs[:, 0] * side, yxs[:, 2]], axis=1)
 
 
 def average_flip(plain: np.ndarray, mirrored: np.ndarray, width: float) -> np.ndarray:

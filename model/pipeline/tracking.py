@@ -534,7 +534,8 @@ def _follow_back(plans: dict[int, list[TrackBox]], order: list[int], follow_back
     for tid, i in sorted(first.items(), key=lambda item: item[1]):
         if i == 0 or not _steady_start(plans, order, tid, i, unseen):
             continue
-        _follow_steps(plans, order, tid, i, -1, follow_back)
+        box = next(tb.box for tb in plans[order[i]] if tb.track_id == tid)
+        _follow_steps(plans, order, tid, box, i, -1, follow_back)
 
 
 def _follow_on(plans: dict[int, list[TrackBox]], order: list[int], follow: FollowBack,
@@ -561,15 +562,14 @@ def _follow_on(plans: dict[int, list[TrackBox]], order: list[int], follow: Follo
     for tid, i in sorted(last.items(), key=lambda item: item[1]):
         box = next(tb.box for tb in plans[order[i]] if tb.track_id == tid)
         if i < len(order) - 1 and detected.get(tid, 0) > SHORT_TRACK and (order[i], box) not in unseen:
-            _follow_steps(plans, order, tid, i, 1, follow)
+            _follow_steps(plans, order, tid, box, i, 1, follow)
 
 
-def _follow_steps(plans: dict[int, list[TrackBox]], order: list[int], tid: int, i: int, step: int,
+def _follow_steps(plans: dict[int, list[TrackBox]], order: list[int], tid: int, box: Box, i: int, step: int,
                   follow: FollowBack) -> None:  # fmt: skip
-    """Track `tid`'s box on `order[i]` followed frame by frame along `order` (`step` 1) or against it (-1),
+    """Track `tid`'s `box` on `order[i]` followed frame by frame along `order` (`step` 1) or against it (-1),
     each box added to `plans`: at most `MAX_UNSEEN` frames, up to the run's end or a frame that is not
     adjacent, stopping where `follow` (which lists each box in the Follower's `unseen`) gives None."""
-    box = next(tb.box for tb in plans[order[i]] if tb.track_id == tid)
     for j in range(i, i + step * MAX_UNSEEN, step):
         if not 0 <= j + step < len(order) or abs(order[j + step] - order[j]) != 1:
             break
