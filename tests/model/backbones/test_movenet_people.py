@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from annotation_io.types import Box
-from model.backbones.movenet_people import GRID_MAX, centre_grid, find_more_people, grid_tiles
+from model.backbones.movenet import INPUT_SIDE
+from model.backbones.movenet_people import GRID_MAX, GRID_MIN, centre_grid, find_more_people, grid_tiles
 from model.backbones.movenet_weights import DEFAULT_WEIGHTS
 from model.bench.real import load_stills
 from tests.model.backbones.conftest import STILLS
@@ -53,13 +54,15 @@ def _scene() -> tuple[np.ndarray, list[Box]]:
 
 
 def test_the_grid_keeps_tiles_large_enough_for_a_person() -> None:
-    """Tiles of 300 px at least, 3 to 9 along the long side; none where three would not fit (a 640 px photograph),
-    and on the short side as few rows as overlap (5 on 1080p)."""
+    """Tiles of 300 px at least, 3 to 9 along the long side; 3 on smaller frames while their tiles keep the
+    network's 256 px (a 640 px photograph), none below; and on the short side as few rows as overlap (5 on
+    1080p)."""
     assert centre_grid(1920, 1080) == GRID_MAX == 9
     assert centre_grid(1280, 720) == 6
     assert centre_grid(720, 1280) == 6  # the long side decides, portrait or landscape
-    assert centre_grid(800, 600) == 3
-    assert centre_grid(640, 480) == centre_grid(400, 300) == 0
+    assert centre_grid(800, 600) == centre_grid(640, 480) == centre_grid(589, 400) == GRID_MIN == 3
+    assert grid_tiles(640, 480, 3)[0][2] >= INPUT_SIDE
+    assert centre_grid(588, 400) == centre_grid(480, 360) == centre_grid(400, 300) == 0
     tiles = grid_tiles(1920, 1080, 9)
     sides = {side for _, _, side in tiles}
     assert len(tiles) == 9 * 5 and len(sides) == 1 and 300 <= sides.pop() <= 320
@@ -87,7 +90,8 @@ def test_nobody_is_added_where_everyone_is_found_or_nobody_is_there(model) -> No
     frame, boxes = _scene()
     assert find_more_people(model, frame, boxes) == []
     assert find_more_people(model, _background(1), []) == []
-    assert find_more_people(model, frame[:300, :400], []) == []  # too small for a grid
+    assert find_more_people(model, _background(2)[:480, :640], []) == []  # a small frame's grid, nobody there
+    assert find_more_people(model, frame[:300, :580], []) == []  # too small for a grid
     assert find_more_people(model, frame, [], max_people=0) == []
 
 
@@ -111,3 +115,4 @@ def test_the_predictor_adds_them_to_the_detector_s_people(monkeypatch: pytest.Mo
     assert len(found) == (3 if centre_people else 2)
     if centre_people:
         assert found[2].iou(boxes[1]) >= 0.5, found
+

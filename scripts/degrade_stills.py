@@ -1,0 +1,121 @@
+"""Real stills as footage gets them, for `bench-real --data`: a copy of a stills folder, every image made grey,
+blurred, noisy, JPEG-compressed or dark.
+
+The real stills are photographs; frames of real footage are rarely as clean: grey (infrared and old cameras),
+blurred by motion or focus, noisy in low light, compressed by the codec, dark. This script writes a copy of a
+folder in the real-stills layout (``annotations/val/*.json`` + ``images/val/<name>/*.jpg``) with one such
+change made to every image; the annotations are copied unchanged (no change moves a pixel), and
+``python -m model bench-real --data OUT`` scores it as it scores the stills.
+
+- ``grey``: the image's luminance on all three channels;
+- ``blur``: Gaussian blur, sigma ``BLUR_SIGMA`` x the image's long side (2.5 px on a 640 px photograph);
+- ``noise``: Gaussian noise of ``NOISE_SIGMA`` grey levels per channel (seeded: the same every run);
+- ``jpeg``: re-encoded as JPEG of quality ``LOW_JPEG_QUALITY``;
+- ``dark``: every pixel value times ``DARK_GAIN``.
+
+Every image is then saved as JPEG of quality ``SAVE_QUALITY``.
+
+    python -m scripts.degrade_stills --kind grey --out /tmp/stills-grey
+    python -m model bench-real --data /tmp/stills-grey
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+BLUR_SIGMA = 2.5 / 640  # x the long side
+NOISE_SIGMA = 20.0  # grey levels
+LOW_JPEG_QUALITY = 15
+DARK_GAIN = 0.3
+SAVE_QUALITY = 95
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-stills"
+OUTPUT_NAMES = {"annotations", "images"}  # what a run writes: only such a folder is replaced
+
+
+class StillsError(Exception):
+    """The source is not a stills folder, an image cannot be read, or --out holds something else."""
+
+
+def _grey(image: np.ndarray, _seed: int) -> np.ndarray:
+    return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+
+
+def _blur(image: np.ndarray, _seed: int) -> np.ndarray:
+    return cv2.GaussianBlur(image, (0, 0), BLUR_SIGMA * max(image.shape[:2]))
+
+
+def _noise(image: np.ndarray, seed: int) -> np.ndarray:
+    noise = np.random.default_rng(seed).normal(0.0, NOISE_SIGMA, image.shape)
+    return np.clip(image.astype(np.float64) + noise, 0, 255).astype(np.uint8)
+
+
+def _jpeg(image: np.ndarray, _seed: int) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, LOW_JPEG_QUALITY])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 BGR image
+        raise StillsError("OpenCV could not encode an image as JPEG")
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
+def _dark(image: np.ndarray, _seed: int) -> np.ndarray:
+    return np.clip(image.astype(np.float64) * DARK_GAIN, 0, 255).astype(np.uint8)
+
+
+KINDS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "grey": _grey, "blur": _blur, "noise": _noise, "jpeg": _jpeg, "dark": _dark,
+}
+
+
+def degrade(data: Path, out: Path, kind: str) -> int:
+    """Writes `data` to `out` (replaced) with every image changed by `kind`; returns the number of images."""
+    change = KINDS[kind]
+    images = sorted((data / "images").rglob("*.jpg"))
+    if not (data / "annotations").is_dir() or not images:
+        raise StillsError(f"{data} is not a stills folder (annotations/ and images/**/*.jpg)")
+    if out.exists():
+        if not out.is_dir() or {p.name for p in out.iterdir()} - OUTPUT_NAMES:
+            raise StillsError(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
+        shutil.rmtree(out)  # an earlier run's annotations/ and images/ only
+    shutil.copytree(data / "annotations", out / "annotations")
+    for path in images:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise StillsError(f"cannot read the image {path}")
+        relative = path.relative_to(data)
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        seed = zlib.crc32(relative.as_posix().encode())  # each image its own noise, the same every run
+        if not cv2.imwrite(str(target), change(image, seed), [cv2.IMWRITE_JPEG_QUALITY, SAVE_QUALITY]):
+            raise StillsError(f"cannot write {target}")
+    return len(images)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.degrade_stills", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="stills folder (default ../shared/data/real-stills)")
+    parser.add_argument("--kind", choices=sorted(KINDS), required=True, help="the change made to every image")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder to write: new, empty, or an earlier run's output (which is replaced)")
+    args = parser.parse_args(argv)
+    if args.out.resolve() == args.data.resolve():
+        print("error: --out is the --data folder; give a new folder", file=sys.stderr)
+        return 1
+    try:
+        count = degrade(args.data, args.out, args.kind)
+    except StillsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{count} images, {args.kind} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

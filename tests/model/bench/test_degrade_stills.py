@@ -1,0 +1,73 @@
+"""`scripts.degrade_stills`: the real stills made grey, blurred, noisy, compressed or dark, in their own layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from model.bench.real import load_stills
+from scripts.degrade_stills import DARK_GAIN, KINDS, main
+
+STILLS = Path(__file__).resolve().parents[2] / "assets" / "real-stills"  # four of the shared set
+
+
+def _sharpness(image: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_image_is_changed_and_the_annotations_are_kept(tmp_path: Path, kind: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / kind
+    assert main(["--data", str(STILLS), "--kind", kind, "--out", str(out)]) == 0
+    assert f"4 images, {kind} -> {out}" in capsys.readouterr().out
+    before = {video.name: (video, image) for video, image in load_stills(STILLS)}
+    after = {video.name: (video, image) for video, image in load_stills(out)}
+    assert sorted(after) == sorted(before) and len(after) == 4
+    for path in (STILLS / "annotations").rglob("*.json"):  # the annotations as they were
+        assert (out / path.relative_to(STILLS)).read_bytes() == path.read_bytes()
+    for name, (_, image) in after.items():
+        source = before[name][1]
+        assert image.shape == source.shape
+        change = np.abs(image.astype(int) - source.astype(int)).mean()
+        if kind == "grey":
+            assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
+        elif kind == "dark":
+            assert image.mean() == pytest.approx(DARK_GAIN * source.mean(), rel=0.05)
+        elif kind == "blur":
+            assert _sharpness(image) < 0.2 * _sharpness(source)
+        else:  # noise, jpeg: changed, roughly the same picture
+            assert 2 < change < 25, change
+    if kind == "grey":  # the test means something: the stills have colour
+        assert any(np.abs(image[..., 0].astype(int) - image[..., 2]).mean() > 5 for _, image in before.values())
+
+
+def test_the_same_noise_every_run_and_a_second_run_replaces_the_first(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert main(["--data", str(STILLS), "--kind", "noise", "--out", str(first)]) == 0
+    assert main(["--data", str(STILLS), "--kind", "noise", "--out", str(second)]) == 0
+    images = sorted(p.relative_to(first) for p in first.rglob("*.jpg"))
+    assert images and images == sorted(p.relative_to(second) for p in second.rglob("*.jpg"))
+    for path in images:
+        assert (first / path).read_bytes() == (second / path).read_bytes()
+    assert main(["--data", str(STILLS), "--kind", "grey", "--out", str(first)]) == 0  # an earlier output: replaced
+    grey = cv2.imread(str(first / images[0]))
+    assert np.array_equal(grey[..., 0], grey[..., 1])
+
+
+def test_bad_folders_are_refused_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    assert main(["--data", str(STILLS), "--kind", "grey", "--out", str(taken)]) == 1
+    assert "holds more than an earlier run's output" in capsys.readouterr().err
+    assert (taken / "notes.txt").read_text() == "mine"  # nothing of it removed
+    assert main(["--data", str(tmp_path / "nowhere"), "--kind", "grey", "--out", str(tmp_path / "o")]) == 1
+    assert "is not a stills folder" in capsys.readouterr().err
+    assert main(["--data", str(STILLS), "--kind", "grey", "--out", str(STILLS)]) == 1
+    assert "--out is the --data folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--data", str(STILLS), "--kind", "sepia", "--out", str(tmp_path / "o")])
