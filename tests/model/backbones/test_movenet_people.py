@@ -115,4 +115,3 @@ def test_the_predictor_adds_them_to_the_detector_s_people(monkeypatch: pytest.Mo
     assert len(found) == (3 if centre_people else 2)
     if centre_people:
         assert found[2].iou(boxes[1]) >= 0.5, found
-
