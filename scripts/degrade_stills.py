@@ -31,13 +31,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from model.bench.real import clear_stills_output
+
 BLUR_SIGMA = 2.5 / 640  # x the long side
 NOISE_SIGMA = 20.0  # grey levels
 LOW_JPEG_QUALITY = 15
 DARK_GAIN = 0.3
 SAVE_QUALITY = 95
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-stills"
-OUTPUT_NAMES = {"annotations", "images"}  # what a run writes: only such a folder is replaced
 
 
 class StillsError(Exception):
@@ -79,10 +80,8 @@ def degrade(data: Path, out: Path, kind: str) -> int:
     images = sorted((data / "images").rglob("*.jpg"))
     if not (data / "annotations").is_dir() or not images:
         raise StillsError(f"{data} is not a stills folder (annotations/ and images/**/*.jpg)")
-    if out.exists():
-        if not out.is_dir() or {p.name for p in out.iterdir()} - OUTPUT_NAMES:
-            raise StillsError(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
-        shutil.rmtree(out)  # an earlier run's annotations/ and images/ only
+    if not clear_stills_output(out):
+        raise StillsError(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
     shutil.copytree(data / "annotations", out / "annotations")
     for path in images:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)

@@ -38,6 +38,7 @@ import numpy as np
 
 from annotation_io import posetrack
 from annotation_io.types import Box, Frame, Person, Video
+from model.bench.real import clear_stills_output
 from model.bench.real_score import LIMB_SLOTS
 
 HEAD_PROXY = 0.15  # the real stills' head box: a square of this x the person box height, top centre
@@ -49,7 +50,6 @@ MPII_TO_POSETRACK = {0: 16, 1: 14, 2: 12, 3: 11, 4: 13, 5: 15, 8: 1, 9: 2, 10: 1
                      14: 7, 15: 9}  # pelvis (6) and thorax (7) have no slot
 AIC_TO_POSETRACK = {0: 6, 1: 8, 2: 10, 3: 5, 4: 7, 5: 9, 6: 12, 7: 14, 8: 16, 9: 11, 10: 13, 11: 15, 12: 2, 13: 1}
 COCO_TO_POSETRACK = {0: 0, **{i: i for i in range(5, 17)}}  # eyes and ears: the stills leave them out
-OUTPUT_NAMES = {"annotations", "images"}  # what a run writes: only such a folder is replaced
 
 
 class SourceError(Exception):
@@ -146,10 +146,8 @@ def convert(mmpose: Path, out: Path) -> tuple[int, int, int]:
     data = mmpose / "tests" / "data"
     if not data.is_dir():
         raise SourceError(f"{mmpose} has no tests/data folder (pass a checkout of open-mmlab/mmpose)")
-    if out.exists():
-        if not out.is_dir() or {p.name for p in out.iterdir()} - OUTPUT_NAMES:
-            raise SourceError(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
-        shutil.rmtree(out)  # an earlier run's annotations/ and images/ only
+    if not clear_stills_output(out):
+        raise SourceError(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
     images = people = joints = 0
     for name, path, persons in sources(data):
         limbs = {id(p): int((p.keypoints[LIMB_SLOTS, 2] > 0).sum()) for p in persons}

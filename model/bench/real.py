@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LIMB_SLOTS", "RealScore", "handle", "register_parser", "run_real_bench", "run_real_clips", "score_frame"]
+__all__ = ["LIMB_SLOTS", "RealScore", "clear_stills_output", "handle", "register_parser", "run_real_bench", "run_real_clips", "score_frame"]
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real-stills"
 MODES = ("detector", "boxes given")
@@ -86,6 +87,20 @@ def load_stills(root: Path) -> list[tuple[Video, np.ndarray]]:
             raise FileNotFoundError(f"cannot read the image {root / name} named by {path}")
         out.append((video, image))
     return out
+
+
+STILLS_FOLDERS = {"annotations", "images"}  # what a stills folder holds
+
+
+def clear_stills_output(out: Path) -> bool:
+    """Makes way for a stills folder written to `out`: an earlier one there (nothing but annotations/ and
+    images/) is removed. Returns False, removing nothing, where `out` is a file or holds anything else."""
+    if not out.exists():
+        return True
+    if not out.is_dir() or {p.name for p in out.iterdir()} - STILLS_FOLDERS:
+        return False
+    shutil.rmtree(out)
+    return True
 
 
 def box_only(video: Video) -> Video:
