@@ -15,6 +15,7 @@ from model.backbones.movenet import INPUT_SIDE
 from model.backbones.movenet_people import GRID_MAX, GRID_MIN, centre_grid, find_more_people, grid_tiles
 from model.backbones.movenet_weights import DEFAULT_WEIGHTS
 from model.bench.real import load_stills
+from scripts.degrade_stills import KINDS
 from tests.model.backbones.conftest import STILLS
 
 needs_weights = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason=f"{DEFAULT_WEIGHTS} not fetched (make movenet)")
@@ -83,6 +84,20 @@ def test_a_person_the_detector_missed_is_found_and_no_one_else(model) -> None:  
         assert len(added) == 1, (missed, added)
         box, score = added[0]
         assert box.iou(boxes[missed]) >= 0.5 and 0.0 < score <= 1.0, (missed, box, boxes[missed])
+
+
+@needs_weights
+@pytest.mark.parametrize("kind", ["blur", "grey"])
+@pytest.mark.parametrize("missed", [1, 3])
+def test_small_people_in_blurred_or_grey_footage_are_found(model, kind: str, missed: int) -> None:  # type: ignore[no-untyped-def]
+    """COCO 196141 blurred or made grey as `scripts.degrade_stills` does: its two small people (48 and 30 px
+    wide on the 640 px photograph) are still found with the others known; the network's presence there
+    is 0.52-0.56, which the 0.6 asked before turned away."""
+    video, image = {v.name: (v, im) for v, im in load_stills(STILLS)}["coco_000000196141"]
+    boxes = [p.box for p in video.frames[0].persons]
+    frame = KINDS[kind](image, 0)
+    added = find_more_people(model, frame, [b for i, b in enumerate(boxes) if i != missed])
+    assert len(added) == 1 and added[0][0].iou(boxes[missed]) >= 0.5, (added, boxes[missed])
 
 
 @needs_weights
