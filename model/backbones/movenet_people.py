@@ -42,7 +42,7 @@ images unchanged. It costs about 0.3 s more per 640 px frame (1.6 -> 1.9 s per s
 look at them gives small people and people cut by the frame's edge a presence of 0.52-0.56; at 0.5 the
 blurred stills went from 55.1% to 63.2% and the grey ones from 62.4% to 67.1%, the clean stills and held-out
 images unchanged. No look at the animals of mmpose's test images reached 0.4, clean or degraded, and the
-people it adds on the held-out images and the stills' camera clips are real, unannotated ones.
+people it adds that were looked at (held-out images, the stills' camera clips) are real, unannotated ones.
 """
 
 from __future__ import annotations
