@@ -6,8 +6,10 @@ and an optional quantisation: float16, or uint8/uint16 with a scale and minimum)
 needed to run one: the nodes come in topological order, and each op here maps to a torch call. Values
 keep TensorFlow's layout (NHWC activations, HWIO kernels). Pointwise convolutions (1x1, stride 1: most
 of MoveNet's arithmetic) are matrix products on the NHWC values; the others run on their NCHW view,
-which is channels-last in memory, so nothing is reordered (MoveNet Thunder: 1.45x faster per pass on
-this CPU than permuting and padding every convolution's input, the outputs equal to float rounding).
+which is channels-last in memory, so nothing is reordered. Against permuting and padding every
+convolution's input, MoveNet Thunder on a 2-core CPU: 1.5-1.8x faster on a random 256x256 input, 1.2-1.35x
+on real person crops (whose black borders make subnormal floats that slow the matrix products); the
+outputs equal to float rounding (README, "Speed on CPU and GPU").
 
 Only the ops in `SUPPORTED_OPS` are run: a graph with any other op, a damaged manifest or shards of the
 wrong size is refused at load with a `TfjsGraphError` that names the file and what is wrong. TF's

@@ -88,9 +88,9 @@ def test_a_strided_same_convolution_pads_as_tensorflow_does(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("size", [5, 6])
 def test_pointwise_and_evenly_padded_convolutions_in_a_chain(tmp_path: Path, size: int) -> None:
-    """The shortcuts: a 1x1 stride-1 convolution (a matrix product on NHWC, with and without bias) feeding
-    a 3x3 stride-1 SAME one (its padding handed to the convolution) feeding a 1x1 stride-2 one (no
-    shortcut), each checked against TensorFlow's arithmetic on odd and even sizes, Relu fused."""
+    """The shortcuts: a 1x1 stride-1 convolution (a matrix product on NHWC; with bias and Relu, and without
+    either) feeding a 3x3 stride-1 SAME one (its padding handed to the convolution) feeding a 1x1 stride-2
+    one (no shortcut), each checked against TensorFlow's arithmetic on odd and even sizes."""
     rng = np.random.default_rng(2)
     w1, w2, w3 = (rng.normal(size=s).astype(np.float32) for s in ((1, 1, 3, 5), (3, 3, 5, 4), (1, 1, 4, 2)))
     b1, b3 = rng.normal(size=5).astype(np.float32), rng.normal(size=2).astype(np.float32)
@@ -99,11 +99,12 @@ def test_pointwise_and_evenly_padded_convolutions_in_a_chain(tmp_path: Path, siz
               "attr": _conv_attr(1, "SAME", ("BiasAdd", "Relu"))},
              {"name": "sq", "op": "Conv2D", "input": ["pw", "w2"], "attr": _conv_attr(1, "SAME", ())},
              {"name": "st", "op": "_FusedConv2D", "input": ["sq", "w3", "b3"],
-              "attr": _conv_attr(2, "VALID", ("BiasAdd",))}]  # fmt: skip
+              "attr": _conv_attr(2, "VALID", ("BiasAdd",))},
+             {"name": "plain", "op": "Conv2D", "input": ["sq", "w3"], "attr": _conv_attr(1, "VALID", ())}]  # fmt: skip
     graph = TfjsGraph(_write(tmp_path, nodes, {"w1": (w1, None), "b1": (b1, None), "w2": (w2, None),
                                                "w3": (w3, None), "b3": (b3, None)}))  # fmt: skip
     x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
-    pw, sq, st = graph.run({"x": torch.from_numpy(x)}, ["pw", "sq", "st"])
+    pw, sq, st, plain = graph.run({"x": torch.from_numpy(x)}, ["pw", "sq", "st", "plain"])
     want_pw = np.maximum(np.einsum("nhwc,co->nhwo", x, w1[0, 0]) + b1, 0)
     want_sq = _tf_same_conv(want_pw, w2, 1)
     want_st = np.einsum("nhwc,co->nhwo", want_sq[:, ::2, ::2], w3[0, 0]) + b3
@@ -111,6 +112,7 @@ def test_pointwise_and_evenly_padded_convolutions_in_a_chain(tmp_path: Path, siz
     np.testing.assert_allclose(pw.numpy(), want_pw, atol=1e-5)
     np.testing.assert_allclose(sq.numpy(), want_sq, atol=1e-4)
     np.testing.assert_allclose(st.numpy(), want_st, atol=1e-4)
+    np.testing.assert_allclose(plain.numpy(), np.einsum("nhwc,co->nhwo", want_sq, w3[0, 0]), atol=1e-4)
     assert (pw.numpy() == 0).any() and (want_sq < 0).any()  # Relu acted on the first and not on the second
 
 
