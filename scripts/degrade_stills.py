@@ -31,14 +31,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.bench.real import clear_stills_output
+from model.bench.real import DEFAULT_DATA, clear_stills_output
 
 BLUR_SIGMA = 2.5 / 640  # x the long side
 NOISE_SIGMA = 20.0  # grey levels
 LOW_JPEG_QUALITY = 15
 DARK_GAIN = 0.3
 SAVE_QUALITY = 95
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-stills"
 
 
 class StillsError(Exception):
