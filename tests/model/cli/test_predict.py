@@ -186,7 +186,7 @@ def _sim(gt: Path):  # noqa: ANN202 (a PredictorFactory)
     def factory(options: PredictOptions) -> Predictor:
         net, version = load_head(options.head, "simulated") if options.head is not None else (None, None)
         config = InferConfig(mode=options.mode, label_aware=options.label_aware,  # type: ignore[arg-type]
-                             redetect_every=options.redetect_every)
+                             redetect_every=options.redetect_every, denoise=options.denoise)
         return Predictor(SimulatedBackbone(posetrack.load(gt)), net, config=config, head_version=version)
 
     return factory
@@ -558,6 +558,22 @@ def test_redetect_every_reaches_the_predictor_and_follows_people(synth: Path, tm
         assert main(argv, predictor_factory=factory) == 0
     assert calls[1] == FRAMES and 1 <= calls[5] < FRAMES  # people followed between detections
     assert build_predictor(PredictOptions(redetect_every=10)).config.redetect_every == 10
+
+
+def test_no_denoise_reaches_the_predictor(synth: Path, tmp_path: Path) -> None:
+    gt_path, _ = _paths(synth)
+    seen: list[bool] = []
+
+    def factory(options: PredictOptions):  # noqa: ANN202
+        predictor = _sim(gt_path)(options)
+        seen.append(predictor.config.denoise)
+        return predictor
+
+    folder = synth / "images" / VID
+    for extra in ([], ["--no-denoise"]):
+        argv = [str(folder), "--out", str(tmp_path / f"d{len(extra)}.json"), "--no-progress", "--frames", "0:2", *extra]
+        assert main(argv, predictor_factory=factory) == 0
+    assert seen == [True, False]
 
 
 def test_help_names_every_input_kind(capsys: pytest.CaptureFixture[str]) -> None:
