@@ -8,8 +8,8 @@ by nothing in the product):
   with torch ops).
 - `heatmaps`: the heatmap codec and the one home of the target sigma; `transforms`: crop geometry;
   `checkpoint`: our checkpoints, the official DCPose file, bare HRNet state dicts; `device`: whether a
-  device is there (the service's DEVICE and the command lines' --device share it); `frame_prep`: dark frames
-  brightened and grainy ones filtered before the pipeline and the training look at them.
+  device is there (the service's DEVICE and the command lines' --device share it); `denoise`: grainy frames
+  filtered before the pipeline and the training look at them.
 - `backbones/`: `names` (the one list of backbone names), `base` (the Backbone protocol and the
   per-video hook), `hrnet` and `blazepose_heatmaps` (adapters), `tflite` (bundled mediapipe models run
   through mediapipe's graph bindings), `landmarks` (BlazePose's landmark model on a known box / ROI),

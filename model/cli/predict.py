@@ -103,7 +103,7 @@ class PredictOptions:
     mode: str = "cached"
     label_aware: bool = True
     redetect_every: int = 1
-    prepare_frames: bool = True
+    denoise: bool = True
 
 
 PredictorFactory = Callable[[PredictOptions], "Predictor"]
@@ -115,8 +115,7 @@ def build_predictor(options: PredictOptions) -> Predictor:
     from model.pipeline.predictor import Predictor
 
     config = InferConfig(mode=options.mode, label_aware=options.label_aware,  # type: ignore[arg-type]
-                         redetect_every=options.redetect_every,
-                         prepare_frames=options.prepare_frames)
+                         redetect_every=options.redetect_every, denoise=options.denoise)
     return Predictor.create(backbone=options.backbone, checkpoint=options.checkpoint, head=options.head,
                             device=options.device, config=config)
 
@@ -244,9 +243,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                         metavar="N",
                         help="where no label reaches, run the person detector every N frames and follow people "
                         "between (default 1: every frame, finds the most people; 10: 2.3x faster on one person)")
-    parser.add_argument("--raw-frames", action="store_true",
-                        help="use frames as they are (default: dark ones brightened and grainy ones filtered first; "
-                        "faster on such footage, fewer people found)")
+    parser.add_argument("--no-denoise", action="store_true",
+                        help="use grainy frames as they are (default: filtered first; faster, fewer people found)")
     parser.add_argument("--frames", type=str, help="frames a:b to predict (default all)")
     parser.add_argument("--render", type=Path, help="also write an overlay video here (.mp4, .avi, .mov, .m4v or .mkv; mp4v codec)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -290,7 +288,7 @@ def handle(args: argparse.Namespace, *, predictor_factory: PredictorFactory | No
     backbone = args.backbone or default_backbone(args.checkpoint)
     options = PredictOptions(backbone=backbone, checkpoint=args.checkpoint, head=args.head,
                              device=args.device, mode=args.mode, label_aware=not args.no_label_aware,
-                             redetect_every=args.redetect_every, prepare_frames=not args.raw_frames)
+                             redetect_every=args.redetect_every, denoise=not args.no_denoise)
     try:
         with quiet:
             run_predict(

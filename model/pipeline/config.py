@@ -46,8 +46,8 @@ class InferConfig:
         centre_people: with the movenet backbone, the detector's people are joined by those MoveNet's
             person-centre heatmap finds over tiles of the frame (seated people, small people;
             `model.backbones.movenet_people`).
-        prepare_frames: dark frames are brightened and grainy ones filtered (non-local means) before
-            anything looks at them (`model.frame_prep`); other frames are used as they are.
+        denoise: frames whose noise estimate is high are filtered (non-local means) before anything looks
+            at them (`model.denoise`); clean frames are used as they are.
     """
 
     mode: Mode = "cached"
@@ -64,7 +64,7 @@ class InferConfig:
     follow_omissions: bool = True
     one_per_box: bool = True
     centre_people: bool = True
-    prepare_frames: bool = True
+    denoise: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -2,9 +2,8 @@
 
 Pipeline of one `Predictor.predict_video` call (the released DCPose inference, §5.2-§6 of its paper):
 
-0. Frames are read through `model.frame_prep.PreparedFrames` (`InferConfig.prepare_frames`): a dark frame
-   is brightened and a grainy one filtered before the detector, the backbone or the optical flow sees it;
-   any other is used as it is.
+0. Frames are read through `model.denoise.DenoisedFrames` (`InferConfig.denoise`): a grainy frame is
+   filtered before the detector, the backbone or the optical flow sees it; a clean one is used as it is.
 1. Boxes and track ids come from `model.pipeline.tracking.plan_boxes` (human > interpolated > carried >
    detected). Carried boxes are moved frame by frame outward from their label: frame f is cropped
    with the box of frame f-1 (f+1 going backwards), the backbone heatmaps of that crop are decoded,
@@ -66,7 +65,7 @@ from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
 from model.backbones.factory import build_backbone
 from model.backbones.movenet import MoveNetBackbone
 from model.backbones.yolo_pose import YoloPoseBackbone
-from model.frame_prep import PreparedFrames
+from model.denoise import DenoisedFrames
 from model.nets.dcpose import DCPose
 from model.nets.runtime import autocast, check_precision, place_module
 from model.pipeline.config import InferConfig, Progress
@@ -279,8 +278,8 @@ class Predictor:
             video = replace(video, width=int(reader.width), height=int(reader.height))  # type: ignore[attr-defined]
         if not requested:
             return assemble_output(video, requested, {})
-        if self.config.prepare_frames:
-            reader = PreparedFrames(reader)  # ahead of the read-ahead: its threads do the work
+        if self.config.denoise:
+            reader = DenoisedFrames(reader)  # ahead of the read-ahead: its threads do the filtering
         job = VideoJob(self._stages(), video, known, reader, num_frames, first_track_id=first_track_id)
         job.plan(requested)
         # Frames the run will read, in order (each person-frame's own and, with a head, neighbours'),

@@ -25,7 +25,7 @@ from annotation_io.skeletons import NUM_KEYPOINTS
 from annotation_io.types import Box
 from annotation_io.video import FrameReader
 from model.backbones.base import Backbone, bind_video
-from model.frame_prep import PreparedFrames
+from model.denoise import DenoisedFrames
 from model.training.samples import TrainSample, round_box
 from model.transforms import HEATMAP_SIZE, INPUT_SIZE, CropGeometry, crop_geometry, crop_image
 
@@ -150,9 +150,8 @@ class BackboneHeatmapCache:
         dtype: stored dtype (float16 halves memory: 235 kB per entry; heatmaps lie in [0, 1]).
         batch_size: crops per backbone call.
         crop: crop and heatmap sizes (one per cache).
-        prepare_frames: frames are read through `model.frame_prep.PreparedFrames` (dark ones brightened,
-            grainy ones filtered), as the predictor reads them by default (`InferConfig.prepare_frames`), so
-            the head learns on the heatmaps it will be given.
+        denoise: frames are read through `model.denoise.DenoisedFrames`, as the predictor reads them by
+            default (`InferConfig.denoise`), so the head learns on the heatmaps it will be given.
 
     Attributes:
         backbone_calls: backbone.heatmaps calls made so far (tests count them).
@@ -165,7 +164,7 @@ class BackboneHeatmapCache:
     dtype: Any = np.float16
     batch_size: int = 32
     crop: CropSize = DEFAULT_CROP
-    prepare_frames: bool = True
+    denoise: bool = True
     backbone_calls: int = 0
     computed: int = 0
     _memory: dict[CacheKey, np.ndarray] = field(default_factory=dict, repr=False)
@@ -236,8 +235,7 @@ class BackboneHeatmapCache:
             return 0
         keys = list(todo)
         counter = CountingBackbone(self.backbone)
-        readers = ({name: PreparedFrames(r) for name, r in self.readers.items()} if self.prepare_frames
-                   else self.readers)
+        readers = {name: DenoisedFrames(r) for name, r in self.readers.items()} if self.denoise else self.readers
         hm = compute_heatmaps(counter, readers, [todo[k] for k in keys], batch_size=self.batch_size,
                               progress=progress)
         for key, one in zip(keys, hm.numpy()):

@@ -186,8 +186,7 @@ def _sim(gt: Path):  # noqa: ANN202 (a PredictorFactory)
     def factory(options: PredictOptions) -> Predictor:
         net, version = load_head(options.head, "simulated") if options.head is not None else (None, None)
         config = InferConfig(mode=options.mode, label_aware=options.label_aware,  # type: ignore[arg-type]
-                             redetect_every=options.redetect_every,
-                             prepare_frames=options.prepare_frames)
+                             redetect_every=options.redetect_every, denoise=options.denoise)
         return Predictor(SimulatedBackbone(posetrack.load(gt)), net, config=config, head_version=version)
 
     return factory
@@ -561,17 +560,17 @@ def test_redetect_every_reaches_the_predictor_and_follows_people(synth: Path, tm
     assert build_predictor(PredictOptions(redetect_every=10)).config.redetect_every == 10
 
 
-def test_raw_frames_reaches_the_predictor(synth: Path, tmp_path: Path) -> None:
+def test_no_denoise_reaches_the_predictor(synth: Path, tmp_path: Path) -> None:
     gt_path, _ = _paths(synth)
     seen: list[bool] = []
 
     def factory(options: PredictOptions):  # noqa: ANN202
         predictor = _sim(gt_path)(options)
-        seen.append(predictor.config.prepare_frames)
+        seen.append(predictor.config.denoise)
         return predictor
 
     folder = synth / "images" / VID
-    for extra in ([], ["--raw-frames"]):
+    for extra in ([], ["--no-denoise"]):
         argv = [str(folder), "--out", str(tmp_path / f"d{len(extra)}.json"), "--no-progress", "--frames", "0:2", *extra]
         assert main(argv, predictor_factory=factory) == 0
     assert seen == [True, False]

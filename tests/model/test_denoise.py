@@ -1,5 +1,4 @@
-"""Tests for model.frame_prep: dark frames brightened, the noise estimate, the filter on grainy frames only, and
-the readers that use them."""
+"""Tests for model.denoise: the noise estimate, the filter on grainy frames only, and the readers that use it."""
 
 from __future__ import annotations
 
@@ -14,16 +13,7 @@ import torch
 from annotation_io.types import Box, Frame, Video
 from model.backbones.movenet_weights import DEFAULT_WEIGHTS
 from model.bench.real import _Still
-from model.frame_prep import (
-    DARK_LEVEL,
-    MIN_STRENGTH,
-    NOISE_FLOOR,
-    PreparedFrames,
-    brighten,
-    denoise,
-    noise_sigma,
-    prepare_frame,
-)
+from model.denoise import MIN_STRENGTH, NOISE_FLOOR, DenoisedFrames, denoise, noise_sigma
 from model.transforms import CropGeometry
 
 STILLS = Path(__file__).resolve().parents[1] / "assets" / "real-stills" / "images" / "val"  # four real photographs
@@ -41,43 +31,6 @@ def _grainy(image: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
     return np.clip(image.astype(np.float64) + noise, 0, 255).astype(np.uint8)
 
 
-def _luminance_p99(frame: np.ndarray) -> float:
-    return float(np.percentile(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), 99))
-
-
-def test_dark_frames_are_brightened_and_others_handed_back() -> None:
-    for image in _stills():
-        assert _luminance_p99(image) > DARK_LEVEL and brighten(image) is image
-        dark = (image * 0.3).astype(np.uint8)  # as `scripts.degrade_stills --kind dark` makes it
-        assert _luminance_p99(dark) < DARK_LEVEL
-        bright = brighten(dark)
-        assert bright.shape == image.shape and bright.dtype == np.uint8
-        assert _luminance_p99(bright) == pytest.approx(235, abs=4)
-        assert np.abs(bright.astype(np.int16) - image).mean() < 0.25 * np.abs(dark.astype(np.int16) - image).mean()
-    black = np.zeros((40, 40, 3), np.uint8)
-    assert np.array_equal(brighten(black), black)  # nothing to bring up; the gain is capped
-    faint = np.full((40, 40, 3), 10, np.uint8)
-    assert int(brighten(faint).max()) == 40  # 4x at most: a night sky is not made daylight
-    grey = np.full((40, 40), 20, np.uint8)
-    assert brighten(grey) is grey
-    # No step at the threshold: the gain fades to 1 as the frame's brightness nears it.
-    gains = [float(brighten(np.full((20, 20, 3), level, np.uint8))[0, 0, 0]) / level for level in range(90, 131)]
-    assert gains[-3:] == [1.0, 1.0, 1.0] and gains[0] == pytest.approx(235 / 90, abs=0.02)
-    assert all(a >= b - 0.02 for a, b in zip(gains, gains[1:]))  # falling as the level rises
-    assert max(abs(a - b) for a, b in zip(gains, gains[1:])) < 0.15
-
-
-def test_a_dark_grainy_frame_is_brightened_then_filtered() -> None:
-    image = _stills()[0]
-    low_light = _grainy((image * 0.3).astype(np.uint8), 6.0)  # under the threshold until brightened
-    assert noise_sigma(low_light) < NOISE_FLOOR + MIN_STRENGTH
-    assert noise_sigma(brighten(low_light)) > NOISE_FLOOR + MIN_STRENGTH
-    prepared = prepare_frame(low_light)
-    assert np.array_equal(prepared, denoise(brighten(low_light)))
-    assert cv2.PSNR(prepared, image) > cv2.PSNR(brighten(low_light), image) + 1.0
-    assert prepare_frame(image) is image
-
-
 @pytest.mark.parametrize("sigma", [4.0, 10.0, 20.0])
 def test_the_noise_of_a_flat_frame_is_read_in_grey_levels(sigma: float) -> None:
     frame = _grainy(np.full((240, 320, 3), 128, np.uint8), sigma)
@@ -86,14 +39,14 @@ def test_the_noise_of_a_flat_frame_is_read_in_grey_levels(sigma: float) -> None:
 
 
 def test_a_large_frame_is_read_in_bands_of_rows(monkeypatch: pytest.MonkeyPatch) -> None:
-    import model.frame_prep
+    import model.denoise
 
     large = _grainy(np.full((1600, 2400, 3), 128, np.uint8), 10.0)
-    assert large.shape[0] * large.shape[1] > model.frame_prep.ESTIMATE_PIXELS
+    assert large.shape[0] * large.shape[1] > model.denoise.ESTIMATE_PIXELS
     assert noise_sigma(large) == pytest.approx(10.0 * LUMINANCE, rel=0.1)
     large[:800, :1200] = cv2.resize(_stills()[1], (1200, 800))  # a photograph in one quarter, grain elsewhere
     banded = noise_sigma(large)
-    monkeypatch.setattr(model.frame_prep, "ESTIMATE_PIXELS", large.shape[0] * large.shape[1])
+    monkeypatch.setattr(model.denoise, "ESTIMATE_PIXELS", large.shape[0] * large.shape[1])
     assert banded == pytest.approx(noise_sigma(large), rel=0.05)  # the whole frame read
     assert noise_sigma(np.zeros((3, 4000, 3), np.uint8)) == 0.0
 
@@ -153,11 +106,11 @@ class _Frames:
 def test_the_reader_hands_out_filtered_frames_and_the_inner_reader_s_attributes() -> None:
     image = _stills()[0]
     inner = _Frames([image, _grainy(image, 20.0)])
-    reader = PreparedFrames(inner)
+    reader = DenoisedFrames(inner)
     assert (reader.num_frames, reader.width, reader.height, reader.concurrent_reads) == (
         2, image.shape[1], image.shape[0], True)
     assert reader.read(0) is image
-    assert np.array_equal(reader.read(1), prepare_frame(inner.frames[1]))
+    assert np.array_equal(reader.read(1), denoise(inner.frames[1]))
     assert noise_sigma(reader.read(1)) < noise_sigma(inner.frames[1]) - 5
     assert inner.reads == 3
     with pytest.raises(AttributeError):
@@ -187,11 +140,11 @@ def test_the_predictor_s_detector_sees_the_filtered_frame(enabled: bool) -> None
         return []
 
     video = Video("grainy", 1, [Frame(0, [])], width=grainy.shape[1], height=grainy.shape[0])
-    predictor = Predictor(_NoiseMeter(), None, config=InferConfig(prepare_frames=enabled), detector=detector)  # type: ignore[arg-type]
+    predictor = Predictor(_NoiseMeter(), None, config=InferConfig(denoise=enabled), detector=detector)  # type: ignore[arg-type]
     out = predictor.predict_video(video, reader=_Still(grainy))
     assert out.frames[0].persons == [] and len(seen) == 1
     if enabled:
-        assert np.array_equal(seen[0], prepare_frame(grainy)) and not np.array_equal(seen[0], grainy)
+        assert np.array_equal(seen[0], denoise(grainy)) and not np.array_equal(seen[0], grainy)
     else:
         assert seen[0] is grainy
 
@@ -205,12 +158,12 @@ def test_the_training_cache_computes_heatmaps_on_the_filtered_frames() -> None:
     sample = TrainSample(video="v", frame=1, prev=0, next=2, margin=(1.0, 1.0), box=Box(100.0, 60.0, 160.0, 240.0),
                          keypoints=np.zeros((17, 3), np.float32))
     geom = sample_geometry(sample, BackboneHeatmapCache(_NoiseMeter(), {}).crop)  # type: ignore[arg-type]
-    for enabled, frame in ((True, prepare_frame(grainy)), (False, grainy)):
-        cache = BackboneHeatmapCache(_NoiseMeter(), {"v": _Frames([grainy] * 3)}, prepare_frames=enabled)  # type: ignore[arg-type]
+    for enabled, frame in ((True, denoise(grainy)), (False, grainy)):
+        cache = BackboneHeatmapCache(_NoiseMeter(), {"v": _Frames([grainy] * 3)}, denoise=enabled)  # type: ignore[arg-type]
         assert cache.prefetch([sample]) == 3
         level = float(cache.triplet(sample)[0, 0, 0, 0]) * 100.0
         assert level == pytest.approx(noise_sigma(crop_image(frame, geom)), abs=0.05), enabled  # float16 entries
-    assert noise_sigma(crop_image(grainy, geom)) > 1.5 * noise_sigma(crop_image(prepare_frame(grainy), geom))
+    assert noise_sigma(crop_image(grainy, geom)) > 1.5 * noise_sigma(crop_image(denoise(grainy), geom))
 
 
 GRAINY = Path(__file__).resolve().parents[1] / "assets" / "real-stills-grainy"  # two footballers (its README)
@@ -229,7 +182,7 @@ def test_a_person_grain_hid_from_the_detector_is_found(seed: int) -> None:
     grainy = _grainy(image, 20.0, seed)
     placed = {}
     for enabled in (True, False):
-        predictor = Predictor.create("movenet", config=InferConfig(prepare_frames=enabled))
+        predictor = Predictor.create("movenet", config=InferConfig(denoise=enabled))
         try:
             video = Video(gt.name, 1, [Frame(0, [])], width=image.shape[1], height=image.shape[0])
             out = predictor.predict_video(video, reader=_Still(grainy))

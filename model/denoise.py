@@ -1,15 +1,11 @@
-"""Dark and grainy frames made fit for the models before anything looks at them: brightened, then filtered.
+"""Noisy frames made clean before anything looks at them: a noise estimate, and non-local means where it is high.
 
-Low-light footage is dark and grainy, and cheap sensors add grain in any light. The person detector suffers
-from grain: on the real stills with Gaussian noise of 10 grey levels per channel, MoveNet with the detector
-placed 72.6% of the limb joints within 0.1 x box diagonal (80.3% on the clean photographs), and on the held-out
-images 62.5% (76.0%); non-local means on the frame first took those to 79.1% and 74.0%. The pose model suffers
-from darkness: on the held-out images made dark (x 0.3), with the boxes given, 77.6% (84.2% clean), and
-83.9% brightened. Figures: "Dark and grainy footage" in docs/tracking.md.
+Low-light and cheap cameras give grainy frames, and the person detector is what suffers: on the real stills with
+Gaussian noise of 10 grey levels per channel, MoveNet with the detector placed 72.6% of the limb joints within
+0.1 x box diagonal (80.3% on the clean photographs), and on the held-out images 62.5% (76.0%). The pose models
+given a box hold up. Non-local means (OpenCV's `fastNlMeansDenoisingColored`) on the frame first took those to
+79.1% and 74.0% ("Grainy footage" in docs/tracking.md).
 
-- `brighten`: a frame whose 99th percentile of luminance is under `FULL_LEVEL` is scaled so that it lands at
-  `BRIGHT_TARGET` (at most `MAX_GAIN` times); between that and `DARK_LEVEL` the gain fades to 1, so frames of
-  one video either side are treated almost alike. Clean photographs lie at 199-255, dark ones at 59-86.
 - `noise_sigma`: Immerkaer's estimate (1996) of the luminance noise: the frame filtered by a kernel that
   cancels planes and ramps, the median of its magnitude scaled to a Gaussian's sigma. The median keeps edges
   and texture out of it (clean photographs: 0-2 grey levels, an old film photograph 4.9; the photographs with
@@ -18,10 +14,8 @@ from darkness: on the held-out images made dark (x 0.3), with the boxes given, 7
 - `denoise`: frames whose estimate exceeds `NOISE_FLOOR` by `MIN_STRENGTH` or more are filtered with a
   strength of the excess (so the strength grows from nothing as a video gets noisier, and frames of one video
   around the floor are treated alike); any other frame is returned as it is.
-- `prepare_frame`: both, in that order (brightening a dark frame brings its grain up to where it is seen).
-- `PreparedFrames`: a frame reader that hands out `prepare_frame(frame)`; the predictor reads through it
-  (`InferConfig.prepare_frames`), and so does the training's heatmap cache, so the head learns on what it is
-  shown.
+- `DenoisedFrames`: a frame reader that hands out `denoise(frame)`; the predictor reads through it
+  (`InferConfig.denoise`), and so does the training's heatmap cache, so the head learns on what it is shown.
 """
 
 from __future__ import annotations
@@ -33,8 +27,7 @@ import numpy as np
 
 from annotation_io.video import FrameReader
 
-__all__ = ["DARK_LEVEL", "MIN_STRENGTH", "NOISE_FLOOR", "PreparedFrames", "brighten", "denoise", "noise_sigma",
-           "prepare_frame"]
+__all__ = ["MIN_STRENGTH", "NOISE_FLOOR", "DenoisedFrames", "denoise", "noise_sigma"]
 
 NOISE_FLOOR = 4.5  # grey levels of luminance noise left alone (an old film photograph of the stills reads 4.9)
 MIN_STRENGTH = 1.0  # the least filter strength applied (grey levels): below, the filter changes next to nothing
@@ -83,34 +76,8 @@ def denoise(frame: np.ndarray) -> np.ndarray:
                                            TEMPLATE_WINDOW, SEARCH_WINDOW)
 
 
-DARK_LEVEL = 128  # a frame whose 99th percentile of luminance is under this is brightened ...
-BRIGHT_TARGET = 235  # ... so that its 99th percentile lands here (at most MAX_GAIN times) ...
-FULL_LEVEL = 96  # ... fully from this level down; above it the gain fades to 1 at DARK_LEVEL (no step)
-MAX_GAIN = 4.0
-
-
-def brighten(frame: np.ndarray) -> np.ndarray:
-    """`frame` (H, W, 3) uint8 BGR scaled up where it is dark (see module); else `frame` itself."""
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
-        return frame
-    grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_BGR2GRAY)
-    counts = cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel()
-    level = int(np.searchsorted(np.cumsum(counts), 0.99 * grey.size))
-    if level >= DARK_LEVEL:
-        return frame
-    full = min(MAX_GAIN, BRIGHT_TARGET / max(level, 1))
-    gain = 1.0 + (full - 1.0) * min(1.0, (DARK_LEVEL - level) / (DARK_LEVEL - FULL_LEVEL))
-    table = np.clip(np.arange(256) * gain + 0.5, 0, 255).astype(np.uint8)
-    return cv2.LUT(frame, table)
-
-
-def prepare_frame(frame: np.ndarray) -> np.ndarray:
-    """`denoise(brighten(frame))`: `frame` itself where it is neither dark nor grainy."""
-    return denoise(brighten(frame))
-
-
-class PreparedFrames:
-    """A `FrameReader` handing out `prepare_frame(frame)` of `reader`'s frames; other attributes are `reader`'s.
+class DenoisedFrames:
+    """A `FrameReader` handing out `denoise(frame)` of `reader`'s frames; other attributes are `reader`'s.
 
     It holds no frames and opens nothing: `reader`'s owner closes it. Reads from several threads at once are as
     safe as `reader`'s (`concurrent_reads`)."""
@@ -120,7 +87,7 @@ class PreparedFrames:
         self.num_frames = reader.num_frames
 
     def read(self, index: int) -> np.ndarray:
-        return prepare_frame(np.asarray(self.inner.read(index)))
+        return denoise(np.asarray(self.inner.read(index)))
 
     def __getattr__(self, name: str) -> Any:  # width, height, concurrent_reads, ...: the inner reader's
         if name == "inner":  # not set yet (a copy being made): no recursion
