@@ -12,7 +12,8 @@ id, in this order of trust:
    frames, matched at their velocity-predicted position and remembered for MAX_LOST frames; the tracks
    and boxes left unmatched get a second chance with every guess moved as the camera moved (the matched
    tracks show how far). After a run of detector frames, a track that ends is joined to one that starts
-   within MAX_LOST frames where the camera's motion carries it (`_stitch`), and a frame where the
+   within MAX_LOST frames where the camera's motion carries it (`_stitch`), a track born on a person
+   an older track boxes on its last frame or two, and going on after it, takes its id (`_hand_over`), and a frame where the
    detector missed a track seen before and after gets an interpolated box (one id across the miss). With
    a `Follower` as the detector, a track first found after the run's first frame is followed back from
    there by its pose (`_follow_back`), as the Follower follows one past its last detection; a track the
@@ -41,7 +42,7 @@ import numpy as np
 
 from annotation_io.types import Box, Person, Video
 from model.pipeline.assignment import match_by_iou
-from model.pipeline.boxes import BoxSource, TrackBox, box_from_keypoints, box_in_frame
+from model.pipeline.boxes import BoxSource, TrackBox, box_from_keypoints, box_in_frame, overlap_of_smaller
 from model.pipeline.follow import DUPLICATE_IOU, MAX_UNSEEN, MIN_SEEN, Seed
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ MAX_LOST = 10  # frames a track missed by the detector is remembered
 DETECTED_SCORE = 0.5
 FILLED_SCORE = 0.8 * DETECTED_SCORE  # a detector gap filled by interpolation
 SHORT_TRACK = 2  # tracks detected on at most this many frames are not gap-filled (see track_filters)
+HANDOVER_FRAMES = 2  # a track born on an older one's person at most this many frames before that one ends is it
+HANDOVER_INSIDE = 0.8  # (on the frames they share, their boxes overlap by IOU_THRESHOLD or one lies this much in the other)
 
 
 def assign_tracks(
@@ -424,7 +427,9 @@ def _detect(
                 # person being crossed can slide; the detection after must still match the track)
                 _remember(memory, tb.track_id, f, tb.box, move=(f, tb.box) not in unseen)
             plans[f] = sorted(assigned, key=lambda t: t.track_id)
-        _stitch(plans, run, {t for boxes in labels.boxes.values() for t in boxes})
+        label_ids = {t for boxes in labels.boxes.values() for t in boxes}
+        _stitch(plans, run, label_ids)
+        _hand_over(plans, order, label_ids)
         if (follow_back := getattr(detector, "follow_back", None)) is not None:
             _follow_back(plans, order, follow_back, unseen)
             if getattr(detector, "redetect_every", 1) == 1:
@@ -511,6 +516,59 @@ def _stitch(plans: dict[int, list[TrackBox]], run: list[int], label_ids: set[int
         for f in run:
             plans[f] = sorted((TrackBox(final(tb.track_id), tb.box, tb.source, tb.score) for tb in plans.get(f, [])),
                               key=lambda t: t.track_id)  # fmt: skip
+
+
+def _hand_over(plans: dict[int, list[TrackBox]], order: list[int], label_ids: set[int]) -> None:
+    """A track born on an older track's person on that track's last frames, which goes on after it ends,
+    is that person: boxed twice for a frame or two, then once, under the new id. It takes the older
+    track's id from there on, and its boxes on the frames the two share are dropped.
+
+    In the order the run was detected: track `b` first appears on frame i, track `a`, seen before i, has
+    its last box on frame j >= i, at most `HANDOVER_FRAMES` frames later, and `b` goes on to frame j + 1.
+    On each of frames i..j both have a box and the two overlap (IoU `IOU_THRESHOLD`, or the smaller lies
+    `HANDOVER_INSIDE` in the other); `b`'s box on frame j + 1 overlaps `a`'s on frame j by `IOU_THRESHOLD`.
+    Pairs are handed over best overlap first, each track once; a label's track is never `b`.
+
+    On a real PoseTrack clip (a footballer sliding into a tackle, 1280x720), the detector boxed the
+    slider twice on one frame (a hit and the box of the pose found in it, IoU 0.49), missed him on the
+    next, and the one box left there continued the newer track: the slider changed id after 3 of 5
+    frames. `_stitch` joins a track to one that starts after it ends; this is the case where the two
+    overlap in time.
+    """
+    at = [{tb.track_id: tb.box for tb in plans.get(f, [])} for f in order]
+    frames_of: dict[int, list[int]] = {}
+    for i, boxes in enumerate(at):
+        for t in boxes:
+            frames_of.setdefault(t, []).append(i)
+    pairs = []
+    for b, b_frames in frames_of.items():
+        first = b_frames[0]
+        if b in label_ids:
+            continue
+        for a, a_frames in frames_of.items():
+            last = a_frames[-1]
+            if a == b or a_frames[0] >= first or not first <= last < min(first + HANDOVER_FRAMES, len(at) - 1):
+                continue
+            if b not in at[last + 1] or any(a not in at[i] or b not in at[i] for i in range(first, last + 1)):
+                continue
+            if not all(at[i][a].iou(at[i][b]) >= IOU_THRESHOLD
+                       or overlap_of_smaller(at[i][a], at[i][b]) >= HANDOVER_INSIDE for i in range(first, last + 1)):
+                continue
+            onward = at[last][a].iou(at[last + 1][b])
+            if onward >= IOU_THRESHOLD:
+                pairs.append((onward, a, b, first, last))
+    used: set[int] = set()
+    for _, a, b, first, last in sorted(pairs, reverse=True):
+        if a in used or b in used:
+            continue
+        used |= {a, b}
+        for i, f in enumerate(order):
+            if first <= i <= last:
+                plans[f] = [tb for tb in plans[f] if tb.track_id != b]
+            elif i > last:
+                plans[f] = sorted((TrackBox(a, tb.box, tb.source, tb.score) if tb.track_id == b else tb
+                                   for tb in plans.get(f, [])), key=lambda t: t.track_id)  # fmt: skip
+        logger.debug("track %d handed over to track %d on frame %d", b, a, order[last + 1])
 
 
 def _follow_back(plans: dict[int, list[TrackBox]], order: list[int], follow_back: FollowBack,

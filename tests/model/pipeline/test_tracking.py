@@ -419,6 +419,44 @@ def test_a_missed_detection_keeps_one_id() -> None:
 
 
 
+def test_a_person_boxed_twice_then_once_keeps_the_older_id() -> None:
+    """The detector boxes a walker as before (full) and, from frame 3, by the tighter box of their pose
+    (a hit moved onto the pose found in it): both on frame 3, then the tight one alone. The tight box is
+    born as a new track on frame 3 and goes on; the walker keeps the id of frames 0-2 throughout, boxed once."""
+    video = Video("walk", 10, width=640, height=480)
+
+    def full(f: int) -> Box:
+        return Box(100.0 + 4 * f, 100.0, 100.0, 200.0)
+
+    def tight(f: int) -> Box:
+        return Box(125.0 + 4 * f, 110.0, 55.0, 160.0)  # IoU 0.44 with full(f)
+
+    def detector(f: int) -> list[Box]:
+        return [full(f)] if f < 3 else [tight(f), full(f)] if f == 3 else [tight(f)]
+
+    plan = plan_boxes(video, None, range(10), detector=detector)
+    assert {tb.track_id for f in range(10) for tb in plan[f]} == {0}
+    assert [len(plan[f]) for f in range(10)] == [1] * 10
+    assert plan[3][0].box == full(3) and plan[4][0].box == tight(4)
+
+
+def test_two_people_side_by_side_are_not_handed_over() -> None:
+    """B appears on A's box and both go on for 4 frames before A leaves: two people, two ids. C appears on
+    the frame A's track ends, elsewhere: a new person too."""
+    video = Video("walk", 12, width=640, height=480)
+
+    def detector(f: int) -> list[Box]:
+        a = [Box(100.0 + 4 * f, 100.0, 100.0, 200.0)] if f <= 6 else []
+        b = [Box(150.0 + 4 * f, 100.0, 100.0, 200.0)] if f >= 3 else []  # IoU 0.33 with A's box
+        c = [Box(450.0, 100.0, 100.0, 200.0)] if f >= 6 else []
+        return a + b + c
+
+    plan = plan_boxes(video, None, range(12), detector=detector)
+    assert {tb.track_id for tb in plan[2]} == {0}
+    assert {tb.track_id for tb in plan[6]} == {0, 1, 2}
+    assert {tb.track_id for tb in plan[11]} == {1, 2}
+
+
 def test_a_person_lost_while_the_camera_speeds_up_keeps_one_id() -> None:
     """The camera pans 2 px per frame, then 20: B, missed on frames 5-7, is found again 72 px beyond where
     B's own velocity puts B (B's box is 70 px wide). A, seen throughout, shows the camera's motion; C, new on
