@@ -1,0 +1,116 @@
+"""Real stills as small people on a large frame, for `bench-real --data`: each image shrunk and laid, four to
+a frame, on a grey 1280x960 canvas, the annotations moved with them.
+
+The real stills are photographs in which people fill a good part of the frame. In footage, people are
+often small on a large frame (a street, a stadium, a dance floor filmed from afar): 40-150 px tall on
+1280x720 or 1920x1080. This script writes a folder in the real-stills layout (``annotations/val/*.json`` +
+``images/val/<name>/000000.jpg``) whose every image is a 2x2 mosaic: four stills, in name order, each
+scaled by ``--scale`` (at most to fit its 640x480 quarter) and placed at the quarter's top left. The
+people's keypoints, boxes, head boxes and ignore regions are scaled and moved the same way; their track
+ids are numbered anew per mosaic. ``python -m model bench-real --data OUT`` scores it as it scores the
+stills.
+
+    python -m scripts.small_stills --out /tmp/stills-small
+    python -m model bench-real --data /tmp/stills-small
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from annotation_io import posetrack
+from annotation_io.types import Box, Frame, Person, Video
+from model.bench.real import DEFAULT_DATA, clear_stills_output, load_stills
+
+CANVAS = (1280, 960)  # width, height of each mosaic
+GREY = 114  # the canvas's colour
+PER_MOSAIC = 4  # stills per mosaic, 2x2
+SAVE_QUALITY = 95
+
+
+class SmallStillsError(Exception):
+    """The source is not a stills folder, --scale is out of range, or --out holds something else."""
+
+
+def _moved(box: Box | None, scale: float, dx: float, dy: float) -> Box | None:
+    return None if box is None else Box(box.x * scale + dx, box.y * scale + dy, box.w * scale, box.h * scale)
+
+
+def _person(person: Person, track_id: int, scale: float, dx: float, dy: float) -> Person:
+    kps = person.keypoints.copy()
+    seen = kps[:, 2] > 0
+    kps[seen, 0] = kps[seen, 0] * scale + dx
+    kps[seen, 1] = kps[seen, 1] * scale + dy
+    return replace(person, keypoints=kps, track_id=track_id, box=_moved(person.box, scale, dx, dy),
+                   head_box=_moved(person.head_box, scale, dx, dy), extra={})  # annotation ids given anew
+
+
+def mosaics(data: Path, out: Path, scale: float) -> tuple[int, int]:
+    """Writes the mosaics of `data`'s stills to `out` (replaced); returns (mosaics, people)."""
+    if not 0.05 <= scale <= 1.0:
+        raise SmallStillsError(f"--scale must lie in 0.05..1, got {scale}")
+    try:
+        stills = load_stills(data)
+    except FileNotFoundError as exc:
+        raise SmallStillsError(f"{data} is not a stills folder: {exc}") from exc
+    if not clear_stills_output(out):
+        raise SmallStillsError(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
+    width, height = CANVAS
+    quarter_w, quarter_h = width // 2, height // 2
+    count = people = 0
+    for start in range(0, len(stills), PER_MOSAIC):
+        canvas = np.full((height, width, 3), GREY, np.uint8)
+        persons: list[Person] = []
+        regions: list[np.ndarray] = []
+        for slot, (video, image) in enumerate(stills[start : start + PER_MOSAIC]):
+            dx, dy = (slot % 2) * quarter_w, (slot // 2) * quarter_h
+            k = min(scale, quarter_w / image.shape[1], quarter_h / image.shape[0])
+            small = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+            canvas[dy : dy + small.shape[0], dx : dx + small.shape[1]] = small
+            frame = video.frames[0]
+            persons += [_person(p, len(persons) + i, k, dx, dy) for i, p in enumerate(frame.persons)]
+            regions += [np.asarray(r, float) * k + (dx, dy) for r in frame.ignore_regions]
+        name = f"mosaic_{count:02d}"
+        file_name = f"images/val/{name}/000000.jpg"
+        target = out / file_name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(target), canvas, [cv2.IMWRITE_JPEG_QUALITY, SAVE_QUALITY]):
+            raise SmallStillsError(f"cannot write {target}")
+        (out / "annotations" / "val").mkdir(parents=True, exist_ok=True)
+        frame = Frame(0, persons, is_labeled=True, ignore_regions=regions, file_name=file_name)
+        posetrack.dump_2018(Video(name, 1, [frame], width=width, height=height),
+                            out / "annotations" / "val" / f"{name}.json")
+        count += 1
+        people += len(persons)
+    return count, people
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.small_stills", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="stills folder (default ../shared/data/real-stills)")
+    parser.add_argument("--scale", type=float, default=0.5, help="each still's scale (default 0.5)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder to write: new, empty, or an earlier run's output (which is replaced)")
+    args = parser.parse_args(argv)
+    if args.out.resolve() == args.data.resolve():
+        print("error: --out is the --data folder; give a new folder", file=sys.stderr)
+        return 1
+    try:
+        count, people = mosaics(args.data, args.out, args.scale)
+    except SmallStillsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{count} mosaics, {people} people, scale {args.scale:g} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
