@@ -95,24 +95,38 @@ def degrade(data: Path, out: Path, kind: str) -> int:
     return len(images)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.degrade_stills", description=__doc__.split("\n\n")[0])
+def folders_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with ``--data`` (a stills folder, default the real stills) and ``--out``, for the scripts that
+    write a stills folder made from another."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="stills folder (default ../shared/data/real-stills)")
-    parser.add_argument("--kind", choices=sorted(KINDS), required=True, help="the change made to every image")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder to write: new, empty, or an earlier run's output (which is replaced)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def write_folder(args: argparse.Namespace, make: Callable[[], str], errors: type[Exception]) -> int:
+    """Runs `make`, which writes ``args.out`` and returns the line to print, unless ``--out`` is ``--data``.
+    Returns 0, or 1 with the message on stderr (that refusal, or an `errors` raised by `make`)."""
     if args.out.resolve() == args.data.resolve():
         print("error: --out is the --data folder; give a new folder", file=sys.stderr)
         return 1
     try:
-        count = degrade(args.data, args.out, args.kind)
-    except StillsError as exc:
+        line = make()
+    except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{count} images, {args.kind} -> {args.out}")
+    print(line)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = folders_parser("python -m scripts.degrade_stills", __doc__.split("\n\n")[0])
+    parser.add_argument("--kind", choices=sorted(KINDS), required=True, help="the change made to every image")
+    args = parser.parse_args(argv)
+    return write_folder(args, lambda: f"{degrade(args.data, args.out, args.kind)} images, {args.kind} -> {args.out}",
+                        StillsError)
 
 
 if __name__ == "__main__":

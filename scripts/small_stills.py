@@ -16,8 +16,6 @@ stills.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +25,8 @@ import numpy as np
 
 from annotation_io import posetrack
 from annotation_io.types import Box, Frame, Person, Video
-from model.bench.real import DEFAULT_DATA, clear_stills_output, load_stills
+from model.bench.real import clear_stills_output, load_stills
+from scripts.degrade_stills import folders_parser, write_folder
 
 CANVAS = (1280, 960)  # width, height of each mosaic
 GREY = 114  # the canvas's colour
@@ -93,23 +92,15 @@ def mosaics(data: Path, out: Path, scale: float) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.small_stills", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help="stills folder (default ../shared/data/real-stills)")
+    parser = folders_parser("python -m scripts.small_stills", __doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=0.5, help="each still's scale (default 0.5)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="folder to write: new, empty, or an earlier run's output (which is replaced)")
     args = parser.parse_args(argv)
-    if args.out.resolve() == args.data.resolve():
-        print("error: --out is the --data folder; give a new folder", file=sys.stderr)
-        return 1
-    try:
+
+    def make() -> str:
         count, people = mosaics(args.data, args.out, args.scale)
-    except SmallStillsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"{count} mosaics, {people} people, scale {args.scale:g} -> {args.out}")
-    return 0
+        return f"{count} mosaics, {people} people, scale {args.scale:g} -> {args.out}"
+
+    return write_folder(args, make, SmallStillsError)
 
 
 if __name__ == "__main__":
