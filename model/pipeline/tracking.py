@@ -527,7 +527,9 @@ def _hand_over(plans: dict[int, list[TrackBox]], order: list[int], label_ids: se
     its last box on frame j >= i, at most `HANDOVER_FRAMES` frames later, and `b` goes on to frame j + 1.
     On each of frames i..j both have a box and the two overlap (IoU `IOU_THRESHOLD`, or the smaller lies
     `HANDOVER_INSIDE` in the other); `b`'s box on frame j + 1 overlaps `a`'s on frame j by `IOU_THRESHOLD`.
-    Pairs are handed over best overlap first, each track once; a label's track is never `b`.
+    Both must hold more than `SHORT_TRACK` boxes, as for `_stitch` (a stray hit joined to a track would
+    outlive the flicker filter). Pairs are handed over best overlap first, each track once; a label's
+    track is never `b`.
 
     On a real PoseTrack clip (a footballer sliding into a tackle, 1280x720), the detector boxed the
     slider twice on one frame (a hit and the box of the pose found in it, IoU 0.49), missed him on the
@@ -541,6 +543,7 @@ def _hand_over(plans: dict[int, list[TrackBox]], order: list[int], label_ids: se
         for t in boxes:
             frames_of.setdefault(t, []).append(i)
     pairs = []
+    frames_of = {t: frames for t, frames in frames_of.items() if len(frames) > SHORT_TRACK}
     for b, b_frames in frames_of.items():
         first = b_frames[0]
         if b in label_ids:

@@ -457,6 +457,22 @@ def test_two_people_side_by_side_are_not_handed_over() -> None:
     assert {tb.track_id for tb in plan[11]} == {1, 2}
 
 
+def test_a_person_born_on_a_stray_hit_keeps_an_id_of_their_own() -> None:
+    """A stray hit on frames 1-2 (2 boxes) and a walker found from frame 2 on, on the same spot: the walker is
+    not handed the stray's id, which would carry the stray's frame-1 box past the flicker filter."""
+    video = Video("walk", 10, width=640, height=480)
+
+    def walker(f: int) -> Box:
+        return Box(100.0 + 4 * f, 100.0, 100.0, 200.0)
+
+    stray = Box(110.0, 120.0, 90.0, 150.0)  # IoU 0.57 with walker(2), 0.53 with walker(3)
+
+    plan = plan_boxes(video, None, range(10), detector=lambda f: ([stray] if f in (1, 2) else []) + (
+        [walker(f)] if f >= 2 else []))
+    ids = {tb.box: tb.track_id for f in range(10) for tb in plan[f]}
+    assert len({ids[walker(f)] for f in range(2, 10)}) == 1 and ids[walker(2)] != ids[stray]
+
+
 def test_a_person_lost_while_the_camera_speeds_up_keeps_one_id() -> None:
     """The camera pans 2 px per frame, then 20: B, missed on frames 5-7, is found again 72 px beyond where
     B's own velocity puts B (B's box is 70 px wide). A, seen throughout, shows the camera's motion; C, new on
