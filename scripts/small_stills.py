@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from annotation_io import posetrack
+from annotation_io.errors import AnnotationFormatError
 from annotation_io.types import Box, Frame, Person, Video
 from model.bench.real import clear_stills_output, load_stills
 from scripts.degrade_stills import folders_parser, write_folder
@@ -59,6 +60,8 @@ def mosaics(data: Path, out: Path, scale: float) -> tuple[int, int]:
         stills = load_stills(data)
     except FileNotFoundError as exc:
         raise SmallStillsError(f"{data} is not a stills folder: {exc}") from exc
+    except AnnotationFormatError as exc:
+        raise SmallStillsError(f"{data} holds an annotation file this cannot read: {exc}") from exc
     if not clear_stills_output(out):
         raise SmallStillsError(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
     width, height = CANVAS

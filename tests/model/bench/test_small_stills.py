@@ -56,6 +56,11 @@ def test_bad_requests_are_refused_with_a_message(tmp_path: Path, capsys: pytest.
     assert (taken / "notes.txt").read_text() == "mine"
     assert main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 1
     assert "is not a stills folder" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    (broken / "annotations" / "val").mkdir(parents=True)
+    (broken / "annotations" / "val" / "a.json").write_text('{"images": [], "annotations": 5}')
+    assert main(["--data", str(broken), "--out", str(tmp_path / "o")]) == 1
+    assert "holds an annotation file this cannot read" in capsys.readouterr().err
     assert main(["--data", str(STILLS), "--out", str(STILLS)]) == 1
     assert "--out is the --data folder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
