@@ -53,9 +53,10 @@ def noise_sigma(frame: np.ndarray) -> float:
     if height * width > ESTIMATE_PIXELS:
         bands = max(1, ESTIMATE_PIXELS // (_BAND_ROWS * width))
         starts = np.linspace(0, height - 3, bands).astype(int)
-        return float(np.median(np.concatenate([_responses(frame[y : y + _BAND_ROWS]) for y in starts]))) / (
-            _MEDIAN_OF_ABS * 6.0)
-    return float(np.median(_responses(frame))) / (_MEDIAN_OF_ABS * 6.0)
+        responses = np.concatenate([_responses(frame[y : y + _BAND_ROWS]) for y in starts])
+    else:
+        responses = _responses(frame)
+    return float(np.median(responses)) / (_MEDIAN_OF_ABS * 6.0)
 
 
 def _responses(frame: np.ndarray) -> np.ndarray:
