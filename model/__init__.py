@@ -17,8 +17,9 @@ by nothing in the product):
   `yolo_weights` (where the yolo11_pose weights come from), `yolo_checkpoint` (an Ultralytics `.pt`
   unpickled with an allowlist), `yolo_pose` (the opt-in yolo11_pose backbone), `coco` (COCO-17 keypoints in
   the PoseTrack slots), `movenet_weights` (where the movenet weights are, their digest), `movenet` (the
-  MoveNet Thunder backbone, the default where fetched), `movenet_people` (people the detector misses, found
-  by MoveNet's person-centre heatmap over tiles), `factory` (`build_backbone`).
+  MoveNet Thunder backbone, the default where fetched), `centernet` (CenterNet's person boxes, small and
+  overlapping people one by one), `movenet_people` (people the detector misses, found by MoveNet's
+  person-centre heatmap over tiles and CenterNet's boxes), `factory` (`build_backbone`).
 - `pipeline/`: `config` (InferConfig), `predictor` (Predictor, load_head), `boxes` (TrackBox, boxes
   from and carried with keypoints), `video_job` (one call's
   work, given the stages), `read_ahead` (frames decoded ahead on a thread), `tracking` and `assignment`

@@ -53,10 +53,11 @@ import cv2
 import numpy as np
 
 from annotation_io.types import Box
-from model.backbones.detectors import lies_on
+from model.backbones.detectors import DEDUPE_IOU, _inside, lies_on
+from model.backbones.landmarks import box_iou
 from model.backbones.movenet import INPUT_SIDE, MoveNetModel, average_flip
 
-__all__ = ["centre_grid", "find_more_people", "grid_tiles"]
+__all__ = ["boxed_people", "centre_grid", "find_more_people", "grid_tiles"]
 
 GRID_MIN_SIDE = 300  # tiles are at least this many pixels ...
 GRID_MAX = 9  # ... and at most this many per side ...
@@ -70,6 +71,15 @@ MIN_PRESENCE = 0.5  # the looked-at person's centre heatmap value to be a person
 MIN_UPPER = 0.35  # ... and the mean score of their shoulders, elbows, wrists and hips
 BOX_MIN_SCORE = 0.2  # keypoints scoring this much make the person's box ...
 BOX_MARGIN = 0.1  # ... grown by this x its long side on each side
+BOX_LOOK = 1.25  # a box is looked at on a square of this x its long side, centred on it
+MIN_BOX_SCORE = 0.3  # a box detector's boxes scoring this much are looked at
+MIN_POSE_FIT = 0.3  # and the pose's box must overlap the box by this IoU (not a neighbour's pose)
+MIN_PAIR_SCORE = 0.4  # a found box holding two boxes that score this much ...
+PAIR_APART = 0.3  # ... overlapping each other by less than this IoU ...
+PAIR_FIT = 0.6  # ... whose joint extent overlaps it by this IoU ...
+PAIR_GAIN = 0.1  # ... and by this much more than either alone, holds two people
+SAME_JOINT = 0.1  # two looks whose shared joints lie this close (x the poses' extent) found one person
+PAIR_TRIES = 2  # the best fitting this many pairs in a found box are looked at
 MAX_LOOKS = 20  # the best this many candidates are looked at (two passes each; a crowd has many peaks)
 _UPPER = slice(5, 13)  # COCO shoulders, elbows, wrists, hips
 
@@ -190,3 +200,90 @@ def find_more_people(model: MoveNetModel, frame_bgr: np.ndarray, found: Sequence
             break
     added.sort(key=lambda a: -a[1])
     return added
+
+
+
+def _confirmed(model: MoveNetModel, frame_bgr: np.ndarray, box: Box) -> tuple[np.ndarray, float] | None:
+    """MoveNet's look at a box detector's `box` (a square of `BOX_LOOK` x its long side on its centre): the
+    pose ((17, 3) COCO keypoints in frame pixels) and its upper-body score where the look's presence, upper
+    body and fit to the box (the box of its keypoints scoring `BOX_MIN_SCORE`) pass (`MIN_PRESENCE`,
+    `MIN_UPPER`, `MIN_POSE_FIT`), else None."""
+    kp, presence = _look_at(model, frame_bgr, box.x + box.w / 2.0, box.y + box.h / 2.0, BOX_LOOK * max(box.w, box.h))
+    upper = float(kp[_UPPER, 2].mean())
+    sure = kp[kp[:, 2] >= BOX_MIN_SCORE, :2]
+    if presence < MIN_PRESENCE or upper < MIN_UPPER or len(sure) < 3:
+        return None
+    (x1, y1), (x2, y2) = sure.min(0), sure.max(0)
+    return (kp, upper) if box_iou(Box.from_xyxy(x1, y1, x2, y2), box) >= MIN_POSE_FIT else None
+
+
+def _one_pose(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two looks found one person: of the joints both score `BOX_MIN_SCORE`, at least 3, half lie
+    within `SAME_JOINT` x the poses' joint extent of each other."""
+    both = (a[:, 2] >= BOX_MIN_SCORE) & (b[:, 2] >= BOX_MIN_SCORE)
+    if both.sum() < 3:
+        return False
+    xy = np.concatenate([a[both, :2], b[both, :2]])
+    extent = float(np.max(xy.max(0) - xy.min(0)))
+    return float(np.median(np.hypot(*(a[both, :2] - b[both, :2]).T))) <= SAME_JOINT * extent
+
+
+def _pairs_in(box: Box, hits: Sequence[tuple[Box, float]]) -> list[tuple[Box, Box]]:
+    """Pairs of sure hits (`MIN_PAIR_SCORE`) that `box` may hold as one (see `boxed_people`), best fitting first."""
+    inside = [b for b, s in hits if s >= MIN_PAIR_SCORE and _inside(b, box)]
+    pairs: list[tuple[float, tuple[Box, Box]]] = []
+    for i, a in enumerate(inside):
+        for b in inside[i + 1:]:
+            if box_iou(a, b) >= PAIR_APART:
+                continue
+            x1, y1, x2, y2 = min(a.x, b.x), min(a.y, b.y), max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
+            fit = box_iou(Box.from_xyxy(x1, y1, x2, y2), box)
+            if fit >= PAIR_FIT and fit >= max(box_iou(a, box), box_iou(b, box)) + PAIR_GAIN:
+                pairs.append((fit, (a, b)))
+    pairs.sort(key=lambda p: -p[0])
+    return [pair for _, pair in pairs]
+
+
+def boxed_people(model: MoveNetModel, frame_bgr: np.ndarray, hits: Sequence[tuple[Box, float]], found: Sequence[Box],
+                 max_people: int = 20) -> list[Box]:
+    """`found` with what a box detector's `hits` (CenterNet's, `model.backbones.centernet`) add, at most
+    `max_people` in all.
+
+    - A found box that holds two people as one is split: two sure hits (`MIN_PAIR_SCORE`) mostly inside it
+      (`detectors._inside`) that overlap each other little (IoU under `PAIR_APART`), whose joint extent fits
+      the box (IoU `PAIR_FIT`) better than either alone does (by `PAIR_GAIN`), that MoveNet's look
+      confirms each (`_confirmed`) as someone else (`_one_pose`: two parts of one person, an upper body and
+      legs, give one pose twice), replace it (the second dropped where it is
+      someone found already, IoU over `DEDUPE_IOU`). Seen on four cross-country skiers of 80-120 px who overlap
+      two by two: BlazePose's detector boxed each pair as one person.
+    - Each hit scoring `MIN_BOX_SCORE` that lies on nobody (`detectors.lies_on`) and that the look confirms
+      is added, surest first (its score: hit score x upper-body score).
+    """
+    height, width = frame_bgr.shape[:2]
+    boxes = list(found)
+    looks = 0
+    for k, box in enumerate(list(boxes)):
+        for pair in _pairs_in(box, hits)[:PAIR_TRIES]:
+            if looks + 2 > MAX_LOOKS:
+                break
+            looks += 2
+            first, second = (_confirmed(model, frame_bgr, b) for b in pair)
+            if first is None or second is None or _one_pose(first[0], second[0]):
+                continue  # not two people (two parts of one, as the looks find one pose in both)
+            others = boxes[:k] + boxes[k + 1:]
+            boxes[k] = pair[0].clip(width, height)
+            if all(box_iou(pair[1], o) <= DEDUPE_IOU for o in others):  # not someone found already
+                boxes.append(pair[1].clip(width, height))
+            break
+    added: list[tuple[Box, float]] = []
+    for box, score in sorted(hits, key=lambda h: -h[1]):
+        if score < MIN_BOX_SCORE or len(boxes) + len(added) >= max_people or looks == MAX_LOOKS:
+            break
+        if lies_on(box, boxes + [b for b, _ in added]):
+            continue
+        looks += 1
+        seen = _confirmed(model, frame_bgr, box)
+        if seen is not None:
+            added.append((box.clip(width, height), score * seen[1]))
+    added.sort(key=lambda a: -a[1])
+    return (boxes + [b for b, _ in added])[:max_people]

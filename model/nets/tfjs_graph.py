@@ -14,8 +14,10 @@ outputs equal to float rounding (README, "Speed on CPU and GPU").
 Only the ops in `SUPPORTED_OPS` are run: a graph with any other op, a damaged manifest or shards of the
 wrong size is refused at load with a `TfjsGraphError` that names the file and what is wrong. TF's
 "SAME" padding is asymmetric for even kernels and strides (the extra row and column go after), and is
-reproduced exactly; "EXPLICIT" padding and bilinear resizing without half-pixel centres or
-corner alignment are refused, as no graph used here has them.
+reproduced exactly, and so is TF's legacy bilinear resizing (neither half-pixel centres nor aligned
+corners: output pixel i samples input i x in / out); "EXPLICIT" padding is refused, as no graph used here
+has it. A graph loaded for named ``outputs`` keeps only the nodes they need, so a detector's decoding
+tail (top-k, gathers) that is done in numpy instead need not be supported.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ __all__ = ["SUPPORTED_OPS", "TfjsGraph", "TfjsGraphError"]
 _CONVS = ("Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "FusedDepthwiseConv2dNative")
 SUPPORTED_OPS = frozenset({
     "Const", "Placeholder", "Identity", "Cast", "Unpack", "Pack", "ExpandDims", "Squeeze", "Reshape",
-    "ConcatV2", "GatherNd", "ArgMax", "AddV2", "Sub", "Mul", "RealDiv", "FloorDiv", "SquaredDifference",
-    "Sqrt", "Sigmoid", "Relu", "Relu6", "ResizeBilinear", *_CONVS,
+    "ConcatV2", "GatherNd", "ArgMax", "Add", "AddV2", "Sub", "Mul", "RealDiv", "FloorDiv", "SquaredDifference",
+    "Sqrt", "Sigmoid", "Relu", "Relu6", "Mean", "ResizeBilinear", *_CONVS,
 })  # fmt: skip
 _DTYPES = {"float32": np.float32, "int32": np.int32, "float16": np.float16, "uint8": np.uint8, "uint16": np.uint16}
 _TF_DTYPES = {"DT_FLOAT": torch.float32, "DT_INT32": torch.int32}
@@ -115,13 +117,16 @@ class TfjsGraph:
     Args:
         path: the graph's ``model.json`` (its weight shards beside it, as the manifest names them).
         device: where the constants live and the ops run.
+        outputs: where given, the only nodes `run` may be asked for: the others are dropped at load
+            (and their ops need not be supported).
 
     Raises:
         TfjsGraphError: not a graph model, ops outside `SUPPORTED_OPS`, missing or short shards.
         OSError: the file cannot be read.
     """
 
-    def __init__(self, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike[str], device: str | torch.device = "cpu",
+                 outputs: Sequence[str] | None = None) -> None:
         self.path = Path(path)
         self.device = torch.device(device)
         if self.path.stat().st_size > MAX_MANIFEST_BYTES:
@@ -135,6 +140,8 @@ class TfjsGraph:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TfjsGraphError(f"{self.path}: not a TensorFlow.js graph model ({type(exc).__name__}: {exc})") from exc
         try:
+            if outputs is not None:
+                nodes = _needed(nodes, outputs, self.path)
             self._check_graph(nodes)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             if isinstance(exc, TfjsGraphError):
@@ -178,9 +185,9 @@ class TfjsGraph:
         if node["op"] == "ResizeBilinear":
             half = attr.get("half_pixel_centers", {}).get("b", False)
             corners = attr.get("align_corners", {}).get("b", False)
-            if half == corners:
-                raise TfjsGraphError(f"{self.path}: {node['name']}: bilinear resizing needs half-pixel centres "
-                                     "or aligned corners")
+            if half and corners:
+                raise TfjsGraphError(f"{self.path}: {node['name']}: bilinear resizing with both half-pixel "
+                                     "centres and aligned corners")
         for fused in self._fused(node):
             if fused not in ("BiasAdd", "Relu", "Relu6"):
                 raise TfjsGraphError(f"{self.path}: {node['name']}: fused op {fused!r} is not supported")
@@ -299,9 +306,14 @@ class TfjsGraph:
             return args[0][tuple(index.unbind(-1))]
         if op == "ArgMax":
             return torch.argmax(args[0], int(args[1].reshape(-1)[0])).to(torch.int32)
+        if op == "Mean":
+            dims = tuple(int(v) for v in args[1].reshape(-1).tolist())
+            return args[0].float().mean(dims, keepdim=bool(attr.get("keep_dims", {}).get("b", False)))
         if op == "ResizeBilinear":
             size = [int(v) for v in args[1].reshape(-1).tolist()]
             corners = bool(attr.get("align_corners", {}).get("b", False))
+            if not corners and not attr.get("half_pixel_centers", {}).get("b", False):
+                return _resize_legacy(args[0].float(), size)
             x = args[0].float().permute(0, 3, 1, 2)
             return F.interpolate(x, size=size, mode="bilinear", align_corners=corners).permute(0, 2, 3, 1)
         raise AssertionError(f"op {op} passed the load check but has no implementation")  # pragma: no cover
@@ -313,12 +325,48 @@ def _pointwise(node: Mapping[str, Any], weight: torch.Tensor, depthwise: bool) -
     return not depthwise and tuple(weight.shape[:2]) == (1, 1) and strides == [1, 1]
 
 
+def _needed(nodes: list[Any], outputs: Sequence[str], path: Path) -> list[Any]:
+    """The nodes `outputs` are computed from, in graph order.
+
+    Raises:
+        TfjsGraphError: an output the graph does not have.
+    """
+    by_name = {str(node["name"]): node for node in nodes}
+    keep: set[str] = set()
+    stack = [name.split(":")[0] for name in outputs]
+    while stack:
+        name = stack.pop()
+        if name in keep:
+            continue
+        if name not in by_name:
+            raise TfjsGraphError(f"{path}: the graph has no node {name!r}")
+        keep.add(name)
+        stack.extend(i.lstrip("^").split(":")[0] for i in by_name[name].get("input", []))
+    return [node for node in nodes if node["name"] in keep]
+
+
+def _resize_legacy(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """TF's bilinear resize of NHWC values with neither half-pixel centres nor aligned corners: output
+    pixel i reads input position i x in / out, the last row and column repeated past the edge."""
+    for axis, out in ((1, size[0]), (2, size[1])):
+        n = x.shape[axis]
+        pos = torch.arange(out, device=x.device, dtype=torch.float32) * (n / out)
+        lo = pos.floor().long().clamp_(max=n - 1)
+        hi = (lo + 1).clamp_(max=n - 1)
+        shape = [1, 1, 1, 1]
+        shape[axis] = out
+        frac = (pos - lo).reshape(shape)
+        x = x.index_select(axis, lo) * (1 - frac) + x.index_select(axis, hi) * frac
+    return x
+
+
 def _floor_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.div(a, b, rounding_mode="floor")
 
 
 _ELEMENTWISE: dict[str, Callable[..., torch.Tensor]] = {
     "Identity": lambda x: x,
+    "Add": torch.add,
     "AddV2": torch.add,
     "Sub": torch.sub,
     "Mul": torch.mul,

@@ -46,6 +46,9 @@ class InferConfig:
         centre_people: with the movenet backbone, the detector's people are joined by those MoveNet's
             person-centre heatmap finds over tiles of the frame (seated people, small people;
             `model.backbones.movenet_people`).
+        box_people: with the movenet backbone and CenterNet's weights fetched (`make movenet`), a found box
+            holding two people CenterNet boxes one by one is split, and the people its other boxes hold are
+            added, each confirmed by MoveNet (`model.backbones.centernet`, `movenet_people.boxed_people`).
         denoise: frames whose noise estimate is high are filtered (non-local means) before anything looks
             at them (`model.denoise`); clean frames are used as they are.
     """
@@ -64,6 +67,7 @@ class InferConfig:
     follow_omissions: bool = True
     one_per_box: bool = True
     centre_people: bool = True
+    box_people: bool = True
     denoise: bool = True
 
     def __post_init__(self) -> None:

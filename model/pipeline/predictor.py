@@ -110,6 +110,7 @@ class Predictor:
         self._detector = detector
         self._owned_pose: Any = None  # a BlazePose graph for detection when the backbone is not BlazePose
         self._person_detector: Any = None  # BlazePose's person detector graph, made on first use
+        self._centernet: Any = False  # CenterNet's person detector (None: its weights are not there), made on first use
         self._lock = threading.Lock()
 
     @property
@@ -156,7 +157,9 @@ class Predictor:
         """Person boxes on a whole frame: the yolo11_pose backbone's own detections where it is the
         backbone, else BlazePose's person detector over tiles (HOG without mediapipe), followed, with the
         movenet backbone, by the people MoveNet's centre heatmap adds (`InferConfig.centre_people`,
-        `model.backbones.movenet_people`); at most `MAX_PEOPLE` in all."""
+        `model.backbones.movenet_people`), and those CenterNet's boxes split out of a box or add where its
+        weights were fetched (`InferConfig.box_people`, `movenet_people.boxed_people`); at most `MAX_PEOPLE`
+        in all."""
         if self._detector is not None:
             return self._detector(frame_bgr)
         if isinstance(self.backbone, YoloPoseBackbone):
@@ -176,7 +179,25 @@ class Predictor:
 
             more = find_more_people(self.backbone.model, frame_bgr, boxes, max_people=MAX_PEOPLE - len(boxes))
             boxes += [box for box, _ in more]
+        if self.config.box_people and isinstance(self.backbone, MoveNetBackbone):
+            centernet = self._centernet_model()
+            if centernet is not None:
+                from model.backbones.movenet_people import boxed_people
+
+                boxes = boxed_people(self.backbone.model, frame_bgr, centernet.detect(frame_bgr), boxes,
+                                     max_people=MAX_PEOPLE)
         return boxes
+
+    def _centernet_model(self) -> Any:
+        """CenterNet's person detector where its weights are beside MoveNet's or in ``weights/`` (else None),
+        loaded on first use."""
+        with self._lock:
+            if self._centernet is False:
+                from model.backbones.centernet import load_centernet
+
+                beside = self.backbone.model.path.parent / "centernet.json"  # a MoveNet graph given elsewhere
+                self._centernet = load_centernet(self.device, beside if beside.is_file() else None)
+            return self._centernet
 
     def _detection_models(self) -> tuple[Any, Any]:
         """(BlazePose backbone, PersonDetector), made on first use (the backbone's own where it is BlazePose)."""

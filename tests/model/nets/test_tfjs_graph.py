@@ -224,3 +224,46 @@ def test_a_run_without_its_input_or_asked_for_a_missing_output_is_refused(tmp_pa
         graph.run({"x": torch.ones(1)}, ["z"])
     (y,) = graph.run({"x": torch.tensor([4.0, 9.0])}, ["y"])
     assert y.tolist() == [2.0, 3.0]
+
+
+def test_squeeze_excite_ops_and_legacy_resizing_match_tensorflow(tmp_path: Path) -> None:
+    """`Mean` over the spatial axes (kept), `Add`, and a bilinear resize with neither half-pixel centres nor
+    aligned corners (CenterNet's upsampling): output pixel i reads input i x in / out, the edge repeated."""
+    x = np.arange(2 * 3 * 2, dtype=np.float32).reshape(1, 2, 3, 2) ** 1.5
+    nodes = [{"name": "x", "op": "Placeholder"},
+             {"name": "m", "op": "Mean", "input": ["x", "axes"], "attr": {"keep_dims": {"b": True}}},
+             {"name": "a", "op": "Add", "input": ["x", "m"]},
+             {"name": "up", "op": "ResizeBilinear", "input": ["a", "size"]}]  # fmt: skip
+    consts = {"axes": (np.array([1, 2], np.int32), None), "size": (np.array([4, 6], np.int32), None)}
+    (m, up) = TfjsGraph(_write(tmp_path, nodes, consts)).run({"x": torch.from_numpy(x)}, ["m", "up"])
+    a = x + x.mean((1, 2), keepdims=True)
+    np.testing.assert_allclose(m.numpy(), x.mean((1, 2), keepdims=True), rtol=1e-6)
+    want = np.zeros((1, 4, 6, 2))
+    for i in range(4):
+        for j in range(6):
+            y0, x0 = i * 2 / 4, j * 3 / 6
+            r0, c0 = int(y0), int(x0)
+            r1, c1 = min(r0 + 1, 1), min(c0 + 1, 2)
+            fy, fx = y0 - r0, x0 - c0
+            want[0, i, j] = ((1 - fy) * ((1 - fx) * a[0, r0, c0] + fx * a[0, r0, c1])
+                             + fy * ((1 - fx) * a[0, r1, c0] + fx * a[0, r1, c1]))  # fmt: skip
+    np.testing.assert_allclose(up.numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(up.numpy()[0, ::2, ::2], a[0], rtol=1e-5)  # even pixels are the input's own
+
+
+def test_a_graph_loaded_for_its_outputs_keeps_what_they_need(tmp_path: Path) -> None:
+    """Loaded for one output, a graph drops the nodes only others need (here one with an op this runner does
+    not have, as a detector's top-k decoding); an output it does not have is refused naming the file."""
+    nodes = [{"name": "x", "op": "Placeholder"}, {"name": "y", "op": "Sqrt", "input": ["x"]},
+             {"name": "k", "op": "TopKV2", "input": ["y", "n"]}]  # fmt: skip
+    path = _write(tmp_path, nodes, {"n": (np.array(1, np.int32), None)})
+    with pytest.raises(TfjsGraphError, match="TopKV2"):
+        TfjsGraph(path)
+    graph = TfjsGraph(path, outputs=["y"])
+    assert [n["name"] for n in graph.nodes] == ["x", "y"] and graph.consts == {}
+    (y,) = graph.run({"x": torch.tensor([16.0])}, ["y"])
+    assert y.tolist() == [4.0]
+    with pytest.raises(ValueError, match="no output"):
+        graph.run({"x": torch.tensor([16.0])}, ["k"])
+    with pytest.raises(TfjsGraphError, match=r"g\.json: the graph has no node 'z'"):
+        TfjsGraph(path, outputs=["z"])
