@@ -172,7 +172,9 @@ GRAINY = Path(__file__).resolve().parents[1] / "assets" / "real-stills-grainy"  
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason=f"{DEFAULT_WEIGHTS} not fetched (make movenet)")
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_person_grain_hid_from_the_detector_is_found(seed: int) -> None:
-    """Measured over 4 noise seeds: 0 of the 24 limb joints placed without the filter, 11-12 with it."""
+    """Measured over 4 noise seeds: 0 of the 24 limb joints placed without the filter, 11-12 with it. (CenterNet's
+    boxes, `InferConfig.box_people`, find one of the two men through the grain unfiltered, 10 joints; left out
+    here, as this is the filter's test.)"""
     from model.bench.real import load_stills
     from model.bench.real_score import score_frame
     from model.pipeline.config import InferConfig
@@ -182,7 +184,7 @@ def test_a_person_grain_hid_from_the_detector_is_found(seed: int) -> None:
     grainy = _grainy(image, 20.0, seed)
     placed = {}
     for enabled in (True, False):
-        predictor = Predictor.create("movenet", config=InferConfig(denoise=enabled))
+        predictor = Predictor.create("movenet", config=InferConfig(denoise=enabled, box_people=False))
         try:
             video = Video(gt.name, 1, [Frame(0, [])], width=image.shape[1], height=image.shape[0])
             out = predictor.predict_video(video, reader=_Still(grainy))
