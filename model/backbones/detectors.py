@@ -73,7 +73,7 @@ from model.backbones.tflite import TfliteGraph
 logger = logging.getLogger(__name__)
 
 __all__ = ["Detection", "PersonDetector", "PersonFound", "detect_people", "find_people", "hog_hits", "hog_people",
-           "lies_on", "ssd_anchors"]
+           "lies_on", "mostly_inside", "ssd_anchors"]
 
 DETECTOR_MODEL = "mediapipe/modules/pose_detection/pose_detection.tflite"
 SIDE = 224  # detector input side
@@ -293,7 +293,7 @@ def find_people(detector: PersonDetector, landmarks: LandmarkModel, frame_bgr: n
         found += [p for p in small
                   if max(p.box.w, p.box.h) <= most and not any(_is_part(p.box, q.box) for q in found)]
         upright += [p for p in small_upright if max(p.box.w, p.box.h) <= most]
-    found += [p for p in upright if not any(_inside(p.box, q.box) for q in found)]
+    found += [p for p in upright if not any(mostly_inside(p.box, q.box) for q in found)]
     found.sort(key=lambda p: -p.score)
     kept: list[PersonFound] = []
     for p in found:
@@ -344,7 +344,7 @@ def _lies_on_found(box: Box, found: list[PersonFound]) -> bool:
 
 def lies_on(box: Box, others: Sequence[Box]) -> bool:
     """Whether `box` overlaps one of `others` by IoU over `HOG_NEW_IOU`, or `PART_INSIDE` of one lies in the other."""
-    return any(box_iou(box, o) > HOG_NEW_IOU or _inside(box, o) or _inside(o, box) for o in others)
+    return any(box_iou(box, o) > HOG_NEW_IOU or mostly_inside(box, o) or mostly_inside(o, box) for o in others)
 
 
 def _confirm_hog(hits: list[tuple[Box, float]], found: list[PersonFound], landmarks: LandmarkModel,
@@ -405,7 +405,7 @@ def _pose_at(landmarks: LandmarkModel, frame_bgr: np.ndarray, roi: Roi, realign:
     return pose
 
 
-def _inside(box: Box, of: Box) -> bool:
+def mostly_inside(box: Box, of: Box) -> bool:
     """Whether `PART_INSIDE` of `box`'s area lies inside `of`."""
     x1, y1, x2, y2 = box.xyxy
     ox1, oy1, ox2, oy2 = of.xyxy
@@ -415,7 +415,7 @@ def _inside(box: Box, of: Box) -> bool:
 
 def _is_part(box: Box, of: Box) -> bool:
     """Whether `box` is a part of the person in `of`: mostly inside it (PART_INSIDE) and much smaller (PART_AREA)."""
-    return _inside(box, of) and box.w * box.h < PART_AREA * of.w * of.h
+    return mostly_inside(box, of) and box.w * box.h < PART_AREA * of.w * of.h
 
 
 def detect_people(

@@ -53,7 +53,7 @@ import cv2
 import numpy as np
 
 from annotation_io.types import Box
-from model.backbones.detectors import DEDUPE_IOU, _inside, lies_on
+from model.backbones.detectors import DEDUPE_IOU, lies_on, mostly_inside
 from model.backbones.landmarks import box_iou
 from model.backbones.movenet import INPUT_SIDE, MoveNetModel, average_flip
 
@@ -202,7 +202,6 @@ def find_more_people(model: MoveNetModel, frame_bgr: np.ndarray, found: Sequence
     return added
 
 
-
 def _confirmed(model: MoveNetModel, frame_bgr: np.ndarray, box: Box) -> tuple[np.ndarray, float] | None:
     """MoveNet's look at a box detector's `box` (a square of `BOX_LOOK` x its long side on its centre): the
     pose ((17, 3) COCO keypoints in frame pixels) and its upper-body score where the look's presence, upper
@@ -230,7 +229,7 @@ def _one_pose(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _pairs_in(box: Box, hits: Sequence[tuple[Box, float]]) -> list[tuple[Box, Box]]:
     """Pairs of sure hits (`MIN_PAIR_SCORE`) that `box` may hold as one (see `boxed_people`), best fitting first."""
-    inside = [b for b, s in hits if s >= MIN_PAIR_SCORE and _inside(b, box)]
+    inside = [b for b, s in hits if s >= MIN_PAIR_SCORE and mostly_inside(b, box)]
     pairs: list[tuple[float, tuple[Box, Box]]] = []
     for i, a in enumerate(inside):
         for b in inside[i + 1:]:
@@ -250,12 +249,12 @@ def boxed_people(model: MoveNetModel, frame_bgr: np.ndarray, hits: Sequence[tupl
     `max_people` in all.
 
     - A found box that holds two people as one is split: two sure hits (`MIN_PAIR_SCORE`) mostly inside it
-      (`detectors._inside`) that overlap each other little (IoU under `PAIR_APART`), whose joint extent fits
+      (`detectors.mostly_inside`) that overlap each other little (IoU under `PAIR_APART`), whose joint extent fits
       the box (IoU `PAIR_FIT`) better than either alone does (by `PAIR_GAIN`), that MoveNet's look
       confirms each (`_confirmed`) as someone else (`_one_pose`: two parts of one person, an upper body and
-      legs, give one pose twice), replace it (the second dropped where it is
-      someone found already, IoU over `DEDUPE_IOU`). Seen on four cross-country skiers of 80-120 px who overlap
-      two by two: BlazePose's detector boxed each pair as one person.
+      legs, give one pose twice), replace it (the second dropped where it is someone found already, IoU
+      over `DEDUPE_IOU`). Seen on four cross-country skiers of 80-120 px who overlap two by two:
+      BlazePose's detector boxed each pair as one person.
     - Each hit scoring `MIN_BOX_SCORE` that lies on nobody (`detectors.lies_on`) and that the look confirms
       is added, surest first (its score: hit score x upper-body score).
     """

@@ -16,8 +16,8 @@ wrong size is refused at load with a `TfjsGraphError` that names the file and wh
 "SAME" padding is asymmetric for even kernels and strides (the extra row and column go after), and is
 reproduced exactly, and so is TF's legacy bilinear resizing (neither half-pixel centres nor aligned
 corners: output pixel i samples input i x in / out); "EXPLICIT" padding is refused, as no graph used here
-has it. A graph loaded for named ``outputs`` keeps only the nodes they need, so a detector's decoding
-tail (top-k, gathers) that is done in numpy instead need not be supported.
+has it. A graph loaded for named ``outputs`` keeps only the nodes they need, so the ops of a detector's
+decoding tail (top-k, gathers), decoded by the caller instead, need not be supported.
 """
 
 from __future__ import annotations
