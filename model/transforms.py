@@ -315,6 +315,15 @@ def crop_image(image: np.ndarray, geom: CropGeometry) -> np.ndarray:
     return out.reshape(out.shape[:2] + img.shape[2:])  # cv2 drops a trailing 1-channel axis
 
 
+def square_view_rgb(frame_bgr: np.ndarray, scale: float, offset: tuple[float, float], side: int) -> np.ndarray:
+    """A detector's square input: (side, side, 3) RGB where frame pixel (x, y) lands at scale x (x, y) + offset,
+    black beyond the frame; area-averaged where it shrinks the frame."""
+    m = np.array([[scale, 0.0, offset[0]], [0.0, scale, offset[1]]])
+    img = cv2.warpAffine(frame_bgr, m, (side, side), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return np.ascontiguousarray(img[..., ::-1])
+
+
 def crop_frames(frames: Sequence[np.ndarray], geom: CropGeometry) -> np.ndarray:
     """Crop each frame with the same geometry (DCPose crops t-1, t, t+1 with t's box). (N, H, W, C)."""
     if len(frames) == 0:

@@ -24,13 +24,13 @@ import os
 import threading
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torchvision
 
 from annotation_io.types import Box
 from model.nets.tfjs_graph import TfjsGraph, TfjsGraphError
+from model.transforms import square_view_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +108,7 @@ class CenterNetDetector:
               min_score: float) -> list[tuple[Box, float]]:
         """The boxes on the square of `side` pixels at (left, top) (black beyond the frame), in frame pixels."""
         k = SIDE / side
-        m = np.array([[k, 0.0, -k * left], [0.0, k, -k * top]])
-        square = cv2.warpAffine(frame_bgr, m, (SIDE, SIDE), flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-        rgb = torch.from_numpy(np.ascontiguousarray(square[..., ::-1]).astype(np.float32))[None]
+        rgb = torch.from_numpy(square_view_rgb(frame_bgr, k, (-k * left, -k * top), SIDE).astype(np.float32))[None]
         with self._lock:
             heat, sizes = self.graph.run({INPUT_NAME: rgb}, [HEATMAPS, SIZES])
         person = heat[0, :, :, PERSON].float().cpu()

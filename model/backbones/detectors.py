@@ -69,6 +69,7 @@ from annotation_io.types import Box
 from model.backbones.blazepose import BlazePoseBackbone, check_image
 from model.backbones.landmarks import LandmarkModel, PoseResult, Roi, box_iou
 from model.backbones.tflite import TfliteGraph
+from model.transforms import square_view_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -193,10 +194,7 @@ class PersonDetector:
         x, y, w, h = (float(v) for v in view)
         k = SIDE / max(w, h)
         ox, oy = (SIDE - w * k) / 2.0, (SIDE - h * k) / 2.0
-        m = np.array([[k, 0.0, ox - k * x], [0.0, k, oy - k * y]])
-        img = cv2.warpAffine(frame_bgr, m, (SIDE, SIDE), flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-        raw, logits = self._graph.run(np.ascontiguousarray(img[..., ::-1]))
+        raw, logits = self._graph.run(square_view_rgb(frame_bgr, k, (ox - k * x, oy - k * y), SIDE))
         self.calls += 1
         raw = raw.reshape(-1, 12).astype(np.float64)
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))

@@ -56,6 +56,7 @@ from annotation_io.types import Box
 from model.backbones.detectors import DEDUPE_IOU, lies_on, mostly_inside
 from model.backbones.landmarks import box_iou
 from model.backbones.movenet import INPUT_SIDE, MoveNetModel, average_flip
+from model.transforms import square_view_rgb
 
 __all__ = ["boxed_people", "centre_grid", "find_more_people", "grid_tiles"]
 
@@ -114,10 +115,7 @@ def grid_tiles(width: int, height: int, n: int) -> list[tuple[float, float, floa
 def _square(frame_bgr: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
     """The frame's square of `side` pixels centred on (cx, cy) as network input (RGB, black outside)."""
     k = INPUT_SIDE / side
-    m = np.array([[k, 0.0, INPUT_SIDE / 2.0 - k * cx], [0.0, k, INPUT_SIDE / 2.0 - k * cy]])
-    img = cv2.warpAffine(frame_bgr, m, (INPUT_SIDE, INPUT_SIDE), flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    return np.ascontiguousarray(img[..., ::-1])
+    return square_view_rgb(frame_bgr, k, (INPUT_SIDE / 2.0 - k * cx, INPUT_SIDE / 2.0 - k * cy), INPUT_SIDE)
 
 
 def _peaks(model: MoveNetModel, frame_bgr: np.ndarray, n: int) -> list[tuple[float, float, float, float]]:
@@ -154,6 +152,17 @@ def _look_at(model: MoveNetModel, frame_bgr: np.ndarray, cx: float, cy: float,
     return kp, min(presence, presence_m)
 
 
+def _person(kp: np.ndarray, presence: float) -> tuple[Box, float] | None:
+    """A look's pose as a person: the box of its keypoints scoring `BOX_MIN_SCORE` (3 at least) and its
+    upper-body score, where the presence and upper body reach `MIN_PRESENCE` and `MIN_UPPER`; else None."""
+    upper = float(kp[_UPPER, 2].mean())
+    sure = kp[kp[:, 2] >= BOX_MIN_SCORE, :2]
+    if presence < MIN_PRESENCE or upper < MIN_UPPER or len(sure) < 3:
+        return None
+    (x1, y1), (x2, y2) = sure.min(0), sure.max(0)
+    return Box.from_xyxy(x1, y1, x2, y2), upper
+
+
 def find_more_people(model: MoveNetModel, frame_bgr: np.ndarray, found: Sequence[Box],
                      max_people: int = 20) -> list[tuple[Box, float]]:
     """People MoveNet's centre heatmap finds on the frame beside `found` (see the module doc).
@@ -186,13 +195,12 @@ def find_more_people(model: MoveNetModel, frame_bgr: np.ndarray, found: Sequence
             break
         looks += 1
         kp, presence = _look_at(model, frame_bgr, x, y, side)
-        upper = float(kp[_UPPER, 2].mean())
-        sure = kp[kp[:, 2] >= BOX_MIN_SCORE, :2]
-        if presence < MIN_PRESENCE or upper < MIN_UPPER or len(sure) < 3:
+        person = _person(kp, presence)
+        if person is None:
             continue
-        (x1, y1), (x2, y2) = sure.min(0), sure.max(0)
-        pad = BOX_MARGIN * max(x2 - x1, y2 - y1)
-        box = Box.from_xyxy(x1 - pad, y1 - pad, x2 + pad, y2 + pad).clip(width, height)
+        tight, upper = person
+        pad = BOX_MARGIN * max(tight.w, tight.h)
+        box = Box(tight.x - pad, tight.y - pad, tight.w + 2 * pad, tight.h + 2 * pad).clip(width, height)
         if box.w < 2 or box.h < 2 or lies_on(box, taken):
             continue
         added.append((box, presence * upper))
@@ -208,12 +216,10 @@ def _confirmed(model: MoveNetModel, frame_bgr: np.ndarray, box: Box) -> tuple[np
     body and fit to the box (the box of its keypoints scoring `BOX_MIN_SCORE`) pass (`MIN_PRESENCE`,
     `MIN_UPPER`, `MIN_POSE_FIT`), else None."""
     kp, presence = _look_at(model, frame_bgr, box.x + box.w / 2.0, box.y + box.h / 2.0, BOX_LOOK * max(box.w, box.h))
-    upper = float(kp[_UPPER, 2].mean())
-    sure = kp[kp[:, 2] >= BOX_MIN_SCORE, :2]
-    if presence < MIN_PRESENCE or upper < MIN_UPPER or len(sure) < 3:
+    person = _person(kp, presence)
+    if person is None or box_iou(person[0], box) < MIN_POSE_FIT:
         return None
-    (x1, y1), (x2, y2) = sure.min(0), sure.max(0)
-    return (kp, upper) if box_iou(Box.from_xyxy(x1, y1, x2, y2), box) >= MIN_POSE_FIT else None
+    return kp, person[1]
 
 
 def _one_pose(a: np.ndarray, b: np.ndarray) -> bool:
