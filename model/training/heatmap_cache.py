@@ -3,7 +3,8 @@
 `compute_heatmaps` runs the frozen backbone on (video, frame, crop geometry) requests in batches,
 reading each frame once per call. `BackboneHeatmapCache` computes the heatmaps a training sample
 needs (frames t, p, n cropped with t's box) once per (video, frame, box rounded to 0.1 px,
-backbone.version), in memory or as ``.npy`` files, so training epochs never run the backbone again.
+backbone.version, frames filtered or not), in memory or as ``.npy`` files, so training epochs never run the
+backbone again.
 `CountingBackbone` counts backbone calls (tests and `model.training.loop` report them). The crop primitives
 the cache keys on (`CropSize`, `round_box`, `sample_geometry`) live here too.
 """
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_CROP",
+    "FRAMES_FILTERED",
+    "FRAMES_RAW",
     "BackboneHeatmapCache",
     "CountingBackbone",
     "CropSize",
@@ -42,6 +45,9 @@ __all__ = [
 ]
 
 _FRAME_MEMORY = 8  # decoded frames kept per compute call
+# How the cached crops' frames were read, part of every key: through `model.denoise` (versioned: a change to the
+# filter that changes its output gets a new name here) or as decoded.
+FRAMES_FILTERED, FRAMES_RAW = "denoised-nlm1", "raw"
 ProgressFn = Callable[[int, int], None]
 
 
@@ -141,7 +147,8 @@ CacheKey = tuple[str, int, tuple[float, float, float, float], str]
 
 @dataclass
 class BackboneHeatmapCache:
-    """Backbone heatmaps (K, H, W) per (video, frame, rounded box, backbone.version), computed once.
+    """Backbone heatmaps (K, H, W) per (video, frame, rounded box, backbone.version, frames filtered or
+    not), computed once.
 
     Args:
         backbone: the frozen backbone (its `version` is part of every key).
@@ -151,7 +158,9 @@ class BackboneHeatmapCache:
         batch_size: crops per backbone call.
         crop: crop and heatmap sizes (one per cache).
         denoise: frames are read through `model.denoise.DenoisedFrames`, as the predictor reads them by
-            default (`InferConfig.denoise`), so the head learns on the heatmaps it will be given.
+            default (`InferConfig.denoise`), so the head learns on the heatmaps it will be given. It is part
+            of every key (`FRAMES_FILTERED` / `FRAMES_RAW`), so entries a cache directory kept from
+            unfiltered frames (an earlier release, or ``denoise=False``) are never taken for filtered ones.
 
     Attributes:
         backbone_calls: backbone.heatmaps calls made so far (tests count them).
@@ -176,7 +185,8 @@ class BackboneHeatmapCache:
 
     def key(self, video: str, frame: int, box: Box) -> CacheKey:
         b = round_box(box)
-        return (video, int(frame), (b.x, b.y, b.w, b.h), self.backbone.version)
+        frames = FRAMES_FILTERED if self.denoise else FRAMES_RAW
+        return (video, int(frame), (b.x, b.y, b.w, b.h), f"{self.backbone.version}+{frames}")
 
     def _path(self, key: CacheKey) -> Path:
         assert self.directory is not None

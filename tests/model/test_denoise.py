@@ -166,6 +166,27 @@ def test_the_training_cache_computes_heatmaps_on_the_filtered_frames() -> None:
     assert noise_sigma(crop_image(grainy, geom)) > 1.5 * noise_sigma(crop_image(denoise(grainy), geom))
 
 
+def test_a_cache_directory_never_serves_unfiltered_heatmaps_for_filtered_frames(tmp_path: Path) -> None:
+    """A model directory kept across an upgrade holds entries computed on the frames as decoded (before the filter,
+    or with ``denoise=False``): the filtered cache computes its own, and each cache keeps reading its own."""
+    from model.training.heatmap_cache import BackboneHeatmapCache
+    from model.training.samples import TrainSample
+
+    grainy = _grainy(_stills()[1], 20.0)
+    sample = TrainSample(video="v", frame=1, prev=0, next=2, margin=(1.0, 1.0), box=Box(100.0, 60.0, 160.0, 240.0),
+                         keypoints=np.zeros((17, 3), np.float32))
+    readers = {"v": _Frames([grainy] * 3)}
+    raw = BackboneHeatmapCache(_NoiseMeter(), readers, directory=tmp_path, denoise=False)  # type: ignore[arg-type]
+    assert raw.prefetch([sample]) == 3
+    filtered = BackboneHeatmapCache(_NoiseMeter(), readers, directory=tmp_path)  # type: ignore[arg-type]
+    assert filtered.key("v", 1, sample.box) not in filtered
+    assert filtered.prefetch([sample]) == 3
+    raw_level, filtered_level = float(raw.triplet(sample)[0, 0, 0, 0]), float(filtered.triplet(sample)[0, 0, 0, 0])
+    assert raw_level > 1.5 * filtered_level > 0
+    again = BackboneHeatmapCache(_NoiseMeter(), readers, directory=tmp_path)  # type: ignore[arg-type]
+    assert again.prefetch([sample]) == 0 and float(again.triplet(sample)[0, 0, 0, 0]) == filtered_level
+
+
 GRAINY = Path(__file__).resolve().parents[1] / "assets" / "real-stills-grainy"  # two footballers (its README)
 
 
