@@ -24,7 +24,8 @@ by nothing in the product):
   from and carried with keypoints), `video_job` (one call's
   work, given the stages), `read_ahead` (frames decoded ahead on a thread), `tracking` and `assignment`
   (person boxes and track ids), `follow` (detected people followed between detector runs),
-  `track_filters` (false short tracks dropped), `one_per_box` (a box holding another person's pose
+  `track_filters` (false short tracks dropped), `smoothing` (one-frame slips of a joint taken out by a
+  median over the frames around), `one_per_box` (a box holding another person's pose
   run again with that person painted out), `propagation` (human
   keypoints carried by optical flow and fused with the backbone), `omissions` (joints the labels
   around leave out stay out).

@@ -3,7 +3,10 @@
 On the synthetic test videos, with human labels every 4 and every 8 frames, it scores the unlabelled
 frames (poseval mAP and % of keypoints within PCKh@0.5, `annotation_io.evaluate`) for:
 
-- **backbone only**: the predictor at cold start with propagation off;
+- **backbone only**: the predictor at cold start with propagation and the temporal median off (the backbone
+  frame by frame);
+- **backbone + temporal median**: the same with the temporal median of model-placed joints on (the default,
+  `model.pipeline.smoothing`);
 - **propagation only**: the labels carried by optical flow alone (`model.pipeline.propagation.propagate`);
   joints no label reaches are left out;
 - **propagation + backbone**: the cold-start predictor with propagation on (the default);
@@ -35,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PropagationCost", "PropagationRow", "format_propagation", "propagation_only"]
 
-VARIANTS = ("backbone only", "propagation only", "propagation + backbone", "head + propagation")
+VARIANTS = ("backbone only", "backbone + temporal median", "propagation only", "propagation + backbone",
+            "head + propagation")
 
 
 @dataclass
@@ -100,7 +104,7 @@ def _unlabelled(gt: Video, every: int) -> tuple[Video, list[int]]:
 
 def score_variants(name: str, test: dict[str, Video], open_reader: Callable[[str], Any],
                    predict: Callable[..., Video], head: Any, every: int) -> list[PropagationRow]:
-    """The four variants for one backbone and one label spacing.
+    """The variants (`VARIANTS`) for one backbone and one label spacing.
 
     Args:
         name: the backbone as the rows name it.
@@ -113,7 +117,8 @@ def score_variants(name: str, test: dict[str, Video], open_reader: Callable[[str
     rows = []
     gts = {k: _unlabelled(gt, every)[0] for k, gt in test.items()}
     settings: dict[str, tuple[Any, dict[str, Any]]] = {
-        "backbone only": (None, {"propagate": False}),
+        "backbone only": (None, {"propagate": False, "temporal_median": False}),
+        "backbone + temporal median": (None, {"propagate": False}),
         "propagation + backbone": (None, {"propagate": True}),
         "head + propagation": (head, {"propagate": True, "label_aware": True}),
     }
@@ -164,9 +169,9 @@ def time_propagation(name: str, test: dict[str, Video], open_reader: Callable[[s
 def format_propagation(rows: list[PropagationRow], costs: list[PropagationCost]) -> list[str]:
     """Report lines of the section."""
     lines = ["", "Propagation on unlabelled test frames (mAP and % of keypoints within PCKh@0.5)",
-             f"{'backbone':<34} {'labels':>6} {'variant':<24} {'mAP':>6} {'within':>7} {'frames':>6}"]
+             f"{'backbone':<34} {'labels':>6} {'variant':<26} {'mAP':>6} {'within':>7} {'frames':>6}"]
     for r in rows:
-        lines.append(f"{r.backbone:<34} {'1/' + str(r.label_every):>6} {r.variant:<24} {r.map:>6.1f} "
+        lines.append(f"{r.backbone:<34} {'1/' + str(r.label_every):>6} {r.variant:<26} {r.map:>6.1f} "
                      f"{r.within:>7.1f} {r.frames:>6}")
     for c in costs:
         lines.append(f"cost, {c.backbone}: {c.off_ms:.0f} ms/person-frame without propagation, {c.on_ms:.0f} with "

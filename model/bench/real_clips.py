@@ -9,7 +9,8 @@ annotator would leave them out), so the flow, the boxes and the backbone meet re
 people and a known truth.
 
 With human labels every 4 and every 8 frames, it scores the unlabelled frames for backbone only
-(propagation off), propagation only (`model.bench.propagation.propagation_only`) and propagation +
+(propagation and the temporal median off: the backbone frame by frame), backbone + temporal median
+(`model.pipeline.smoothing`, propagation off), propagation only (`model.bench.propagation.propagation_only`) and propagation +
 backbone (the cold-start default): the share of annotated limb joints within 0.1 x the person box
 diagonal (`model.bench.real_score.score_frame`), poseval mAP and the share of predicted joints within
 PCKh@0.5 (`annotation_io.evaluate`; every predicted joint counts, so a joint the truth leaves out is a
@@ -42,7 +43,7 @@ ZOOM = 0.15  # zoom-in over the clip
 PAN = 0.8  # share of the free margin the window sweeps, left-right (one sine period)
 ROLL_DEG = 3.0  # camera roll amplitude
 JPEG_QUALITY = 70
-CLIP_VARIANTS = ("backbone only", "propagation only", "propagation + backbone")
+CLIP_VARIANTS = ("backbone only", "backbone + temporal median", "propagation only", "propagation + backbone")
 
 
 @dataclass
@@ -138,8 +139,8 @@ def _score(gts: dict[str, Video], outs: dict[str, Video]) -> tuple[float, int]:
 
 
 def run_clip_bench(predictor: Any, stills: list[tuple[Video, np.ndarray]], every: int) -> list[ClipRow]:
-    """The three variants on the clips of `stills` with labels every `every` frames (propagation off and
-    on through `predictor.config`, restored after)."""
+    """The variants (`CLIP_VARIANTS`) on the clips of `stills` with labels every `every` frames (propagation
+    and the temporal median off and on through `predictor.config`, restored after)."""
     from model.bench.propagation import propagation_only
 
     clips = {gt.name: camera_clip(gt, image) for gt, image in stills}
@@ -154,7 +155,8 @@ def run_clip_bench(predictor: Any, stills: list[tuple[Video, np.ndarray]], every
                 if variant == "propagation only":
                     outs[name] = propagation_only(gt, known, reader, unlabelled)
                     continue
-                predictor.config = replace(config, propagate=variant != "backbone only")
+                predictor.config = replace(config, propagate=variant.startswith("propagation"),
+                                           temporal_median=variant != "backbone only")
                 template = replace(gt, frames=[Frame(f.index, [], False) for f in gt.frames])
                 outs[name] = predictor.predict_video(template, known, frames=unlabelled, reader=reader)
             within, joints = _score(gts, outs)

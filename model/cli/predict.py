@@ -104,6 +104,7 @@ class PredictOptions:
     label_aware: bool = True
     redetect_every: int = 1
     denoise: bool = True
+    temporal_median: bool = True
 
 
 PredictorFactory = Callable[[PredictOptions], "Predictor"]
@@ -115,7 +116,8 @@ def build_predictor(options: PredictOptions) -> Predictor:
     from model.pipeline.predictor import Predictor
 
     config = InferConfig(mode=options.mode, label_aware=options.label_aware,  # type: ignore[arg-type]
-                         redetect_every=options.redetect_every, denoise=options.denoise)
+                         redetect_every=options.redetect_every, denoise=options.denoise,
+                         temporal_median=options.temporal_median)
     return Predictor.create(backbone=options.backbone, checkpoint=options.checkpoint, head=options.head,
                             device=options.device, config=config)
 
@@ -245,6 +247,9 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                         "between (default 1: every frame, finds the most people; 10: 2.3x faster on one person)")
     parser.add_argument("--no-denoise", action="store_true",
                         help="use grainy frames as they are (default: filtered first; faster, fewer people found)")
+    parser.add_argument("--no-temporal-median", action="store_true",
+                        help="keep each frame's joints as the model placed them (default: a joint the model alone "
+                        "placed goes to the median of its positions on the frames before and after and its own)")
     parser.add_argument("--frames", type=str, help="frames a:b to predict (default all)")
     parser.add_argument("--render", type=Path, help="also write an overlay video here (.mp4, .avi, .mov, .m4v or .mkv; mp4v codec)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -288,7 +293,8 @@ def handle(args: argparse.Namespace, *, predictor_factory: PredictorFactory | No
     backbone = args.backbone or default_backbone(args.checkpoint)
     options = PredictOptions(backbone=backbone, checkpoint=args.checkpoint, head=args.head,
                              device=args.device, mode=args.mode, label_aware=not args.no_label_aware,
-                             redetect_every=args.redetect_every, denoise=not args.no_denoise)
+                             redetect_every=args.redetect_every, denoise=not args.no_denoise,
+                             temporal_median=not args.no_temporal_median)
     try:
         with quiet:
             run_predict(

@@ -51,6 +51,9 @@ class InferConfig:
             added, each confirmed by MoveNet (`model.backbones.centernet`, `movenet_people.boxed_people`).
         denoise: frames whose noise estimate is high are filtered (non-local means) before anything looks
             at them (`model.denoise`); clean frames are used as they are.
+        temporal_median: each joint the model alone placed on a tracked person is put at the median of its
+            positions on the frames before and after and its own, taking out one-frame slips
+            (`model.pipeline.smoothing`); human and carried joints are kept.
     """
 
     mode: Mode = "cached"
@@ -69,6 +72,7 @@ class InferConfig:
     centre_people: bool = True
     box_people: bool = True
     denoise: bool = True
+    temporal_median: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -37,6 +37,9 @@ Pipeline of one `Predictor.predict_video` call (the released DCPose inference, Â
    are decoded directly and no neighbour is computed. Decoding is `decode_to_frame`; keypoint score
    = peak value clipped to [0, 1], v = 2 where the peak is > 0 (else 0 and x = y = 0); person score =
    box score x mean of the best 10 of the 15 PoseTrack joint scores.
+7. Short detected tracks that are false people are dropped (`model.pipeline.track_filters.drop_flicker`), and
+   each joint the model alone placed on a tracked person is put at the median of its positions on the frames
+   before and after and its own (`InferConfig.temporal_median`, `model.pipeline.smoothing`).
 
 This module is the facade (Predictor, load_head: creation, checks, frame access, progress); the
 options are `model.pipeline.config.InferConfig`; the per-call work above lives in
@@ -70,6 +73,7 @@ from model.nets.dcpose import DCPose
 from model.nets.runtime import autocast, check_precision, place_module
 from model.pipeline.config import InferConfig, Progress
 from model.pipeline.read_ahead import ReadAheadReader
+from model.pipeline.smoothing import temporal_median
 from model.pipeline.track_filters import drop_flicker
 from model.pipeline.video_job import JobStages, VideoJob, assemble_output
 
@@ -289,7 +293,8 @@ class Predictor:
 
         That is its crops and its neighbours' (and, for a carried box, the chain of frames back to
         the label it is carried from), so the result equals the same frame of `predict_video`
-        wherever the boxes come from labels.
+        wherever the boxes come from labels, before the temporal median (`InferConfig.temporal_median`),
+        which needs the predictions of the frames on either side and leaves a one-frame request as it is.
         """
         return self.predict_video(video, known, frames=[index], reader=reader).frames[0]
 
@@ -313,6 +318,8 @@ class Predictor:
             job.reader = ahead
             try:
                 persons = drop_flicker(job.run(requested, report))
+                if self.config.temporal_median:
+                    persons = temporal_median(persons)
             finally:
                 if bar is not None:
                     bar.close()

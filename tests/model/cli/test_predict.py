@@ -576,6 +576,21 @@ def test_no_denoise_reaches_the_predictor(synth: Path, tmp_path: Path) -> None:
     assert seen == [True, False]
 
 
+def test_no_temporal_median_reaches_the_predictor(synth: Path, tmp_path: Path) -> None:
+    seen: list[bool] = []
+
+    def factory(options: PredictOptions):  # noqa: ANN202
+        seen.append(options.temporal_median)
+        return _sim(_paths(synth)[0])(options)
+
+    folder = synth / "images" / VID
+    for extra in ([], ["--no-temporal-median"]):
+        argv = [str(folder), "--out", str(tmp_path / f"m{len(extra)}.json"), "--no-progress", "--frames", "0:2", *extra]
+        assert main(argv, predictor_factory=factory) == 0
+    assert seen == [True, False]
+    assert build_predictor(PredictOptions(backbone="blazepose", temporal_median=False)).config.temporal_median is False
+
+
 def test_help_names_every_input_kind(capsys: pytest.CaptureFixture[str]) -> None:
     """README: "pre-annotate a video, a frame folder, one image or a PoseTrack JSON"; the help says so too."""
     assert model_main(["--help"]) == 0

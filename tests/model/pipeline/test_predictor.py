@@ -238,13 +238,16 @@ def test_cold_start_decodes_backbone_heatmaps(two) -> None:
 def test_predict_frame_equals_predict_video(two, mode: str) -> None:
     gt, images = two
     known = sparsify(gt, 4)
-    video, _, pred = _predict(two, known, SpyHead(), mode=mode)
+    video, _, pred = _predict(two, known, SpyHead(), mode=mode, temporal_median=False)
     with open_video(images) as reader:
         single = pred.predict_frame(gt, 2, known, reader=reader)
+        smoothed = Predictor(GTBackbone(gt), SpyHead(), config=replace(pred.config, temporal_median=True))
+        alone = smoothed.predict_frame(gt, 2, known, reader=reader)
     full = video.frame(2)
     assert [p.track_id for p in single.persons] == [p.track_id for p in full.persons] == [0, 1]
-    for a, b in zip(single.persons, full.persons):
+    for a, b, c in zip(single.persons, full.persons, alone.persons, strict=True):
         assert np.allclose(a.keypoints, b.keypoints) and np.allclose(a.scores, b.scores) and a.box == b.box
+        assert np.array_equal(a.keypoints, c.keypoints)  # one frame: no neighbours, no median
 
 
 def test_track_ids_follow_known_labels_and_metadata_is_kept(two) -> None:
