@@ -10,11 +10,11 @@ people and a known truth.
 
 With human labels every 4 and every 8 frames, it scores the unlabelled frames for backbone only
 (propagation and the temporal median off: the backbone frame by frame), backbone + temporal median
-(`model.pipeline.smoothing`, propagation off), propagation only (`model.bench.propagation.propagation_only`) and propagation +
-backbone (the cold-start default): the share of annotated limb joints within 0.1 x the person box
-diagonal (`model.bench.real_score.score_frame`), poseval mAP and the share of predicted joints within
-PCKh@0.5 (`annotation_io.evaluate`; every predicted joint counts, so a joint the truth leaves out is a
-miss: one an annotator would delete). The head boxes are the data's proxies, so mAP and PCKh are
+(`model.pipeline.smoothing`, propagation off), propagation only
+(`model.bench.propagation.propagation_only`) and propagation + backbone (the cold-start default): the
+share of annotated limb joints within 0.1 x the person box diagonal (`model.bench.real_score.score_frame`),
+poseval mAP and the share of predicted joints within PCKh@0.5 (`annotation_io.evaluate`; every predicted
+joint counts, so a joint the truth leaves out is a miss: one an annotator would delete). The head boxes are the data's proxies, so mAP and PCKh are
 comparable between runs on these files only.
 """
 
