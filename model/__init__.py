@@ -28,14 +28,16 @@ by nothing in the product):
   median over the frames around), `one_per_box` (a box holding another person's pose
   run again with that person painted out), `propagation` (human
   keypoints carried by optical flow and fused with the backbone), `omissions` (joints the labels
-  around leave out stay out).
+  around leave out stay out), `shots` (cuts to another shot found, so that each shot is predicted on its
+  own).
 - `training/`: `samples`, `heatmap_cache`, `augmentation`, `loop` (train_head), `distributed` (DDP), `curve`.
 - `cli/`: `python -m model predict|train|bench|bench-video|bench-real|propagation-overlay` (`main`
   dispatches; `predict`, `predict_input`, `render`, `train`; `checks`: device and output paths checked
   before the slow part).
 - `bench/`: `nets` (backbone, head, DCNv2), `head_speed` (head variants vs HRNet-W48 side by side),
   `video` (cached/exact cost, accuracy, with `propagation`'s section), `real` (real stills; `real_score`
-  its figures, `real_clips` the stills filmed by a moving camera),
+  its figures, `real_clips` the stills filmed by a moving camera, `cuts` pairs of them as two shots with a
+  cut between),
   `weights` (benchmark weights), `gpu_check` (the GPU check: parity, fine-tuning, throughput;
   `scripts/gpu_check.sh`) and `overlay` (the README's propagation picture).
 - `testing/`: test support: a ground-truth backbone that errs like real ones (`simulated`) and a

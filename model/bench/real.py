@@ -42,11 +42,13 @@ from model.backbones.names import default_backbone
 from model.bench.real_score import LIMB_SLOTS, RealScore, score_frame
 
 if TYPE_CHECKING:
+    from model.bench.cuts import CutRow
     from model.bench.real_clips import ClipRow, FollowRow
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LIMB_SLOTS", "RealScore", "clear_stills_output", "handle", "register_parser", "run_real_bench", "run_real_clips", "score_frame"]
+__all__ = ["LIMB_SLOTS", "RealScore", "clear_stills_output", "handle", "register_parser", "run_real_bench", "run_real_clips",
+           "run_real_cuts", "score_frame"]
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real-stills"
 MODES = ("detector", "boxes given")
@@ -173,6 +175,15 @@ def run_real_clips(root: Path, *, checkpoint: Path | None = None, backbones: Seq
     return rows, follow
 
 
+def run_real_cuts(root: Path, *, checkpoint: Path | None = None, backbones: Sequence[str] = ("blazepose",),
+                  heavy: Path | None = None) -> dict[str, list[CutRow]]:  # fmt: skip
+    """{backbone version: `model.bench.cuts` rows} for each backbone (as `run_real_bench`)."""
+    from model.bench.cuts import run_cut_bench
+
+    stills = load_stills(root)
+    return {predictor.version: run_cut_bench(predictor, stills) for predictor in _predictors(backbones, checkpoint, heavy)}
+
+
 def format_result(result: dict[str, dict[str, RealScore]]) -> str:
     """The figures as a Markdown table."""
     lines = ["| backbone | boxes | limb joints within 0.1 diag | recall (>=1 / >=half) | predictions "
@@ -205,6 +216,9 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                         help="also score the stills filmed by a moving camera, with labels every 4 and 8 "
                              "frames (label propagation) and with none (detection and following) "
                              "(model.bench.real_clips; a few minutes)")
+    parser.add_argument("--cuts", action="store_true",
+                        help="also score pairs of the stills filmed as two shots with a cut between, cut finding "
+                             "off and on (model.bench.cuts; a few minutes)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.set_defaults(handle=handle, log_level="WARNING")
 
@@ -221,6 +235,8 @@ def handle(args: argparse.Namespace) -> int:
                                 heavy=args.heavy)  # fmt: skip
         clips, follow = (run_real_clips(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones,
                                         heavy=args.heavy) if args.clips else ([], []))  # fmt: skip
+        cuts = (run_real_cuts(args.data.resolve(), checkpoint=args.checkpoint, backbones=backbones, heavy=args.heavy)
+                if args.cuts else {})  # fmt: skip
     except (OSError, ValueError) as exc:  # ValueError: AnnotationFormatError, CheckpointError
         print(f"bench-real: {exc}")
         return 2
@@ -229,6 +245,8 @@ def handle(args: argparse.Namespace) -> int:
         if clips:
             out["clips"] = [asdict(row) for row in clips]
             out["clips_no_labels"] = [asdict(row) for row in follow]
+        if cuts:
+            out["cuts"] = {v: [asdict(row) for row in rows] for v, rows in cuts.items()}
         print(json.dumps(out, indent=2))
     else:
         print(format_result(result))
@@ -239,4 +257,10 @@ def handle(args: argparse.Namespace) -> int:
             print(format_clips(clips))
             print()
             print(format_follow(follow))
+        if cuts:
+            from model.bench.cuts import format_cuts
+
+            for version, rows in cuts.items():
+                print()
+                print(format_cuts(rows, version))
     return 0

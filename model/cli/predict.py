@@ -105,6 +105,7 @@ class PredictOptions:
     redetect_every: int = 1
     denoise: bool = True
     temporal_median: bool = True
+    shot_cuts: bool = True
 
 
 PredictorFactory = Callable[[PredictOptions], "Predictor"]
@@ -117,7 +118,7 @@ def build_predictor(options: PredictOptions) -> Predictor:
 
     config = InferConfig(mode=options.mode, label_aware=options.label_aware,  # type: ignore[arg-type]
                          redetect_every=options.redetect_every, denoise=options.denoise,
-                         temporal_median=options.temporal_median)
+                         temporal_median=options.temporal_median, shot_cuts=options.shot_cuts)
     return Predictor.create(backbone=options.backbone, checkpoint=options.checkpoint, head=options.head,
                             device=options.device, config=config)
 
@@ -250,6 +251,9 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--no-temporal-median", action="store_true",
                         help="keep each frame's joints as the model placed them (default: a joint the model alone "
                         "placed goes to the median of its positions on the frames before and after and its own)")
+    parser.add_argument("--no-shot-cuts", action="store_true",
+                        help="predict the video as one shot (default: cuts to another shot are found and each shot "
+                        "is predicted on its own, so that no person, label or track id is carried across a cut)")
     parser.add_argument("--frames", type=str, help="frames a:b to predict (default all)")
     parser.add_argument("--render", type=Path, help="also write an overlay video here (.mp4, .avi, .mov, .m4v or .mkv; mp4v codec)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -294,7 +298,7 @@ def handle(args: argparse.Namespace, *, predictor_factory: PredictorFactory | No
     options = PredictOptions(backbone=backbone, checkpoint=args.checkpoint, head=args.head,
                              device=args.device, mode=args.mode, label_aware=not args.no_label_aware,
                              redetect_every=args.redetect_every, denoise=not args.no_denoise,
-                             temporal_median=not args.no_temporal_median)
+                             temporal_median=not args.no_temporal_median, shot_cuts=not args.no_shot_cuts)
     try:
         with quiet:
             run_predict(

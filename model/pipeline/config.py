@@ -54,6 +54,9 @@ class InferConfig:
         temporal_median: each joint the model alone placed on a tracked person is put at the median of its
             positions on the frames before and after and its own, taking out one-frame slips
             (`model.pipeline.smoothing`); human and carried joints are kept.
+        shot_cuts: the frames a request reaches are searched for cuts to another shot, and each shot is
+            predicted on its own: no track, box, label or neighbour frame is carried across a cut
+            (`model.pipeline.shots`).
     """
 
     mode: Mode = "cached"
@@ -73,6 +76,7 @@ class InferConfig:
     box_people: bool = True
     denoise: bool = True
     temporal_median: bool = True
+    shot_cuts: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -2,6 +2,10 @@
 
 Pipeline of one `Predictor.predict_video` call (the released DCPose inference, §5.2-§6 of its paper):
 
+Cuts to another shot among the frames the request reaches are found first (`InferConfig.shot_cuts`,
+`model.pipeline.shots`); each shot holding requested frames then goes through the steps below on its own,
+as a video of its own frames, and people new to a shot get ids that no other shot or label uses.
+
 0. Frames are read through `model.denoise.DenoisedFrames` (`InferConfig.denoise`): a grainy frame is
    filtered before the detector, the backbone or the optical flow sees it; a clean one is used as it is.
 1. Boxes and track ids come from `model.pipeline.tracking.plan_boxes` (human > interpolated > carried >
@@ -61,7 +65,7 @@ import numpy as np
 import torch
 
 from annotation_io.skeletons import NUM_KEYPOINTS
-from annotation_io.types import Box, Frame, Video
+from annotation_io.types import Box, Frame, Person, Video
 from annotation_io.video import FrameReader
 from model.backbones.base import Backbone, file_digest
 from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
@@ -73,8 +77,10 @@ from model.nets.dcpose import DCPose
 from model.nets.runtime import autocast, check_precision, place_module
 from model.pipeline.config import InferConfig, Progress
 from model.pipeline.read_ahead import ReadAheadReader
+from model.pipeline.shots import ShotFrames, find_cuts, shots
 from model.pipeline.smoothing import temporal_median
 from model.pipeline.track_filters import drop_flicker
+from model.pipeline.tracking import default_max_gap
 from model.pipeline.video_job import JobStages, VideoJob, assemble_output
 
 logger = logging.getLogger(__name__)
@@ -304,30 +310,94 @@ class Predictor:
             video = replace(video, width=int(reader.width), height=int(reader.height))  # type: ignore[attr-defined]
         if not requested:
             return assemble_output(video, requested, {})
+        bar, report = _progress(progress, len(requested), video.name)
+        try:
+            cuts = self._cuts(known, requested, reader, num_frames) if self.config.shot_cuts else []
+            if cuts:
+                persons = self._predict_shots(video, known, requested, reader, num_frames, cuts, report,
+                                              first_track_id)
+            else:
+                persons = self._predict_shot(video, known, requested, reader, num_frames, report, first_track_id)
+        finally:
+            if bar is not None:
+                bar.close()
+        return assemble_output(video, requested, persons)
+
+    def _cuts(self, known: Video | None, requested: list[int], reader: FrameReader, num_frames: int) -> list[int]:
+        """The shot cuts among the frames the request reaches (`model.pipeline.shots`): the requested frames,
+        the head's neighbours and, on each side, the frames up to the farthest known frame (labels, earlier
+        predictions) within a track's reach of them (`default_max_gap`: no label farther away gives them a
+        box). Each of those frames is read once more, ahead on the read-ahead's threads."""
+        d = self.config.distance if self.head is not None else 0
+        lo, hi = max(requested[0] - d, 0), min(requested[-1] + d, num_frames - 1)
+        if known is not None:
+            labelled = sorted(f.index for f in known.frames if any(not p.is_prediction for p in f.persons))
+            reach = default_max_gap(labelled)
+            near = [f.index for f in known.frames if (f.persons or f.is_labeled)
+                    and lo - reach <= f.index <= hi + reach and 0 <= f.index < num_frames]
+            lo, hi = min([lo, *near]), max([hi, *near])
+        if hi == lo:
+            return []
+        with ReadAheadReader(reader, range(lo, hi + 1)) as ahead:  # frame files: several decoded at once
+            cuts = find_cuts(ahead.read, range(lo, hi + 1))
+        if cuts:
+            logger.info("shot cuts before frames %s", ", ".join(map(str, cuts)))
+        return cuts
+
+    def _predict_shots(self, video: Video, known: Video | None, requested: list[int], reader: FrameReader,
+                       num_frames: int, cuts: list[int], report: Callable[[int, int], None],
+                       first_track_id: int) -> dict[int, list[Person]]:
+        """Each shot holding requested frames predicted on its own, as a video of its own frames; people
+        new to a shot get ids no other shot or label uses."""
+        persons: dict[int, list[Person]] = {}
+        next_id = max(first_track_id, max(known.track_ids(), default=-1) + 1 if known is not None else 0)
+        done = 0
+        for shot in shots(cuts, 0, num_frames):
+            wanted = [t - shot.start for t in requested if t in shot]
+            if not wanted:
+                continue
+            sub_video = _shot_of(video, shot)
+            sub_known = _shot_of(known, shot) if known is not None else None
+            out = self._predict_shot(sub_video, sub_known, wanted, ShotFrames(reader, shot), len(shot),
+                                     lambda n, _total, base=done: report(base + n, len(requested)), next_id,
+                                     frame_offset=shot.start)
+            done += len(wanted)
+            for t, people in out.items():
+                persons[t + shot.start] = people
+                next_id = max([next_id, *(p.track_id + 1 for p in people if p.track_id is not None)])
+        return persons
+
+    def _predict_shot(self, video: Video, known: Video | None, requested: list[int], reader: FrameReader,
+                      num_frames: int, report: Callable[[int, int], None], first_track_id: int, *,
+                      frame_offset: int = 0) -> dict[int, list[Person]]:
+        """Frame -> persons of the requested frames of one shot (steps 0-7 of the module doc); `frame_offset`:
+        where the shot's frame 0 lies in the video."""
         if self.config.denoise:
             reader = DenoisedFrames(reader)  # ahead of the read-ahead: its threads do the filtering
-        job = VideoJob(self._stages(), video, known, reader, num_frames, first_track_id=first_track_id)
+        job = VideoJob(self._stages(), video, known, reader, num_frames, first_track_id=first_track_id,
+                       frame_offset=frame_offset)
         job.plan(requested)
         # Frames the run will read, in order (each person-frame's own and, with a head, neighbours'),
         # decoded ahead on a thread while the networks run.
         d = self.config.distance if self.head is not None else 0
         # Frames still held from planning (carried boxes) are not read again.
         order = [f for t in requested if job.slots.get(t) for f in (t - d, t, t + d) if f not in job.images]
-        bar, report = _progress(progress, len(requested), video.name)
         with ReadAheadReader(reader, order) as ahead:
             job.reader = ahead
-            try:
-                persons = drop_flicker(job.run(requested, report))
-                if self.config.temporal_median:
-                    persons = temporal_median(persons)
-            finally:
-                if bar is not None:
-                    bar.close()
+            persons = drop_flicker(job.run(requested, report))
+            if self.config.temporal_median:
+                persons = temporal_median(persons)
         logger.debug("%s: %d of %d frames decoded ahead", video.name, ahead.ahead_hits, len(set(order)))
         count = sum(len(v) for v in persons.values())
         logger.info("%s: %d frames, %d persons, %d backbone passes (%s, %s)", video.name, len(requested),
                     count, job.passes, self.config.mode, self.version)
-        return assemble_output(video, requested, persons)
+        return persons
+
+
+def _shot_of(video: Video, shot: range) -> Video:
+    """`video` cut to the frames of `shot`, renumbered from 0."""
+    frames = [replace(f, index=f.index - shot.start) for f in video.frames if f.index in shot]
+    return replace(video, num_frames=len(shot), frames=frames)
 
 
 def _index(value: Any, video: Video) -> int:

@@ -61,6 +61,14 @@ HANDOVER_FRAMES = 2  # a track born on an older one's person at most this many f
 HANDOVER_INSIDE = 0.8  # (on the frames they share, their boxes overlap by IOU_THRESHOLD or one lies this much in the other)
 
 
+def default_max_gap(labelled: Sequence[int]) -> int:
+    """How far tracks reach from their nearest label by default: `MIN_MAX_GAP` frames, or the median spacing
+    of the labelled frames (sorted indices) where wider. Labels on frames `2 * max_gap + 1` apart or closer
+    are linked into tracks."""
+    spacing = int(np.median(np.diff(labelled))) if len(labelled) > 1 else 0
+    return max(MIN_MAX_GAP, spacing)
+
+
 def assign_tracks(
     prev: Sequence[TrackBox],
     boxes: Sequence[Box],
@@ -171,8 +179,7 @@ class _Labels:
                             )
                         untracked.setdefault(frame.index, []).append(box)
         self.frames = sorted(self.boxes)
-        spacing = int(np.median(np.diff(self.frames))) if len(self.frames) > 1 else 0
-        self.max_gap = max(MIN_MAX_GAP, spacing) if max_gap is None else max_gap
+        self.max_gap = default_max_gap(self.frames) if max_gap is None else max_gap
         if untracked:
             self._link(untracked)
         self._cache: dict[int, list[TrackBox]] = {}

@@ -182,11 +182,15 @@ class VideoJob:
         known: human labels so far, or None.
         reader: frame access.
         num_frames: frames that can be read (at most `video.num_frames`).
+        first_track_id: the least id a person new to this job gets (above every id in `known` in any case).
+        frame_offset: where the job's frame 0 lies in the whole video, when the job predicts one shot of it
+            renumbered from 0 (`model.pipeline.shots`): the backbone is told the whole video's frame indices.
     """
 
     def __init__(self, stages: JobStages, video: Video, known: Video | None, reader: FrameReader,
-                 num_frames: int, *, first_track_id: int = 0) -> None:
+                 num_frames: int, *, first_track_id: int = 0, frame_offset: int = 0) -> None:
         self.stages = stages
+        self.frame_offset = frame_offset
         self.cfg = stages.config
         self.video, self.known, self.reader, self.num_frames = video, known, reader, num_frames
         self.first_track_id = first_track_id
@@ -275,7 +279,8 @@ class VideoJob:
         frames), shape-checked."""
         if crops is None:
             crops = [crop_image(self.image(f), g) for f, g in group]
-        hm = self.stages.backbone.heatmaps(np.stack(crops), [g for _, g in group], [f for f, _ in group])
+        hm = self.stages.backbone.heatmaps(np.stack(crops), [g for _, g in group],
+                                           [f + self.frame_offset for f, _ in group])
         w, h = group[0][1].heatmap_size
         if not isinstance(hm, torch.Tensor) or tuple(hm.shape[1:]) != (NUM_KEYPOINTS, h, w) \
                 or hm.shape[0] != len(group):

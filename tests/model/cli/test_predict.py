@@ -576,19 +576,22 @@ def test_no_denoise_reaches_the_predictor(synth: Path, tmp_path: Path) -> None:
     assert seen == [True, False]
 
 
-def test_no_temporal_median_reaches_the_predictor(synth: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("flag", "option"), [("--no-temporal-median", "temporal_median"),
+                                              ("--no-shot-cuts", "shot_cuts")])
+def test_no_median_and_no_cuts_reach_the_predictor(synth: Path, tmp_path: Path, flag: str, option: str) -> None:
     seen: list[bool] = []
 
     def factory(options: PredictOptions):  # noqa: ANN202
-        seen.append(options.temporal_median)
+        seen.append(getattr(options, option))
         return _sim(_paths(synth)[0])(options)
 
     folder = synth / "images" / VID
-    for extra in ([], ["--no-temporal-median"]):
+    for extra in ([], [flag]):
         argv = [str(folder), "--out", str(tmp_path / f"m{len(extra)}.json"), "--no-progress", "--frames", "0:2", *extra]
         assert main(argv, predictor_factory=factory) == 0
     assert seen == [True, False]
-    assert build_predictor(PredictOptions(backbone="blazepose", temporal_median=False)).config.temporal_median is False
+    built = build_predictor(PredictOptions(backbone="blazepose", **{option: False}))  # type: ignore[arg-type]
+    assert getattr(built.config, option) is False
 
 
 def test_help_names_every_input_kind(capsys: pytest.CaptureFixture[str]) -> None:
