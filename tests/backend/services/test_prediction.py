@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import threading
 import time
@@ -30,6 +31,7 @@ from backend.predictor_cache import (
     cold_start_version,
 )
 from backend.services.prediction import predict_tasks, serving_model
+from backend.settings import Settings
 from tests.backend.conftest import SynthVideo, simulated_factory
 
 CUSTOM = label_config(image="img", person="body", keypoints="joints", track="tid")
@@ -504,16 +506,56 @@ def test_movenet_cold_start_version_mirrors_the_backbone_and_names_missing_weigh
     assert cold_start_version(spec).startswith("movenet:")
 
 
+def _annotate(ctx: Any, video: SynthVideo, frames: tuple[int, ...]) -> None:
+    """Human annotations (the truth) of `frames`, as Label Studio's webhook stores them."""
+    with session_scope(ctx.sessions) as session:
+        for t in frames:
+            queries.upsert_annotation(session=session, annotation_id=20 + t, task_id=100 + t, project_id=1,
+                                      result=gt_results(video, t), persons=video.gt.frames[t].persons,
+                                      ls_updated_at=queries.parse_ls_datetime("2026-01-01T10:00:00Z"))  # fmt: skip
+
+
+def test_a_label_before_a_cut_is_not_carried_onto_a_task_after_it(backend_settings: Settings, tmp_path: Path) -> None:
+    """Two synthetic shots spliced (frames 0-2 of one walk, 3-5 of another, both numbering their walkers 0
+    and 1), labelled on frames 0 and 5: task 4, asked alone, gets its walkers from the label after the cut
+    only, where they are."""
+    from annotation_io.posetrack import load
+    from annotation_io.synth import generate
+    from annotation_io.types import Frame, Video
+    from backend.app import create_app
+
+    shots = []
+    for seed in (5, 6):
+        (path,) = generate(tmp_path / f"shot{seed}", videos=1, frames=6, people=2, seed=seed, size=(160, 120))
+        gt = load(path)
+        shots.append((gt, [tmp_path / f"shot{seed}" / "images" / gt.name / f"{t:06d}.jpg" for t in range(6)]))
+    frames = [Frame(t, (shots[0] if t < 3 else shots[1])[0].frames[t].persons, is_labeled=True) for t in range(6)]
+    video = SynthVideo("spliced", Video("spliced", 6, frames, width=160, height=120),
+                       shots[0][1][:3] + shots[1][1][3:], 160, 120)
+    app = create_app(dataclasses.replace(backend_settings, media_roots=(tmp_path,)),
+                     predictor_factory=simulated_factory(video))
+    try:
+        ctx, config = ctx_of(app), parse_config(label_config())
+        predict_tasks(ctx, project_id=1, config=config, tasks=[video.task(t) for t in range(6)])
+        _annotate(ctx, video, (0, 5))
+        _, (answer,) = predict_tasks(ctx, project_id=1, config=config, tasks=[video.task(4)])
+    finally:
+        ctx_of(app).close()
+    truth = video.gt.frames[4].persons
+    assert len(answer.persons) == len(truth) == 2
+    for p in answer.persons:
+        gt = video.gt.frames[4].person_by_track(p.track_id)
+        assert p.box.iou(gt.box) > 0.5
+        joints = p.extra["propagated"]
+        assert len(joints) >= 6 and np.linalg.norm(p.xy[joints] - gt.xy[joints], axis=1).mean() < 5.0
+
+
 def test_a_frame_between_two_labelled_frames_gets_propagated_keypoints_and_says_so(
     backend_app: Flask, synth_video: SynthVideo
 ) -> None:
     ctx, config = ctx_of(backend_app), parse_config(label_config())
     serving, _ = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(t) for t in range(5)])
-    with session_scope(ctx.sessions) as session:  # human annotations of frames 0 and 4
-        for t in (0, 4):
-            queries.upsert_annotation(session=session, annotation_id=20 + t, task_id=100 + t, project_id=1,
-                                      result=gt_results(synth_video, t), persons=synth_video.gt.frames[t].persons,
-                                      ls_updated_at=queries.parse_ls_datetime("2026-01-01T10:00:00Z"))  # fmt: skip
+    _annotate(ctx, synth_video, (0, 4))
     _, (answer,) = predict_tasks(ctx, project_id=1, config=config, tasks=[synth_video.task(2)])
     assert serving.name.endswith("-base")  # cold start: no head
     expected = serving.name.replace("-base", "+prop-base")
