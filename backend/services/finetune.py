@@ -231,8 +231,9 @@ def _train(ctx: BackendContext, data: ProjectData, cfg: FinetuneConfig, serving:
 
     from model.training.heatmap_cache import BackboneHeatmapCache
     from model.training.loop import TrainConfig, train_head
+    from model.training.samples import within_shots
 
-    train, holdout = _samples(data, cfg)
+    train, holdout = (within_shots(samples, readers) for samples in _samples(data, cfg))
     head, start_from = _initial_head(ctx, serving, backbone.name)
     cache = BackboneHeatmapCache(backbone, readers, directory=Path(ctx.settings.model_dir) / HEATMAP_CACHE_DIR)
     cache.prefetch(train + holdout, progress=lambda d, t: report(phase="cache", done=d, total=t))

@@ -179,7 +179,7 @@ def run(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = 
     from model.nets.dcpose import DILATIONS, build_dcpose
     from model.training import loop as train_module
     from model.training.curve import curve_path, save_training_curve
-    from model.training.samples import build_samples, split_holdout
+    from model.training.samples import build_samples, split_holdout, within_shots
 
     args.backbone = args.backbone or default_backbone(args.checkpoint)  # none named: by the checkpoint, or fetched
 
@@ -219,6 +219,7 @@ def run(args: argparse.Namespace, *, backbone_factory: BackboneFactory | None = 
     rank0 = int(os.environ.get("RANK", "0")) == 0
     bar = None
     try:
+        train, holdout = within_shots(train, readers), within_shots(holdout, readers)
         cache = _filled_cache(backbone, readers, train + holdout, config, rank0)
         bar = tqdm(total=steps_per_epoch * config.epochs, desc="train head", unit="step", disable=not rank0)
 

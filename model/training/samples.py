@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,8 @@ from annotation_io.types import Box, Frame, Video
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BOX_DECIMALS", "TrainSample", "build_samples", "neighbour_frames", "round_box", "split_holdout"]
+__all__ = ["BOX_DECIMALS", "TrainSample", "build_samples", "neighbour_frames", "round_box", "split_holdout",
+           "within_shots"]
 
 BOX_DECIMALS = 1  # boxes are rounded to 0.1 px before cropping and as cache keys
 
@@ -118,6 +120,42 @@ def build_samples(videos: Mapping[str, Video], *, distance: int = 1) -> list[Tra
                                            *sides))
     logger.info("built %d training samples from %d videos", len(samples), len(videos))
     return samples
+
+
+def within_shots(samples: Sequence[TrainSample], readers: Mapping[str, Any]) -> list[TrainSample]:
+    """`samples` with each neighbour frame that lies across a cut to another shot (`model.pipeline.shots`)
+    replaced by the current frame (margin 1, no neighbour label), as the predictor, which predicts each shot
+    on its own, gives the head at a shot's ends. Samples in `build_samples`' order read each frame once.
+
+    Args:
+        samples: training samples.
+        readers: video name -> FrameReader of its frames.
+    """
+    from model.pipeline.shots import changed, signature
+
+    signatures: dict[tuple[str, int], Any] = {}
+
+    def sig(video: str, frame: int) -> Any:
+        if (video, frame) not in signatures:
+            signatures[(video, frame)] = signature(readers[video].read(frame))
+        return signatures[(video, frame)]
+
+    out = []
+    for s in samples:
+        for key in [k for k in signatures if k[0] != s.video or k[1] < s.prev]:  # samples come frame by frame
+            del signatures[key]
+        cut_prev = s.prev != s.frame and changed(sig(s.video, s.prev), sig(s.video, s.frame))
+        cut_next = s.next != s.frame and changed(sig(s.video, s.frame), sig(s.video, s.next))
+        if cut_prev:
+            s = replace(s, prev=s.frame, margin=(1.0, s.margin[1]), prev_keypoints=None)
+        if cut_next:
+            s = replace(s, next=s.frame, margin=(s.margin[0], 1.0), next_keypoints=None)
+        out.append(s)
+    cut = sum(a is not b for a, b in zip(samples, out))
+    if cut:
+        logger.info("%d of %d samples: a neighbour frame across a cut to another shot stands in by frame t",
+                    cut, len(out))
+    return out
 
 
 def split_holdout(

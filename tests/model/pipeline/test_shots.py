@@ -142,3 +142,25 @@ def test_a_frame_asked_alone_after_a_cut_gets_nothing_carried_from_before_it(two
         predictor = Predictor(SimulatedBackbone(gt), None, config=InferConfig(detect=False, shot_cuts=cuts))
         assert len(predictor.predict_frame(gt, 14, known, reader=counting).persons) == people
         assert set(reads) <= set(range(2, 15))
+
+
+def test_training_neighbours_across_a_cut_stand_in_by_the_frame_itself(two_shots) -> None:
+    """The head trains as the predictor runs it: a labelled frame right after the cut (or right before it)
+    gets itself as that neighbour, margin 1 and no neighbour label; frames within a shot keep theirs."""
+    from model.training.samples import build_samples, within_shots
+
+    gt, reader = two_shots
+    samples = build_samples({gt.name: replace(gt, frames=[gt.frames[t] for t in (5, 6, SHOT - 1, SHOT)])})
+    reads: list[int] = []
+
+    class Counting(ClipReader):
+        def read(self, index: int) -> np.ndarray:
+            reads.append(index)
+            return super().read(index)
+
+    out = {(s.frame, s.track_id): s for s in within_shots(samples, {gt.name: Counting(reader.frames)})}
+    before, after = out[(SHOT - 1, 0)], out[(SHOT, 0)]
+    assert (before.prev, before.next, before.margin, before.next_keypoints) == (SHOT - 2, SHOT - 1, (1.0, 1.0), None)
+    assert (after.prev, after.next, after.margin, after.prev_keypoints) == (SHOT, SHOT + 1, (1.0, 1.0), None)
+    assert (out[(6, 0)].prev, out[(6, 0)].next) == (5, 7) and out[(6, 0)].prev_keypoints is not None
+    assert sorted(reads) == sorted(set(reads))  # each frame read once
