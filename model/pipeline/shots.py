@@ -6,7 +6,8 @@ track matched by overlap, a box interpolated between two labels, a label carried
 person followed by their pose, the temporal median, the head's neighbour frames. Across a cut each of
 them carries the last shot's people onto the new one. `Predictor.predict_video` therefore finds the cuts
 among the frames a request can reach (`find_cuts`) and predicts each shot on its own, as a video of its
-own (`ShotFrames`), with track ids that never continue across a cut.
+own (`ShotFrames`), with track ids that never continue across a cut. Training gives the head the same
+neighbours (`model.training.samples.within_shots`).
 
 A cut between frames t-1 and t is declared when both of these hold (`changed`), on 64x36 thumbnails:
 
@@ -17,11 +18,11 @@ A cut between frames t-1 and t is declared when both of these hold (`changed`), 
   it; brightness and contrast do not change a correlation).
 
 A cut must part the two frames before it from the two after it (`find_cuts`): a frame unlike the frames on
-both sides of it is a flash or a one-frame glitch, not a cut. Measured on 21 real photographs filmed as 12-frame camera clips (pan, zoom,
-roll, JPEG; 231 frame pairs) and the 420 cuts between them: within shots, the histogram distance is at
-most 0.14 and the correlation at least 0.76; 415 of the 420 cuts pass both tests (the 5 others join
-photographs of the same colours and layout). A flash (brightness x1.8 + 40), frames darkened to a quarter
-or grainy (sigma 25), a synthetic walk and a real street clip declare none.
+both sides of it is a flash or a one-frame glitch, not a cut. Measured on 21 real photographs filmed as
+12-frame camera clips (pan, zoom, roll, JPEG; 231 frame pairs) and the 420 cuts between them: within shots,
+the histogram distance is at most 0.14 and the correlation at least 0.76; 415 of the 420 cuts pass both
+tests (the 5 others join photographs of the same colours and layout). A flash (brightness x1.8 + 40), frames
+darkened to a quarter or grainy (sigma 25), a synthetic walk and a real street clip declare none.
 """
 
 from __future__ import annotations
