@@ -2,7 +2,7 @@
 
 Each pair of the real stills (in name order: the 1st and 2nd, the 3rd and 4th, ...) becomes one video of
 two shots (`two_shot_clip`): the first photograph filmed by the moving camera of `model.bench.real_clips`
-for `SHOT_FRAMES` frames, then a cut to the second, filmed as long and scaled to the first's frame size.
+for `SHOT_FRAMES` frames, then a cut to the second, filmed as long at the first's frame size.
 The predictor runs on each video with `InferConfig.shot_cuts` off and on (`model.pipeline.shots`), in
 three settings:
 
@@ -24,10 +24,9 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-import cv2
 import numpy as np
 
-from annotation_io.types import Box, Frame, Video
+from annotation_io.types import Frame, Video
 from model.bench.real_clips import ClipReader, camera_clip
 from model.bench.real_score import RealScore, score_frame
 from model.pipeline.shots import find_cuts
@@ -59,37 +58,18 @@ class CutRow:
     cuts: int  # ... of these
 
 
-def _scaled(gt: Video, frames: list[np.ndarray], size: tuple[int, int]) -> tuple[list[Frame], list[np.ndarray]]:
-    """A clip's truth and frames scaled to `size` (W, H)."""
-    sx, sy = size[0] / gt.width, size[1] / gt.height
-
-    def box(b: Box | None) -> Box | None:
-        return None if b is None else Box(b.x * sx, b.y * sy, b.w * sx, b.h * sy)
-
-    out = []
-    for frame in gt.frames:
-        persons = []
-        for p in frame.persons:
-            kps = p.keypoints.copy()
-            kps[:, :2] *= (sx, sy)
-            persons.append(replace(p, keypoints=kps, box=box(p.box), head_box=box(p.head_box)))
-        out.append(replace(frame, persons=persons))
-    return out, [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
-
-
 def two_shot_clip(first: tuple[Video, np.ndarray], second: tuple[Video, np.ndarray], frames: int = SHOT_FRAMES,
                   second_ids_from: int = 0) -> tuple[Video, ClipReader]:  # fmt: skip
     """Two stills (one-frame truth and BGR image each) filmed by the moving camera for `frames` frames each,
-    the second after a cut at frame `frames` and scaled to the first's frame size; the second shot's people
+    the second after a cut at frame `frames` and filmed at the first's frame size; the second shot's people
     get track ids from `second_ids_from` on (the first's from 0)."""
     a, a_reader = camera_clip(*first, frames)
-    b, b_reader = camera_clip(*second, frames)
-    b_frames, b_images = _scaled(b, b_reader.frames, (a.width, a.height))
+    b, b_reader = camera_clip(*second, frames, size=(a.width, a.height))
     shifted = [Frame(f.index + frames, [replace(p, track_id=p.track_id + second_ids_from) for p in f.persons],
-                     is_labeled=True) for f in b_frames]  # fmt: skip
+                     is_labeled=True) for f in b.frames]  # fmt: skip
     video = Video(f"{first[0].name}+{second[0].name}", 2 * frames, list(a.frames) + shifted,
                   width=a.width, height=a.height)
-    return video, ClipReader(a_reader.frames + b_images)
+    return video, ClipReader(a_reader.frames + b_reader.frames)
 
 
 def _run(predictor: Any, clips: list[tuple[Video, ClipReader]], setting: str) -> CutRow:

@@ -104,14 +104,18 @@ def _map_box(box: Box | None, m: np.ndarray) -> Box | None:
     return Box.from_xyxy(*corners.min(axis=0), *corners.max(axis=0))
 
 
-def camera_clip(gt: Video, image: np.ndarray, num_frames: int = CLIP_FRAMES) -> tuple[Video, ClipReader]:
+def camera_clip(gt: Video, image: np.ndarray, num_frames: int = CLIP_FRAMES,
+                size: tuple[int, int] | None = None) -> tuple[Video, ClipReader]:  # fmt: skip
     """A still (one-frame ground truth `gt` and its BGR `image`) filmed by the moving camera: the clip's
-    ground truth (every frame labelled, track id = the person's index) and its frames."""
+    ground truth (every frame labelled, track id = the person's index) and its frames, `size` (W, H) pixels
+    (default `WINDOW` x the photograph's: what the camera sees, unscaled)."""
     h, w = image.shape[:2]
-    size = (int(WINDOW * w), int(WINDOW * h))
+    natural = (int(WINDOW * w), int(WINDOW * h))
+    size = size or natural
+    scale = np.diag([size[0] / natural[0], size[1] / natural[1]])
     frames, truth = [], []
     for i in range(num_frames):
-        m = camera_matrix(i / max(num_frames - 1, 1), w, h)
+        m = scale @ camera_matrix(i / max(num_frames - 1, 1), w, h)
         shot = cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         frames.append(cv2.imdecode(cv2.imencode(".jpg", shot, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1],
                                    cv2.IMREAD_COLOR))

@@ -86,6 +86,18 @@ def test_shot_frames_are_the_shot_s_own(two_shots) -> None:
             shot.read(index)
 
 
+class _Counting(ClipReader):
+    """A ClipReader that lists the frames read."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        super().__init__(frames)
+        self.reads: list[int] = []
+
+    def read(self, index: int) -> np.ndarray:
+        self.reads.append(index)
+        return super().read(index)
+
+
 def _lost(gt: Video, out: Video) -> list[tuple[int, int]]:
     """(frame, track) of the predicted people lying on nobody of that frame's truth (box IoU under 0.5)."""
     return [(f.index, p.track_id) for f in out.frames for p in f.persons
@@ -129,19 +141,12 @@ def test_a_frame_asked_alone_after_a_cut_gets_nothing_carried_from_before_it(two
     cut is looked for on frames 2-14 only (the label's reach), and the skier is not carried past it."""
     gt, reader = two_shots
     known = replace(gt, frames=[gt.frames[2]])
-    reads: list[int] = []
-
-    class Counting(ClipReader):
-        def read(self, index: int) -> np.ndarray:
-            reads.append(index)
-            return super().read(index)
-
-    counting = Counting(reader.frames)
+    counting = _Counting(reader.frames)
     for cuts, people in ((False, 1), (True, 0)):
-        reads.clear()
+        counting.reads.clear()
         predictor = Predictor(SimulatedBackbone(gt), None, config=InferConfig(detect=False, shot_cuts=cuts))
         assert len(predictor.predict_frame(gt, 14, known, reader=counting).persons) == people
-        assert set(reads) <= set(range(2, 15))
+        assert set(counting.reads) <= set(range(2, 15))
 
 
 def test_training_neighbours_across_a_cut_stand_in_by_the_frame_itself(two_shots) -> None:
@@ -151,16 +156,10 @@ def test_training_neighbours_across_a_cut_stand_in_by_the_frame_itself(two_shots
 
     gt, reader = two_shots
     samples = build_samples({gt.name: replace(gt, frames=[gt.frames[t] for t in (5, 6, SHOT - 1, SHOT)])})
-    reads: list[int] = []
-
-    class Counting(ClipReader):
-        def read(self, index: int) -> np.ndarray:
-            reads.append(index)
-            return super().read(index)
-
-    out = {(s.frame, s.track_id): s for s in within_shots(samples, {gt.name: Counting(reader.frames)})}
+    counting = _Counting(reader.frames)
+    out = {(s.frame, s.track_id): s for s in within_shots(samples, {gt.name: counting})}
     before, after = out[(SHOT - 1, 0)], out[(SHOT, 0)]
     assert (before.prev, before.next, before.margin, before.next_keypoints) == (SHOT - 2, SHOT - 1, (1.0, 1.0), None)
     assert (after.prev, after.next, after.margin, after.prev_keypoints) == (SHOT, SHOT + 1, (1.0, 1.0), None)
     assert (out[(6, 0)].prev, out[(6, 0)].next) == (5, 7) and out[(6, 0)].prev_keypoints is not None
-    assert sorted(reads) == sorted(set(reads))  # each frame read once
+    assert sorted(counting.reads) == sorted(set(counting.reads))  # each frame read once
