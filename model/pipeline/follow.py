@@ -66,12 +66,14 @@ class Follower:
     dropped (one who is still there is found again by the detector). A detected box that misses the
     whole, sure pose found in it is moved onto that pose (`refit_box`), and a person boxed by their
     head and shoulders alone is dropped (`part_of`).
-    Detections replace followed boxes that overlap them (IoU >= `REPLACE_IOU`); a followed person no
-    detection confirms at `MAX_MISSES` re-detections in a row is dropped (a box that drifted off its
-    person would otherwise become a false person: 7 on a 3-person synthetic walk with 2); `plan_boxes`
-    fills such a detector gap inside a track by interpolation. New people appear at re-detection. Track
-    ids are given by `plan_boxes` (IoU with the previous frame's boxes), which carried boxes match by
-    construction.
+    Detections replace followed boxes that overlap them (IoU >= `REPLACE_IOU`), except a detection of
+    only a followed person's head and shoulders (`part_of`), which goes while they stay (on a 3-person
+    synthetic walk, a walker crossing another was replaced by such a box and missing on 5 of 7 frames);
+    a followed person no detection confirms at `MAX_MISSES` re-detections in a row is dropped (a box
+    that drifted off its person would otherwise become a false person: 7 on a 3-person synthetic walk
+    with 2); `plan_boxes` fills such a detector gap inside a track by interpolation. New people appear
+    at re-detection. Track ids are given by `plan_boxes` (IoU with the previous frame's boxes), which
+    carried boxes match by construction.
 
     With `redetect_every` 1 (the default) the detector runs on every frame, and a person of the previous
     frame whom no detection covers is followed onto the frame as above, once the detector has found them
@@ -215,10 +217,18 @@ class Follower:
         return found
 
     def _with_detections(self, frame: int, carried: list[_Followed]) -> list[_Followed]:
-        """Detections on `frame` (with their poses), plus the followed people none of them covers."""
+        """Detections on `frame` (with their poses), plus the followed people none of them covers but a part
+        of them (`part_of`: that box is dropped after, by `_without_duplicates`)."""
         found = self._detections(frame)
-        kept = [replace(c, misses=c.misses + 1) for c in carried if all(c.box.iou(d.box) < REPLACE_IOU for d in found)]
-        kept = [c for c in kept if c.misses < MAX_MISSES]  # a box that drifted off its person goes in time
+        kept = []
+        for c in carried:
+            over = [d for d in found if c.box.iou(d.box) >= REPLACE_IOU]
+            if not over:
+                c = replace(c, misses=c.misses + 1)
+                if c.misses < MAX_MISSES:  # a box that drifted off its person goes in time
+                    kept.append(c)
+            elif all(part_of(d, c) for d in over):  # only their head and shoulders were boxed: that box goes
+                kept.append(replace(c, misses=0))
         return found + kept
 
     def _detections(self, frame: int) -> list[_Followed]:

@@ -54,6 +54,32 @@ def test_an_unsure_pose_drops_the_person_and_calls_the_detector() -> None:
     assert all(len(b) == 1 for b in boxes)
 
 
+def test_a_detection_of_a_followed_persons_head_and_shoulders_leaves_them_followed() -> None:
+    """Frame 2's detection boxes only the walker's head and shoulders (IoU 0.4 with their box), and the pass
+    in it finds those joints alone: the walker keeps their followed box and the part goes."""
+    calls: list[int] = []
+
+    def detect(frame: int) -> list[Box]:
+        calls.append(frame)
+        w = _walker(frame)
+        return [w] if frame == 0 else [Box(w.x + 4.0, w.y, 32.0, 40.0)]
+
+    def pose(frame: int, boxes: list[Box]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for box in boxes:
+            scores = np.full(K, 0.9)
+            if box.area < 0.5 * _walker(frame).area:
+                scores[[s for s in LABELLED_SLOTS if s not in HEAD_SLOTS]] = 0.05
+            out.append((_pose_in(_walker(frame)), scores))
+        return out
+
+    follower = Follower(detect, pose, redetect_every=2, min_confidence=0.3, frame_size=(400, 200))
+    for f in range(5):
+        (box,) = follower(f)
+        assert box.iou(_walker(f)) > 0.9, f
+    assert calls == [0, 2, 4]
+
+
 def test_a_jump_between_frames_detects_again_and_bad_settings_raise() -> None:
     follower, calls = _follower(set())
     follower(0)
