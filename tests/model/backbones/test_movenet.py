@@ -118,3 +118,19 @@ def test_scores_are_scaled_by_the_chosen_person_s_presence() -> None:
         scaled = model.keypoints(square)[:, 2]
         np.testing.assert_allclose(scaled, out[0, 0, :, 2].numpy() * min(1.0, presence / PRESENCE_FULL), atol=1e-5)
     assert presences[0] >= PRESENCE_FULL > 2 * presences[1], presences
+
+
+@needs_weights
+def test_the_centre_heatmap_alone_is_the_one_a_whole_pass_gives() -> None:
+    """`centres` (the person-centre heatmap with the keypoint heads skipped, as the people finder's tile scan
+    runs it) equals the heatmap of a whole pass on a real still, peaking on the person."""
+    model = build_movenet(None).model
+    (gt, image), = [s for s in load_stills(STILLS) if s[0].name == "coco_000000000785"]
+    box = gt.frames[0].persons[0].box
+    person = cv2.resize(crop_image(image, crop_geometry(box))[48:336, :, ::-1], (256, 256), interpolation=cv2.INTER_AREA)
+    alone = model.centres(np.ascontiguousarray(person))
+    _, whole, presence = model.look(np.ascontiguousarray(person))
+    np.testing.assert_array_equal(alone, whole)
+    assert alone.shape == (64, 64) and alone.max() >= presence >= 0.4  # the decoding weighs peaks by distance
+    with pytest.raises(ValueError, match=r"\(256, 256, 3\) RGB square"):
+        model.centres(person[:128])

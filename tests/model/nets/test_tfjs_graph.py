@@ -267,3 +267,17 @@ def test_a_graph_loaded_for_its_outputs_keeps_what_they_need(tmp_path: Path) -> 
         graph.run({"x": torch.tensor([16.0])}, ["k"])
     with pytest.raises(TfjsGraphError, match=r"g\.json: the graph has no node 'z'"):
         TfjsGraph(path, outputs=["z"])
+
+
+def test_a_run_computes_only_what_its_outputs_need(tmp_path: Path) -> None:
+    """Asked for one output, a run skips the nodes only another needs: here a reshape that fails on this input
+    (a whole pass would raise); asked for both, it runs and fails naming the reshape's error."""
+    nodes = [{"name": "x", "op": "Placeholder"}, {"name": "y", "op": "Sqrt", "input": ["x"]},
+             {"name": "r", "op": "Reshape", "input": ["x", "shape"]}]  # fmt: skip
+    graph = TfjsGraph(_write(tmp_path, nodes, {"shape": (np.array([5], np.int32), None)}))
+    (y,) = graph.run({"x": torch.tensor([16.0, 4.0])}, ["y"])
+    assert y.tolist() == [4.0, 2.0]
+    with pytest.raises(RuntimeError, match="invalid for input of size 2"):
+        graph.run({"x": torch.tensor([16.0, 4.0])}, ["y", "r"])
+    (r,) = graph.run({"x": torch.arange(5.0)}, ["r:0"])
+    assert r.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
