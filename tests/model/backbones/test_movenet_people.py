@@ -12,7 +12,14 @@ import pytest
 
 from annotation_io.types import Box
 from model.backbones.movenet import INPUT_SIDE
-from model.backbones.movenet_people import GRID_MAX, GRID_MIN, centre_grid, find_more_people, grid_tiles
+from model.backbones.movenet_people import (
+    FINE_TILE_SIDE,
+    GRID_MAX,
+    GRID_MIN,
+    centre_grid,
+    find_more_people,
+    grid_tiles,
+)
 from model.backbones.movenet_weights import DEFAULT_WEIGHTS
 from model.bench.real import load_stills
 from scripts.degrade_stills import KINDS
@@ -30,27 +37,27 @@ def model():  # type: ignore[no-untyped-def]
     return build_movenet(None).model
 
 
-def _background(seed: int = 0) -> np.ndarray:
-    """A 1280x720 frame of blurred noise: texture, and nobody in it."""
+def _background(seed: int = 0, size: tuple[int, int] = (1280, 720)) -> np.ndarray:
+    """A frame of blurred noise (1280x720 unless `size` says otherwise): texture, and nobody in it."""
     rng = np.random.default_rng(seed)
-    return cv2.GaussianBlur(rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8), (0, 0), 8)
+    return cv2.GaussianBlur(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), (0, 0), 8)
 
 
-def _scene() -> tuple[np.ndarray, list[Box]]:
+def _scene(height: int = HEIGHT, size: tuple[int, int] = (1280, 720)) -> tuple[np.ndarray, list[Box]]:
     """Three real people (a skier of COCO 785, two people of COCO 196141) pasted side by side with the
-    pixels around them, and their annotated boxes where they now lie."""
+    pixels around them, their crops `height` pixels tall, and their annotated boxes where they now lie."""
     stills = {video.name: (video, image) for video, image in load_stills(STILLS)}
-    frame, boxes, left = _background(), [], 120
+    frame, boxes, left, top = _background(size=size), [], size[0] * 3 // 32, size[1] * 11 // 32
     for name, index in (("coco_000000000785", 0), ("coco_000000196141", 0), ("coco_000000196141", 2)):
         video, image = stills[name]
         x, y, w, h = video.frames[0].persons[index].box.xywh
         x1, y1 = max(0, int(x - 0.15 * w)), max(0, int(y - 0.15 * h))
         x2, y2 = min(image.shape[1], int(x + 1.15 * w)), min(image.shape[0], int(y + 1.15 * h))
-        k = HEIGHT / (y2 - y1)
+        k = height / (y2 - y1)
         crop = cv2.resize(image[y1:y2, x1:x2], None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
-        frame[250 : 250 + crop.shape[0], left : left + crop.shape[1]] = crop
-        boxes.append(Box(left + (x - x1) * k, 250 + (y - y1) * k, w * k, h * k))
-        left += crop.shape[1] + 200
+        frame[top : top + crop.shape[0], left : left + crop.shape[1]] = crop
+        boxes.append(Box(left + (x - x1) * k, top + (y - y1) * k, w * k, h * k))
+        left += crop.shape[1] + size[0] * 5 // 32
     return frame, boxes
 
 
@@ -59,8 +66,10 @@ def test_the_grid_keeps_tiles_large_enough_for_a_person() -> None:
     network's 256 px (a 640 px photograph), none below; and on the short side as few rows as overlap (5 on
     1080p)."""
     assert centre_grid(1920, 1080) == GRID_MAX == 9
-    assert centre_grid(1280, 720) == 6
-    assert centre_grid(720, 1280) == 6  # the long side decides, portrait or landscape
+    assert centre_grid(1280, 720) == centre_grid(960, 540) == centre_grid(930, 500) == GRID_MAX  # as fine as 1080p's
+    assert centre_grid(720, 1280) == GRID_MAX  # the long side decides, portrait or landscape
+    assert grid_tiles(930, 500, GRID_MAX)[0][2] >= FINE_TILE_SIDE == 150
+    assert centre_grid(929, 500) == 4 and grid_tiles(929, 500, 4)[0][2] >= 300
     assert centre_grid(800, 600) == centre_grid(640, 480) == centre_grid(589, 400) == GRID_MIN == 3
     assert grid_tiles(640, 480, 3)[0][2] >= INPUT_SIDE
     assert centre_grid(588, 400) == centre_grid(480, 360) == centre_grid(400, 300) == 0
@@ -84,6 +93,18 @@ def test_a_person_the_detector_missed_is_found_and_no_one_else(model) -> None:  
         assert len(added) == 1, (missed, added)
         box, score = added[0]
         assert box.iou(boxes[missed]) >= 0.5 and 0.0 < score <= 1.0, (missed, box, boxes[missed])
+
+
+@needs_weights
+def test_people_70_to_80_px_tall_on_a_960x540_frame_are_found(model) -> None:  # type: ignore[no-untyped-def]
+    """The three people at 100 px crops (boxes 76-83 px tall) on a 960x540 frame: each is found with the others
+    known. The grid is as fine as on 1080p (tiles of 155 px); tiles of 300 px or more, as before, found one of
+    the three."""
+    frame, boxes = _scene(height=100, size=(960, 540))
+    assert all(76 <= b.h <= 84 for b in boxes), boxes
+    for missed in range(3):
+        added = find_more_people(model, frame, [b for i, b in enumerate(boxes) if i != missed])
+        assert len(added) == 1 and added[0][0].iou(boxes[missed]) >= 0.5, (missed, added, boxes[missed])
 
 
 @needs_weights
