@@ -115,8 +115,7 @@ class MoveNetModel:
 
     def centres(self, square_rgb: np.ndarray) -> np.ndarray:
         """The (64, 64) person-centre heatmap of a 256x256 RGB square, as `look` gives it, computed alone (the
-        graph's keypoint heads and decoding skipped: 1.13x faster on
-        the held-out images' tiles, 2-core CPU)."""
+        graph's keypoint heads and decoding skipped: 1.13x faster on the held-out images' tiles, 2-core CPU)."""
         if square_rgb.shape != (INPUT_SIDE, INPUT_SIDE, 3):
             raise ValueError(f"MoveNet looks at a ({INPUT_SIDE}, {INPUT_SIDE}, 3) RGB square, got {square_rgb.shape}")
         image = torch.from_numpy(np.ascontiguousarray(square_rgb)).to(torch.int32)[None]

@@ -62,9 +62,10 @@ def _scene(height: int = HEIGHT, size: tuple[int, int] = (1280, 720)) -> tuple[n
 
 
 def test_the_grid_keeps_tiles_large_enough_for_a_person() -> None:
-    """Tiles of 300 px at least, 3 to 9 along the long side; 3 on smaller frames while their tiles keep the
-    network's 256 px (a 640 px photograph), none below; and on the short side as few rows as overlap (5 on
-    1080p)."""
+    """9 tiles along the long side where they are 150 px or more (frames of 930 px and more, as fine on 960x540
+    as on 1080p); else tiles of 300 px at least, 3 or more along the long side; 3 on smaller frames while their
+    tiles keep the network's 256 px (a 640 px photograph), none below; and on the short side as few rows as
+    overlap (5 on 1080p)."""
     assert centre_grid(1920, 1080) == GRID_MAX == 9
     assert centre_grid(1280, 720) == centre_grid(960, 540) == centre_grid(930, 500) == GRID_MAX  # as fine as 1080p's
     assert centre_grid(720, 1280) == GRID_MAX  # the long side decides, portrait or landscape
