@@ -97,12 +97,14 @@ class MoveNetModel:
     def _outputs(self, square_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         """The graph on a 256x256 RGB square: (1, 1, 17, 3) y, x, score as released; the (64, 64)
         person-centre heatmap; the flat index of the centre the decoding chose."""
+        out, centres, chosen = self._graph_run(square_rgb, [OUTPUT_NAME, CENTRES, CHOSEN])
+        return out.float().cpu().numpy(), _centre_map(centres), int(chosen.reshape(-1)[0])
+
+    def _graph_run(self, square_rgb: np.ndarray, outputs: list[str]) -> list[torch.Tensor]:
+        """The graph's `outputs` for an RGB square (256x256, uint8), one pass at a time."""
         image = torch.from_numpy(np.ascontiguousarray(square_rgb)).to(torch.int32)[None]
         with self._lock:
-            out, centres, chosen = self.graph.run({INPUT_NAME: image}, [OUTPUT_NAME, CENTRES, CHOSEN])
-        side = INPUT_SIDE // 4
-        return (out.float().cpu().numpy(), centres.float().cpu().numpy().reshape(side, side),
-                int(chosen.reshape(-1)[0]))
+            return self.graph.run({INPUT_NAME: image}, outputs)
 
     def look(self, square_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """A 256x256 RGB square: the chosen person's (17, 3) x, y (square pixels) and unscaled score, the
@@ -118,11 +120,8 @@ class MoveNetModel:
         graph's keypoint heads and decoding skipped: 1.13x faster on the held-out images' tiles, 2-core CPU)."""
         if square_rgb.shape != (INPUT_SIDE, INPUT_SIDE, 3):
             raise ValueError(f"MoveNet looks at a ({INPUT_SIDE}, {INPUT_SIDE}, 3) RGB square, got {square_rgb.shape}")
-        image = torch.from_numpy(np.ascontiguousarray(square_rgb)).to(torch.int32)[None]
-        with self._lock:
-            (centres,) = self.graph.run({INPUT_NAME: image}, [CENTRES])
-        side = INPUT_SIDE // 4
-        return centres.float().cpu().numpy().reshape(side, side)
+        (centres,) = self._graph_run(square_rgb, [CENTRES])
+        return _centre_map(centres)
 
     def keypoints(self, square_rgb: np.ndarray) -> np.ndarray:
         """(17, 3) x, y (pixels of the square) and score of the person nearest the centre of an RGB square."""
@@ -132,6 +131,12 @@ class MoveNetModel:
         interp = cv2.INTER_AREA if side > INPUT_SIDE else cv2.INTER_LINEAR
         small = cv2.resize(square_rgb, (INPUT_SIDE, INPUT_SIDE), interpolation=interp)
         return _xy_score(self._run(small), side)
+
+
+def _centre_map(centres: torch.Tensor) -> np.ndarray:
+    """The graph's person-centre heatmap as a (64, 64) float array."""
+    side = INPUT_SIDE // 4
+    return centres.float().cpu().numpy().reshape(side, side)
 
 
 def _xy_score(out: np.ndarray, side: int) -> np.ndarray:

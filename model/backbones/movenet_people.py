@@ -101,19 +101,24 @@ def centre_grid(width: int, height: int) -> int:
     more (a long side of 930 px or more), else as many as keep tiles of `GRID_MIN_SIDE` pixels; `GRID_MIN` on
     smaller frames whose tiles would still be `SMALL_GRID_SIDE` pixels or more; 0 on frames too small for that."""
     long_side = max(width, height)
-    if long_side / (GRID_MAX - (GRID_MAX - 1) * GRID_OVERLAP) >= FINE_TILE_SIDE:
+    if _tile_side(long_side, GRID_MAX) >= FINE_TILE_SIDE:
         return GRID_MAX
     most = int((long_side / GRID_MIN_SIDE - GRID_OVERLAP) / (1.0 - GRID_OVERLAP))
     n = min(most, GRID_MAX)
     if n >= GRID_MIN:
         return n
-    return GRID_MIN if long_side / (GRID_MIN - (GRID_MIN - 1) * GRID_OVERLAP) >= SMALL_GRID_SIDE else 0
+    return GRID_MIN if _tile_side(long_side, GRID_MIN) >= SMALL_GRID_SIDE else 0
+
+
+def _tile_side(long_side: float, n: int) -> float:
+    """The side of `n` tiles along a frame's long side, neighbours overlapping by `GRID_OVERLAP`."""
+    return long_side / (n - (n - 1) * GRID_OVERLAP)
 
 
 def grid_tiles(width: int, height: int, n: int) -> list[tuple[float, float, float]]:
     """The grid's squares as (centre x, centre y, side): `n` along the long side, and along the short side
     as few as overlap by `GRID_OVERLAP` or more (5 rows, not 9, on a 1920x1080 frame)."""
-    side = max(width, height) / (n - (n - 1) * GRID_OVERLAP)
+    side = _tile_side(max(width, height), n)
     step = side * (1.0 - GRID_OVERLAP)
 
     def centres(length: int) -> list[float]:
