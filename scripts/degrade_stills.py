@@ -31,7 +31,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.bench.real import DEFAULT_DATA, clear_stills_output
+from annotation_io.errors import AnnotationFormatError
+from annotation_io.types import Video
+from model.bench.real import DEFAULT_DATA, clear_stills_output, load_stills
 
 BLUR_SIGMA = 2.5 / 640  # x the long side
 NOISE_SIGMA = 20.0  # grey levels
@@ -104,6 +106,21 @@ def folders_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True,
                         help="folder to write: new, empty, or an earlier run's output (which is replaced)")
     return parser
+
+
+def read_for_copy(data: Path, out: Path, errors: type[Exception]) -> list[tuple[Video, np.ndarray]]:
+    """The stills of `data` (`model.bench.real.load_stills`), read before `out` is cleared for the folder made
+    from them. Raises `errors` where `data` is not a stills folder or holds an annotation file that cannot be
+    read, or `out` holds more than an earlier run's output (left as it is)."""
+    try:
+        stills = load_stills(data)
+    except FileNotFoundError as exc:
+        raise errors(f"{data} is not a stills folder: {exc}") from exc
+    except AnnotationFormatError as exc:
+        raise errors(f"{data} holds an annotation file this cannot read: {exc}") from exc
+    if not clear_stills_output(out):
+        raise errors(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
+    return stills
 
 
 def write_folder(args: argparse.Namespace, make: Callable[[], str], errors: type[Exception]) -> int:

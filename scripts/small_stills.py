@@ -24,10 +24,8 @@ import cv2
 import numpy as np
 
 from annotation_io import posetrack
-from annotation_io.errors import AnnotationFormatError
 from annotation_io.types import Box, Frame, Person, Video
-from model.bench.real import clear_stills_output, load_stills
-from scripts.degrade_stills import folders_parser, write_folder
+from scripts.degrade_stills import folders_parser, read_for_copy, write_folder
 
 CANVAS = (1280, 960)  # width, height of each mosaic
 GREY = 114  # the canvas's colour
@@ -56,14 +54,7 @@ def mosaics(data: Path, out: Path, scale: float) -> tuple[int, int]:
     """Writes the mosaics of `data`'s stills to `out` (replaced); returns (mosaics, people)."""
     if not 0.05 <= scale <= 1.0:
         raise SmallStillsError(f"--scale must lie in 0.05..1, got {scale}")
-    try:
-        stills = load_stills(data)
-    except FileNotFoundError as exc:
-        raise SmallStillsError(f"{data} is not a stills folder: {exc}") from exc
-    except AnnotationFormatError as exc:
-        raise SmallStillsError(f"{data} holds an annotation file this cannot read: {exc}") from exc
-    if not clear_stills_output(out):
-        raise SmallStillsError(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
+    stills = read_for_copy(data, out, SmallStillsError)
     width, height = CANVAS
     quarter_w, quarter_h = width // 2, height // 2
     count = people = 0

@@ -11,7 +11,9 @@ square) of the person nearest the square's centre (its decoding weighs the perso
 distance to the centre, so a neighbour in the crop loses to the crop's person). Each 384x288 crop
 (`model.transforms.crop_image`: the person box x 1.25 at 3:4) is padded to a 384x384 square with black
 columns on both sides, and run as it is and mirrored; the two answers (the mirrored one's left and
-right swapped back) are averaged, positions and scores (`average_flip`). Each joint's score is MoveNet's
+right swapped back) are averaged, positions and scores (`average_flip`). A person who is not upright in the
+square (lying, upside down, or on footage filmed sideways) is looked at turned by quarter turns as well, and the
+surer pass that sees them upright is kept (`MoveNetBackbone._pose`). Each joint's score is MoveNet's
 keypoint heatmap value times min(1, presence / 0.4), the presence being the person-centre heatmap at the
 centre the decoding chose: a crop with nobody in it (a box carried off its person) gets low scores, so the
 follower lets it go (real people measured 0.61-0.82 from 5th percentile to median on the real stills and
@@ -23,7 +25,9 @@ tiles (`model.backbones.movenet_people`, through `MoveNetModel.look`).
 
 Limb joints within 0.1 x box diagonal, boxes given (README, "Backbones"): real stills 82.5% (BlazePose)
 -> 86.8%, held-out real images 71.1% -> 84.2%; without the mirrored pass 84.2% and 82.9%. In the pipeline,
-where two boxes get one person's pose (`model.pipeline.one_per_box`), the stills reach 90.6%.
+where two boxes get one person's pose (`model.pipeline.one_per_box`), the stills reach 90.6%. The stills turned a
+quarter turn (`scripts.turned_stills`): 43.6% upright pass only -> 81.2% with the turned passes; upside down
+46.2% -> 83.3%.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from model.transforms import CropGeometry
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MoveNetBackbone", "MoveNetModel", "average_flip", "build_movenet"]
+__all__ = ["MoveNetBackbone", "MoveNetModel", "average_flip", "build_movenet", "torso_turn", "unturn"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "Identity"
 INPUT_SIDE = 256  # Thunder's square input
@@ -54,6 +58,13 @@ INPUT_SIDE = 256  # Thunder's square input
 # that heatmap weighted towards the square's centre): nodes of the released graph.
 CENTRES, CHOSEN = "StatefulPartitionedCall/Sigmoid_1", "StatefulPartitionedCall/ArgMax"
 PRESENCE_FULL = 0.4  # presence below this scales the joint scores down (see `MoveNetModel`)
+# A person not upright in their crop (`MoveNetBackbone._pose`): turned where the upright pass's torso lies this
+# many degrees or more off upright (kept where the turned pass sees them upright and, turned upside down, is
+# surer), or where its mean joint score is under UNSURE_MEAN (all three turns tried; one that sees them upright
+# kept where it is surer). TURN_RULE names the rule in the training cache's keys.
+TURN_ANGLE = 45.0
+UNSURE_MEAN = 0.3
+TURN_RULE = 1
 
 
 class MoveNetModel:
@@ -146,6 +157,28 @@ def _xy_score(out: np.ndarray, side: int) -> np.ndarray:
     return np.stack([yxs[:, 1] * side, yxs[:, 0] * side, yxs[:, 2]], axis=1)
 
 
+def torso_turn(kp: np.ndarray) -> tuple[int, float]:
+    """The quarter turns anticlockwise (0-3, as `np.rot90` counts them) that bring a COCO pose's torso (hip
+    centre to shoulder centre) nearest to upright, and the torso's angle off upright in degrees (0-180)."""
+    up = (kp[5, :2] + kp[6, :2]) / 2.0 - (kp[11, :2] + kp[12, :2]) / 2.0
+    angle = float(np.degrees(np.arctan2(up[0], -up[1])))  # clockwise from up: 90 is a torso lying head right
+    return int(round(angle / 90.0)) % 4, abs(angle)
+
+
+def unturn(kp: np.ndarray, turn: int, side: int) -> np.ndarray:
+    """(17, 3) keypoints found on a square of `side` turned `turn` quarter turns anticlockwise (`np.rot90`),
+    in the unturned square's pixels (a copy; scores kept)."""
+    out = kp.copy()
+    x, y = kp[:, 0], kp[:, 1]
+    if turn % 4 == 1:
+        out[:, 0], out[:, 1] = side - y, x
+    elif turn % 4 == 2:
+        out[:, 0], out[:, 1] = side - x, side - y
+    elif turn % 4 == 3:
+        out[:, 0], out[:, 1] = y, side - x
+    return out
+
+
 def average_flip(plain: np.ndarray, mirrored: np.ndarray, width: float) -> np.ndarray:
     """(17, 3) COCO keypoints averaged with those of the mirrored image (x -> width - x, left and right swapped)."""
     back = mirrored[list(FLIP_ORDER)]  # a copy (fancy indexing)
@@ -161,14 +194,24 @@ class MoveNetBackbone:
         version: "movenet:<sha1[:8] of the graph and weights>".
         sigma: Gaussian sigma of the rendered heatmaps, in heatmap pixels (BlazePose's 2).
         flip: also run each crop mirrored and average the two (twice the passes; see the module doc).
+        turn: look at a person who does not stand upright in their crop turned a quarter or half turn too
+            (`_pose`; lying and upside-down people, and footage filmed sideways).
     """
 
     name = "movenet"
 
-    def __init__(self, model: MoveNetModel, version: str, *, sigma: float = 2.0, flip: bool = True) -> None:
+    def __init__(self, model: MoveNetModel, version: str, *, sigma: float = 2.0, flip: bool = True,
+                 turn: bool = True) -> None:  # fmt: skip
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
         self.model, self.version, self.sigma, self.flip = model, version, float(sigma), bool(flip)
+        self.turn = bool(turn)
+
+    @property
+    def passes(self) -> str:
+        """What the passes are ("flip+turn1"), part of the training cache's keys (`model.training.heatmap_cache`):
+        heatmaps cached before lying people were turned upright, or with other passes, are not taken for these."""
+        return "+".join(["flip"] * self.flip + [f"turn{TURN_RULE}"] * self.turn) or "plain"
 
     def keypoints(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """xy (N, 17, 2) crop pixels and conf (N, 17) in [0, 1] (low, never all zero, where unsure)."""
@@ -181,13 +224,49 @@ class MoveNetBackbone:
             left, top = (side - w) // 2, (side - h) // 2
             square = np.zeros((side, side, 3), np.uint8)
             square[top : top + h, left : left + w] = crop[..., ::-1]
-            kp = self.model.keypoints(square)
-            if self.flip:
-                kp = average_flip(kp, self.model.keypoints(square[:, ::-1]), side)
+            kp = self._pose(square)
             kp[:, 0] -= left
             kp[:, 1] -= top
             xy[i], conf[i] = posetrack_from_coco(kp)
         return xy, conf
+
+    def _pose(self, square: np.ndarray) -> np.ndarray:
+        """(17, 3) COCO x, y (square pixels), score of the square's person: the upright pass, or a turned one.
+
+        Where the upright pass's torso lies `TURN_ANGLE` or more off upright, the square is turned the quarter
+        turns that stand it up, and that pass is kept where it sees the person upright in the turned square
+        (its torso within 45 degrees of upright there) and, for a half turn, is surer: a lying person is
+        often read as a sure but wrong lying pose, while an upside-down one read so (a handstand) is often
+        right. Where the upright pass's mean score is under `UNSURE_MEAN` (an upside-down person is often
+        read as an unsure upright one), the three turns are tried, and the surest that sees the person
+        upright is kept where it is surer than the upright pass."""
+        upright = self._turned_pass(square, 0)
+        if not self.turn:
+            return upright
+        turn, angle = torso_turn(upright)
+        if turn and angle >= TURN_ANGLE:
+            turned = self._turned_pass(square, turn)
+            upright_there = torso_turn(turned)[0] == turn
+            surer = turn != 2 or turned[:, 2].mean() > upright[:, 2].mean()
+            return turned if upright_there and surer else upright
+        if upright[:, 2].mean() >= UNSURE_MEAN:
+            return upright
+        best = upright
+        for k in (1, 2, 3):
+            kp = self._turned_pass(square, k)
+            if torso_turn(kp)[0] == k and kp[:, 2].mean() > best[:, 2].mean():
+                best = kp
+        return best
+
+    def _turned_pass(self, square: np.ndarray, turn: int) -> np.ndarray:
+        """(17, 3) COCO keypoints of the square turned `turn` quarter turns anticlockwise (`np.rot90`), and
+        mirrored too where `flip`, in the unturned square's pixels."""
+        side = square.shape[0]
+        turned = np.ascontiguousarray(np.rot90(square, turn)) if turn else square
+        kp = self.model.keypoints(turned)
+        if self.flip:
+            kp = average_flip(kp, self.model.keypoints(turned[:, ::-1]), side)
+        return unturn(kp, turn, side)
 
     def heatmaps(
         self,

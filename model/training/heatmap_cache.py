@@ -186,7 +186,9 @@ class BackboneHeatmapCache:
     def key(self, video: str, frame: int, box: Box) -> CacheKey:
         b = round_box(box)
         frames = FRAMES_FILTERED if self.denoise else FRAMES_RAW
-        return (video, int(frame), (b.x, b.y, b.w, b.h), f"{self.backbone.version}+{frames}")
+        passes = getattr(self.backbone, "passes", None)  # a backbone whose passes changed (MoveNet's turns)
+        version = f"{self.backbone.version}+{passes}" if passes else self.backbone.version
+        return (video, int(frame), (b.x, b.y, b.w, b.h), f"{version}+{frames}")
 
     def _path(self, key: CacheKey) -> Path:
         assert self.directory is not None

@@ -21,17 +21,21 @@ def backbone() -> Iterator[BlazePoseBackbone]:
 STILLS = Path(__file__).resolve().parents[2] / "assets" / "real-stills"  # four of the shared set (its README)
 
 
-def limb_joints_per_still(backbone: str, checkpoint: str | os.PathLike[str] | None = None) -> list[int]:
-    """Limb joints within 0.1 x box diagonal on each test still, the annotated boxes given as box-only labels."""
+def limb_joints_per_still(backbone: str, checkpoint: str | os.PathLike[str] | None = None, *,
+                          stills: Path = STILLS, turn: bool = True) -> list[int]:  # fmt: skip
+    """Limb joints within 0.1 x box diagonal on each still of `stills` (default the test stills), the annotated
+    boxes given as box-only labels; `turn`: MoveNet's turned passes (`MoveNetBackbone.turn`) on or off."""
     from annotation_io.types import Frame, Video
     from model.bench.real import _Still, box_only, load_stills
     from model.bench.real_score import score_frame
     from model.pipeline.predictor import Predictor
 
     predictor = Predictor.create(backbone, checkpoint)
+    if not turn:
+        predictor.backbone.turn = False
     try:
         scores = []
-        for gt, image in load_stills(STILLS):
+        for gt, image in load_stills(stills):
             video = Video(gt.name, 1, [Frame(0, [])], width=image.shape[1], height=image.shape[0])
             pred = predictor.predict_video(video, box_only(gt), reader=_Still(image))
             scores.append(score_frame(gt.frames[0], pred.frames[0]).joints_ok)

@@ -277,6 +277,26 @@ def test_cache_computes_once_per_key_and_reads_back_from_disk(synth, tmp_path: P
         BackboneHeatmapCache(counting, readers).triplet(samples[0])
 
 
+def test_a_backbone_whose_passes_changed_never_reads_the_old_passes_entries(synth, tmp_path: Path) -> None:
+    """A backbone of the same weights whose passes changed (MoveNet's `passes`: turned passes for lying people
+    since 2026-12-06) computes its own entries in a kept cache directory; each kind keeps reading its own."""
+    videos, readers = synth
+    samples = build_samples(videos)[:2]
+
+    def backbone(passes: str) -> SimulatedBackbone:
+        simulated = SimulatedBackbone(videos)
+        simulated.passes = passes  # type: ignore[attr-defined]
+        return simulated
+
+    old = BackboneHeatmapCache(backbone("flip"), readers, directory=tmp_path)
+    n = old.prefetch(samples)
+    new = BackboneHeatmapCache(backbone("flip+turn1"), readers, directory=tmp_path)
+    assert n > 0 and new.key("v", 0, samples[0].box) != old.key("v", 0, samples[0].box)
+    assert new.prefetch(samples) == n
+    assert BackboneHeatmapCache(backbone("flip"), readers, directory=tmp_path).prefetch(samples) == 0
+    assert BackboneHeatmapCache(backbone("flip+turn1"), readers, directory=tmp_path).prefetch(samples) == 0
+
+
 # ------------------------------------------------------------------------------------------ training
 
 

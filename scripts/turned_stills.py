@@ -1,0 +1,98 @@
+"""Real stills turned a quarter, half or three-quarter turn, for `bench-real --data`: lying and upside-down
+people, the annotations turned with them.
+
+In the real stills people stand, sit or walk upright. In footage they also lie (a fall, a wrestler, a
+yoga mat, a patient), turn upside down (gymnasts, breakdancers, a trampoline), or the whole video lies on
+its side (a phone held sideways whose rotation flag was lost). This script writes a folder in the
+real-stills layout (``annotations/val/*.json`` + ``images/val/<name>/*.jpg``) whose every image is turned
+clockwise by ``--turn`` degrees (90, 180 or 270); the keypoints, boxes, head boxes and ignore regions are
+turned with the pixels, so ``python -m model bench-real --data OUT`` scores it as it scores the stills.
+
+    python -m scripts.turned_stills --turn 90 --out /tmp/stills-90
+    python -m model bench-real --data /tmp/stills-90
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from annotation_io import posetrack
+from annotation_io.types import Box, Person
+from scripts.degrade_stills import folders_parser, read_for_copy, write_folder
+
+TURNS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+SAVE_QUALITY = 95
+
+
+class TurnedStillsError(Exception):
+    """The source is not a stills folder, or --out holds something else."""
+
+
+def turn_points(xy: np.ndarray, turn: int, width: int, height: int) -> np.ndarray:
+    """(N, 2) pixel positions on a `width` x `height` image -> their places on it turned clockwise by `turn`."""
+    x, y = xy[:, 0], xy[:, 1]
+    if turn == 90:
+        return np.stack([height - 1 - y, x], axis=1)
+    if turn == 180:
+        return np.stack([width - 1 - x, height - 1 - y], axis=1)
+    if turn == 270:
+        return np.stack([y, width - 1 - x], axis=1)
+    raise ValueError(f"turn must be one of {sorted(TURNS)}, got {turn}")
+
+
+def _box(box: Box | None, turn: int, width: int, height: int) -> Box | None:
+    if box is None:
+        return None
+    corners = turn_points(np.array([[box.x, box.y], [box.x + box.w, box.y + box.h]]), turn, width, height)
+    (x1, y1), (x2, y2) = corners.min(axis=0), corners.max(axis=0)
+    return Box.from_xyxy(x1, y1, x2, y2)
+
+
+def _person(person: Person, turn: int, width: int, height: int) -> Person:
+    kps = person.keypoints.copy()
+    seen = kps[:, 2] > 0
+    kps[seen, :2] = turn_points(kps[seen, :2], turn, width, height)
+    return replace(person, keypoints=kps, box=_box(person.box, turn, width, height),
+                   head_box=_box(person.head_box, turn, width, height))
+
+
+def turned(data: Path, out: Path, turn: int) -> int:
+    """Writes `data`'s stills turned by `turn` degrees to `out` (replaced); returns the number of images."""
+    if turn not in TURNS:
+        raise TurnedStillsError(f"--turn must be one of {sorted(TURNS)}, got {turn}")
+    stills = read_for_copy(data, out, TurnedStillsError)
+    for video, image in stills:
+        height, width = image.shape[:2]
+        frames = []
+        for frame in video.frames:
+            persons = [_person(p, turn, width, height) for p in frame.persons]
+            regions = [turn_points(np.asarray(r, float).reshape(-1, 2), turn, width, height)
+                       for r in frame.ignore_regions]
+            frames.append(replace(frame, persons=persons, ignore_regions=regions))
+        still = cv2.rotate(image, TURNS[turn])
+        target = out / str(frames[0].file_name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(target), still, [cv2.IMWRITE_JPEG_QUALITY, SAVE_QUALITY]):
+            raise TurnedStillsError(f"cannot write {target}")
+        (out / "annotations" / "val").mkdir(parents=True, exist_ok=True)
+        posetrack.dump_2018(replace(video, frames=frames, width=still.shape[1], height=still.shape[0]),
+                            out / "annotations" / "val" / f"{video.name}.json")
+    return len(stills)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = folders_parser("python -m scripts.turned_stills", __doc__.split("\n\n")[0])
+    parser.add_argument("--turn", type=int, choices=sorted(TURNS), required=True,
+                        help="degrees clockwise every image is turned")
+    args = parser.parse_args(argv)
+    return write_folder(args, lambda: f"{turned(args.data, args.out, args.turn)} images, turned {args.turn} "
+                        f"degrees -> {args.out}", TurnedStillsError)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
