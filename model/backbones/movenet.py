@@ -12,8 +12,8 @@ distance to the centre, so a neighbour in the crop loses to the crop's person). 
 (`model.transforms.crop_image`: the person box x 1.25 at 3:4) is padded to a 384x384 square with black
 columns on both sides, and run as it is and mirrored; the two answers (the mirrored one's left and
 right swapped back) are averaged, positions and scores (`average_flip`). A person who is not upright in the
-square (lying, upside down, or on footage filmed sideways) is looked at turned by quarter turns as well, and the
-surer pass that sees them upright is kept (`MoveNetBackbone._pose`). Each joint's score is MoveNet's
+square (lying, upside down, or on footage filmed sideways) is looked at turned by quarter turns as well, and a
+turned pass that sees them upright is kept (`MoveNetBackbone._pose` says when). Each joint's score is MoveNet's
 keypoint heatmap value times min(1, presence / 0.4), the presence being the person-centre heatmap at the
 centre the decoding chose: a crop with nobody in it (a box carried off its person) gets low scores, so the
 follower lets it go (real people measured 0.61-0.82 from 5th percentile to median on the real stills and

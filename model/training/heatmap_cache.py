@@ -3,7 +3,7 @@
 `compute_heatmaps` runs the frozen backbone on (video, frame, crop geometry) requests in batches,
 reading each frame once per call. `BackboneHeatmapCache` computes the heatmaps a training sample
 needs (frames t, p, n cropped with t's box) once per (video, frame, box rounded to 0.1 px,
-backbone.version, frames filtered or not), in memory or as ``.npy`` files, so training epochs never run the
+backbone.version and its passes where it names them, frames filtered or not), in memory or as ``.npy`` files, so training epochs never run the
 backbone again.
 `CountingBackbone` counts backbone calls (tests and `model.training.loop` report them). The crop primitives
 the cache keys on (`CropSize`, `round_box`, `sample_geometry`) live here too.
@@ -151,7 +151,8 @@ class BackboneHeatmapCache:
     not), computed once.
 
     Args:
-        backbone: the frozen backbone (its `version` is part of every key).
+        backbone: the frozen backbone (its `version` is part of every key, and its `passes` where it has them:
+            MoveNet's say whether lying people are turned upright, so entries cached before are not taken).
         readers: video name -> frame reader.
         directory: store ``.npy`` files here (survives restarts, shared by DDP ranks); None: memory.
         dtype: stored dtype (float16 halves memory: 235 kB per entry; heatmaps lie in [0, 1]).
