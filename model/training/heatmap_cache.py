@@ -3,8 +3,8 @@
 `compute_heatmaps` runs the frozen backbone on (video, frame, crop geometry) requests in batches,
 reading each frame once per call. `BackboneHeatmapCache` computes the heatmaps a training sample
 needs (frames t, p, n cropped with t's box) once per (video, frame, box rounded to 0.1 px,
-backbone.version and its passes where it names them, frames filtered or not), in memory or as ``.npy`` files, so training epochs never run the
-backbone again.
+backbone.version and its passes where it names them, frames filtered or not), in memory or as ``.npy``
+files, so training epochs never run the backbone again.
 `CountingBackbone` counts backbone calls (tests and `model.training.loop` report them). The crop primitives
 the cache keys on (`CropSize`, `round_box`, `sample_geometry`) live here too.
 """
