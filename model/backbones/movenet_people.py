@@ -48,6 +48,19 @@ so (`scripts.degrade_stills`), limb joints placed with the detector, before -> a
 noisy 51.7% -> 65.0%, dark 73.5% -> 77.8%; blurred (55.1%) and JPEG-15 (59.4%) unchanged; the held-out
 images unchanged. It costs about 0.3 s more per 640 px frame (1.6 -> 1.9 s per still).
 
+Scenes of small people on frames under 930 px (2026-12-07, twentieth session): where most of the people the
+detector found are under half the usual tile's side (`small_people`), the usual grid's peaks are joined by those
+of a finer grid, as many tiles of at least `SMALL_TILE_SIDE` pixels as fit (9 of 103 px along a 640x360 frame's
+long side; 6 on 426x240, which gets no grid otherwise), looked at after the usual grid's own. On PoseTrack's
+wheelchair dancers at 640x360 (people 60-120 px tall) the looks at the 278 px tiles' peaks found none of the six
+the detector missed, the finer grid's four. The held-out images scaled to a long side of 640 and of 426 px
+(`scripts.scaled_stills`), with the detector, before -> after: 202 -> 222 and 207 -> 217 of 304 limb joints
+within 0.1 x box diagonal (the dancers 42 -> 62 and 49 -> 59 of 110, the other images unchanged),
+`Predictor.detect` 1.14x and 1.09x the time; as no-label clips at 640 px 3058 -> 3200 of 4306 joints at 1.05x
+the time; at 854 px 229 -> 230; the real stills, clean, grey, noisy, dark and
+blurred, unchanged (no frame of theirs is such a scene: 1.0x). Asked of any one small person found, the finer
+grid cost the stills 1.32x for nothing; asked of frames where nobody was found, a blank 640x360 frame 3.8x.
+
 `MIN_PRESENCE` was 0.6. On blurred and grey stills the heatmap peaks on the people the detector lost, but the
 look at them gives small people and people cut by the frame's edge a presence of 0.52-0.56; at 0.5 the
 blurred stills went from 55.1% to 63.2% and the grey ones from 62.4% to 67.1%, the clean stills and held-out
@@ -68,12 +81,14 @@ from model.backbones.landmarks import box_iou
 from model.backbones.movenet import INPUT_SIDE, MoveNetModel, average_flip
 from model.transforms import square_view_rgb
 
-__all__ = ["boxed_people", "centre_grid", "find_more_people", "grid_tiles"]
+__all__ = ["boxed_people", "centre_grid", "find_more_people", "grid_tiles", "small_people"]
 
 GRID_MIN_SIDE = 300  # tiles are at least this many pixels ...
 GRID_MAX = 9  # ... and at most this many per side ...
 GRID_MIN = 3  # ... and at least this many (fewer, larger tiles see what the detector's whole-frame and 3x3 views see)
 FINE_TILE_SIDE = 150  # but a frame whose GRID_MAX tiles are this large gets GRID_MAX (people as large in a tile as on 1080p)
+SMALL_TILE_SIDE = 100  # where the people found are small (`small_people`), as many tiles as are this large, up to GRID_MAX
+SMALL_PERSON = 0.5  # a person whose box's long side is under this x the frame's usual tile is small
 GRID_OVERLAP = 0.35  # neighbouring tiles share this share of their side
 SMALL_GRID_SIDE = INPUT_SIDE  # smaller frames get GRID_MIN tiles per side while these are no smaller than this
 MIN_CENTRE = 0.4  # a centre-heatmap peak this high is a candidate
@@ -96,18 +111,40 @@ MAX_LOOKS = 20  # the best this many candidates are looked at (two passes each; 
 _UPPER = slice(5, 13)  # COCO shoulders, elbows, wrists, hips
 
 
-def centre_grid(width: int, height: int) -> int:
+def centre_grid(width: int, height: int, small: bool = False) -> int:
     """Tiles along the long side of a frame's grid: `GRID_MAX` where those tiles are `FINE_TILE_SIDE` pixels or
     more (a long side of 930 px or more), else as many as keep tiles of `GRID_MIN_SIDE` pixels; `GRID_MIN` on
-    smaller frames whose tiles would still be `SMALL_GRID_SIDE` pixels or more; 0 on frames too small for that."""
+    smaller frames whose tiles would still be `SMALL_GRID_SIDE` pixels or more; 0 on frames too small for that.
+    With `small` (the people found are small, `small_people`), as many as keep tiles of `SMALL_TILE_SIDE`
+    pixels where that is more (up to `GRID_MAX`, `GRID_MIN` at least)."""
     long_side = max(width, height)
     if _tile_side(long_side, GRID_MAX) >= FINE_TILE_SIDE:
         return GRID_MAX
-    most = int((long_side / GRID_MIN_SIDE - GRID_OVERLAP) / (1.0 - GRID_OVERLAP))
-    n = min(most, GRID_MAX)
-    if n >= GRID_MIN:
-        return n
-    return GRID_MIN if _tile_side(long_side, GRID_MIN) >= SMALL_GRID_SIDE else 0
+    n = min(_tiles_of(long_side, GRID_MIN_SIDE), GRID_MAX)
+    if n < GRID_MIN:
+        n = GRID_MIN if _tile_side(long_side, GRID_MIN) >= SMALL_GRID_SIDE else 0
+    if small:
+        finer = min(_tiles_of(long_side, SMALL_TILE_SIDE), GRID_MAX)
+        if finer >= max(n + 1, GRID_MIN):
+            return finer
+    return n
+
+
+def _tiles_of(long_side: float, side: float) -> int:
+    """How many tiles of at least `side` pixels, neighbours overlapping by `GRID_OVERLAP`, span `long_side`."""
+    return int((long_side / side - GRID_OVERLAP) / (1.0 - GRID_OVERLAP))
+
+
+def small_people(width: int, height: int, found: Sequence[Box]) -> bool:
+    """Whether most of the people found on a frame (more than half) are small for its usual grid (`centre_grid`
+    without `small`): their box's long side is under `SMALL_PERSON` x that grid's tile (x `SMALL_GRID_SIDE` on
+    frames with none). People that small fill too little of a tile for the centre heatmap to peak on them, and
+    a scene of small people (a crowd filmed from afar) holds more of them. A frame with nobody found is not such
+    a scene: an empty frame would pay the finer grid for nothing."""
+    n = centre_grid(width, height)
+    tile = _tile_side(max(width, height), n) if n else float(SMALL_GRID_SIDE)
+    small = sum(max(b.w, b.h) < SMALL_PERSON * tile for b in found)
+    return 2 * small > len(found)
 
 
 def _tile_side(long_side: float, n: int) -> float:
@@ -193,16 +230,18 @@ def find_more_people(model: MoveNetModel, frame_bgr: np.ndarray, found: Sequence
 
     Returns:
         (box clipped to the frame, score) per person added, surest first; the score is presence x upper-body
-        score. Empty on frames too small for a grid (`centre_grid`).
+        score. Empty on frames too small for a grid (`centre_grid`), unless most people found are small.
     """
     height, width = frame_bgr.shape[:2]
-    n = centre_grid(width, height)
-    if n == 0 or max_people < 1:
+    usual = centre_grid(width, height)
+    finer = centre_grid(width, height, small=True) if small_people(width, height, found) else usual
+    if max_people < 1:
         return []
     candidates: list[tuple[float, float, float, float]] = []
-    for p in _peaks(model, frame_bgr, n):
-        if all(np.hypot(p[0] - q[0], p[1] - q[1]) > PEAK_APART * p[3] for q in candidates):
-            candidates.append(p)
+    for n in dict.fromkeys(g for g in (usual, finer) if g):  # the usual grid's peaks first: larger people
+        for p in _peaks(model, frame_bgr, n):
+            if all(np.hypot(p[0] - q[0], p[1] - q[1]) > PEAK_APART * p[3] for q in candidates):
+                candidates.append(p)
     added: list[tuple[Box, float]] = []
     looks = 0
     for x, y, _, side in candidates:

@@ -16,9 +16,11 @@ from model.backbones.movenet_people import (
     FINE_TILE_SIDE,
     GRID_MAX,
     GRID_MIN,
+    SMALL_TILE_SIDE,
     centre_grid,
     find_more_people,
     grid_tiles,
+    small_people,
 )
 from model.backbones.movenet_weights import DEFAULT_WEIGHTS
 from model.bench.real import load_stills
@@ -81,6 +83,53 @@ def test_the_grid_keeps_tiles_large_enough_for_a_person() -> None:
     side = tiles[0][2]
     assert xs[0] == ys[0] == side / 2 and xs[-1] == 1920 - side / 2 and ys[-1] == 1080 - side / 2  # the frame covered
     assert max(np.diff(ys)) <= 0.65 * side + 1e-6  # rows overlap as columns do
+
+
+def test_a_scene_of_small_people_gets_a_finer_grid() -> None:
+    """Where most people found are under half the usual tile's side (278 px on 640x360), the grid's tiles are
+    100 px or more (`SMALL_TILE_SIDE`), up to 9 along the long side, on frames under 930 px, those too small
+    for a grid included; a lone small person beside larger ones, or nobody found, keeps the usual grid."""
+    box = lambda side: Box(10, 10, side / 2, side)  # noqa: E731
+    assert small_people(640, 360, [box(s) for s in (65, 96, 118, 120, 146)])  # PoseTrack's wheelchair dancers
+    assert not small_people(640, 360, [box(s) for s in (100, 149, 217, 301)])  # one small person of four
+    assert not small_people(640, 360, [box(150), box(300)]) and not small_people(640, 360, [])
+    assert small_people(426, 240, [box(65), box(79)]) and not small_people(426, 240, [box(137), box(198)])
+    assert centre_grid(640, 360, small=True) == centre_grid(854, 480, small=True) == GRID_MAX
+    assert grid_tiles(640, 360, GRID_MAX)[0][2] >= SMALL_TILE_SIDE == 100
+    assert centre_grid(426, 240, small=True) == 6 and grid_tiles(426, 240, 6)[0][2] >= SMALL_TILE_SIDE
+    assert centre_grid(1920, 1080, small=True) == GRID_MAX and centre_grid(200, 150, small=True) == 0
+
+
+def _small_scene(size: tuple[int, int] = (640, 360)) -> tuple[np.ndarray, list[Box]]:
+    """The four test stills shrunk into the quarters of a `size` frame, and the boxes of their people with six
+    or more annotated joints where they now lie (9 people 40-146 px tall on 640x360)."""
+    frame, boxes = _background(size=size), []
+    for i, (video, image) in enumerate(load_stills(STILLS)):
+        left, top = (i % 2) * size[0] // 2, (i // 2) * size[1] // 2
+        k = min(size[0] / 2 / image.shape[1], size[1] / 2 / image.shape[0])
+        shrunk = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+        frame[top : top + shrunk.shape[0], left : left + shrunk.shape[1]] = shrunk
+        boxes += [Box(left + p.box.x * k, top + p.box.y * k, p.box.w * k, p.box.h * k)
+                  for p in video.frames[0].persons if p.box is not None and (p.keypoints[:, 2] > 0).sum() >= 6]
+    return frame, boxes
+
+
+@pytest.mark.slow
+@needs_weights
+def test_small_people_on_a_640x360_frame_are_found_on_the_finer_grid(model, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Each of the small scene's people, the others known, is found at 8 of 9 times; the usual grid alone
+    (tiles of 278 px) found 4 of them."""
+    frame, boxes = _small_scene()
+    assert len(boxes) == 9 and max(b.h for b in boxes) < 150, boxes
+
+    def found_alone() -> int:
+        return sum(any(box.iou(boxes[i]) >= 0.5 for box, _ in
+                       find_more_people(model, frame, [b for j, b in enumerate(boxes) if j != i]))
+                   for i in range(len(boxes)))
+
+    assert found_alone() >= 8
+    monkeypatch.setattr("model.backbones.movenet_people.small_people", lambda *_: False)
+    assert found_alone() <= 6
 
 
 @needs_weights

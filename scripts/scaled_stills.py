@@ -1,0 +1,85 @@
+"""Real stills scaled to a given long side, for `bench-real --data`: the people as footage of that size shows them,
+the annotations scaled with them.
+
+The held-out images are PoseTrack frames of 1920x1080 and photographs of 600-1000 px. Footage is often smaller:
+web video and phones' low settings give 640x360 and 426x240, where the people of the same scene are a third or a
+quarter as tall. This script writes a folder in the real-stills layout (``annotations/val/*.json`` +
+``images/val/<name>/*.jpg``) whose every image is scaled (down with OpenCV's area filter, up bilinearly) so that
+its long side is ``--long-side`` pixels; the keypoints, boxes, head boxes and ignore regions are scaled with the
+pixels, so ``python -m model bench-real --data OUT`` scores it as it scores the stills.
+
+    python -m scripts.scaled_stills --data DIR --long-side 640 --out /tmp/stills-640
+    python -m model bench-real --data /tmp/stills-640
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from annotation_io import posetrack
+from annotation_io.types import Box, Person
+from scripts.degrade_stills import folders_parser, read_for_copy, write_folder
+
+SAVE_QUALITY = 95
+MIN_LONG_SIDE = 64  # smaller images hold no person a model could read
+MAX_LONG_SIDE = 8192
+
+
+class ScaledStillsError(Exception):
+    """The source is not a stills folder, or --out holds something else."""
+
+
+def _box(box: Box | None, kx: float, ky: float) -> Box | None:
+    return None if box is None else Box(box.x * kx, box.y * ky, box.w * kx, box.h * ky)
+
+
+def _person(person: Person, kx: float, ky: float) -> Person:
+    kps = person.keypoints.copy()
+    seen = kps[:, 2] > 0
+    kps[seen, :2] *= (kx, ky)
+    return replace(person, keypoints=kps, box=_box(person.box, kx, ky), head_box=_box(person.head_box, kx, ky))
+
+
+def scaled(data: Path, out: Path, long_side: int) -> int:
+    """Writes `data`'s stills scaled to `long_side` pixels along their long side to `out` (replaced); returns the
+    number of images."""
+    if not MIN_LONG_SIDE <= long_side <= MAX_LONG_SIDE:
+        raise ScaledStillsError(f"--long-side must be {MIN_LONG_SIDE} to {MAX_LONG_SIDE} pixels, got {long_side}")
+    stills = read_for_copy(data, out, ScaledStillsError)
+    for video, image in stills:
+        height, width = image.shape[:2]
+        k = long_side / max(width, height)
+        size = (max(1, round(width * k)), max(1, round(height * k)))
+        kx, ky = size[0] / width, size[1] / height  # each axis as the pixels are scaled (rounded sizes)
+        frames = []
+        for frame in video.frames:
+            persons = [_person(p, kx, ky) for p in frame.persons]
+            regions = [np.asarray(r, float).reshape(-1, 2) * (kx, ky) for r in frame.ignore_regions]
+            frames.append(replace(frame, persons=persons, ignore_regions=regions))
+        still = cv2.resize(image, size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+        target = out / str(frames[0].file_name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(target), still, [cv2.IMWRITE_JPEG_QUALITY, SAVE_QUALITY]):
+            raise ScaledStillsError(f"cannot write {target}")
+        (out / "annotations" / "val").mkdir(parents=True, exist_ok=True)
+        posetrack.dump_2018(replace(video, frames=frames, width=size[0], height=size[1]),
+                            out / "annotations" / "val" / f"{video.name}.json")
+    return len(stills)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = folders_parser("python -m scripts.scaled_stills", __doc__.split("\n\n")[0])
+    parser.add_argument("--long-side", type=int, required=True,
+                        help=f"pixels along every image's long side ({MIN_LONG_SIDE}-{MAX_LONG_SIDE})")
+    args = parser.parse_args(argv)
+    return write_folder(args, lambda: f"{scaled(args.data, args.out, args.long_side)} images, long side "
+                        f"{args.long_side} px -> {args.out}", ScaledStillsError)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
