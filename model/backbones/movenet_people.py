@@ -232,11 +232,11 @@ def find_more_people(model: MoveNetModel, frame_bgr: np.ndarray, found: Sequence
         (box clipped to the frame, score) per person added, surest first; the score is presence x upper-body
         score. Empty on frames too small for a grid (`centre_grid`), unless most people found are small.
     """
+    if max_people < 1:
+        return []
     height, width = frame_bgr.shape[:2]
     usual = centre_grid(width, height)
     finer = centre_grid(width, height, small=True) if small_people(width, height, found) else usual
-    if max_people < 1:
-        return []
     candidates: list[tuple[float, float, float, float]] = []
     for n in dict.fromkeys(g for g in (usual, finer) if g):  # the usual grid's peaks first: larger people
         for p in _peaks(model, frame_bgr, n):

@@ -117,8 +117,8 @@ def _small_scene(size: tuple[int, int] = (640, 360)) -> tuple[np.ndarray, list[B
 @pytest.mark.slow
 @needs_weights
 def test_small_people_on_a_640x360_frame_are_found_on_the_finer_grid(model, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    """Each of the small scene's people, the others known, is found at 8 of 9 times; the usual grid alone
-    (tiles of 278 px) found 4 of them."""
+    """The small scene's people, each looked for with the others known: 8 of the 9 at least are found; the
+    usual grid alone (tiles of 278 px) found 4 of them."""
     frame, boxes = _small_scene()
     assert len(boxes) == 9 and max(b.h for b in boxes) < 150, boxes
 
