@@ -26,11 +26,13 @@ import shutil
 import sys
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from annotation_io import posetrack
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.types import Video
 from model.bench.real import DEFAULT_DATA, clear_stills_output, load_stills
@@ -121,6 +123,19 @@ def read_for_copy(data: Path, out: Path, errors: type[Exception]) -> list[tuple[
     if not clear_stills_output(out):
         raise errors(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
     return stills
+
+
+def write_still(out: Path, video: Video, image: np.ndarray, errors: type[Exception]) -> None:
+    """Writes a one-frame stills `video` with its BGR `image` into the stills folder `out`: the image as JPEG
+    (`SAVE_QUALITY`) at its frame's file name, the annotations as ``annotations/val/<name>.json`` with the
+    image's size. Raises `errors` where the image cannot be written."""
+    target = out / str(video.frames[0].file_name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(target), image, [cv2.IMWRITE_JPEG_QUALITY, SAVE_QUALITY]):
+        raise errors(f"cannot write {target}")
+    (out / "annotations" / "val").mkdir(parents=True, exist_ok=True)
+    posetrack.dump_2018(replace(video, width=image.shape[1], height=image.shape[0]),
+                        out / "annotations" / "val" / f"{video.name}.json")
 
 
 def write_folder(args: argparse.Namespace, make: Callable[[], str], errors: type[Exception]) -> int:

@@ -21,11 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from annotation_io import posetrack
 from annotation_io.types import Box, Person
-from scripts.degrade_stills import folders_parser, read_for_copy, write_folder
+from scripts.degrade_stills import folders_parser, read_for_copy, write_folder, write_still
 
-SAVE_QUALITY = 95
 MIN_LONG_SIDE = 64  # smaller images hold no person a model could read
 MAX_LONG_SIDE = 8192
 
@@ -62,13 +60,7 @@ def scaled(data: Path, out: Path, long_side: int) -> int:
             regions = [np.asarray(r, float).reshape(-1, 2) * (kx, ky) for r in frame.ignore_regions]
             frames.append(replace(frame, persons=persons, ignore_regions=regions))
         still = cv2.resize(image, size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
-        target = out / str(frames[0].file_name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(target), still, [cv2.IMWRITE_JPEG_QUALITY, SAVE_QUALITY]):
-            raise ScaledStillsError(f"cannot write {target}")
-        (out / "annotations" / "val").mkdir(parents=True, exist_ok=True)
-        posetrack.dump_2018(replace(video, frames=frames, width=size[0], height=size[1]),
-                            out / "annotations" / "val" / f"{video.name}.json")
+        write_still(out, replace(video, frames=frames), still, ScaledStillsError)
     return len(stills)
 
 

@@ -23,14 +23,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from annotation_io import posetrack
 from annotation_io.types import Box, Frame, Person, Video
-from scripts.degrade_stills import folders_parser, read_for_copy, write_folder
+from scripts.degrade_stills import folders_parser, read_for_copy, write_folder, write_still
 
 CANVAS = (1280, 960)  # width, height of each mosaic
 GREY = 114  # the canvas's colour
 PER_MOSAIC = 4  # stills per mosaic, 2x2
-SAVE_QUALITY = 95
 
 
 class SmallStillsError(Exception):
@@ -71,15 +69,8 @@ def mosaics(data: Path, out: Path, scale: float) -> tuple[int, int]:
             persons += [_person(p, len(persons) + i, k, dx, dy) for i, p in enumerate(frame.persons)]
             regions += [np.asarray(r, float) * k + (dx, dy) for r in frame.ignore_regions]
         name = f"mosaic_{count:02d}"
-        file_name = f"images/val/{name}/000000.jpg"
-        target = out / file_name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(target), canvas, [cv2.IMWRITE_JPEG_QUALITY, SAVE_QUALITY]):
-            raise SmallStillsError(f"cannot write {target}")
-        (out / "annotations" / "val").mkdir(parents=True, exist_ok=True)
-        frame = Frame(0, persons, is_labeled=True, ignore_regions=regions, file_name=file_name)
-        posetrack.dump_2018(Video(name, 1, [frame], width=width, height=height),
-                            out / "annotations" / "val" / f"{name}.json")
+        frame = Frame(0, persons, is_labeled=True, ignore_regions=regions, file_name=f"images/val/{name}/000000.jpg")
+        write_still(out, Video(name, 1, [frame]), canvas, SmallStillsError)
         count += 1
         people += len(persons)
     return count, people

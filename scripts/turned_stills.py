@@ -21,12 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from annotation_io import posetrack
 from annotation_io.types import Box, Person
-from scripts.degrade_stills import folders_parser, read_for_copy, write_folder
+from scripts.degrade_stills import folders_parser, read_for_copy, write_folder, write_still
 
 TURNS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
-SAVE_QUALITY = 95
 
 
 class TurnedStillsError(Exception):
@@ -74,14 +72,7 @@ def turned(data: Path, out: Path, turn: int) -> int:
             regions = [turn_points(np.asarray(r, float).reshape(-1, 2), turn, width, height)
                        for r in frame.ignore_regions]
             frames.append(replace(frame, persons=persons, ignore_regions=regions))
-        still = cv2.rotate(image, TURNS[turn])
-        target = out / str(frames[0].file_name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(target), still, [cv2.IMWRITE_JPEG_QUALITY, SAVE_QUALITY]):
-            raise TurnedStillsError(f"cannot write {target}")
-        (out / "annotations" / "val").mkdir(parents=True, exist_ok=True)
-        posetrack.dump_2018(replace(video, frames=frames, width=still.shape[1], height=still.shape[0]),
-                            out / "annotations" / "val" / f"{video.name}.json")
+        write_still(out, replace(video, frames=frames), cv2.rotate(image, TURNS[turn]), TurnedStillsError)
     return len(stills)
 
 
