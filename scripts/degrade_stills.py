@@ -34,7 +34,7 @@ import numpy as np
 
 from annotation_io import posetrack
 from annotation_io.errors import AnnotationFormatError
-from annotation_io.types import Video
+from annotation_io.types import Box, Frame, Person, Video
 from model.bench.real import DEFAULT_DATA, clear_stills_output, load_stills
 
 BLUR_SIGMA = 2.5 / 640  # x the long side
@@ -123,6 +123,31 @@ def read_for_copy(data: Path, out: Path, errors: type[Exception]) -> list[tuple[
     if not clear_stills_output(out):
         raise errors(f"--out {out} exists and holds more than an earlier run's output; give a new folder")
     return stills
+
+
+def moved_person(person: Person, move: Callable[[np.ndarray], np.ndarray]) -> Person:
+    """`person` as an image's pixels moved by `move` show them: `move` takes (N, 2) pixel positions to their new
+    places (scaled, shifted or turned by quarter turns); the seen keypoints go through it, and the box and head box
+    become the boxes around their moved corners."""
+    kps = person.keypoints.copy()
+    seen = kps[:, 2] > 0
+    kps[seen, :2] = move(kps[seen, :2])
+    return replace(person, keypoints=kps, box=_moved_box(person.box, move), head_box=_moved_box(person.head_box, move))
+
+
+def _moved_box(box: Box | None, move: Callable[[np.ndarray], np.ndarray]) -> Box | None:
+    if box is None:
+        return None
+    corners = move(np.array([[box.x, box.y], [box.x + box.w, box.y + box.h]], float))
+    (x1, y1), (x2, y2) = corners.min(axis=0), corners.max(axis=0)
+    return Box.from_xyxy(x1, y1, x2, y2)
+
+
+def moved_frames(video: Video, move: Callable[[np.ndarray], np.ndarray]) -> list[Frame]:
+    """`video`'s frames with their people (`moved_person`) and ignore regions moved by `move`."""
+    return [replace(frame, persons=[moved_person(p, move) for p in frame.persons],
+                    ignore_regions=[move(np.asarray(r, float).reshape(-1, 2)) for r in frame.ignore_regions])
+            for frame in video.frames]
 
 
 def write_still(out: Path, video: Video, image: np.ndarray, errors: type[Exception]) -> None:

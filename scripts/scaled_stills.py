@@ -19,10 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-from annotation_io.types import Box, Person
-from scripts.degrade_stills import folders_parser, read_for_copy, write_folder, write_still
+from scripts.degrade_stills import folders_parser, moved_frames, read_for_copy, write_folder, write_still
 
 MIN_LONG_SIDE = 64  # smaller images hold no person a model could read
 MAX_LONG_SIDE = 8192
@@ -30,17 +28,6 @@ MAX_LONG_SIDE = 8192
 
 class ScaledStillsError(Exception):
     """The source is not a stills folder, or --out holds something else."""
-
-
-def _box(box: Box | None, kx: float, ky: float) -> Box | None:
-    return None if box is None else Box(box.x * kx, box.y * ky, box.w * kx, box.h * ky)
-
-
-def _person(person: Person, kx: float, ky: float) -> Person:
-    kps = person.keypoints.copy()
-    seen = kps[:, 2] > 0
-    kps[seen, :2] *= (kx, ky)
-    return replace(person, keypoints=kps, box=_box(person.box, kx, ky), head_box=_box(person.head_box, kx, ky))
 
 
 def scaled(data: Path, out: Path, long_side: int) -> int:
@@ -54,12 +41,8 @@ def scaled(data: Path, out: Path, long_side: int) -> int:
         k = long_side / max(width, height)
         size = (max(1, round(width * k)), max(1, round(height * k)))
         kx, ky = size[0] / width, size[1] / height  # each axis as the pixels are scaled (rounded sizes)
-        frames = []
-        for frame in video.frames:
-            persons = [_person(p, kx, ky) for p in frame.persons]
-            regions = [np.asarray(r, float).reshape(-1, 2) * (kx, ky) for r in frame.ignore_regions]
-            frames.append(replace(frame, persons=persons, ignore_regions=regions))
         still = cv2.resize(image, size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+        frames = moved_frames(video, lambda xy, k=(kx, ky): xy * k)
         write_still(out, replace(video, frames=frames), still, ScaledStillsError)
     return len(stills)
 

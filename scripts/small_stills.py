@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from annotation_io.types import Box, Frame, Person, Video
-from scripts.degrade_stills import folders_parser, read_for_copy, write_folder, write_still
+from annotation_io.types import Frame, Person, Video
+from scripts.degrade_stills import folders_parser, moved_person, read_for_copy, write_folder, write_still
 
 CANVAS = (1280, 960)  # width, height of each mosaic
 GREY = 114  # the canvas's colour
@@ -33,19 +33,6 @@ PER_MOSAIC = 4  # stills per mosaic, 2x2
 
 class SmallStillsError(Exception):
     """The source is not a stills folder, --scale is out of range, or --out holds something else."""
-
-
-def _moved(box: Box | None, scale: float, dx: float, dy: float) -> Box | None:
-    return None if box is None else Box(box.x * scale + dx, box.y * scale + dy, box.w * scale, box.h * scale)
-
-
-def _person(person: Person, track_id: int, scale: float, dx: float, dy: float) -> Person:
-    kps = person.keypoints.copy()
-    seen = kps[:, 2] > 0
-    kps[seen, 0] = kps[seen, 0] * scale + dx
-    kps[seen, 1] = kps[seen, 1] * scale + dy
-    return replace(person, keypoints=kps, track_id=track_id, box=_moved(person.box, scale, dx, dy),
-                   head_box=_moved(person.head_box, scale, dx, dy), extra={})  # annotation ids given anew
 
 
 def mosaics(data: Path, out: Path, scale: float) -> tuple[int, int]:
@@ -66,8 +53,10 @@ def mosaics(data: Path, out: Path, scale: float) -> tuple[int, int]:
             small = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
             canvas[dy : dy + small.shape[0], dx : dx + small.shape[1]] = small
             frame = video.frames[0]
-            persons += [_person(p, len(persons) + i, k, dx, dy) for i, p in enumerate(frame.persons)]
-            regions += [np.asarray(r, float) * k + (dx, dy) for r in frame.ignore_regions]
+            move = lambda xy, k=k, dx=dx, dy=dy: xy * k + (dx, dy)  # noqa: E731
+            persons += [replace(moved_person(p, move), track_id=len(persons) + i, extra={})  # annotation ids anew
+                        for i, p in enumerate(frame.persons)]
+            regions += [move(np.asarray(r, float).reshape(-1, 2)) for r in frame.ignore_regions]
         name = f"mosaic_{count:02d}"
         frame = Frame(0, persons, is_labeled=True, ignore_regions=regions, file_name=f"images/val/{name}/000000.jpg")
         write_still(out, Video(name, 1, [frame]), canvas, SmallStillsError)

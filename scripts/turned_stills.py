@@ -21,8 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from annotation_io.types import Box, Person
-from scripts.degrade_stills import folders_parser, read_for_copy, write_folder, write_still
+from scripts.degrade_stills import folders_parser, moved_frames, read_for_copy, write_folder, write_still
 
 TURNS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
@@ -43,22 +42,6 @@ def turn_points(xy: np.ndarray, turn: int, width: int, height: int) -> np.ndarra
     raise ValueError(f"turn must be one of {sorted(TURNS)}, got {turn}")
 
 
-def _box(box: Box | None, turn: int, width: int, height: int) -> Box | None:
-    if box is None:
-        return None
-    corners = turn_points(np.array([[box.x, box.y], [box.x + box.w, box.y + box.h]]), turn, width, height)
-    (x1, y1), (x2, y2) = corners.min(axis=0), corners.max(axis=0)
-    return Box.from_xyxy(x1, y1, x2, y2)
-
-
-def _person(person: Person, turn: int, width: int, height: int) -> Person:
-    kps = person.keypoints.copy()
-    seen = kps[:, 2] > 0
-    kps[seen, :2] = turn_points(kps[seen, :2], turn, width, height)
-    return replace(person, keypoints=kps, box=_box(person.box, turn, width, height),
-                   head_box=_box(person.head_box, turn, width, height))
-
-
 def turned(data: Path, out: Path, turn: int) -> int:
     """Writes `data`'s stills turned by `turn` degrees to `out` (replaced); returns the number of images."""
     if turn not in TURNS:
@@ -66,12 +49,7 @@ def turned(data: Path, out: Path, turn: int) -> int:
     stills = read_for_copy(data, out, TurnedStillsError)
     for video, image in stills:
         height, width = image.shape[:2]
-        frames = []
-        for frame in video.frames:
-            persons = [_person(p, turn, width, height) for p in frame.persons]
-            regions = [turn_points(np.asarray(r, float).reshape(-1, 2), turn, width, height)
-                       for r in frame.ignore_regions]
-            frames.append(replace(frame, persons=persons, ignore_regions=regions))
+        frames = moved_frames(video, lambda xy, w=width, h=height: turn_points(xy, turn, w, h))
         write_still(out, replace(video, frames=frames), cv2.rotate(image, TURNS[turn]), TurnedStillsError)
     return len(stills)
 
