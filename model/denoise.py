@@ -14,6 +14,7 @@ given a box hold up. Non-local means (OpenCV's `fastNlMeansDenoisingColored`) on
 - `denoise`: frames whose estimate exceeds `NOISE_FLOOR` by `MIN_STRENGTH` or more are filtered with a
   strength of the excess (so the strength grows from nothing as a video gets noisier, and frames of one video
   around the floor are treated alike); any other frame is returned as it is.
+- A frame's black bars (letterbox, pillarbox; `model.bars`) are left out of the estimate and the filtering.
 - `DenoisedFrames`: a frame reader that hands out `denoise(frame)`; the predictor reads through it
   (`InferConfig.denoise`), and so does the training's heatmap cache, so the head learns on what it is shown.
 """
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 
 from annotation_io.video import FrameReader
+from model.bars import picture_area
 
 __all__ = ["MIN_STRENGTH", "NOISE_FLOOR", "DenoisedFrames", "denoise", "noise_sigma"]
 
@@ -66,15 +68,25 @@ def _responses(frame: np.ndarray) -> np.ndarray:
     return np.abs(response[::2, ::2]).ravel()
 
 
-def denoise(frame: np.ndarray) -> np.ndarray:
-    """`frame` (H, W, 3) uint8 BGR with its noise filtered out where it is noisy (see module); else `frame` itself."""
+def denoise(frame: np.ndarray, trim_bars: bool = True) -> np.ndarray:
+    """`frame` (H, W, 3) uint8 BGR with its noise filtered out where it is noisy (see module); else `frame` itself.
+    With `trim_bars`, a frame's black bars (`model.bars`) are left out of the estimate and the filtering: flat
+    black pulls the median down (a portrait video pillarboxed in 16:9 is two thirds bars)."""
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         return frame
-    strength = noise_sigma(frame) - NOISE_FLOOR
+    area = picture_area(frame) if trim_bars else None
+    x0, y0, x1, y1 = area or (0, 0, frame.shape[1], frame.shape[0])
+    picture = frame[y0:y1, x0:x1]
+    strength = noise_sigma(picture) - NOISE_FLOOR
     if strength < MIN_STRENGTH:
         return frame
-    return cv2.fastNlMeansDenoisingColored(np.ascontiguousarray(frame), None, strength, strength,
-                                           TEMPLATE_WINDOW, SEARCH_WINDOW)
+    clean = cv2.fastNlMeansDenoisingColored(np.ascontiguousarray(picture), None, strength, strength,
+                                            TEMPLATE_WINDOW, SEARCH_WINDOW)
+    if area is None:
+        return clean
+    out = frame.copy()
+    out[y0:y1, x0:x1] = clean
+    return out
 
 
 class DenoisedFrames:
@@ -83,12 +95,13 @@ class DenoisedFrames:
     It holds no frames and opens nothing: `reader`'s owner closes it. Reads from several threads at once are as
     safe as `reader`'s (`concurrent_reads`)."""
 
-    def __init__(self, reader: FrameReader) -> None:
+    def __init__(self, reader: FrameReader, trim_bars: bool = True) -> None:
         self.inner = reader
         self.num_frames = reader.num_frames
+        self.trim_bars = trim_bars
 
     def read(self, index: int) -> np.ndarray:
-        return denoise(np.asarray(self.inner.read(index)))
+        return denoise(np.asarray(self.inner.read(index)), self.trim_bars)
 
     def __getattr__(self, name: str) -> Any:  # width, height, concurrent_reads, ...: the inner reader's
         if name == "inner":  # not set yet (a copy being made): no recursion

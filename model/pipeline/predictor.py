@@ -72,6 +72,7 @@ from model.backbones.blazepose_heatmaps import BlazePoseHeatmaps
 from model.backbones.factory import build_backbone
 from model.backbones.movenet import MoveNetBackbone
 from model.backbones.yolo_pose import YoloPoseBackbone
+from model.bars import picture_area
 from model.denoise import DenoisedFrames
 from model.nets.dcpose import DCPose
 from model.nets.runtime import autocast, check_precision, place_module
@@ -169,7 +170,17 @@ class Predictor:
         movenet backbone, by the people MoveNet's centre heatmap adds (`InferConfig.centre_people`,
         `model.backbones.movenet_people`), and those CenterNet's boxes split out of a box or add where its
         weights were fetched (`InferConfig.box_people`, `movenet_people.boxed_people`); at most `MAX_PEOPLE`
-        in all."""
+        in all. Where the frame has black bars (`InferConfig.trim_bars`, `model.bars`), all of that looks at the
+        picture inside them."""
+        area = picture_area(frame_bgr) if self.config.trim_bars else None
+        if area is None:
+            return self._detect(frame_bgr)
+        x0, y0, x1, y1 = area
+        boxes = self._detect(np.ascontiguousarray(frame_bgr[y0:y1, x0:x1]))
+        return [Box(b.x + x0, b.y + y0, b.w, b.h) for b in boxes]
+
+    def _detect(self, frame_bgr: np.ndarray) -> list[Box]:
+        """`detect` on a frame or its picture."""
         if self._detector is not None:
             return self._detector(frame_bgr)
         if isinstance(self.backbone, YoloPoseBackbone):
@@ -373,7 +384,7 @@ class Predictor:
         """Frame -> persons of the requested frames of one shot (steps 0-7 of the module doc); `frame_offset`:
         where the shot's frame 0 lies in the video."""
         if self.config.denoise:
-            reader = DenoisedFrames(reader)  # ahead of the read-ahead: its threads do the filtering
+            reader = DenoisedFrames(reader, self.config.trim_bars)  # ahead of the read-ahead: its threads filter
         job = VideoJob(self._stages(), video, known, reader, num_frames, first_track_id=first_track_id,
                        frame_offset=frame_offset)
         job.plan(requested)
