@@ -50,7 +50,8 @@ class InferConfig:
             holding two people CenterNet boxes one by one is split, and the people its other boxes hold are
             added, each confirmed by MoveNet (`model.backbones.centernet`, `movenet_people.boxed_people`).
         trim_bars: the person detectors and the noise estimate look at the picture inside a frame's black
-            bars (letterbox, pillarbox; `model.bars`), not at the bars.
+            bars (letterbox, pillarbox) or soft ones (a blurred copy of the picture, a flat colour; `model.bars`),
+            not at the bars.
         denoise: frames whose noise estimate is high are filtered (non-local means) before anything looks
             at them (`model.denoise`); clean frames are used as they are.
         temporal_median: each joint the model alone placed on a tracked person is put at the median of its

@@ -47,8 +47,8 @@ __all__ = [
 _FRAME_MEMORY = 8  # decoded frames kept per compute call
 # How the cached crops' frames were read, part of every key: through `model.denoise` (versioned: a change to the
 # filter that changes its output gets a new name here; nlm2: a barred frame's noise read and filtered on its picture,
-# `model.bars`) or as decoded.
-FRAMES_FILTERED, FRAMES_RAW = "denoised-nlm2", "raw"
+# `model.bars`; nlm3: soft bars, a blurred copy's or a flat colour's, left out too) or as decoded.
+FRAMES_FILTERED, FRAMES_RAW = "denoised-nlm3", "raw"
 ProgressFn = Callable[[int, int], None]
 
 

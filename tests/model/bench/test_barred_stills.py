@@ -1,4 +1,5 @@
-"""`scripts.barred_stills`: the real stills inside black bars (and as portrait strips in 16:9), annotations with them."""
+"""`scripts.barred_stills`: the real stills inside black bars (and as portrait strips in 16:9, over a blurred copy of
+themselves, and in a portrait frame), annotations with them."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _mean(image: np.ndarray, x: float, y: float, r: int = 6) -> np.ndarray:
     return image[max(row - r, 0) : row + r + 1, max(col - r, 0) : col + r + 1].reshape(-1, 3).mean(axis=0)
 
 
-@pytest.mark.parametrize("layout", ["bars", "portrait"])
+@pytest.mark.parametrize("layout", ["bars", "portrait", "blurred", "tall"])
 def test_the_people_lie_on_their_pixels_inside_the_bars(tmp_path: Path, layout: str,
                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     out = tmp_path / layout
@@ -29,14 +30,19 @@ def test_the_people_lie_on_their_pixels_inside_the_bars(tmp_path: Path, layout: 
     people = 0
     for (video, image), (moved, frame) in zip(load_stills(STILLS), load_stills(out), strict=True):
         height, width = frame.shape[:2]
-        assert moved.name == video.name and height == image.shape[0]
-        assert width / height == pytest.approx(16 / 9, abs=0.01)  # the four are narrower than 16:9
-        picture = image.shape[1] if layout == "bars" else round(height * 9 / 16)
-        x0 = (width - picture) // 2
-        area = picture_area(frame)  # the bars are black: the picture is found inside them (JPEG's ringing aside)
-        assert area is not None and area[1::2] == (0, height)
+        assert moved.name == video.name
+        if layout == "tall":  # the image whole, in a 9:16 frame
+            assert width == image.shape[1] and height / width == pytest.approx(16 / 9, abs=0.01)
+            picture, x0, y0 = image.shape[1], 0, (height - image.shape[0]) // 2
+        else:  # the four are narrower than 16:9
+            assert height == image.shape[0] and width / height == pytest.approx(16 / 9, abs=0.01)
+            picture = image.shape[1] if layout == "bars" else round(height * 9 / 16)
+            x0, y0 = (width - picture) // 2, 0
+        area = picture_area(frame)  # black or soft, the bars are found: the picture inside them (JPEG's ringing aside)
+        assert area is not None
         assert area[0] == pytest.approx(x0, abs=16) and area[2] == pytest.approx(x0 + picture, abs=16)
-        if layout == "bars":
+        assert area[1] == pytest.approx(y0, abs=16) and area[3] == pytest.approx(height - y0, abs=16)
+        if layout in ("bars", "tall"):
             assert len(moved.frames[0].persons) == len(video.frames[0].persons)
         else:
             assert 1 <= len(moved.frames[0].persons) <= len(video.frames[0].persons)
@@ -44,13 +50,13 @@ def test_the_people_lie_on_their_pixels_inside_the_bars(tmp_path: Path, layout: 
             seen = person.keypoints[:, 2] > 0
             assert seen.sum() >= 4 and person.box is not None
             assert x0 <= person.box.x and person.box.x + person.box.w <= x0 + picture + 1e-6
-            original = min(video.frames[0].persons, key=lambda p: abs(p.box.h - person.box.h) + abs(p.box.y - person.box.y))
-            shift = person.keypoints[seen, 0] - original.keypoints[seen, 0]
-            assert np.ptp(shift) < 1e-6 and np.array_equal(person.keypoints[seen, 1], original.keypoints[seen, 1])
+            original = min(video.frames[0].persons, key=lambda p: abs(p.box.h - person.box.h) + abs(p.box.y + y0 - person.box.y))
+            shift = person.keypoints[seen, :2] - original.keypoints[seen, :2]
+            assert np.ptp(shift[:, 0]) < 1e-6 and np.allclose(shift[:, 1], y0)
             for (x, y), (u, v) in zip(original.keypoints[seen, :2], person.keypoints[seen, :2]):
                 assert np.abs(_mean(image, x, y) - _mean(frame, u, v)).max() < 25, (video.name, x, y)
             people += 1
-    assert people >= (9 if layout == "bars" else 4)  # all nine of the four photographs; the strips hold some
+    assert people >= (9 if layout in ("bars", "tall") else 4)  # all nine of the four photographs; the strips hold some
 
 
 def test_bad_layouts_and_folders_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
