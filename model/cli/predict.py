@@ -106,6 +106,7 @@ class PredictOptions:
     denoise: bool = True
     temporal_median: bool = True
     shot_cuts: bool = True
+    trim_bars: bool = True
 
 
 PredictorFactory = Callable[[PredictOptions], "Predictor"]
@@ -118,7 +119,8 @@ def build_predictor(options: PredictOptions) -> Predictor:
 
     config = InferConfig(mode=options.mode, label_aware=options.label_aware,  # type: ignore[arg-type]
                          redetect_every=options.redetect_every, denoise=options.denoise,
-                         temporal_median=options.temporal_median, shot_cuts=options.shot_cuts)
+                         temporal_median=options.temporal_median, shot_cuts=options.shot_cuts,
+                         trim_bars=options.trim_bars)
     return Predictor.create(backbone=options.backbone, checkpoint=options.checkpoint, head=options.head,
                             device=options.device, config=config)
 
@@ -254,6 +256,9 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--no-shot-cuts", action="store_true",
                         help="predict the video as one shot (default: cuts to another shot are found and each shot "
                         "is predicted on its own, so that no person, label or track id is carried across a cut)")
+    parser.add_argument("--no-trim-bars", action="store_true",
+                        help="look for people on the whole frame (default: inside black bars, or a blurred copy of "
+                        "the picture around it, the detectors and the noise filter look at the picture alone)")
     parser.add_argument("--frames", type=str, help="frames a:b to predict (default all)")
     parser.add_argument("--render", type=Path, help="also write an overlay video here (.mp4, .avi, .mov, .m4v or .mkv; mp4v codec)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -298,7 +303,8 @@ def handle(args: argparse.Namespace, *, predictor_factory: PredictorFactory | No
     options = PredictOptions(backbone=backbone, checkpoint=args.checkpoint, head=args.head,
                              device=args.device, mode=args.mode, label_aware=not args.no_label_aware,
                              redetect_every=args.redetect_every, denoise=not args.no_denoise,
-                             temporal_median=not args.no_temporal_median, shot_cuts=not args.no_shot_cuts)
+                             temporal_median=not args.no_temporal_median, shot_cuts=not args.no_shot_cuts,
+                             trim_bars=not args.no_trim_bars)
     try:
         with quiet:
             run_predict(
