@@ -24,14 +24,14 @@ as black ones do. `picture_area` then looks, inside any black bars, for two soft
 opposite sides (left and right, else top and bottom): each side's seam is the column (row) where the most lines
 step by more than `STEP` grey levels across 3 pixels, found on at least `SEAM` of the lines; the two bars'
 widths agree within `SYMMETRY` x the side (3 pixels at least), each is at least `MIN_SOFT` of the side, each
-holds under `SOFT` x the picture's detail (mean absolute difference of neighbouring pixels, both ways; a bar's is
-the median over its lines, so that captions and a logo laid over some of its lines do not count, while someone
+holds under `SOFT` x the picture's detail (mean absolute difference of neighbouring pixels, both ways; a bar's:
+the median of its lines' means, so that captions and a logo laid over some of its lines do not count, while someone
 standing in it does), and one is brighter than `DARK` (a lit person pasted in the middle of a dark, smooth
-backdrop is not trimmed). A
-straight edge at one column along most of the frame's height is rare in a scene, the same edge mirrored about the
-centre with smooth pixels outside both rarer still: on the real stills, the held-out images, their dark, grey,
-blurred, JPEG and noisy versions and two real clips' frames, the scene's own best symmetric pair held 0.63 x the
-picture's detail or more, the blurred copies 0.02-0.13 x.
+backdrop is not trimmed). A straight edge at one column along most of the frame's height is rare in a scene, the
+same edge mirrored about the centre rarer still, and smooth pixels outside both rarer again: of 237 real images
+(the stills, the held-out images, their dark, grey, blurred, JPEG and noisy versions, mmpose's test images), 6
+had such a pair of seams; two were bars (a white pillarbox, a black letterbox), the others' outer parts held
+0.39 x the picture's detail or more, the blurred copies of `scripts.barred_stills` 0.01-0.19 x.
 
 Measured (MoveNet, detector, limb joints within 0.1 x box diagonal, the real stills and held-out images written by
 `scripts.barred_stills`, not trimmed -> trimmed, side by side): in 16:9 bars 75.3% -> 77.9% at 0.79x the time;
@@ -44,8 +44,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["DARK", "FLAT", "MIN_BAR", "MIN_DETAIL", "MIN_PICTURE", "MIN_SOFT", "MIN_SOFT_SIDE", "OFF_SHARE", "SEAM", "SOFT", "STEP", "SYMMETRY",
-           "picture_area"]
+__all__ = ["DARK", "FLAT", "MIN_BAR", "MIN_DETAIL", "MIN_PICTURE", "MIN_SOFT", "MIN_SOFT_SIDE", "OFF_SHARE", "SEAM",
+           "SOFT", "STEP", "SYMMETRY", "picture_area"]
 
 DARK = 24  # grey levels: a bar's level (the median of the edge's outermost line, brightest channel) is at most this
 FLAT = 3  # a bar's pixels lie within this many grey levels of its level ...
@@ -132,7 +132,8 @@ def _soft_bars(picture: np.ndarray) -> tuple[int, int]:
 
 
 def _seam(lines: np.ndarray, start: int) -> int:
-    """The picture's first column where the 3-pixel step from column `start` crossed a seam: the one of columns
-    `start` + 1 .. + 3 that steps from its left neighbour on the most lines."""
+    """The picture's first column at a seam that the 3-pixel step from column `start` crosses: of columns
+    `start` + 1 .. `start` + 3, the one that differs from its left neighbour by more than `STEP` / 2 on the most
+    lines."""
     near = lines[:, start : start + 4]
     return start + 1 + int(np.argmax((np.abs(np.diff(near, axis=1)) > STEP // 2).mean(axis=0)))
