@@ -72,14 +72,13 @@ def picture_area(frame: np.ndarray) -> tuple[int, int, int, int] | None:
     x1 = width - _bar(peak[:, width // 2 :][:, ::-1], 0)
     y0 = _bar(peak[: height // 2], 1)
     y1 = height - _bar(peak[height // 2 :][::-1], 1)
-    if x1 - x0 >= 4 and y1 - y0 >= 4:
-        inner = peak[y0:y1, x0:x1]
-        left, right = _soft_bars(inner)
-        if left or right:
-            x0, x1 = x0 + left, x1 - right
-        else:
-            top, bottom = _soft_bars(inner.T)
-            y0, y1 = y0 + top, y1 - bottom
+    inner = peak[y0:y1, x0:x1]  # soft bars are looked for inside black ones (`_soft_bars` skips a small picture)
+    left, right = _soft_bars(inner)
+    if left or right:
+        x0, x1 = x0 + left, x1 - right
+    else:
+        top, bottom = _soft_bars(inner.T)
+        y0, y1 = y0 + top, y1 - bottom
     if (x0, y0, x1, y1) == (0, 0, width, height):
         return None
     if x1 - x0 < MIN_PICTURE * width or y1 - y0 < MIN_PICTURE * height:

@@ -14,7 +14,8 @@ given a box hold up. Non-local means (OpenCV's `fastNlMeansDenoisingColored`) on
 - `denoise`: frames whose estimate exceeds `NOISE_FLOOR` by `MIN_STRENGTH` or more are filtered with a
   strength of the excess (so the strength grows from nothing as a video gets noisier, and frames of one video
   around the floor are treated alike); any other frame is returned as it is.
-- A frame's black bars (letterbox, pillarbox; `model.bars`) are left out of the estimate and the filtering.
+- A frame's bars, black (letterbox, pillarbox) or soft (a blurred copy of the picture, a flat colour;
+  `model.bars`), are left out of the estimate and the filtering.
 - `DenoisedFrames`: a frame reader that hands out `denoise(frame)`; the predictor reads through it
   (`InferConfig.denoise`), and so does the training's heatmap cache, so the head learns on what it is shown.
 """
@@ -70,8 +71,8 @@ def _responses(frame: np.ndarray) -> np.ndarray:
 
 def denoise(frame: np.ndarray, trim_bars: bool = True) -> np.ndarray:
     """`frame` (H, W, 3) uint8 BGR with its noise filtered out where it is noisy (see module); else `frame` itself.
-    With `trim_bars`, a frame's black bars (`model.bars`) are left out of the estimate and the filtering: flat
-    black pulls the median down (a portrait video pillarboxed in 16:9 is two thirds bars)."""
+    With `trim_bars`, a frame's bars (`model.bars`) are left out of the estimate and the filtering: flat black or
+    a blurred copy pulls the median down (a portrait video pillarboxed in 16:9 is two thirds bars)."""
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         return frame
     area = picture_area(frame) if trim_bars else None

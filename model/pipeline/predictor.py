@@ -170,8 +170,8 @@ class Predictor:
         movenet backbone, by the people MoveNet's centre heatmap adds (`InferConfig.centre_people`,
         `model.backbones.movenet_people`), and those CenterNet's boxes split out of a box or add where its
         weights were fetched (`InferConfig.box_people`, `movenet_people.boxed_people`); at most `MAX_PEOPLE`
-        in all. Where the frame has black bars (`InferConfig.trim_bars`, `model.bars`), all of that looks at the
-        picture inside them."""
+        in all. Where the frame has bars, black or soft (`InferConfig.trim_bars`, `model.bars`), all of that looks
+        at the picture inside them."""
         area = picture_area(frame_bgr) if self.config.trim_bars else None
         if area is None:
             return self._detect(frame_bgr)
