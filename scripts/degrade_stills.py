@@ -1,8 +1,9 @@
 """Real stills as footage gets them, for `bench-real --data`: a copy of a stills folder, every image made grey,
-blurred, noisy, JPEG-compressed or dark.
+blurred, noisy, JPEG-compressed, dark or interlaced.
 
 The real stills are photographs; frames of real footage are rarely as clean: grey (infrared and old cameras),
-blurred by motion or focus, noisy in low light, compressed by the codec, dark. This script writes a copy of a
+blurred by motion or focus, noisy in low light, compressed by the codec, dark, interlaced (broadcast archives,
+decoded with both fields woven into one frame). This script writes a copy of a
 folder in the real-stills layout (``annotations/val/*.json`` + ``images/val/<name>/*.jpg``) with one such
 change made to every image; the annotations are copied unchanged (no change moves a pixel), and
 ``python -m model bench-real --data OUT`` scores it as it scores the stills.
@@ -11,7 +12,10 @@ change made to every image; the annotations are copied unchanged (no change move
 - ``blur``: Gaussian blur, sigma ``BLUR_SIGMA`` x the image's long side (2.5 px on a 640 px photograph);
 - ``noise``: Gaussian noise of ``NOISE_SIGMA`` grey levels per channel (seeded: the same every run);
 - ``jpeg``: re-encoded as JPEG of quality ``LOW_JPEG_QUALITY``;
-- ``dark``: every pixel value times ``DARK_GAIN``.
+- ``dark``: every pixel value times ``DARK_GAIN``;
+- ``woven``: the odd rows taken from the image moved ``WOVEN_SHIFT`` px to the right, as a camera panning
+  between an interlaced frame's two fields gives them (the even rows, the top field, are the photograph's, so
+  the annotations still hold for them).
 
 Every image is then saved as JPEG of quality ``SAVE_QUALITY``.
 
@@ -41,6 +45,7 @@ BLUR_SIGMA = 2.5 / 640  # x the long side
 NOISE_SIGMA = 20.0  # grey levels
 LOW_JPEG_QUALITY = 15
 DARK_GAIN = 0.3
+WOVEN_SHIFT = 8  # px between the fields: a pan across a 1920 px frame in 4 s, 50 fields a second
 SAVE_QUALITY = 95
 
 
@@ -72,8 +77,14 @@ def _dark(image: np.ndarray, _seed: int) -> np.ndarray:
     return np.clip(image.astype(np.float64) * DARK_GAIN, 0, 255).astype(np.uint8)
 
 
+def _woven(image: np.ndarray, _seed: int) -> np.ndarray:
+    out = image.copy()
+    out[1::2] = np.roll(image, WOVEN_SHIFT, axis=1)[1::2]
+    return out
+
+
 KINDS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
-    "grey": _grey, "blur": _blur, "noise": _noise, "jpeg": _jpeg, "dark": _dark,
+    "grey": _grey, "blur": _blur, "noise": _noise, "jpeg": _jpeg, "dark": _dark, "woven": _woven,
 }
 
 

@@ -105,10 +105,12 @@ def _map_box(box: Box | None, m: np.ndarray) -> Box | None:
 
 
 def camera_clip(gt: Video, image: np.ndarray, num_frames: int = CLIP_FRAMES,
-                size: tuple[int, int] | None = None) -> tuple[Video, ClipReader]:  # fmt: skip
+                size: tuple[int, int] | None = None, *, interlaced: bool = False) -> tuple[Video, ClipReader]:  # fmt: skip
     """A still (one-frame ground truth `gt` and its BGR `image`) filmed by the moving camera: the clip's
     ground truth (every frame labelled, track id = the person's index) and its frames, `size` (W, H) pixels
-    (default `WINDOW` x the photograph's: what the camera sees, unscaled)."""
+    (default `WINDOW` x the photograph's: what the camera sees, unscaled). `interlaced`: each frame's odd rows
+    are what the camera sees half a frame later (the second field, as interlaced footage decodes), so they
+    comb wherever the pan, zoom and roll moved the picture; the truth is the even rows' (the first field)."""
     h, w = image.shape[:2]
     natural = (int(WINDOW * w), int(WINDOW * h))
     size = size or natural
@@ -117,6 +119,10 @@ def camera_clip(gt: Video, image: np.ndarray, num_frames: int = CLIP_FRAMES,
     for i in range(num_frames):
         m = scale @ camera_matrix(i / max(num_frames - 1, 1), w, h)
         shot = cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        if interlaced:
+            later = scale @ camera_matrix((i + 0.5) / max(num_frames - 1, 1), w, h)
+            shot[1::2] = cv2.warpAffine(image, later, size, flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REFLECT101)[1::2]
         frames.append(cv2.imdecode(cv2.imencode(".jpg", shot, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1],
                                    cv2.IMREAD_COLOR))
         persons = []

@@ -52,6 +52,10 @@ class InferConfig:
         trim_bars: the person detectors and the noise estimate look at the picture inside a frame's black
             bars (letterbox, pillarbox) or soft ones (a blurred copy of the picture, a flat colour; `model.bars`),
             not at the bars.
+        deinterlace: the combed blocks of an interlaced frame (both fields woven into one, where the picture
+            moved between them) are given one field's rows before anything looks at them
+            (`model.interlace`); progressive frames, and interlaced ones that did not move, are used as
+            they are.
         denoise: frames whose noise estimate is high are filtered (non-local means) before anything looks
             at them (`model.denoise`); clean frames are used as they are.
         temporal_median: each joint the model alone placed on a tracked person is put at the median of its
@@ -78,6 +82,7 @@ class InferConfig:
     centre_people: bool = True
     box_people: bool = True
     trim_bars: bool = True
+    deinterlace: bool = True
     denoise: bool = True
     temporal_median: bool = True
     shot_cuts: bool = True

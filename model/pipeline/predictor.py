@@ -6,8 +6,10 @@ Cuts to another shot among the frames the request reaches are found first (`Infe
 `model.pipeline.shots`); each shot holding requested frames then goes through the steps below on its own,
 as a video of its own frames, and people new to a shot get ids that no other shot or label uses.
 
-0. Frames are read through `model.denoise.DenoisedFrames` (`InferConfig.denoise`): a grainy frame is
-   filtered before the detector, the backbone or the optical flow sees it; a clean one is used as it is.
+0. Frames are read through `model.interlace.DeinterlacedFrames` (`InferConfig.deinterlace`) and
+   `model.denoise.DenoisedFrames` (`InferConfig.denoise`): an interlaced frame's combed blocks get one
+   field's rows, and a grainy frame is filtered, before the detector, the backbone or the optical flow sees
+   it; a progressive, clean one is used as it is.
 1. Boxes and track ids come from `model.pipeline.tracking.plan_boxes` (human > interpolated > carried >
    detected). Carried boxes are moved frame by frame outward from their label: frame f is cropped
    with the box of frame f-1 (f+1 going backwards), the backbone heatmaps of that crop are decoded,
@@ -74,6 +76,7 @@ from model.backbones.movenet import MoveNetBackbone
 from model.backbones.yolo_pose import YoloPoseBackbone
 from model.bars import picture_area
 from model.denoise import DenoisedFrames
+from model.interlace import DeinterlacedFrames
 from model.nets.dcpose import DCPose
 from model.nets.runtime import autocast, check_precision, place_module
 from model.pipeline.config import InferConfig, Progress
@@ -383,8 +386,11 @@ class Predictor:
                       frame_offset: int = 0) -> dict[int, list[Person]]:
         """Frame -> persons of the requested frames of one shot (steps 0-7 of the module doc); `frame_offset`:
         where the shot's frame 0 lies in the video."""
+        # Ahead of the read-ahead, so its threads filter; the comb first (it reads as grain).
+        if self.config.deinterlace:
+            reader = DeinterlacedFrames(reader)
         if self.config.denoise:
-            reader = DenoisedFrames(reader, self.config.trim_bars)  # ahead of the read-ahead: its threads filter
+            reader = DenoisedFrames(reader, self.config.trim_bars)
         job = VideoJob(self._stages(), video, known, reader, num_frames, first_track_id=first_track_id,
                        frame_offset=frame_offset)
         job.plan(requested)

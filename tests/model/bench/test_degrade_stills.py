@@ -1,4 +1,5 @@
-"""`scripts.degrade_stills`: the real stills made grey, blurred, noisy, compressed or dark, in their own layout."""
+"""`scripts.degrade_stills`: the real stills made grey, blurred, noisy, compressed, dark or interlaced, in their
+own layout."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from model.bench.real import load_stills
-from scripts.degrade_stills import DARK_GAIN, KINDS, main
+from model.interlace import COMBED, comb_map
+from scripts.degrade_stills import DARK_GAIN, KINDS, WOVEN_SHIFT, main
 
 STILLS = Path(__file__).resolve().parents[2] / "assets" / "real-stills"  # four of the shared set
 
@@ -39,6 +41,11 @@ def test_each_image_is_changed_and_the_annotations_are_kept(tmp_path: Path, kind
             assert image.mean() == pytest.approx(DARK_GAIN * source.mean(), rel=0.05)
         elif kind == "blur":
             assert _sharpness(image) < 0.2 * _sharpness(source)
+        elif kind == "woven":  # the top field kept, the bottom one moved (through JPEG): combed
+            woven, still, moved = image.astype(int), source.astype(int), np.roll(source, WOVEN_SHIFT, axis=1).astype(int)
+            for rows, near, far in ((slice(0, None, 2), still, moved), (slice(1, None, 2), moved, still)):
+                assert np.abs(woven[rows] - near[rows]).mean() < 0.5 * np.abs(woven[rows] - far[rows]).mean()
+            assert comb_map(image).max() > COMBED >= comb_map(source).max()
         else:  # noise, jpeg: changed, roughly the same picture
             assert 2 < change < 25, change
     if kind == "grey":  # the test means something: the stills have colour

@@ -66,6 +66,23 @@ def test_the_clip_s_annotations_follow_the_camera_on_the_pixels() -> None:
         assert (inside | (kps[:, 2] == 0)).all()
 
 
+def test_an_interlaced_clip_combs_where_the_camera_moved_and_deinterlaces_to_its_first_field() -> None:
+    from model.interlace import COMBED, comb_map, deinterlace
+
+    gt, image = _still("coco_000000000785")
+    clip, reader = camera_clip(gt, image)
+    woven_clip, woven = camera_clip(gt, image, interlaced=True)
+    for a, b in zip(woven_clip.frames, clip.frames, strict=True):  # the truth is the first field's
+        assert [p.box for p in a.persons] == [p.box for p in b.persons]
+        assert all(np.array_equal(p.keypoints, q.keypoints) for p, q in zip(a.persons, b.persons, strict=True))
+    for i in range(CLIP_FRAMES):
+        progressive, frame = reader.read(i).astype(int), woven.read(i)
+        assert comb_map(frame).max() > COMBED >= comb_map(reader.read(i)).max(), i
+        first, second = (np.abs(frame[rows] - progressive[rows]).mean() for rows in (slice(0, None, 2), slice(1, None, 2)))
+        assert first < 0.5 * second, i  # the first field is the progressive frame's (up to JPEG), the second moved
+        assert np.abs(deinterlace(frame) - progressive).mean() < np.abs(frame - progressive).mean(), i
+
+
 def test_labels_on_real_pixels_are_carried_within_a_pixel_of_the_camera_motion() -> None:
     gt, image = _still("coco_000000000785")
     clip, reader = camera_clip(gt, image)
