@@ -127,22 +127,30 @@ class _NoiseMeter:
         return torch.tensor(levels, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 17, 96, 72).contiguous()
 
 
-@pytest.mark.parametrize("enabled", [True, False])
-def test_the_predictor_s_detector_sees_the_filtered_frame(enabled: bool) -> None:
-    from model.pipeline.config import InferConfig
+def detector_frames(backbone: object, config: object, image: np.ndarray) -> list[np.ndarray]:
+    """The frames the predictor's person detector is given when it predicts `image` as a one-frame video with
+    `backbone` and `config` (an InferConfig); the detector finds nobody."""
     from model.pipeline.predictor import Predictor
 
-    grainy = _grainy(_stills()[1], 20.0)
     seen: list[np.ndarray] = []
 
     def detector(frame: np.ndarray) -> list[Box]:
         seen.append(frame)
         return []
 
-    video = Video("grainy", 1, [Frame(0, [])], width=grainy.shape[1], height=grainy.shape[0])
-    predictor = Predictor(_NoiseMeter(), None, config=InferConfig(denoise=enabled), detector=detector)  # type: ignore[arg-type]
-    out = predictor.predict_video(video, reader=_Still(grainy))
-    assert out.frames[0].persons == [] and len(seen) == 1
+    video = Video("one", 1, [Frame(0, [])], width=image.shape[1], height=image.shape[0])
+    predictor = Predictor(backbone, None, config=config, detector=detector)  # type: ignore[arg-type]
+    assert predictor.predict_video(video, reader=_Still(image)).frames[0].persons == []
+    return seen
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_predictor_s_detector_sees_the_filtered_frame(enabled: bool) -> None:
+    from model.pipeline.config import InferConfig
+
+    grainy = _grainy(_stills()[1], 20.0)
+    seen = detector_frames(_NoiseMeter(), InferConfig(denoise=enabled), grainy)
+    assert len(seen) == 1
     if enabled:
         assert np.array_equal(seen[0], denoise(grainy)) and not np.array_equal(seen[0], grainy)
     else:

@@ -16,6 +16,7 @@ from annotation_io.video import open_video
 from model.bench.real import _Still
 from model.interlace import BLOCK, COMBED, DeinterlacedFrames, comb_map, deinterlace
 from model.transforms import CropGeometry
+from tests.model.test_denoise import detector_frames
 
 STILLS = Path(__file__).resolve().parents[1] / "assets" / "real-stills"  # four real photographs
 SIZE = (320, 256)  # (W, H): 10 x 8 blocks
@@ -163,19 +164,10 @@ class _CombMeter:
 @pytest.mark.parametrize("enabled", [True, False])
 def test_the_predictor_s_detector_sees_the_deinterlaced_frame(enabled: bool) -> None:
     from model.pipeline.config import InferConfig
-    from model.pipeline.predictor import Predictor
 
     woven = _pan(_stills()[1], 8)
-    seen: list[np.ndarray] = []
-
-    def detector(frame: np.ndarray) -> list[Box]:
-        seen.append(frame)
-        return []
-
-    video = Video("woven", 1, [Frame(0, [])], width=woven.shape[1], height=woven.shape[0])
-    predictor = Predictor(_CombMeter(), None, config=InferConfig(deinterlace=enabled, denoise=False), detector=detector)  # type: ignore[arg-type]
-    out = predictor.predict_video(video, reader=_Still(woven))
-    assert out.frames[0].persons == [] and len(seen) == 1
+    seen = detector_frames(_CombMeter(), InferConfig(deinterlace=enabled, denoise=False), woven)
+    assert len(seen) == 1
     if enabled:
         assert np.array_equal(seen[0], deinterlace(woven)) and not np.array_equal(seen[0], woven)
     else:
