@@ -5,13 +5,13 @@ field period apart (1/50 or 1/60 s). OpenCV decodes them woven into one frame, s
 between the fields every other row is shifted: a comb along each moving edge. Limb joints are what it costs: the
 9 real stills and 12 held-out images with their odd rows taken from a copy moved 8 px sideways (a panning
 camera), MoveNet with the annotated boxes placed 400 of 538 limb joints within 0.1 x box diagonal against 459 on
-the images as they are ("Interlaced footage" in docs/tracking.md).
+the images as they are (both JPEG 90), and 449 deinterlaced ("Interlaced footage" in docs/tracking.md).
 
 - `comb_map`: per block of `BLOCK` x `BLOCK` pixels, the share of its pixels where a row stands out from both
   rows next to it, the same way (the two steps' geometric mean over `STEP` grey levels), less the share where
   it stands out so from the rows two away. A woven frame's neighbouring rows belong to the other field, so
   moving texture zig-zags across one row and not across two; a progressive frame's texture and edges do both
-  or neither (the second share is the larger on every real photograph and video frame measured).
+  or neither (what real frames read: `COMBED`).
 - `deinterlace`: where any block is combed (`COMBED`), the odd rows of the combed blocks and the blocks around
   them are replaced by the mean of the even rows above and below: the top field is kept, made whole where
   the picture moved, and the still parts keep both fields' detail. A frame without a combed block, a progressive
@@ -72,8 +72,8 @@ def comb_map(frame: np.ndarray) -> np.ndarray:
 
 def deinterlace(frame: np.ndarray) -> np.ndarray:
     """`frame` (H, W, 3) uint8 BGR with the odd rows of its combed blocks, and the blocks around them,
-    interpolated from the even rows above and below (see module); `frame` itself where no block is combed, or where
-    it is not an (H, W, 3) uint8 frame."""
+    interpolated from the even rows above and below (see module); `frame` itself where no block is combed, or
+    where it is not an (H, W, 3) uint8 frame."""
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         return frame
     combed = comb_map(frame) > COMBED

@@ -45,7 +45,7 @@ BLUR_SIGMA = 2.5 / 640  # x the long side
 NOISE_SIGMA = 20.0  # grey levels
 LOW_JPEG_QUALITY = 15
 DARK_GAIN = 0.3
-WOVEN_SHIFT = 8  # px between the fields: a pan across a 1920 px frame in 4 s, 50 fields a second
+WOVEN_SHIFT = 8  # px between the fields: a pan across a 1920 px frame in about 5 s, 50 fields a second
 SAVE_QUALITY = 95
 
 

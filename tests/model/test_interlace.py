@@ -147,7 +147,7 @@ def test_the_top_field_is_made_whole_to_the_frame_s_edges(height: int) -> None:
 def test_frames_that_are_not_8_bit_colour_or_too_small_are_handed_back() -> None:
     woven = _pan(_stills()[0], 8)
     for frame in (cv2.cvtColor(woven, cv2.COLOR_BGR2GRAY), woven.astype(np.float32), woven[:4], woven[:, :1]):
-        assert deinterlace(frame) is frame or np.array_equal(deinterlace(frame), frame)
+        assert deinterlace(frame) is frame
     assert comb_map(woven[:4]).shape == (1, -(-woven.shape[1] // BLOCK)) and not comb_map(woven[:4]).any()
 
 
