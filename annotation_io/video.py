@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import cv2
 import numpy as np
@@ -96,6 +96,29 @@ class FrameReader(Protocol):
     def read(self, index: int) -> np.ndarray:
         """(H, W, 3) uint8 BGR frame."""
         ...
+
+
+class FilteredFrames:
+    """A `FrameReader` handing out `self.filter(frame)` of `reader`'s frames; other attributes are `reader`'s.
+    Subclasses give `filter` (the noise filter, the deinterlacer: `model.denoise`, `model.interlace`).
+
+    It holds no frames and opens nothing: `reader`'s owner closes it. Reads from several threads at once are as
+    safe as `reader`'s (`concurrent_reads`)."""
+
+    def __init__(self, reader: FrameReader) -> None:
+        self.inner = reader
+        self.num_frames = reader.num_frames
+
+    def filter(self, frame: np.ndarray) -> np.ndarray:
+        return frame
+
+    def read(self, index: int) -> np.ndarray:
+        return self.filter(np.asarray(self.inner.read(index)))
+
+    def __getattr__(self, name: str) -> Any:  # width, height, concurrent_reads, ...: the inner reader's
+        if name == "inner":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 class FrameSource(ABC):

@@ -22,12 +22,10 @@ given a box hold up. Non-local means (OpenCV's `fastNlMeansDenoisingColored`) on
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 
-from annotation_io.video import FrameReader
+from annotation_io.video import FilteredFrames, FrameReader
 from model.bars import picture_area
 
 __all__ = ["MIN_STRENGTH", "NOISE_FLOOR", "DenoisedFrames", "denoise", "noise_sigma"]
@@ -90,21 +88,12 @@ def denoise(frame: np.ndarray, trim_bars: bool = True) -> np.ndarray:
     return out
 
 
-class DenoisedFrames:
-    """A `FrameReader` handing out `denoise(frame)` of `reader`'s frames; other attributes are `reader`'s.
-
-    It holds no frames and opens nothing: `reader`'s owner closes it. Reads from several threads at once are as
-    safe as `reader`'s (`concurrent_reads`)."""
+class DenoisedFrames(FilteredFrames):
+    """A `FrameReader` handing out `denoise(frame)` of `reader`'s frames (`FilteredFrames`)."""
 
     def __init__(self, reader: FrameReader, trim_bars: bool = True) -> None:
-        self.inner = reader
-        self.num_frames = reader.num_frames
+        super().__init__(reader)
         self.trim_bars = trim_bars
 
-    def read(self, index: int) -> np.ndarray:
-        return denoise(np.asarray(self.inner.read(index)), self.trim_bars)
-
-    def __getattr__(self, name: str) -> Any:  # width, height, concurrent_reads, ...: the inner reader's
-        if name == "inner":  # not set yet (a copy being made): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    def filter(self, frame: np.ndarray) -> np.ndarray:
+        return denoise(frame, self.trim_bars)

@@ -23,12 +23,10 @@ the images as they are (both JPEG 90), and 449 deinterlaced ("Interlaced footage
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 
-from annotation_io.video import FrameReader
+from annotation_io.video import FilteredFrames
 
 __all__ = ["BLOCK", "COMBED", "STEP", "DeinterlacedFrames", "comb_map", "deinterlace"]
 
@@ -94,20 +92,8 @@ def deinterlace(frame: np.ndarray) -> np.ndarray:
     return out
 
 
-class DeinterlacedFrames:
-    """A `FrameReader` handing out `deinterlace(frame)` of `reader`'s frames; other attributes are `reader`'s.
+class DeinterlacedFrames(FilteredFrames):
+    """A `FrameReader` handing out `deinterlace(frame)` of `reader`'s frames (`FilteredFrames`)."""
 
-    It holds no frames and opens nothing: `reader`'s owner closes it. Reads from several threads at once are as
-    safe as `reader`'s (`concurrent_reads`)."""
-
-    def __init__(self, reader: FrameReader) -> None:
-        self.inner = reader
-        self.num_frames = reader.num_frames
-
-    def read(self, index: int) -> np.ndarray:
-        return deinterlace(np.asarray(self.inner.read(index)))
-
-    def __getattr__(self, name: str) -> Any:  # width, height, concurrent_reads, ...: the inner reader's
-        if name == "inner":  # not set yet (a copy being made): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    def filter(self, frame: np.ndarray) -> np.ndarray:
+        return deinterlace(frame)
