@@ -250,8 +250,8 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                         help="where no label reaches, run the person detector every N frames and follow people "
                         "between (default 1: every frame, finds the most people; 10: 2.3x faster on one person)")
     parser.add_argument("--no-deinterlace", action="store_true",
-                        help="use interlaced frames as decoded, both fields woven (default: where the picture moved "
-                        "between the fields, the combed parts get one field's rows)")
+                        help="use interlaced frames as decoded, both fields woven (default: a pan's fields are aligned "
+                        "and the parts still combed get one field's rows)")
     parser.add_argument("--no-denoise", action="store_true",
                         help="use grainy frames as they are (default: filtered first; faster, fewer people found)")
     parser.add_argument("--no-temporal-median", action="store_true",

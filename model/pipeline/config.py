@@ -52,8 +52,9 @@ class InferConfig:
         trim_bars: the person detectors and the noise estimate look at the picture inside a frame's black
             bars (letterbox, pillarbox) or soft ones (a blurred copy of the picture, a flat colour; `model.bars`),
             not at the bars.
-        deinterlace: the combed blocks of an interlaced frame (both fields woven into one, where the picture
-            moved between them) are given one field's rows before anything looks at them
+        deinterlace: an interlaced frame (both fields woven into one) that combs where the picture moved
+            between the fields has its second field aligned onto the first where the whole picture moved (a
+            pan), and its blocks still combed given one field's rows, before anything looks at it
             (`model.interlace`); progressive frames, and interlaced ones that did not move, are used as
             they are.
         denoise: frames whose noise estimate is high are filtered (non-local means) before anything looks

@@ -7,9 +7,9 @@ Cuts to another shot among the frames the request reaches are found first (`Infe
 as a video of its own frames, and people new to a shot get ids that no other shot or label uses.
 
 0. Frames are read through `model.interlace.DeinterlacedFrames` (`InferConfig.deinterlace`) and
-   `model.denoise.DenoisedFrames` (`InferConfig.denoise`): an interlaced frame's combed blocks get one
-   field's rows, and a grainy frame is filtered, before the detector, the backbone or the optical flow sees
-   it; a progressive, clean one is used as it is.
+   `model.denoise.DenoisedFrames` (`InferConfig.denoise`): an interlaced frame's fields are aligned where a
+   pan moved them and its combed blocks get one field's rows, and a grainy frame is filtered, before the
+   detector, the backbone or the optical flow sees it; a progressive, clean one is used as it is.
 1. Boxes and track ids come from `model.pipeline.tracking.plan_boxes` (human > interpolated > carried >
    detected). Carried boxes are moved frame by frame outward from their label: frame f is cropped
    with the box of frame f-1 (f+1 going backwards), the backbone heatmaps of that crop are decoded,

@@ -49,8 +49,9 @@ _FRAME_MEMORY = 8  # decoded frames kept per compute call
 # How the cached crops' frames were read, part of every key: through `model.interlace` and `model.denoise`
 # (versioned: a change to a filter that changes its output gets a new name here; nlm2: a barred frame's noise read
 # and filtered on its picture, `model.bars`; nlm3: soft bars, a blurred copy's or a flat colour's, left out too;
-# comb1: interlaced frames' combed blocks given one field's rows first) or as decoded.
-FRAMES_FILTERED, FRAMES_RAW = "comb1-denoised-nlm3", "raw"
+# comb1: interlaced frames' combed blocks given one field's rows first; comb2: the second field aligned onto the
+# first where the picture moved as one) or as decoded.
+FRAMES_FILTERED, FRAMES_RAW = "comb2-denoised-nlm3", "raw"
 ProgressFn = Callable[[int, int], None]
 
 
