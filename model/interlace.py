@@ -52,10 +52,10 @@ BLOCK = 32  # pixels per side of the blocks judged combed or not
 COMBED = 0.25
 MIN_MOTION = 0.25  # px: fields that moved less are not aligned (it would change next to nothing)
 # An aligned block is taken where it reads at most this: stricter than `COMBED`, as fields aligned a pixel off
-# (where a zoom or a roll moved the picture unevenly) comb less than woven ones but blur edges. Measured on the
-# stills and held-out images filmed as interlaced camera clips (mean error of the odd rows against the clips'
-# progressive frames, 66 frames, JPEG 70): 6.40 grey levels with aligned blocks taken under 0.25, 5.73 under
-# 0.10, 5.73 interpolating alone; on the same images panned 8 px (JPEG 90), 3.06, 3.09 and 5.77.
+# (where a zoom or a roll moved the picture unevenly) comb less than woven ones but blur edges. Measured on 11
+# of the stills and held-out images filmed as interlaced camera clips (mean error of the odd rows against the
+# clips' progressive frames, 66 frames, JPEG 70): 6.40 grey levels with aligned blocks taken under 0.25, 5.73
+# under 0.10, 5.73 interpolating alone; on the same images panned 8 px (JPEG 90), 3.06, 3.09 and 5.77.
 ALIGNED_COMBED = 0.10
 # The fields are aligned where that leaves at most this share of the combed blocks combed: the picture moved as
 # one (a pan, a tilt). Where the people moved and the camera did not, aligning by them combs the background.
