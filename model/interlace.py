@@ -136,7 +136,8 @@ def deinterlace(frame: np.ndarray) -> np.ndarray:
     an (H, W, 3) uint8 frame."""
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         return frame
-    combed = comb_map(frame) > COMBED
+    grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_BGR2GRAY)  # read by the comb test and the motion
+    combed = comb_map(grey) > COMBED
     if not combed.any():
         return frame
     around = np.ones((3, 3), np.uint8)
@@ -145,7 +146,7 @@ def deinterlace(frame: np.ndarray) -> np.ndarray:
     odd = np.arange(1, height, 2)
     out = frame.copy()
     rows = out[odd]
-    dx, dy = field_motion(frame)
+    dx, dy = field_motion(grey)
     if max(abs(dx), abs(dy)) >= MIN_MOTION:
         aligned = align_fields(frame, dx, dy)
         still = comb_map(aligned) > ALIGNED_COMBED
