@@ -1,10 +1,10 @@
 """Real stills as footage gets them, for `bench-real --data`: a copy of a stills folder, every image made grey,
-blurred, noisy, JPEG-compressed, dark or interlaced.
+blurred, noisy, JPEG-compressed, dark, hazy or interlaced.
 
 The real stills are photographs; frames of real footage are rarely as clean: grey (infrared and old cameras),
-blurred by motion or focus, noisy in low light, compressed by the codec, dark, interlaced (broadcast archives,
-decoded with both fields woven into one frame). This script writes a copy of a
-folder in the real-stills layout (``annotations/val/*.json`` + ``images/val/<name>/*.jpg``) with one such
+blurred by motion or focus, noisy in low light, compressed by the codec, dark, flat (fog, haze, a camera's log
+profile), interlaced (broadcast archives, decoded with both fields woven into one frame). This script writes a
+copy of a folder in the real-stills layout (``annotations/val/*.json`` + ``images/val/<name>/*.jpg``) with one such
 change made to every image; the annotations are copied unchanged (no change moves a pixel), and
 ``python -m model bench-real --data OUT`` scores it as it scores the stills.
 
@@ -13,6 +13,7 @@ change made to every image; the annotations are copied unchanged (no change move
 - ``noise``: Gaussian noise of ``NOISE_SIGMA`` grey levels per channel (seeded: the same every run);
 - ``jpeg``: re-encoded as JPEG of quality ``LOW_JPEG_QUALITY``;
 - ``dark``: every pixel value times ``DARK_GAIN``;
+- ``haze``: every pixel value times ``HAZE[0]`` plus ``HAZE[1]`` grey levels (a veil: 105..220 left of 0..255);
 - ``woven``: the odd rows taken from the image moved ``WOVEN_SHIFT`` px to the right, as a camera panning
   between an interlaced frame's two fields gives them (the even rows, the top field, are the photograph's, so
   the annotations still hold for them).
@@ -45,6 +46,7 @@ BLUR_SIGMA = 2.5 / 640  # x the long side
 NOISE_SIGMA = 20.0  # grey levels
 LOW_JPEG_QUALITY = 15
 DARK_GAIN = 0.3
+HAZE = (0.45, 105.0)  # x the picture + grey levels: fog, or a camera's flat log profile
 WOVEN_SHIFT = 8  # px between the fields: a pan across a 1920 px frame in about 5 s, 50 fields a second
 SAVE_QUALITY = 95
 
@@ -77,6 +79,11 @@ def _dark(image: np.ndarray, _seed: int) -> np.ndarray:
     return np.clip(image.astype(np.float64) * DARK_GAIN, 0, 255).astype(np.uint8)
 
 
+def _haze(image: np.ndarray, _seed: int) -> np.ndarray:
+    gain, veil = HAZE
+    return np.clip(image.astype(np.float64) * gain + veil, 0, 255).astype(np.uint8)
+
+
 def _woven(image: np.ndarray, _seed: int) -> np.ndarray:
     out = image.copy()
     out[1::2] = np.roll(image, WOVEN_SHIFT, axis=1)[1::2]
@@ -84,7 +91,7 @@ def _woven(image: np.ndarray, _seed: int) -> np.ndarray:
 
 
 KINDS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
-    "grey": _grey, "blur": _blur, "noise": _noise, "jpeg": _jpeg, "dark": _dark, "woven": _woven,
+    "grey": _grey, "blur": _blur, "noise": _noise, "jpeg": _jpeg, "dark": _dark, "haze": _haze, "woven": _woven,
 }
 
 

@@ -1,5 +1,5 @@
-"""`scripts.degrade_stills`: the real stills made grey, blurred, noisy, compressed, dark or interlaced, in their
-own layout."""
+"""`scripts.degrade_stills`: the real stills made grey, blurred, noisy, compressed, dark, hazy or interlaced, in
+their own layout."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from model.bench.real import load_stills
 from model.interlace import COMBED, comb_map
-from scripts.degrade_stills import DARK_GAIN, KINDS, WOVEN_SHIFT, main
+from scripts.degrade_stills import DARK_GAIN, HAZE, KINDS, WOVEN_SHIFT, main
 
 STILLS = Path(__file__).resolve().parents[2] / "assets" / "real-stills"  # four of the shared set
 
@@ -39,6 +39,10 @@ def test_each_image_is_changed_and_the_annotations_are_kept(tmp_path: Path, kind
             assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
         elif kind == "dark":
             assert image.mean() == pytest.approx(DARK_GAIN * source.mean(), rel=0.05)
+        elif kind == "haze":  # a veil: the picture's levels squeezed into the top of the range
+            assert image.mean() == pytest.approx(HAZE[0] * source.mean() + HAZE[1], rel=0.05)
+            low, high = np.percentile(image, [1, 99])  # through JPEG: a few pixels ring further
+            assert low >= HAZE[1] - 3 and high - low < 0.5 * np.subtract(*np.percentile(source, [99, 1])) + 6
         elif kind == "blur":
             assert _sharpness(image) < 0.2 * _sharpness(source)
         elif kind == "woven":  # the top field kept, the bottom one moved (through JPEG): combed
