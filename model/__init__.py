@@ -9,8 +9,9 @@ by nothing in the product):
 - `heatmaps`: the heatmap codec and the one home of the target sigma; `transforms`: crop geometry;
   `checkpoint`: our checkpoints, the official DCPose file, bare HRNet state dicts; `device`: whether a
   device is there (the service's DEVICE and the command lines' --device share it); `interlace`: interlaced
-  frames' fields aligned where a pan moved them and combed blocks given one field's rows, and `denoise`:
-  grainy frames filtered, before the pipeline and the training look at them; `bars`: the picture inside a
+  frames' fields aligned where a pan moved them and combed blocks given one field's rows, `denoise`:
+  grainy frames filtered, and `deblur`: frames smeared by a pan or a shaken camera deconvolved, before the
+  pipeline and the training look at them; `bars`: the picture inside a
   frame's black bars (letterbox, pillarbox) or soft ones (a blurred copy of itself, a flat colour), which
   the detectors and the noise estimate look at.
 - `backbones/`: `names` (the one list of backbone names), `base` (the Backbone protocol and the

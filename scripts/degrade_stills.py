@@ -1,5 +1,5 @@
 """Real stills as footage gets them, for `bench-real --data`: a copy of a stills folder, every image made grey,
-blurred, noisy, JPEG-compressed, dark, hazy or interlaced.
+blurred, smeared, noisy, JPEG-compressed, dark, hazy or interlaced.
 
 The real stills are photographs; frames of real footage are rarely as clean: grey (infrared and old cameras),
 blurred by motion or focus, noisy in low light, compressed by the codec, dark, flat (fog, haze, a camera's log
@@ -10,6 +10,8 @@ change made to every image; the annotations are copied unchanged (no change move
 
 - ``grey``: the image's luminance on all three channels;
 - ``blur``: Gaussian blur, sigma ``BLUR_SIGMA`` x the image's long side (2.5 px on a 640 px photograph);
+- ``smear``: a steady motion's blur (a pan, a shaken camera: `model.deblur.smear`), along a line of ``SMEAR`` x the
+  image's long side (19 px on a 640 px photograph) at an angle of each image's own (seeded: the same every run);
 - ``noise``: Gaussian noise of ``NOISE_SIGMA`` grey levels per channel (seeded: the same every run);
 - ``jpeg``: re-encoded as JPEG of quality ``LOW_JPEG_QUALITY``;
 - ``dark``: every pixel value times ``DARK_GAIN``;
@@ -41,8 +43,10 @@ from annotation_io import posetrack
 from annotation_io.errors import AnnotationFormatError
 from annotation_io.types import Box, Frame, Person, Video
 from model.bench.real import DEFAULT_DATA, clear_stills_output, load_stills
+from model.deblur import smear
 
 BLUR_SIGMA = 2.5 / 640  # x the long side
+SMEAR = 0.03  # x the long side: a pan across the frame in about 1 s, filmed at 30 frames a second
 NOISE_SIGMA = 20.0  # grey levels
 LOW_JPEG_QUALITY = 15
 DARK_GAIN = 0.3
@@ -61,6 +65,15 @@ def _grey(image: np.ndarray, _seed: int) -> np.ndarray:
 
 def _blur(image: np.ndarray, _seed: int) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), BLUR_SIGMA * max(image.shape[:2]))
+
+
+def _smear(image: np.ndarray, seed: int) -> np.ndarray:
+    return smear(image, SMEAR * max(image.shape[:2]), smear_angle(seed))
+
+
+def smear_angle(seed: int) -> float:
+    """The smear's angle for an image's seed, degrees in [0, 180)."""
+    return float(seed % 180)
 
 
 def _noise(image: np.ndarray, seed: int) -> np.ndarray:
@@ -91,7 +104,7 @@ def _woven(image: np.ndarray, _seed: int) -> np.ndarray:
 
 
 KINDS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
-    "grey": _grey, "blur": _blur, "noise": _noise, "jpeg": _jpeg, "dark": _dark, "haze": _haze, "woven": _woven,
+    "grey": _grey, "blur": _blur, "smear": _smear, "noise": _noise, "jpeg": _jpeg, "dark": _dark, "haze": _haze, "woven": _woven,
 }
 
 

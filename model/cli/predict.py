@@ -104,6 +104,7 @@ class PredictOptions:
     label_aware: bool = True
     redetect_every: int = 1
     denoise: bool = True
+    deblur: bool = True
     temporal_median: bool = True
     shot_cuts: bool = True
     trim_bars: bool = True
@@ -119,7 +120,7 @@ def build_predictor(options: PredictOptions) -> Predictor:
     from model.pipeline.predictor import Predictor
 
     config = InferConfig(mode=options.mode, label_aware=options.label_aware,  # type: ignore[arg-type]
-                         redetect_every=options.redetect_every, denoise=options.denoise,
+                         redetect_every=options.redetect_every, denoise=options.denoise, deblur=options.deblur,
                          temporal_median=options.temporal_median, shot_cuts=options.shot_cuts,
                          trim_bars=options.trim_bars, deinterlace=options.deinterlace)
     return Predictor.create(backbone=options.backbone, checkpoint=options.checkpoint, head=options.head,
@@ -254,6 +255,9 @@ def register_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                         "and the parts still combed get one field's rows)")
     parser.add_argument("--no-denoise", action="store_true",
                         help="use grainy frames as they are (default: filtered first; faster, fewer people found)")
+    parser.add_argument("--no-deblur", action="store_true",
+                        help="use frames smeared by a pan or a shaken camera as they are (default: deconvolved "
+                        "where they show a steady smear; sharp frames are used as they are)")
     parser.add_argument("--no-temporal-median", action="store_true",
                         help="keep each frame's joints as the model placed them (default: a joint the model alone "
                         "placed goes to the median of its positions on the frames before and after and its own)")
@@ -307,6 +311,7 @@ def handle(args: argparse.Namespace, *, predictor_factory: PredictorFactory | No
     options = PredictOptions(backbone=backbone, checkpoint=args.checkpoint, head=args.head,
                              device=args.device, mode=args.mode, label_aware=not args.no_label_aware,
                              redetect_every=args.redetect_every, denoise=not args.no_denoise,
+                             deblur=not args.no_deblur,
                              temporal_median=not args.no_temporal_median, shot_cuts=not args.no_shot_cuts,
                              trim_bars=not args.no_trim_bars, deinterlace=not args.no_deinterlace)
     try:

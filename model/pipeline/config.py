@@ -59,6 +59,9 @@ class InferConfig:
             they are.
         denoise: frames whose noise estimate is high are filtered (non-local means) before anything looks
             at them (`model.denoise`); clean frames are used as they are.
+        deblur: frames smeared by a steady motion (a pan, a shaken camera) are deconvolved where they show
+            it, after the noise filter and before anything looks at them (`model.deblur`); frames that show
+            no smear are used as they are.
         temporal_median: each joint the model alone placed on a tracked person is put at the median of its
             positions on the frames before and after and its own, taking out one-frame slips
             (`model.pipeline.smoothing`); human and carried joints are kept.
@@ -85,6 +88,7 @@ class InferConfig:
     trim_bars: bool = True
     deinterlace: bool = True
     denoise: bool = True
+    deblur: bool = True
     temporal_median: bool = True
     shot_cuts: bool = True
 

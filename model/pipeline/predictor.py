@@ -6,10 +6,12 @@ Cuts to another shot among the frames the request reaches are found first (`Infe
 `model.pipeline.shots`); each shot holding requested frames then goes through the steps below on its own,
 as a video of its own frames, and people new to a shot get ids that no other shot or label uses.
 
-0. Frames are read through `model.interlace.DeinterlacedFrames` (`InferConfig.deinterlace`) and
-   `model.denoise.DenoisedFrames` (`InferConfig.denoise`): an interlaced frame's fields are aligned where a
-   pan moved them and its combed blocks get one field's rows, and a grainy frame is filtered, before the
-   detector, the backbone or the optical flow sees it; a progressive, clean one is used as it is.
+0. Frames are read through `model.interlace.DeinterlacedFrames` (`InferConfig.deinterlace`),
+   `model.denoise.DenoisedFrames` (`InferConfig.denoise`) and `model.deblur.DeblurredFrames`
+   (`InferConfig.deblur`): an interlaced frame's fields are aligned where a pan moved them and its combed
+   blocks get one field's rows, a grainy frame is filtered, and a frame smeared by a steady motion is
+   deconvolved where it shows the smear, before the detector, the backbone or the optical flow sees it; a
+   progressive, clean, sharp one is used as it is.
 1. Boxes and track ids come from `model.pipeline.tracking.plan_boxes` (human > interpolated > carried >
    detected). Carried boxes are moved frame by frame outward from their label: frame f is cropped
    with the box of frame f-1 (f+1 going backwards), the backbone heatmaps of that crop are decoded,
@@ -75,6 +77,7 @@ from model.backbones.factory import build_backbone
 from model.backbones.movenet import MoveNetBackbone
 from model.backbones.yolo_pose import YoloPoseBackbone
 from model.bars import picture_area
+from model.deblur import DeblurredFrames
 from model.denoise import DenoisedFrames
 from model.interlace import DeinterlacedFrames
 from model.nets.dcpose import DCPose
@@ -391,6 +394,8 @@ class Predictor:
             reader = DeinterlacedFrames(reader)
         if self.config.denoise:
             reader = DenoisedFrames(reader, self.config.trim_bars)
+        if self.config.deblur:  # after the noise filter: deconvolution lifts grain
+            reader = DeblurredFrames(reader, self.config.trim_bars)
         job = VideoJob(self._stages(), video, known, reader, num_frames, first_track_id=first_track_id,
                        frame_offset=frame_offset)
         job.plan(requested)

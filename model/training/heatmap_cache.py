@@ -26,6 +26,7 @@ from annotation_io.skeletons import NUM_KEYPOINTS
 from annotation_io.types import Box
 from annotation_io.video import FrameReader
 from model.backbones.base import Backbone, bind_video
+from model.deblur import DeblurredFrames
 from model.denoise import DenoisedFrames
 from model.interlace import DeinterlacedFrames
 from model.training.samples import TrainSample, round_box
@@ -46,12 +47,13 @@ __all__ = [
 ]
 
 _FRAME_MEMORY = 8  # decoded frames kept per compute call
-# How the cached crops' frames were read, part of every key: through `model.interlace` and `model.denoise`
-# (versioned: a change to a filter that changes its output gets a new name here; nlm2: a barred frame's noise read
-# and filtered on its picture, `model.bars`; nlm3: soft bars, a blurred copy's or a flat colour's, left out too;
-# comb1: interlaced frames' combed blocks given one field's rows first; comb2: the second field aligned onto the
-# first where the picture moved as one) or as decoded.
-FRAMES_FILTERED, FRAMES_RAW = "comb2-denoised-nlm3", "raw"
+# How the cached crops' frames were read, part of every key: through `model.interlace`, `model.denoise` and
+# `model.deblur` (versioned: a change to a filter that changes its output gets a new name here; nlm2: a barred
+# frame's noise read and filtered on its picture, `model.bars`; nlm3: soft bars, a blurred copy's or a flat
+# colour's, left out too; comb1: interlaced frames' combed blocks given one field's rows first; comb2: the second
+# field aligned onto the first where the picture moved as one; smear1: frames smeared by a steady motion
+# deconvolved) or as decoded.
+FRAMES_FILTERED, FRAMES_RAW = "comb2-denoised-nlm3-smear1", "raw"
 ProgressFn = Callable[[int, int], None]
 
 
@@ -162,9 +164,9 @@ class BackboneHeatmapCache:
         dtype: stored dtype (float16 halves memory: 235 kB per entry; heatmaps lie in [0, 1]).
         batch_size: crops per backbone call.
         crop: crop and heatmap sizes (one per cache).
-        denoise: frames are read through `model.interlace.DeinterlacedFrames` and
-            `model.denoise.DenoisedFrames`, as the predictor reads them by default (`InferConfig.deinterlace`,
-            `InferConfig.denoise`), so the head learns on the heatmaps it will be given. It is part of every
+        denoise: frames are read through `model.interlace.DeinterlacedFrames`, `model.denoise.DenoisedFrames`
+            and `model.deblur.DeblurredFrames`, as the predictor reads them by default (`InferConfig.deinterlace`,
+            `InferConfig.denoise`, `InferConfig.deblur`), so the head learns on the heatmaps it will be given. It is part of every
             key (`FRAMES_FILTERED` / `FRAMES_RAW`), so entries a cache directory kept from unfiltered frames
             (an earlier release, or ``denoise=False``) are never taken for filtered ones.
 
@@ -253,8 +255,8 @@ class BackboneHeatmapCache:
             return 0
         keys = list(todo)
         counter = CountingBackbone(self.backbone)
-        readers = ({name: DenoisedFrames(DeinterlacedFrames(r)) for name, r in self.readers.items()} if self.denoise
-                   else self.readers)
+        readers = ({name: DeblurredFrames(DenoisedFrames(DeinterlacedFrames(r))) for name, r in self.readers.items()}
+                   if self.denoise else self.readers)
         hm = compute_heatmaps(counter, readers, [todo[k] for k in keys], batch_size=self.batch_size,
                               progress=progress)
         for key, one in zip(keys, hm.numpy()):

@@ -237,7 +237,7 @@ def test_the_predictor_s_detector_sees_the_deinterlaced_frame(enabled: bool) -> 
     from model.pipeline.config import InferConfig
 
     woven = _pan(_stills()[1], 8)
-    seen = detector_frames(_CombMeter(), InferConfig(deinterlace=enabled, denoise=False), woven)
+    seen = detector_frames(_CombMeter(), InferConfig(deinterlace=enabled, denoise=False, deblur=False), woven)
     assert len(seen) == 1
     if enabled:
         assert np.array_equal(seen[0], deinterlace(woven)) and not np.array_equal(seen[0], woven)

@@ -1,8 +1,9 @@
-"""`scripts.degrade_stills`: the real stills made grey, blurred, noisy, compressed, dark, hazy or interlaced, in
+"""`scripts.degrade_stills`: the real stills made grey, blurred, smeared, noisy, compressed, dark, hazy or interlaced, in
 their own layout."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import cv2
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 from model.bench.real import load_stills
+from model.deblur import motion_blur
 from model.interlace import COMBED, comb_map
-from scripts.degrade_stills import DARK_GAIN, HAZE, KINDS, WOVEN_SHIFT, main
+from scripts.degrade_stills import DARK_GAIN, HAZE, KINDS, SMEAR, WOVEN_SHIFT, main, smear_angle
 
 STILLS = Path(__file__).resolve().parents[2] / "assets" / "real-stills"  # four of the shared set
 
@@ -33,6 +35,7 @@ def test_each_image_is_changed_and_the_annotations_are_kept(tmp_path: Path, kind
         assert (out / path.relative_to(STILLS)).read_bytes() == path.read_bytes()
     for name, (_, image) in after.items():
         source = before[name][1]
+        path = f"images/val/{name}/000000.jpg"
         assert image.shape == source.shape
         change = np.abs(image.astype(int) - source.astype(int)).mean()
         if kind == "grey":
@@ -45,6 +48,13 @@ def test_each_image_is_changed_and_the_annotations_are_kept(tmp_path: Path, kind
             assert low >= HAZE[1] - 3 and high - low < 0.5 * np.subtract(*np.percentile(source, [99, 1])) + 6
         elif kind == "blur":
             assert _sharpness(image) < 0.2 * _sharpness(source)
+        elif kind == "smear":  # the line it was smeared along, read back off the image
+            assert _sharpness(image) < 0.3 * _sharpness(source)
+            read = motion_blur(image)
+            assert read is not None and motion_blur(source) is None
+            assert read.length == pytest.approx(SMEAR * max(image.shape[:2]), abs=1.5)
+            turn = abs(read.angle - smear_angle(zlib.crc32(path.encode()))) % 180
+            assert min(turn, 180 - turn) <= 3, (read, path)
         elif kind == "woven":  # the top field kept, the bottom one moved (through JPEG): combed
             woven, still, moved = image.astype(int), source.astype(int), np.roll(source, WOVEN_SHIFT, axis=1).astype(int)
             for rows, near, far in ((slice(0, None, 2), still, moved), (slice(1, None, 2), moved, still)):

@@ -578,7 +578,7 @@ def test_no_denoise_reaches_the_predictor(synth: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("flag", "option"), [("--no-temporal-median", "temporal_median"),
                                               ("--no-shot-cuts", "shot_cuts"), ("--no-trim-bars", "trim_bars"),
-                                              ("--no-deinterlace", "deinterlace")])
+                                              ("--no-deinterlace", "deinterlace"), ("--no-deblur", "deblur")])
 def test_no_median_and_no_cuts_reach_the_predictor(synth: Path, tmp_path: Path, flag: str, option: str) -> None:
     seen: list[bool] = []
 
