@@ -46,7 +46,7 @@ from model.bench.real import DEFAULT_DATA, clear_stills_output, load_stills
 from model.deblur import smear
 
 BLUR_SIGMA = 2.5 / 640  # x the long side
-SMEAR = 0.03  # x the long side: a pan across the frame in about 1 s, filmed at 30 frames a second
+SMEAR = 0.03  # x the long side: a pan across the frame in half a second, 30 frames a second, half-frame shutter
 NOISE_SIGMA = 20.0  # grey levels
 LOW_JPEG_QUALITY = 15
 DARK_GAIN = 0.3
