@@ -175,14 +175,16 @@ def _in_one_field(grey: np.ndarray, blur: MotionBlur) -> bool:
     `model.interlace` has mended it lies between the fields (the held-out images woven 8 px and mended dipped
     33-76 deep on the frame at a row's height, and 3 or less on the field; smeared ones 27-143 on the field)."""
     field = cv2.resize(grey[::2], (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_LINEAR)
-    cepstrum = _cepstrum(np.mean([_log_spectrum(field, y, x) for y, x in _origins(*field.shape, MAX_PATCHES)],
-                                 axis=0))
-    return _depth(cepstrum, blur) >= MIN_STRENGTH / 2
+    return _depth(_mean_cepstrum(field), blur) >= MIN_STRENGTH / 2
+
+
+def _mean_cepstrum(grey: np.ndarray) -> np.ndarray:
+    """The cepstrum of the log power spectrum averaged over at most `MAX_PATCHES` patches of `grey`."""
+    return _cepstrum(np.mean([_log_spectrum(grey, y, x) for y, x in _origins(*grey.shape, MAX_PATCHES)], axis=0))
 
 
 def _dip(grey: np.ndarray) -> MotionBlur | None:
-    corners = _origins(*grey.shape, MAX_PATCHES)
-    cepstrum = _cepstrum(np.mean([_log_spectrum(grey, y, x) for y, x in corners], axis=0))
+    cepstrum = _mean_cepstrum(grey)
     median, spread = _spread(cepstrum)
     place = int(np.argmin(np.where(_ring(), cepstrum, np.inf)))
     y, x = np.unravel_index(place, cepstrum.shape)
