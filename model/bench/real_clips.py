@@ -69,6 +69,8 @@ class FollowRow:
     person_frames: int  # annotated person-frames
     predictions: int  # predicted person-frames (unannotated bystanders count here too)
     tracks: int  # predicted track ids, over all clips
+    joints_ok: int  # annotated limb joints within 0.1 x box diagonal of the matched prediction
+    joints: int  # annotated limb joints
 
 
 class ClipReader:
@@ -192,7 +194,8 @@ def format_clips(rows: list[ClipRow]) -> str:
 def run_follow_bench(predictor: Any, stills: list[tuple[Video, np.ndarray]],
                      num_frames: int = CLIP_FRAMES) -> FollowRow:
     """The clips of `stills` predicted with no labels (people found by the detector and followed): how
-    many annotated person-frames are found, as `model.bench.real_score.score_frame` matches them."""
+    many annotated person-frames are found, and their limb joints placed, as `model.bench.real_score.score_frame`
+    matches them."""
     total, tracks = RealScore(), 0
     for gt, image in stills:
         clip, reader = camera_clip(gt, image, num_frames)
@@ -202,14 +205,17 @@ def run_follow_bench(predictor: Any, stills: list[tuple[Video, np.ndarray]],
             total.add(score_frame(frame, out.get(frame.index)))
         tracks += len({p.track_id for f in out.values() for p in f.persons})
     logger.info("clips, no labels: %d/%d person-frames found", total.found_half, total.people)
-    return FollowRow(predictor.version, total.found_half, total.found, total.people, total.predictions, tracks)
+    return FollowRow(predictor.version, total.found_half, total.found, total.people, total.predictions, tracks,
+                     total.joints_ok, total.joints)
 
 
 def format_follow(rows: list[FollowRow]) -> str:
     """The no-label figures as a Markdown table."""
     lines = [f"No labels ({CLIP_FRAMES}-frame clips, every frame; people found by the detector and followed):", "",
-             "| backbone | person-frames found (>= half / >= 1 limb joint) | predicted person-frames | track ids |",
-             "|---|---|---|---|"]
-    lines += [f"| {r.backbone} | {r.found}/{r.person_frames} / {r.found_any}/{r.person_frames} | {r.predictions} "
+             "| backbone | person-frames found (>= half / >= 1 limb joint) | limb joints within 0.1 x box diagonal "
+             "| predicted person-frames | track ids |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r.backbone} | {r.found}/{r.person_frames} / {r.found_any}/{r.person_frames} "
+              f"| {100.0 * r.joints_ok / max(r.joints, 1):.1f}% ({r.joints_ok}/{r.joints}) | {r.predictions} "
               f"| {r.tracks} |" for r in rows]
     return "\n".join(lines)

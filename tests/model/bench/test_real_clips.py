@@ -13,11 +13,14 @@ from model.bench.real import load_stills
 from model.bench.real_clips import (
     CLIP_FRAMES,
     WINDOW,
+    FollowRow,
     camera_clip,
     camera_matrix,
+    format_follow,
     run_clip_bench,
     run_follow_bench,
 )
+from model.bench.real_score import LIMB_SLOTS
 from model.cli.main import main
 from model.pipeline.propagation import propagate
 
@@ -152,3 +155,12 @@ def test_with_no_labels_a_person_on_every_frame_of_a_real_clip_is_found_on_each_
         predictor.close()
     assert row.person_frames == 40 and row.found == 40  # at least half of the limb joints right on each
     assert row.predictions == 40 and row.tracks == 1  # nobody else, one id
+    clip, _ = camera_clip(*skier[0], num_frames=40)  # the limb joints the camera sees, all counted
+    assert row.joints == sum(int((p.keypoints[LIMB_SLOTS, 2] > 0).sum()) for f in clip.frames for p in f.persons
+                             if p.box is not None)
+    assert 2 * row.joints_ok >= row.joints
+
+
+def test_the_no_label_table_gives_the_limb_joints_placed() -> None:
+    table = format_follow([FollowRow("movenet", 30, 35, 40, 41, 2, joints_ok=300, joints=400)])
+    assert "| movenet | 30/40 / 35/40 | 75.0% (300/400) | 41 | 2 |" in table
