@@ -6,7 +6,8 @@ CalculatorGraph whose calculators are linked in, and the legacy pose solution li
 (TFLite + XNNPACK on the CPU), ``SplitTensorVectorCalculator`` and ``TensorsToFloatsCalculator`` (each
 output tensor -> a flat float list). So no extra package (ai-edge-litert pulls numpy 2) is needed.
 Images passed to `TfliteGraph.run` must already have the model's input size: the callers warp them with
-OpenCV, so ImageToTensor only converts and normalises.
+OpenCV, so ImageToTensor only converts and normalises. XNNPACK is given the process's CPU threads
+(`default_threads`): left unset, mediapipe runs it on one thread on desktop Linux.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MediaPipeUnavailableError", "TfliteGraph", "bundled_model_root"]
+__all__ = ["MediaPipeUnavailableError", "TfliteGraph", "bundled_model_root", "default_threads"]
 
 
 class MediaPipeUnavailableError(ImportError):
@@ -42,8 +43,19 @@ def bundled_model_root() -> str:
     return os.path.dirname(os.path.dirname(_import_mediapipe().__file__))
 
 
-def _graph_text(model_path: str, size: tuple[int, int], value_range: tuple[float, float], n: int) -> str:
-    """Text proto of image -> tensor -> TFLite -> one float stream per output."""
+def default_threads() -> int:
+    """CPU threads for XNNPACK: torch's intra-op thread count (the machine's cores, or `OMP_NUM_THREADS`, or
+    what `torch.set_num_threads` set), so the mediapipe and torch networks share one setting. mediapipe
+    0.10.21's own default on desktop Linux is one thread: the landmark model took 37-41 ms a pass there
+    and 21-27 ms on two threads, the person detector 18 and 13-14 ms (2-core machine, 40 passes each)."""
+    import torch
+
+    return max(1, int(torch.get_num_threads()))
+
+
+def _graph_text(model_path: str, size: tuple[int, int], value_range: tuple[float, float], n: int,
+                threads: int = 1) -> str:
+    """Text proto of image -> tensor -> TFLite (XNNPACK on `threads` threads) -> one float stream per output."""
     w, h = size
     lo, hi = value_range
     model_path = model_path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")  # a text-proto string
@@ -61,7 +73,7 @@ node {{ calculator: "ImageToTensorCalculator" input_stream: "IMAGE:image" output
     output_tensor_float_range {{ min: {lo} max: {hi} }} }} }} }}
 node {{ calculator: "InferenceCalculator" input_stream: "TENSORS:in_t" output_stream: "TENSORS:out_t"
   options {{ [mediapipe.InferenceCalculatorOptions.ext] {{ model_path: "{model_path}"
-    delegate {{ xnnpack {{}} }} }} }} }}
+    delegate {{ xnnpack {{ num_threads: {int(threads)} }} }} }} }} }}
 node {{ calculator: "SplitTensorVectorCalculator" input_stream: "out_t" {splits}
   options {{ [mediapipe.SplitVectorCalculatorOptions.ext] {{ {ranges} }} }} }}
 """ + floats
@@ -77,6 +89,7 @@ class TfliteGraph:
         input_size: (W, H) of the model input; `run` takes images of exactly this size.
         value_range: (min, max) that the uint8 range [0, 255] maps to.
         num_outputs: number of output tensors of the model.
+        threads: XNNPACK's CPU threads (>= 1); `default_threads()` when None.
 
     Raises:
         MediaPipeUnavailableError: mediapipe cannot be imported.
@@ -84,7 +97,10 @@ class TfliteGraph:
     """
 
     def __init__(self, model_path: str, input_size: tuple[int, int], value_range: tuple[float, float],
-                 num_outputs: int) -> None:
+                 num_outputs: int, threads: int | None = None) -> None:
+        threads = default_threads() if threads is None else int(threads)
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         mp = _import_mediapipe()
         from google.protobuf import text_format
         from mediapipe.framework import calculator_pb2
@@ -99,7 +115,8 @@ class TfliteGraph:
         self._mp, self._creator, self._getter = mp, packet_creator, packet_getter
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.num_outputs = int(num_outputs)
-        config = text_format.Parse(_graph_text(model_path, self.input_size, value_range, self.num_outputs),
+        self.threads = threads
+        config = text_format.Parse(_graph_text(model_path, self.input_size, value_range, self.num_outputs, threads),
                                    calculator_pb2.CalculatorGraphConfig())
         self._graph: Any = bindings.calculator_graph.CalculatorGraph(graph_config=config)
         self._outputs: dict[int, np.ndarray] = {}
