@@ -6,8 +6,8 @@ CalculatorGraph whose calculators are linked in, and the legacy pose solution li
 (TFLite + XNNPACK on the CPU), ``SplitTensorVectorCalculator`` and ``TensorsToFloatsCalculator`` (each
 output tensor -> a flat float list). So no extra package (ai-edge-litert pulls numpy 2) is needed.
 Images passed to `TfliteGraph.run` must already have the model's input size: the callers warp them with
-OpenCV, so ImageToTensor only converts and normalises. XNNPACK is given the process's CPU threads
-(`default_threads`): left unset, mediapipe runs it on one thread on desktop Linux.
+OpenCV, so ImageToTensor only converts and normalises. XNNPACK is given the process's CPU threads, up to
+four (`default_threads`): left unset, mediapipe runs it on one thread on desktop Linux.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MediaPipeUnavailableError", "TfliteGraph", "bundled_model_root", "default_threads"]
+__all__ = ["MAX_THREADS", "MediaPipeUnavailableError", "TfliteGraph", "bundled_model_root", "default_threads"]
 
 
 class MediaPipeUnavailableError(ImportError):
@@ -43,14 +43,18 @@ def bundled_model_root() -> str:
     return os.path.dirname(os.path.dirname(_import_mediapipe().__file__))
 
 
+MAX_THREADS = 4  # the clamp of mediapipe's own default on Android and iOS (half the cores, 1 to 4)
+
+
 def default_threads() -> int:
     """CPU threads for XNNPACK: torch's intra-op thread count (the machine's cores, or `OMP_NUM_THREADS`, or
-    what `torch.set_num_threads` set), so the mediapipe and torch networks share one setting. mediapipe
-    0.10.21's own default on desktop Linux is one thread: the landmark model took 37-41 ms a pass there
-    and 21-27 ms on two threads, the person detector 18 and 13-14 ms (2-core machine, 40 passes each)."""
+    what `torch.set_num_threads` set), so the mediapipe and torch networks share one setting, at most
+    `MAX_THREADS` (these models are small: a 224 or 256 px input). mediapipe 0.10.21's own default on desktop
+    Linux is one thread: the landmark model took 37-41 ms a pass there and 21-27 ms on two threads, the person
+    detector 18 and 13-14 ms (2-core machine, 40 passes each)."""
     import torch
 
-    return max(1, int(torch.get_num_threads()))
+    return max(1, min(int(torch.get_num_threads()), MAX_THREADS))
 
 
 def _graph_text(model_path: str, size: tuple[int, int], value_range: tuple[float, float], n: int,

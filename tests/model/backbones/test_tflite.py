@@ -12,7 +12,7 @@ import torch
 
 from model.backbones.detectors import DETECTOR_MODEL
 from model.backbones.landmarks import LANDMARK_MODEL
-from model.backbones.tflite import TfliteGraph, default_threads
+from model.backbones.tflite import MAX_THREADS, TfliteGraph, default_threads
 
 STILLS = Path(__file__).resolve().parents[2] / "assets" / "real-stills"
 
@@ -42,9 +42,11 @@ def test_xnnpack_runs_on_the_threads_asked_for() -> None:
     assert _threads_running(1) == one
 
 
-def test_the_default_is_torchs_thread_count() -> None:
+def test_the_default_is_torchs_thread_count_up_to_four() -> None:
     before = torch.get_num_threads()
     try:
+        torch.set_num_threads(MAX_THREADS + 4)
+        assert default_threads() == MAX_THREADS == 4
         torch.set_num_threads(3)
         assert default_threads() == 3
         assert _threads_running(None) == _threads_running(3)
