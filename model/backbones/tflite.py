@@ -58,7 +58,7 @@ def default_threads() -> int:
 
 
 def _graph_text(model_path: str, size: tuple[int, int], value_range: tuple[float, float], n: int,
-                threads: int = 1) -> str:
+                threads: int) -> str:
     """Text proto of image -> tensor -> TFLite (XNNPACK on `threads` threads) -> one float stream per output."""
     w, h = size
     lo, hi = value_range
@@ -77,7 +77,7 @@ node {{ calculator: "ImageToTensorCalculator" input_stream: "IMAGE:image" output
     output_tensor_float_range {{ min: {lo} max: {hi} }} }} }} }}
 node {{ calculator: "InferenceCalculator" input_stream: "TENSORS:in_t" output_stream: "TENSORS:out_t"
   options {{ [mediapipe.InferenceCalculatorOptions.ext] {{ model_path: "{model_path}"
-    delegate {{ xnnpack {{ num_threads: {int(threads)} }} }} }} }} }}
+    delegate {{ xnnpack {{ num_threads: {threads} }} }} }} }} }}
 node {{ calculator: "SplitTensorVectorCalculator" input_stream: "out_t" {splits}
   options {{ [mediapipe.SplitVectorCalculatorOptions.ext] {{ {ranges} }} }} }}
 """ + floats
